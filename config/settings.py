@@ -1,0 +1,157 @@
+"""Settings from environment variables (and a `.env` file), checked once at start-up."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlparse
+
+
+class ConfigError(Exception):
+    """A variable has a bad value; the message names it."""
+
+
+VENUE_PROFILES = ("realistic", "instant")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the engine; built by `load_settings`, passed down, never mutated."""
+
+    port: int = 8000
+    database_url: str | None = None
+    data_dir: Path = Path("./var")
+    redis_url: str | None = None
+    worker_concurrency: int = 10
+    order_rate_limit: int = 100
+    queue_max_depth: int = 10000
+    retry_attempts: int = 3
+    venue_profile: str = "realistic"
+    venue_failure_rate: float = 0.05
+    venue_timeout_rate: float = 0.02
+    sim_seed: int | None = None
+    api_keys: tuple[str, ...] = ()
+    key_rate_limit: int = 600
+    cors_origins: tuple[str, ...] = ()
+    log_level: str = "INFO"
+
+    @property
+    def sqlite_path(self) -> Path:
+        """Where the embedded default keeps its database."""
+        return self.data_dir / "engine.sqlite3"
+
+    @property
+    def embedded(self) -> bool:
+        """True when running on the embedded default (no Postgres, no Redis)."""
+        return self.database_url is None and self.redis_url is None
+
+    def with_(self, **changes) -> "Settings":
+        """A copy with some fields changed (tests and `engine run`)."""
+        return replace(self, **changes)
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse a `.env` file: KEY=VALUE lines, `#` comments, optional quotes."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def _int(env, name, default, low, high=None):
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{name} must be {bound}, got {value}")
+    return value
+
+
+def _rate(env, name, default):
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number between 0 and 1, got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be between 0 and 1, got {raw}")
+    return value
+
+
+def _url(env, name, schemes):
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return None
+    parsed = urlparse(raw)
+    if parsed.scheme not in schemes or not (parsed.hostname or parsed.path):
+        raise ConfigError(f"{name} must be a {' or '.join(s + '://' for s in schemes)} URL")
+    try:
+        parsed.port
+    except ValueError:
+        raise ConfigError(f"{name} has a bad port") from None
+    return raw
+
+
+def _list(env, name):
+    raw = env.get(name, "")
+    items = tuple(item.strip() for item in raw.split(",") if item.strip())
+    return items
+
+
+def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> Settings:
+    """Build Settings from `environ` (default os.environ) over a `.env` file; raise ConfigError."""
+    env: dict[str, str] = {}
+    if dotenv is not None:
+        env.update(read_dotenv(dotenv))
+    env.update(os.environ if environ is None else environ)
+    profile = env.get("VENUE_PROFILE", "").strip() or "realistic"
+    if profile not in VENUE_PROFILES:
+        raise ConfigError(f"VENUE_PROFILE must be one of {', '.join(VENUE_PROFILES)}, got {profile!r}")
+    seed_raw = env.get("SIM_SEED", "").strip()
+    sim_seed = _int(env, "SIM_SEED", None, 0) if seed_raw else None
+    api_keys = _list(env, "API_KEYS")
+    for key in api_keys:
+        if not key.isascii() or not key.isprintable() or " " in key:
+            raise ConfigError("API_KEYS must be printable ASCII keys without spaces, separated by commas")
+    level = (env.get("LOG_LEVEL", "").strip() or "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r}")
+    return Settings(
+        port=_int(env, "PORT", 8000, 1, 65535),
+        database_url=_url(env, "DATABASE_URL", ("postgres", "postgresql")),
+        data_dir=Path(env.get("ENGINE_DATA_DIR", "").strip() or "./var"),
+        redis_url=_url(env, "REDIS_URL", ("redis", "rediss")),
+        worker_concurrency=_int(env, "WORKER_CONCURRENCY", 10, 1, 1000),
+        order_rate_limit=_int(env, "ORDER_RATE_LIMIT", 100, 1),
+        queue_max_depth=_int(env, "QUEUE_MAX_DEPTH", 10000, 1),
+        retry_attempts=_int(env, "RETRY_ATTEMPTS", 3, 1, 100),
+        venue_profile=profile,
+        venue_failure_rate=_rate(env, "VENUE_FAILURE_RATE", 0.05),
+        venue_timeout_rate=_rate(env, "VENUE_TIMEOUT_RATE", 0.02),
+        sim_seed=sim_seed,
+        api_keys=api_keys,
+        key_rate_limit=_int(env, "KEY_RATE_LIMIT", 600, 1),
+        cors_origins=_list(env, "CORS_ORIGINS"),
+        log_level=level,
+    )
