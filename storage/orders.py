@@ -1,0 +1,239 @@
+"""The order store: creates orders, appends status events under the status rules, reads history."""
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Iterable
+from uuid import UUID
+
+from pony.orm import TransactionIntegrityError, db_session, desc, select
+
+from storage.errors import ClientOrderIdConflict, OrderNotFound
+from storage.records import EventDraft, EventRecord, OrderDraft, OrderRecord, decimal_str, utcnow
+from storage.status import TERMINAL, StatusRuleError, check_transition
+
+log = logging.getLogger(__name__)
+
+
+class BadCursor(ValueError):
+    """A list cursor that this store did not hand out."""
+
+
+def _order_record(o, events=None) -> OrderRecord:
+    return OrderRecord(
+        id=o.id,
+        owner=o.owner,
+        status=o.status,
+        type=o.type,
+        token_in=o.token_in,
+        token_out=o.token_out,
+        amount=Decimal(o.amount),
+        slippage_bps=o.slippage_bps,
+        limit_price=Decimal(o.limit_price) if o.limit_price is not None else None,
+        expires_in_seconds=o.expires_in_seconds,
+        client_order_id=o.client_order_id,
+        created_at=o.created_at,
+        updated_at=o.updated_at,
+        attempts=o.attempts,
+        last_seq=o.last_seq,
+        route=o.route,
+        fills=list(o.fills or []),
+        error=o.error,
+        events=events,
+    )
+
+
+def _event_record(e) -> EventRecord:
+    return EventRecord(e.order.id, e.seq, e.status, e.attempt, e.created_at, e.meta)
+
+
+def fills_from_confirmation(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """One fill per executed swap, from a `confirmed` event's meta."""
+    legs = meta.get("legs")
+    if legs:
+        return [{k: leg.get(k) for k in ("dex", "amountIn", "amountOut", "txHash")} for leg in legs]
+    return [{k: meta.get(k) for k in ("dex", "amountIn", "amountOut", "txHash")}]
+
+
+def encode_cursor(created_at: datetime, order_id: UUID) -> str:
+    """Opaque keyset cursor for newest-first paging."""
+    raw = f"{created_at.isoformat()}|{order_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    """Inverse of `encode_cursor`; BadCursor for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        ts, _, oid = raw.partition("|")
+        return datetime.fromisoformat(ts), UUID(oid)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadCursor("cursor is not one this server handed out") from None
+
+
+class OrderStore:
+    """Orders and their events on one Pony database; every method is its own transaction."""
+
+    def __init__(self, db, entities):
+        self.db = db
+        self.Order = entities.Order
+        self.OrderEvent = entities.OrderEvent
+
+    # ---- writes -------------------------------------------------------------------------
+
+    def create_order(self, draft: OrderDraft) -> tuple[OrderRecord, EventRecord | None, bool]:
+        """Store a new order with its `pending` event, or find the one its clientOrderId names.
+
+        Returns (order, pending_event, created). A clientOrderId already used by a
+        different order raises ClientOrderIdConflict; racing repeats create one order.
+        """
+        if draft.client_order_id is not None:
+            existing = self._find_by_client_id(draft.owner, draft.client_order_id)
+            if existing is not None:
+                return self._same_or_conflict(draft, existing)
+        try:
+            return self._insert(draft)
+        except TransactionIntegrityError:
+            if draft.client_order_id is None:
+                raise
+            existing = self._find_by_client_id(draft.owner, draft.client_order_id)
+            if existing is None:
+                raise
+            return self._same_or_conflict(draft, existing)
+
+    @staticmethod
+    def _same_or_conflict(draft, existing):
+        if draft.same_order_as(existing):
+            return existing, None, False
+        raise ClientOrderIdConflict(existing)
+
+    @db_session
+    def _find_by_client_id(self, owner: str, client_order_id: str) -> OrderRecord | None:
+        o = self.Order.get(owner=owner, client_order_id=client_order_id)
+        return _order_record(o) if o else None
+
+    @db_session
+    def _insert(self, draft: OrderDraft):
+        now = utcnow()
+        o = self.Order(
+            id=uuid.uuid4(),
+            owner=draft.owner,
+            client_order_id=draft.client_order_id,
+            type=draft.type,
+            token_in=draft.token_in,
+            token_out=draft.token_out,
+            amount=decimal_str(draft.amount),
+            slippage_bps=draft.slippage_bps,
+            limit_price=decimal_str(draft.limit_price) if draft.limit_price is not None else None,
+            expires_in_seconds=draft.expires_in_seconds,
+            status="pending",
+            attempt=1,
+            attempts=0,
+            last_seq=1,
+            route=None,
+            fills=[],
+            error=None,
+            created_at=now,
+            updated_at=now,
+        )
+        e = self.OrderEvent(order=o, seq=1, status="pending", attempt=1, created_at=now, meta={})
+        self.db.flush()
+        return _order_record(o), _event_record(e), True
+
+    def append_events(self, drafts: Iterable[EventDraft]) -> list[EventRecord | StatusRuleError]:
+        """Append events in one transaction; each is checked against the status rules first.
+
+        A draft that breaks a rule is not stored: its slot in the result holds the error.
+        """
+        drafts = list(drafts)
+        with db_session:
+            results: list[EventRecord | StatusRuleError] = []
+            for draft in drafts:
+                o = self.Order.get_for_update(id=draft.order_id)
+                if o is None:
+                    results.append(StatusRuleError(f"order {draft.order_id} does not exist"))
+                    continue
+                try:
+                    check_transition(o.status, o.attempt, draft.status, draft.attempt)
+                except StatusRuleError as exc:
+                    results.append(exc)
+                    continue
+                results.append(self._apply(o, draft))
+            return results
+
+    def _apply(self, o, draft: EventDraft) -> EventRecord:
+        seq = o.last_seq + 1
+        o.last_seq = seq
+        o.status = draft.status
+        o.attempt = draft.attempt
+        o.updated_at = draft.timestamp
+        meta = draft.meta
+        if draft.status == "routing":
+            o.attempts = max(o.attempts, draft.attempt)
+            if "route" in meta:
+                o.route = meta["route"]
+        elif draft.status == "confirmed":
+            o.fills = fills_from_confirmation(meta)
+        elif draft.status == "failed":
+            o.error = meta.get("error")
+        self.OrderEvent(order=o, seq=seq, status=draft.status, attempt=draft.attempt,
+                        created_at=draft.timestamp, meta=meta)
+        return EventRecord(o.id, seq, draft.status, draft.attempt, draft.timestamp, meta)
+
+    # ---- reads --------------------------------------------------------------------------
+
+    @db_session
+    def get_order(self, order_id: UUID, owner: str | None = None, with_events: bool = True) -> OrderRecord:
+        """The order with its events; OrderNotFound if absent or owned by someone else."""
+        o = self.Order.get(id=order_id)
+        if o is None or (owner is not None and o.owner != owner):
+            raise OrderNotFound(str(order_id))
+        events = None
+        if with_events:
+            events = tuple(_event_record(e) for e in o.events.order_by(self.OrderEvent.seq))
+        return _order_record(o, events)
+
+    @db_session
+    def events_after(self, order_id: UUID, after: int = 0) -> list[EventRecord]:
+        """Stored events of one order with seq > after, in seq order."""
+        query = select(e for e in self.OrderEvent if e.order.id == order_id and e.seq > after)
+        return [_event_record(e) for e in query.order_by(self.OrderEvent.seq)]
+
+    @db_session
+    def list_orders(self, owner: str | None, status: str | None = None, type: str | None = None,
+                    limit: int = 50, cursor: str | None = None) -> tuple[list[OrderRecord], str | None]:
+        """Newest first, `limit` per page; the cursor continues after the last one returned."""
+        query = select(o for o in self.Order)
+        if owner is not None:
+            query = query.filter(lambda o: o.owner == owner)
+        if status is not None:
+            query = query.filter(lambda o: o.status == status)
+        if type is not None:
+            query = query.filter(lambda o: o.type == type)
+        if cursor is not None:
+            ts, oid = decode_cursor(cursor)
+            query = query.filter(lambda o: o.created_at < ts or (o.created_at == ts and o.id < oid))
+        rows = list(query.order_by(desc(self.Order.created_at), desc(self.Order.id))[: limit + 1])
+        page = [_order_record(o) for o in rows[:limit]]
+        next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+        return page, next_cursor
+
+    @db_session
+    def counts_by_status(self) -> dict[str, int]:
+        """How many orders are in each status (for /metrics)."""
+        return {s: n for s, n in self.db.select("SELECT status, COUNT(*) FROM orders GROUP BY status")}
+
+    @db_session
+    def unfinished_order_ids(self) -> list[UUID]:
+        """Orders not in a terminal status (for reconciling after the bus lost its jobs)."""
+        ids = select(o.id for o in self.Order if o.status not in TERMINAL)
+        return list(ids)
+
+    @db_session
+    def ping(self) -> None:
+        """Raise unless the database answers."""
+        self.db.select("SELECT 1")

@@ -1,0 +1,151 @@
+"""Plain records handed out by storage (entities never leave the package), and their JSON form."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+
+def utcnow() -> datetime:
+    """Naive UTC now: what every timestamp column stores (see STACK-FACTS: time zones)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def iso(ts: datetime | None) -> str | None:
+    """Naive-UTC datetime to ISO 8601 with milliseconds and a `Z`."""
+    if ts is None:
+        return None
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+def decimal_str(value: Decimal) -> str:
+    """A Decimal as a plain string: no exponent, no trailing zeros ("1.5", "100")."""
+    if value == 0:
+        return "0"
+    text = format(value.normalize(), "f")
+    return text
+
+
+@dataclass(frozen=True)
+class OrderDraft:
+    """A validated order, not stored yet. Amounts are exact whole-token Decimals."""
+
+    token_in: str  # symbol
+    token_out: str  # symbol
+    amount: Decimal
+    type: str = "market"
+    slippage_bps: int = 50
+    limit_price: Decimal | None = None
+    expires_in_seconds: int | None = None
+    client_order_id: str | None = None
+    owner: str = ""
+
+    def same_order_as(self, order: "OrderRecord") -> bool:
+        """True when a repeated clientOrderId means the same order (compared after parsing)."""
+        return (
+            self.token_in == order.token_in
+            and self.token_out == order.token_out
+            and self.amount == order.amount
+            and self.type == order.type
+            and self.slippage_bps == order.slippage_bps
+            and self.limit_price == order.limit_price
+            and self.expires_in_seconds == order.expires_in_seconds
+        )
+
+
+@dataclass(frozen=True)
+class EventDraft:
+    """A status event an actor wants appended; storage assigns its `seq`."""
+
+    order_id: UUID
+    status: str
+    attempt: int
+    meta: dict[str, Any] = field(default_factory=dict)
+    timestamp: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """A stored status event: exactly what listeners receive."""
+
+    order_id: UUID
+    seq: int
+    status: str
+    attempt: int
+    timestamp: datetime
+    meta: dict[str, Any]
+
+    def to_api(self) -> dict[str, Any]:
+        """The spec's event object."""
+        return {
+            "orderId": str(self.order_id),
+            "seq": self.seq,
+            "status": self.status,
+            "attempt": self.attempt,
+            "timestamp": iso(self.timestamp),
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> "EventRecord":
+        """Inverse of `to_api` (events travel over the bus as JSON)."""
+        ts = datetime.strptime(data["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        return cls(UUID(data["orderId"]), int(data["seq"]), data["status"], int(data["attempt"]), ts, data.get("meta") or {})
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    """A stored order as the API shows it (without events unless asked)."""
+
+    id: UUID
+    owner: str
+    status: str
+    type: str
+    token_in: str
+    token_out: str
+    amount: Decimal
+    slippage_bps: int
+    limit_price: Decimal | None
+    expires_in_seconds: int | None
+    client_order_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    attempts: int
+    last_seq: int
+    route: dict[str, Any] | None
+    fills: list[dict[str, Any]]
+    error: dict[str, Any] | None
+    events: tuple[EventRecord, ...] | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """True once the order can change no more."""
+        from storage.status import TERMINAL
+
+        return self.status in TERMINAL
+
+    def to_api(self) -> dict[str, Any]:
+        """The spec's order object (with `events` when they were loaded)."""
+        data: dict[str, Any] = {
+            "orderId": str(self.id),
+            "status": self.status,
+            "type": self.type,
+            "tokenIn": self.token_in,
+            "tokenOut": self.token_out,
+            "amount": decimal_str(self.amount),
+            "slippageBps": self.slippage_bps,
+            "limitPrice": decimal_str(self.limit_price) if self.limit_price is not None else None,
+            "expiresInSeconds": self.expires_in_seconds,
+            "clientOrderId": self.client_order_id,
+            "createdAt": iso(self.created_at),
+            "updatedAt": iso(self.updated_at),
+            "route": self.route,
+            "fills": self.fills,
+            "error": self.error,
+            "attempts": self.attempts,
+        }
+        if self.events is not None:
+            data["events"] = [e.to_api() for e in self.events]
+        return data

@@ -1,0 +1,46 @@
+"""Opening everything a process needs from storage, in one call, from the settings."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from config import Settings
+from storage.bus import Bus
+from storage.database import open_database
+from storage.orders import OrderStore
+from storage.venues.base import SimulatedChain
+
+
+@dataclass
+class Storage:
+    """The database, the order store, the bus and the (simulated) chain of one process."""
+
+    settings: Settings
+    db: object
+    orders: OrderStore
+    bus: Bus
+    chain: SimulatedChain
+
+    def close(self) -> None:
+        """Close the bus and the database connections."""
+        self.bus.close()
+        self.db.disconnect()
+
+
+def open_bus(settings: Settings) -> Bus:
+    """Redis when REDIS_URL is set, else the in-process bus (single process only)."""
+    if settings.redis_url:
+        from storage.bus_redis import RedisBus
+
+        return RedisBus(settings.redis_url)
+    from storage.bus_memory import InProcessBus
+
+    return InProcessBus()
+
+
+def open_storage(settings: Settings, *, migrate: bool = False, bus: Bus | None = None) -> Storage:
+    """Bind the database (migrating first if asked), open the bus and the simulated chain."""
+    from storage.venues.sim import open_chain
+
+    db, entities = open_database(settings, migrate=migrate)
+    chain = open_chain(db, settings)
+    return Storage(settings, db, OrderStore(db, entities), bus or open_bus(settings), chain)

@@ -1,0 +1,39 @@
+"""The spec's status rules, checked where a status is written (in the appending transaction)."""
+from __future__ import annotations
+
+LIFECYCLE = ("pending", "waiting", "routing", "building", "submitted")
+TERMINAL = frozenset({"confirmed", "failed", "cancelled", "expired"})
+STATUSES = frozenset(LIFECYCLE) | TERMINAL
+
+_RANK = {status: rank for rank, status in enumerate(LIFECYCLE)}
+# Which non-terminal statuses each terminal status may follow within an attempt.
+_TERMINAL_FROM = {
+    "confirmed": frozenset({"submitted"}),
+    "failed": frozenset(LIFECYCLE),
+    "cancelled": frozenset({"pending", "waiting", "routing"}),
+    "expired": frozenset({"pending", "waiting"}),
+}
+
+
+class StatusRuleError(Exception):
+    """An event would break the lifecycle; it is not stored."""
+
+
+def check_transition(current: str, current_attempt: int, new: str, new_attempt: int) -> None:
+    """Raise StatusRuleError unless `new` at `new_attempt` may follow `current` at `current_attempt`."""
+    if new not in STATUSES:
+        raise StatusRuleError(f"unknown status {new!r}")
+    if current in TERMINAL:
+        raise StatusRuleError(f"order is already {current}; a terminal status never changes")
+    if new_attempt == current_attempt + 1:
+        if new != "routing":
+            raise StatusRuleError("a new attempt starts with routing")
+        return
+    if new_attempt != current_attempt:
+        raise StatusRuleError(f"attempt {new_attempt} cannot follow attempt {current_attempt}")
+    if new in TERMINAL:
+        if current not in _TERMINAL_FROM[new]:
+            raise StatusRuleError(f"{new} cannot follow {current}")
+        return
+    if _RANK[new] <= _RANK[current]:
+        raise StatusRuleError(f"{new} cannot follow {current} within attempt {new_attempt}")

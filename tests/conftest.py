@@ -1,0 +1,92 @@
+"""Shared fixtures: real Postgres and Redis where the tests need them.
+
+A test that needs a server which is not running skips on a laptop and fails in CI
+(`CI=true`), so a missing service can never turn CI green.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_server(name: str, host: str, port: int) -> None:
+    """Skip (laptop) or fail (CI) when a server the test needs is not reachable."""
+    if _reachable(host, port):
+        return
+    message = f"{name} is not reachable at {host}:{port}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: a missing service fails the run)")
+    pytest.skip(message)
+
+
+def _create_database() -> str:
+    import psycopg2
+
+    name = f"engine_test_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(PG_ADMIN_URL)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return name
+
+
+def _drop_database(name: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(PG_ADMIN_URL)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh, empty Postgres database for one test, dropped afterwards."""
+    require_server("PostgreSQL", "127.0.0.1", 5432)
+    name = _create_database()
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    _drop_database(name)
+
+
+@pytest.fixture
+def redis_url():
+    """A Redis database index of its own, flushed before and after the test."""
+    require_server("Redis", "127.0.0.1", 6379)
+    import redis
+
+    index = int(os.environ.get("TEST_REDIS_DB", "13"))
+    url = f"{REDIS_BASE_URL}/{index}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_settings(request, tmp_path):
+    """Settings for an empty database: the embedded SQLite file, then a fresh Postgres one."""
+    from config import load_settings
+
+    env = {"ENGINE_DATA_DIR": str(tmp_path), "SIM_SEED": "7"}
+    if request.param == "postgres":
+        env["DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    return load_settings(env, dotenv=None)
