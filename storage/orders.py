@@ -39,6 +39,7 @@ def _order_record(o, events=None) -> OrderRecord:
         created_at=o.created_at,
         updated_at=o.updated_at,
         attempts=o.attempts,
+        attempt=o.attempt,
         last_seq=o.last_seq,
         route=o.route,
         fills=list(o.fills or []),
@@ -183,6 +184,21 @@ class OrderStore:
         self.OrderEvent(order=o, seq=seq, status=draft.status, attempt=draft.attempt,
                         created_at=draft.timestamp, meta=meta)
         return EventRecord(o.id, seq, draft.status, draft.attempt, draft.timestamp, meta)
+
+    def bind_job(self, order_id: UUID, job_id: str) -> bool:
+        """Make `job_id` the job that executes the order; False if another job already owns it.
+
+        A job claimed from a dead worker keeps its id, so it may resume; a duplicate job
+        (an enqueue resent after a timeout) may not, so an order never executes twice.
+        """
+        with db_session:
+            o = self.Order.get_for_update(id=order_id)
+            if o is None:
+                raise OrderNotFound(str(order_id))
+            if o.job_id not in (None, job_id):
+                return False
+            o.job_id = job_id
+            return True
 
     # ---- reads --------------------------------------------------------------------------
 

@@ -113,6 +113,7 @@ class OrderRecord:
     created_at: datetime
     updated_at: datetime
     attempts: int
+    attempt: int  # the current attempt (attempt of the last event)
     last_seq: int
     route: dict[str, Any] | None
     fills: list[dict[str, Any]]

@@ -1,0 +1,1 @@
+"""The worker: a supervisor tree of pykka actors that executes orders (see `actors.supervisor`)."""

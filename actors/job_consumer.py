@@ -1,0 +1,152 @@
+"""JobConsumer: takes jobs from the bus while this worker has free slots and the shared rate allows.
+
+At most WORKER_CONCURRENCY orders are in flight here: the consumer holds that many
+credits, spends one per started order and gets it back (SlotFreed) when the router
+is done with it. Each start is counted against ORDER_RATE_LIMIT through the bus, so
+the limit holds across all workers. Jobs wait in the queue, in order, until both allow.
+It also keeps this worker's heartbeat alive and takes over the jobs of dead workers.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import backoff
+import pykka
+
+from actors.messages import ChildDied, ExecuteOrder, Poll, SlotFreed
+from storage.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY = 1.0
+HEARTBEAT_TTL = 10.0
+CLAIM_EVERY = 5.0
+FETCH_BLOCK_MS = 200
+FETCH_BATCH = 16
+RATE_WINDOW_S = 60.0
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Periodic: heartbeat and claim abandoned jobs (self-sent through the timers)."""
+
+
+class JobConsumer(pykka.ThreadingActor):
+    """Feeds the OrderRouter from the bus under the concurrency and rate limits."""
+
+    def __init__(self, bus, router, timers, settings, consumer_name: str, supervisor=None):
+        super().__init__()
+        self.bus = bus
+        self.router = router
+        self.timers = timers
+        self.settings = settings
+        self.name = consumer_name
+        self.supervisor = supervisor
+        self.credits = settings.worker_concurrency
+        self.held: deque = deque()  # fetched, waiting for the rate limit, in queue order
+        self.poll_queued = False
+        self.last_claim = 0.0
+        self.errors = None
+        self.rate_limited = False  # while limited, take one job at a time so the rest stay queued
+
+    def on_start(self):
+        """Runs on the consumer's thread."""
+        self._beat()
+        self._claim()
+        self.actor_ref.tell(Tick())
+        self._queue_poll()
+
+    def on_receive(self, message):
+        """Runs on the consumer's thread."""
+        if isinstance(message, SlotFreed):
+            self.credits += 1
+            if not self.poll_queued:
+                self._queue_poll()
+        elif isinstance(message, Poll):
+            self.poll_queued = False
+            self._poll()
+        elif isinstance(message, Tick):
+            self._beat()
+            if time.monotonic() - self.last_claim >= CLAIM_EVERY:
+                self._claim()
+            ref = self.actor_ref
+            self.timers.call_later(HEARTBEAT_EVERY, lambda: _tell(ref, Tick()))
+
+    def _queue_poll(self, delay: float = 0.0) -> None:
+        self.poll_queued = True
+        if delay <= 0:
+            self.actor_ref.tell(Poll())
+        else:
+            ref = self.actor_ref
+            self.timers.call_later(delay, lambda: _tell(ref, Poll()))
+
+    def _poll(self) -> None:
+        if self.credits <= 0:
+            return  # SlotFreed polls again
+        try:
+            if not self.held:
+                count = 1 if self.rate_limited else min(self.credits, FETCH_BATCH)
+                self.held.extend(self.bus.fetch(self.name, count, FETCH_BLOCK_MS))
+            wait = self._start_held()
+        except StorageError as exc:
+            return self._queue_poll(self._error_delay(exc))
+        self.errors = None
+        if wait > 0:
+            return self._queue_poll(min(wait, 1.0))
+        if self.credits > 0:
+            self._queue_poll()
+
+    def _start_held(self) -> float:
+        while self.held and self.credits > 0:
+            wait = self.bus.try_start(self.settings.order_rate_limit, RATE_WINDOW_S)
+            self.rate_limited = wait > 0
+            if wait > 0:
+                return wait
+            self._start(self.held.popleft(), counted=True)
+        return 0.0
+
+    def _start(self, job, counted: bool) -> None:
+        self.credits -= 1
+        self.router.tell(ExecuteOrder(job, counted))
+
+    def _beat(self) -> None:
+        try:
+            self.bus.heartbeat(self.name, HEARTBEAT_TTL)
+        except StorageError as exc:
+            log.warning("heartbeat failed: %s", exc)
+
+    def _claim(self) -> None:
+        self.last_claim = time.monotonic()
+        if self.credits <= 0:
+            return
+        try:
+            jobs = self.bus.claim_abandoned(self.name, self.credits)
+        except StorageError as exc:
+            log.warning("claiming abandoned jobs failed: %s", exc)
+            return
+        for job in jobs:
+            log.info("took over job %s (order %s) from a dead worker", job.job_id, job.order_id)
+            self._start(job, counted=False)  # it started before; resuming is not a new start
+
+    def _error_delay(self, exc: Exception) -> float:
+        if self.errors is None:
+            self.errors = backoff.expo(base=2, factor=0.1, max_value=5.0)
+            self.errors.send(None)
+        delay = backoff.full_jitter(next(self.errors))
+        log.warning("bus unavailable (%s); polling again in %.2fs", exc, delay)
+        return delay
+
+    def on_failure(self, exception_type, exception_value, traceback):
+        """Runs on the consumer's thread as it dies: the root stops the worker."""
+        if self.supervisor is not None:
+            self.supervisor.tell(ChildDied("job_consumer", repr(exception_value)))
+
+
+def _tell(ref, message) -> None:
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        pass

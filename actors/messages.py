@@ -1,0 +1,130 @@
+"""Messages between the worker's actors: commands are imperative, events past tense."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from config import Token
+from storage.bus import Job
+from storage.records import EventDraft, EventRecord
+from storage.venues.base import Quote, SignatureStatus, SwapRequest, SwapResult
+
+
+# ---- to the OrderRouter ------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExecuteOrder:
+    """Run the order this job names (fresh, or resumed from its stored status)."""
+
+    job: Job
+    counted_start: bool = True
+
+
+@dataclass(frozen=True)
+class OrderFinished:
+    """An order actor reached a terminal status (or found one already stored)."""
+
+    order_id: str
+
+
+@dataclass(frozen=True)
+class OrderActorDied:
+    """An order actor crashed; the router retries the order from its stored state or fails it."""
+
+    order_id: str
+    reason: str
+
+
+# ---- to the JobConsumer ------------------------------------------------------------------
+@dataclass(frozen=True)
+class SlotFreed:
+    """An in-flight slot is free again."""
+
+
+@dataclass(frozen=True)
+class Poll:
+    """Look for work (self-sent)."""
+
+
+# ---- to a VenueGateway -------------------------------------------------------------------
+@dataclass(frozen=True)
+class RequestQuote:
+    request_id: int
+    token_in: Token
+    token_out: Token
+    amount_in: int
+    reply_to: Any
+
+
+@dataclass(frozen=True)
+class SendSwap:
+    request: SwapRequest
+    reply_to: Any
+
+
+@dataclass(frozen=True)
+class CheckSignature:
+    signature: str
+    reply_to: Any
+
+
+@dataclass(frozen=True)
+class CallDue:
+    """A venue call whose simulated latency has elapsed (sent by the timers)."""
+
+    call: Any
+
+
+# ---- to an OrderActor --------------------------------------------------------------------
+@dataclass(frozen=True)
+class QuoteReceived:
+    request_id: int
+    dex: str
+    quote: Quote | None
+    error_code: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class SwapSettled:
+    result: SwapResult
+
+
+@dataclass(frozen=True)
+class SignatureChecked:
+    status: SignatureStatus
+
+
+@dataclass(frozen=True)
+class EventsStored:
+    results: list[EventRecord | Exception]
+
+
+@dataclass(frozen=True)
+class RetryDue:
+    attempt: int
+
+
+@dataclass(frozen=True)
+class StepExpired:
+    """A watchdog fired: the reply for step `step_id` never came."""
+
+    step_id: int
+
+
+# ---- to the EventWriter ------------------------------------------------------------------
+@dataclass(frozen=True)
+class AppendEvents:
+    drafts: list[EventDraft]
+    reply_to: Any = None
+
+
+@dataclass(frozen=True)
+class Flush:
+    """Write everything buffered (self-sent after the appends already queued)."""
+
+
+# ---- to the RootSupervisor ---------------------------------------------------------------
+@dataclass(frozen=True)
+class ChildDied:
+    name: str
+    reason: str = field(default="")

@@ -1,0 +1,293 @@
+"""OrderActor: one order's life, from its stored status to a terminal one.
+
+A message-driven state machine: every step appends an event through the EventWriter
+and goes on only once it is stored; every wait (quotes, swap, signature, retry delay)
+is a message, never a sleep, and is guarded by a watchdog so the order is never left
+hanging. It starts from the order's stored state, so a fresh order and one resumed
+after a crash take the same path: a transaction that was sent (its signature is
+stored in the `submitted` event before it is sent) is looked up on the venue before
+anything new is built.
+"""
+from __future__ import annotations
+
+import logging
+from decimal import Decimal, localcontext
+from typing import Callable
+
+import pykka
+
+from actors.errors import EventRejected, StepTimedOut
+from actors.messages import (
+    AppendEvents,
+    CheckSignature,
+    EventsStored,
+    OrderActorDied,
+    OrderFinished,
+    QuoteReceived,
+    RequestQuote,
+    RetryDue,
+    SendSwap,
+    SignatureChecked,
+    StepExpired,
+    SwapSettled,
+)
+from actors.retry import PERMANENT_ERRORS, RetryPolicy
+from config import find_token
+from storage.records import EventDraft, OrderRecord, decimal_str, utcnow
+from storage.venues.base import SwapRequest
+from storage.venues.routing import choose_route
+
+log = logging.getLogger(__name__)
+
+VENUES = ("raydium", "meteora")
+QUOTE_TIMEOUT = 10.0
+STORE_TIMEOUT = 60.0
+SWAP_TIMEOUT = 30.0
+SIGNATURE_CHECKS = 3
+
+
+def executed_price(amount_in: Decimal, amount_out: Decimal) -> str:
+    """tokenOut per tokenIn, to 12 significant digits."""
+    with localcontext() as ctx:
+        ctx.prec = 12
+        return decimal_str(amount_out / amount_in)
+
+
+class OrderActor(pykka.ThreadingActor):
+    """Executes one order; supervised by the OrderRouter, which it tells when it is done."""
+
+    def __init__(self, order: OrderRecord, *, directory, timers, router, policy: RetryPolicy,
+                 new_signature: Callable[[], str], worker_id: str = ""):
+        super().__init__()
+        self.order = order
+        self.directory = directory
+        self.timers = timers
+        self.router = router
+        self.policy = policy
+        self.new_signature = new_signature
+        self.worker_id = worker_id
+        self.token_in = find_token(order.token_in)
+        self.token_out = find_token(order.token_out)
+        self.amount_in = self.token_in.to_base(order.amount)
+        self.attempt = order.attempt
+        self.status = order.status
+        self.step = 0
+        self.waiting = "start"
+        self.watchdog = None
+        self.on_stored = None
+        self.quotes: dict[str, QuoteReceived] = {}
+        self.quote_started = None
+        self.retry_reason: str | None = None
+        self.route = None
+        self.signature: str | None = None
+        self.dex: str | None = None
+        self.signature_checks = 0
+
+    # ---- start: fresh or resumed ------------------------------------------------------------
+
+    def on_start(self):
+        """Runs on this actor's thread: pick up the order where its stored history left it."""
+        if self.order.terminal:
+            return self._finish()
+        if self.status == "pending":
+            return self._start_attempt(1, None)
+        mine = [e for e in (self.order.events or ()) if e.attempt == self.attempt]
+        sent = next((e for e in reversed(mine) if e.status == "submitted"), None)
+        if sent is not None:
+            log.info("order %s: resuming, asking %s about %s", self.order.id, sent.meta.get("dex"), sent.meta.get("txHash"))
+            self.signature, self.dex = sent.meta["txHash"], sent.meta["dex"]
+            return self._check_signature()
+        self._attempt_failed("interrupted", f"attempt {self.attempt} was interrupted at {self.status}", True)
+
+    # ---- messages -----------------------------------------------------------------------------
+
+    def on_receive(self, message):
+        """Runs on this actor's thread."""
+        if isinstance(message, EventsStored):
+            self._stored(message)
+        elif isinstance(message, QuoteReceived):
+            self._quote_received(message)
+        elif isinstance(message, SwapSettled):
+            self._swap_settled(message.result)
+        elif isinstance(message, SignatureChecked):
+            self._signature_checked(message.status)
+        elif isinstance(message, RetryDue):
+            if message.attempt == self.attempt + 1:
+                self._start_attempt(message.attempt, self.retry_reason)
+        elif isinstance(message, StepExpired):
+            if message.step_id == self.step:
+                self._expired()
+
+    def on_failure(self, exception_type, exception_value, traceback):
+        """Runs on this actor's thread as it dies: the router resumes or fails the order."""
+        self._cancel_watchdog()
+        self.router.tell(OrderActorDied(str(self.order.id), repr(exception_value)))
+
+    # ---- steps ---------------------------------------------------------------------------------
+
+    def _start_attempt(self, attempt: int, retry_reason: str | None) -> None:
+        self.attempt = attempt
+        self.retry_reason = retry_reason
+        self.quotes = {}
+        self.quote_started = utcnow()
+        self._wait("quotes", QUOTE_TIMEOUT)
+        for request_id, dex in enumerate(VENUES):
+            self.directory.get(dex).tell(
+                RequestQuote(self.step * 10 + request_id, self.token_in, self.token_out, self.amount_in, self.actor_ref)
+            )
+
+    def _quote_received(self, message: QuoteReceived) -> None:
+        if self.waiting != "quotes" or message.request_id // 10 != self.step:
+            return
+        self.quotes[message.dex] = message
+        if len(self.quotes) == len(VENUES):
+            self._route()
+
+    def _route(self) -> None:
+        self._cancel_watchdog()
+        usable = [q.quote for q in self.quotes.values() if q.quote is not None]
+        try:
+            route = choose_route(usable, self.order.slippage_bps)
+        except ValueError:
+            errors = [q for q in self.quotes.values() if q.quote is None]
+            permanent = errors and all(q.error_code in PERMANENT_ERRORS for q in errors)
+            first = errors[0] if errors else None
+            code = first.error_code if first else "no_route"
+            message = first.message if first else "no venue quoted this order"
+            return self._attempt_failed(code, message, not permanent)
+        self.route = route
+        quotes = {}
+        for dex in VENUES:
+            answer = self.quotes.get(dex)
+            if answer is None or answer.quote is None:
+                quotes[dex] = {"error": {"code": answer.error_code if answer else "venue_timeout",
+                                         "message": answer.message if answer else "no quote in time"}}
+            else:
+                quotes[dex] = answer.quote.to_api()
+        meta = {"bestDex": route.best_dex, "quotes": quotes, "route": route.to_api(),
+                "quoteMs": round((utcnow() - self.quote_started).total_seconds() * 1000, 1)}
+        if self.worker_id:
+            meta["worker"] = self.worker_id
+        if self.retry_reason:
+            meta["retryReason"] = self.retry_reason
+        log.info("order %s attempt %d routed to %s: %s", self.order.id, self.attempt, route.best_dex,
+                 {d: q.get("amountOut") for d, q in quotes.items()})
+        self._append("routing", meta, self._build, timestamp=self.quote_started)
+
+    def _build(self) -> None:
+        self.dex = self.route.best_dex
+        meta = {"dex": self.dex, "amountIn": decimal_str(self.order.amount),
+                "minAmountOut": decimal_str(self.token_out.to_whole(self.route.min_amount_out))}
+        if self.token_in.symbol == "SOL":
+            meta["wrapSol"] = True
+        if self.token_out.symbol == "SOL":
+            meta["unwrapSol"] = True
+        self._append("building", meta, self._submit)
+
+    def _submit(self) -> None:
+        # The signature is stored (in `submitted`) before the transaction is sent, so a
+        # resumed order asks the venue about it instead of ever sending a second one.
+        self.signature = self.new_signature()
+        self._append("submitted", {"txHash": self.signature, "dex": self.dex}, self._send)
+
+    def _send(self) -> None:
+        request = SwapRequest(self.signature, str(self.order.id), self.dex, self.token_in, self.token_out,
+                              self.amount_in, self.route.min_amount_out)
+        self._wait("swap", SWAP_TIMEOUT)
+        self.directory.get(self.dex).tell(SendSwap(request, self.actor_ref))
+
+    def _swap_settled(self, result) -> None:
+        if self.waiting != "swap" or result.signature != self.signature:
+            return
+        self._cancel_watchdog()
+        if result.status == "confirmed":
+            self._confirm(result.amount_out)
+        elif result.status == "failed":
+            self._attempt_failed(result.error_code or "swap_failed", result.message or "swap failed", result.retriable)
+        else:
+            log.info("order %s: swap %s timed out, asking the venue", self.order.id, self.signature)
+            self._check_signature()
+
+    def _check_signature(self) -> None:
+        self._wait("signature", SWAP_TIMEOUT)
+        self.directory.get(self.dex).tell(CheckSignature(self.signature, self.actor_ref))
+
+    def _signature_checked(self, status) -> None:
+        if self.waiting != "signature" or status.signature != self.signature:
+            return
+        self._cancel_watchdog()
+        if status.status == "confirmed":
+            self._confirm(status.amount_out)
+        elif status.status == "failed":
+            code = status.error_code or "swap_failed"
+            self._attempt_failed(code, f"transaction {self.signature} failed: {code}", code not in PERMANENT_ERRORS)
+        else:
+            self._attempt_failed("transaction_expired", f"transaction {self.signature} never landed", True)
+
+    def _confirm(self, amount_out_base: int) -> None:
+        amount_in = self.order.amount
+        amount_out = self.token_out.to_whole(amount_out_base)
+        meta = {"txHash": self.signature, "dex": self.dex, "amountIn": decimal_str(amount_in),
+                "amountOut": decimal_str(amount_out), "executedPrice": executed_price(amount_in, amount_out),
+                "latencyMs": self._latency_ms()}
+        self._append("confirmed", meta, self._finish)
+
+    def _attempt_failed(self, code: str, message: str, retriable: bool) -> None:
+        if self.policy.should_retry(self.attempt, retriable and code not in PERMANENT_ERRORS):
+            delay = self.policy.delay(self.attempt)
+            self.retry_reason = f"{code}: {message}"
+            log.info("order %s attempt %d failed (%s); retry in %.2fs", self.order.id, self.attempt, code, delay)
+            self.waiting = "retry"
+            ref, next_attempt = self.actor_ref, self.attempt + 1
+            self.timers.call_later(delay, lambda: ref.tell(RetryDue(next_attempt)))
+            return
+        meta = {"error": {"code": code, "message": message}, "attempts": self.attempt, "latencyMs": self._latency_ms()}
+        self._append("failed", meta, self._finish)
+
+    def _finish(self) -> None:
+        self._cancel_watchdog()
+        self.waiting = "done"
+        self.router.tell(OrderFinished(str(self.order.id)))
+
+    # ---- plumbing ------------------------------------------------------------------------------
+
+    def _append(self, status: str, meta: dict, then, timestamp=None) -> None:
+        draft = EventDraft(self.order.id, status, self.attempt, meta, timestamp or utcnow())
+        self.on_stored = then
+        self._wait("store", STORE_TIMEOUT)
+        self.directory.get("event_writer").tell(AppendEvents([draft], self.actor_ref))
+
+    def _stored(self, message: EventsStored) -> None:
+        if self.waiting != "store":
+            return
+        self._cancel_watchdog()
+        (result,) = message.results
+        if isinstance(result, Exception):
+            raise EventRejected(str(result))
+        self.status = result.status
+        then, self.on_stored = self.on_stored, None
+        then()
+
+    def _wait(self, what: str, timeout: float) -> None:
+        self._cancel_watchdog()
+        self.step += 1
+        self.waiting = what
+        ref, step = self.actor_ref, self.step
+        self.watchdog = self.timers.call_later(timeout, lambda: ref.tell(StepExpired(step)))
+
+    def _cancel_watchdog(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
+
+    def _expired(self) -> None:
+        if self.waiting == "quotes":
+            log.warning("order %s: quotes missing from %s", self.order.id, set(VENUES) - set(self.quotes))
+            return self._route()
+        if self.waiting in ("swap", "signature") and self.signature_checks < SIGNATURE_CHECKS:
+            self.signature_checks += 1
+            return self._check_signature()
+        raise StepTimedOut(f"order {self.order.id}: no answer while waiting for {self.waiting}")
+
+    def _latency_ms(self) -> int:
+        return int((utcnow() - self.order.created_at).total_seconds() * 1000)

@@ -1,0 +1,80 @@
+"""One timer thread for the whole worker: delays are scheduled, never slept in an actor.
+
+pykka has no timers. An actor that must wait (simulated latency, a retry delay, a
+watchdog) asks `Timers.call_later` to `tell` it a message later and goes on serving.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from typing import Callable
+
+import pykka
+
+log = logging.getLogger(__name__)
+
+
+class TimerHandle:
+    """A scheduled call; `cancel()` keeps it from running."""
+
+    __slots__ = ("due", "callback", "cancelled")
+
+    def __init__(self, due: float, callback: Callable[[], None]):
+        self.due = due
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Timers:
+    """A heap of due callbacks served by one daemon thread; callbacks must be quick (a `tell`)."""
+
+    def __init__(self, name: str = "timers"):
+        self._heap: list[tuple[float, int, TimerHandle]] = []
+        self._counter = itertools.count()
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> "Timers":
+        self._thread.start()
+        return self
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        """Run `callback` on the timer thread after `delay` seconds."""
+        handle = TimerHandle(time.monotonic() + max(0.0, delay), callback)
+        with self._cond:
+            heapq.heappush(self._heap, (handle.due, next(self._counter), handle))
+            self._cond.notify()
+        return handle
+
+    def stop(self) -> None:
+        """Stop the thread; pending callbacks are dropped."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cond.wait(timeout)
+                if self._stopped:
+                    return
+                _, _, handle = heapq.heappop(self._heap)
+            if handle.cancelled:
+                continue
+            try:
+                handle.callback()
+            except pykka.ActorDeadError:
+                pass  # the actor it was meant for has finished: nothing to do
+            except Exception:  # a dead recipient must not stop every other timer
+                log.exception("timer callback failed")

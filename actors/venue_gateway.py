@@ -1,0 +1,91 @@
+"""VenueGateway: one actor per venue, between order actors and the venue client.
+
+Simulated latency is scheduled on the timers, never slept: the gateway tells itself
+`CallDue` when a call's latency has elapsed, then makes the (instant) call and
+replies. Quotes for many orders are in the air at once; they complete together.
+"""
+from __future__ import annotations
+
+import logging
+
+import pykka
+
+from actors.messages import (
+    CallDue,
+    ChildDied,
+    CheckSignature,
+    QuoteReceived,
+    RequestQuote,
+    SendSwap,
+    SignatureChecked,
+    SwapSettled,
+)
+from storage.venues.base import SwapResult, Venue, VenueError
+
+log = logging.getLogger(__name__)
+
+
+class VenueGateway(pykka.ThreadingActor):
+    """Serves RequestQuote, SendSwap and CheckSignature for one venue."""
+
+    def __init__(self, venue: Venue, timers, supervisor=None):
+        super().__init__()
+        self.venue = venue
+        self.timers = timers
+        self.supervisor = supervisor
+
+    def on_receive(self, message):
+        """Runs on this gateway's thread."""
+        if isinstance(message, CallDue):
+            self._call(message.call)
+        elif isinstance(message, (RequestQuote, CheckSignature)):
+            self._after(self.venue.quote_latency(), message)
+        elif isinstance(message, SendSwap):
+            self._after(self.venue.swap_latency(), message)
+
+    def _after(self, delay: float, call) -> None:
+        if delay <= 0:
+            self._call(call)
+            return
+        ref = self.actor_ref
+        self.timers.call_later(delay, lambda: ref.tell(CallDue(call)))
+
+    def _call(self, call) -> None:
+        if isinstance(call, RequestQuote):
+            reply = self._quote(call)
+        elif isinstance(call, SendSwap):
+            reply = SwapSettled(self._swap(call))
+        else:
+            try:
+                reply = SignatureChecked(self.venue.signature_status(call.signature))
+            except Exception:  # the order's watchdog asks again
+                log.exception("%s: signature status of %s failed", self.venue.name, call.signature)
+                return
+        try:
+            call.reply_to.tell(reply)
+        except pykka.ActorDeadError:
+            log.info("%s: reply to a finished order dropped", self.venue.name)
+
+    def _quote(self, call: RequestQuote) -> QuoteReceived:
+        try:
+            quote = self.venue.quote(call.token_in, call.token_out, call.amount_in)
+        except VenueError as exc:
+            return QuoteReceived(call.request_id, self.venue.name, None, exc.code, exc.message)
+        except Exception as exc:  # a database hiccup is worth another attempt, not a dead gateway
+            log.exception("%s: quote failed", self.venue.name)
+            return QuoteReceived(call.request_id, self.venue.name, None, "venue_unavailable", str(exc))
+        return QuoteReceived(call.request_id, self.venue.name, quote)
+
+    def _swap(self, call: SendSwap) -> SwapResult:
+        try:
+            return self.venue.execute_swap(call.request)
+        except VenueError as exc:
+            return SwapResult(call.request.signature, "failed", error_code=exc.code, message=exc.message)
+        except Exception as exc:  # the swap may or may not have landed: the sender asks the chain
+            log.exception("%s: swap %s failed", self.venue.name, call.request.signature)
+            return SwapResult(call.request.signature, "timeout", message=str(exc))
+
+    def on_failure(self, exception_type, exception_value, traceback):
+        """Runs on this gateway's thread as it dies: the root restarts it."""
+        if self.supervisor is not None:
+            self.supervisor.tell(ChildDied(f"venue:{self.venue.name}", repr(exception_value)))

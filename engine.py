@@ -1,0 +1,143 @@
+"""The `engine` command: every process's entry point.
+
+    engine run       web + worker in one process (the embedded default needs nothing else)
+    engine web       HTTP + WebSocket (needs DATABASE_URL and REDIS_URL)
+    engine worker    order execution (needs DATABASE_URL and REDIS_URL)
+    engine migrate   apply the schema migrations (the Procfile's release phase)
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from config import ConfigError, load_settings
+
+log = logging.getLogger("engine")
+
+DRAIN_SECONDS = 25.0
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+
+
+def _need_servers(settings, command: str) -> None:
+    missing = [name for name, value in (("DATABASE_URL", settings.database_url), ("REDIS_URL", settings.redis_url))
+               if not value]
+    if missing:
+        raise ConfigError(
+            f"`engine {command}` needs {' and '.join(missing)} (a shared Postgres and Redis); "
+            "use `engine run` for the single-process embedded default")
+
+
+def cmd_migrate(settings) -> int:
+    """Apply missing migrations and create the simulated world."""
+    from storage.runtime import open_storage
+
+    storage = open_storage(settings, migrate=True)
+    storage.close()
+    log.info("database schema is up to date")
+    return 0
+
+
+def _install_stop_handlers(on_stop) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: on_stop())
+
+
+def cmd_worker(settings) -> int:
+    """Run the supervisor tree until SIGTERM/SIGINT (drain, then stop) or a fatal child death."""
+    from actors.supervisor import start_worker
+    from storage.runtime import open_storage
+    from storage.venues import new_signature
+
+    storage = open_storage(settings)
+    worker = start_worker(storage, settings, new_signature)
+    stop = threading.Event()
+    _install_stop_handlers(stop.set)
+    try:
+        while not stop.is_set() and not worker.fatal.is_set():
+            stop.wait(0.5)
+        if stop.is_set():
+            left = worker.drain(DRAIN_SECONDS)
+            log.info("drained; %d orders left for another worker to resume", left)
+    finally:
+        worker.stop()
+        storage.close()
+    return 1 if worker.fatal.is_set() else 0
+
+
+def _serve(settings, with_worker: bool) -> int:
+    from tornado.ioloop import IOLoop
+
+    from storage.runtime import open_storage
+    from web.server import WebServer
+
+    storage = open_storage(settings, migrate=with_worker)
+    worker = None
+    if with_worker:
+        from actors.supervisor import start_worker
+        from storage.venues import new_signature
+
+        worker = start_worker(storage, settings, new_signature)
+    server = WebServer(storage, settings)
+    loop = IOLoop.current()
+
+    def shutdown():
+        server.stop()
+        loop.stop()
+
+    def watch_worker():
+        if worker is not None and worker.fatal.is_set():
+            log.critical("the worker stopped; shutting down")
+            shutdown()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: loop.add_callback_from_signal(shutdown))
+    server.start()
+    from tornado.ioloop import PeriodicCallback
+
+    PeriodicCallback(watch_worker, 1000).start()
+    log.info("listening on port %d", settings.port)
+    try:
+        loop.start()
+    finally:
+        if worker is not None:
+            worker.drain(DRAIN_SECONDS)
+            worker.stop()
+        storage.close()
+    return 1 if worker is not None and worker.fatal.is_set() else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, check the settings, run the command."""
+    parser = argparse.ArgumentParser(prog="engine", description="DEX order execution engine")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", help="web and worker in one process (embedded default without DATABASE_URL/REDIS_URL)")
+    sub.add_parser("web", help="HTTP and WebSocket server (needs DATABASE_URL and REDIS_URL)")
+    sub.add_parser("worker", help="order execution worker (needs DATABASE_URL and REDIS_URL)")
+    sub.add_parser("migrate", help="apply database migrations (the release phase)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        if args.command in ("web", "worker"):
+            _need_servers(settings, args.command)
+        if args.command == "run" and settings.redis_url is None and settings.database_url is not None:
+            log.info("REDIS_URL unset: using the in-process bus with DATABASE_URL")
+    except ConfigError as exc:
+        print(f"engine: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(settings.log_level)
+    if args.command == "migrate":
+        return cmd_migrate(settings)
+    if args.command == "worker":
+        return cmd_worker(settings)
+    return _serve(settings, with_worker=args.command == "run")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
