@@ -1,0 +1,218 @@
+"""The in-process bus: the embedded default, for one process with many threads.
+
+Semantics match `storage.bus_redis.RedisBus` so the same tests run on both:
+- jobs wait in a FIFO; a fetched job is pending for its consumer until `ack`;
+- a consumer is alive while its last `heartbeat` has not expired. A consumer holding
+  jobs that never sent a heartbeat counts as dead too (as on Redis, where its
+  heartbeat key is simply absent): workers heartbeat before their first fetch;
+- event batches go through JSON on publish (a snapshot, and the same failure on
+  unserialisable events as Redis) and reach subscribers on one dispatcher thread, in
+  publish order, so a publisher never runs subscriber code inline.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+from storage.bus import Bus, EventBatchHandler, Job, Subscription
+from storage.errors import BusError
+
+log = logging.getLogger(__name__)
+
+_STOP = object()  # tells the dispatcher thread to exit
+
+
+class _MemorySubscription(Subscription):
+    """One handler registered on an `InProcessBus`."""
+
+    def __init__(self, bus: InProcessBus, handler: EventBatchHandler):
+        self._bus = bus
+        self._handler = handler
+        # Held while the handler runs, so close() from another thread returns only
+        # after any delivery in progress; re-entrant so a handler may close itself.
+        self._lock = threading.RLock()
+        self._closed = False
+
+    def deliver(self, payload: str) -> None:
+        """Run the handler on one batch (dispatcher thread); its errors are logged, not raised."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._handler(json.loads(payload))
+            except Exception:
+                log.exception("event subscriber failed on a batch; it stays subscribed")
+
+    def close(self) -> None:
+        """Stop delivery; after this returns the handler is not called again."""
+        with self._lock:
+            self._closed = True
+        self._bus._forget(self)
+
+
+class InProcessBus(Bus):
+    """Jobs, rate limit and events for a single process; thread-safe.
+
+    `clock` (monotonic seconds) is injectable so unit tests can move time.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._ids = itertools.count(1)
+        self._waiting: deque[Job] = deque()
+        self._pending: dict[str, dict[str, Job]] = {}  # consumer -> job_id -> job, oldest first
+        self._owner: dict[str, str] = {}  # job_id -> consumer holding it
+        self._alive_until: dict[str, float] = {}
+        self._starts: deque[float] = deque()
+        self._subscribers: list[_MemorySubscription] = []
+        self._batches: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        self._dispatcher = threading.Thread(target=self._dispatch, name="bus-dispatcher", daemon=True)
+        self._dispatcher.start()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusError("the bus is closed")
+
+    # ---- jobs ----------------------------------------------------------------------------
+    def enqueue(self, order_id: str) -> str:
+        """Queue an order at the back of the FIFO; return its job id."""
+        with self._cond:
+            self._check_open()
+            job = Job(job_id=str(next(self._ids)), order_id=order_id)
+            self._waiting.append(job)
+            self._cond.notify()
+            return job.job_id
+
+    def queue_depth(self) -> int:
+        """Jobs not yet fetched by any consumer."""
+        with self._cond:
+            return len(self._waiting)
+
+    def fetch(self, consumer: str, count: int, block_ms: int) -> list[Job]:
+        """Take up to `count` jobs, oldest first, waiting up to `block_ms` (0: no wait)."""
+        deadline = self._clock() + max(block_ms, 0) / 1000.0
+        with self._cond:
+            self._check_open()
+            while not self._waiting and not self._closed:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return []
+                self._cond.wait(remaining)
+            if self._closed:  # closed while we waited: shutting down, nothing to hand out
+                return []
+            taken = [self._waiting.popleft() for _ in range(min(count, len(self._waiting)))]
+            held = self._pending.setdefault(consumer, {})
+            for job in taken:
+                held[job.job_id] = job
+                self._owner[job.job_id] = consumer
+            return taken
+
+    def ack(self, job: Job) -> None:
+        """Forget a finished job (unknown or already acknowledged jobs are ignored)."""
+        with self._cond:
+            consumer = self._owner.pop(job.job_id, None)
+            if consumer is not None:
+                self._pending[consumer].pop(job.job_id, None)
+
+    def heartbeat(self, consumer: str, ttl_s: float) -> None:
+        """Mark `consumer` alive for `ttl_s` seconds from now."""
+        with self._cond:
+            self._alive_until[consumer] = self._clock() + ttl_s
+
+    def claim_abandoned(self, consumer: str, count: int) -> list[Job]:
+        """Move up to `count` jobs of dead consumers (heartbeat expired or never sent) to `consumer`."""
+        with self._cond:
+            self._check_open()
+            now = self._clock()
+            claimed: list[Job] = []
+            mine = self._pending.setdefault(consumer, {})
+            for other, held in list(self._pending.items()):
+                if other == consumer or self._alive_until.get(other, float("-inf")) > now:
+                    continue
+                while held and len(claimed) < count:
+                    job = held.pop(next(iter(held)))
+                    mine[job.job_id] = job
+                    self._owner[job.job_id] = consumer
+                    claimed.append(job)
+                if not held:  # a dead consumer with nothing left is forgotten
+                    del self._pending[other]
+            for other, until in list(self._alive_until.items()):
+                if until <= now and other not in self._pending:
+                    del self._alive_until[other]
+            return claimed
+
+    # ---- rate ----------------------------------------------------------------------------
+    def try_start(self, limit: int, window_s: float) -> float:
+        """Sliding-window limit on starts: 0.0 and counted, or the seconds until a slot frees."""
+        with self._cond:
+            now = self._clock()
+            while self._starts and self._starts[0] <= now - window_s:
+                self._starts.popleft()
+            if len(self._starts) < limit:
+                self._starts.append(now)
+                return 0.0
+            # Never 0.0 here: that value means "allowed" to the caller.
+            return max(self._starts[0] + window_s - now, 1e-6)
+
+    # ---- events --------------------------------------------------------------------------
+    def publish(self, events: list[dict[str, Any]]) -> None:
+        """Hand the batch to the dispatcher thread; returns without running any subscriber."""
+        self._check_open()
+        try:
+            payload = json.dumps(events)
+        except (TypeError, ValueError) as exc:
+            raise BusError(f"events are not JSON-serialisable: {exc}") from exc
+        self._batches.put(payload)
+
+    def subscribe(self, handler: EventBatchHandler) -> Subscription:
+        """Register `handler`; it runs on the dispatcher thread for every later batch."""
+        subscription = _MemorySubscription(self, handler)
+        with self._cond:
+            self._check_open()
+            self._subscribers.append(subscription)
+        return subscription
+
+    def _forget(self, subscription: _MemorySubscription) -> None:
+        with self._cond:
+            if subscription in self._subscribers:
+                self._subscribers.remove(subscription)
+
+    def _dispatch(self) -> None:
+        while True:
+            payload = self._batches.get()
+            if payload is _STOP:
+                return
+            with self._cond:
+                targets = list(self._subscribers)
+            for subscription in targets:
+                subscription.deliver(payload)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def ping(self) -> None:
+        """Raise BusError once the bus is closed."""
+        self._check_open()
+
+    def close(self) -> None:
+        """Wake blocked fetchers, close subscriptions, stop the dispatcher (idempotent).
+
+        Batches not yet delivered are dropped: events are best-effort by contract.
+        """
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            subscribers = list(self._subscribers)
+            self._cond.notify_all()
+        for subscription in subscribers:
+            subscription.close()
+        self._batches.put(_STOP)
+        if threading.current_thread() is not self._dispatcher:
+            self._dispatcher.join(timeout=5)

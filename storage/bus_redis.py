@@ -1,0 +1,268 @@
+"""The Redis bus: production transport between web processes and workers.
+
+- Jobs: stream `{prefix}:jobs`, consumer group `workers`. `ack` removes the entry
+  (XACK + XDEL), so the stream holds only waiting and pending jobs and
+  `queue_depth` = XLEN - pending. A Redis restart without persistence deletes the
+  stream and its group; the group is recreated on the NOGROUP error that follows.
+- Liveness: `{prefix}:consumer:{name}` with a TTL. A consumer without that key is
+  dead, including one that never sent a heartbeat: workers heartbeat before their
+  first fetch. `claim_abandoned` takes jobs only from dead consumers, atomically.
+- Rate: sliding window in the sorted set `{prefix}:starts`, timed by Redis's own
+  clock so every worker counts against the same window.
+- Events: one PUBLISH of a JSON array per batch on `{prefix}:events`; best effort.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.retry import Retry
+
+from storage.bus import Bus, EventBatchHandler, Job, Subscription
+from storage.bus_redis_pubsub import RedisSubscription, open_pubsub
+from storage.errors import BusError
+
+log = logging.getLogger(__name__)
+
+GROUP = "workers"
+# A consumer with no jobs is removed from the group only after this long without a
+# read, so a worker that is between fetches is never touched (it is alive anyway).
+_IDLE_CONSUMER_MS = 60_000
+
+# Claim the jobs of one consumer if (and only if) its heartbeat key is gone; checking
+# and claiming in one script means two claimers can never steal from each other.
+# KEYS: stream, heartbeat key of the dead consumer. ARGV: group, dead, claimer, count.
+_CLAIM_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
+local held = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', tonumber(ARGV[4]), ARGV[2])
+local claimed = {}
+if #held > 0 then
+  local ids = {}
+  for i, entry in ipairs(held) do ids[i] = entry[1] end
+  claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, unpack(ids))
+end
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return claimed
+"""
+
+# Sliding-window start limit. KEYS: starts zset. ARGV: limit, window seconds, member.
+# Returns {1, '0'} when counted, else {0, seconds until the oldest start leaves}.
+_TRY_START_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000)
+  return {1, '0'}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, tostring(tonumber(oldest[2]) + window - now)}
+"""
+
+
+def _group_missing(exc: redis.ResponseError) -> bool:
+    # XINFO on a deleted stream says "no such key"; the other commands say NOGROUP.
+    message = str(exc)
+    return "NOGROUP" in message or "no such key" in message
+
+
+class RedisBus(Bus):
+    """The bus on one Redis server; every method may raise BusError."""
+
+    def __init__(self, url: str, prefix: str = "engine", *, socket_timeout: float = 10.0,
+                 connect_timeout: float = 2.0):
+        self._jobs = f"{prefix}:jobs"
+        self._starts = f"{prefix}:starts"
+        self._channel = f"{prefix}:events"
+        self._consumer_prefix = f"{prefix}:consumer:"
+        # A blocking XREADGROUP must come back before the socket times out.
+        self._max_block_ms = int((socket_timeout - 1.0) * 1000)
+        options = dict(socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
+                       health_check_interval=15, decode_responses=True)
+        # Retry briefly (a pooled socket may be stale after a Redis restart), then let
+        # BusError reach the caller instead of redis-py's default ~10 retries.
+        self._client = redis.Redis.from_url(
+            url, retry=Retry(ExponentialWithJitterBackoff(cap=0.25, base=0.01), 2), **options)
+        # Subscriptions do their own reconnecting (with backoff, logged), so their
+        # client must surface a dropped connection instead of hiding it.
+        # Named, so an operator (or a test) can find these connections in CLIENT LIST.
+        self._pubsub_client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0),
+                                                   client_name=f"{prefix}-subscriber", **options)
+        self._claim_script = self._client.register_script(_CLAIM_LUA)
+        self._try_start_script = self._client.register_script(_TRY_START_LUA)
+        self._group_ready = False
+        self._subscriptions: set[RedisSubscription] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # ---- plumbing ------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusError("the bus is closed")
+
+    def _call(self, action: str, fn, *, needs_group: bool = False):
+        """Run `fn()`, mapping redis errors to BusError; recreate a lost group once."""
+        self._check_open()
+        for attempt in (1, 2):
+            try:
+                if needs_group and not self._group_ready:
+                    self._create_group()
+                return fn()
+            except redis.ResponseError as exc:
+                if needs_group and attempt == 1 and _group_missing(exc):
+                    log.warning("consumer group of %s is gone (Redis restarted without "
+                                "persistence?); recreating it", self._jobs)
+                    self._group_ready = False
+                    continue
+                raise BusError(f"redis refused {action}: {exc}") from exc
+            except redis.RedisError as exc:
+                raise BusError(f"redis unavailable for {action}: {exc}") from exc
+
+    def _create_group(self) -> None:
+        try:
+            # Id 0: jobs added before the group existed (e.g. right after a restart) count.
+            self._client.xgroup_create(self._jobs, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def _heartbeat_key(self, consumer: str) -> str:
+        return self._consumer_prefix + consumer
+
+    # ---- jobs ----------------------------------------------------------------------------
+    def enqueue(self, order_id: str) -> str:
+        """XADD the order to the jobs stream; the entry id is the job id."""
+        return self._call("enqueue", lambda: self._client.xadd(self._jobs, {"order_id": order_id}))
+
+    def queue_depth(self) -> int:
+        """Entries in the stream minus those delivered and not yet acknowledged."""
+        def depth() -> int:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.xlen(self._jobs)
+            pipe.xpending(self._jobs, GROUP)
+            length, summary = pipe.execute()
+            return max(length - summary["pending"], 0)
+
+        return self._call("queue_depth", depth, needs_group=True)
+
+    def fetch(self, consumer: str, count: int, block_ms: int) -> list[Job]:
+        """XREADGROUP new entries; waits at most `block_ms` (capped below the socket timeout)."""
+        # BLOCK 0 would mean "forever" to Redis; 0 here means "do not wait".
+        block = min(block_ms, self._max_block_ms) if block_ms > 0 else None
+
+        def read() -> list[Job]:
+            try:
+                reply = self._client.xreadgroup(GROUP, consumer, {self._jobs: ">"}, count=count, block=block)
+            except redis.ResponseError as exc:
+                if "UNBLOCKED" not in str(exc):
+                    raise
+                # The stream vanished under a blocked read (Redis flushed or restarted):
+                # nothing to hand out; the next call recreates the group.
+                self._group_ready = False
+                return []
+            return [Job(job_id, fields["order_id"]) for _, entries in reply or [] for job_id, fields in entries]
+
+        return self._call("fetch", read, needs_group=True)
+
+    def ack(self, job: Job) -> None:
+        """XACK and XDEL together, so the stream keeps only unfinished jobs."""
+        def forget() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.xack(self._jobs, GROUP, job.job_id)
+            pipe.xdel(self._jobs, job.job_id)
+            pipe.execute()
+
+        self._call("ack", forget, needs_group=True)
+
+    def heartbeat(self, consumer: str, ttl_s: float) -> None:
+        """SET the consumer's liveness key with a TTL of `ttl_s`."""
+        ttl_ms = max(int(ttl_s * 1000), 1)
+        self._call("heartbeat", lambda: self._client.set(self._heartbeat_key(consumer), "1", px=ttl_ms))
+
+    def claim_abandoned(self, consumer: str, count: int) -> list[Job]:
+        """XCLAIM for `consumer` the jobs of group members whose heartbeat key is gone."""
+        def claim() -> list[Job]:
+            jobs: list[Job] = []
+            for member in self._client.xinfo_consumers(self._jobs, GROUP):
+                name = member["name"]
+                if len(jobs) >= count:
+                    break
+                if name == consumer or (member["pending"] == 0 and member["idle"] < _IDLE_CONSUMER_MS):
+                    continue
+                claimed = self._claim_script(
+                    keys=[self._jobs, self._heartbeat_key(name)],
+                    args=[GROUP, name, consumer, count - len(jobs)])
+                for entry in claimed:
+                    if entry:  # entries deleted meanwhile come back empty on older Redis
+                        job_id, flat = entry
+                        fields = dict(zip(flat[::2], flat[1::2]))
+                        jobs.append(Job(job_id, fields["order_id"]))
+                if claimed:
+                    log.warning("consumer %s took %d job(s) of dead consumer %s", consumer, len(claimed), name)
+            return jobs
+
+        return self._call("claim_abandoned", claim, needs_group=True)
+
+    # ---- rate ----------------------------------------------------------------------------
+    def try_start(self, limit: int, window_s: float) -> float:
+        """Count a start in the shared window, or return the seconds until a slot frees."""
+        member = uuid.uuid4().hex
+        allowed, wait = self._call("try_start", lambda: self._try_start_script(
+            keys=[self._starts], args=[limit, float(window_s), member]))
+        if allowed:
+            return 0.0
+        return max(float(wait), 1e-6)  # 0.0 would read as "allowed"
+
+    # ---- events --------------------------------------------------------------------------
+    def publish(self, events: list[dict[str, Any]]) -> None:
+        """PUBLISH the batch as one JSON array."""
+        try:
+            payload = json.dumps(events)
+        except (TypeError, ValueError) as exc:
+            raise BusError(f"events are not JSON-serialisable: {exc}") from exc
+        self._call("publish", lambda: self._client.publish(self._channel, payload))
+
+    def subscribe(self, handler: EventBatchHandler) -> Subscription:
+        """Subscribe now (BusError if Redis is down), then deliver from a daemon thread."""
+        self._check_open()
+        try:
+            pubsub = open_pubsub(self._pubsub_client, self._channel)
+        except redis.RedisError as exc:
+            raise BusError(f"redis unavailable for subscribe: {exc}") from exc
+        subscription = RedisSubscription(self._pubsub_client, self._channel, pubsub, handler,
+                                         on_close=self._forget)
+        with self._lock:
+            self._subscriptions.add(subscription)
+        subscription.start()
+        return subscription
+
+    def _forget(self, subscription: RedisSubscription) -> None:
+        with self._lock:
+            self._subscriptions.discard(subscription)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def ping(self) -> None:
+        """PING Redis; BusError if it does not answer."""
+        self._call("ping", self._client.ping)
+
+    def close(self) -> None:
+        """Stop subscription threads and close the connection pools (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            subscriptions = list(self._subscriptions)
+        for subscription in subscriptions:
+            subscription.close()
+        self._client.close()
+        self._pubsub_client.close()

@@ -1,0 +1,340 @@
+"""The bus contract, run on the in-process bus and on Redis alike; Redis failure modes last."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from storage.bus_memory import InProcessBus
+from storage.bus_redis import RedisBus
+from storage.errors import BusError
+
+pytestmark = pytest.mark.integration
+
+DEADLINE_S = 5.0
+
+
+@pytest.fixture(params=["memory", "redis"])
+def open_bus(request):
+    """Open a view of one shared backend: the same InProcessBus, or a new RedisBus client."""
+    opened = []
+    if request.param == "memory":
+        shared = InProcessBus()
+        opened.append(shared)
+
+        def factory():
+            return shared
+    else:
+        url = request.getfixturevalue("redis_url")
+        prefix = f"test-{uuid.uuid4().hex[:8]}"
+
+        def factory():
+            opened.append(RedisBus(url, prefix=prefix))
+            return opened[-1]
+    yield factory
+    for bus in opened:
+        bus.close()
+
+
+@pytest.fixture
+def bus(open_bus):
+    return open_bus()
+
+
+class Collector:
+    """An event handler that records batches and lets a test wait for a count of them."""
+
+    def __init__(self, fail_first: bool = False):
+        self.batches: list[list[dict]] = []
+        self.threads: set[threading.Thread] = set()
+        self._cond = threading.Condition()
+        self._fail_first = fail_first
+
+    def __call__(self, batch):
+        with self._cond:
+            self.batches.append(batch)
+            self.threads.add(threading.current_thread())
+            self._cond.notify_all()
+        if self._fail_first and len(self.batches) == 1:
+            raise RuntimeError("a broken subscriber")
+
+    def wait_for(self, predicate, timeout: float = DEADLINE_S) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self.batches), timeout)
+
+
+def eventually(probe, timeout: float = DEADLINE_S, pause: float = 0.02):
+    """Call `probe()` until it returns something truthy or the deadline passes; return the last value."""
+    deadline = time.monotonic() + timeout
+    value = probe()
+    while not value and time.monotonic() < deadline:
+        threading.Event().wait(pause)
+        value = probe()
+    return value
+
+
+# ---- jobs -------------------------------------------------------------------------------
+
+def test_jobs_are_fetched_oldest_first(bus):
+    for order_id in ("a", "b", "c"):
+        bus.enqueue(order_id)
+    first = bus.fetch("w1", count=2, block_ms=0)
+    second = bus.fetch("w2", count=2, block_ms=0)
+    assert [job.order_id for job in first] == ["a", "b"]
+    assert [job.order_id for job in second] == ["c"]
+    assert bus.fetch("w1", count=2, block_ms=0) == []
+
+
+def test_fetch_waits_for_a_job_and_returns_when_one_arrives(bus):
+    done = threading.Event()
+    result = {}
+
+    def fetcher():
+        started = time.monotonic()
+        result["jobs"] = bus.fetch("w1", count=1, block_ms=4000)
+        result["elapsed"] = time.monotonic() - started
+        done.set()
+
+    threading.Thread(target=fetcher, daemon=True).start()
+    assert not done.wait(0.2), "fetch returned before any job was queued"
+    bus.enqueue("late")
+    assert done.wait(DEADLINE_S)
+    assert [job.order_id for job in result["jobs"]] == ["late"]
+    assert result["elapsed"] < 3.5, "fetch waited out its block time instead of waking up"
+
+
+def test_fetch_gives_up_empty_after_its_block_time(bus):
+    started = time.monotonic()
+    assert bus.fetch("w1", count=5, block_ms=100) == []
+    assert time.monotonic() - started < 2.0
+
+
+def test_ack_forgets_a_job_and_queue_depth_counts_only_waiting_jobs(bus):
+    for order_id in ("a", "b", "c"):
+        bus.enqueue(order_id)
+    assert bus.queue_depth() == 3
+    held = bus.fetch("w1", count=2, block_ms=0)
+    assert bus.queue_depth() == 1
+    bus.ack(held[0])
+    bus.ack(held[0])  # acknowledging twice is harmless
+    assert bus.queue_depth() == 1
+    claimed = bus.claim_abandoned("w2", count=10)  # w1 never heart-beat: it counts as dead
+    assert [job.order_id for job in claimed] == ["b"]
+    assert [job.order_id for job in bus.fetch("w2", count=5, block_ms=0)] == ["c"]
+    assert bus.queue_depth() == 0
+
+
+def test_claim_takes_the_jobs_of_a_consumer_whose_heartbeat_expired(bus):
+    for order_id in ("a", "b"):
+        bus.enqueue(order_id)
+    bus.heartbeat("dying", ttl_s=0.05)
+    held = bus.fetch("dying", count=2, block_ms=0)
+    bus.heartbeat("rescuer", ttl_s=30)
+
+    claimed = eventually(lambda: bus.claim_abandoned("rescuer", count=10))
+
+    assert sorted(job.order_id for job in claimed) == ["a", "b"]
+    assert {job.job_id for job in claimed} == {job.job_id for job in held}
+    assert bus.claim_abandoned("other", count=10) == []  # the rescuer is alive
+    for job in claimed:
+        bus.ack(job)
+    assert bus.queue_depth() == 0
+    assert bus.claim_abandoned("other", count=10) == []
+
+
+def test_claim_never_takes_the_jobs_of_a_live_consumer(bus):
+    for order_id in ("live-1", "live-2", "dead-1"):
+        bus.enqueue(order_id)
+    bus.heartbeat("live", ttl_s=30)
+    bus.fetch("live", count=2, block_ms=0)
+    bus.heartbeat("dead", ttl_s=0.05)
+    bus.fetch("dead", count=1, block_ms=0)
+
+    claimed = eventually(lambda: bus.claim_abandoned("rescuer", count=10))
+
+    assert [job.order_id for job in claimed] == ["dead-1"]
+    assert bus.claim_abandoned("rescuer", count=10) == []
+
+
+def test_claim_takes_no_more_than_count(bus):
+    for order_id in ("a", "b", "c"):
+        bus.enqueue(order_id)
+    bus.fetch("gone", count=3, block_ms=0)
+    bus.heartbeat("w1", ttl_s=30)
+    bus.heartbeat("w2", ttl_s=30)
+    assert [job.order_id for job in bus.claim_abandoned("w1", count=2)] == ["a", "b"]
+    assert [job.order_id for job in bus.claim_abandoned("w2", count=2)] == ["c"]
+
+
+# ---- rate -------------------------------------------------------------------------------
+
+def test_try_start_enforces_the_limit_across_two_buses(open_bus):
+    buses = [open_bus(), open_bus()]
+    results: list[float] = []
+    lock = threading.Lock()
+
+    def starter(bus):
+        for _ in range(5):
+            wait = bus.try_start(limit=3, window_s=30)
+            with lock:
+                results.append(wait)
+
+    threads = [threading.Thread(target=starter, args=(b,)) for b in buses]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE_S)
+    assert len(results) == 10
+    assert results.count(0.0) == 3
+    assert all(0 < wait <= 30 for wait in results if wait != 0.0)
+
+
+def test_try_start_allows_again_once_the_oldest_start_leaves_the_window(bus):
+    assert bus.try_start(limit=1, window_s=0.3) == 0.0
+    wait = bus.try_start(limit=1, window_s=0.3)
+    assert 0 < wait <= 0.3
+    assert eventually(lambda: bus.try_start(limit=1, window_s=0.3) == 0.0)
+
+
+# ---- events -----------------------------------------------------------------------------
+
+def test_publish_reaches_every_subscriber_in_order_off_the_publishing_thread(bus):
+    first, second = Collector(), Collector()
+    bus.subscribe(first)
+    bus.subscribe(second)
+    sent = [[{"seq": n, "status": "pending"}] for n in range(20)]
+    for batch in sent:
+        bus.publish(batch)
+    for collector in (first, second):
+        assert collector.wait_for(lambda got: len(got) >= 20)
+        assert collector.batches == sent
+        assert threading.current_thread() not in collector.threads
+
+
+def test_a_closed_subscription_gets_nothing_more(bus):
+    closed, open_ = Collector(), Collector()
+    subscription = bus.subscribe(closed)
+    bus.subscribe(open_)
+    bus.publish([{"seq": 1}])
+    assert closed.wait_for(lambda got: len(got) == 1)
+    subscription.close()
+    subscription.close()  # idempotent
+    bus.publish([{"seq": 2}])
+    assert open_.wait_for(lambda got: len(got) == 2)
+    assert closed.batches == [[{"seq": 1}]]
+
+
+def test_a_failing_subscriber_keeps_receiving(bus):
+    collector = Collector(fail_first=True)
+    bus.subscribe(collector)
+    bus.publish([{"seq": 1}])
+    bus.publish([{"seq": 2}])
+    assert collector.wait_for(lambda got: len(got) == 2)
+
+
+def test_a_closed_bus_refuses_work_with_bus_error(bus):
+    bus.ping()
+    bus.close()
+    bus.close()  # idempotent
+    with pytest.raises(BusError):
+        bus.ping()
+    with pytest.raises(BusError):
+        bus.enqueue("a")
+
+
+# ---- Redis failure modes ----------------------------------------------------------------
+
+def test_jobs_flow_again_after_redis_loses_its_data(redis_url):
+    import redis
+
+    bus = RedisBus(redis_url)
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        bus.enqueue("before")
+        assert [job.order_id for job in bus.fetch("w1", 1, 0)] == ["before"]
+        admin.flushdb()  # what a restart without persistence does to the stream and group
+        bus.enqueue("after")
+        assert bus.queue_depth() == 1
+        jobs = bus.fetch("w1", 5, 100)
+        assert [job.order_id for job in jobs] == ["after"]
+        bus.ack(jobs[0])
+        assert bus.queue_depth() == 0
+        admin.flushdb()
+        bus.ack(jobs[0])  # acknowledging into an emptied Redis is harmless
+        assert bus.claim_abandoned("w2", 5) == []
+    finally:
+        bus.close()
+        admin.close()
+
+
+def test_a_fetch_blocked_while_redis_loses_its_data_returns_empty(redis_url):
+    import redis
+
+    bus = RedisBus(redis_url)
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    done = threading.Event()
+    result = {}
+
+    def fetcher():
+        result["jobs"] = bus.fetch("w1", count=1, block_ms=4000)
+        done.set()
+
+    try:
+        bus.ping()
+        threading.Thread(target=fetcher, daemon=True).start()
+        db = str(admin.connection_pool.connection_kwargs["db"])
+        assert eventually(lambda: any(c["cmd"] == "xreadgroup" and "b" in c["flags"] and c["db"] == db
+                                      for c in admin.client_list())), "the fetch never blocked"
+        admin.flushdb()
+        assert done.wait(DEADLINE_S)
+        assert result["jobs"] == []
+        bus.enqueue("after")
+        assert [job.order_id for job in bus.fetch("w1", 1, 100)] == ["after"]
+    finally:
+        bus.close()
+        admin.close()
+
+
+def test_a_subscriber_keeps_receiving_after_its_connection_is_killed(redis_url, caplog):
+    import redis
+
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    bus = RedisBus(redis_url, prefix=prefix)
+    admin = redis.Redis.from_url(redis_url)
+    collector = Collector()
+    try:
+        bus.subscribe(collector)
+        bus.publish([{"seq": 0}])
+        assert collector.wait_for(lambda got: len(got) == 1)
+        # Kill only this bus's subscriber connection: the server may be shared.
+        ours = [c for c in admin.client_list(_type="pubsub") if c["name"] == f"{prefix}-subscriber"]
+        assert ours, "the subscriber connection is not visible in CLIENT LIST"
+        for client in ours:
+            admin.client_kill_filter(_id=client["id"])
+
+        # Pub/sub drops what is published while the subscriber reconnects: keep publishing.
+        deadline = time.monotonic() + 10
+        received = False
+        seq = 1
+        while not received and time.monotonic() < deadline:
+            bus.publish([{"seq": seq}])
+            seq += 1
+            received = collector.wait_for(lambda got: len(got) > 1, timeout=0.05)
+        assert received, "no event arrived after the connection was killed"
+        assert any("dropped" in record.getMessage() for record in caplog.records)
+    finally:
+        bus.close()
+        admin.close()
+
+
+def test_an_unreachable_redis_raises_bus_error():
+    bus = RedisBus("redis://127.0.0.1:1/0", connect_timeout=0.5)
+    try:
+        for action in (bus.ping, lambda: bus.enqueue("a"), bus.queue_depth,
+                       lambda: bus.subscribe(lambda batch: None)):
+            with pytest.raises(BusError):
+                action()
+    finally:
+        bus.close()
