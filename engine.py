@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import signal
 import sys
@@ -72,11 +73,15 @@ def cmd_worker(settings) -> int:
 
 
 def _serve(settings, with_worker: bool) -> int:
-    from tornado.ioloop import IOLoop
+    """`engine web` and `engine run`: the HTTP server (and, for `run`, the worker) until SIGTERM."""
+    return asyncio.run(_serve_async(settings, with_worker))
 
+
+async def _serve_async(settings, with_worker: bool) -> int:
     from storage.runtime import open_storage
     from web.server import WebServer
 
+    loop = asyncio.get_running_loop()
     storage = open_storage(settings, migrate=with_worker)
     worker = None
     if with_worker:
@@ -84,31 +89,27 @@ def _serve(settings, with_worker: bool) -> int:
         from storage.venues import new_signature
 
         worker = start_worker(storage, settings, new_signature)
-    server = WebServer(storage, settings)
-    loop = IOLoop.current()
-
-    def shutdown():
-        server.stop()
-        loop.stop()
-
-    def watch_worker():
-        if worker is not None and worker.fatal.is_set():
-            log.critical("the worker stopped; shutting down")
-            shutdown()
-
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: loop.add_callback_from_signal(shutdown))
-    server.start()
-    from tornado.ioloop import PeriodicCallback
-
-    PeriodicCallback(watch_worker, 1000).start()
-    log.info("listening on port %d", settings.port)
+        loop.add_signal_handler(sig, stop.set)
+    server = WebServer(storage, settings)
     try:
-        loop.start()
+        server.start()
+        log.info("listening on port %d", settings.port)
+        while not stop.is_set():
+            if worker is not None and worker.fatal.is_set():
+                log.critical("the worker stopped; shutting down")
+                break
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+        await server.stop()
     finally:
         if worker is not None:
-            worker.drain(DRAIN_SECONDS)
-            worker.stop()
+            left = await loop.run_in_executor(None, worker.drain, DRAIN_SECONDS)
+            log.info("drained; %d orders left to resume on the next start", left)
+            await loop.run_in_executor(None, worker.stop)
         storage.close()
     return 1 if worker is not None and worker.fatal.is_set() else 0
 

@@ -72,6 +72,7 @@ class CallDue:
     """A venue call whose simulated latency has elapsed (sent by the timers)."""
 
     call: Any
+    latency: float = 0.0
 
 
 # ---- to an OrderActor --------------------------------------------------------------------
@@ -82,11 +83,13 @@ class QuoteReceived:
     quote: Quote | None
     error_code: str | None = None
     message: str | None = None
+    latency: float = 0.0  # simulated latency drawn for this call, seconds
 
 
 @dataclass(frozen=True)
 class SwapSettled:
     result: SwapResult
+    latency: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,7 @@ class OrderActor(pykka.ThreadingActor):
         self.signature: str | None = None
         self.dex: str | None = None
         self.signature_checks = 0
+        self.swap_latency = 0.0
 
     # ---- start: fresh or resumed ------------------------------------------------------------
 
@@ -108,6 +109,7 @@ class OrderActor(pykka.ThreadingActor):
         elif isinstance(message, QuoteReceived):
             self._quote_received(message)
         elif isinstance(message, SwapSettled):
+            self.swap_latency = message.latency
             self._swap_settled(message.result)
         elif isinstance(message, SignatureChecked):
             self._signature_checked(message.status)
@@ -164,8 +166,10 @@ class OrderActor(pykka.ThreadingActor):
                                          "message": answer.message if answer else "no quote in time"}}
             else:
                 quotes[dex] = answer.quote.to_api()
+        drawn = max((q.latency for q in self.quotes.values()), default=0.0)
         meta = {"bestDex": route.best_dex, "quotes": quotes, "route": route.to_api(),
-                "quoteMs": round((utcnow() - self.quote_started).total_seconds() * 1000, 1)}
+                "quoteMs": round((utcnow() - self.quote_started).total_seconds() * 1000, 1),
+                "venueLatencyMs": round(drawn * 1000, 1)}
         if self.worker_id:
             meta["worker"] = self.worker_id
         if self.retry_reason:
@@ -229,7 +233,7 @@ class OrderActor(pykka.ThreadingActor):
         amount_out = self.token_out.to_whole(amount_out_base)
         meta = {"txHash": self.signature, "dex": self.dex, "amountIn": decimal_str(amount_in),
                 "amountOut": decimal_str(amount_out), "executedPrice": executed_price(amount_in, amount_out),
-                "latencyMs": self._latency_ms()}
+                "latencyMs": self._latency_ms(), "venueLatencyMs": round(self.swap_latency * 1000, 1)}
         self._append("confirmed", meta, self._finish)
 
     def _attempt_failed(self, code: str, message: str, retriable: bool) -> None:

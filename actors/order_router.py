@@ -89,7 +89,7 @@ class OrderRouter(pykka.ThreadingActor):
                 return self._finished(order_id)
             order = self.orders.get_order(UUID(order_id), with_events=True)
         except (OrderNotFound, ValueError):
-            log.error("job %s names no order %s; dropped", entry["job"].job_id, order_id)
+            log.warning("job %s names no order %s; dropped", entry["job"].job_id, order_id)
             return self._finished(order_id)
         except Exception as exc:  # the database is unreachable: try again shortly
             log.warning("loading order %s failed (%s); retrying", order_id, exc)

@@ -37,7 +37,7 @@ class VenueGateway(pykka.ThreadingActor):
     def on_receive(self, message):
         """Runs on this gateway's thread."""
         if isinstance(message, CallDue):
-            self._call(message.call)
+            self._call(message.call, message.latency)
         elif isinstance(message, (RequestQuote, CheckSignature)):
             self._after(self.venue.quote_latency(), message)
         elif isinstance(message, SendSwap):
@@ -45,16 +45,16 @@ class VenueGateway(pykka.ThreadingActor):
 
     def _after(self, delay: float, call) -> None:
         if delay <= 0:
-            self._call(call)
+            self._call(call, 0.0)
             return
         ref = self.actor_ref
-        self.timers.call_later(delay, lambda: ref.tell(CallDue(call)))
+        self.timers.call_later(delay, lambda: ref.tell(CallDue(call, delay)))
 
-    def _call(self, call) -> None:
+    def _call(self, call, latency: float) -> None:
         if isinstance(call, RequestQuote):
-            reply = self._quote(call)
+            reply = self._quote(call, latency)
         elif isinstance(call, SendSwap):
-            reply = SwapSettled(self._swap(call))
+            reply = SwapSettled(self._swap(call), latency)
         else:
             try:
                 reply = SignatureChecked(self.venue.signature_status(call.signature))
@@ -66,15 +66,15 @@ class VenueGateway(pykka.ThreadingActor):
         except pykka.ActorDeadError:
             log.info("%s: reply to a finished order dropped", self.venue.name)
 
-    def _quote(self, call: RequestQuote) -> QuoteReceived:
+    def _quote(self, call: RequestQuote, latency: float) -> QuoteReceived:
         try:
             quote = self.venue.quote(call.token_in, call.token_out, call.amount_in)
         except VenueError as exc:
-            return QuoteReceived(call.request_id, self.venue.name, None, exc.code, exc.message)
+            return QuoteReceived(call.request_id, self.venue.name, None, exc.code, exc.message, latency)
         except Exception as exc:  # a database hiccup is worth another attempt, not a dead gateway
             log.exception("%s: quote failed", self.venue.name)
-            return QuoteReceived(call.request_id, self.venue.name, None, "venue_unavailable", str(exc))
-        return QuoteReceived(call.request_id, self.venue.name, quote)
+            return QuoteReceived(call.request_id, self.venue.name, None, "venue_unavailable", str(exc), latency)
+        return QuoteReceived(call.request_id, self.venue.name, quote, latency=latency)
 
     def _swap(self, call: SendSwap) -> SwapResult:
         try:
