@@ -68,14 +68,25 @@ def postgres_url():
 
 @pytest.fixture
 def redis_url():
-    """A Redis database index of its own, flushed before and after the test."""
+    """A Redis database index of its own, flushed before and after the test.
+
+    The index is leased with a lock key inside it, so test runs sharing one Redis
+    server (two checkouts, a developer and CI) never flush each other's data.
+    """
     require_server("Redis", "127.0.0.1", 6379)
     import redis
 
-    index = int(os.environ.get("TEST_REDIS_DB", "13"))
-    url = f"{REDIS_BASE_URL}/{index}"
-    client = redis.Redis.from_url(url)
+    token = uuid.uuid4().hex
+    for index in range(15, 0, -1):
+        url = f"{REDIS_BASE_URL}/{index}"
+        client = redis.Redis.from_url(url)
+        if client.set("engine-test-lease", token, nx=True, ex=900):
+            break
+        client.close()
+    else:
+        pytest.fail("no free Redis database index for this test (all 15 leased)")
     client.flushdb()
+    client.set("engine-test-lease", token, ex=900)
     yield url
     client.flushdb()
     client.close()
