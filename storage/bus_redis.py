@@ -82,7 +82,10 @@ class RedisBus(Bus):
                  connect_timeout: float = 2.0):
         self._jobs = f"{prefix}:jobs"
         self._starts = f"{prefix}:starts"
-        self._channel = f"{prefix}:events"
+        # Pub/sub channels are server-wide, not per database index: name the index so
+        # deployments (and test runs) on different indexes of one server stay apart.
+        db_index = redis.connection.parse_url(url).get("db", 0)
+        self._channel = f"{prefix}:{db_index}:events"
         self._consumer_prefix = f"{prefix}:consumer:"
         # A blocking XREADGROUP must come back before the socket times out.
         self._max_block_ms = int((socket_timeout - 1.0) * 1000)

@@ -185,6 +185,19 @@ class OrderStore:
                         created_at=draft.timestamp, meta=meta)
         return EventRecord(o.id, seq, draft.status, draft.attempt, draft.timestamp, meta)
 
+    def discard_unqueued(self, order_id: UUID) -> None:
+        """Delete an order that was stored but could not be queued (the client got a 503).
+
+        Only an untouched `pending` order goes; if its job did reach the queue after all,
+        the worker finds no order and drops the job, so it never runs unseen.
+        """
+        with db_session:
+            o = self.Order.get_for_update(id=order_id)
+            if o is None or o.status != "pending" or o.last_seq != 1 or o.job_id is not None:
+                return
+            o.events.clear()
+            o.delete()
+
     def bind_job(self, order_id: UUID, job_id: str) -> bool:
         """Make `job_id` the job that executes the order; False if another job already owns it.
 

@@ -1,0 +1,550 @@
+"""The web layer over the real embedded storage (SQLite + in-process bus): HTTP and WebSocket.
+
+No worker runs here: where an order must move on, the test plays the worker's role by
+appending events to the store and publishing them on the bus (or, to simulate loss,
+by not publishing them).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tornado.httpclient import HTTPRequest
+from tornado.testing import AsyncHTTPTestCase, gen_test
+from tornado.websocket import websocket_connect
+
+from config import load_settings
+from storage.records import EventDraft
+from storage.runtime import open_storage
+from web.app import make_app
+from web.base import Services
+
+SOL_MINT = "So11111111111111111111111111111111111111112"
+WAIT_S = 5.0
+
+
+class WebTestCase(AsyncHTTPTestCase):
+    """An app on a fresh embedded storage; the hub sweeps fast so lost events show up quickly."""
+
+    env: dict[str, str] = {}
+
+    def setUp(self):
+        self.data_dir = Path(tempfile.mkdtemp(prefix="web-test-"))
+        env = {"ENGINE_DATA_DIR": str(self.data_dir), "SIM_SEED": "7", "VENUE_PROFILE": "instant", **self.env}
+        self.engine_settings = load_settings(env, dotenv=None)
+        self.storage = open_storage(self.engine_settings, migrate=True)
+        super().setUp()
+        self.services.start()
+
+    def tearDown(self):
+        self.services.stop()
+        super().tearDown()
+        self.storage.close()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def get_app(self):
+        self.services = Services(self.storage, self.engine_settings, sweep_interval_s=0.05, idle_s=0.3)
+        return make_app(self.storage, self.engine_settings, self.services)
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    async def call(self, path, method="GET", body=None, content_type="application/json", headers=None):
+        """(status, parsed JSON body) of one request."""
+        if isinstance(body, dict):
+            body = json.dumps(body)
+        all_headers = {"Content-Type": content_type} if body is not None else {}
+        all_headers.update(headers or {})
+        response = await self.http_client.fetch(HTTPRequest(
+            self.get_url(path), method=method, body=body, headers=all_headers,
+            allow_nonstandard_methods=True), raise_error=False)
+        assert response.headers.get("Content-Type", "").startswith("application/json"), response.body[:200]
+        return response.code, json.loads(response.body)
+
+    async def submit(self, **fields):
+        body = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5", **fields}
+        return await self.call("/api/orders/execute", "POST", body)
+
+    def order_count(self) -> int:
+        return sum(self.storage.orders.counts_by_status().values())
+
+    def advance(self, order_id, *steps, publish=True):
+        """Play the worker: append events (status, meta) and publish them unless told not to."""
+        oid = uuid.UUID(order_id)
+        attempt = self.storage.orders.get_order(oid, with_events=False).attempts or 1
+        drafts = [EventDraft(oid, status, attempt, meta) for status, meta in steps]
+        records = self.storage.orders.append_events(drafts)
+        for record in records:
+            assert not isinstance(record, Exception), record
+        if publish:
+            self.storage.bus.publish([r.to_api() for r in records])
+        return records
+
+    async def connect(self, path):
+        return await websocket_connect(self.get_url(path).replace("http://", "ws://"))
+
+    async def frame(self, conn):
+        """The next frame as JSON, or None when the server closed the connection."""
+        message = await asyncio.wait_for(conn.read_message(), WAIT_S)
+        return None if message is None else json.loads(message)
+
+    async def frame_of(self, conn, order_ids):
+        """The next frame that is not an event of some other order (an all-orders stream sees
+        every order, including those of other processes sharing the Redis channel)."""
+        while True:
+            message = await self.frame(conn)
+            if message is None or "seq" not in message or message["orderId"] in order_ids:
+                return message
+
+    async def frames_until_close(self, conn):
+        frames = []
+        while (message := await self.frame(conn)) is not None:
+            frames.append(message)
+        return frames
+
+
+LIFECYCLE = [("routing", {"bestDex": "raydium"}), ("building", {"minAmountOut": "1"}),
+             ("submitted", {"txHash": "abc"})]
+CONFIRMED = ("confirmed", {"txHash": "abc", "dex": "raydium", "amountIn": "1.5", "amountOut": "200"})
+
+
+class SubmitTest(WebTestCase):
+    @gen_test
+    async def test_submit_answers_202_and_stores_the_pending_event(self):
+        status, body = await self.submit(clientOrderId="k-1")
+        assert status == 202
+        order_id = body["orderId"]
+        assert body == {"orderId": order_id, "status": "pending", "clientOrderId": "k-1",
+                        "links": {"self": f"/api/orders/{order_id}", "ws": f"/ws?orderId={order_id}"}}
+        events = self.storage.orders.events_after(uuid.UUID(order_id))
+        assert [(e.seq, e.status) for e in events] == [(1, "pending")]
+        assert self.storage.bus.queue_depth() == 1
+
+    @gen_test
+    async def test_every_invalid_submit_answers_the_error_shape_and_stores_nothing(self):
+        cases = [
+            ({"tokenIn": "SOL", "tokenOut": "USDC"}, "missing_field", "amount"),
+            ({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "slipageBps": 5}, "unknown_field", "slipageBps"),
+            ({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0"}, "invalid_amount", "amount"),
+            ({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1e999999"}, "amount_too_large", "amount"),
+            ({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.0000000001"}, "too_many_decimals", "amount"),
+            ({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1_000"}, "invalid_field", "amount"),
+            ({"tokenIn": "SOL", "tokenOut": "USDC", "amount": True}, "invalid_field", "amount"),
+            ({"tokenIn": "SOL", "tokenOut": SOL_MINT, "amount": "1"}, "same_token", "tokenOut"),
+            ({"tokenIn": "DOGE", "tokenOut": "USDC", "amount": "1"}, "unknown_token", "tokenIn"),
+            ({"tokenIn": "SOL", "tokenOut": "POPCAT", "amount": "1"}, "invalid_field", "tokenOut"),
+            ({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "type": "limit", "limitPrice": "100"},
+             "unsupported_order_type", "type"),
+            ({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "type": "sniper"}, "unsupported_order_type", "type"),
+        ]
+        for body, code, field in cases:
+            status, answer = await self.call("/api/orders/execute", "POST", body)
+            assert (status, answer) == (400, {"error": {"code": code, "message": answer["error"]["message"],
+                                                        "field": field}}), (body, answer)
+        status, answer = await self.call("/api/orders/execute", "POST",
+                                         '{"tokenIn": "SOL", "tokenOut": "USDC", "amount": NaN}')
+        assert (status, answer["error"]["code"]) == (400, "invalid_json")
+        assert self.order_count() == 0
+        assert self.storage.bus.queue_depth() == 0
+
+    @gen_test
+    async def test_a_repeated_client_order_id_answers_200_for_the_same_order_and_409_for_another(self):
+        status, first = await self.submit(clientOrderId="same", amount="1.5")
+        assert status == 202
+        status, again = await self.submit(clientOrderId="same", amount=1.50, tokenIn=SOL_MINT, slippageBps=50)
+        assert status == 200 and again == first
+        self.advance(first["orderId"], LIFECYCLE[0])
+        status, now = await self.submit(clientOrderId="same", amount="1.5")
+        assert (status, now["orderId"], now["status"]) == (200, first["orderId"], "routing")
+        status, conflict = await self.submit(clientOrderId="same", amount="2")
+        assert status == 409 and conflict["error"]["code"] == "conflict"
+        assert self.order_count() == 1
+
+    @gen_test
+    async def test_racing_repeats_create_exactly_one_order(self):
+        answers = await asyncio.gather(*(self.submit(clientOrderId="race") for _ in range(8)))
+        statuses = sorted(status for status, _ in answers)
+        assert statuses == [200] * 7 + [202]
+        assert len({body["orderId"] for _, body in answers}) == 1
+        assert self.order_count() == 1 and self.storage.bus.queue_depth() == 1
+
+    @gen_test
+    async def test_unsupported_media_type_is_415_and_a_charset_is_fine(self):
+        body = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1"}
+        status, answer = await self.call("/api/orders/execute", "POST", body, content_type="text/plain")
+        assert (status, answer["error"]["code"]) == (415, "unsupported_media_type")
+        status, _ = await self.call("/api/orders/execute", "POST", body, content_type="application/json; charset=utf-8")
+        assert status == 202
+
+    @gen_test
+    async def test_a_body_over_64_kib_answers_json_413(self):
+        padding = "x" * (100 * 1024)
+        status, answer = await self.call("/api/orders/execute", "POST", json.dumps({"pad": padding}))
+        assert (status, answer["error"]["code"]) == (413, "payload_too_large")
+        status, answer = await self.call("/api/orders/execute", "POST", "x" * (2 * 1024 * 1024))
+        assert (status, answer["error"]["code"]) == (413, "payload_too_large")
+        status, _ = await self.submit()  # the server is still fine
+        assert status == 202 and self.order_count() == 1
+
+    @gen_test
+    async def test_unknown_paths_and_methods_answer_json_404_and_405(self):
+        assert (await self.call("/nope"))[0] == 404
+        assert (await self.call("/nope"))[1]["error"]["code"] == "not_found"
+        order_id = (await self.submit())[1]["orderId"]
+        status, answer = await self.call(f"/api/orders/{order_id}/cancel", "POST", "")
+        assert (status, answer["error"]["code"]) == (404, "not_found")  # cancel: a later issue
+        for path, method in [("/api/orders/execute", "GET"), ("/api/tokens", "DELETE"), ("/ws", "GET"),
+                             ("/api/orders", "POST")]:
+            status, answer = await self.call(path, method, "" if method != "GET" else None)
+            assert (status, answer["error"]["code"]) == (405, "method_not_allowed"), (path, method)
+
+
+class QueueFullTest(WebTestCase):
+    env = {"QUEUE_MAX_DEPTH": "1"}
+
+    @gen_test
+    async def test_a_full_queue_answers_503_and_stores_nothing(self):
+        assert (await self.submit())[0] == 202
+        status, answer = await self.submit()
+        assert (status, answer["error"]["code"]) == (503, "queue_full")
+        assert self.order_count() == 1
+
+
+class ReadTest(WebTestCase):
+    @gen_test
+    async def test_an_order_reads_with_its_events_and_unknown_ids_are_404(self):
+        order_id = (await self.submit(clientOrderId="r"))[1]["orderId"]
+        self.advance(order_id, *LIFECYCLE, CONFIRMED)
+        status, order = await self.call(f"/api/orders/{order_id}")
+        assert status == 200
+        assert (order["status"], order["tokenIn"], order["amount"], order["clientOrderId"]) == \
+               ("confirmed", "SOL", "1.5", "r")
+        assert [e["seq"] for e in order["events"]] == [1, 2, 3, 4, 5]
+        assert order["fills"] == [{"dex": "raydium", "amountIn": "1.5", "amountOut": "200", "txHash": "abc"}]
+        for bad in ("not-a-uuid", str(uuid.uuid4())):
+            status, answer = await self.call(f"/api/orders/{bad}")
+            assert (status, answer["error"]["code"]) == (404, "not_found")
+
+    @gen_test
+    async def test_the_list_pages_newest_first_with_a_cursor(self):
+        ids = [(await self.submit())[1]["orderId"] for _ in range(5)]
+        seen, cursor = [], None
+        while True:
+            path = "/api/orders?limit=2" + (f"&cursor={cursor}" if cursor else "")
+            status, page = await self.call(path)
+            assert status == 200 and len(page["orders"]) <= 2
+            assert all("events" not in o for o in page["orders"])
+            seen += [o["orderId"] for o in page["orders"]]
+            cursor = page["nextCursor"]
+            if cursor is None:
+                break
+        assert seen == ids[::-1]
+        status, page = await self.call("/api/orders?status=pending&type=market")
+        assert status == 200 and len(page["orders"]) == 5
+        for query, field in [("limit=0", "limit"), ("limit=501", "limit"), ("limit=x", "limit"),
+                             ("status=done", "status"), ("type=stop", "type"), ("cursor=garbage", "cursor")]:
+            status, answer = await self.call(f"/api/orders?{query}")
+            assert (status, answer["error"]["code"], answer["error"]["field"]) == (400, "invalid_field", field)
+
+
+class MarketTest(WebTestCase):
+    @gen_test
+    async def test_a_quote_shows_both_venues_and_the_route(self):
+        status, quote = await self.call("/api/quote?tokenIn=SOL&tokenOut=usdc&amount=2&slippageBps=100")
+        assert status == 200, quote
+        assert (quote["tokenIn"], quote["tokenOut"], quote["amountIn"]) == ("SOL", "USDC", "2")
+        assert set(quote["quotes"]) == {"raydium", "meteora"}
+        for venue in quote["quotes"].values():
+            assert set(venue) == {"amountOut", "feeRate", "feeAmount", "priceImpactBps"}
+        route = quote["route"]
+        best = max(quote["quotes"].items(), key=lambda kv: float(kv[1]["amountOut"]))
+        assert route["legs"][0]["dex"] == best[0] and route["amountOut"] == best[1]["amountOut"]
+        assert float(route["minAmountOut"]) < float(route["amountOut"])
+        status, answer = await self.call("/api/quote?tokenIn=SOL&tokenOut=SOL&amount=1")
+        assert (status, answer["error"]["code"], answer["error"]["field"]) == (400, "same_token", "tokenOut")
+        status, answer = await self.call("/api/quote?tokenIn=SOL&tokenOut=USDC")
+        assert (status, answer["error"]["code"], answer["error"]["field"]) == (400, "missing_field", "amount")
+
+    @gen_test
+    async def test_tokens_list_real_mints_and_whether_they_trade(self):
+        status, body = await self.call("/api/tokens")
+        tokens = {t["symbol"]: t for t in body["tokens"]}
+        assert status == 200
+        assert tokens["SOL"] == {"symbol": "SOL", "mint": SOL_MINT, "decimals": 9, "tradable": True}
+        assert tokens["USDC"]["mint"] == "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+        assert tokens["POPCAT"]["tradable"] is False
+
+    @gen_test
+    async def test_the_simulator_shows_pools_swaps_and_schedules_launches(self):
+        status, body = await self.call("/api/sim/pools")
+        assert status == 200 and {p["dex"] for p in body["pools"]} == {"raydium", "meteora"}
+        order_id = (await self.submit())[1]["orderId"]
+        assert await self.call(f"/api/sim/swaps?orderId={order_id}") == (200, {"swaps": []})
+        status, answer = await self.call(f"/api/sim/swaps?orderId={uuid.uuid4()}")
+        assert (status, answer["error"]["code"]) == (404, "not_found")
+        status, launch = await self.call("/api/sim/launch", "POST", {"token": "popcat", "inSeconds": 0})
+        assert status == 202 and launch["token"] == "POPCAT" and launch["launchAt"].endswith("Z")
+        status, answer = await self.call("/api/sim/launch", "POST", {"token": "POPCAT", "inSeconds": 5})
+        assert (status, answer["error"]["code"]) == (400, "already_tradable")
+        status, answer = await self.call("/api/sim/launch", "POST", {"token": "POPCAT", "inSeconds": -1})
+        assert (status, answer["error"]["field"]) == (400, "inSeconds")
+        tokens = {t["symbol"]: t for t in (await self.call("/api/tokens"))[1]["tokens"]}
+        assert tokens["POPCAT"]["tradable"] is True
+
+    @gen_test
+    async def test_health_readiness_and_metrics_answer(self):
+        assert await self.call("/healthz") == (200, {"status": "ok"})
+        assert await self.call("/readyz") == (200, {"status": "ready"})
+        probe = await self.connect("/ws")  # receives only live events: what the hub has seen
+        order_id = (await self.submit())[1]["orderId"]
+        self.advance(order_id, *LIFECYCLE, CONFIRMED)
+        assert [(await self.frame_of(probe, {order_id}))["status"] for _ in range(5)][-1] == "confirmed"
+        response = await self.http_client.fetch(self.get_url("/metrics"))
+        text = response.body.decode()
+        assert response.headers["Content-Type"].startswith("text/plain")
+        assert 'engine_orders{status="confirmed"} 1.0' in text
+        assert "engine_queue_depth 1.0" in text
+        assert "engine_websocket_connections" in text
+        assert 'engine_order_latency_seconds_count{status="confirmed"} 1.0' in text
+        assert "engine_websocket_connections 1.0" in text
+        probe.close()
+
+
+class ReadinessTest(WebTestCase):
+    @gen_test
+    async def test_readiness_is_503_when_the_bus_is_gone(self):
+        self.storage.bus.close()
+        status, answer = await self.call("/readyz")
+        assert (status, answer["error"]["code"]) == (503, "not_ready")
+
+
+def statuses(frames):
+    return [(f["seq"], f["status"]) for f in frames]
+
+
+class ListenerTest(WebTestCase):
+    @gen_test
+    async def test_a_late_listener_gets_the_full_history_then_live_events(self):
+        order_id = (await self.submit())[1]["orderId"]
+        self.advance(order_id, *LIFECYCLE[:2])
+        conn = await self.connect(f"/ws?orderId={order_id}")
+        history = [await self.frame(conn) for _ in range(3)]
+        assert statuses(history) == [(1, "pending"), (2, "routing"), (3, "building")]
+        assert history[1] == self.storage.orders.events_after(uuid.UUID(order_id), 1)[0].to_api()
+        self.advance(order_id, LIFECYCLE[2], CONFIRMED)
+        assert statuses(await self.frames_until_close(conn)) == [(4, "submitted"), (5, "confirmed")]
+        assert conn.close_code == 1000
+
+    @gen_test
+    async def test_two_listeners_each_get_every_event(self):
+        order_id = (await self.submit())[1]["orderId"]
+        first = await self.connect(f"/ws?orderId={order_id}")
+        second = await self.connect(f"/ws?orderId={order_id}")
+        assert statuses([await self.frame(first)]) == statuses([await self.frame(second)]) == [(1, "pending")]
+        for step in (*LIFECYCLE, CONFIRMED):
+            self.advance(order_id, step)
+        expected = [(2, "routing"), (3, "building"), (4, "submitted"), (5, "confirmed")]
+        assert statuses(await self.frames_until_close(first)) == expected
+        assert statuses(await self.frames_until_close(second)) == expected
+
+    @gen_test
+    async def test_a_gap_in_published_events_is_filled_from_the_database(self):
+        order_id = (await self.submit())[1]["orderId"]
+        conn = await self.connect(f"/ws?orderId={order_id}")
+        assert statuses([await self.frame(conn)]) == [(1, "pending")]
+        self.advance(order_id, LIFECYCLE[0], publish=False)  # stored, lost on the bus
+        self.advance(order_id, LIFECYCLE[1])
+        # the gap would be filled by the sweeper too; stop it so only the gap logic can deliver
+        self.services.hub._sweeper.stop()
+        assert statuses([await self.frame(conn), await self.frame(conn)]) == [(2, "routing"), (3, "building")]
+
+    @gen_test
+    async def test_a_lost_terminal_event_is_delivered_by_the_sweeper(self):
+        order_id = (await self.submit())[1]["orderId"]
+        conn = await self.connect(f"/ws?orderId={order_id}")
+        assert statuses([await self.frame(conn)]) == [(1, "pending")]
+        self.advance(order_id, *LIFECYCLE)
+        assert len([await self.frame(conn) for _ in range(3)]) == 3
+        self.advance(order_id, CONFIRMED, publish=False)  # no later event will reveal this loss
+        assert statuses(await self.frames_until_close(conn)) == [(5, "confirmed")]
+        assert conn.close_code == 1000
+
+    @gen_test
+    async def test_events_published_twice_or_out_of_order_reach_a_listener_once_in_order(self):
+        order_id = (await self.submit())[1]["orderId"]
+        conn = await self.connect(f"/ws?orderId={order_id}")
+        assert statuses([await self.frame(conn)]) == [(1, "pending")]
+        records = self.advance(order_id, *LIFECYCLE, publish=False)
+        api = [r.to_api() for r in records]
+        self.storage.bus.publish([api[2], api[0], api[0], api[1], api[2]])
+        self.storage.bus.publish(api)
+        self.advance(order_id, CONFIRMED)
+        assert statuses(await self.frames_until_close(conn)) == [(2, "routing"), (3, "building"),
+                                                                 (4, "submitted"), (5, "confirmed")]
+
+    @gen_test
+    async def test_resuming_after_n_sends_only_later_events_and_after_the_end_nothing(self):
+        order_id = (await self.submit())[1]["orderId"]
+        self.advance(order_id, *LIFECYCLE, CONFIRMED)
+        conn = await self.connect(f"/ws?orderId={order_id}&after=3")
+        assert statuses(await self.frames_until_close(conn)) == [(4, "submitted"), (5, "confirmed")]
+        conn = await self.connect(f"/ws?orderId={order_id}&after=5")
+        assert await self.frames_until_close(conn) == []
+        assert conn.close_code == 1000
+
+    @gen_test
+    async def test_an_unknown_order_or_a_bad_parameter_gets_an_error_frame_and_1008(self):
+        order_id = (await self.submit())[1]["orderId"]
+        for path, code in [(f"/ws?orderId={uuid.uuid4()}", "not_found"), ("/ws?orderId=nope", "not_found"),
+                           (f"/ws?orderId={order_id}&after=-1", "invalid_field"),
+                           (f"/ws?orderId={order_id}&frm=1", "unknown_field")]:
+            conn = await self.connect(path)
+            frames = await self.frames_until_close(conn)
+            assert [f["type"] for f in frames] == ["error"] and frames[0]["error"]["code"] == code, path
+            assert conn.close_code == 1008
+
+    @gen_test
+    async def test_the_all_orders_stream_is_live_and_takes_subscribe_and_unsubscribe(self):
+        probe = await self.connect("/ws")
+        old_id = (await self.submit())[1]["orderId"]
+        mine = {old_id}
+        self.advance(old_id, LIFECYCLE[0])
+        # once the probe has seen them live, these events cannot reach the next connection live
+        assert statuses([await self.frame_of(probe, mine), await self.frame_of(probe, mine)]) == \
+               [(1, "pending"), (2, "routing")]
+        conn = await self.connect("/ws")
+        await conn.write_message(json.dumps({"subscribe": str(uuid.uuid4())}))
+        assert (await self.frame_of(conn, mine))["error"]["code"] == "not_found"  # the connection stays open
+        await conn.write_message(json.dumps({"subscribe": old_id}))
+        assert await self.frame_of(conn, mine) == {"type": "subscribed", "orderId": old_id}
+        history = [await self.frame_of(conn, mine), await self.frame_of(conn, mine)]
+        assert statuses(history) == [(1, "pending"), (2, "routing")]
+        new_id = (await self.submit())[1]["orderId"]
+        mine.add(new_id)
+        assert (await self.frame_of(conn, mine))["orderId"] == new_id  # live, without subscribing
+        await conn.write_message(json.dumps({"unsubscribe": new_id}))
+        assert await self.frame_of(conn, mine) == {"type": "unsubscribed", "orderId": new_id}
+        self.advance(new_id, LIFECYCLE[0])
+        self.advance(old_id, LIFECYCLE[1])
+        assert statuses([await self.frame_of(conn, mine)]) == [(3, "building")]  # nothing of new_id came first
+        await conn.write_message(json.dumps({"subscribe": new_id}))
+        assert await self.frame_of(conn, mine) == {"type": "subscribed", "orderId": new_id}
+        assert statuses([await self.frame_of(conn, mine)]) == [(2, "routing")]  # what it missed, never a repeat
+        await conn.write_message("not json")
+        assert (await self.frame_of(conn, mine))["error"]["code"] == "invalid_json"
+        conn.close()
+        probe.close()
+
+
+class SubmitSocketTest(WebTestCase):
+    @gen_test
+    async def test_a_websocket_submit_is_accepted_then_streams_its_events(self):
+        conn = await self.connect("/api/orders/execute")
+        await conn.write_message(json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1"}))
+        accepted = await self.frame(conn)
+        order_id = accepted["orderId"]
+        assert accepted == {"type": "accepted", "orderId": order_id, "status": "pending", "clientOrderId": None,
+                            "links": {"self": f"/api/orders/{order_id}", "ws": f"/ws?orderId={order_id}"}}
+        assert statuses([await self.frame(conn)]) == [(1, "pending")]
+        self.advance(order_id, *LIFECYCLE, CONFIRMED)
+        assert [s for _, s in statuses(await self.frames_until_close(conn))] == \
+               ["routing", "building", "submitted", "confirmed"]
+        assert conn.close_code == 1000
+
+    @gen_test
+    async def test_an_invalid_websocket_submit_gets_an_error_frame_and_1008(self):
+        conn = await self.connect("/api/orders/execute")
+        await conn.write_message(json.dumps({"tokenIn": "SOL", "tokenOut": "SOL", "amount": "1"}))
+        frames = await self.frames_until_close(conn)
+        assert frames == [{"type": "error", "error": {"code": "same_token", "field": "tokenOut",
+                                                      "message": frames[0]["error"]["message"]}}]
+        assert conn.close_code == 1008 and self.order_count() == 0
+
+    @gen_test
+    async def test_a_websocket_from_a_foreign_origin_is_refused_as_json(self):
+        request = HTTPRequest(self.get_url("/ws").replace("http://", "ws://"),
+                              headers={"Origin": "https://evil.example"})
+        try:
+            await websocket_connect(request)
+        except Exception as exc:
+            assert getattr(exc, "code", None) == 403
+            assert json.loads(exc.response.body)["error"]["code"] == "forbidden"
+        else:
+            raise AssertionError("the handshake should have been refused")
+
+
+class FailureTest(WebTestCase):
+    env = {"CORS_ORIGINS": "https://app.example"}
+
+    @gen_test
+    async def test_an_unexpected_error_is_a_json_500_without_a_traceback(self):
+        def broken(*args, **kwargs):
+            raise RuntimeError("secret internals")
+
+        self.storage.orders.get_order = broken
+        status, answer = await self.call(f"/api/orders/{uuid.uuid4()}")
+        assert (status, answer) == (500, {"error": {"code": "internal_error", "message": "internal server error"}})
+
+    @gen_test
+    async def test_a_bus_that_refuses_the_job_answers_503_not_ready(self):
+        from storage.errors import BusError
+
+        def refuse(order_id):
+            raise BusError("redis is down")
+
+        self.storage.bus.enqueue = refuse
+        status, answer = await self.submit()
+        assert (status, answer["error"]["code"]) == (503, "not_ready")
+
+    @gen_test
+    async def test_allowed_origins_get_cors_headers_and_a_preflight(self):
+        response = await self.http_client.fetch(HTTPRequest(
+            self.get_url("/api/orders/execute"), method="OPTIONS", headers={"Origin": "https://app.example"}))
+        assert response.code == 204
+        assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
+        assert "POST" in response.headers["Access-Control-Allow-Methods"]
+        response = await self.http_client.fetch(self.get_url("/api/tokens"), headers={"Origin": "https://evil.example"})
+        assert "Access-Control-Allow-Origin" not in response.headers
+        conn = await websocket_connect(HTTPRequest(self.get_url("/ws").replace("http://", "ws://"),
+                                                   headers={"Origin": "https://app.example"}))
+        conn.close()
+
+
+class ServerTest(WebTestCase):
+    @gen_test
+    async def test_the_server_listens_on_a_port_and_stop_closes_websockets(self):
+        from web.server import WebServer
+
+        server = WebServer(self.storage, self.engine_settings)
+        port = server.start(0, "127.0.0.1")
+        response = await self.http_client.fetch(f"http://127.0.0.1:{port}/healthz")
+        assert response.code == 200
+        conn = await websocket_connect(f"ws://127.0.0.1:{port}/ws")
+        await server.stop()
+        assert await asyncio.wait_for(conn.read_message(), WAIT_S) is None
+        assert conn.close_code == 1001
+
+
+class _OnPostgresAndRedis:
+    """Mixin: the same tests on a fresh Postgres database and a Redis bus (skip or fail as conftest says)."""
+
+    @pytest.fixture(autouse=True)
+    def _servers(self, postgres_url, redis_url):
+        self.env = {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url}
+
+
+class SubmitOnPostgresAndRedisTest(_OnPostgresAndRedis, SubmitTest):
+    pass
+
+
+class ListenerOnPostgresAndRedisTest(_OnPostgresAndRedis, ListenerTest):
+    pass
+
+
+class SubmitSocketOnPostgresAndRedisTest(_OnPostgresAndRedis, SubmitSocketTest):
+    pass

@@ -1,0 +1,241 @@
+"""Submit and quote validation: every rule of the spec's Submit section, and junk input."""
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from config.tokens import NATIVE_SOL_MINT
+from web.errors import ValidationError
+from web.validation import parse_json_object, parse_order, parse_quote
+
+SOL_MINT = "So11111111111111111111111111111111111111112"
+USDC_MINT = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+
+
+def order(**fields) -> bytes:
+    body = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5"}
+    body.update(fields)
+    return json.dumps({k: v for k, v in body.items() if v is not ...}).encode()
+
+
+def rejected(body, code, field=None):
+    with pytest.raises(ValidationError) as info:
+        parse_order(body)
+    assert info.value.code == code, info.value
+    assert info.value.field == field
+    assert info.value.status == 400
+    return info.value
+
+
+def test_a_minimal_order_gets_the_defaults():
+    draft = parse_order(order(), owner="alice")
+    assert (draft.token_in, draft.token_out, draft.amount) == ("SOL", "USDC", Decimal("1.5"))
+    assert (draft.type, draft.slippage_bps, draft.client_order_id, draft.owner) == ("market", 50, None, "alice")
+    assert draft.limit_price is None and draft.expires_in_seconds is None
+
+
+def test_symbols_match_case_insensitively_and_mints_become_symbols():
+    assert parse_order(order(tokenIn="sol", tokenOut="usdc")).token_in == "SOL"
+    draft = parse_order(order(tokenIn=NATIVE_SOL_MINT, tokenOut=USDC_MINT))
+    assert (draft.token_in, draft.token_out) == ("SOL", "USDC")
+
+
+def test_equivalent_bodies_give_equal_drafts():
+    a = parse_order(order(amount="1.5"))
+    b = parse_order(b'{"tokenIn": "%s", "tokenOut": "usdc", "amount": 1.50, "type": "market", "slippageBps": 50}'
+                    % SOL_MINT.encode())
+    assert a == b
+
+
+@pytest.mark.parametrize("amount, expected", [
+    ("1.000000000000", Decimal("1")),  # trailing zeros beyond SOL's 9 decimals are fine
+    ("0.000000001", Decimal("0.000000001")),
+    ("1e2", Decimal("100")),
+    ("1E-9", Decimal("0.000000001")),
+    (".5", Decimal("0.5")),
+])
+def test_amounts_are_judged_by_value(amount, expected):
+    assert parse_order(order(amount=amount)).amount == expected
+
+
+def test_json_number_amounts_are_exact_decimals_not_floats():
+    draft = parse_order(b'{"tokenIn": "SOL", "tokenOut": "USDC", "amount": 0.1}')
+    assert draft.amount == Decimal("0.1")
+    draft = parse_order(b'{"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1e2}')
+    assert draft.amount == Decimal(100)
+    assert parse_order(b'{"tokenIn": "SOL", "tokenOut": "USDC", "amount": 3}').amount == 3
+
+
+@pytest.mark.parametrize("amount, code", [
+    ("0", "invalid_amount"), ("-1", "invalid_amount"), ("0.000", "invalid_amount"),
+    ("0.0000000001", "too_many_decimals"), ("1e-999999", "too_many_decimals"),
+    ("1e999999", "amount_too_large"), ("18446744074", "amount_too_large"),
+    ("1_000", "invalid_field"), ("NaN", "invalid_field"), ("Infinity", "invalid_field"),
+    ("", "invalid_field"), (" 1", "invalid_field"), ("1,5", "invalid_field"), ("0x10", "invalid_field"),
+    (True, "invalid_field"), (None, "invalid_field"), ([1], "invalid_field"), ({"v": 1}, "invalid_field"),
+])
+def test_bad_amounts_are_refused_with_their_code(amount, code):
+    rejected(order(amount=amount), code, "amount")
+
+
+def test_the_largest_u64_amount_is_accepted_and_one_more_unit_is_not():
+    # USDC has 6 decimals: 2**64 - 1 base units = 18446744073709.551615 USDC
+    body = dict(tokenIn="USDC", tokenOut="SOL")
+    assert parse_order(order(amount="18446744073709.551615", **body)).amount == Decimal("18446744073709.551615")
+    rejected(order(amount="18446744073709.551616", **body), "amount_too_large", "amount")
+
+
+def test_decimals_are_those_of_the_token_sold():
+    assert parse_order(order(tokenIn="USDC", tokenOut="SOL", amount="0.000001")).amount == Decimal("0.000001")
+    rejected(order(tokenIn="USDC", tokenOut="SOL", amount="0.0000001"), "too_many_decimals", "amount")
+
+
+@pytest.mark.parametrize("raw", [b'{"tokenIn": "SOL", "tokenOut": "USDC", "amount": NaN}',
+                                 b'{"tokenIn": "SOL", "tokenOut": "USDC", "amount": Infinity}',
+                                 b'{"tokenIn": "SOL", "tokenOut": "USDC", "amount": -Infinity}'])
+def test_non_finite_json_numbers_are_not_json(raw):
+    rejected(raw, "invalid_json")
+
+
+def test_huge_json_numbers_are_refused_without_blowing_up():
+    rejected(b'{"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1e999999}', "amount_too_large", "amount")
+    rejected(b'{"tokenIn": "SOL", "tokenOut": "USDC", "amount": ' + b"9" * 5000 + b"}", "amount_too_large", "amount")
+    rejected(b'{"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1.' + b"0" * 60000 + b"1}", "too_many_decimals",
+             "amount")
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b"[]", b'"text"', b"1", b"null", b"\xff\xfe",
+                                 b'{"tokenIn": "SOL",}', b"[" * 100000])
+def test_a_body_that_is_not_a_json_object_is_invalid_json(raw):
+    rejected(raw, "invalid_json")
+
+
+def test_an_unknown_field_is_an_error_even_when_it_looks_like_a_known_one():
+    rejected(order(slipageBps=100), "unknown_field", "slipageBps")
+
+
+@pytest.mark.parametrize("missing", ["tokenIn", "tokenOut", "amount"])
+def test_required_fields_are_required(missing):
+    rejected(order(**{missing: ...}), "missing_field", missing)
+
+
+@pytest.mark.parametrize("fields, code, field", [
+    ({"tokenIn": "DOGE"}, "unknown_token", "tokenIn"),
+    ({"tokenOut": "x" * 44}, "unknown_token", "tokenOut"),
+    ({"tokenIn": ""}, "unknown_token", "tokenIn"),
+    ({"tokenIn": 1}, "invalid_field", "tokenIn"),
+    ({"tokenOut": "SOL"}, "same_token", "tokenOut"),
+    ({"tokenOut": SOL_MINT}, "same_token", "tokenOut"),
+    ({"tokenIn": NATIVE_SOL_MINT, "tokenOut": SOL_MINT}, "same_token", "tokenOut"),
+])
+def test_tokens_must_be_known_and_different(fields, code, field):
+    rejected(order(**fields), code, field)
+
+
+@pytest.mark.parametrize("value", [0, 5001, -1, 1.5, "50", True, None, 10**30])
+def test_slippage_must_be_an_integer_from_1_to_5000(value):
+    if value is None:  # an explicit null means "not given"
+        assert parse_order(order(slippageBps=None)).slippage_bps == 50
+        return
+    rejected(order(slippageBps=value), "invalid_field", "slippageBps")
+
+
+def test_slippage_bounds_and_integral_numbers_are_accepted():
+    assert parse_order(order(slippageBps=1)).slippage_bps == 1
+    assert parse_order(order(slippageBps=5000)).slippage_bps == 5000
+    assert parse_order(b'{"tokenIn":"SOL","tokenOut":"USDC","amount":"1","slippageBps":1e2}').slippage_bps == 100
+
+
+@pytest.mark.parametrize("value", ["", "x" * 65, "caf\u00e9", "tab\there", 7, ["a"]])
+def test_client_order_id_must_be_1_to_64_printable_ascii(value):
+    rejected(order(clientOrderId=value), "invalid_field", "clientOrderId")
+
+
+def test_client_order_id_of_64_printable_characters_is_kept():
+    key = "A~ z" * 16
+    assert parse_order(order(clientOrderId=key)).client_order_id == key
+
+
+def test_type_must_be_known():
+    rejected(order(type="stop"), "invalid_field", "type")
+    rejected(order(type=1), "invalid_field", "type")
+    assert parse_order(order(type="sniper")).type == "sniper"
+
+
+def test_a_limit_order_needs_a_positive_limit_price():
+    draft = parse_order(order(type="limit", limitPrice="150.25", expiresInSeconds=60))
+    assert (draft.limit_price, draft.expires_in_seconds) == (Decimal("150.25"), 60)
+    rejected(order(type="limit"), "missing_field", "limitPrice")
+    for bad in ("0", "-1", "abc", True, "1e999"):
+        rejected(order(type="limit", limitPrice=bad), "invalid_field", "limitPrice")
+
+
+def test_limit_price_and_expiry_do_not_apply_to_market_orders():
+    rejected(order(limitPrice="1"), "invalid_field", "limitPrice")
+    rejected(order(expiresInSeconds=10), "invalid_field", "expiresInSeconds")
+
+
+@pytest.mark.parametrize("value", [0, -5, 1.5, "60", True])
+def test_expiry_must_be_a_positive_integer(value):
+    rejected(order(type="sniper", expiresInSeconds=value), "invalid_field", "expiresInSeconds")
+
+
+def test_quote_parameters_follow_the_submit_rules():
+    request = parse_quote({"tokenIn": [b"sol"], "tokenOut": [USDC_MINT.encode()], "amount": [b"2.50"]})
+    assert (request.token_in.symbol, request.token_out.symbol) == ("SOL", "USDC")
+    assert (request.amount, request.amount_base, request.slippage_bps) == (Decimal("2.5"), 2_500_000_000, 50)
+    cases = [
+        ({"tokenIn": [b"SOL"], "tokenOut": [b"USDC"]}, "missing_field", "amount"),
+        ({"tokenIn": [b"SOL"], "tokenOut": [b"SOL"], "amount": [b"1"]}, "same_token", "tokenOut"),
+        ({"tokenIn": [b"SOL"], "tokenOut": [b"USDC"], "amount": [b"0.0000000001"]}, "too_many_decimals", "amount"),
+        ({"tokenIn": [b"SOL"], "tokenOut": [b"USDC"], "amount": [b"1"], "slippageBps": [b"0"]},
+         "invalid_field", "slippageBps"),
+        ({"tokenIn": [b"SOL"], "tokenOut": [b"USDC"], "amount": [b"1"], "slipageBps": [b"5"]},
+         "unknown_field", "slipageBps"),
+        ({"tokenIn": [b"SOL"], "tokenOut": [b"USDC"], "amount": [b"1", b"2"]}, "invalid_field", "amount"),
+    ]
+    for arguments, code, field in cases:
+        with pytest.raises(ValidationError) as info:
+            parse_quote(arguments)
+        assert (info.value.code, info.value.field) == (code, field)
+
+
+def test_parse_json_object_keeps_numbers_exact():
+    data = parse_json_object(b'{"a": 0.1, "b": 12345678901234567890123, "c": 1e2}')
+    assert data == {"a": Decimal("0.1"), "b": 12345678901234567890123, "c": Decimal("1e2")}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+field_names = st.sampled_from(["tokenIn", "tokenOut", "amount", "type", "slippageBps", "limitPrice",
+                               "expiresInSeconds", "clientOrderId"]) | st.text(max_size=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_give_a_validation_error_or_a_draft(raw):
+    try:
+        parse_order(raw)
+    except ValidationError as exc:
+        assert exc.status == 400 and exc.code
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(field_names, json_values | st.sampled_from(["SOL", "usdc", USDC_MINT, "1.5", "1e3", "-0"]),
+                       max_size=9))
+def test_random_json_objects_give_a_validation_error_or_a_valid_draft(body):
+    raw = json.dumps(body).encode()
+    try:
+        draft = parse_order(raw)
+    except ValidationError as exc:
+        assert exc.status == 400 and exc.code and exc.message
+        return
+    assert draft.amount > 0 and draft.token_in != draft.token_out
+    assert 1 <= draft.slippage_bps <= 5000

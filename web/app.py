@@ -1,0 +1,57 @@
+"""The Tornado application: every route of the public API, in one list."""
+from __future__ import annotations
+
+from tornado.routing import PathMatches
+from tornado.web import Application
+
+from config import Settings
+from storage.runtime import Storage
+from web.base import MAX_BODY_BYTES, ApiHandler, NotFoundHandler, Services
+from web.market import QuoteHandler, SimLaunchHandler, SimPoolsHandler, SimSwapsHandler, TokensHandler
+from web.ops import HealthHandler, MetricsHandler, ReadyHandler
+from web.orders import OrderHandler, OrderListHandler, SubmitHandler
+from web.sockets import ListenSocket, SubmitSocket
+
+
+class WebSocketUpgrade(PathMatches):
+    """Matches the path only for a WebSocket upgrade, so one path can serve HTTP and WebSocket."""
+
+    def match(self, request):
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return None
+        return super().match(request)
+
+
+class UpgradeRequiredHandler(ApiHandler):
+    """A WebSocket-only path reached without an upgrade: 405 for every method."""
+
+
+def make_app(storage: Storage, settings: Settings, services: Services | None = None) -> Application:
+    """The application; `app.services` holds what handlers share (start it on the IOLoop)."""
+    services = services or Services(storage, settings)
+    deps = {"services": services}
+    app = Application(
+        [
+            (WebSocketUpgrade(r"/api/orders/execute"), SubmitSocket, deps),
+            (r"/api/orders/execute", SubmitHandler, deps),
+            (r"/api/orders", OrderListHandler, deps),
+            (r"/api/orders/([^/]+)", OrderHandler, deps),
+            (r"/api/quote", QuoteHandler, deps),
+            (r"/api/tokens", TokensHandler, deps),
+            (r"/api/sim/swaps", SimSwapsHandler, deps),
+            (r"/api/sim/pools", SimPoolsHandler, deps),
+            (r"/api/sim/launch", SimLaunchHandler, deps),
+            (WebSocketUpgrade(r"/ws"), ListenSocket, deps),
+            (r"/ws", UpgradeRequiredHandler, deps),
+            (r"/healthz", HealthHandler, deps),
+            (r"/readyz", ReadyHandler, deps),
+            (r"/metrics", MetricsHandler, deps),
+        ],
+        default_handler_class=NotFoundHandler,
+        default_handler_args=deps,
+        websocket_max_message_size=MAX_BODY_BYTES,
+        websocket_ping_interval=20,
+        compress_response=False,
+    )
+    app.services = services
+    return app

@@ -1,0 +1,218 @@
+"""What every handler shares: its dependencies, JSON answers, errors, and the executor hop.
+
+Database and bus calls block, so handlers never make them on the IOLoop: `run` hands
+them to a small thread pool (Pony keeps one connection per thread, so few threads).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, TypeVar
+from urllib.parse import urlparse
+
+from tornado import websocket
+from tornado.web import RequestHandler, stream_request_body
+
+from config import Settings
+from storage.runtime import Storage
+from web.errors import ApiError, to_api_error
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_BODY_BYTES = 64 * 1024
+# Bodies up to this size are read (and dropped) before answering 413, so the client
+# reads a JSON answer on a healthy connection; beyond it we answer and hang up.
+DRAIN_LIMIT_BYTES = 1024 * 1024
+EXECUTOR_THREADS = 8
+
+
+class Services:
+    """The dependencies handlers receive through `initialize`: storage, settings, hub, metrics.
+
+    `hub_options` tune the EventHub (tests shorten its sweep interval and idle time).
+    """
+
+    def __init__(self, storage: Storage, settings: Settings, executor: ThreadPoolExecutor | None = None,
+                 **hub_options: Any):
+        from web.hub import EventHub
+        from web.metrics import WebMetrics
+
+        self.storage = storage
+        self.settings = settings
+        self.executor = executor or ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="web-io")
+        self.metrics = WebMetrics()
+        self.hub = EventHub(storage.orders, storage.bus, self.run, self.metrics, **hub_options)
+        self.sockets: set[websocket.WebSocketHandler] = set()  # open WebSockets, closed on stop
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking call on the executor and await its result (IOLoop thread only)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def start(self) -> None:
+        """Subscribe the event hub to the bus and start its sweeper (on the IOLoop thread)."""
+        self.hub.start()
+
+    def stop(self) -> None:
+        """Close open WebSockets (1001), unsubscribe the hub, release the executor's threads."""
+        for socket in list(self.sockets):
+            socket.close(1001, "server shutting down")
+        self.hub.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def json_dumps(data: Any) -> str:
+    """Compact JSON as every response is written."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+class ApiHandler(RequestHandler):
+    """A JSON endpoint: errors in the spec's shape, never HTML or a stack trace."""
+
+    def initialize(self, services: Services) -> None:
+        self.services = services
+        self._cors_headers()
+
+    @property
+    def storage(self) -> Storage:
+        return self.services.storage
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        if hasattr(self, "services"):  # not yet during __init__; again when an error clears headers
+            self._cors_headers()
+
+    def _cors_headers(self) -> None:
+        origin = self.request.headers.get("Origin")
+        if origin and origin.rstrip("/") in self.services.settings.cors_origins:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Vary", "Origin")
+
+    def options(self, *args: Any) -> None:
+        """CORS preflight: which methods and headers a browser may use here."""
+        self.set_header("Access-Control-Allow-Methods", ", ".join(self.allowed_methods()))
+        self.set_header("Access-Control-Allow-Headers", "Content-Type, Authorization")
+        self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        """Answer `data` as JSON with `status`."""
+        self.set_status(status)
+        self.finish(json_dumps(data))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        error = to_api_error(exc, status_code)  # never a traceback in the answer
+        self.clear()
+        self.set_status(error.status)
+        for name, value in error.headers.items():
+            self.set_header(name, value)
+        if error.status == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
+        self.finish(json_dumps(error.body()))
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if exc is not None:  # our status (e.g. 503 for BusError), not Tornado's 500 for any exception
+            status_code = to_api_error(exc, status_code).status
+        super().send_error(status_code, **kwargs)
+
+    def log_exception(self, typ, value, tb) -> None:
+        error = to_api_error(value)
+        if error.code == "internal_error":
+            super().log_exception(typ, value, tb)  # a bug: keep the traceback (in the log only)
+        elif error.status >= 500:
+            log.warning("%s %s answered %s %s: %r", self.request.method, self.request.path,
+                        error.status, error.code, value)
+
+    def allowed_methods(self) -> list[str]:
+        """Methods this handler implements (for the 405 `Allow` header)."""
+        return [m for m in ("GET", "POST")
+                if getattr(type(self), m.lower()) is not getattr(RequestHandler, m.lower())]
+
+
+class NotFoundHandler(ApiHandler):
+    """`default_handler_class`: every unknown path gets the spec's 404."""
+
+    def prepare(self) -> None:
+        raise ApiError(404, "not_found", f"no such resource: {self.request.path}")
+
+
+@stream_request_body
+class JsonBodyHandler(ApiHandler):
+    """A POST endpoint with a JSON body of at most 64 KiB; `self.body` holds it in `post()`.
+
+    The body is streamed so an oversize one gets the spec's JSON 413 instead of
+    Tornado's connection reset.
+    """
+
+    def prepare(self) -> None:
+        self.body = b""
+        self._too_large = False
+        if self.request.method != "POST":
+            return
+        media_type = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json":
+            raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > DRAIN_LIMIT_BYTES:
+            raise self._payload_too_large()
+        self.request.connection.set_max_body_size(DRAIN_LIMIT_BYTES)
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._too_large or self._finished:
+            return
+        if len(self.body) + len(chunk) > MAX_BODY_BYTES:
+            self._too_large, self.body = True, b""
+        else:
+            self.body += chunk
+
+    def check_body(self) -> None:
+        """Raise the 413 when the body was over the limit (call first in `post`)."""
+        if self._too_large:
+            raise self._payload_too_large()
+
+    @staticmethod
+    def _payload_too_large() -> ApiError:
+        return ApiError(413, "payload_too_large", f"the body must be at most {MAX_BODY_BYTES} bytes")
+
+
+class SocketHandler(websocket.WebSocketHandler):
+    """A WebSocket endpoint: JSON frames, allowed origins, handshake errors in the spec's shape."""
+
+    def initialize(self, services: Services) -> None:
+        self.services = services
+
+    def check_origin(self, origin: str) -> bool:
+        """Same host (Tornado checks that first) or one of CORS_ORIGINS."""
+        parsed = urlparse(origin)
+        host = self.request.headers.get("Host", "")
+        return parsed.netloc.lower() == host.lower() or origin.rstrip("/") in self.services.settings.cors_origins
+
+    def finish(self, chunk: Any = None):
+        # Tornado refuses a bad handshake with a plain-text body; give it our shape.
+        status = self.get_status()
+        if isinstance(chunk, str) and status >= 400 and self.ws_connection is None:
+            self.set_header("Content-Type", "application/json; charset=utf-8")
+            code = {403: "forbidden"}.get(status, "invalid_field")
+            chunk = json_dumps({"error": {"code": code, "message": chunk}})
+        return super().finish(chunk)
+
+    def send_json(self, data: Any) -> None:
+        """Send one text frame, unless the connection has gone."""
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            return
+        try:
+            self.write_message(json_dumps(data))
+        except websocket.WebSocketClosedError:
+            pass
+
+    def send_error_frame(self, error: ApiError, close: bool = True) -> None:
+        """An error frame; with `close`, then close 1008 (policy violation)."""
+        self.send_json({"type": "error", "error": error.to_api()})
+        if close:
+            self.close(1008, error.code)

@@ -1,0 +1,249 @@
+"""The event hub: one bus subscription per process, fanned out to WebSocket listeners.
+
+Threads: the bus calls `_on_batch` on its own thread; everything else here runs on the
+IOLoop thread (batches are handed over with `call_soon_threadsafe`), and database reads
+go through the executor. Pub/sub can lose events, so every listener's feed fills gaps
+from the database, and a sweeper looks there for orders that went quiet (a lost last
+event has no later event to reveal it).
+
+    bus thread --call_soon_threadsafe--> _dispatch --offer--> OrderFeed --deliver--> Listener
+                                            |                    ^
+                                            +--gap/idle--> _fill (executor: events_after)
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any, Awaitable, Callable
+from uuid import UUID
+
+from tornado.ioloop import IOLoop, PeriodicCallback
+
+from storage.bus import Bus, Subscription
+from storage.errors import OrderNotFound
+from storage.orders import OrderStore
+from web.feed import IDLE_S, Listener, OrderFeed
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL_S = 1.0
+MAX_FINISHED_PER_FIREHOSE = 10_000  # finished orders a firehose remembers (to drop late duplicates)
+
+
+class EventHub:
+    """Fans bus events out to listeners, each order in `seq` order, each event once."""
+
+    def __init__(self, orders: OrderStore, bus: Bus, run: Callable[..., Awaitable[Any]], metrics,
+                 clock: Callable[[], float] = time.monotonic, sweep_interval_s: float = SWEEP_INTERVAL_S,
+                 idle_s: float = IDLE_S):
+        self._orders = orders
+        self._bus = bus
+        self._run = run
+        self._metrics = metrics
+        self._clock = clock
+        self._sweep_interval_s = sweep_interval_s
+        self._idle_s = idle_s
+        self._by_order: dict[str, set[OrderFeed]] = {}
+        self._by_listener: dict[Listener, dict[str, OrderFeed]] = {}
+        self._firehoses: dict[Listener, deque[str]] = {}  # listener -> its finished order ids
+        self._tasks: set[asyncio.Task] = set()  # references, or the loop may drop running tasks
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._subscription: Subscription | None = None
+        self._sweeper: PeriodicCallback | None = None
+
+    # ---- lifecycle (IOLoop thread) -----------------------------------------------------
+
+    def start(self) -> None:
+        """Subscribe to the bus (once) and start the sweeper."""
+        if self._subscription is not None:
+            return
+        self._loop = IOLoop.current().asyncio_loop
+        self._subscription = self._bus.subscribe(self._on_batch)
+        self._sweeper = PeriodicCallback(self.sweep, self._sweep_interval_s * 1000)
+        self._sweeper.start()
+
+    def stop(self) -> None:
+        """Unsubscribe and stop the sweeper; running fills are cancelled."""
+        if self._sweeper is not None:
+            self._sweeper.stop()
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _on_batch(self, batch: list[dict[str, Any]]) -> None:
+        """Bus thread: hand the batch to the IOLoop."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._dispatch, batch)
+        except RuntimeError:  # the loop is closed: we are shutting down
+            pass
+
+    # ---- listeners (IOLoop thread) -----------------------------------------------------
+
+    def follow(self, listener: Listener, order_id: str, after: int = 0) -> None:
+        """Stream one order to `listener`: events after `after` from the database, then live.
+
+        The feed is registered for live events before the history is read, so nothing
+        falls between the two. `listener.order_missing` is called if the order is unknown.
+        """
+        feeds = self._by_listener.setdefault(listener, {})
+        feed = feeds.get(order_id)
+        if feed is not None:  # already streamed on this connection: resume, never repeat
+            if feed.initial:
+                return  # its first load is running and will answer
+            if feed.muted:
+                feed.muted = False
+            listener.order_found(order_id)
+            if not feed.done:
+                self._spawn(self._fill(feed))
+            return
+        feed = OrderFeed(listener, order_id, after + 1, initial=True, clock=self._clock, idle_s=self._idle_s)
+        feeds[order_id] = feed
+        self._by_order.setdefault(order_id, set()).add(feed)
+        self._spawn(self._fill(feed))
+
+    def mute(self, listener: Listener, order_id: str) -> None:
+        """Stop sending `order_id` to `listener` (a firehose `unsubscribe`)."""
+        feed = self._by_listener.setdefault(listener, {}).get(order_id)
+        if feed is None:
+            feed = self._add_feed(listener, order_id, 1)
+        feed.muted = True
+        feed.pending.clear()
+
+    def add_firehose(self, listener: Listener) -> None:
+        """Send `listener` every order's live events."""
+        self._firehoses[listener] = deque()
+        self._by_listener.setdefault(listener, {})
+
+    def detach(self, listener: Listener) -> None:
+        """The connection has gone: forget all its feeds."""
+        self._firehoses.pop(listener, None)
+        for feed in self._by_listener.pop(listener, {}).values():
+            feed.closed = True
+            self._unindex(feed)
+
+    @property
+    def listener_count(self) -> int:
+        """Connections known to the hub."""
+        return len(self._by_listener)
+
+    # ---- delivery (IOLoop thread) ------------------------------------------------------
+
+    def _add_feed(self, listener: Listener, order_id: str, next_seq: int) -> OrderFeed:
+        feed = OrderFeed(listener, order_id, next_seq, initial=False, clock=self._clock, idle_s=self._idle_s)
+        self._by_listener[listener][order_id] = feed
+        self._by_order.setdefault(order_id, set()).add(feed)
+        return feed
+
+    def _unindex(self, feed: OrderFeed) -> None:
+        feeds = self._by_order.get(feed.order_id)
+        if feeds is not None:
+            feeds.discard(feed)
+            if not feeds:
+                del self._by_order[feed.order_id]
+
+    def _dispatch(self, batch: list[dict[str, Any]]) -> None:
+        for event in batch:
+            try:
+                order_id, seq = str(event["orderId"]), int(event["seq"])
+                event["seq"] = seq
+            except (KeyError, TypeError, ValueError):
+                log.warning("dropping a malformed event from the bus: %r", event)
+                continue
+            self._metrics.observe_event(event)
+            for listener in self._firehoses:
+                if order_id not in self._by_listener[listener]:
+                    self._add_feed(listener, order_id, seq)  # live from here on
+            for feed in list(self._by_order.get(order_id, ())):
+                if feed.offer(event):
+                    self._spawn(self._fill(feed))
+                self._after_offer(feed)
+
+    def _after_offer(self, feed: OrderFeed) -> None:
+        if feed.done:
+            self._unindex(feed)
+            finished = self._firehoses.get(feed.listener)
+            if finished is not None:  # remember it to drop late duplicates, within a bound
+                finished.append(feed.order_id)
+                while len(finished) > MAX_FINISHED_PER_FIREHOSE:
+                    old = finished.popleft()
+                    feeds = self._by_listener.get(feed.listener, {})
+                    if old in feeds and feeds[old].done:
+                        del feeds[old]
+
+    async def _fill(self, feed: OrderFeed) -> None:
+        """Deliver what the database holds after the feed's position (history or a gap)."""
+        if feed.filling:
+            feed.refill = True  # the running read may predate the event that showed the gap
+            return
+        feed.filling = True
+        try:
+            while not feed.closed and not feed.done:
+                feed.refill = False
+                check = feed.initial
+                found, order, events = await self._run(self._load, feed.order_id, feed.next_seq - 1, check)
+                if feed.closed:
+                    return
+                if not found:
+                    self._forget(feed)
+                    feed.listener.order_missing(feed.order_id)
+                    return
+                if check:
+                    feed.initial = False
+                    feed.listener.order_found(feed.order_id)
+                for event in events:
+                    feed.offer(event.to_api())
+                feed.drain()
+                if order is not None and order.terminal and feed.next_seq > order.last_seq:
+                    feed.finish()  # resumed after the terminal event: nothing more to send
+                self._after_offer(feed)
+                if not feed.refill:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("could not read events of order %s; the sweeper retries", feed.order_id, exc_info=True)
+        finally:
+            feed.filling = False
+
+    def _load(self, order_id: str, after: int, check: bool):
+        """Executor thread: (found, order or None, events after `after`)."""
+        try:
+            oid = UUID(order_id)
+        except ValueError:
+            return False, None, []
+        order = None
+        if check:
+            try:
+                order = self._orders.get_order(oid, with_events=False)
+            except OrderNotFound:
+                return False, None, []
+        return True, order, self._orders.events_after(oid, after)
+
+    def _forget(self, feed: OrderFeed) -> None:
+        feed.closed = True
+        self._unindex(feed)
+        feeds = self._by_listener.get(feed.listener)
+        if feeds is not None and feeds.get(feed.order_id) is feed:
+            del feeds[feed.order_id]
+
+    def sweep(self) -> None:
+        """Look in the database for events of quiet orders that listeners still wait on."""
+        now = self._clock()
+        for feeds in list(self._by_order.values()):
+            for feed in list(feeds):
+                if feed.idle(now):
+                    feed.backed_off(now)
+                    self._spawn(self._fill(feed))
+
+    def _spawn(self, coro) -> None:
+        loop = self._loop or asyncio.get_running_loop()
+        task = loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

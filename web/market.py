@@ -1,0 +1,119 @@
+"""Market and simulator endpoints: quote, tokens, and the `/api/sim` explorer."""
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from config import TOKENS
+from storage.records import decimal_str, iso
+from storage.venues.base import Quote, VenueError
+from storage.venues.routing import choose_route
+from web.base import ApiHandler, JsonBodyHandler
+from web.errors import ApiError, ValidationError
+from web.orders import parse_order_id
+from web.validation import parse_json_object, parse_quote, parse_token, single_params
+
+VENUES = ("raydium", "meteora")  # routing breaks ties towards the first
+MAX_LAUNCH_DELAY_S = 7 * 24 * 3600
+
+
+class QuoteHandler(ApiHandler):
+    """`GET /api/quote`: both venues' quotes and the route the engine would take now."""
+
+    async def get(self) -> None:
+        request = parse_quote(self.request.query_arguments)
+        for field, token in (("tokenIn", request.token_in), ("tokenOut", request.token_out)):
+            if not await self.services.run(self.storage.chain.is_tradable, token):
+                raise ValidationError("invalid_field", f"{token.symbol} is not tradable yet (it has not launched)",
+                                      field)
+        results = await asyncio.gather(
+            *(self.services.run(self._quote, name, request) for name in VENUES), return_exceptions=True)
+        quotes: dict[str, dict] = {}
+        usable: list[Quote] = []
+        refusals: list[VenueError] = []
+        for name, result in zip(VENUES, results):
+            if isinstance(result, VenueError):
+                refusals.append(result)
+                quotes[name] = {"error": {"code": result.code, "message": result.message}}
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                usable.append(result)
+                quotes[name] = result.to_api()
+        try:
+            route = choose_route(usable, request.slippage_bps)
+        except ValueError:
+            if refusals:
+                raise refusals[0] from None
+            raise ApiError(400, "no_route", "no venue can fill this order") from None
+        self.write_json({
+            "tokenIn": request.token_in.symbol,
+            "tokenOut": request.token_out.symbol,
+            "amountIn": decimal_str(request.amount),
+            "slippageBps": request.slippage_bps,
+            "quotes": quotes,
+            "route": route.to_api(),
+        })
+
+    def _quote(self, name: str, request) -> Quote:
+        return self.storage.chain.venue(name).quote(request.token_in, request.token_out, request.amount_base)
+
+
+class TokensHandler(ApiHandler):
+    """`GET /api/tokens`: every token with its mainnet mint and whether it trades now."""
+
+    async def get(self) -> None:
+        chain = self.storage.chain
+        tradable = await self.services.run(lambda: [chain.is_tradable(t) for t in TOKENS])
+        self.write_json({"tokens": [
+            {"symbol": t.symbol, "mint": t.mint, "decimals": t.decimals, "tradable": ok}
+            for t, ok in zip(TOKENS, tradable)
+        ]})
+
+
+class SimSwapsHandler(ApiHandler):
+    """`GET /api/sim/swaps?orderId=ID`: the swaps the simulated chain executed for an order."""
+
+    async def get(self) -> None:
+        params = single_params(self.request.query_arguments, ("orderId",))
+        if "orderId" not in params:
+            raise ValidationError("missing_field", "orderId is required", "orderId")
+        order_id = parse_order_id(params["orderId"])
+
+        def load():
+            self.storage.orders.get_order(order_id, with_events=False)  # OrderNotFound -> 404
+            return self.storage.chain.swaps_for_order(str(order_id))
+
+        swaps = await self.services.run(load)
+        self.write_json({"swaps": [s.to_api() for s in swaps]})
+
+
+class SimPoolsHandler(ApiHandler):
+    """`GET /api/sim/pools`: every simulated pool, priced now."""
+
+    async def get(self) -> None:
+        pools = await self.services.run(self.storage.chain.pools)
+        self.write_json({"pools": [p.to_api() for p in pools]})
+
+
+class SimLaunchHandler(JsonBodyHandler):
+    """`POST /api/sim/launch {"token", "inSeconds"}`: schedule a token's launch (for snipers)."""
+
+    async def post(self) -> None:
+        if self._finished:
+            return
+        self.check_body()
+        data = parse_json_object(self.body)
+        for name in data:
+            if name not in ("token", "inSeconds"):
+                raise ValidationError("unknown_field", f"unknown field {name[:64]!r}", name[:64])
+        for name in ("token", "inSeconds"):
+            if name not in data:
+                raise ValidationError("missing_field", f"{name} is required", name)
+        token = parse_token(data["token"], "token")
+        delay = data["inSeconds"]
+        if isinstance(delay, bool) or not isinstance(delay, (int, Decimal)) or not 0 <= delay <= MAX_LAUNCH_DELAY_S:
+            raise ValidationError("invalid_field", f"inSeconds must be a number from 0 to {MAX_LAUNCH_DELAY_S}",
+                                  "inSeconds")
+        launch_at = await self.services.run(self.storage.chain.schedule_launch, token.symbol, float(delay))
+        self.write_json({"token": token.symbol, "launchAt": iso(launch_at)}, 202)

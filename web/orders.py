@@ -1,0 +1,122 @@
+"""Order endpoints: submit (`POST /api/orders/execute`), read one, list."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from config import find_token
+from storage.errors import BusError
+from storage.orders import BadCursor
+from storage.records import OrderDraft, OrderRecord
+from storage.status import STATUSES
+from web.base import ApiHandler, JsonBodyHandler, Services
+from web.errors import ApiError, ValidationError, not_found
+from web.validation import ORDER_TYPES, parse_int_param, parse_order, single_params
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_TYPES = ("market",)  # limit and sniper orders come later
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """The outcome of a submit: the order and whether this request created it."""
+
+    order: OrderRecord
+    created: bool
+
+    def to_api(self) -> dict[str, Any]:
+        """The submit answer's body (status: `pending` when created, else the status now)."""
+        order_id = str(self.order.id)
+        return {
+            "orderId": order_id,
+            "status": "pending" if self.created else self.order.status,
+            "clientOrderId": self.order.client_order_id,
+            "links": {"self": f"/api/orders/{order_id}", "ws": f"/ws?orderId={order_id}"},
+        }
+
+
+async def submit_order(services: Services, body: bytes | str, owner: str = "") -> Acceptance:
+    """Validate, store and queue one order (HTTP and WebSocket submits); raise ApiError."""
+    draft = parse_order(body, owner)
+    if draft.type not in SUPPORTED_TYPES:
+        raise ValidationError("unsupported_order_type", f"{draft.type} orders are not supported yet", "type")
+    return await services.run(_accept, services, draft)
+
+
+def _accept(services: Services, draft: OrderDraft) -> Acceptance:
+    """Executor thread: the checks that need storage, then create, queue and announce."""
+    storage, chain = services.storage, services.storage.chain
+    for field, symbol in (("tokenIn", draft.token_in), ("tokenOut", draft.token_out)):
+        if not chain.is_tradable(find_token(symbol)):
+            raise ValidationError("invalid_field", f"{symbol} is not tradable yet (it has not launched)", field)
+    if storage.bus.queue_depth() >= services.settings.queue_max_depth:
+        raise ApiError(503, "queue_full", "too many orders are waiting to start; retry later")
+    order, pending, created = storage.orders.create_order(draft)
+    if created:
+        try:
+            storage.bus.enqueue(str(order.id))
+        except BusError:
+            # Not queued means not accepted: remove it, so a retry (same clientOrderId
+            # included) starts afresh instead of finding an order nobody will run.
+            storage.orders.discard_unqueued(order.id)
+            raise
+        try:
+            storage.bus.publish([pending.to_api()])
+        except BusError:  # listeners read the stored event from the database instead
+            log.warning("could not publish the pending event of order %s", order.id, exc_info=True)
+    return Acceptance(order, created)
+
+
+class SubmitHandler(JsonBodyHandler):
+    """`POST /api/orders/execute` (a GET without WebSocket upgrade lands here too: 405)."""
+
+    async def post(self) -> None:
+        if self._finished:
+            return
+        self.check_body()
+        accepted = await submit_order(self.services, self.body)
+        self.write_json(accepted.to_api(), 202 if accepted.created else 200)
+
+
+def parse_order_id(text: str) -> UUID:
+    """An order id from a path or parameter; anything that is not a UUID is simply not found."""
+    try:
+        return UUID(text)
+    except ValueError:
+        raise not_found("no such order") from None
+
+
+class OrderHandler(ApiHandler):
+    """`GET /api/orders/{orderId}`: the order with its events."""
+
+    async def get(self, order_id: str) -> None:
+        oid = parse_order_id(order_id)
+        order = await self.services.run(self.storage.orders.get_order, oid)
+        self.write_json(order.to_api())
+
+
+LIST_PARAMS = ("status", "type", "limit", "cursor")
+
+
+class OrderListHandler(ApiHandler):
+    """`GET /api/orders?status=&type=&limit=&cursor=`: newest first, paged."""
+
+    async def get(self) -> None:
+        params = single_params(self.request.query_arguments, LIST_PARAMS)
+        status, order_type = params.get("status"), params.get("type")
+        if status is not None and status not in STATUSES:
+            raise ValidationError("invalid_field", f"status must be one of {', '.join(sorted(STATUSES))}", "status")
+        if order_type is not None and order_type not in ORDER_TYPES:
+            raise ValidationError("invalid_field", f"type must be one of {', '.join(ORDER_TYPES)}", "type")
+        limit = parse_int_param(params, "limit", 50, 1, 500)
+        cursor = params.get("cursor")
+        try:
+            orders, next_cursor = await self.services.run(
+                lambda: self.storage.orders.list_orders(None, status=status, type=order_type,
+                                                        limit=limit, cursor=cursor))
+        except BadCursor:
+            raise ValidationError("invalid_field", "cursor is not one this server handed out", "cursor") from None
+        self.write_json({"orders": [o.to_api() for o in orders], "nextCursor": next_cursor})

@@ -1,0 +1,71 @@
+"""Running the web layer: an HTTP server on `settings.port`, with the event hub subscribed.
+
+The caller (the `engine web` / `engine run` command) owns the IOLoop and the signals:
+
+    server = WebServer(storage, settings)
+    server.start()            # on the IOLoop thread, before or after IOLoop.start()
+    ...                       # IOLoop.current().start()
+    await server.stop()       # or server.stop_nowait() from a signal callback
+"""
+from __future__ import annotations
+
+import logging
+
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+from tornado.netutil import bind_sockets
+
+from config import Settings
+from storage.runtime import Storage
+from web.app import make_app
+from web.base import DRAIN_LIMIT_BYTES
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 5.0
+
+
+class WebServer:
+    """The Tornado application bound to a port, and its event hub."""
+
+    def __init__(self, storage: Storage, settings: Settings):
+        self.storage = storage
+        self.settings = settings
+        self.app = make_app(storage, settings)
+        self.services = self.app.services
+        self._http: HTTPServer | None = None
+        self.port: int | None = None
+
+    def start(self, port: int | None = None, address: str = "") -> int:
+        """Listen (port 0 picks a free one) and subscribe the hub; return the bound port."""
+        self._http = HTTPServer(self.app, xheaders=True, max_body_size=DRAIN_LIMIT_BYTES)
+        sockets = bind_sockets(self.settings.port if port is None else port, address)
+        self._http.add_sockets(sockets)
+        self.port = sockets[0].getsockname()[1]
+        self.services.start()
+        log.info("web listening on port %s", self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop accepting, close open connections (WebSockets get 1001), release the hub."""
+        if self._http is None:
+            return
+        http, self._http = self._http, None
+        http.stop()
+        self.services.stop()
+        try:
+            await http.close_all_connections()
+        except Exception:  # shutting down anyway
+            log.warning("error while closing connections", exc_info=True)
+        log.info("web stopped")
+
+    def stop_nowait(self) -> None:
+        """`stop()` scheduled on the IOLoop (for signal handlers)."""
+        IOLoop.current().add_callback(self.stop)
+
+
+def serve(storage: Storage, settings: Settings, port: int | None = None) -> WebServer:
+    """Build and start a WebServer on the current IOLoop; the caller runs the loop."""
+    server = WebServer(storage, settings)
+    server.start(port)
+    return server

@@ -1,0 +1,157 @@
+"""WebSocket endpoints: submit-and-stream (`/api/orders/execute`) and listeners (`/ws`).
+
+Every method here runs on the IOLoop thread; events reach the handlers through the
+EventHub, which calls the `Listener` methods (`deliver`, `order_found`, ...).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+from uuid import UUID
+
+from web.base import SocketHandler
+from web.errors import ApiError, ValidationError, not_found, to_api_error
+from web.orders import submit_order
+
+log = logging.getLogger(__name__)
+
+_AFTER = re.compile(r"\d{1,12}")
+
+
+class _EventSocket(SocketHandler):
+    """Shared connection bookkeeping and event delivery of both endpoints."""
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        self.services.metrics.websockets.inc()
+        self.services.sockets.add(self)
+
+    def on_close(self) -> None:
+        self.services.hub.detach(self)
+        if self in self.services.sockets:
+            self.services.sockets.discard(self)
+            self.services.metrics.websockets.dec()
+
+    # Listener ------------------------------------------------------------------------
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        self.send_json(event)
+
+    def order_found(self, order_id: str) -> None:
+        pass
+
+    def order_missing(self, order_id: str) -> None:
+        self.send_error_frame(not_found(f"no such order: {order_id}"))
+
+    def order_finished(self, order_id: str) -> None:
+        self.close(1000, "order finished")
+
+
+class SubmitSocket(_EventSocket):
+    """`GET /api/orders/execute` upgraded: the first text frame is the order, then its events."""
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        super().open()
+        self._submitted = False
+
+    async def on_message(self, message: str | bytes) -> None:
+        if self._submitted:
+            return  # one order per connection; later frames are not commands
+        self._submitted = True
+        try:
+            if isinstance(message, bytes):
+                raise ValidationError("invalid_json", "send the order as a text frame")
+            accepted = await submit_order(self.services, message)
+        except Exception as exc:  # every failure becomes an error frame, never a dropped socket
+            error = to_api_error(exc)
+            if error.status >= 500 and error.code == "internal_error":
+                log.error("unexpected error in a WebSocket submit", exc_info=True)
+            self.send_error_frame(error)
+            return
+        self.send_json({"type": "accepted", **accepted.to_api()})
+        self.services.hub.follow(self, str(accepted.order.id), 0)
+
+
+LISTEN_PARAMS = ("orderId", "after", "token")  # token: API keys, later
+
+
+class ListenSocket(_EventSocket):
+    """`/ws?orderId=ID[&after=N]` streams one order; `/ws` streams all, with subscribe commands."""
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        super().open()
+        try:
+            order_id, after = self._parse_params()
+        except ApiError as error:
+            self.send_error_frame(error)
+            return
+        self.single = order_id is not None
+        if self.single:
+            self.services.hub.follow(self, order_id, after)
+        else:
+            self.services.hub.add_firehose(self)
+
+    def _parse_params(self) -> tuple[str | None, int]:
+        params = {}
+        for name, values in self.request.query_arguments.items():
+            if name not in LISTEN_PARAMS:
+                raise ValidationError("unknown_field", f"unknown query parameter {name[:64]!r}", name[:64])
+            if len(values) != 1:
+                raise ValidationError("invalid_field", f"{name} must be given once", name)
+            params[name] = values[0].decode("utf-8", "replace")
+        after_text = params.get("after")
+        if after_text is not None and "orderId" not in params:
+            raise ValidationError("invalid_field", "after needs an orderId", "after")
+        if after_text is not None and not _AFTER.fullmatch(after_text):
+            raise ValidationError("invalid_field", "after must be a non-negative integer (an event seq)", "after")
+        order_id = params.get("orderId")
+        if order_id is not None:
+            order_id = _order_id(order_id)
+        return order_id, int(after_text or 0)
+
+    def on_message(self, message: str | bytes) -> None:
+        if getattr(self, "single", True):
+            return  # a one-order stream takes no commands
+        try:
+            action, order_id = _parse_command(message)
+        except ApiError as error:
+            self.send_error_frame(error, close=False)
+            return
+        if action == "subscribe":
+            self.services.hub.follow(self, order_id, 0)
+        else:
+            self.services.hub.mute(self, order_id)
+            self.send_json({"type": "unsubscribed", "orderId": order_id})
+
+    def order_found(self, order_id: str) -> None:
+        if not self.single:
+            self.send_json({"type": "subscribed", "orderId": order_id})
+
+    def order_missing(self, order_id: str) -> None:
+        self.send_error_frame(not_found(f"no such order: {order_id}"), close=self.single)
+
+    def order_finished(self, order_id: str) -> None:
+        if self.single:
+            self.close(1000, "order finished")
+
+
+def _order_id(text: str) -> str:
+    try:
+        return str(UUID(text))
+    except ValueError:
+        raise not_found(f"no such order: {text[:64]}") from None
+
+
+def _parse_command(message: str | bytes) -> tuple[str, str]:
+    """`{"subscribe": ID}` or `{"unsubscribe": ID}` -> (action, canonical order id)."""
+    try:
+        data = json.loads(message)
+    except (ValueError, RecursionError):
+        raise ValidationError("invalid_json", "commands are JSON objects such as {\"subscribe\": ID}") from None
+    if not isinstance(data, dict) or len(data) != 1 or next(iter(data)) not in ("subscribe", "unsubscribe"):
+        raise ValidationError("invalid_field", "send {\"subscribe\": ID} or {\"unsubscribe\": ID}")
+    action, value = next(iter(data.items()))
+    if not isinstance(value, str):
+        raise ValidationError("invalid_field", f"{action} takes an order id string", action)
+    return action, _order_id(value)
