@@ -1,0 +1,134 @@
+"""The order store on SQLite and on the real Postgres: the same tests on both."""
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from uuid import uuid4
+
+import pytest
+
+from storage.database import open_database
+from storage.errors import ClientOrderIdConflict, OrderNotFound, SchemaNotMigrated
+from storage.orders import BadCursor, OrderStore
+from storage.records import EventDraft, OrderDraft
+from storage.status import StatusRuleError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(database_settings):
+    db, entities = open_database(database_settings, migrate=True)
+    yield OrderStore(db, entities)
+    db.disconnect()
+
+
+def draft(**kw):
+    base = dict(token_in="SOL", token_out="USDC", amount=Decimal("1.5"))
+    return OrderDraft(**{**base, **kw})
+
+
+def test_a_new_order_is_stored_with_its_pending_event(store):
+    order, pending, created = store.create_order(draft(amount=Decimal("18446744073.709551615")))
+    assert created and pending.seq == 1 and pending.status == "pending"
+    again = store.get_order(order.id)
+    assert again.amount == Decimal("18446744073.709551615")  # exact, on SQLite too
+    assert [e.status for e in again.events] == ["pending"]
+
+
+def test_events_get_consecutive_seqs_and_derived_order_fields(store):
+    order, _, _ = store.create_order(draft())
+    route = {"legs": [{"dex": "raydium"}], "amountOut": "225"}
+    results = store.append_events([
+        EventDraft(order.id, "routing", 1, {"route": route}),
+        EventDraft(order.id, "building", 1, {}),
+        EventDraft(order.id, "submitted", 1, {"txHash": "sig"}),
+        EventDraft(order.id, "confirmed", 1, {"txHash": "sig", "dex": "raydium", "amountIn": "1.5", "amountOut": "225"}),
+    ])
+    assert [r.seq for r in results] == [2, 3, 4, 5]
+    done = store.get_order(order.id)
+    assert done.status == "confirmed" and done.route == route and done.attempts == 1
+    assert done.fills == [{"dex": "raydium", "amountIn": "1.5", "amountOut": "225", "txHash": "sig"}]
+    assert [e.seq for e in store.events_after(order.id, 3)] == [4, 5]
+
+
+def test_an_event_breaking_the_status_rules_is_not_stored_and_the_batch_goes_on(store):
+    a, _, _ = store.create_order(draft())
+    b, _, _ = store.create_order(draft())
+    results = store.append_events([
+        EventDraft(a.id, "confirmed", 1, {}),  # skips the lifecycle
+        EventDraft(b.id, "routing", 1, {}),
+        EventDraft(uuid4(), "routing", 1, {}),  # no such order
+    ])
+    assert isinstance(results[0], StatusRuleError) and isinstance(results[2], StatusRuleError)
+    assert results[1].seq == 2
+    assert store.get_order(a.id).last_seq == 1 and store.get_order(a.id).status == "pending"
+
+
+def test_a_terminal_order_never_changes(store):
+    order, _, _ = store.create_order(draft())
+    store.append_events([EventDraft(order.id, "failed", 1, {"error": {"code": "x", "message": "y"}})])
+    (result,) = store.append_events([EventDraft(order.id, "routing", 2, {})])
+    assert isinstance(result, StatusRuleError)
+    assert store.get_order(order.id).error == {"code": "x", "message": "y"}
+
+
+def test_client_order_id_repeats_find_the_same_order_and_a_different_body_conflicts(store):
+    first, _, created = store.create_order(draft(client_order_id="k1"))
+    same, _, again = store.create_order(draft(client_order_id="k1", amount=Decimal("1.50")))
+    assert created and not again and same.id == first.id
+    with pytest.raises(ClientOrderIdConflict):
+        store.create_order(draft(client_order_id="k1", amount=Decimal("2")))
+    other_owner, _, created = store.create_order(draft(client_order_id="k1", owner="someone-else"))
+    assert created and other_owner.id != first.id
+
+
+def test_racing_repeats_of_one_client_order_id_create_exactly_one_order(store):
+    results, barrier = [], threading.Barrier(6)
+
+    def submit():
+        barrier.wait()
+        results.append(store.create_order(draft(client_order_id="race")))
+
+    threads = [threading.Thread(target=submit) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sum(created for _, _, created in results) == 1
+    assert len({order.id for order, _, _ in results}) == 1
+
+
+def test_listing_is_newest_first_and_pages_with_a_cursor(store):
+    ids = [store.create_order(draft()).__getitem__(0).id for _ in range(5)]
+    page1, cursor = store.list_orders(None, limit=2)
+    page2, cursor2 = store.list_orders(None, limit=2, cursor=cursor)
+    page3, cursor3 = store.list_orders(None, limit=2, cursor=cursor2)
+    assert [o.id for o in page1 + page2 + page3] == list(reversed(ids))
+    assert cursor3 is None
+    assert store.list_orders(None, status="confirmed")[0] == []
+    with pytest.raises(BadCursor):
+        store.list_orders(None, cursor="not-a-cursor")
+
+
+def test_a_job_binds_to_its_order_and_a_duplicate_job_is_refused(store):
+    order, _, _ = store.create_order(draft())
+    assert store.bind_job(order.id, "job-1")
+    assert store.bind_job(order.id, "job-1")  # the same job claimed by another worker resumes
+    assert not store.bind_job(order.id, "job-2")
+
+
+def test_an_unqueued_order_is_discarded_but_a_started_one_never(store):
+    order, _, _ = store.create_order(draft())
+    store.discard_unqueued(order.id)
+    with pytest.raises(OrderNotFound):
+        store.get_order(order.id)
+    started, _, _ = store.create_order(draft())
+    store.append_events([EventDraft(started.id, "routing", 1, {})])
+    store.discard_unqueued(started.id)
+    assert store.get_order(started.id).status == "routing"
+
+
+def test_an_unmigrated_database_is_refused_with_a_clear_message(database_settings):
+    with pytest.raises(SchemaNotMigrated, match="engine migrate"):
+        open_database(database_settings)
