@@ -1,0 +1,151 @@
+"""Versioned schema migrations of our own (Pony 0.7 has none and never alters a table).
+
+Each migration is a version, a name and its SQL per dialect. `migrate()` applies
+the missing ones in order, each in its own transaction, recorded in
+`schema_migrations`; on Postgres an advisory lock lets many processes call it at once.
+"""
+from __future__ import annotations
+
+import logging
+
+from pony.orm import Database, db_session
+
+log = logging.getLogger(__name__)
+
+_ORDERS_POSTGRES = """
+CREATE TABLE orders (
+    id UUID PRIMARY KEY,
+    owner TEXT NOT NULL DEFAULT '',
+    client_order_id TEXT,
+    type TEXT NOT NULL,
+    token_in TEXT NOT NULL,
+    token_out TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    slippage_bps INTEGER NOT NULL,
+    limit_price TEXT,
+    expires_in_seconds INTEGER,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    job_id TEXT,
+    route JSONB,
+    fills JSONB NOT NULL DEFAULT '[]',
+    error JSONB,
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    CONSTRAINT orders_client_order_id_key UNIQUE (owner, client_order_id)
+);
+CREATE INDEX orders_owner_created ON orders (owner, created_at DESC, id DESC);
+CREATE INDEX orders_status ON orders (status);
+CREATE TABLE order_events (
+    order_id UUID NOT NULL REFERENCES orders (id),
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    meta JSONB NOT NULL,
+    PRIMARY KEY (order_id, seq)
+);
+"""
+
+_ORDERS_SQLITE = (
+    _ORDERS_POSTGRES.replace("UUID", "TEXT").replace("JSONB", "TEXT").replace(" DESC", "")
+)
+
+_SIM_POSTGRES = """
+CREATE TABLE sim_world (
+    id INTEGER PRIMARY KEY,
+    seed TEXT NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE sim_pools (
+    dex TEXT NOT NULL,
+    token_a TEXT NOT NULL,
+    token_b TEXT NOT NULL,
+    reserve_a BIGINT NOT NULL,
+    reserve_b BIGINT NOT NULL,
+    fee_bps INTEGER NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (dex, token_a, token_b)
+);
+CREATE TABLE sim_swaps (
+    signature TEXT PRIMARY KEY,
+    dex TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    token_in TEXT NOT NULL,
+    token_out TEXT NOT NULL,
+    amount_in TEXT NOT NULL,
+    amount_out TEXT,
+    status TEXT NOT NULL,
+    error_code TEXT,
+    message TEXT,
+    executed_at TIMESTAMP NOT NULL
+);
+CREATE INDEX sim_swaps_order ON sim_swaps (order_id, executed_at);
+CREATE TABLE sim_launches (
+    symbol TEXT PRIMARY KEY,
+    launch_at TIMESTAMP NOT NULL,
+    scheduled_at TIMESTAMP NOT NULL
+);
+"""
+
+# The same SQL is valid SQLite: BIGINT and TIMESTAMP map to its INTEGER and NUMERIC affinities.
+_SIM_SQLITE = _SIM_POSTGRES
+
+MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
+    (1, "orders and their status events", {"postgres": _ORDERS_POSTGRES, "sqlite": _ORDERS_SQLITE}),
+    (2, "the simulated chain: world, pools, swaps, launches", {"postgres": _SIM_POSTGRES, "sqlite": _SIM_SQLITE}),
+]
+
+
+def register(version: int, name: str, sql: dict[str, str]) -> None:
+    """Add a migration owned by another storage module (kept in version order)."""
+    if any(v == version for v, _, _ in MIGRATIONS):
+        return
+    MIGRATIONS.append((version, name, sql))
+    MIGRATIONS.sort(key=lambda m: m[0])
+
+
+def _statements(sql: str) -> list[str]:
+    return [s.strip() for s in sql.split(";") if s.strip()]
+
+
+def applied_versions(db: Database) -> set[int]:
+    """Versions already applied (empty when the table does not exist yet)."""
+    with db_session:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMP NOT NULL)"
+        )
+    with db_session:
+        return {row for row in db.select("SELECT version FROM schema_migrations")}
+
+
+def pending_versions(db: Database) -> list[int]:
+    """Versions not applied yet."""
+    done = applied_versions(db)
+    return [v for v, _, _ in MIGRATIONS if v not in done]
+
+
+def migrate(db: Database) -> list[int]:
+    """Apply every missing migration; return the versions applied now."""
+    dialect = db.provider.dialect.lower()
+    dialect = "postgres" if dialect.startswith("postgres") else "sqlite"
+    applied_now = []
+    applied_versions(db)
+    for version, name, sql in MIGRATIONS:
+        with db_session:
+            if dialect == "postgres":
+                db.execute("SELECT pg_advisory_xact_lock(7243001)")
+            if db.select("SELECT version FROM schema_migrations WHERE version = $version"):
+                continue
+            for statement in _statements(sql[dialect]):
+                db.execute(statement)
+            db.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($version, $name, CURRENT_TIMESTAMP)"
+            )
+            applied_now.append(version)
+            log.info("applied migration %s: %s", version, name)
+    return applied_now

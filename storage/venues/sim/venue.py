@@ -1,0 +1,83 @@
+"""One simulated DEX (Raydium or Meteora): quotes and swaps against the world's pools."""
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+
+from pony.orm import db_session
+
+from config import Token
+from storage.venues.base import Quote, SignatureStatus, SwapRequest, SwapResult, Venue, VenueError
+from storage.venues.sim import amm
+from storage.venues.sim.ledger import Ledger
+from storage.venues.sim.world import World
+
+# What an RPC node answers when it drops a transaction before it lands.
+TRANSIENT_MESSAGES = (
+    "Blockhash not found",
+    "RPC node is behind by {slots} slots",
+    "Transaction simulation failed: the node could not fetch account state in time",
+)
+TIMEOUT_MESSAGE = "transaction not confirmed within the timeout: ask signature_status for its outcome"
+
+
+class SimVenue(Venue):
+    """A venue whose pools are the world's rows for `name`; thread-safe, never sleeps."""
+
+    def __init__(self, name: str, world: World, ledger: Ledger, rng: random.Random):
+        self.name = name
+        self._world = world
+        self._ledger = ledger
+        self._rng = rng  # failures and latency; injected and seeded in tests
+        self._realistic = world.settings.venue_profile == "realistic"
+
+    def quote(self, token_in: Token, token_out: Token, amount_in: int) -> Quote:
+        """Price selling `amount_in` now; VenueError when the pair or the size cannot trade."""
+        token_a, token_b = self._world.require_pair(token_in, token_out)
+        with db_session:
+            pool = self._world.E.SimPool.get(dex=self.name, token_a=token_a.symbol, token_b=token_b.symbol)
+            if pool is None:
+                raise VenueError("no_pool", f"{self.name} has no {token_a.symbol}/{token_b.symbol} pool")
+            reserve_a, reserve_b, fee_bps = pool.reserve_a, pool.reserve_b, pool.fee_bps
+        now = self._world.clock()
+        root = self._world.drift(self.name, token_a.symbol, token_b.symbol).root(now)
+        eff_a, eff_b = amm.effective(reserve_a, reserve_b, root)
+        sells_a = token_in.symbol == token_a.symbol
+        math = amm.swap_out(*((eff_a, eff_b) if sells_a else (eff_b, eff_a)), amount_in, fee_bps)
+        return Quote(
+            dex=self.name, token_in=token_in, token_out=token_out, amount_in=amount_in,
+            amount_out=math.amount_out, fee_rate=Decimal(fee_bps) / amm.BPS, fee_amount=math.fee_amount,
+            price_impact_bps=math.price_impact_bps, quoted_at=self._world.now(),
+        )
+
+    def quote_latency(self) -> float:
+        """~200 ms (150–250 ms uniformly) when realistic, else 0."""
+        return self._rng.uniform(0.150, 0.250) if self._realistic else 0.0
+
+    def swap_latency(self) -> float:
+        """2–3 s uniformly when realistic, else 0."""
+        return self._rng.uniform(2.0, 3.0) if self._realistic else 0.0
+
+    def execute_swap(self, request: SwapRequest) -> SwapResult:
+        """Land now, fail, or time out (half of timeouts land anyway); idempotent per signature."""
+        if request.dex != self.name:
+            raise VenueError("wrong_venue", f"a swap for {request.dex} was sent to {self.name}")
+        recorded = self._ledger.recorded(request.signature)
+        if recorded is not None:
+            return recorded
+        settings = self._world.settings
+        draw = self._rng.random()
+        if draw < settings.venue_failure_rate:
+            message = self._rng.choice(TRANSIENT_MESSAGES).format(slots=self._rng.randint(40, 400))
+            return self._ledger.record(request, "failed", "transient", message)
+        if draw < settings.venue_failure_rate + settings.venue_timeout_rate:
+            if self._rng.random() < 0.5:
+                self._ledger.land(request)
+            else:
+                self._ledger.record(request, "dropped", "expired", "timed out before landing")
+            return SwapResult(request.signature, "timeout", message=TIMEOUT_MESSAGE)
+        return self._ledger.land(request)
+
+    def signature_status(self, signature: str) -> SignatureStatus:
+        """What the chain knows of a signature (any venue's: they share one chain)."""
+        return self._ledger.signature_status(signature)
