@@ -1,0 +1,156 @@
+"""End to end on the production topology: real `engine web` and `engine worker` processes on
+Postgres and Redis, driven over HTTP and WebSocket like a client would."""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import pytest
+
+from tests.e2e.cluster import TERMINAL, assert_complete_lifecycle
+
+pytestmark = pytest.mark.e2e
+
+SOL_USDC = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.5"}
+
+
+def ts(event) -> datetime:
+    return datetime.strptime(event["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def submit_and_listen(client, body):
+    code, accepted = await client.submit(**body)
+    assert code == 202, accepted
+    frames, close_code = await client.listen(accepted["links"]["ws"])
+    return accepted["orderId"], frames, close_code
+
+
+def test_twenty_orders_at_once_all_confirm_with_complete_ordered_lifecycles(make_cluster):
+    cluster = make_cluster(workers=2, VENUE_PROFILE="realistic", WORKER_CONCURRENCY=5)
+
+    async def scenario():
+        client = cluster.client()
+        results = await asyncio.gather(*(submit_and_listen(client, SOL_USDC) for _ in range(20)))
+        stored = {}
+        for order_id, frames, close_code in results:
+            assert close_code == 1000
+            assert_complete_lifecycle(frames)
+            code, order = await client.order(order_id)
+            assert code == 200 and order["status"] == "confirmed"
+            assert order["events"] == frames  # the stored history is exactly what was streamed
+            stored[order_id] = order
+        code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={results[0][0]}")
+        assert code == 200 and len(swaps["swaps"]) == 1
+        assert swaps["swaps"][0]["txHash"] == stored[results[0][0]]["fills"][0]["txHash"]
+        client.close()
+        return stored
+
+    orders = asyncio.run(scenario())
+    workers_used = {o["events"][1]["meta"]["worker"] for o in orders.values()}
+    assert len(workers_used) == 2, "both workers took orders"
+    # In flight (routing .. terminal) per worker never exceeds WORKER_CONCURRENCY,
+    # read from the stored event times.
+    for worker in workers_used:
+        points = []
+        for o in orders.values():
+            if o["events"][1]["meta"]["worker"] == worker:
+                points += [(ts(o["events"][1]), 1), (ts(o["events"][-1]), -1)]
+        level = peak = 0
+        for _, delta in sorted(points):
+            level += delta
+            peak = max(peak, level)
+        assert 1 < peak <= 5
+    # The first ten orders were quoted at once: their quote spans (routing .. building) overlap.
+    spans = sorted((ts(o["events"][1]), ts(o["events"][2])) for o in orders.values())[:10]
+    assert max(s for s, _ in spans) < min(e for _, e in spans)
+    assert all((e - s).total_seconds() >= 0.1 for s, e in spans)
+
+
+def test_late_and_multiple_listeners_get_every_event(make_cluster):
+    cluster = make_cluster(workers=2, VENUE_PROFILE="instant")
+
+    async def scenario():
+        client = cluster.client()
+        code, accepted = await client.submit(**SOL_USDC)
+        assert code == 202 and accepted["status"] == "pending"
+        first, second = await asyncio.gather(client.listen(accepted["links"]["ws"]),
+                                             client.listen(accepted["links"]["ws"]))
+        assert first == second and first[1] == 1000
+        assert_complete_lifecycle(first[0])
+        late, close_code = await client.listen(accepted["links"]["ws"])  # after it finished
+        assert late == first[0] and close_code == 1000
+        resumed, _ = await client.listen(accepted["links"]["ws"] + "&after=3")
+        assert [e["seq"] for e in resumed] == [4, 5]
+        client.close()
+
+    asyncio.run(scenario())
+
+
+def test_submit_over_websocket_streams_the_order_on_the_same_connection(make_cluster):
+    cluster = make_cluster(workers=1, VENUE_PROFILE="instant")
+
+    async def scenario():
+        import json
+
+        from tornado.websocket import websocket_connect
+
+        conn = await websocket_connect(cluster.client().ws_base + "/api/orders/execute")
+        await conn.write_message(json.dumps({**SOL_USDC, "tokenOut": "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"}))
+        frames = []
+        while (msg := await asyncio.wait_for(conn.read_message(), 30)) is not None:
+            frames.append(json.loads(msg))
+        assert frames[0]["type"] == "accepted"
+        assert_complete_lifecycle(frames[1:])
+        assert all(f["orderId"] == frames[0]["orderId"] for f in frames)
+
+    asyncio.run(scenario())
+
+
+def test_with_every_swap_failing_retries_are_events_and_orders_fail_after_three_attempts(make_cluster):
+    cluster = make_cluster(workers=2, VENUE_PROFILE="instant", VENUE_FAILURE_RATE="1", RETRY_ATTEMPTS="3")
+
+    async def scenario():
+        client = cluster.client()
+        results = await asyncio.gather(*(submit_and_listen(client, SOL_USDC) for _ in range(4)))
+        for order_id, frames, close_code in results:
+            assert_complete_lifecycle(frames, final="failed")
+            routings = [f for f in frames if f["status"] == "routing"]
+            assert [r["attempt"] for r in routings] == [1, 2, 3]
+            assert all("retryReason" in r["meta"] for r in routings[1:])
+            assert frames[-1]["meta"]["attempts"] == 3
+            code, order = await client.order(order_id)
+            assert order["status"] == "failed" and order["attempts"] == 3
+            assert order["error"]["code"] and order["error"]["message"]
+            code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={order_id}")
+            assert swaps["swaps"] == []  # nothing executed
+        client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_killed_worker_loses_no_order_and_executes_none_twice(make_cluster):
+    cluster = make_cluster(workers=2, VENUE_PROFILE="realistic", WORKER_CONCURRENCY=10)
+
+    async def scenario():
+        client = cluster.client()
+        accepted = []
+        for _ in range(12):
+            code, body = await client.submit(**SOL_USDC)
+            assert code == 202
+            accepted.append(body)
+        await asyncio.sleep(1.0)  # let both workers get orders mid-swap (swaps take 2-3 s)
+        cluster.workers[0].kill()
+        results = await asyncio.gather(*(client.listen(a["links"]["ws"], timeout=90) for a in accepted))
+        for body, (frames, _) in zip(accepted, results):
+            assert frames[-1]["status"] in TERMINAL
+            assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
+            code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={body['orderId']}")
+            confirmed = [f for f in frames if f["status"] == "confirmed"]
+            assert len(swaps["swaps"]) == len(confirmed) <= 1, (frames, swaps)
+            if confirmed:
+                assert swaps["swaps"][0]["txHash"] == confirmed[0]["meta"]["txHash"]
+        client.close()
+        return results
+
+    results = asyncio.run(scenario())
+    assert all(frames[-1]["status"] == "confirmed" for frames, _ in results)

@@ -1,0 +1,65 @@
+"""`engine run`: the newcomer's single process on the embedded default (SQLite, in-process bus)."""
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from tests.e2e.cluster import EngineProcess, assert_complete_lifecycle, free_port, wait_ready
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def engine_run(tmp_path):
+    port = free_port()
+    env = {"ENGINE_DATA_DIR": str(tmp_path / "var"), "PORT": str(port), "VENUE_PROFILE": "instant",
+           "VENUE_FAILURE_RATE": "0", "VENUE_TIMEOUT_RATE": "0"}
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        env[name] = ""
+    proc = EngineProcess("run", env, tmp_path).start()
+    try:
+        wait_ready(port, proc)
+        yield proc, port
+    finally:
+        code = proc.stop()
+        print(proc.log_text()[-3000:])
+    assert code == 0, "engine run exits cleanly on SIGTERM"
+
+
+def test_engine_run_executes_an_order_on_the_embedded_default(engine_run, tmp_path):
+    from tests.e2e.cluster import Client
+
+    proc, port = engine_run
+
+    async def scenario():
+        client = Client(port)
+        code, accepted = await client.submit(tokenIn="sol", tokenOut="USDC", amount=1.5, clientOrderId="first")
+        assert code == 202
+        frames, close_code = await client.listen(accepted["links"]["ws"])
+        assert_complete_lifecycle(frames)
+        assert close_code == 1000
+        code, order = await client.order(accepted["orderId"])
+        assert order["status"] == "confirmed" and order["amount"] == "1.5" and order["tokenIn"] == "SOL"
+        code, again = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1.50", clientOrderId="first")
+        assert code == 200 and again["orderId"] == accepted["orderId"] and again["status"] == "confirmed"
+        code, listing = await client.request("GET", "/api/orders?limit=1")
+        assert listing["orders"][0]["orderId"] == accepted["orderId"]
+        client.close()
+
+    asyncio.run(scenario())
+    assert (tmp_path / "var" / "engine.sqlite3").exists()
+
+
+def test_engine_web_refuses_to_start_without_postgres_and_redis(tmp_path):
+    env = {"DATABASE_URL": "", "REDIS_URL": "", "ENGINE_DATA_DIR": str(tmp_path)}
+    proc = EngineProcess("web", env, tmp_path)
+    assert proc.run(timeout=30) == 2
+    assert "needs DATABASE_URL and REDIS_URL" in proc.log_text()
+
+
+def test_a_bad_setting_stops_the_process_with_a_message_naming_it(tmp_path):
+    proc = EngineProcess("run", {"WORKER_CONCURRENCY": "lots", "ENGINE_DATA_DIR": str(tmp_path)}, tmp_path)
+    assert proc.run(timeout=30) == 2
+    assert "WORKER_CONCURRENCY" in proc.log_text()
