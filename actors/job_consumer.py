@@ -105,12 +105,12 @@ class JobConsumer(pykka.ThreadingActor):
             self.rate_limited = wait > 0
             if wait > 0:
                 return wait
-            self._start(self.held.popleft(), counted=True)
+            self._start(self.held.popleft())
         return 0.0
 
-    def _start(self, job, counted: bool) -> None:
+    def _start(self, job) -> None:
         self.credits -= 1
-        self.router.tell(ExecuteOrder(job, counted))
+        self.router.tell(ExecuteOrder(job))
 
     def _beat(self) -> None:
         try:
@@ -129,7 +129,7 @@ class JobConsumer(pykka.ThreadingActor):
             return
         for job in jobs:
             log.info("took over job %s (order %s) from a dead worker", job.job_id, job.order_id)
-            self._start(job, counted=False)  # it started before; resuming is not a new start
+            self._start(job)  # it started before: resuming is not counted as a new start
 
     def _error_delay(self, exc: Exception) -> float:
         if self.errors is None:

@@ -16,7 +16,6 @@ class ExecuteOrder:
     """Run the order this job names (fresh, or resumed from its stored status)."""
 
     job: Job
-    counted_start: bool = True
 
 
 @dataclass(frozen=True)

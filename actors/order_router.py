@@ -96,10 +96,15 @@ class OrderRouter(pykka.ThreadingActor):
             ref = self.actor_ref
             self.timers.call_later(1.0, lambda: ref.tell(RetryStart(order_id)))
             return
-        entry["ref"] = OrderActor.start(
-            order, directory=self.directory, timers=self.timers, router=self.actor_ref,
-            policy=self.policy, new_signature=self.new_signature, worker_id=self.worker_id,
-        )
+        try:
+            entry["ref"] = OrderActor.start(
+                order, directory=self.directory, timers=self.timers, router=self.actor_ref,
+                policy=self.policy, new_signature=self.new_signature, worker_id=self.worker_id,
+            )
+        except Exception as exc:  # an order this worker cannot even load must fail, not hang
+            log.exception("order %s: cannot start its actor", order_id)
+            self._fail(order_id, repr(exc))
+            self._finished(order_id)
 
     def _finished(self, order_id: str) -> None:
         entry = self.in_flight.pop(order_id, None)
