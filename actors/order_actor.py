@@ -176,23 +176,22 @@ class OrderActor(pykka.ThreadingActor):
             meta["retryReason"] = self.retry_reason
         log.info("order %s attempt %d routed to %s: %s", self.order.id, self.attempt, route.best_dex,
                  {d: q.get("amountOut") for d, q in quotes.items()})
-        self._append("routing", meta, self._build, timestamp=self.quote_started)
+        self._append([("routing", meta)], self._build, timestamp=self.quote_started)
 
     def _build(self) -> None:
         self.dex = self.route.best_dex
-        meta = {"dex": self.dex, "amountIn": decimal_str(self.order.amount),
-                "minAmountOut": decimal_str(self.token_out.to_whole(self.route.min_amount_out))}
+        building = {"dex": self.dex, "amountIn": decimal_str(self.order.amount),
+                    "minAmountOut": decimal_str(self.token_out.to_whole(self.route.min_amount_out))}
         if self.token_in.symbol == "SOL":
-            meta["wrapSol"] = True
+            building["wrapSol"] = True
         if self.token_out.symbol == "SOL":
-            meta["unwrapSol"] = True
-        self._append("building", meta, self._submit)
-
-    def _submit(self) -> None:
-        # The signature is stored (in `submitted`) before the transaction is sent, so a
-        # resumed order asks the venue about it instead of ever sending a second one.
+            building["unwrapSol"] = True
+        # The transaction is built and signed here, so its signature is known before it is
+        # sent; it is stored (in `submitted`) first, and a resumed order asks the venue about
+        # it instead of ever sending a second transaction. Both events share one commit.
         self.signature = self.new_signature()
-        self._append("submitted", {"txHash": self.signature, "dex": self.dex}, self._send)
+        self._append([("building", building), ("submitted", {"txHash": self.signature, "dex": self.dex})],
+                     self._send)
 
     def _send(self) -> None:
         request = SwapRequest(self.signature, str(self.order.id), self.dex, self.token_in, self.token_out,
@@ -234,7 +233,7 @@ class OrderActor(pykka.ThreadingActor):
         meta = {"txHash": self.signature, "dex": self.dex, "amountIn": decimal_str(amount_in),
                 "amountOut": decimal_str(amount_out), "executedPrice": executed_price(amount_in, amount_out),
                 "latencyMs": self._latency_ms(), "venueLatencyMs": round(self.swap_latency * 1000, 1)}
-        self._append("confirmed", meta, self._finish)
+        self._append([("confirmed", meta)], self._finish)
 
     def _attempt_failed(self, code: str, message: str, retriable: bool) -> None:
         if self.policy.should_retry(self.attempt, retriable and code not in PERMANENT_ERRORS):
@@ -246,7 +245,7 @@ class OrderActor(pykka.ThreadingActor):
             self.timers.call_later(delay, lambda: ref.tell(RetryDue(next_attempt)))
             return
         meta = {"error": {"code": code, "message": message}, "attempts": self.attempt, "latencyMs": self._latency_ms()}
-        self._append("failed", meta, self._finish)
+        self._append([("failed", meta)], self._finish)
 
     def _finish(self) -> None:
         self._cancel_watchdog()
@@ -255,20 +254,22 @@ class OrderActor(pykka.ThreadingActor):
 
     # ---- plumbing ------------------------------------------------------------------------------
 
-    def _append(self, status: str, meta: dict, then, timestamp=None) -> None:
-        draft = EventDraft(self.order.id, status, self.attempt, meta, timestamp or utcnow())
+    def _append(self, events: list[tuple[str, dict]], then, timestamp=None) -> None:
+        """Have the writer store `events` (one transaction), then go on with `then`."""
+        ts = timestamp or utcnow()
+        drafts = [EventDraft(self.order.id, status, self.attempt, meta, ts) for status, meta in events]
         self.on_stored = then
         self._wait("store", STORE_TIMEOUT)
-        self.directory.get("event_writer").tell(AppendEvents([draft], self.actor_ref))
+        self.directory.get("event_writer").tell(AppendEvents(drafts, self.actor_ref))
 
     def _stored(self, message: EventsStored) -> None:
         if self.waiting != "store":
             return
         self._cancel_watchdog()
-        (result,) = message.results
-        if isinstance(result, Exception):
-            raise EventRejected(str(result))
-        self.status = result.status
+        for result in message.results:
+            if isinstance(result, Exception):
+                raise EventRejected(str(result))
+        self.status = message.results[-1].status
         then, self.on_stored = self.on_stored, None
         then()
 

@@ -84,10 +84,10 @@ class OrderRouter(pykka.ThreadingActor):
     def _start(self, order_id: str) -> None:
         entry = self.in_flight[order_id]
         try:
-            if not self.orders.bind_job(UUID(order_id), entry["job"].job_id):
+            order = self.orders.claim(UUID(order_id), entry["job"].job_id)
+            if order is None:
                 log.warning("order %s is owned by another job; duplicate job %s dropped", order_id, entry["job"].job_id)
                 return self._finished(order_id)
-            order = self.orders.get_order(UUID(order_id), with_events=True)
         except (OrderNotFound, ValueError):
             log.warning("job %s names no order %s; dropped", entry["job"].job_id, order_id)
             return self._finished(order_id)

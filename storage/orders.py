@@ -7,14 +7,17 @@ import logging
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Iterable
 from uuid import UUID
 
 from pony.orm import TransactionIntegrityError, db_session, desc, select
 
+from storage import order_sql
+from storage.order_sql import Dialect, IntegrityErrors
+
 from storage.errors import ClientOrderIdConflict, OrderNotFound
 from storage.records import EventDraft, EventRecord, OrderDraft, OrderRecord, decimal_str, utcnow
-from storage.status import TERMINAL, StatusRuleError, check_transition
+from storage.status import TERMINAL, StatusRuleError
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +55,6 @@ def _event_record(e) -> EventRecord:
     return EventRecord(e.order.id, e.seq, e.status, e.attempt, e.created_at, e.meta)
 
 
-def fills_from_confirmation(meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """One fill per executed swap, from a `confirmed` event's meta."""
-    legs = meta.get("legs")
-    if legs:
-        return [{k: leg.get(k) for k in ("dex", "amountIn", "amountOut", "txHash")} for leg in legs]
-    return [{k: meta.get(k) for k in ("dex", "amountIn", "amountOut", "txHash")}]
-
-
 def encode_cursor(created_at: datetime, order_id: UUID) -> str:
     """Opaque keyset cursor for newest-first paging."""
     raw = f"{created_at.isoformat()}|{order_id}".encode()
@@ -83,6 +78,11 @@ class OrderStore:
         self.db = db
         self.Order = entities.Order
         self.OrderEvent = entities.OrderEvent
+        self.dialect = Dialect(db)
+
+    def _cursor(self):
+        """A cursor on this db_session's connection (Pony commits the transaction at exit)."""
+        return self.db.get_connection().cursor()
 
     # ---- writes -------------------------------------------------------------------------
 
@@ -98,7 +98,7 @@ class OrderStore:
                 return self._same_or_conflict(draft, existing)
         try:
             return self._insert(draft)
-        except TransactionIntegrityError:
+        except (TransactionIntegrityError, *IntegrityErrors):
             if draft.client_order_id is None:
                 raise
             existing = self._find_by_client_id(draft.owner, draft.client_order_id)
@@ -120,30 +120,22 @@ class OrderStore:
     @db_session
     def _insert(self, draft: OrderDraft):
         now = utcnow()
-        o = self.Order(
-            id=uuid.uuid4(),
-            owner=draft.owner,
-            client_order_id=draft.client_order_id,
-            type=draft.type,
-            token_in=draft.token_in,
-            token_out=draft.token_out,
-            amount=decimal_str(draft.amount),
-            slippage_bps=draft.slippage_bps,
-            limit_price=decimal_str(draft.limit_price) if draft.limit_price is not None else None,
-            expires_in_seconds=draft.expires_in_seconds,
-            status="pending",
-            attempt=1,
-            attempts=0,
-            last_seq=1,
-            route=None,
-            fills=[],
-            error=None,
-            created_at=now,
-            updated_at=now,
+        row = {
+            "id": uuid.uuid4(), "owner": draft.owner, "client_order_id": draft.client_order_id,
+            "type": draft.type, "token_in": draft.token_in, "token_out": draft.token_out,
+            "amount": decimal_str(draft.amount), "slippage_bps": draft.slippage_bps,
+            "limit_price": decimal_str(draft.limit_price) if draft.limit_price is not None else None,
+            "expires_in_seconds": draft.expires_in_seconds, "created_at": now,
+        }
+        order_sql.insert_order(self.dialect, self._cursor(), row)
+        order = OrderRecord(
+            id=row["id"], owner=draft.owner, status="pending", type=draft.type, token_in=draft.token_in,
+            token_out=draft.token_out, amount=Decimal(row["amount"]), slippage_bps=draft.slippage_bps,
+            limit_price=draft.limit_price, expires_in_seconds=draft.expires_in_seconds,
+            client_order_id=draft.client_order_id, created_at=now, updated_at=now, attempts=0, attempt=1,
+            last_seq=1, route=None, fills=[], error=None,
         )
-        e = self.OrderEvent(order=o, seq=1, status="pending", attempt=1, created_at=now, meta={})
-        self.db.flush()
-        return _order_record(o), _event_record(e), True
+        return order, EventRecord(order.id, 1, "pending", 1, now, {}), True
 
     def append_events(self, drafts: Iterable[EventDraft]) -> list[EventRecord | StatusRuleError]:
         """Append events in one transaction; each is checked against the status rules first.
@@ -151,39 +143,10 @@ class OrderStore:
         A draft that breaks a rule is not stored: its slot in the result holds the error.
         """
         drafts = list(drafts)
+        if not drafts:
+            return []
         with db_session:
-            results: list[EventRecord | StatusRuleError] = []
-            for draft in drafts:
-                o = self.Order.get_for_update(id=draft.order_id)
-                if o is None:
-                    results.append(StatusRuleError(f"order {draft.order_id} does not exist"))
-                    continue
-                try:
-                    check_transition(o.status, o.attempt, draft.status, draft.attempt)
-                except StatusRuleError as exc:
-                    results.append(exc)
-                    continue
-                results.append(self._apply(o, draft))
-            return results
-
-    def _apply(self, o, draft: EventDraft) -> EventRecord:
-        seq = o.last_seq + 1
-        o.last_seq = seq
-        o.status = draft.status
-        o.attempt = draft.attempt
-        o.updated_at = draft.timestamp
-        meta = draft.meta
-        if draft.status == "routing":
-            o.attempts = max(o.attempts, draft.attempt)
-            if "route" in meta:
-                o.route = meta["route"]
-        elif draft.status == "confirmed":
-            o.fills = fills_from_confirmation(meta)
-        elif draft.status == "failed":
-            o.error = meta.get("error")
-        self.OrderEvent(order=o, seq=seq, status=draft.status, attempt=draft.attempt,
-                        created_at=draft.timestamp, meta=meta)
-        return EventRecord(o.id, seq, draft.status, draft.attempt, draft.timestamp, meta)
+            return order_sql.append_events(self.dialect, self._cursor(), drafts)
 
     def discard_unqueued(self, order_id: UUID) -> None:
         """Delete an order that was stored but could not be queued (the client got a 503).
@@ -198,20 +161,18 @@ class OrderStore:
             o.events.clear()
             o.delete()
 
-    def bind_job(self, order_id: UUID, job_id: str) -> bool:
-        """Make `job_id` the job that executes the order; False if another job already owns it.
+    def claim(self, order_id: UUID, job_id: str) -> OrderRecord | None:
+        """Bind the order to the job that executes it and return it with its events.
 
-        A job claimed from a dead worker keeps its id, so it may resume; a duplicate job
-        (an enqueue resent after a timeout) may not, so an order never executes twice.
+        None when another job already owns it: a job claimed from a dead worker keeps its
+        id, so it may resume; a duplicate job (an enqueue resent after a timeout) may not,
+        so an order never executes twice. OrderNotFound when there is no such order.
         """
         with db_session:
-            o = self.Order.get_for_update(id=order_id)
-            if o is None:
-                raise OrderNotFound(str(order_id))
-            if o.job_id not in (None, job_id):
-                return False
-            o.job_id = job_id
-            return True
+            claimed = order_sql.claim_order(self.dialect, self._cursor(), order_id, job_id)
+        if claimed is None:
+            raise OrderNotFound(str(order_id))
+        return claimed or None
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -229,8 +190,7 @@ class OrderStore:
     @db_session
     def events_after(self, order_id: UUID, after: int = 0) -> list[EventRecord]:
         """Stored events of one order with seq > after, in seq order."""
-        query = select(e for e in self.OrderEvent if e.order.id == order_id and e.seq > after)
-        return [_event_record(e) for e in query.order_by(self.OrderEvent.seq)]
+        return list(order_sql.events_after(self.dialect, self._cursor(), order_id, after))
 
     @db_session
     def list_orders(self, owner: str | None, status: str | None = None, type: str | None = None,

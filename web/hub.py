@@ -213,18 +213,23 @@ class EventHub:
             feed.filling = False
 
     def _load(self, order_id: str, after: int, check: bool):
-        """Executor thread: (found, order or None, events after `after`)."""
+        """Executor thread: (found, order or None, events after `after`).
+
+        The order itself is read only when there are no events to show for it: then it
+        tells whether the order exists and whether it has already ended.
+        """
         try:
             oid = UUID(order_id)
         except ValueError:
             return False, None, []
+        events = self._orders.events_after(oid, after)
         order = None
-        if check:
+        if check and not events:
             try:
                 order = self._orders.get_order(oid, with_events=False)
             except OrderNotFound:
                 return False, None, []
-        return True, order, self._orders.events_after(oid, after)
+        return True, order, events
 
     def _forget(self, feed: OrderFeed) -> None:
         feed.closed = True

@@ -52,7 +52,7 @@ def _accept(services: Services, draft: OrderDraft) -> Acceptance:
     for field, symbol in (("tokenIn", draft.token_in), ("tokenOut", draft.token_out)):
         if not chain.is_tradable(find_token(symbol)):
             raise ValidationError("invalid_field", f"{symbol} is not tradable yet (it has not launched)", field)
-    if storage.bus.queue_depth() >= services.settings.queue_max_depth:
+    if services.queue_depth() >= services.settings.queue_max_depth:
         raise ApiError(503, "queue_full", "too many orders are waiting to start; retry later")
     order, pending, created = storage.orders.create_order(draft)
     if created:
@@ -63,6 +63,7 @@ def _accept(services: Services, draft: OrderDraft) -> Acceptance:
             # included) starts afresh instead of finding an order nobody will run.
             storage.orders.discard_unqueued(order.id)
             raise
+        services.count_enqueued()
         try:
             storage.bus.publish([pending.to_api()])
         except BusError:  # listeners read the stored event from the database instead

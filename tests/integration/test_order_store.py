@@ -111,11 +111,17 @@ def test_listing_is_newest_first_and_pages_with_a_cursor(store):
         store.list_orders(None, cursor="not-a-cursor")
 
 
-def test_a_job_binds_to_its_order_and_a_duplicate_job_is_refused(store):
+def test_a_job_claims_its_order_and_a_duplicate_job_is_refused(store):
     order, _, _ = store.create_order(draft())
-    assert store.bind_job(order.id, "job-1")
-    assert store.bind_job(order.id, "job-1")  # the same job claimed by another worker resumes
-    assert not store.bind_job(order.id, "job-2")
+    claimed = store.claim(order.id, "job-1")
+    assert claimed.id == order.id and [e.status for e in claimed.events] == ["pending"]
+    store.append_events([EventDraft(order.id, "routing", 1, {"bestDex": "raydium"})])
+    resumed = store.claim(order.id, "job-1")  # the same job, claimed by another worker, resumes
+    assert [e.status for e in resumed.events] == ["pending", "routing"] and resumed.status == "routing"
+    assert resumed.events == store.get_order(order.id).events
+    assert store.claim(order.id, "job-2") is None
+    with pytest.raises(OrderNotFound):
+        store.claim(uuid4(), "job-3")
 
 
 def test_an_unqueued_order_is_discarded_but_a_started_one_never(store):

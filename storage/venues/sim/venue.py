@@ -4,7 +4,6 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
-from pony.orm import db_session
 
 from config import Token
 from storage.venues.base import Quote, SignatureStatus, SwapRequest, SwapResult, Venue, VenueError
@@ -34,11 +33,10 @@ class SimVenue(Venue):
     def quote(self, token_in: Token, token_out: Token, amount_in: int) -> Quote:
         """Price selling `amount_in` now; VenueError when the pair or the size cannot trade."""
         token_a, token_b = self._world.require_pair(token_in, token_out)
-        with db_session:
-            pool = self._world.E.SimPool.get(dex=self.name, token_a=token_a.symbol, token_b=token_b.symbol)
-            if pool is None:
-                raise VenueError("no_pool", f"{self.name} has no {token_a.symbol}/{token_b.symbol} pool")
-            reserve_a, reserve_b, fee_bps = pool.reserve_a, pool.reserve_b, pool.fee_bps
+        pool = self._world.pool_for_quote(self.name, token_a.symbol, token_b.symbol)
+        if pool is None:
+            raise VenueError("no_pool", f"{self.name} has no {token_a.symbol}/{token_b.symbol} pool")
+        reserve_a, reserve_b, fee_bps = pool
         now = self._world.clock()
         root = self._world.drift(self.name, token_a.symbol, token_b.symbol).root(now)
         eff_a, eff_b = amm.effective(reserve_a, reserve_b, root)

@@ -1,0 +1,241 @@
+"""The bench's own servers and processes: a fresh Postgres database, a leased Redis index,
+and `engine web|worker` processes that are always stopped (by pid) when the run ends.
+
+A copy of the few ideas of tests/e2e/cluster.py: the bench must not import from tests/.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+LEASE_KEY = "engine-bench-lease"
+# The test suite leases indexes with its own key; holding it too keeps a concurrent
+# `pytest` from picking (and flushing) the index the bench is using.
+TEST_LEASE_KEY = "engine-test-lease"
+LEASE_SECONDS = 3600
+
+
+class BenchError(Exception):
+    """The bench could not set up or run a scenario; the message says why."""
+
+
+def machine_info() -> dict:
+    """nproc, CPU model and Python version, recorded with every result."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpuModel": model, "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def fresh_database():
+    """CREATE DATABASE bench_<random>; yield its URL; DROP it afterwards."""
+    import psycopg2
+
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(PG_ADMIN_URL)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    try:
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        conn = psycopg2.connect(PG_ADMIN_URL)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+@contextmanager
+def leased_redis(first_index: int = 14):
+    """Lease a Redis db index (lock keys set NX), flush it before and after; yield its URL."""
+    import redis
+
+    token = uuid.uuid4().hex
+    for index in [first_index] + [i for i in range(15, 0, -1) if i != first_index]:
+        client = redis.Redis.from_url(f"{REDIS_BASE_URL}/{index}")
+        if client.set(LEASE_KEY, token, nx=True, ex=LEASE_SECONDS):
+            if client.set(TEST_LEASE_KEY, token, nx=True, ex=LEASE_SECONDS):
+                break
+            client.delete(LEASE_KEY)
+        client.close()
+    else:
+        raise BenchError("no free Redis database index (1..15 all leased)")
+    url = f"{REDIS_BASE_URL}/{index}"
+
+    def flush_keeping_lease():
+        client.flushdb()
+        client.set(LEASE_KEY, token, ex=LEASE_SECONDS)
+        client.set(TEST_LEASE_KEY, token, ex=LEASE_SECONDS)
+
+    flush_keeping_lease()
+    try:
+        yield url
+    finally:
+        client.flushdb()  # also drops both lease keys
+        client.close()
+
+
+class EngineProcess:
+    """One `engine <role>` process started by the bench; its output goes to a log file."""
+
+    def __init__(self, role: str, env: dict, log_dir: Path, name: str | None = None):
+        self.role = role
+        self.name = name or role
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.log_path = log_dir / f"{self.name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def start(self) -> "EngineProcess":
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "engine", self.role], cwd=REPO, env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def run(self, timeout: float = 120) -> int:
+        """Run to completion (for `migrate`); killed if it overruns."""
+        self.start()
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop(0)
+            raise BenchError(f"`engine {self.role}` did not finish within {timeout}s") from None
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM this pid, then SIGKILL it if it has not exited within `timeout`."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            return None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def wait_ready(port: int, proc: EngineProcess, timeout: float = 60) -> None:
+    """Poll /readyz until it answers 200; fail with the process log if it exits or never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.proc.poll() is not None:
+            raise BenchError(f"{proc.name} exited with {proc.proc.returncode}:\n{proc.log_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise BenchError(f"{proc.name} not ready after {timeout}s:\n{proc.log_text()[-4000:]}")
+
+
+@contextmanager
+def cluster(env: dict, workers: int, log_dir: Path):
+    """Fresh database + leased Redis, `engine migrate`, `workers` workers and one web.
+
+    Yields (port, {name: EngineProcess}, database_url). Every process started here is
+    stopped in the `finally`, whatever happened.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with fresh_database() as database_url, leased_redis() as redis_url:
+        base = {**env, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
+        started: list[EngineProcess] = []
+        try:
+            migrate = EngineProcess("migrate", base, log_dir)
+            started.append(migrate)
+            if migrate.run() != 0:
+                raise BenchError(f"engine migrate failed:\n{migrate.log_text()[-4000:]}")
+            for n in range(workers):
+                started.append(EngineProcess("worker", base, log_dir, f"worker{n}").start())
+            port = free_port()
+            web = EngineProcess("web", {**base, "PORT": str(port)}, log_dir, "web0").start()
+            started.append(web)
+            wait_ready(port, web)
+            for proc in started[1:]:
+                if proc.proc.poll() is not None:
+                    raise BenchError(f"{proc.name} exited with {proc.proc.returncode}:\n{proc.log_text()[-4000:]}")
+            yield port, {p.name: p for p in started[1:]}, database_url
+        finally:
+            for proc in reversed(started):
+                proc.stop()
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of one process (all its threads), from /proc; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def system_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine, summed over all cores, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(values[:8]) - idle) / tick, sum(values[:8]) / tick
+
+
+class CpuMeter:
+    """CPU used by each bench-started process, by the bench client itself and by the rest
+    of the machine (Postgres, Redis, ...) between `start()` and `stop()`."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = dict(pids)
+
+    def _sample(self):
+        own = {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
+        own["client"] = process_cpu_seconds(os.getpid())
+        return time.monotonic(), own, system_cpu_seconds()
+
+    def start(self) -> None:
+        self.before = self._sample()
+
+    def stop(self) -> dict:
+        """Cores used by each process on average (1.0 = one core busy all the time)."""
+        t1, own1, (busy1, _) = self._sample()
+        t0, own0, (busy0, _) = self.before
+        wall = max(t1 - t0, 1e-9)
+        cores = {name: round((own1[name] - own0[name]) / wall, 3)
+                 for name in own1 if own1[name] is not None and own0.get(name) is not None}
+        machine = (busy1 - busy0) / wall
+        cores["other (postgres, redis, ...)"] = round(machine - sum(cores.values()), 3)
+        cores["machine busy"] = round(machine, 3)
+        cores["machine cores"] = os.cpu_count()
+        return cores

@@ -1,0 +1,206 @@
+"""`python -m bench.run`: benchmark the production topology on fresh servers.
+
+Each run starts its own cluster (fresh Postgres database, leased Redis index, `engine
+migrate`, workers and one web), drives one scenario against it over 127.0.0.1, and stops
+every process it started. See bench/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from bench.cluster import REPO, BenchError, CpuMeter, cluster, machine_info
+from bench.profile import Recorder, py_spy, summarize
+from bench.scenarios import DRAIN_ENV, THROUGHPUT_ENV, drain, throughput, verify_database
+
+RESULTS = REPO / "bench" / "results"
+_PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
+
+THROUGHPUT_KEYS = ["ordersPerSecond", "latencyP50Ms", "latencyP99Ms", "submitP50Ms", "submitP99Ms"]
+DRAIN_KEYS = ["actualSeconds", "idealSeconds", "ratio"]
+
+
+def _log_problems(procs) -> dict:
+    """WARNING/ERROR lines and tracebacks in each process log (the first few of each)."""
+    found = {}
+    for name, proc in procs.items():
+        lines = [line for line in proc.log_text().splitlines() if _PROBLEM.search(line)]
+        code = proc.proc.poll()
+        if lines or code is not None:
+            found[name] = {"count": len(lines), "samples": lines[:5], "exitedDuringRun": code}
+    return found
+
+
+def run_throughput(args, log_dir: Path, profile_dir: Path | None = None) -> dict:
+    """One throughput run: one web, two workers, instant venues, `args.orders` orders."""
+    with cluster(THROUGHPUT_ENV, workers=2, log_dir=log_dir) as (port, procs, database_url):
+        pids = {name: proc.pid for name, proc in procs.items()}
+        recorder = Recorder(profile_dir, args.profile_seconds) if profile_dir else None
+        if recorder:
+            for name, pid in pids.items():
+                recorder.start(name, pid)
+            recorder.start("client", os.getpid())
+            pids.update(recorder.pids)
+        meter = CpuMeter(pids)
+        meter.start()
+        started = time.monotonic()
+        try:
+            result = asyncio.run(asyncio.wait_for(
+                throughput(port, args.orders, args.connections, args.listeners, args.timeout), args.timeout))
+        finally:
+            cpu = meter.stop()
+            files = recorder.stop(args.profile_seconds + 30) if recorder else {}
+        result["wallSeconds"] = round(time.monotonic() - started, 3)
+        result["cpuCores"] = cpu
+        result["db"] = verify_database(database_url, args.orders)
+        result["logProblems"] = _log_problems(procs)
+        result.pop("orderIds", None)
+        if files:
+            expected = args.profile_seconds * recorder.rate
+            result["profile"] = {name: {"file": str(path), **summarize(path, expected_samples=expected)}
+                                 for name, path in files.items()}
+        return result
+
+
+def run_drain(args, log_dir: Path) -> dict:
+    """One drain run: one web, one worker, realistic venues, `args.drain_orders` orders at once."""
+    concurrency = int(DRAIN_ENV["WORKER_CONCURRENCY"])
+    with cluster(DRAIN_ENV, workers=1, log_dir=log_dir) as (port, procs, database_url):
+        meter = CpuMeter({name: proc.pid for name, proc in procs.items()})
+        meter.start()
+        try:
+            result = asyncio.run(asyncio.wait_for(
+                drain(port, args.drain_orders, concurrency, args.timeout), args.timeout))
+        finally:
+            cpu = meter.stop()
+        result["cpuCores"] = cpu
+        result["db"] = verify_database(database_url, args.drain_orders)
+        result["logProblems"] = _log_problems(procs)
+        result.pop("orderIds", None)
+        return result
+
+
+def _median(runs: list[dict], key: str):
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return round(statistics.median(values), 4) if values else None
+
+
+def _table(name: str, runs: list[dict], keys: list[str]) -> str:
+    extra = ["incompleteStreams", "dbOk"]
+    header = ["run"] + keys + extra
+    rows = []
+    for i, r in enumerate(runs, 1):
+        if "error" in r:
+            rows.append([str(i), f"ERROR: {r['error'][:80]}"])
+            continue
+        rows.append([str(i)] + [str(r.get(k)) for k in keys]
+                    + [str(r.get("incompleteStreams")), str(r.get("db", {}).get("ok"))])
+    good = [r for r in runs if "error" not in r]
+    rows.append(["median"] + [str(_median(good, k)) for k in keys] + ["", ""])
+    widths = [max(len(header[c]), *(len(row[c]) for row in rows if c < len(row))) for c in range(len(header))]
+    lines = [f"== {name}", "  ".join(h.rjust(w) for h, w in zip(header, widths))]
+    for row in rows:
+        lines.append("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) if len(row) == len(header)
+                     else "  ".join(row))
+    return "\n".join(lines)
+
+
+def _profile_text(run: dict, top: int = 8) -> str:
+    """Per process: cores used, GIL held, threads and the top functions by own Python CPU."""
+    if "error" in run:
+        return f"== profiled throughput run: ERROR {run['error'][:200]}"
+    lines = [f"== profiled throughput run (py-spy --gil attached; slower than the others): "
+             f"{run.get('ordersPerSecond')} orders/s; cores used: {run.get('cpuCores')}"]
+    for name, prof in run.get("profile", {}).items():
+        lines.append(f"-- {name}: {prof['samples']} samples, GIL held ~{prof['gilHeldPct']}% of the time; threads: "
+                     + ", ".join(f"{t['function']} {t['pct']}%" for t in prof["threads"][:5]))
+        lines += [f"   self {f['pct']:5.1f}%  {f['function']}" for f in prof["self"][:top]]
+        lines += [f"   incl {f['pct']:5.1f}%  {f['function']}" for f in prof["project"][:top] if name != "client"]
+    return "\n".join(lines)
+
+
+def _run_many(label: str, count: int, runner, stamp: str) -> list[dict]:
+    runs = []
+    for i in range(1, count + 1):
+        log_dir = RESULTS / "logs" / stamp / f"{label}-{i}"
+        print(f"[{label} {i}/{count}] starting (logs in {log_dir.relative_to(REPO)})", flush=True)
+        try:
+            result = runner(log_dir)
+        except (BenchError, asyncio.TimeoutError, OSError) as exc:
+            result = {"error": f"{type(exc).__name__}: {exc}"[:4000]}
+        brief = {k: result.get(k) for k in THROUGHPUT_KEYS + DRAIN_KEYS + ["incompleteStreams", "error"]
+                 if result.get(k) is not None}
+        print(f"[{label} {i}/{count}] {brief}", flush=True)
+        runs.append(result)
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run the scenarios, print a table and write JSON results."""
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", choices=["throughput", "drain", "all"], default="all")
+    parser.add_argument("--orders", type=int, default=2000, help="orders per throughput run (2000)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="runs of each scenario (3); medians reported (0 with --profile: the profiled run only)")
+    parser.add_argument("--drain-orders", type=int, default=100, help="orders of a drain run (100)")
+    parser.add_argument("--connections", type=int, default=50, help="HTTP keep-alive connections (50)")
+    parser.add_argument("--listeners", type=int, default=200,
+                        help="throughput: most orders in flight, i.e. WebSocket listeners open at once (200)")
+    parser.add_argument("--timeout", type=float, default=300, help="hard limit of one run's load, seconds (300)")
+    parser.add_argument("--profile", action="store_true",
+                        help="one extra throughput run with py-spy on every process (reported apart)")
+    parser.add_argument("--profile-seconds", type=int, default=10)
+    args = parser.parse_args(argv)
+    if args.profile and py_spy() is None:
+        parser.error("--profile needs py-spy (pip install py-spy)")
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    report = {"machine": machine_info(), "command": " ".join([os.path.basename(sys.executable), "-m", "bench.run"]
+                                                              + (argv if argv is not None else sys.argv[1:])),
+              "startedAt": stamp, "settings": {"throughput": THROUGHPUT_ENV, "drain": DRAIN_ENV}, "scenarios": {}}
+    print(f"machine: {report['machine']}", flush=True)
+    tables = []
+    if args.scenario in ("throughput", "all") and args.runs > 0:
+        runs = _run_many("throughput", args.runs, lambda d: run_throughput(args, d), stamp)
+        good = [r for r in runs if "error" not in r]
+        report["scenarios"]["throughput"] = {
+            "orders": args.orders, "connections": args.connections, "listeners": args.listeners,
+            "median": {k: _median(good, k) for k in THROUGHPUT_KEYS}, "runs": runs}
+        tables.append(_table(f"throughput ({args.orders} orders, 1 web + 2 workers, instant venues)",
+                             runs, THROUGHPUT_KEYS))
+    if args.scenario in ("drain", "all") and args.runs > 0:
+        runs = _run_many("drain", args.runs, lambda d: run_drain(args, d), stamp)
+        good = [r for r in runs if "error" not in r]
+        report["scenarios"]["drain"] = {"orders": args.drain_orders,
+                                        "median": {k: _median(good, k) for k in DRAIN_KEYS}, "runs": runs}
+        tables.append(_table(f"drain ({args.drain_orders} orders at once, 1 web + 1 worker, realistic venues)",
+                             runs, DRAIN_KEYS))
+    if args.profile:
+        profile_dir = RESULTS / "profiles" / stamp
+        [profiled] = _run_many("profiled-throughput", 1, lambda d: run_throughput(args, d, profile_dir), stamp)
+        report["profiledThroughput"] = profiled
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"bench-{stamp}.json"
+    out.write_text(json.dumps(report, indent=2, default=str))
+    if args.profile:
+        tables.append(_profile_text(report["profiledThroughput"]))
+    print("\n" + "\n\n".join(tables))
+    print(f"\nmachine: {report['machine']['nproc']} x {report['machine']['cpuModel']}, "
+          f"Python {report['machine']['python']}\nresults: {out.relative_to(REPO)}")
+    runs = [r for s in report["scenarios"].values() for r in s["runs"]]
+    runs += [report["profiledThroughput"]] if args.profile else []
+    failed = any("error" in r or r.get("incompleteStreams") or not r.get("db", {}).get("ok")
+                 for r in runs)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
