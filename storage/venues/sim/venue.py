@@ -60,9 +60,8 @@ class SimVenue(Venue):
         """Land now, fail, or time out (half of timeouts land anyway); idempotent per signature."""
         if request.dex != self.name:
             raise VenueError("wrong_venue", f"a swap for {request.dex} was sent to {self.name}")
-        recorded = self._ledger.recorded(request.signature)
-        if recorded is not None:
-            return recorded
+        # A repeated signature is answered from its recorded row by `land`/`record`, which
+        # look under the pool lock (or first-record-wins); no extra read on the way in.
         settings = self._world.settings
         draw = self._rng.random()
         if draw < settings.venue_failure_rate:
