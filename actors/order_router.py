@@ -84,7 +84,7 @@ class OrderRouter(pykka.ThreadingActor):
     def _start(self, order_id: str) -> None:
         entry = self.in_flight[order_id]
         try:
-            order = self.orders.claim(UUID(order_id), entry["job"].job_id)
+            order = self.orders.claim(UUID(order_id), entry["job"].job_id, self.worker_id)
             if order is None:
                 log.warning("order %s is owned by another job; duplicate job %s dropped", order_id, entry["job"].job_id)
                 return self._finished(order_id)

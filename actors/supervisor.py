@@ -7,13 +7,14 @@ order and stops them in reverse.
      ├── VenueGateway(meteora)
      ├── OrderRouter            router pool: routes each order to the better venue
      │    └── OrderActor × ≤ WORKER_CONCURRENCY   one per in-flight order
-     └── JobConsumer            pulls jobs under the concurrency and rate limits
+     ├── JobConsumer            pulls jobs under the concurrency and rate limits
+     └── Reconciler             re-queues unfinished orders when the bus lost its jobs
 
 (plus one `Timers` thread, started first and stopped last, that delivers every delay.)
 
 pykka has no supervision of its own: each child tells the root from `on_failure`.
 The root restarts a dead EventWriter or VenueGateway (peers find the new one through
-the Directory); a dead OrderRouter or JobConsumer stops the worker with an error, so
+the Directory); a dead OrderRouter, JobConsumer or Reconciler stops the worker with an error, so
 the process manager restarts it and other workers take over its jobs.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ from actors.job_consumer import JobConsumer
 from actors.messages import ChildDied
 from actors.order_actor import VENUES
 from actors.order_router import AttachConsumer, InFlight, OrderRouter
+from actors.reconciler import Reconciler
 from actors.retry import RetryPolicy
 from actors.timers import Timers
 from actors.venue_gateway import VenueGateway
@@ -70,6 +72,8 @@ class RootSupervisor(pykka.ThreadingActor):
         consumer = self._start_child("job_consumer", lambda: JobConsumer.start(
             self.storage.bus, router, self.timers, self.settings, self.worker_id, supervisor=me))
         router.tell(AttachConsumer(consumer))
+        self._start_child("reconciler", lambda: Reconciler.start(
+            self.storage.orders, self.storage.bus, self.timers, supervisor=me))
         log.info("worker %s started: concurrency %d, rate limit %d/min, %d attempts", self.worker_id,
                  self.settings.worker_concurrency, self.settings.order_rate_limit, self.settings.retry_attempts)
 

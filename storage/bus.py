@@ -63,6 +63,18 @@ class Bus(ABC):
     def claim_abandoned(self, consumer: str, count: int) -> list[Job]:
         """Take over jobs held by consumers whose heartbeat has expired."""
 
+    @abstractmethod
+    def live_consumers(self) -> set[str]:
+        """Consumers whose heartbeat has not expired."""
+
+    @abstractmethod
+    def ensure_epoch(self) -> tuple[str, bool]:
+        """The bus's data epoch, and whether this call created it.
+
+        A new epoch means the bus's data is new: first start, or a Redis that restarted
+        without persistence and lost its queued jobs. Whoever creates it reconciles.
+        """
+
     # ---- rate ----------------------------------------------------------------------------
     @abstractmethod
     def try_start(self, limit: int, window_s: float) -> float:

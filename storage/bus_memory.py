@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections import deque
 from typing import Any, Callable
 
@@ -70,6 +71,7 @@ class InProcessBus(Bus):
         self._pending: dict[str, dict[str, Job]] = {}  # consumer -> job_id -> job, oldest first
         self._owner: dict[str, str] = {}  # job_id -> consumer holding it
         self._alive_until: dict[str, float] = {}
+        self._epoch: str | None = None
         self._starts: deque[float] = deque()
         self._subscribers: list[_MemorySubscription] = []
         self._batches: queue.SimpleQueue = queue.SimpleQueue()
@@ -126,6 +128,20 @@ class InProcessBus(Bus):
         """Mark `consumer` alive for `ttl_s` seconds from now."""
         with self._cond:
             self._alive_until[consumer] = self._clock() + ttl_s
+
+    def live_consumers(self) -> set[str]:
+        """Consumers whose last heartbeat has not expired."""
+        now = self._clock()
+        with self._cond:
+            return {name for name, until in self._alive_until.items() if until > now}
+
+    def ensure_epoch(self) -> tuple[str, bool]:
+        """The first call creates the epoch: this process's queue starts empty."""
+        with self._cond:
+            created = self._epoch is None
+            if created:
+                self._epoch = uuid.uuid4().hex
+            return self._epoch, created
 
     def claim_abandoned(self, consumer: str, count: int) -> list[Job]:
         """Move up to `count` jobs of dead consumers (heartbeat expired or never sent) to `consumer`."""

@@ -87,6 +87,7 @@ class RedisBus(Bus):
         db_index = redis.connection.parse_url(url).get("db", 0)
         self._channel = f"{prefix}:{db_index}:events"
         self._consumer_prefix = f"{prefix}:consumer:"
+        self._epoch_key = f"{prefix}:epoch"
         # A blocking XREADGROUP must come back before the socket times out.
         self._max_block_ms = int((socket_timeout - 1.0) * 1000)
         options = dict(socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
@@ -191,6 +192,22 @@ class RedisBus(Bus):
         """SET the consumer's liveness key with a TTL of `ttl_s`."""
         ttl_ms = max(int(ttl_s * 1000), 1)
         self._call("heartbeat", lambda: self._client.set(self._heartbeat_key(consumer), "1", px=ttl_ms))
+
+    def live_consumers(self) -> set[str]:
+        """Names of the consumers whose heartbeat key still exists."""
+        def scan() -> set[str]:
+            keys = self._client.scan_iter(match=self._consumer_prefix + "*", count=500)
+            return {key[len(self._consumer_prefix):] for key in keys}
+        return self._call("live_consumers", scan)
+
+    def ensure_epoch(self) -> tuple[str, bool]:
+        """GET the epoch key, or SET NX a new one (then this caller created it)."""
+        def epoch() -> tuple[str, bool]:
+            new = uuid.uuid4().hex
+            if self._client.set(self._epoch_key, new, nx=True):
+                return new, True
+            return self._client.get(self._epoch_key), False
+        return self._call("ensure_epoch", epoch)
 
     def claim_abandoned(self, consumer: str, count: int) -> list[Job]:
         """XCLAIM for `consumer` the jobs of group members whose heartbeat key is gone."""

@@ -36,6 +36,7 @@ def define_entities(db: Database) -> SimpleNamespace:
         attempts = Required(int)
         last_seq = Required(int)
         job_id = Optional(str, nullable=True)  # the bus job that owns the execution
+        worker = Optional(str, nullable=True)  # the consumer (worker) that claimed that job
         route = Optional(Json, nullable=True)
         fills = Optional(Json)
         error = Optional(Json, nullable=True)

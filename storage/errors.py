@@ -27,3 +27,34 @@ class BusError(StorageError):
 
 class QueueFull(BusError):
     """More orders wait to start than QUEUE_MAX_DEPTH allows."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached right now (down, restarting, out of connections)."""
+
+
+def _unavailable_types():
+    import sqlite3
+
+    import psycopg2
+    from pony.orm import InterfaceError, OperationalError
+
+    return (OperationalError, InterfaceError, psycopg2.OperationalError, psycopg2.InterfaceError,
+            sqlite3.OperationalError)
+
+
+def translating_db_errors(fn):
+    """Turn a driver's "cannot reach the database" into StorageUnavailable, so callers
+    (the web's one error mapping, the actors' retries) never see driver classes."""
+    import functools
+
+    unavailable = _unavailable_types()
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except unavailable as exc:
+            raise StorageUnavailable(f"database unavailable: {exc}") from exc
+
+    return wrapper

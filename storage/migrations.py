@@ -29,6 +29,7 @@ CREATE TABLE orders (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_seq INTEGER NOT NULL DEFAULT 0,
     job_id TEXT,
+    worker TEXT,
     route JSONB,
     fills JSONB NOT NULL DEFAULT '[]',
     error JSONB,

@@ -156,14 +156,14 @@ def _update_orders(d: Dialect, cursor, changed: dict[UUID, dict]) -> None:
             WHERE id = ?""", [r[1:] + (r[0],) for r in rows])
 
 
-def claim_order(d: Dialect, cursor, order_id: UUID, job_id: str) -> OrderRecord | None | bool:
-    """Bind the order to `job_id` and read it with its events.
+def claim_order(d: Dialect, cursor, order_id: UUID, job_id: str, worker: str) -> OrderRecord | None | bool:
+    """Bind the order to `job_id` (run by `worker`) and read it with its events.
 
     Returns the order, False when another job owns it, or None when there is no such order.
     """
     p = d.ph
-    cursor.execute(f"UPDATE orders SET job_id = {p} WHERE id = {p} AND (job_id IS NULL OR job_id = {p}) "
-                   f"RETURNING {ORDER_COLUMNS}", (job_id, d.uuid(order_id), job_id))
+    cursor.execute(f"UPDATE orders SET job_id = {p}, worker = {p} WHERE id = {p} AND (job_id IS NULL OR job_id = {p}) "
+                   f"RETURNING {ORDER_COLUMNS}", (job_id, worker, d.uuid(order_id), job_id))
     row = cursor.fetchone()
     if row is None:
         cursor.execute(f"SELECT 1 FROM orders WHERE id = {p}", (d.uuid(order_id),))

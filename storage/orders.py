@@ -15,7 +15,7 @@ from pony.orm import TransactionIntegrityError, db_session, desc, select
 from storage import order_sql
 from storage.order_sql import Dialect, IntegrityErrors
 
-from storage.errors import ClientOrderIdConflict, OrderNotFound
+from storage.errors import ClientOrderIdConflict, OrderNotFound, translating_db_errors
 from storage.records import EventDraft, EventRecord, OrderDraft, OrderRecord, decimal_str, utcnow
 from storage.status import TERMINAL, StatusRuleError
 
@@ -86,6 +86,7 @@ class OrderStore:
 
     # ---- writes -------------------------------------------------------------------------
 
+    @translating_db_errors
     def create_order(self, draft: OrderDraft) -> tuple[OrderRecord, EventRecord | None, bool]:
         """Store a new order with its `pending` event, or find the one its clientOrderId names.
 
@@ -137,6 +138,7 @@ class OrderStore:
         )
         return order, EventRecord(order.id, 1, "pending", 1, now, {}), True
 
+    @translating_db_errors
     def append_events(self, drafts: Iterable[EventDraft]) -> list[EventRecord | StatusRuleError]:
         """Append events in one transaction; each is checked against the status rules first.
 
@@ -148,6 +150,7 @@ class OrderStore:
         with db_session:
             return order_sql.append_events(self.dialect, self._cursor(), drafts)
 
+    @translating_db_errors
     def discard_unqueued(self, order_id: UUID) -> None:
         """Delete an order that was stored but could not be queued (the client got a 503).
 
@@ -161,7 +164,8 @@ class OrderStore:
             o.events.clear()
             o.delete()
 
-    def claim(self, order_id: UUID, job_id: str) -> OrderRecord | None:
+    @translating_db_errors
+    def claim(self, order_id: UUID, job_id: str, worker: str = "") -> OrderRecord | None:
         """Bind the order to the job that executes it and return it with its events.
 
         None when another job already owns it: a job claimed from a dead worker keeps its
@@ -169,13 +173,14 @@ class OrderStore:
         so an order never executes twice. OrderNotFound when there is no such order.
         """
         with db_session:
-            claimed = order_sql.claim_order(self.dialect, self._cursor(), order_id, job_id)
+            claimed = order_sql.claim_order(self.dialect, self._cursor(), order_id, job_id, worker)
         if claimed is None:
             raise OrderNotFound(str(order_id))
         return claimed or None
 
     # ---- reads --------------------------------------------------------------------------
 
+    @translating_db_errors
     @db_session
     def get_order(self, order_id: UUID, owner: str | None = None, with_events: bool = True) -> OrderRecord:
         """The order with its events; OrderNotFound if absent or owned by someone else."""
@@ -187,11 +192,13 @@ class OrderStore:
             events = tuple(_event_record(e) for e in o.events.order_by(self.OrderEvent.seq))
         return _order_record(o, events)
 
+    @translating_db_errors
     @db_session
     def events_after(self, order_id: UUID, after: int = 0) -> list[EventRecord]:
         """Stored events of one order with seq > after, in seq order."""
         return list(order_sql.events_after(self.dialect, self._cursor(), order_id, after))
 
+    @translating_db_errors
     @db_session
     def list_orders(self, owner: str | None, status: str | None = None, type: str | None = None,
                     limit: int = 50, cursor: str | None = None) -> tuple[list[OrderRecord], str | None]:
@@ -211,17 +218,31 @@ class OrderStore:
         next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
         return page, next_cursor
 
+    @translating_db_errors
     @db_session
     def counts_by_status(self) -> dict[str, int]:
         """How many orders are in each status (for /metrics)."""
         return {s: n for s, n in self.db.select("SELECT status, COUNT(*) FROM orders GROUP BY status")}
 
+    @translating_db_errors
     @db_session
-    def unfinished_order_ids(self) -> list[UUID]:
-        """Orders not in a terminal status (for reconciling after the bus lost its jobs)."""
-        ids = select(o.id for o in self.Order if o.status not in TERMINAL)
-        return list(ids)
+    def unfinished_orders(self) -> list[tuple[UUID, str | None, str | None, datetime]]:
+        """(id, job_id, worker, created_at) of every order not in a terminal status, oldest first."""
+        query = select((o.id, o.job_id, o.worker, o.created_at) for o in self.Order if o.status not in TERMINAL)
+        return sorted(query, key=lambda row: (row[3], row[0]))
 
+    @translating_db_errors
+    @db_session
+    def release_job(self, order_id: UUID, job_id: str | None) -> bool:
+        """Unbind the order from `job_id` (lost with the bus's data) so a new job may claim it."""
+        o = self.Order.get_for_update(id=order_id)
+        if o is None or o.job_id != job_id or o.status in TERMINAL:
+            return False
+        o.job_id = None
+        o.worker = None
+        return True
+
+    @translating_db_errors
     @db_session
     def ping(self) -> None:
         """Raise unless the database answers."""

@@ -154,3 +154,30 @@ def test_a_killed_worker_loses_no_order_and_executes_none_twice(make_cluster):
 
     results = asyncio.run(scenario())
     assert all(frames[-1]["status"] == "confirmed" for frames, _ in results)
+
+
+def test_redis_losing_its_data_loses_no_order(make_cluster, redis_url):
+    """FLUSHDB is what a Redis restart without persistence does to the queue: jobs gone."""
+    import redis
+
+    cluster = make_cluster(workers=1, VENUE_PROFILE="realistic", WORKER_CONCURRENCY=2)
+
+    async def scenario():
+        client = cluster.client()
+        accepted = []
+        for _ in range(8):
+            code, body = await client.submit(**SOL_USDC)
+            assert code == 202
+            accepted.append(body)
+        admin = redis.Redis.from_url(redis_url)
+        admin.flushdb()  # two orders are in flight, six were waiting in the stream
+        admin.set("engine-test-lease", "flushed-by-the-test", ex=900)
+        results = await asyncio.gather(*(client.listen(a["links"]["ws"], timeout=90) for a in accepted))
+        for body, (frames, _) in zip(accepted, results):
+            assert_complete_lifecycle(frames)
+            code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={body['orderId']}")
+            assert len(swaps["swaps"]) == 1
+        client.close()
+
+    asyncio.run(scenario())
+    assert "re-queued 6 unfinished orders" in cluster.workers[0].log_text()

@@ -6,6 +6,7 @@ import time
 import uuid
 
 import pytest
+import redis
 
 from storage.bus_memory import InProcessBus
 from storage.bus_redis import RedisBus
@@ -170,6 +171,20 @@ def test_claim_takes_no_more_than_count(bus):
 
 # ---- rate -------------------------------------------------------------------------------
 
+def test_live_consumers_are_those_whose_heartbeat_has_not_expired(bus):
+    bus.heartbeat("alive", ttl_s=30)
+    bus.heartbeat("expiring", ttl_s=0.05)
+    assert eventually(lambda: bus.live_consumers() == {"alive"})
+
+
+def test_the_epoch_is_created_once_and_then_read(open_bus):
+    first, second = open_bus(), open_bus()
+    epoch, created = first.ensure_epoch()
+    assert created and epoch
+    assert second.ensure_epoch() == (epoch, False)
+    assert first.ensure_epoch() == (epoch, False)
+
+
 def test_try_start_enforces_the_limit_across_two_buses(open_bus):
     buses = [open_bus(), open_bus()]
     results: list[float] = []
@@ -267,6 +282,17 @@ def test_jobs_flow_again_after_redis_loses_its_data(redis_url):
     finally:
         bus.close()
         admin.close()
+
+
+def test_a_new_epoch_shows_that_redis_lost_its_data(redis_url):
+    bus = RedisBus(redis_url, prefix=f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        epoch, _ = bus.ensure_epoch()
+        redis.Redis.from_url(redis_url).flushdb()
+        new_epoch, created = bus.ensure_epoch()
+        assert created and new_epoch != epoch
+    finally:
+        bus.close()
 
 
 def test_a_fetch_blocked_while_redis_loses_its_data_returns_empty(redis_url):

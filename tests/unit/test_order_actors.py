@@ -277,3 +277,45 @@ def test_a_duplicate_job_for_the_same_order_never_executes_it_twice(make_harness
     (order,) = h.wait_terminal([order_id])
     assert order.status == "confirmed" and [e.status for e in order.events].count("submitted") == 1
     assert len(ray.swaps) == 1
+
+
+def test_unfinished_orders_of_a_previous_run_are_queued_again_and_finish(make_harness):
+    """`engine run` restarted: its in-process queue is empty, its orders are in the database."""
+    ray = ScriptedVenue("raydium", "0.15")
+    h = make_harness(raydium=ray)
+    never_started, _, _ = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("1")))
+    interrupted, _, _ = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("2")))
+    h.orders.claim(interrupted.id, "old-job", "worker-of-the-previous-run")
+    h.orders.append_events([EventDraft(interrupted.id, "routing", 1, {"bestDex": "raydium"})])
+    finished, _, _ = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("3")))
+    h.orders.append_events([EventDraft(finished.id, "failed", 1, {"error": {"code": "x", "message": "y"}})])
+    h.start()
+    done = h.wait_terminal([str(never_started.id), str(interrupted.id)])
+    assert [o.status for o in done] == ["confirmed", "confirmed"]
+    assert done[1].events[2].meta["retryReason"].startswith("interrupted")
+    assert h.orders.get_order(finished.id).status == "failed"
+    assert len(ray.swaps) == 2
+
+
+def test_the_reconciler_never_requeues_an_order_a_live_worker_holds(make_harness):
+    from actors.reconciler import Reconciler
+    from actors.timers import Timers
+    from storage.records import utcnow
+
+    h = make_harness()
+    held, _, _ = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("1")))
+    h.orders.claim(held.id, "job-1", "live-worker")
+    h.bus.heartbeat("live-worker", 30)
+    orphan, _, _ = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("1")))
+    h.orders.claim(orphan.id, "job-2", "dead-worker")
+    timers = Timers().start()
+    reconciler = Reconciler.start(h.orders, h.bus, timers)
+    try:
+        count = reconciler.proxy().reconcile(utcnow()).get(timeout=10)
+    finally:
+        reconciler.stop()
+        timers.stop()
+    assert count == 1
+    jobs = h.bus.fetch("checker", 10, 0)
+    assert [j.order_id for j in jobs] == [str(orphan.id)]
+    assert h.orders.claim(held.id, "job-3", "x") is None  # still bound to the live worker's job

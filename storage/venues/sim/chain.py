@@ -10,6 +10,7 @@ from typing import Callable
 from pony.orm import Database, db_session, select
 
 from config import Settings, Token, find_token
+from storage.errors import translating_db_errors
 from storage.venues.base import PoolView, SimulatedChain, SwapView, Venue, VenueError
 from storage.venues.sim import amm
 from storage.venues.sim.ledger import Ledger
@@ -33,6 +34,7 @@ class SimChain(SimulatedChain):
         """The world's seed (the same for every process on this database)."""
         return self._world.seed
 
+    @translating_db_errors
     def venue(self, name: str) -> Venue:
         """The venue named `name`; VenueError("unknown_venue") for any other name."""
         try:
@@ -44,10 +46,12 @@ class SimChain(SimulatedChain):
         """Both venues, Raydium first (the tie-break order of routing)."""
         return [self._venues[name] for name in DEXES]
 
+    @translating_db_errors
     def is_tradable(self, token: Token) -> bool:
         """True for listed tokens and for launched ones once their launch time has passed."""
         return self._world.is_tradable(token)
 
+    @translating_db_errors
     def pools(self) -> list[PoolView]:
         """Every pool, with reserves and price as they stand now (drift included)."""
         t = self._world.clock()
@@ -63,10 +67,12 @@ class SimChain(SimulatedChain):
                                   amm.price(eff_a, eff_b, token_a.decimals, token_b.decimals)))
         return views
 
+    @translating_db_errors
     def swaps_for_order(self, order_id: str) -> list[SwapView]:
         """Every swap executed for the order, oldest first."""
         return self._ledger.swaps_for_order(order_id)
 
+    @translating_db_errors
     def schedule_launch(self, symbol: str, in_seconds: float) -> datetime:
         """Schedule a not-yet-tradable token's launch; return its time (naive UTC)."""
         return self._world.schedule_launch(symbol, in_seconds)

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 
 from config import Token
+from storage.errors import translating_db_errors
 from storage.venues.base import Quote, SignatureStatus, SwapRequest, SwapResult, Venue, VenueError
 from storage.venues.sim import amm
 from storage.venues.sim.ledger import Ledger
@@ -30,6 +31,7 @@ class SimVenue(Venue):
         self._rng = rng  # failures and latency; injected and seeded in tests
         self._realistic = world.settings.venue_profile == "realistic"
 
+    @translating_db_errors
     def quote(self, token_in: Token, token_out: Token, amount_in: int) -> Quote:
         """Price selling `amount_in` now; VenueError when the pair or the size cannot trade."""
         token_a, token_b = self._world.require_pair(token_in, token_out)
@@ -56,6 +58,7 @@ class SimVenue(Venue):
         """2–3 s uniformly when realistic, else 0."""
         return self._rng.uniform(2.0, 3.0) if self._realistic else 0.0
 
+    @translating_db_errors
     def execute_swap(self, request: SwapRequest) -> SwapResult:
         """Land now, fail, or time out (half of timeouts land anyway); idempotent per signature."""
         if request.dex != self.name:
@@ -75,6 +78,7 @@ class SimVenue(Venue):
             return SwapResult(request.signature, "timeout", message=TIMEOUT_MESSAGE)
         return self._ledger.land(request)
 
+    @translating_db_errors
     def signature_status(self, signature: str) -> SignatureStatus:
         """What the chain knows of a signature (any venue's: they share one chain)."""
         return self._ledger.signature_status(signature)
