@@ -13,7 +13,7 @@ from uuid import UUID
 from pony.orm import TransactionIntegrityError, db_session, desc, select
 
 from storage import order_sql
-from storage.order_sql import Dialect, IntegrityErrors
+from storage.sql import Dialect, IntegrityErrors
 
 from storage.errors import ClientOrderIdConflict, OrderNotFound, translating_db_errors
 from storage.records import EventDraft, EventRecord, OrderDraft, OrderRecord, decimal_str, utcnow
