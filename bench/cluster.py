@@ -1,7 +1,6 @@
-"""The bench's own servers and processes: a fresh Postgres database, a leased Redis index,
-and `engine web|worker` processes that are always stopped (by pid) when the run ends.
-
-A copy of the few ideas of tests/e2e/cluster.py: the bench must not import from tests/.
+"""Real servers and processes for the bench (and the end-to-end tests, which import
+`EngineProcess`, `free_port` and `wait_ready` from here): a fresh Postgres database, a
+leased Redis index, and `engine ...` processes that are always stopped, by pid.
 """
 from __future__ import annotations
 
@@ -53,11 +52,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def fresh_database():
-    """CREATE DATABASE bench_<random>; yield its URL; DROP it afterwards."""
+def fresh_database(prefix: str = "bench"):
+    """CREATE DATABASE <prefix>_<random>; yield its URL; DROP it afterwards."""
     import psycopg2
 
-    name = f"bench_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     conn = psycopg2.connect(PG_ADMIN_URL)
     conn.autocommit = True
     with conn.cursor() as cur:
@@ -143,6 +142,12 @@ class EngineProcess:
             self.proc.kill()
             self.proc.wait(10)
             return None
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash or an out-of-memory kill does."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

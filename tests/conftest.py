@@ -11,7 +11,6 @@ import uuid
 
 import pytest
 
-PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -34,36 +33,14 @@ def require_server(name: str, host: str, port: int) -> None:
     pytest.skip(message)
 
 
-def _create_database() -> str:
-    import psycopg2
-
-    name = f"engine_test_{uuid.uuid4().hex[:10]}"
-    conn = psycopg2.connect(PG_ADMIN_URL)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    return name
-
-
-def _drop_database(name: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(PG_ADMIN_URL)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
-
-
 @pytest.fixture
 def postgres_url():
     """A fresh, empty Postgres database for one test, dropped afterwards."""
     require_server("PostgreSQL", "127.0.0.1", 5432)
-    name = _create_database()
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    _drop_database(name)
+    from bench.cluster import fresh_database
+
+    with fresh_database(prefix="engine_test") as url:
+        yield url
 
 
 @pytest.fixture
