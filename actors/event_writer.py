@@ -15,7 +15,7 @@ import backoff
 import pykka
 
 from actors.messages import AppendEvents, ChildDied, EventsStored, Flush
-from storage.errors import StorageError
+from storage.errors import StorageError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,13 @@ class EventWriter(pykka.ThreadingActor):
         drafts = [d for msg in batch for d in msg.drafts]
         try:
             results = self.orders.append_events(drafts)
-        except Exception as exc:  # the database is down or restarting: keep the batch, retry later
+        except StorageUnavailable as exc:  # the database is down or restarting: keep the batch, retry
             self.buffer = batch + self.buffer
             self._retry_later(exc)
             return
+        except Exception as exc:  # a bug, not an outage: refuse the batch, its orders resume
+            log.exception("storing %d events failed", len(drafts))
+            results = [exc] * len(drafts)
         self.failures, self._waits = 0, None
         stored = [r.to_api() for r in results if not isinstance(r, Exception)]
         if stored:
