@@ -48,14 +48,12 @@ class JobConsumer(pykka.ThreadingActor):
         self.credits = settings.worker_concurrency
         self.held: deque = deque()  # fetched, waiting for the rate limit, in queue order
         self.poll_queued = False
-        self.last_claim = 0.0
+        self.last_claim = float("-inf")  # the first Tick claims at once
         self.errors = None
         self.rate_limited = False  # while limited, take one job at a time so the rest stay queued
 
     def on_start(self):
-        """Runs on the consumer's thread."""
-        self._beat()
-        self._claim()
+        """Runs on the consumer's thread: the first Tick heartbeats and claims before any fetch."""
         self.actor_ref.tell(Tick())
         self._queue_poll()
 

@@ -76,6 +76,11 @@ class CallDue:
 
 # ---- to an OrderActor --------------------------------------------------------------------
 @dataclass(frozen=True)
+class Begin:
+    """Start (self-sent from on_start)."""
+
+
+@dataclass(frozen=True)
 class QuoteReceived:
     request_id: int
     dex: str

@@ -19,6 +19,7 @@ import pykka
 from actors.errors import EventRejected, StepTimedOut
 from actors.messages import (
     AppendEvents,
+    Begin,
     CheckSignature,
     EventsStored,
     OrderActorDied,
@@ -87,7 +88,12 @@ class OrderActor(pykka.ThreadingActor):
     # ---- start: fresh or resumed ------------------------------------------------------------
 
     def on_start(self):
-        """Runs on this actor's thread: pick up the order where its stored history left it."""
+        """Runs on this actor's thread: begin with a message, so a failure reaches `on_failure`
+        (pykka does not call it for an exception raised in `on_start`)."""
+        self.actor_ref.tell(Begin())
+
+    def _begin(self) -> None:
+        """Pick up the order where its stored history left it."""
         if self.order.terminal:
             return self._finish()
         if self.status == "pending":
@@ -106,6 +112,8 @@ class OrderActor(pykka.ThreadingActor):
         """Runs on this actor's thread."""
         if isinstance(message, EventsStored):
             self._stored(message)
+        elif isinstance(message, Begin):
+            self._begin()
         elif isinstance(message, QuoteReceived):
             self._quote_received(message)
         elif isinstance(message, SwapSettled):

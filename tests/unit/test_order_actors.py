@@ -189,11 +189,12 @@ def test_resumed_order_interrupted_before_sending_starts_a_new_attempt(make_harn
     assert done.events[2].meta["retryReason"].startswith("interrupted")
 
 
-def test_an_order_actor_that_keeps_crashing_is_failed_with_a_reason_not_left_hanging(make_harness, monkeypatch):
+@pytest.mark.parametrize("step", ["_begin", "_build"])
+def test_an_order_actor_that_keeps_crashing_is_failed_with_a_reason_not_left_hanging(make_harness, monkeypatch, step):
     def crash(self):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(order_actor_module.OrderActor, "_build", crash)
+    monkeypatch.setattr(order_actor_module.OrderActor, step, crash)
     h = make_harness().start()
     (order,) = h.wait_terminal([h.submit()])
     assert order.status == "failed"
