@@ -34,6 +34,11 @@ class Tick:
     """Periodic: heartbeat and claim abandoned jobs (self-sent through the timers)."""
 
 
+@dataclass(frozen=True)
+class StopFetching:
+    """Draining: take no more jobs, but keep the heartbeat so no one takes ours meanwhile."""
+
+
 class JobConsumer(pykka.ThreadingActor):
     """Feeds the OrderRouter from the bus under the concurrency and rate limits."""
 
@@ -51,6 +56,7 @@ class JobConsumer(pykka.ThreadingActor):
         self.last_claim = float("-inf")  # the first Tick claims at once
         self.errors = None
         self.rate_limited = False  # while limited, take one job at a time so the rest stay queued
+        self.draining = False
 
     def on_start(self):
         """Runs on the consumer's thread: the first Tick heartbeats and claims before any fetch."""
@@ -66,9 +72,11 @@ class JobConsumer(pykka.ThreadingActor):
         elif isinstance(message, Poll):
             self.poll_queued = False
             self._poll()
+        elif isinstance(message, StopFetching):
+            self.draining = True
         elif isinstance(message, Tick):
             self._beat()
-            if time.monotonic() - self.last_claim >= CLAIM_EVERY:
+            if not self.draining and time.monotonic() - self.last_claim >= CLAIM_EVERY:
                 self._claim()
             ref = self.actor_ref
             self.timers.call_later(HEARTBEAT_EVERY, lambda: _tell(ref, Tick()))
@@ -82,7 +90,7 @@ class JobConsumer(pykka.ThreadingActor):
             self.timers.call_later(delay, lambda: _tell(ref, Poll()))
 
     def _poll(self) -> None:
-        if self.credits <= 0:
+        if self.credits <= 0 or self.draining:
             return  # SlotFreed polls again
         try:
             if not self.held:

@@ -124,7 +124,13 @@ class OrderRouter(pykka.ThreadingActor):
             log.warning("order %s: actor died (%s); resuming from its stored state", order_id, reason)
             return self._start(order_id)
         log.error("order %s: actor died %d times (%s); failing the order", order_id, entry["restarts"], reason)
-        self._fail(order_id, reason)
+        try:
+            self._fail(order_id, reason)
+        except StorageError as exc:  # cannot record the failure now: resume it later instead
+            log.warning("recording the failure of %s failed (%s); retrying", order_id, exc)
+            ref = self.actor_ref
+            self.timers.call_later(1.0, lambda: ref.tell(RetryStart(order_id)))
+            return
         self._finished(order_id)
 
     def _fail(self, order_id: str, reason: str) -> None:

@@ -30,7 +30,7 @@ import pykka
 
 from actors.directory import Directory
 from actors.event_writer import EventWriter
-from actors.job_consumer import JobConsumer
+from actors.job_consumer import JobConsumer, StopFetching
 from actors.messages import ChildDied
 from actors.order_actor import VENUES
 from actors.order_router import AttachConsumer, InFlight, OrderRouter
@@ -132,10 +132,14 @@ class Worker:
         return self.directory.get("order_router").ask(InFlight(), timeout=ASK_TIMEOUT)
 
     def drain(self, timeout: float) -> int:
-        """Stop taking jobs, let in-flight orders finish for up to `timeout` s; return how many remain."""
+        """Stop taking jobs, let in-flight orders finish for up to `timeout` s; return how many remain.
+
+        The consumer keeps heartbeating meanwhile: were it to stop, another worker would
+        claim these orders' jobs while they still run here.
+        """
         try:
-            self.directory.get("job_consumer").stop(timeout=ASK_TIMEOUT)
-        except (pykka.ActorDeadError, pykka.Timeout, KeyError):
+            self.directory.get("job_consumer").tell(StopFetching())
+        except (pykka.ActorDeadError, KeyError):
             pass
         deadline = time.monotonic() + timeout
         remaining = 0

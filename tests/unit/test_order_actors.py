@@ -320,3 +320,20 @@ def test_the_reconciler_never_requeues_an_order_a_live_worker_holds(make_harness
     jobs = h.bus.fetch("checker", 10, 0)
     assert [j.order_id for j in jobs] == [str(orphan.id)]
     assert h.orders.claim(held.id, "job-3", "x") is None  # still bound to the live worker's job
+
+
+def test_a_draining_worker_finishes_its_orders_and_keeps_its_heartbeat(make_harness):
+    ray = ScriptedVenue("raydium", "0.15", swap_latency=0.3)
+    met = ScriptedVenue("meteora", "0.149", swap_latency=0.3)
+    h = make_harness(raydium=ray, meteora=met, WORKER_CONCURRENCY=2)
+    ids = [h.submit() for _ in range(4)]
+    h.start()
+    deadline = time.monotonic() + 5
+    while h.worker.in_flight() < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    left = h.worker.drain(timeout=10)
+    assert left == 0
+    finished = [i for i in ids if i in h.terminal]
+    assert len(finished) == 2, "the two in flight finished; the two queued were not started"
+    assert h.bus.queue_depth() == 2
+    assert h.worker.directory.get("job_consumer").is_alive(), "it keeps heartbeating until stop()"
