@@ -6,7 +6,6 @@ from storage.errors import (
     BusError,
     ClientOrderIdConflict,
     OrderNotFound,
-    QueueFull,
     SchemaNotMigrated,
     StorageError,
 )
@@ -15,7 +14,6 @@ __all__ = [
     "BusError",
     "ClientOrderIdConflict",
     "OrderNotFound",
-    "QueueFull",
     "SchemaNotMigrated",
     "StorageError",
 ]

@@ -25,10 +25,6 @@ class BusError(StorageError):
     """The job/event bus cannot be reached or refused an operation."""
 
 
-class QueueFull(BusError):
-    """More orders wait to start than QUEUE_MAX_DEPTH allows."""
-
-
 class StorageUnavailable(StorageError):
     """The database cannot be reached right now (down, restarting, out of connections)."""
 

@@ -101,14 +101,6 @@ MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
 ]
 
 
-def register(version: int, name: str, sql: dict[str, str]) -> None:
-    """Add a migration owned by another storage module (kept in version order)."""
-    if any(v == version for v, _, _ in MIGRATIONS):
-        return
-    MIGRATIONS.append((version, name, sql))
-    MIGRATIONS.sort(key=lambda m: m[0])
-
-
 def _statements(sql: str) -> list[str]:
     return [s.strip() for s in sql.split(";") if s.strip()]
 

@@ -88,12 +88,6 @@ class EventRecord:
             "meta": self.meta,
         }
 
-    @classmethod
-    def from_api(cls, data: dict[str, Any]) -> "EventRecord":
-        """Inverse of `to_api` (events travel over the bus as JSON)."""
-        ts = datetime.strptime(data["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
-        return cls(UUID(data["orderId"]), int(data["seq"]), data["status"], int(data["attempt"]), ts, data.get("meta") or {})
-
 
 @dataclass(frozen=True)
 class OrderRecord:

@@ -11,7 +11,7 @@ from typing import Any
 
 from tornado.web import HTTPError
 
-from storage.errors import BusError, ClientOrderIdConflict, OrderNotFound, QueueFull, StorageError
+from storage.errors import BusError, ClientOrderIdConflict, OrderNotFound, StorageError
 from storage.venues.base import VenueError
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,6 @@ def to_api_error(exc: BaseException | None, status: int = 500) -> ApiError:
     if isinstance(exc, ClientOrderIdConflict):
         return ApiError(409, "conflict", "clientOrderId is already used by a different order",
                         field="clientOrderId")
-    if isinstance(exc, QueueFull):
-        return ApiError(503, "queue_full", "too many orders are waiting to start; retry later")
     if isinstance(exc, BusError):
         return ApiError(503, "not_ready", "the job and event bus cannot be reached")
     if isinstance(exc, VenueError):

@@ -5,14 +5,13 @@ The caller (the `engine web` / `engine run` command) owns the IOLoop and the sig
     server = WebServer(storage, settings)
     server.start()            # on the IOLoop thread, before or after IOLoop.start()
     ...                       # IOLoop.current().start()
-    await server.stop()       # or server.stop_nowait() from a signal callback
+    await server.stop()
 """
 from __future__ import annotations
 
 import logging
 
 from tornado.httpserver import HTTPServer
-from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 
 from config import Settings
@@ -58,14 +57,3 @@ class WebServer:
         except Exception:  # shutting down anyway
             log.warning("error while closing connections", exc_info=True)
         log.info("web stopped")
-
-    def stop_nowait(self) -> None:
-        """`stop()` scheduled on the IOLoop (for signal handlers)."""
-        IOLoop.current().add_callback(self.stop)
-
-
-def serve(storage: Storage, settings: Settings, port: int | None = None) -> WebServer:
-    """Build and start a WebServer on the current IOLoop; the caller runs the loop."""
-    server = WebServer(storage, settings)
-    server.start(port)
-    return server

@@ -1,6 +1,6 @@
-"""Real engine processes for end-to-end tests (started by bench.cluster's EngineProcess,
-shared with the benchmark), and a small async client that talks to them the way a user's
-program would: HTTP for orders, WebSocket for events."""
+"""A small async client that talks to engine processes the way a user's program would
+(HTTP for orders, WebSocket for events), and checks of what it receives. The processes
+themselves are started with bench.cluster's EngineProcess, shared with the benchmark."""
 from __future__ import annotations
 
 import asyncio
@@ -9,8 +9,6 @@ import time
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
-
-from bench.cluster import EngineProcess, free_port, wait_ready  # noqa: F401  (re-exported for the tests)
 
 TERMINAL = {"confirmed", "failed", "cancelled", "expired"}
 LIFECYCLE = ["pending", "routing", "building", "submitted", "confirmed"]

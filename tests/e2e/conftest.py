@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.cluster import Client, EngineProcess, free_port, wait_ready
+from bench.cluster import EngineProcess, free_port, wait_ready
+from tests.e2e.cluster import Client
 
 
 class Cluster:

@@ -5,7 +5,8 @@ import asyncio
 
 import pytest
 
-from tests.e2e.cluster import EngineProcess, assert_complete_lifecycle, free_port, wait_ready
+from bench.cluster import EngineProcess, free_port, wait_ready
+from tests.e2e.cluster import assert_complete_lifecycle
 
 pytestmark = pytest.mark.e2e
 

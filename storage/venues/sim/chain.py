@@ -42,10 +42,6 @@ class SimChain(SimulatedChain):
         except KeyError:
             raise VenueError("unknown_venue", f"no venue named {name!r}") from None
 
-    def venues(self) -> list[Venue]:
-        """Both venues, Raydium first (the tie-break order of routing)."""
-        return [self._venues[name] for name in DEXES]
-
     @translating_db_errors
     def is_tradable(self, token: Token) -> bool:
         """True for listed tokens and for launched ones once their launch time has passed."""
