@@ -38,6 +38,11 @@ class RetryStart:
 
 
 @dataclass(frozen=True)
+class FlushAcks:
+    """Acknowledge the finished jobs collected so far (self-sent: one round trip for many)."""
+
+
+@dataclass(frozen=True)
 class InFlight:
     """Ask: how many orders are in flight (for draining)."""
 
@@ -57,6 +62,7 @@ class OrderRouter(pykka.ThreadingActor):
         self.supervisor = supervisor
         self.consumer = None
         self.in_flight: dict[str, dict] = {}
+        self.acks: list = []  # finished jobs not acknowledged yet
 
     def on_receive(self, message):
         """Runs on the router's thread."""
@@ -69,6 +75,8 @@ class OrderRouter(pykka.ThreadingActor):
         elif isinstance(message, RetryStart):
             if message.order_id in self.in_flight:
                 self._start(message.order_id)
+        elif isinstance(message, FlushAcks):
+            self._flush_acks()
         elif isinstance(message, AttachConsumer):
             self.consumer = message.consumer
         elif isinstance(message, InFlight):
@@ -148,19 +156,30 @@ class OrderRouter(pykka.ThreadingActor):
                 log.warning("publishing the failure of %s failed: %s", order_id, exc)
 
     def _ack(self, job) -> None:
+        # Orders finishing together are acknowledged together: FlushAcks arrives after the
+        # OrderFinished messages already queued (a pykka inbox is FIFO).
+        if not self.acks:
+            self.actor_ref.tell(FlushAcks())
+        self.acks.append(job)
+
+    def _flush_acks(self) -> None:
+        jobs, self.acks = self.acks, []
         try:
-            self.bus.ack(job)
+            self.bus.ack(*jobs)
         except StorageError as exc:
-            # The job stays pending with this live consumer; if we die, the order is terminal
-            # by then and whoever claims it just acks it.
-            log.warning("ack of job %s failed: %s", job.job_id, exc)
+            # The jobs stay pending with this live consumer; if we die, their orders are
+            # terminal by then and whoever claims them just acks them.
+            log.warning("ack of %d jobs failed: %s", len(jobs), exc)
 
     def _free_slot(self) -> None:
         if self.consumer is not None:
             self.consumer.tell(SlotFreed())
 
     def on_stop(self):
-        """Runs on the router's thread: stop the order actors still alive (their jobs stay pending)."""
+        """Runs on the router's thread: ack what finished, stop the order actors still alive
+        (their jobs stay pending for another worker)."""
+        if self.acks:
+            self._flush_acks()
         for entry in self.in_flight.values():
             if entry["ref"] is not None:
                 entry["ref"].stop(block=False)

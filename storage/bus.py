@@ -52,8 +52,8 @@ class Bus(ABC):
         """Take up to `count` waiting jobs, oldest first, waiting at most `block_ms` for one."""
 
     @abstractmethod
-    def ack(self, job: Job) -> None:
-        """The job is finished (its order is terminal): forget it."""
+    def ack(self, *jobs: Job) -> None:
+        """These jobs are finished (their orders are terminal): forget them (one round trip)."""
 
     @abstractmethod
     def heartbeat(self, consumer: str, ttl_s: float) -> None:

@@ -117,12 +117,13 @@ class InProcessBus(Bus):
                 self._owner[job.job_id] = consumer
             return taken
 
-    def ack(self, job: Job) -> None:
-        """Forget a finished job (unknown or already acknowledged jobs are ignored)."""
+    def ack(self, *jobs: Job) -> None:
+        """Forget finished jobs (unknown or already acknowledged jobs are ignored)."""
         with self._cond:
-            consumer = self._owner.pop(job.job_id, None)
-            if consumer is not None:
-                self._pending[consumer].pop(job.job_id, None)
+            for job in jobs:
+                consumer = self._owner.pop(job.job_id, None)
+                if consumer is not None:
+                    self._pending[consumer].pop(job.job_id, None)
 
     def heartbeat(self, consumer: str, ttl_s: float) -> None:
         """Mark `consumer` alive for `ttl_s` seconds from now."""

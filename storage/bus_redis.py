@@ -178,12 +178,16 @@ class RedisBus(Bus):
 
         return self._call("fetch", read, needs_group=True)
 
-    def ack(self, job: Job) -> None:
+    def ack(self, *jobs: Job) -> None:
         """XACK and XDEL together, so the stream keeps only unfinished jobs."""
+        if not jobs:
+            return
+        ids = [job.job_id for job in jobs]
+
         def forget() -> None:
             pipe = self._client.pipeline(transaction=True)
-            pipe.xack(self._jobs, GROUP, job.job_id)
-            pipe.xdel(self._jobs, job.job_id)
+            pipe.xack(self._jobs, GROUP, *ids)
+            pipe.xdel(self._jobs, *ids)
             pipe.execute()
 
         self._call("ack", forget, needs_group=True)

@@ -127,6 +127,18 @@ def test_ack_forgets_a_job_and_queue_depth_counts_only_waiting_jobs(bus):
     assert bus.queue_depth() == 0
 
 
+def test_several_jobs_are_acknowledged_at_once(bus):
+    for order_id in ("a", "b", "c"):
+        bus.enqueue(order_id)
+    bus.heartbeat("w", ttl_s=30)
+    jobs = bus.fetch("w", count=3, block_ms=0)
+    bus.ack(*jobs[:2])
+    bus.heartbeat("w", ttl_s=0.05)
+    bus.heartbeat("rescuer", ttl_s=30)
+    claimed = eventually(lambda: bus.claim_abandoned("rescuer", count=10))
+    assert [job.order_id for job in claimed] == ["c"]
+
+
 def test_claim_takes_the_jobs_of_a_consumer_whose_heartbeat_expired(bus):
     for order_id in ("a", "b"):
         bus.enqueue(order_id)
