@@ -135,11 +135,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"engine: configuration error: {exc}", file=sys.stderr)
         return 2
     _setup_logging(settings.log_level)
-    if args.command == "migrate":
-        return cmd_migrate(settings)
-    if args.command == "worker":
-        return cmd_worker(settings)
-    return _serve(settings, with_worker=args.command == "run")
+    from storage.errors import BusError, SchemaNotMigrated, StorageUnavailable
+
+    try:
+        if args.command == "migrate":
+            return cmd_migrate(settings)
+        if args.command == "worker":
+            return cmd_worker(settings)
+        return _serve(settings, with_worker=args.command == "run")
+    except (SchemaNotMigrated, StorageUnavailable, BusError) as exc:  # an operator's problem: say it plainly
+        print(f"engine: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pony.orm import Database, Json, Optional, PrimaryKey, Required, Set, compos
 
 from config import Settings
 from storage import migrations
-from storage.errors import SchemaNotMigrated
+from storage.errors import SchemaNotMigrated, translating_db_errors
 from storage.venues.sim.schema import define_sim_entities
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ def bind(settings: Settings) -> Database:
     return db
 
 
+@translating_db_errors
 def open_database(settings: Settings, *, migrate: bool = False) -> tuple[Database, SimpleNamespace]:
     """Bind, optionally migrate, map the entities; raise SchemaNotMigrated if the schema is behind.
 
