@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import backoff
 import pykka
 
-from actors.messages import ChildDied, ExecuteOrder, Poll, SlotFreed
+from actors.messages import ChildDied, ExecuteOrder, Poll, SlotFreed, StopFetching
 from storage.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,6 @@ RATE_WINDOW_S = 60.0
 @dataclass(frozen=True)
 class Tick:
     """Periodic: heartbeat and claim abandoned jobs (self-sent through the timers)."""
-
-
-@dataclass(frozen=True)
-class StopFetching:
-    """Draining: take no more jobs, but keep the heartbeat so no one takes ours meanwhile."""
 
 
 class JobConsumer(pykka.ThreadingActor):

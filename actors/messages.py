@@ -33,7 +33,24 @@ class OrderActorDied:
     reason: str
 
 
+@dataclass(frozen=True)
+class AttachConsumer:
+    """Tells the router where to send SlotFreed."""
+
+    consumer: object
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """Ask: how many orders are in flight (for draining)."""
+
+
 # ---- to the JobConsumer ------------------------------------------------------------------
+@dataclass(frozen=True)
+class StopFetching:
+    """Draining: take no more jobs, but keep the heartbeat so no one takes ours meanwhile."""
+
+
 @dataclass(frozen=True)
 class SlotFreed:
     """An in-flight slot is free again."""

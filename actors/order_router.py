@@ -13,7 +13,15 @@ from uuid import UUID
 
 import pykka
 
-from actors.messages import ChildDied, ExecuteOrder, OrderActorDied, OrderFinished, SlotFreed
+from actors.messages import (
+    AttachConsumer,
+    ChildDied,
+    ExecuteOrder,
+    InFlight,
+    OrderActorDied,
+    OrderFinished,
+    SlotFreed,
+)
 from actors.order_actor import OrderActor
 from storage.errors import OrderNotFound, StorageError
 from storage.records import EventDraft
@@ -21,13 +29,6 @@ from storage.records import EventDraft
 log = logging.getLogger(__name__)
 
 MAX_RESTARTS = 2
-
-
-@dataclass(frozen=True)
-class AttachConsumer:
-    """Tells the router where to send SlotFreed."""
-
-    consumer: object
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,6 @@ class RetryStart:
 @dataclass(frozen=True)
 class FlushAcks:
     """Acknowledge the finished jobs collected so far (self-sent: one round trip for many)."""
-
-
-@dataclass(frozen=True)
-class InFlight:
-    """Ask: how many orders are in flight (for draining)."""
 
 
 class OrderRouter(pykka.ThreadingActor):

@@ -30,10 +30,10 @@ import pykka
 
 from actors.directory import Directory
 from actors.event_writer import EventWriter
-from actors.job_consumer import JobConsumer, StopFetching
-from actors.messages import ChildDied
+from actors.job_consumer import JobConsumer
+from actors.messages import AttachConsumer, ChildDied, InFlight, StopFetching
 from actors.order_actor import VENUES
-from actors.order_router import AttachConsumer, InFlight, OrderRouter
+from actors.order_router import OrderRouter
 from actors.reconciler import Reconciler
 from actors.retry import RetryPolicy
 from actors.timers import Timers
