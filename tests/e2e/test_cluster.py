@@ -3,6 +3,7 @@ Postgres and Redis, driven over HTTP and WebSocket like a client would."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime
 
 import pytest
@@ -181,4 +182,7 @@ def test_redis_losing_its_data_loses_no_order(make_cluster, redis_url):
         client.close()
 
     asyncio.run(scenario())
-    assert "re-queued 6 unfinished orders" in cluster.workers[0].log_text()
+    # Six were waiting; orders fetched but not yet claimed at the flush are queued again too
+    # (their duplicate jobs are dropped by the claim), so the count may be a little higher.
+    requeued = re.search(r"re-queued (\d+) unfinished orders", cluster.workers[0].log_text())
+    assert requeued and 6 <= int(requeued.group(1)) <= 8
