@@ -231,7 +231,8 @@ class OrderActor(pykka.ThreadingActor):
             self._confirm(status.amount_out)
         elif status.status == "failed":
             code = status.error_code or "swap_failed"
-            self._attempt_failed(code, f"transaction {self.signature} failed: {code}", code not in PERMANENT_ERRORS)
+            # _attempt_failed decides retriability (permanent codes never retry).
+            self._attempt_failed(code, f"transaction {self.signature} failed: {code}", True)
         else:
             self._attempt_failed("transaction_expired", f"transaction {self.signature} never landed", True)
 
