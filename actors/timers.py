@@ -2,6 +2,10 @@
 
 pykka has no timers. An actor that must wait (simulated latency, a retry delay, a
 watchdog) asks `Timers.call_later` to `tell` it a message later and goes on serving.
+
+Most timers are watchdogs that are cancelled long before they are due, so the thread is
+woken only when a new timer is due before every other one, and cancelled timers leave
+the heap once they make up most of it (memory stays bounded under any load).
 """
 from __future__ import annotations
 
@@ -20,15 +24,17 @@ log = logging.getLogger(__name__)
 class TimerHandle:
     """A scheduled call; `cancel()` keeps it from running."""
 
-    __slots__ = ("due", "callback", "cancelled")
+    __slots__ = ("due", "callback", "cancelled", "_timers")
 
-    def __init__(self, due: float, callback: Callable[[], None]):
+    def __init__(self, due: float, callback: Callable[[], None], timers: "Timers"):
         self.due = due
         self.callback = callback
         self.cancelled = False
+        self._timers = timers
 
     def cancel(self) -> None:
-        self.cancelled = True
+        """Keep the callback from running (idempotent; any thread)."""
+        self._timers._cancel(self)
 
 
 class Timers:
@@ -39,6 +45,7 @@ class Timers:
         self._counter = itertools.count()
         self._cond = threading.Condition()
         self._stopped = False
+        self._cancelled = 0  # cancelled handles still in the heap
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> "Timers":
@@ -47,11 +54,30 @@ class Timers:
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
         """Run `callback` on the timer thread after `delay` seconds."""
-        handle = TimerHandle(time.monotonic() + max(0.0, delay), callback)
+        handle = TimerHandle(time.monotonic() + max(0.0, delay), callback, self)
         with self._cond:
+            earliest = self._heap[0][0] if self._heap else float("inf")
             heapq.heappush(self._heap, (handle.due, next(self._counter), handle))
-            self._cond.notify()
+            if handle.due < earliest:  # the thread sleeps until `earliest`: wake it only if sooner
+                self._cond.notify()
         return handle
+
+    def _cancel(self, handle: TimerHandle) -> None:
+        with self._cond:
+            if handle.cancelled or handle.callback is None:  # cancelled already, or run
+                return
+            handle.cancelled = True
+            handle.callback = None  # what it would have told is garbage now
+            self._cancelled += 1
+            if self._cancelled > 64 and self._cancelled * 2 > len(self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2].cancelled]
+                heapq.heapify(self._heap)
+                self._cancelled = 0
+
+    def pending(self) -> int:
+        """Timers in the heap that will still run."""
+        with self._cond:
+            return len(self._heap) - self._cancelled
 
     def stop(self) -> None:
         """Stop the thread; pending callbacks are dropped."""
@@ -70,10 +96,12 @@ class Timers:
                 if self._stopped:
                     return
                 _, _, handle = heapq.heappop(self._heap)
-            if handle.cancelled:
-                continue
+                if handle.cancelled:
+                    self._cancelled -= 1
+                    continue
+                callback, handle.callback = handle.callback, None
             try:
-                handle.callback()
+                callback()
             except pykka.ActorDeadError:
                 pass  # the actor it was meant for has finished: nothing to do
             except Exception:  # a dead recipient must not stop every other timer
