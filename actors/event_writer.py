@@ -1,11 +1,11 @@
 """EventWriter: the one actor that stores status events, in batches, then publishes them.
 
 Every order actor's events come here (STACK-FACTS: a Pony connection per writing
-thread, ~0.5 ms per commit). Appends queued while the writer works are taken together:
-the writer sends itself `Flush` after the first append of a batch, and since a pykka
-inbox is FIFO, `Flush` arrives after every append queued before it. One transaction
-stores the batch; only then is it published (stored before published), and only
-then are the order actors told.
+thread, ~0.5 ms per commit). Appends are gathered with `storage.batching.Gatherer`:
+the writer tells itself `Flush` when the first append of a batch arrives, and since a
+pykka inbox is FIFO, every append queued before that `Flush` joins the batch. One
+transaction stores it; only then is it published, as one bus message (stored before
+published), and only then are the order actors told.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import backoff
 import pykka
 
 from actors.messages import AppendEvents, ChildDied, EventsStored, Flush
+from storage.batching import Gatherer
 from storage.errors import StorageError, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -31,38 +32,31 @@ class EventWriter(pykka.ThreadingActor):
         self.bus = bus
         self.timers = timers
         self.supervisor = supervisor
-        self.buffer: list[AppendEvents] = []
-        self.flush_queued = False
+        self.appends: Gatherer[AppendEvents] = Gatherer(MAX_BATCH)
         self.failures = 0
         self._waits = None
 
     def on_receive(self, message):
         """Runs on the writer's thread."""
         if isinstance(message, AppendEvents):
-            self.buffer.append(message)
-            if not self.flush_queued:
-                self.flush_queued = True
+            if self.appends.add(message):
                 self.actor_ref.tell(Flush())
         elif isinstance(message, Flush):
-            self.flush_queued = False
             self._flush()
 
     def _flush(self) -> None:
-        if not self.buffer:
-            return
-        batch, self.buffer = self.buffer[:MAX_BATCH], self.buffer[MAX_BATCH:]
+        batch = self.appends.take()
         drafts = [d for msg in batch for d in msg.drafts]
         try:
             results = self.orders.append_events(drafts)
         except StorageUnavailable as exc:  # the database is down or restarting: keep the batch, retry
-            self.buffer = batch + self.buffer
-            self._retry_later(exc)
-            return
+            self.appends.failed(batch)
+            return self._retry_later(exc)
         except Exception as exc:  # a bug, not an outage: refuse the batch, its orders resume
             log.exception("storing %d events failed", len(drafts))
             results = [exc] * len(drafts)
         self.failures, self._waits = 0, None
-        stored = [r.to_api() for r in results if not isinstance(r, Exception)]
+        stored = [r.published() for r in results if not isinstance(r, Exception)]
         if stored:
             try:
                 self.bus.publish(stored)
@@ -74,11 +68,10 @@ class EventWriter(pykka.ThreadingActor):
             position += len(msg.drafts)
             if msg.reply_to is not None:
                 try:
-                    msg.reply_to.tell(EventsStored(mine))
+                    msg.reply_to.tell(EventsStored(mine, msg.tag))
                 except pykka.ActorDeadError:
                     pass
-        if self.buffer and not self.flush_queued:
-            self.flush_queued = True
+        if self.appends.done():
             self.actor_ref.tell(Flush())
 
     def _retry_later(self, exc: Exception) -> None:
@@ -88,7 +81,6 @@ class EventWriter(pykka.ThreadingActor):
         delay = backoff.full_jitter(next(self._waits))
         self.failures += 1
         log.warning("storing events failed (%s); retry %d in %.2fs", exc, self.failures, delay)
-        self.flush_queued = True
         ref = self.actor_ref
         self.timers.call_later(delay, lambda: ref.tell(Flush()))
 

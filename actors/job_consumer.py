@@ -1,9 +1,11 @@
 """JobConsumer: takes jobs from the bus while this worker has free slots and the shared rate allows.
 
 At most WORKER_CONCURRENCY orders are in flight here: the consumer holds that many
-credits, spends one per started order and gets it back (SlotFreed) when the router
-is done with it. Each start is counted against ORDER_RATE_LIMIT through the bus, so
-the limit holds across all workers. Jobs wait in the queue, in order, until both allow.
+credits, spends one per started order and gets them back (SlotFreed) when the router
+is done with them. Starts are counted against ORDER_RATE_LIMIT through the bus, a fetched
+batch at once, so the limit holds across all workers. Jobs wait in the queue, in order,
+until both allow. The started jobs' orders are then claimed in the database in one
+statement, here and not on the router's thread, and handed to the router together.
 It also keeps this worker's heartbeat alive and takes over the jobs of dead workers.
 """
 from __future__ import annotations
@@ -12,12 +14,14 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
+from uuid import UUID
 
 import backoff
 import pykka
 
-from actors.messages import ChildDied, ExecuteOrder, Poll, SlotFreed, StopFetching
+from actors.messages import ChildDied, ClaimedOrder, ExecuteOrders, Poll, SlotFreed, StopFetching
 from storage.errors import StorageError
+from storage.records import OrderRecord
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +29,7 @@ HEARTBEAT_EVERY = 1.0
 HEARTBEAT_TTL = 10.0
 CLAIM_EVERY = 5.0
 FETCH_BLOCK_MS = 200
-FETCH_BATCH = 16
+FETCH_BATCH = 64
 RATE_WINDOW_S = 60.0
 
 
@@ -37,9 +41,10 @@ class Tick:
 class JobConsumer(pykka.ThreadingActor):
     """Feeds the OrderRouter from the bus under the concurrency and rate limits."""
 
-    def __init__(self, bus, router, timers, settings, consumer_name: str, supervisor=None):
+    def __init__(self, bus, orders, router, timers, settings, consumer_name: str, supervisor=None):
         super().__init__()
         self.bus = bus
+        self.orders = orders
         self.router = router
         self.timers = timers
         self.settings = settings
@@ -47,6 +52,7 @@ class JobConsumer(pykka.ThreadingActor):
         self.supervisor = supervisor
         self.credits = settings.worker_concurrency
         self.held: deque = deque()  # fetched, waiting for the rate limit, in queue order
+        self.started: list = []  # counted against the rate and holding a credit, not yet claimed
         self.poll_queued = False
         self.last_claim = float("-inf")  # the first Tick claims at once
         self.errors = None
@@ -61,7 +67,7 @@ class JobConsumer(pykka.ThreadingActor):
     def on_receive(self, message):
         """Runs on the consumer's thread."""
         if isinstance(message, SlotFreed):
-            self.credits += 1
+            self.credits += message.count
             if not self.poll_queued:
                 self._queue_poll()
         elif isinstance(message, Poll):
@@ -85,13 +91,15 @@ class JobConsumer(pykka.ThreadingActor):
             self.timers.call_later(delay, lambda: _tell(ref, Poll()))
 
     def _poll(self) -> None:
-        if self.credits <= 0 or self.draining:
-            return  # SlotFreed polls again
         try:
+            self._hand_over()  # claims left over from a failed try first
+            if self.credits <= 0 or self.draining:
+                return  # SlotFreed polls again
             if not self.held:
                 count = 1 if self.rate_limited else min(self.credits, FETCH_BATCH)
                 self.held.extend(self.bus.fetch(self.name, count, FETCH_BLOCK_MS))
             wait = self._start_held()
+            self._hand_over()
         except StorageError as exc:
             return self._queue_poll(self._error_delay(exc))
         self.errors = None
@@ -101,17 +109,53 @@ class JobConsumer(pykka.ThreadingActor):
             self._queue_poll()
 
     def _start_held(self) -> float:
-        while self.held and self.credits > 0:
-            wait = self.bus.try_start(self.settings.order_rate_limit, RATE_WINDOW_S)
-            self.rate_limited = wait > 0
-            if wait > 0:
-                return wait
+        """Count the held jobs against the shared rate, as many as there are credits for."""
+        count = min(len(self.held), self.credits)
+        if count == 0:
+            return 0.0
+        allowed, wait = self.bus.try_start(self.settings.order_rate_limit, RATE_WINDOW_S, count)
+        self.rate_limited = wait > 0
+        for _ in range(allowed):
             self._start(self.held.popleft())
-        return 0.0
+        return wait
 
     def _start(self, job) -> None:
         self.credits -= 1
-        self.router.tell(ExecuteOrder(job))
+        self.started.append(job)
+
+    def _hand_over(self) -> None:
+        """Claim the started jobs' orders (one statement) and hand them to the router together.
+
+        A job whose order another job owns (a duplicate) or that names no order is dropped
+        and its credit returned; if the database does not answer, the jobs stay for the next try.
+        """
+        if not self.started:
+            return
+        claims, dropped = {}, []
+        for job in self.started:
+            try:
+                claims[job] = UUID(job.order_id)
+            except ValueError:
+                dropped.append(job)
+        found = self.orders.claim_many([(oid, job.job_id) for job, oid in claims.items()], self.name)
+        self.started = []
+        ready = []
+        for job, oid in claims.items():
+            order = found.get(oid)
+            if isinstance(order, OrderRecord):
+                ready.append(ClaimedOrder(job, order))
+            else:
+                log.warning("job %s: order %s is %s; dropped", job.job_id, job.order_id,
+                            "owned by another job" if order is False else "unknown")
+                dropped.append(job)
+        if ready:
+            self.router.tell(ExecuteOrders(ready))
+        if dropped:
+            self.credits += len(dropped)
+            try:
+                self.bus.ack(*dropped)
+            except StorageError as exc:  # they stay pending with us; a later claim drops them again
+                log.warning("ack of %d dropped jobs failed: %s", len(dropped), exc)
 
     def _beat(self) -> None:
         try:
@@ -131,6 +175,8 @@ class JobConsumer(pykka.ThreadingActor):
         for job in jobs:
             log.info("took over job %s (order %s) from a dead worker", job.job_id, job.order_id)
             self._start(job)  # it started before: resuming is not counted as a new start
+        if jobs and not self.poll_queued:
+            self._queue_poll()  # hands them to the router
 
     def _error_delay(self, exc: Exception) -> float:
         if self.errors is None:

@@ -6,23 +6,32 @@ from typing import Any
 
 from config import Token
 from storage.bus import Job
-from storage.records import EventDraft, EventRecord
+from storage.records import EventDraft, EventRecord, OrderRecord
 from storage.venues.base import Quote, SignatureStatus, SwapRequest, SwapResult
 
 
 # ---- to the OrderRouter ------------------------------------------------------------------
 @dataclass(frozen=True)
-class ExecuteOrder:
-    """Run the order this job names (fresh, or resumed from its stored status)."""
+class ClaimedOrder:
+    """A job whose order this worker has claimed in the database, with the order as stored."""
 
     job: Job
+    order: OrderRecord
+
+
+@dataclass(frozen=True)
+class ExecuteOrders:
+    """Run these claimed orders (fresh, or resumed from their stored status)."""
+
+    claimed: list[ClaimedOrder]
 
 
 @dataclass(frozen=True)
 class OrderFinished:
-    """An order actor reached a terminal status (or found one already stored)."""
+    """An order actor reached a terminal status (or found one already stored); it is free again."""
 
     order_id: str
+    actor: Any = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,7 @@ class OrderActorDied:
 
     order_id: str
     reason: str
+    actor: Any = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,9 @@ class StopFetching:
 
 @dataclass(frozen=True)
 class SlotFreed:
-    """An in-flight slot is free again."""
+    """In-flight slots are free again."""
+
+    count: int = 1
 
 
 @dataclass(frozen=True)
@@ -91,10 +103,17 @@ class CallDue:
     latency: float = 0.0
 
 
+@dataclass(frozen=True)
+class LandBlock:
+    """Send the swaps gathered so far together (self-sent: one block, one transaction)."""
+
+
 # ---- to an OrderActor --------------------------------------------------------------------
 @dataclass(frozen=True)
-class Begin:
-    """Start (self-sent from on_start)."""
+class RunOrder:
+    """Take this order to a terminal status (a pooled actor runs one order at a time)."""
+
+    order: OrderRecord
 
 
 @dataclass(frozen=True)
@@ -121,11 +140,13 @@ class SignatureChecked:
 @dataclass(frozen=True)
 class EventsStored:
     results: list[EventRecord | Exception]
+    tag: int = 0  # the AppendEvents' tag: which step of which order asked
 
 
 @dataclass(frozen=True)
 class RetryDue:
     attempt: int
+    step: int = 0
 
 
 @dataclass(frozen=True)
@@ -140,6 +161,7 @@ class StepExpired:
 class AppendEvents:
     drafts: list[EventDraft]
     reply_to: Any = None
+    tag: int = 0  # returned in EventsStored
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,21 @@
 """OrderActor: one order's life, from its stored status to a terminal one.
 
-A message-driven state machine: every step appends an event through the EventWriter
-and goes on only once it is stored; every wait (quotes, swap, signature, retry delay)
+A message-driven state machine: every step appends its events through the EventWriter
+and goes on only once they are stored; every wait (quotes, swap, signature, retry delay)
 is a message, never a sleep, and is guarded by a watchdog so the order is never left
 hanging. It starts from the order's stored state, so a fresh order and one resumed
 after a crash take the same path: a transaction that was sent (its signature is
 stored in the `submitted` event before it is sent) is looked up on the venue before
 anything new is built.
+
+The router keeps these actors in a pool: one runs one order at a time (`RunOrder`) and
+is free again once it has told the router `OrderFinished`. Every request it sends is
+tagged with a step number that never repeats across the orders it runs, so a late
+reply meant for an earlier step (or an earlier order) is recognised and ignored.
+
+Per order, in the usual case, the actor waits for four things: both quotes, the store
+of `routing`+`building`+`submitted` (one transaction: choosing the route, building and
+signing the transaction need no outside answer), the swap, and the store of `confirmed`.
 """
 from __future__ import annotations
 
@@ -19,7 +28,6 @@ import pykka
 from actors.errors import EventRejected, StepTimedOut
 from actors.messages import (
     AppendEvents,
-    Begin,
     CheckSignature,
     EventsStored,
     OrderActorDied,
@@ -27,6 +35,7 @@ from actors.messages import (
     QuoteReceived,
     RequestQuote,
     RetryDue,
+    RunOrder,
     SendSwap,
     SignatureChecked,
     StepExpired,
@@ -55,26 +64,30 @@ def executed_price(amount_in: Decimal, amount_out: Decimal) -> str:
 
 
 class OrderActor(pykka.ThreadingActor):
-    """Executes one order; supervised by the OrderRouter, which it tells when it is done."""
+    """Executes one order at a time; supervised by the OrderRouter, which it tells when it is done."""
 
-    def __init__(self, order: OrderRecord, *, directory, timers, router, policy: RetryPolicy,
+    def __init__(self, *, directory, timers, router, policy: RetryPolicy,
                  new_signature: Callable[[], str], worker_id: str = ""):
         super().__init__()
-        self.order = order
         self.directory = directory
         self.timers = timers
         self.router = router
         self.policy = policy
         self.new_signature = new_signature
         self.worker_id = worker_id
+        self.step = 0  # grows with every wait, across orders: tags requests and replies
+        self.order: OrderRecord | None = None
+        self.watchdog = None
+        self.waiting = "idle"
+
+    def _reset(self, order: OrderRecord) -> None:
+        """Take on a new order: everything below belongs to it alone."""
+        self.order = order
         self.token_in = find_token(order.token_in)
         self.token_out = find_token(order.token_out)
         self.amount_in = self.token_in.to_base(order.amount)
         self.attempt = order.attempt
         self.status = order.status
-        self.step = 0
-        self.waiting = "start"
-        self.watchdog = None
         self.on_stored = None
         self.quotes: dict[str, QuoteReceived] = {}
         self.quote_started = None
@@ -86,11 +99,6 @@ class OrderActor(pykka.ThreadingActor):
         self.swap_latency = 0.0
 
     # ---- start: fresh or resumed ------------------------------------------------------------
-
-    def on_start(self):
-        """Runs on this actor's thread: begin with a message, so a failure reaches `on_failure`
-        (pykka does not call it for an exception raised in `on_start`)."""
-        self.actor_ref.tell(Begin())
 
     def _begin(self) -> None:
         """Pick up the order where its stored history left it."""
@@ -111,18 +119,23 @@ class OrderActor(pykka.ThreadingActor):
     def on_receive(self, message):
         """Runs on this actor's thread."""
         if isinstance(message, EventsStored):
-            self._stored(message)
-        elif isinstance(message, Begin):
+            if message.tag == self.step and self.waiting == "store":
+                self._stored(message)
+        elif isinstance(message, RunOrder):
+            self._reset(message.order)
             self._begin()
         elif isinstance(message, QuoteReceived):
-            self._quote_received(message)
+            if self.waiting == "quotes" and message.request_id // 10 == self.step:
+                self._quote_received(message)
         elif isinstance(message, SwapSettled):
-            self.swap_latency = message.latency
-            self._swap_settled(message.result)
+            if self.waiting == "swap" and message.result.signature == self.signature:
+                self.swap_latency = message.latency
+                self._swap_settled(message.result)
         elif isinstance(message, SignatureChecked):
-            self._signature_checked(message.status)
+            if self.waiting == "signature" and message.status.signature == self.signature:
+                self._signature_checked(message.status)
         elif isinstance(message, RetryDue):
-            if message.attempt == self.attempt + 1:
+            if self.waiting == "retry" and message.step == self.step:
                 self._start_attempt(message.attempt, self.retry_reason)
         elif isinstance(message, StepExpired):
             if message.step_id == self.step:
@@ -131,7 +144,8 @@ class OrderActor(pykka.ThreadingActor):
     def on_failure(self, exception_type, exception_value, traceback):
         """Runs on this actor's thread as it dies: the router resumes or fails the order."""
         self._cancel_watchdog()
-        self.router.tell(OrderActorDied(str(self.order.id), repr(exception_value)))
+        if self.order is not None:
+            self.router.tell(OrderActorDied(str(self.order.id), repr(exception_value), self.actor_ref))
 
     # ---- steps ---------------------------------------------------------------------------------
 
@@ -147,13 +161,12 @@ class OrderActor(pykka.ThreadingActor):
             )
 
     def _quote_received(self, message: QuoteReceived) -> None:
-        if self.waiting != "quotes" or message.request_id // 10 != self.step:
-            return
         self.quotes[message.dex] = message
         if len(self.quotes) == len(VENUES):
             self._route()
 
     def _route(self) -> None:
+        """Choose the venue, build and sign the transaction; store the three steps at once."""
         self._cancel_watchdog()
         usable = [q.quote for q in self.quotes.values() if q.quote is not None]
         try:
@@ -166,6 +179,12 @@ class OrderActor(pykka.ThreadingActor):
             message = first.message if first else "no venue quoted this order"
             return self._attempt_failed(code, message, not permanent)
         self.route = route
+        routing = self._routing_meta(route)
+        building = self._build()
+        self._append([("routing", routing, self.quote_started), ("building", building, None),
+                      ("submitted", {"txHash": self.signature, "dex": self.dex}, None)], self._send)
+
+    def _routing_meta(self, route) -> dict:
         quotes = {}
         for dex in VENUES:
             answer = self.quotes.get(dex)
@@ -182,11 +201,15 @@ class OrderActor(pykka.ThreadingActor):
             meta["worker"] = self.worker_id
         if self.retry_reason:
             meta["retryReason"] = self.retry_reason
-        log.info("order %s attempt %d routed to %s: %s", self.order.id, self.attempt, route.best_dex,
-                 {d: q.get("amountOut") for d, q in quotes.items()})
-        self._append([("routing", meta)], self._build, timestamp=self.quote_started)
+        if log.isEnabledFor(logging.INFO):
+            log.info("order %s attempt %d routed to %s: %s", self.order.id, self.attempt, route.best_dex,
+                     {d: q.get("amountOut") for d, q in quotes.items()})
+        return meta
 
-    def _build(self) -> None:
+    def _build(self) -> dict:
+        """The transaction: its venue, minimum output and signature. It is signed here, so its
+        signature is stored (in `submitted`) before it is sent, and a resumed order asks the
+        venue about it instead of ever sending a second transaction."""
         self.dex = self.route.best_dex
         building = {"dex": self.dex, "amountIn": decimal_str(self.order.amount),
                     "minAmountOut": decimal_str(self.token_out.to_whole(self.route.min_amount_out))}
@@ -194,12 +217,8 @@ class OrderActor(pykka.ThreadingActor):
             building["wrapSol"] = True
         if self.token_out.symbol == "SOL":
             building["unwrapSol"] = True
-        # The transaction is built and signed here, so its signature is known before it is
-        # sent; it is stored (in `submitted`) first, and a resumed order asks the venue about
-        # it instead of ever sending a second transaction. Both events share one commit.
         self.signature = self.new_signature()
-        self._append([("building", building), ("submitted", {"txHash": self.signature, "dex": self.dex})],
-                     self._send)
+        return building
 
     def _send(self) -> None:
         request = SwapRequest(self.signature, str(self.order.id), self.dex, self.token_in, self.token_out,
@@ -208,8 +227,6 @@ class OrderActor(pykka.ThreadingActor):
         self.directory.get(self.dex).tell(SendSwap(request, self.actor_ref))
 
     def _swap_settled(self, result) -> None:
-        if self.waiting != "swap" or result.signature != self.signature:
-            return
         self._cancel_watchdog()
         if result.status == "confirmed":
             self._confirm(result.amount_out)
@@ -224,8 +241,6 @@ class OrderActor(pykka.ThreadingActor):
         self.directory.get(self.dex).tell(CheckSignature(self.signature, self.actor_ref))
 
     def _signature_checked(self, status) -> None:
-        if self.waiting != "signature" or status.signature != self.signature:
-            return
         self._cancel_watchdog()
         if status.status == "confirmed":
             self._confirm(status.amount_out)
@@ -242,38 +257,38 @@ class OrderActor(pykka.ThreadingActor):
         meta = {"txHash": self.signature, "dex": self.dex, "amountIn": decimal_str(amount_in),
                 "amountOut": decimal_str(amount_out), "executedPrice": executed_price(amount_in, amount_out),
                 "latencyMs": self._latency_ms(), "venueLatencyMs": round(self.swap_latency * 1000, 1)}
-        self._append([("confirmed", meta)], self._finish)
+        self._append([("confirmed", meta, None)], self._finish)
 
     def _attempt_failed(self, code: str, message: str, retriable: bool) -> None:
         if self.policy.should_retry(self.attempt, retriable and code not in PERMANENT_ERRORS):
             delay = self.policy.delay(self.attempt)
             self.retry_reason = f"{code}: {message}"
             log.info("order %s attempt %d failed (%s); retry in %.2fs", self.order.id, self.attempt, code, delay)
-            self.waiting = "retry"
-            ref, next_attempt = self.actor_ref, self.attempt + 1
-            self.timers.call_later(delay, lambda: ref.tell(RetryDue(next_attempt)))
+            self._wait("retry", None)
+            ref, due = self.actor_ref, RetryDue(self.attempt + 1, self.step)
+            self.timers.call_later(delay, lambda: ref.tell(due))
             return
         meta = {"error": {"code": code, "message": message}, "attempts": self.attempt, "latencyMs": self._latency_ms()}
-        self._append([("failed", meta)], self._finish)
+        self._append([("failed", meta, None)], self._finish)
 
     def _finish(self) -> None:
         self._cancel_watchdog()
-        self.waiting = "done"
-        self.router.tell(OrderFinished(str(self.order.id)))
+        self.waiting = "idle"
+        order, self.order = self.order, None
+        self.router.tell(OrderFinished(str(order.id), self.actor_ref))
 
     # ---- plumbing ------------------------------------------------------------------------------
 
-    def _append(self, events: list[tuple[str, dict]], then, timestamp=None) -> None:
-        """Have the writer store `events` (one transaction), then go on with `then`."""
-        ts = timestamp or utcnow()
-        drafts = [EventDraft(self.order.id, status, self.attempt, meta, ts) for status, meta in events]
+    def _append(self, events: list[tuple[str, dict, object]], then) -> None:
+        """Have the writer store `events` (status, meta, timestamp or None for now) in one
+        transaction, then go on with `then`."""
+        now = utcnow()
+        drafts = [EventDraft(self.order.id, status, self.attempt, meta, ts or now) for status, meta, ts in events]
         self.on_stored = then
         self._wait("store", STORE_TIMEOUT)
-        self.directory.get("event_writer").tell(AppendEvents(drafts, self.actor_ref))
+        self.directory.get("event_writer").tell(AppendEvents(drafts, self.actor_ref, self.step))
 
     def _stored(self, message: EventsStored) -> None:
-        if self.waiting != "store":
-            return
         self._cancel_watchdog()
         for result in message.results:
             if isinstance(result, Exception):
@@ -282,12 +297,14 @@ class OrderActor(pykka.ThreadingActor):
         then, self.on_stored = self.on_stored, None
         then()
 
-    def _wait(self, what: str, timeout: float) -> None:
+    def _wait(self, what: str, timeout: float | None) -> None:
+        """Wait for `what` under a new step number; a watchdog fires after `timeout` seconds."""
         self._cancel_watchdog()
         self.step += 1
         self.waiting = what
-        ref, step = self.actor_ref, self.step
-        self.watchdog = self.timers.call_later(timeout, lambda: ref.tell(StepExpired(step)))
+        if timeout is not None:
+            ref, expired = self.actor_ref, StepExpired(self.step)
+            self.watchdog = self.timers.call_later(timeout, lambda: ref.tell(expired))
 
     def _cancel_watchdog(self) -> None:
         if self.watchdog is not None:

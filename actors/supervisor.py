@@ -5,9 +5,9 @@ order and stops them in reverse.
      ├── EventWriter            stores status events in batches, then publishes them
      ├── VenueGateway(raydium)  quotes, swaps and signature checks, latency on timers
      ├── VenueGateway(meteora)
-     ├── OrderRouter            router pool: routes each order to the better venue
-     │    └── OrderActor × ≤ WORKER_CONCURRENCY   one per in-flight order
-     ├── JobConsumer            pulls jobs under the concurrency and rate limits
+     ├── OrderRouter            router pool: an OrderActor for each in-flight order
+     │    └── OrderActor × ≤ WORKER_CONCURRENCY   kept in a pool, one order at a time
+     ├── JobConsumer            pulls jobs under the concurrency and rate limits, claims their orders
      └── Reconciler             re-queues unfinished orders when the bus lost its jobs
 
 (plus one `Timers` thread, started first and stopped last, that delivers every delay.)
@@ -70,7 +70,8 @@ class RootSupervisor(pykka.ThreadingActor):
             self.storage.orders, self.storage.bus, self.directory, self.timers, policy,
             self.new_signature, self.worker_id, supervisor=me))
         consumer = self._start_child("job_consumer", lambda: JobConsumer.start(
-            self.storage.bus, router, self.timers, self.settings, self.worker_id, supervisor=me))
+            self.storage.bus, self.storage.orders, router, self.timers, self.settings, self.worker_id,
+            supervisor=me))
         router.tell(AttachConsumer(consumer))
         self._start_child("reconciler", lambda: Reconciler.start(
             self.storage.orders, self.storage.bus, self.timers, supervisor=me))

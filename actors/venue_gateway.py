@@ -3,6 +3,8 @@
 Simulated latency is scheduled on the timers, never slept: the gateway tells itself
 `CallDue` when a call's latency has elapsed, then makes the (instant) call and
 replies. Quotes for many orders are in the air at once; they complete together.
+Swaps that are due together are sent together (`Venue.execute_swaps`: the simulator
+lands them in one block, one transaction), gathered with `storage.batching.Gatherer`.
 """
 from __future__ import annotations
 
@@ -14,15 +16,19 @@ from actors.messages import (
     CallDue,
     ChildDied,
     CheckSignature,
+    LandBlock,
     QuoteReceived,
     RequestQuote,
     SendSwap,
     SignatureChecked,
     SwapSettled,
 )
+from storage.batching import Gatherer
 from storage.venues.base import SwapResult, Venue, VenueError
 
 log = logging.getLogger(__name__)
+
+MAX_BLOCK = 200
 
 
 class VenueGateway(pykka.ThreadingActor):
@@ -33,11 +39,14 @@ class VenueGateway(pykka.ThreadingActor):
         self.venue = venue
         self.timers = timers
         self.supervisor = supervisor
+        self.swaps: Gatherer[tuple[SendSwap, float]] = Gatherer(MAX_BLOCK)
 
     def on_receive(self, message):
         """Runs on this gateway's thread."""
         if isinstance(message, CallDue):
             self._call(message.call, message.latency)
+        elif isinstance(message, LandBlock):
+            self._land_block()
         elif isinstance(message, (RequestQuote, CheckSignature)):
             self._after(self.venue.quote_latency(), message)
         elif isinstance(message, SendSwap):
@@ -51,20 +60,39 @@ class VenueGateway(pykka.ThreadingActor):
         self.timers.call_later(delay, lambda: ref.tell(CallDue(call, delay)))
 
     def _call(self, call, latency: float) -> None:
+        if isinstance(call, SendSwap):
+            if self.swaps.add((call, latency)):
+                self.actor_ref.tell(LandBlock())
+            return
         if isinstance(call, RequestQuote):
             reply = self._quote(call, latency)
-        elif isinstance(call, SendSwap):
-            reply = SwapSettled(self._swap(call), latency)
         else:
             try:
                 reply = SignatureChecked(self.venue.signature_status(call.signature))
             except Exception:  # the order's watchdog asks again
                 log.exception("%s: signature status of %s failed", self.venue.name, call.signature)
                 return
+        self._reply(call.reply_to, reply)
+
+    def _reply(self, reply_to, reply) -> None:
         try:
-            call.reply_to.tell(reply)
+            reply_to.tell(reply)
         except pykka.ActorDeadError:
             log.info("%s: reply to a finished order dropped", self.venue.name)
+
+    def _land_block(self) -> None:
+        """Send every swap that is due, together; reply to each sender."""
+        block = self.swaps.take()
+        requests = [send.request for send, _ in block]
+        try:
+            results = self.venue.execute_swaps(requests)
+        except Exception as exc:  # the swaps may or may not have landed: each sender asks the chain
+            log.warning("%s: sending %d swaps failed: %r", self.venue.name, len(requests), exc)
+            results = [exc] * len(requests)
+        for (send, latency), result in zip(block, results):
+            self._reply(send.reply_to, SwapSettled(self._swap_result(send.request, result), latency))
+        if self.swaps.done():
+            self.actor_ref.tell(LandBlock())
 
     def _quote(self, call: RequestQuote, latency: float) -> QuoteReceived:
         try:
@@ -76,14 +104,14 @@ class VenueGateway(pykka.ThreadingActor):
             return QuoteReceived(call.request_id, self.venue.name, None, "venue_unavailable", str(exc), latency)
         return QuoteReceived(call.request_id, self.venue.name, quote, latency=latency)
 
-    def _swap(self, call: SendSwap) -> SwapResult:
-        try:
-            return self.venue.execute_swap(call.request)
-        except VenueError as exc:
-            return SwapResult(call.request.signature, "failed", error_code=exc.code, message=exc.message)
-        except Exception as exc:  # the swap may or may not have landed: the sender asks the chain
-            log.exception("%s: swap %s failed", self.venue.name, call.request.signature)
-            return SwapResult(call.request.signature, "timeout", message=str(exc))
+    @staticmethod
+    def _swap_result(request, result) -> SwapResult:
+        if isinstance(result, SwapResult):
+            return result
+        if isinstance(result, VenueError):
+            return SwapResult(request.signature, "failed", error_code=result.code, message=result.message)
+        # Anything else: the swap may or may not have landed, so the sender asks the chain.
+        return SwapResult(request.signature, "timeout", message=str(result))
 
     def on_failure(self, exception_type, exception_value, traceback):
         """Runs on this gateway's thread as it dies: the root restarts it."""

@@ -8,15 +8,43 @@ Delivery guarantees callers rely on:
 - a job stays owned by the consumer that fetched it until `ack`; jobs of a consumer
   whose heartbeat stopped can be taken over with `claim_abandoned`;
 - events are best-effort broadcast (pub/sub can lose them); every event is in the
-  database first, and listeners fill gaps in `seq` from there.
+  database first, and listeners fill gaps in `seq` from there. A batch of events travels
+  as one message; each event carries its JSON text, encoded once by the writer and sent
+  to listeners as is, and what a web process routes it by (order, seq, status, owner).
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
-EventBatchHandler = Callable[[list[dict[str, Any]]], None]
+from storage.records import BusEvent
+
+EventBatchHandler = Callable[[list[BusEvent]], None]
+
+
+def encode_events(events: list[BusEvent]) -> bytes:
+    """One bus message for a batch: a line per event, `order seq status owner` then its JSON,
+    tab-separated (JSON text never holds a raw tab or newline)."""
+    return b"\n".join(b"%s\t%d\t%s\t%s\t%s" % (e.order_id.encode(), e.seq, e.status.encode(),
+                                                  e.owner.encode(), e.text) for e in events)
+
+
+def decode_events(payload: bytes) -> list[BusEvent]:
+    """The events of one bus message; raises ValueError for a message that is not one."""
+    events = []
+    for line in payload.split(b"\n"):
+        order_id, seq, status, owner, text = line.split(b"\t", 4)
+        events.append(BusEvent(order_id.decode(), int(seq), status.decode(), owner.decode(), text))
+    return events
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What `Bus.accept` did: the job ids (in order) and the queue depth right after."""
+
+    job_ids: list[str]
+    queue_depth: int
 
 
 @dataclass(frozen=True)
@@ -42,6 +70,11 @@ class Bus(ABC):
     @abstractmethod
     def enqueue(self, order_id: str) -> str:
         """Queue an order for execution; return its job id."""
+
+    @abstractmethod
+    def accept(self, order_ids: list[str], events: list[BusEvent]) -> Accepted:
+        """Queue these orders and publish their `pending` events, in one round trip; the queue
+        depth comes back with it, so the web's depth check costs no round trip of its own."""
 
     @abstractmethod
     def queue_depth(self) -> int:
@@ -77,17 +110,17 @@ class Bus(ABC):
 
     # ---- rate ----------------------------------------------------------------------------
     @abstractmethod
-    def try_start(self, limit: int, window_s: float) -> float:
-        """Count one order start against `limit` per `window_s`, all workers together.
+    def try_start(self, limit: int, window_s: float, count: int = 1) -> tuple[int, float]:
+        """Count up to `count` order starts against `limit` per `window_s`, all workers together.
 
-        Returns 0.0 when the start is allowed (and counted), else the seconds to wait
-        before a slot frees (nothing counted).
+        Returns (starts allowed and counted, seconds until the next slot frees: 0.0 when all
+        `count` were allowed). One round trip for a whole fetched batch.
         """
 
     # ---- events --------------------------------------------------------------------------
     @abstractmethod
-    def publish(self, events: list[dict[str, Any]]) -> None:
-        """Broadcast a batch of stored events (their API form) to every subscriber."""
+    def publish(self, events: list[BusEvent]) -> None:
+        """Broadcast a batch of stored events to every subscriber, as one message."""
 
     @abstractmethod
     def subscribe(self, handler: EventBatchHandler) -> Subscription:

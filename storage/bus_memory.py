@@ -5,24 +5,23 @@ Semantics match `storage.bus_redis.RedisBus` so the same tests run on both:
 - a consumer is alive while its last `heartbeat` has not expired. A consumer holding
   jobs that never sent a heartbeat counts as dead too (as on Redis, where its
   heartbeat key is simply absent): workers heartbeat before their first fetch;
-- event batches go through JSON on publish (a snapshot, and the same failure on
-  unserialisable events as Redis) and reach subscribers on one dispatcher thread, in
+- event batches (immutable BusEvents) reach subscribers on one dispatcher thread, in
   publish order, so a publisher never runs subscriber code inline.
 """
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import queue
 import threading
 import time
 import uuid
 from collections import deque
-from typing import Any, Callable
+from typing import Callable
 
-from storage.bus import Bus, EventBatchHandler, Job, Subscription
+from storage.bus import Accepted, Bus, EventBatchHandler, Job, Subscription
 from storage.errors import BusError
+from storage.records import BusEvent
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +39,13 @@ class _MemorySubscription(Subscription):
         self._lock = threading.RLock()
         self._closed = False
 
-    def deliver(self, payload: str) -> None:
+    def deliver(self, batch: list[BusEvent]) -> None:
         """Run the handler on one batch (dispatcher thread); its errors are logged, not raised."""
         with self._lock:
             if self._closed:
                 return
             try:
-                self._handler(json.loads(payload))
+                self._handler(list(batch))
             except Exception:
                 log.exception("event subscriber failed on a batch; it stays subscribed")
 
@@ -92,6 +91,13 @@ class InProcessBus(Bus):
             self._waiting.append(job)
             self._cond.notify()
             return job.job_id
+
+    def accept(self, order_ids: list[str], events: list[BusEvent]) -> Accepted:
+        """Queue the orders and publish their events; the depth right after."""
+        job_ids = [self.enqueue(order_id) for order_id in order_ids]
+        if events:
+            self.publish(events)
+        return Accepted(job_ids, self.queue_depth())
 
     def queue_depth(self) -> int:
         """Jobs not yet fetched by any consumer."""
@@ -167,27 +173,27 @@ class InProcessBus(Bus):
             return claimed
 
     # ---- rate ----------------------------------------------------------------------------
-    def try_start(self, limit: int, window_s: float) -> float:
-        """Sliding-window limit on starts: 0.0 and counted, or the seconds until a slot frees."""
+    def try_start(self, limit: int, window_s: float, count: int = 1) -> tuple[int, float]:
+        """Sliding-window limit on starts: how many of `count` are allowed (and counted), and
+        the seconds until a slot frees when not all were."""
         with self._cond:
             now = self._clock()
             while self._starts and self._starts[0] <= now - window_s:
                 self._starts.popleft()
-            if len(self._starts) < limit:
-                self._starts.append(now)
-                return 0.0
-            # Never 0.0 here: that value means "allowed" to the caller.
-            return max(self._starts[0] + window_s - now, 1e-6)
+            allowed = max(0, min(count, limit - len(self._starts)))
+            self._starts.extend([now] * allowed)
+            if allowed == count:
+                return allowed, 0.0
+            # Never 0.0 here: that value means "all allowed" to the caller.
+            return allowed, max(self._starts[0] + window_s - now, 1e-6)
 
     # ---- events --------------------------------------------------------------------------
-    def publish(self, events: list[dict[str, Any]]) -> None:
+    def publish(self, events: list[BusEvent]) -> None:
         """Hand the batch to the dispatcher thread; returns without running any subscriber."""
         self._check_open()
-        try:
-            payload = json.dumps(events)
-        except (TypeError, ValueError) as exc:
-            raise BusError(f"events are not JSON-serialisable: {exc}") from exc
-        self._batches.put(payload)
+        if not all(isinstance(e, BusEvent) for e in events):
+            raise BusError("only stored events (BusEvent) can be published")
+        self._batches.put(tuple(events))
 
     def subscribe(self, handler: EventBatchHandler) -> Subscription:
         """Register `handler`; it runs on the dispatcher thread for every later batch."""
@@ -204,13 +210,13 @@ class InProcessBus(Bus):
 
     def _dispatch(self) -> None:
         while True:
-            payload = self._batches.get()
-            if payload is _STOP:
+            batch = self._batches.get()
+            if batch is _STOP:
                 return
             with self._cond:
                 targets = list(self._subscribers)
             for subscription in targets:
-                subscription.deliver(payload)
+                subscription.deliver(batch)
 
     # ---- lifecycle -----------------------------------------------------------------------
     def ping(self) -> None:

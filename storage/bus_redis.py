@@ -8,24 +8,26 @@
   dead, including one that never sent a heartbeat: workers heartbeat before their
   first fetch. `claim_abandoned` takes jobs only from dead consumers, atomically.
 - Rate: sliding window in the sorted set `{prefix}:starts`, timed by Redis's own
-  clock so every worker counts against the same window.
-- Events: one PUBLISH of a JSON array per batch on `{prefix}:events`; best effort.
+  clock so every worker counts against the same window; a fetched batch is counted at once.
+- Events: one PUBLISH per batch on `{prefix}:{db}:events` (`storage.bus.encode_events`);
+  best effort.
+- A web process's intake queues a batch of orders, publishes their `pending` events and
+  reads the queue depth in one pipeline (`accept`).
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import uuid
-from typing import Any
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 
-from storage.bus import Bus, EventBatchHandler, Job, Subscription
+from storage.bus import Accepted, Bus, EventBatchHandler, Job, Subscription, encode_events
 from storage.bus_redis_pubsub import RedisSubscription, open_pubsub
 from storage.errors import BusError
+from storage.records import BusEvent
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +54,31 @@ end
 return claimed
 """
 
-# Sliding-window start limit. KEYS: starts zset. ARGV: limit, window seconds, member.
-# Returns {1, '0'} when counted, else {0, seconds until the oldest start leaves}.
+# Sliding-window start limit. KEYS: starts zset. ARGV: limit, window seconds, member prefix, count.
+# Counts up to `count` starts; returns {counted, '0'} when all were, else {counted, seconds
+# until the oldest start leaves the window}.
 _TRY_START_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local window = tonumber(ARGV[2])
+local want = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
+local room = tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[1])
+local n = math.max(0, math.min(want, room))
+if n > 0 then
+  local args = {}
+  for i = 1, n do
+    args[2 * i - 1] = now
+    args[2 * i] = ARGV[3] .. ':' .. i
+  end
+  redis.call('ZADD', KEYS[1], unpack(args))
   redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000)
-  return {1, '0'}
 end
+if n == want then return {n, '0'} end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, tostring(tonumber(oldest[2]) + window - now)}
+return {n, tostring(tonumber(oldest[2]) + window - now)}
 """
+MAX_STARTS_PER_CALL = 1000  # Lua's unpack takes a few thousand arguments at most
 
 
 def _group_missing(exc: redis.ResponseError) -> bool:
@@ -97,10 +109,12 @@ class RedisBus(Bus):
         self._client = redis.Redis.from_url(
             url, retry=Retry(ExponentialWithJitterBackoff(cap=0.25, base=0.01), 2), **options)
         # Subscriptions do their own reconnecting (with backoff, logged), so their
-        # client must surface a dropped connection instead of hiding it.
+        # client must surface a dropped connection instead of hiding it. Messages stay
+        # bytes: each event's JSON goes to listeners as it came.
         # Named, so an operator (or a test) can find these connections in CLIENT LIST.
         self._pubsub_client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0),
-                                                   client_name=f"{prefix}-subscriber", **options)
+                                                   client_name=f"{prefix}-subscriber",
+                                                   **{**options, "decode_responses": False})
         self._claim_script = self._client.register_script(_CLAIM_LUA)
         self._try_start_script = self._client.register_script(_TRY_START_LUA)
         self._group_ready = False
@@ -147,6 +161,22 @@ class RedisBus(Bus):
     def enqueue(self, order_id: str) -> str:
         """XADD the order to the jobs stream; the entry id is the job id."""
         return self._call("enqueue", lambda: self._client.xadd(self._jobs, {"order_id": order_id}))
+
+    def accept(self, order_ids: list[str], events: list[BusEvent]) -> Accepted:
+        """XADD each order, PUBLISH the events and read the depth, in one pipeline."""
+        def run() -> Accepted:
+            pipe = self._client.pipeline(transaction=False)
+            for order_id in order_ids:
+                pipe.xadd(self._jobs, {"order_id": order_id})
+            if events:
+                pipe.publish(self._channel, encode_events(events))
+            pipe.xlen(self._jobs)
+            pipe.xpending(self._jobs, GROUP)
+            replies = pipe.execute()
+            length, summary = replies[-2], replies[-1]
+            return Accepted(replies[:len(order_ids)], max(length - summary["pending"], 0))
+
+        return self._call("accept", run, needs_group=True)
 
     def queue_depth(self) -> int:
         """Entries in the stream minus those delivered and not yet acknowledged."""
@@ -238,22 +268,20 @@ class RedisBus(Bus):
         return self._call("claim_abandoned", claim, needs_group=True)
 
     # ---- rate ----------------------------------------------------------------------------
-    def try_start(self, limit: int, window_s: float) -> float:
-        """Count a start in the shared window, or return the seconds until a slot frees."""
+    def try_start(self, limit: int, window_s: float, count: int = 1) -> tuple[int, float]:
+        """Count up to `count` starts in the shared window (one script call for the batch)."""
+        count = min(count, MAX_STARTS_PER_CALL)
         member = uuid.uuid4().hex
         allowed, wait = self._call("try_start", lambda: self._try_start_script(
-            keys=[self._starts], args=[limit, float(window_s), member]))
-        if allowed:
-            return 0.0
-        return max(float(wait), 1e-6)  # 0.0 would read as "allowed"
+            keys=[self._starts], args=[limit, float(window_s), member, count]))
+        if allowed == count:
+            return allowed, 0.0
+        return allowed, max(float(wait), 1e-6)  # 0.0 would read as "all allowed"
 
     # ---- events --------------------------------------------------------------------------
-    def publish(self, events: list[dict[str, Any]]) -> None:
-        """PUBLISH the batch as one JSON array."""
-        try:
-            payload = json.dumps(events)
-        except (TypeError, ValueError) as exc:
-            raise BusError(f"events are not JSON-serialisable: {exc}") from exc
+    def publish(self, events: list[BusEvent]) -> None:
+        """PUBLISH the batch as one message."""
+        payload = encode_events(events)
         self._call("publish", lambda: self._client.publish(self._channel, payload))
 
     def subscribe(self, handler: EventBatchHandler) -> Subscription:

@@ -7,7 +7,6 @@ from the database, so a reconnect only has to be logged.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -16,7 +15,7 @@ from typing import Callable
 import backoff
 import redis
 
-from storage.bus import EventBatchHandler, Subscription
+from storage.bus import EventBatchHandler, Subscription, decode_events
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ def open_pubsub(client: redis.Redis, channel: str) -> redis.client.PubSub:
             if remaining <= 0:
                 raise redis.TimeoutError(f"no confirmation of SUBSCRIBE {channel}")
             message = pubsub.get_message(timeout=remaining)
-            if message and message["type"] == "subscribe":
+            if message and message["type"] in ("subscribe", b"subscribe"):
                 return pubsub
     except BaseException:
         _close_quietly(pubsub)
@@ -117,16 +116,16 @@ class RedisSubscription(Subscription):
                     _close_quietly(pubsub)
                     pubsub = None
                     continue
-                if message and message["type"] == "message":
+                if message and message["type"] in ("message", b"message"):
                     self._deliver(message["data"])
         finally:
             _close_quietly(pubsub)
 
-    def _deliver(self, data: str) -> None:
+    def _deliver(self, data: bytes) -> None:
         try:
-            batch = json.loads(data)
-        except ValueError:
-            log.warning("ignoring a non-JSON message on %s", self._channel)
+            batch = decode_events(data)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("ignoring a message on %s that is not a batch of events", self._channel)
             return
         with self._lock:
             if self._stop.is_set():

@@ -7,15 +7,15 @@ import logging
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Iterable
+from typing import Iterable, NamedTuple
 from uuid import UUID
 
-from pony.orm import TransactionIntegrityError, db_session, desc, select
+from pony.orm import db_session, desc, select
 
 from storage import order_sql
-from storage.sql import Dialect, IntegrityErrors
-
-from storage.errors import ClientOrderIdConflict, OrderNotFound, translating_db_errors
+from storage.direct import DirectConnections
+from storage.errors import (ClientOrderIdConflict, OrderNotFound, StorageError, StorageUnavailable,
+                            translating_db_errors)
 from storage.records import EventDraft, EventRecord, OrderDraft, OrderRecord, decimal_str, utcnow
 from storage.status import TERMINAL, StatusRuleError
 
@@ -52,7 +52,35 @@ def _order_record(o, events=None) -> OrderRecord:
 
 
 def _event_record(e) -> EventRecord:
-    return EventRecord(e.order.id, e.seq, e.status, e.attempt, e.created_at, e.meta)
+    return EventRecord(e.order.id, e.seq, e.status, e.attempt, e.created_at, e.meta, e.order.owner)
+
+
+class Created(NamedTuple):
+    """The outcome of a submit that stored (or found) an order."""
+
+    order: OrderRecord
+    pending: EventRecord | None  # the `pending` event, when this call created the order
+    created: bool
+
+
+def _order_row(draft: OrderDraft, now: datetime) -> dict:
+    return {
+        "id": uuid.uuid4(), "owner": draft.owner, "client_order_id": draft.client_order_id,
+        "type": draft.type, "token_in": draft.token_in, "token_out": draft.token_out,
+        "amount": decimal_str(draft.amount), "slippage_bps": draft.slippage_bps,
+        "limit_price": decimal_str(draft.limit_price) if draft.limit_price is not None else None,
+        "expires_in_seconds": draft.expires_in_seconds, "created_at": now,
+    }
+
+
+def _new_order(row: dict, draft: OrderDraft) -> OrderRecord:
+    now = row["created_at"]
+    return OrderRecord(
+        id=row["id"], owner=draft.owner, status="pending", type=draft.type, token_in=draft.token_in,
+        token_out=draft.token_out, amount=Decimal(row["amount"]), slippage_bps=draft.slippage_bps,
+        limit_price=draft.limit_price, expires_in_seconds=draft.expires_in_seconds,
+        client_order_id=draft.client_order_id, created_at=now, updated_at=now, attempts=0, attempt=1,
+        last_seq=1, route=None, fills=[], error=None)
 
 
 def encode_cursor(created_at: datetime, order_id: UUID) -> str:
@@ -72,71 +100,60 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 
 class OrderStore:
-    """Orders and their events on one Pony database; every method is its own transaction."""
+    """Orders and their events on one Pony database; every method is its own transaction.
+
+    The hot paths (intake, appends, claims, event reads) take whole batches and run on a
+    direct connection of the calling thread (`storage.direct`); the rest goes through Pony.
+    """
 
     def __init__(self, db, entities):
         self.db = db
         self.Order = entities.Order
         self.OrderEvent = entities.OrderEvent
-        self.dialect = Dialect(db)
-
-    def _cursor(self):
-        """A cursor on this db_session's connection (Pony commits the transaction at exit)."""
-        return self.db.get_connection().cursor()
+        self.direct = DirectConnections(db)
+        self.dialect = self.direct.dialect
 
     # ---- writes -------------------------------------------------------------------------
 
     @translating_db_errors
-    def create_order(self, draft: OrderDraft) -> tuple[OrderRecord, EventRecord | None, bool]:
-        """Store a new order with its `pending` event, or find the one its clientOrderId names.
+    def create_orders(self, drafts: list[OrderDraft]) -> list[Created | StorageError]:
+        """Store new orders with their `pending` events in one transaction (group commit).
 
-        Returns (order, pending_event, created). A clientOrderId already used by a
-        different order raises ClientOrderIdConflict; racing repeats create one order.
+        Per draft: Created(order, pending_event, created=True), or, when its clientOrderId
+        names an order of the same owner already, Created(that order, None, False) if it
+        means the same order, else ClientOrderIdConflict. Racing repeats create one order.
         """
-        if draft.client_order_id is not None:
+        now = utcnow()
+        rows = [_order_row(draft, now) for draft in drafts]
+        inserted = order_sql.insert_orders(self.direct.get(), rows)
+        results: list[Created | StorageError] = []
+        for draft, row in zip(drafts, rows):
+            if row["id"] in inserted:
+                order = _new_order(row, draft)
+                results.append(Created(order, EventRecord(order.id, 1, "pending", 1, now, {}, draft.owner), True))
+                continue
             existing = self._find_by_client_id(draft.owner, draft.client_order_id)
-            if existing is not None:
-                return self._same_or_conflict(draft, existing)
-        try:
-            return self._insert(draft)
-        except (TransactionIntegrityError, *IntegrityErrors):
-            if draft.client_order_id is None:
-                raise
-            existing = self._find_by_client_id(draft.owner, draft.client_order_id)
-            if existing is None:
-                raise
-            return self._same_or_conflict(draft, existing)
+            if existing is None:  # its holder was discarded meanwhile (a 503): the client retries
+                results.append(StorageUnavailable("the order could not be stored; retry"))
+            elif draft.same_order_as(existing):
+                results.append(Created(existing, None, False))
+            else:
+                results.append(ClientOrderIdConflict(existing))
+        return results
 
-    @staticmethod
-    def _same_or_conflict(draft, existing):
-        if draft.same_order_as(existing):
-            return existing, None, False
-        raise ClientOrderIdConflict(existing)
+    def create_order(self, draft: OrderDraft) -> Created:
+        """`create_orders` for one draft; raises its error."""
+        (result,) = self.create_orders([draft])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     @db_session
-    def _find_by_client_id(self, owner: str, client_order_id: str) -> OrderRecord | None:
+    def _find_by_client_id(self, owner: str, client_order_id: str | None) -> OrderRecord | None:
+        if client_order_id is None:
+            return None
         o = self.Order.get(owner=owner, client_order_id=client_order_id)
         return _order_record(o) if o else None
-
-    @db_session
-    def _insert(self, draft: OrderDraft):
-        now = utcnow()
-        row = {
-            "id": uuid.uuid4(), "owner": draft.owner, "client_order_id": draft.client_order_id,
-            "type": draft.type, "token_in": draft.token_in, "token_out": draft.token_out,
-            "amount": decimal_str(draft.amount), "slippage_bps": draft.slippage_bps,
-            "limit_price": decimal_str(draft.limit_price) if draft.limit_price is not None else None,
-            "expires_in_seconds": draft.expires_in_seconds, "created_at": now,
-        }
-        order_sql.insert_order(self.dialect, self._cursor(), row)
-        order = OrderRecord(
-            id=row["id"], owner=draft.owner, status="pending", type=draft.type, token_in=draft.token_in,
-            token_out=draft.token_out, amount=Decimal(row["amount"]), slippage_bps=draft.slippage_bps,
-            limit_price=draft.limit_price, expires_in_seconds=draft.expires_in_seconds,
-            client_order_id=draft.client_order_id, created_at=now, updated_at=now, attempts=0, attempt=1,
-            last_seq=1, route=None, fills=[], error=None,
-        )
-        return order, EventRecord(order.id, 1, "pending", 1, now, {}), True
 
     @translating_db_errors
     def append_events(self, drafts: Iterable[EventDraft]) -> list[EventRecord | StatusRuleError]:
@@ -147,8 +164,7 @@ class OrderStore:
         drafts = list(drafts)
         if not drafts:
             return []
-        with db_session:
-            return order_sql.append_events(self.dialect, self._cursor(), drafts)
+        return order_sql.append_events(self.direct.get(), drafts)
 
     @translating_db_errors
     def discard_unqueued(self, order_id: UUID) -> None:
@@ -165,15 +181,20 @@ class OrderStore:
             o.delete()
 
     @translating_db_errors
-    def claim(self, order_id: UUID, job_id: str, worker: str = "") -> OrderRecord | None:
-        """Bind the order to the job that executes it and return it with its events.
+    def claim_many(self, claims: list[tuple[UUID, str]], worker: str = "") -> dict[UUID, OrderRecord | bool | None]:
+        """Bind each order to the job that executes it, in one statement; read them with their events.
 
-        None when another job already owns it: a job claimed from a dead worker keeps its
-        id, so it may resume; a duplicate job (an enqueue resent after a timeout) may not,
-        so an order never executes twice. OrderNotFound when there is no such order.
+        Per order: the OrderRecord; False when another job already owns it (a job claimed
+        from a dead worker keeps its id, so it may resume; a duplicate job may not, so an
+        order never executes twice); None when there is no such order.
         """
-        with db_session:
-            claimed = order_sql.claim_order(self.dialect, self._cursor(), order_id, job_id, worker)
+        if not claims:
+            return {}
+        return order_sql.claim_orders(self.direct.get(), claims, worker)
+
+    def claim(self, order_id: UUID, job_id: str, worker: str = "") -> OrderRecord | None:
+        """`claim_many` for one order: the order, or None when another job owns it; OrderNotFound."""
+        claimed = self.claim_many([(order_id, job_id)], worker)[order_id]
         if claimed is None:
             raise OrderNotFound(str(order_id))
         return claimed or None
@@ -193,10 +214,9 @@ class OrderStore:
         return _order_record(o, events)
 
     @translating_db_errors
-    @db_session
     def events_after(self, order_id: UUID, after: int = 0) -> list[EventRecord]:
-        """Stored events of one order with seq > after, in seq order."""
-        return list(order_sql.events_after(self.dialect, self._cursor(), order_id, after))
+        """Stored events of one order with seq > after, in seq order (each with its order's owner)."""
+        return order_sql.events_after(self.direct.get(), order_id, after)
 
     @translating_db_errors
     @db_session
@@ -243,7 +263,10 @@ class OrderStore:
         return True
 
     @translating_db_errors
-    @db_session
     def ping(self) -> None:
         """Raise unless the database answers."""
-        self.db.select("SELECT 1")
+        self.direct.get().execute("SELECT 1")
+
+    def close(self) -> None:
+        """Close the direct connections (Pony's are closed by `db.disconnect`)."""
+        self.direct.close()

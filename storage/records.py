@@ -7,6 +7,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from storage import codec
+
 
 def utcnow() -> datetime:
     """Naive UTC now: what every timestamp column stores (see STACK-FACTS: time zones)."""
@@ -68,7 +70,7 @@ class EventDraft:
 
 @dataclass(frozen=True)
 class EventRecord:
-    """A stored status event: exactly what listeners receive."""
+    """A stored status event: exactly what listeners receive (and, apart, its order's owner)."""
 
     order_id: UUID
     seq: int
@@ -76,6 +78,20 @@ class EventRecord:
     attempt: int
     timestamp: datetime
     meta: dict[str, Any]
+    owner: str = field(default="", compare=False)
+    # `meta` as JSON, when the writer already encoded it for the database (encoded once).
+    meta_json: bytes | None = field(default=None, compare=False, repr=False)
+
+    def to_json(self) -> bytes:
+        """The spec's event object as JSON text: built once, sent to every listener as is."""
+        meta = self.meta_json if self.meta_json is not None else codec.dumps(self.meta)
+        return b'{"orderId":"%s","seq":%d,"status":"%s","attempt":%d,"timestamp":"%s","meta":%s}' % (
+            str(self.order_id).encode(), self.seq, self.status.encode(), self.attempt,
+            iso(self.timestamp).encode(), meta)
+
+    def published(self) -> "BusEvent":
+        """This event as it travels on the bus."""
+        return BusEvent(str(self.order_id), self.seq, self.status, self.owner, self.to_json())
 
     def to_api(self) -> dict[str, Any]:
         """The spec's event object."""
@@ -87,6 +103,21 @@ class EventRecord:
             "timestamp": iso(self.timestamp),
             "meta": self.meta,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class BusEvent:
+    """A stored event on the bus: what a web process routes it by, and the JSON listeners get."""
+
+    order_id: str
+    seq: int
+    status: str
+    owner: str
+    text: bytes
+
+    def to_api(self) -> dict[str, Any]:
+        """The event object (parsed from its text)."""
+        return codec.loads(self.text)
 
 
 @dataclass(frozen=True)

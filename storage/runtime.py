@@ -23,6 +23,8 @@ class Storage:
     def close(self) -> None:
         """Close the bus and the database connections."""
         self.bus.close()
+        self.orders.close()
+        self.chain.close()
         self.db.disconnect()
 
 

@@ -6,9 +6,7 @@ them to a small thread pool (Pony keeps one connection per thread, so few thread
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
@@ -17,6 +15,7 @@ from tornado import websocket
 from tornado.web import RequestHandler, stream_request_body
 
 from config import Settings
+from storage import codec
 from storage.runtime import Storage
 from web.errors import ApiError, to_api_error
 
@@ -30,11 +29,8 @@ DRAIN_LIMIT_BYTES = 1024 * 1024
 EXECUTOR_THREADS = 8
 
 
-QUEUE_DEPTH_TTL_S = 0.1
-
-
 class Services:
-    """The dependencies handlers receive through `initialize`: storage, settings, hub, metrics.
+    """The dependencies handlers receive through `initialize`: storage, settings, hub, intake, metrics.
 
     `hub_options` tune the EventHub (tests shorten its sweep interval and idle time).
     """
@@ -42,6 +38,7 @@ class Services:
     def __init__(self, storage: Storage, settings: Settings, executor: ThreadPoolExecutor | None = None,
                  **hub_options: Any):
         from web.hub import EventHub
+        from web.intake import OrderIntake
         from web.metrics import WebMetrics
 
         self.storage = storage
@@ -49,26 +46,9 @@ class Services:
         self.executor = executor or ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="web-io")
         self.metrics = WebMetrics()
         self.hub = EventHub(storage.orders, storage.bus, self.run, self.metrics, **hub_options)
+        self.intake = OrderIntake(storage, settings.queue_max_depth,
+                                  on_pending=lambda events: self.hub.remember([e.published() for e in events]))
         self.sockets: set[websocket.WebSocketHandler] = set()  # open WebSockets, closed on stop
-        self._depth = (0, -1.0)  # (queue depth, monotonic time read)
-
-    def queue_depth(self) -> int:
-        """Jobs waiting to start, read from the bus at most every QUEUE_DEPTH_TTL_S (executor thread).
-
-        Two Redis round trips per submit measured ~6% of the web's CPU under load; a
-        limit that is exact to within a tenth of a second serves the same purpose.
-        """
-        depth, read_at = self._depth
-        now = time.monotonic()
-        if now - read_at > QUEUE_DEPTH_TTL_S:
-            depth = self.storage.bus.queue_depth()
-            self._depth = (depth, now)
-        return depth
-
-    def count_enqueued(self) -> None:
-        """This process queued a job: count it until the next read from the bus."""
-        depth, read_at = self._depth
-        self._depth = (depth + 1, read_at)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking call on the executor and await its result (IOLoop thread only)."""
@@ -83,12 +63,13 @@ class Services:
         for socket in list(self.sockets):
             socket.close(1001, "server shutting down")
         self.hub.stop()
+        self.intake.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def json_dumps(data: Any) -> str:
-    """Compact JSON as every response is written."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+def json_dumps(data: Any) -> bytes:
+    """Compact UTF-8 JSON as every response is written."""
+    return codec.dumps(data)
 
 
 class ApiHandler(RequestHandler):
@@ -227,10 +208,14 @@ class SocketHandler(websocket.WebSocketHandler):
 
     def send_json(self, data: Any) -> None:
         """Send one text frame, unless the connection has gone."""
+        self.send_text(json_dumps(data))
+
+    def send_text(self, text: bytes) -> None:
+        """Send JSON text already encoded (an event as the writer encoded it) as a text frame."""
         if self.ws_connection is None or self.ws_connection.is_closing():
             return
         try:
-            self.write_message(json_dumps(data))
+            self.write_message(text, binary=False)
         except websocket.WebSocketClosedError:
             pass
 

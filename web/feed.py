@@ -7,16 +7,17 @@ comes early until the gap is filled.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
+from storage.records import BusEvent
 from storage.status import TERMINAL
 
 
 class Listener(Protocol):
     """A connection that receives events (a WebSocket handler). Called on the IOLoop thread."""
 
-    def deliver(self, event: dict[str, Any]) -> None:
-        """Send one event."""
+    def deliver(self, event: BusEvent) -> None:
+        """Send one event (its JSON text, as encoded once by the writer)."""
 
     def order_found(self, order_id: str) -> None:
         """The order exists; its history follows (a firehose answers `subscribed` here)."""
@@ -40,7 +41,7 @@ class OrderFeed:
         self.listener = listener
         self.order_id = order_id
         self.next_seq = next_seq
-        self.pending: dict[int, dict[str, Any]] = {}
+        self.pending: dict[int, BusEvent] = {}
         # Until the first database load has confirmed the order and sent its history,
         # live events are only buffered, so nothing overtakes the history.
         self.initial = initial
@@ -54,11 +55,11 @@ class OrderFeed:
         self._idle_s = idle_s
         self.idle_after = idle_s
 
-    def offer(self, event: dict[str, Any]) -> bool:
+    def offer(self, event: BusEvent) -> bool:
         """Take one event (live or from the database); return True when a gap waits to be filled."""
         if self.done or self.closed or self.muted:
             return False
-        seq = event["seq"]
+        seq = event.seq
         if seq < self.next_seq:
             return False  # delivered already
         if self.initial or seq > self.next_seq:
@@ -75,12 +76,12 @@ class OrderFeed:
         for seq in [s for s in self.pending if s < self.next_seq]:
             del self.pending[seq]
 
-    def _deliver(self, event: dict[str, Any]) -> None:
-        self.next_seq = event["seq"] + 1
+    def _deliver(self, event: BusEvent) -> None:
+        self.next_seq = event.seq + 1
         self.last_progress = self._clock()
         self.idle_after = self._idle_s
         self.listener.deliver(event)
-        if event["status"] in TERMINAL:
+        if event.status in TERMINAL:
             self.finish()
 
     def finish(self) -> None:

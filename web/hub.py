@@ -6,6 +6,11 @@ go through the executor. Pub/sub can lose events, so every listener's feed fills
 from the database, and a sweeper looks there for orders that went quiet (a lost last
 event has no later event to reveal it).
 
+A new listener's history comes from `RecentEvents`, the events of the orders this
+process saw lately (every web process sees every event), when it holds the order; only
+an order it has not seen (or has forgotten) is read from the database. Whatever the
+cache lacks shows up as a gap in `seq` and is filled from the database like any gap.
+
     bus thread --call_soon_threadsafe--> _dispatch --offer--> OrderFeed --deliver--> Listener
                                             |                    ^
                                             +--gap/idle--> _fill (executor: events_after)
@@ -15,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any, Awaitable, Callable
 from uuid import UUID
 
@@ -24,12 +29,42 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from storage.bus import Bus, Subscription
 from storage.errors import OrderNotFound
 from storage.orders import OrderStore
+from storage.records import BusEvent
+from storage.status import TERMINAL
 from web.feed import IDLE_S, Listener, OrderFeed
 
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 1.0
 MAX_FINISHED_PER_FIREHOSE = 10_000  # finished orders a firehose remembers (to drop late duplicates)
+RECENT_ORDERS = 5_000  # orders whose events a web process keeps for new listeners (~10 s at full load)
+
+
+class RecentEvents:
+    """The events of the orders seen most recently, by order and seq (IOLoop thread only)."""
+
+    def __init__(self, max_orders: int = RECENT_ORDERS):
+        self._max = max_orders
+        self._orders: OrderedDict[str, dict[int, BusEvent]] = OrderedDict()
+
+    def add(self, event: BusEvent) -> None:
+        """Remember `event`; the orders seen longest ago are forgotten first."""
+        events = self._orders.get(event.order_id)
+        if events is None:
+            events = self._orders[event.order_id] = {}
+            if len(self._orders) > self._max:
+                self._orders.popitem(last=False)
+        events[event.seq] = event
+
+    def after(self, order_id: str, after: int) -> tuple[list[BusEvent], bool] | None:
+        """The order's remembered events with seq > `after`, in order (gaps and all), and whether
+        its terminal event is at or before `after`; None when the order is not remembered (then
+        only the database can tell whether it exists)."""
+        events = self._orders.get(order_id)
+        if events is None:
+            return None
+        ended = any(seq <= after and e.status in TERMINAL for seq, e in events.items())
+        return [events[seq] for seq in sorted(events) if seq > after], ended
 
 
 class EventHub:
@@ -45,6 +80,7 @@ class EventHub:
         self._clock = clock
         self._sweep_interval_s = sweep_interval_s
         self._idle_s = idle_s
+        self.recent = RecentEvents()
         self._by_order: dict[str, set[OrderFeed]] = {}
         self._by_listener: dict[Listener, dict[str, OrderFeed]] = {}
         self._firehoses: dict[Listener, deque[str]] = {}  # listener -> its finished order ids
@@ -74,7 +110,7 @@ class EventHub:
         for task in list(self._tasks):
             task.cancel()
 
-    def _on_batch(self, batch: list[dict[str, Any]]) -> None:
+    def _on_batch(self, batch: list[BusEvent]) -> None:
         """Bus thread: hand the batch to the IOLoop."""
         loop = self._loop
         if loop is None:
@@ -103,10 +139,23 @@ class EventHub:
             if not feed.done:
                 self._spawn(self._fill(feed))
             return
-        feed = OrderFeed(listener, order_id, after + 1, initial=True, clock=self._clock, idle_s=self._idle_s)
+        remembered = self.recent.after(order_id, after)
+        feed = OrderFeed(listener, order_id, after + 1, initial=remembered is None, clock=self._clock,
+                         idle_s=self._idle_s)
         feeds[order_id] = feed
         self._by_order.setdefault(order_id, set()).add(feed)
-        self._spawn(self._fill(feed))
+        if remembered is None:
+            return self._spawn(self._fill(feed))
+        listener.order_found(order_id)
+        events, ended = remembered
+        if ended:  # resumed after the terminal event: nothing more to send
+            feed.finish()
+        gap = False
+        for event in events:
+            gap = feed.offer(event) or gap
+        if gap:
+            self._spawn(self._fill(feed))
+        self._after_offer(feed)
 
     def mute(self, listener: Listener, order_id: str) -> None:
         """Stop sending `order_id` to `listener` (a firehose `unsubscribe`)."""
@@ -148,19 +197,24 @@ class EventHub:
             if not feeds:
                 del self._by_order[feed.order_id]
 
-    def _dispatch(self, batch: list[dict[str, Any]]) -> None:
+    def remember(self, events: list[BusEvent]) -> None:
+        """Events this process stored itself (the intake's `pending` events): kept for new
+        listeners before the bus brings them back (IOLoop thread)."""
+        for event in events:
+            self.recent.add(event)
+
+    def _dispatch(self, batch: list[BusEvent]) -> None:
         for event in batch:
-            try:
-                order_id, seq = str(event["orderId"]), int(event["seq"])
-                event["seq"] = seq
-            except (KeyError, TypeError, ValueError):
-                log.warning("dropping a malformed event from the bus: %r", event)
-                continue
+            order_id = event.order_id
+            self.recent.add(event)
             self._metrics.observe_event(event)
             for listener in self._firehoses:
                 if order_id not in self._by_listener[listener]:
-                    self._add_feed(listener, order_id, seq)  # live from here on
-            for feed in list(self._by_order.get(order_id, ())):
+                    self._add_feed(listener, order_id, event.seq)  # live from here on
+            feeds = self._by_order.get(order_id)
+            if not feeds:
+                continue
+            for feed in list(feeds):
                 if feed.offer(event):
                     self._spawn(self._fill(feed))
                 self._after_offer(feed)
@@ -198,7 +252,7 @@ class EventHub:
                     feed.initial = False
                     feed.listener.order_found(feed.order_id)
                 for event in events:
-                    feed.offer(event.to_api())
+                    feed.offer(event.published())
                 feed.drain()
                 if order is not None and order.terminal and feed.next_seq > order.last_seq:
                     feed.finish()  # resumed after the terminal event: nothing more to send

@@ -2,26 +2,17 @@
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from datetime import datetime
-from typing import Any, Callable
+from typing import Callable
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from storage.records import BusEvent
 from storage.status import STATUSES, TERMINAL
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 REFRESH_S = 1.0  # scrapes within this long of the last one reuse its database counts
-_MAX_TRACKED = 100_000  # pending timestamps kept for orders not yet terminal
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300)
-
-
-def _parse_ts(text: Any) -> datetime | None:
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
-    except (TypeError, ValueError):
-        return None
 
 
 class WebMetrics:
@@ -38,33 +29,17 @@ class WebMetrics:
                                  ["status"], buckets=_LATENCY_BUCKETS, registry=self.registry)
         for status in STATUSES:
             self.orders.labels(status=status).set(0)
-        self._pending_at: OrderedDict[str, datetime] = OrderedDict()
         self._clock = clock
         self._refreshed_at: float | None = None
 
-    def observe_event(self, event: dict[str, Any]) -> None:
-        """Note a status event seen by the hub (IOLoop thread)."""
-        order_id, status = event.get("orderId"), event.get("status")
-        if status == "pending":
-            ts = _parse_ts(event.get("timestamp"))
-            if ts is not None:
-                self._pending_at[order_id] = ts
-                while len(self._pending_at) > _MAX_TRACKED:
-                    self._pending_at.popitem(last=False)
-        elif status in TERMINAL:
-            seconds = self._latency(order_id, event)
-            if seconds is not None and seconds >= 0:
-                self.latency.labels(status=status).observe(seconds)
-
-    def _latency(self, order_id: str, event: dict[str, Any]) -> float | None:
-        started = self._pending_at.pop(order_id, None)
-        ended = _parse_ts(event.get("timestamp"))
-        if started is not None and ended is not None:
-            return (ended - started).total_seconds()
-        latency_ms = (event.get("meta") or {}).get("latencyMs")
-        if isinstance(latency_ms, (int, float)) and not isinstance(latency_ms, bool):
-            return latency_ms / 1000
-        return None
+    def observe_event(self, event: BusEvent) -> None:
+        """Note a status event seen by the hub (IOLoop thread): a terminal one carries the
+        order's submit-to-terminal time in `meta.latencyMs` (only those are parsed)."""
+        if event.status not in TERMINAL:
+            return
+        latency_ms = (event.to_api().get("meta") or {}).get("latencyMs")
+        if isinstance(latency_ms, (int, float)) and not isinstance(latency_ms, bool) and latency_ms >= 0:
+            self.latency.labels(status=event.status).observe(latency_ms / 1000)
 
     def needs_refresh(self) -> bool:
         """True when the database-backed gauges are older than REFRESH_S."""

@@ -6,13 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from config import find_token
-from storage.errors import BusError
 from storage.orders import BadCursor
-from storage.records import OrderDraft, OrderRecord
+from storage.records import OrderRecord
 from storage.status import STATUSES
 from web.base import ApiHandler, JsonBodyHandler, Services
-from web.errors import ApiError, ValidationError, not_found
+from web.errors import ValidationError, not_found
 from web.validation import ORDER_TYPES, parse_int_param, parse_order, single_params
 
 log = logging.getLogger(__name__)
@@ -43,32 +41,8 @@ async def submit_order(services: Services, body: bytes | str, owner: str = "") -
     draft = parse_order(body, owner)
     if draft.type not in SUPPORTED_TYPES:
         raise ValidationError("unsupported_order_type", f"{draft.type} orders are not supported yet", "type")
-    return await services.run(_accept, services, draft)
-
-
-def _accept(services: Services, draft: OrderDraft) -> Acceptance:
-    """Executor thread: the checks that need storage, then create, queue and announce."""
-    storage, chain = services.storage, services.storage.chain
-    for field, symbol in (("tokenIn", draft.token_in), ("tokenOut", draft.token_out)):
-        if not chain.is_tradable(find_token(symbol)):
-            raise ValidationError("invalid_field", f"{symbol} is not tradable yet (it has not launched)", field)
-    if services.queue_depth() >= services.settings.queue_max_depth:
-        raise ApiError(503, "queue_full", "too many orders are waiting to start; retry later")
-    order, pending, created = storage.orders.create_order(draft)
-    if created:
-        try:
-            storage.bus.enqueue(str(order.id))
-        except BusError:
-            # Not queued means not accepted: remove it, so a retry (same clientOrderId
-            # included) starts afresh instead of finding an order nobody will run.
-            storage.orders.discard_unqueued(order.id)
-            raise
-        services.count_enqueued()
-        try:
-            storage.bus.publish([pending.to_api()])
-        except BusError:  # listeners read the stored event from the database instead
-            log.warning("could not publish the pending event of order %s", order.id, exc_info=True)
-    return Acceptance(order, created)
+    created = await services.intake.submit(draft)
+    return Acceptance(created.order, created.created)
 
 
 class SubmitHandler(JsonBodyHandler):

@@ -11,6 +11,7 @@ import re
 from typing import Any
 from uuid import UUID
 
+from storage.records import BusEvent
 from web.base import SocketHandler
 from web.errors import ApiError, ValidationError, not_found, to_api_error
 from web.orders import submit_order
@@ -35,8 +36,8 @@ class _EventSocket(SocketHandler):
 
     # Listener ------------------------------------------------------------------------
 
-    def deliver(self, event: dict[str, Any]) -> None:
-        self.send_json(event)
+    def deliver(self, event: BusEvent) -> None:
+        self.send_text(event.text)
 
     def order_found(self, order_id: str) -> None:
         pass

@@ -171,6 +171,20 @@ class Venue(ABC):
         Idempotent per signature: sending the same signature twice never executes twice.
         """
 
+    def execute_swaps(self, requests: list[SwapRequest]) -> list[SwapResult | Exception]:
+        """Send several swaps at once; per request its result, or the exception it raised.
+
+        A real client sends them concurrently (each is its own transaction on chain); the
+        simulator lands them in one block. This default sends them one by one.
+        """
+        results: list[SwapResult | Exception] = []
+        for request in requests:
+            try:
+                results.append(self.execute_swap(request))
+            except Exception as exc:  # reported per request: the others are unaffected
+                results.append(exc)
+        return results
+
     @abstractmethod
     def signature_status(self, signature: str) -> SignatureStatus:
         """What the chain knows of a signature."""
@@ -198,3 +212,6 @@ class SimulatedChain(ABC):
     @abstractmethod
     def schedule_launch(self, symbol: str, in_seconds: float) -> datetime:
         """Schedule a not-yet-tradable token's launch; return the launch time (naive UTC)."""
+
+    def close(self) -> None:
+        """Release connections the chain holds (at process stop)."""

@@ -11,6 +11,7 @@ import redis
 from storage.bus_memory import InProcessBus
 from storage.bus_redis import RedisBus
 from storage.errors import BusError
+from storage.records import BusEvent
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +65,12 @@ class Collector:
     def wait_for(self, predicate, timeout: float = DEADLINE_S) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: predicate(self.batches), timeout)
+
+
+def ev(seq: int, status: str = "pending", order_id: str = "order-1", owner: str = "") -> BusEvent:
+    """A published event as the writer makes it (its JSON text encoded once)."""
+    text = b'{"orderId":"%s","seq":%d,"status":"%s"}' % (order_id.encode(), seq, status.encode())
+    return BusEvent(order_id, seq, status, owner, text)
 
 
 def eventually(probe, timeout: float = DEADLINE_S, pause: float = 0.02):
@@ -204,9 +211,9 @@ def test_try_start_enforces_the_limit_across_two_buses(open_bus):
 
     def starter(bus):
         for _ in range(5):
-            wait = bus.try_start(limit=3, window_s=30)
+            allowed, wait = bus.try_start(limit=3, window_s=30)
             with lock:
-                results.append(wait)
+                results.append(0.0 if allowed else wait)
 
     threads = [threading.Thread(target=starter, args=(b,)) for b in buses]
     for thread in threads:
@@ -219,10 +226,29 @@ def test_try_start_enforces_the_limit_across_two_buses(open_bus):
 
 
 def test_try_start_allows_again_once_the_oldest_start_leaves_the_window(bus):
-    assert bus.try_start(limit=1, window_s=0.3) == 0.0
-    wait = bus.try_start(limit=1, window_s=0.3)
-    assert 0 < wait <= 0.3
-    assert eventually(lambda: bus.try_start(limit=1, window_s=0.3) == 0.0)
+    assert bus.try_start(limit=1, window_s=0.3) == (1, 0.0)
+    allowed, wait = bus.try_start(limit=1, window_s=0.3)
+    assert allowed == 0 and 0 < wait <= 0.3
+    assert eventually(lambda: bus.try_start(limit=1, window_s=0.3) == (1, 0.0))
+
+
+def test_try_start_counts_a_whole_batch_at_once_up_to_the_limit(bus):
+    assert bus.try_start(limit=5, window_s=30, count=3) == (3, 0.0)
+    allowed, wait = bus.try_start(limit=5, window_s=30, count=4)
+    assert allowed == 2 and 0 < wait <= 30
+    allowed, wait = bus.try_start(limit=5, window_s=30, count=2)
+    assert allowed == 0 and 0 < wait <= 30
+
+
+def test_accept_queues_the_orders_publishes_their_events_and_reads_the_depth(bus):
+    collector = Collector()
+    bus.subscribe(collector)
+    events = [ev(1, order_id="a"), ev(1, order_id="b")]
+    accepted = bus.accept(["a", "b"], events)
+    assert len(accepted.job_ids) == 2 and accepted.queue_depth == 2
+    assert [job.order_id for job in bus.fetch("w", 10, 0)] == ["a", "b"]
+    assert collector.wait_for(lambda got: len(got) == 1)
+    assert collector.batches == [events]
 
 
 # ---- events -----------------------------------------------------------------------------
@@ -231,7 +257,7 @@ def test_publish_reaches_every_subscriber_in_order_off_the_publishing_thread(bus
     first, second = Collector(), Collector()
     bus.subscribe(first)
     bus.subscribe(second)
-    sent = [[{"seq": n, "status": "pending"}] for n in range(20)]
+    sent = [[ev(n), ev(n + 1, "routing")] for n in range(20)]
     for batch in sent:
         bus.publish(batch)
     for collector in (first, second):
@@ -244,20 +270,20 @@ def test_a_closed_subscription_gets_nothing_more(bus):
     closed, open_ = Collector(), Collector()
     subscription = bus.subscribe(closed)
     bus.subscribe(open_)
-    bus.publish([{"seq": 1}])
+    bus.publish([ev(1)])
     assert closed.wait_for(lambda got: len(got) == 1)
     subscription.close()
     subscription.close()  # idempotent
-    bus.publish([{"seq": 2}])
+    bus.publish([ev(2)])
     assert open_.wait_for(lambda got: len(got) == 2)
-    assert closed.batches == [[{"seq": 1}]]
+    assert closed.batches == [[ev(1)]]
 
 
 def test_a_failing_subscriber_keeps_receiving(bus):
     collector = Collector(fail_first=True)
     bus.subscribe(collector)
-    bus.publish([{"seq": 1}])
-    bus.publish([{"seq": 2}])
+    bus.publish([ev(1)])
+    bus.publish([ev(2)])
     assert collector.wait_for(lambda got: len(got) == 2)
 
 
@@ -344,7 +370,7 @@ def test_a_subscriber_keeps_receiving_after_its_connection_is_killed(redis_url, 
     collector = Collector()
     try:
         bus.subscribe(collector)
-        bus.publish([{"seq": 0}])
+        bus.publish([ev(0)])
         assert collector.wait_for(lambda got: len(got) == 1)
         # Kill only this bus's subscriber connection: the server may be shared.
         ours = [c for c in admin.client_list(_type="pubsub") if c["name"] == f"{prefix}-subscriber"]
@@ -357,7 +383,7 @@ def test_a_subscriber_keeps_receiving_after_its_connection_is_killed(redis_url, 
         received = False
         seq = 1
         while not received and time.monotonic() < deadline:
-            bus.publish([{"seq": seq}])
+            bus.publish([ev(seq)])
             seq += 1
             received = collector.wait_for(lambda got: len(got) > 1, timeout=0.05)
         assert received, "no event arrived after the connection was killed"

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def store(database_settings):
     db, entities = open_database(database_settings, migrate=True)
-    yield OrderStore(db, entities)
+    store = OrderStore(db, entities)
+    yield store
+    store.close()
     db.disconnect()
 
 
@@ -97,6 +99,45 @@ def test_racing_repeats_of_one_client_order_id_create_exactly_one_order(store):
         t.join(30)
     assert sum(created for _, _, created in results) == 1
     assert len({order.id for order, _, _ in results}) == 1
+
+
+def test_a_batch_of_orders_is_stored_at_once_and_a_repeated_key_in_it_finds_the_first(store):
+    existing = store.create_order(draft(client_order_id="old")).order
+    results = store.create_orders([draft(), draft(client_order_id="k"), draft(client_order_id="k"),
+                                   draft(client_order_id="old"), draft(client_order_id="old", amount=Decimal("9"))])
+    fresh, first, repeat, old, conflict = results
+    assert fresh.created and first.created and not repeat.created and not old.created
+    assert repeat.order.id == first.order.id and old.order.id == existing.id
+    assert isinstance(conflict, ClientOrderIdConflict)
+    for result in (fresh, first):
+        stored = store.get_order(result.order.id)
+        assert [e.status for e in stored.events] == ["pending"] and stored.events[0] == result.pending
+    assert sum(store.counts_by_status().values()) == 3
+
+
+def test_a_batch_of_events_for_many_orders_is_checked_and_stored_in_one_transaction(store):
+    a, b = store.create_order(draft()).order, store.create_order(draft()).order
+    results = store.append_events([
+        EventDraft(a.id, "routing", 1, {"bestDex": "raydium", "route": {"legs": []}}),
+        EventDraft(b.id, "confirmed", 1, {}),  # breaks the rules: refused alone
+        EventDraft(a.id, "building", 1, {"minAmountOut": "1"}),
+        EventDraft(b.id, "routing", 1, {"note": "50% of it"}),  # a literal % in the rendered SQL
+    ])
+    assert [r.seq if not isinstance(r, Exception) else "refused" for r in results] == [2, "refused", 3, 2]
+    assert results[3].published().to_api()["meta"] == {"note": "50% of it"}
+    assert [e.status for e in store.get_order(a.id).events] == ["pending", "routing", "building"]
+    assert store.get_order(a.id).route == {"legs": []}
+
+
+def test_jobs_claim_their_orders_in_one_statement(store):
+    fresh, running, taken = (store.create_order(draft()).order for _ in range(3))
+    store.append_events([EventDraft(running.id, "routing", 1, {})])
+    store.claim(taken.id, "someone-else")
+    missing = uuid4()
+    found = store.claim_many([(fresh.id, "j1"), (running.id, "j2"), (taken.id, "j3"), (missing, "j4")], "w1")
+    assert [e.status for e in found[fresh.id].events] == ["pending"]
+    assert [e.status for e in found[running.id].events] == ["pending", "routing"]
+    assert found[taken.id] is False and found[missing] is None
 
 
 def test_listing_is_newest_first_and_pages_with_a_cursor(store):

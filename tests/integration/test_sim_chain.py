@@ -107,6 +107,25 @@ def test_concurrent_swaps_from_many_processes_lose_no_reserve_update(make_chain)
     assert abs(after.reserve_b - (before.reserve_b - paid)) <= 20
 
 
+def test_swaps_sent_together_land_in_one_block_as_if_one_after_the_other(make_chain):
+    together = make_chain(seed=1)
+    before = pool(together, "raydium")
+    signatures = [new_signature() for _ in range(4)]
+    requests = [SwapRequest(sig, f"o{i}", "raydium", SOL, USDC, 10**9, 0) for i, sig in enumerate(signatures)]
+    requests.append(requests[1])  # the same transaction twice in one block: executed once
+    results = together.venue("raydium").execute_swaps(requests)
+    assert [r.status for r in results] == ["confirmed"] * 5
+    assert results[4] == results[1]
+    outputs = [r.amount_out for r in results[:4]]
+    assert outputs[0] > outputs[1] > outputs[2] > outputs[3], "each swap moved the price for the next"
+    assert len({r.executed_at for r in results}) == 1, "a block lands at one moment"
+    after = pool(together, "raydium")
+    # Every input went into the pool and every output came out of it (up to the rounding of
+    # re-pricing along the curve); the duplicate counts once.
+    assert abs(after.reserve_a - before.reserve_a - 4 * 10**9) <= 10
+    assert abs(before.reserve_b - after.reserve_b - sum(outputs)) <= 10
+
+
 def test_a_repeated_signature_never_executes_twice(make_chain):
     chain = make_chain()
     request, first = sell_sol(chain)

@@ -10,6 +10,7 @@ import asyncio
 import json
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -82,7 +83,7 @@ class WebTestCase(AsyncHTTPTestCase):
         for record in records:
             assert not isinstance(record, Exception), record
         if publish:
-            self.storage.bus.publish([r.to_api() for r in records])
+            self.storage.bus.publish([r.published() for r in records])
         return records
 
     async def connect(self, path):
@@ -110,7 +111,7 @@ class WebTestCase(AsyncHTTPTestCase):
 
 LIFECYCLE = [("routing", {"bestDex": "raydium"}), ("building", {"minAmountOut": "1"}),
              ("submitted", {"txHash": "abc"})]
-CONFIRMED = ("confirmed", {"txHash": "abc", "dex": "raydium", "amountIn": "1.5", "amountOut": "200"})
+CONFIRMED = ("confirmed", {"txHash": "abc", "dex": "raydium", "amountIn": "1.5", "amountOut": "200", "latencyMs": 12})
 
 
 class SubmitTest(WebTestCase):
@@ -202,6 +203,27 @@ class SubmitTest(WebTestCase):
                              ("/api/orders", "POST")]:
             status, answer = await self.call(path, method, "" if method != "GET" else None)
             assert (status, answer["error"]["code"]) == (405, "method_not_allowed"), (path, method)
+
+
+class BatchingTest(WebTestCase):
+    @gen_test
+    async def test_submits_that_arrive_together_share_one_transaction_and_each_answers_stored(self):
+        calls = []
+        original = self.storage.orders.create_orders
+
+        def spy(drafts):
+            calls.append(len(drafts))
+            if len(calls) == 1:
+                time.sleep(0.3)  # the first commit is slow: everything arriving meanwhile gathers
+            return original(drafts)
+
+        self.storage.orders.create_orders = spy
+        answers = await asyncio.gather(*(self.submit() for _ in range(20)))
+        assert [code for code, _ in answers] == [202] * 20
+        assert sum(calls) == 20 and max(calls) > 1 and len(calls) < 20, calls
+        for _, body in answers:  # each answer came after its own order was stored and queued
+            assert self.storage.orders.get_order(uuid.UUID(body["orderId"])).status == "pending"
+        assert self.storage.bus.queue_depth() == 20
 
 
 class QueueFullTest(WebTestCase):
@@ -341,6 +363,41 @@ class ListenerTest(WebTestCase):
         assert conn.close_code == 1000
 
     @gen_test
+    async def test_a_listener_of_an_order_this_process_has_seen_reads_no_database(self):
+        order_id = (await self.submit())[1]["orderId"]
+        self.advance(order_id, *LIFECYCLE[:2])
+        for _ in range(100):  # the hub sees the events through the bus
+            remembered = self.services.hub.recent.after(order_id, 0)
+            if remembered and len(remembered[0]) == 3:
+                break
+            await asyncio.sleep(0.02)
+
+        def no_database(*args, **kwargs):
+            raise AssertionError("the history should come from the events the process holds")
+
+        orders = self.storage.orders
+        saved = orders.events_after, orders.get_order
+        orders.events_after = orders.get_order = no_database
+        conn = await self.connect(f"/ws?orderId={order_id}")
+        assert statuses([await self.frame(conn) for _ in range(3)]) == [(1, "pending"), (2, "routing"),
+                                                                        (3, "building")]
+        orders.events_after, orders.get_order = saved  # the test plays the worker, which reads
+        self.advance(order_id, LIFECYCLE[2], CONFIRMED)
+        assert statuses(await self.frames_until_close(conn)) == [(4, "submitted"), (5, "confirmed")]
+
+    @gen_test
+    async def test_a_listener_of_an_order_the_process_has_forgotten_reads_its_history(self):
+        from web.hub import RecentEvents
+
+        order_id = (await self.submit())[1]["orderId"]
+        self.advance(order_id, *LIFECYCLE, CONFIRMED)
+        await asyncio.sleep(0.1)
+        self.services.hub.recent = RecentEvents()  # as after a restart, or long after the order
+        conn = await self.connect(f"/ws?orderId={order_id}")
+        assert [s for _, s in statuses(await self.frames_until_close(conn))] == \
+               ["pending", "routing", "building", "submitted", "confirmed"]
+
+    @gen_test
     async def test_two_listeners_each_get_every_event(self):
         order_id = (await self.submit())[1]["orderId"]
         first = await self.connect(f"/ws?orderId={order_id}")
@@ -380,9 +437,9 @@ class ListenerTest(WebTestCase):
         conn = await self.connect(f"/ws?orderId={order_id}")
         assert statuses([await self.frame(conn)]) == [(1, "pending")]
         records = self.advance(order_id, *LIFECYCLE, publish=False)
-        api = [r.to_api() for r in records]
-        self.storage.bus.publish([api[2], api[0], api[0], api[1], api[2]])
-        self.storage.bus.publish(api)
+        published = [r.published() for r in records]
+        self.storage.bus.publish([published[2], published[0], published[0], published[1], published[2]])
+        self.storage.bus.publish(published)
         self.advance(order_id, CONFIRMED)
         assert statuses(await self.frames_until_close(conn)) == [(2, "routing"), (3, "building"),
                                                                  (4, "submitted"), (5, "confirmed")]

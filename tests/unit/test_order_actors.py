@@ -43,8 +43,8 @@ class Harness:
     def _on_events(self, batch):
         with self.cond:
             for event in batch:
-                if event["status"] in TERMINAL:
-                    self.terminal[event["orderId"]] = event["status"]
+                if event.status in TERMINAL:
+                    self.terminal[event.order_id] = event.status
             self.cond.notify_all()
 
     def start(self):
@@ -52,7 +52,7 @@ class Harness:
         return self
 
     def submit(self, amount="1", token_in="SOL", token_out="USDC"):
-        order, _, _ = self.orders.create_order(OrderDraft(token_in, token_out, Decimal(amount)))
+        order = self.orders.create_order(OrderDraft(token_in, token_out, Decimal(amount))).order
         self.bus.enqueue(str(order.id))
         return str(order.id)
 
@@ -70,8 +70,7 @@ class Harness:
     def stop(self):
         if self.worker is not None:
             self.worker.stop()
-        self.bus.close()
-        self.storage.db.disconnect()
+        self.storage.close()
 
 
 @pytest.fixture
@@ -158,7 +157,7 @@ def test_a_timed_out_swap_that_never_landed_is_retried(make_harness):
 def test_resumed_order_asks_the_venue_about_its_signature_before_building_anything(make_harness):
     ray = ScriptedVenue("raydium", "0.15")
     h = make_harness(raydium=ray)
-    order, _, _ = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("2")))
+    order = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("2"))).order
     signature = new_signature()
     h.orders.append_events([
         EventDraft(order.id, "routing", 1, {"bestDex": "raydium"}),
@@ -179,7 +178,7 @@ def test_resumed_order_asks_the_venue_about_its_signature_before_building_anythi
 
 def test_resumed_order_interrupted_before_sending_starts_a_new_attempt(make_harness):
     h = make_harness()
-    order, _, _ = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("2")))
+    order = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("2"))).order
     h.orders.append_events([EventDraft(order.id, "routing", 1, {"bestDex": "raydium"})])
     h.bus.enqueue(str(order.id))
     h.start()
@@ -284,11 +283,11 @@ def test_unfinished_orders_of_a_previous_run_are_queued_again_and_finish(make_ha
     """`engine run` restarted: its in-process queue is empty, its orders are in the database."""
     ray = ScriptedVenue("raydium", "0.15")
     h = make_harness(raydium=ray)
-    never_started, _, _ = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("1")))
-    interrupted, _, _ = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("2")))
+    never_started = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("1"))).order
+    interrupted = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("2"))).order
     h.orders.claim(interrupted.id, "old-job", "worker-of-the-previous-run")
     h.orders.append_events([EventDraft(interrupted.id, "routing", 1, {"bestDex": "raydium"})])
-    finished, _, _ = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("3")))
+    finished = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("3"))).order
     h.orders.append_events([EventDraft(finished.id, "failed", 1, {"error": {"code": "x", "message": "y"}})])
     h.start()
     done = h.wait_terminal([str(never_started.id), str(interrupted.id)])
@@ -304,10 +303,10 @@ def test_the_reconciler_never_requeues_an_order_a_live_worker_holds(make_harness
     from storage.records import utcnow
 
     h = make_harness()
-    held, _, _ = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("1")))
+    held = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("1"))).order
     h.orders.claim(held.id, "job-1", "live-worker")
     h.bus.heartbeat("live-worker", 30)
-    orphan, _, _ = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("1")))
+    orphan = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("1"))).order
     h.orders.claim(orphan.id, "job-2", "dead-worker")
     timers = Timers().start()
     reconciler = Reconciler.start(h.orders, h.bus, timers)

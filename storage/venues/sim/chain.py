@@ -73,6 +73,10 @@ class SimChain(SimulatedChain):
         """Schedule a not-yet-tradable token's launch; return its time (naive UTC)."""
         return self._world.schedule_launch(symbol, in_seconds)
 
+    def close(self) -> None:
+        """Close the ledger's direct connections."""
+        self._ledger.direct.close()
+
 
 def open_chain(
     db: Database,

@@ -8,15 +8,19 @@ a repeated signature is answered from the row and never executes twice:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 from pony.orm import db_session, select
 
 from config import find_token
+from storage.direct import DirectConnections, Transaction
+from storage.sql import IntegrityErrors
 from storage.venues.base import SignatureStatus, SwapRequest, SwapResult, SwapView, VenueError
 from storage.venues.sim import amm
-from storage.sql import Dialect
-from storage.venues.sim.world import RACE_ERRORS, World
+from storage.venues.sim.world import RACE_ERRORS as WORLD_RACE_ERRORS, World
+
+RACE_ERRORS = (*WORLD_RACE_ERRORS, *IntegrityErrors)
 
 # Codes after which a new attempt (new quote, new signature) can succeed.
 RETRIABLE = frozenset({"transient", "slippage_exceeded", "expired"})
@@ -34,17 +38,21 @@ def result_of(row) -> SwapResult:
 
 
 class Ledger:
-    """Records and lands swaps for one world (both venues share it)."""
+    """Records and lands swaps for one world (both venues share it), a block at a time.
+
+    A block is the swaps a venue sends together: one transaction locks the pools they
+    touch (in one order, so blocks of the two venues never deadlock), lands them in
+    order at the block's one timestamp, records every outcome and moves each pool once.
+    Before, every swap held its pool's row lock through a commit of its own, so all
+    SOL/USDC swaps queued behind one another's fsync.
+    """
 
     def __init__(self, world: World):
         self.world = world
         self.E = world.E
         self.db = world.E.SimPool._database_
-        self.dialect = Dialect(self.db)
-
-    def _cursor(self):
-        """A cursor on this db_session's connection (Pony commits at the session's end)."""
-        return self.db.get_connection().cursor()
+        self.direct = DirectConnections(self.db)
+        self.dialect = self.direct.dialect
 
     def recorded(self, signature: str) -> SwapResult | None:
         """The outcome already recorded for a signature, or None."""
@@ -54,79 +62,38 @@ class Ledger:
 
     def record(self, request: SwapRequest, status: str, error_code: str, message: str) -> SwapResult:
         """Record an outcome that moved no reserves (a rejection or a drop); first record wins."""
-        try:
-            with db_session:
-                if self.E.SimSwap.get(signature=request.signature) is None:
-                    return self._record_raw(self._cursor(), request, status, None, error_code, message)
-        except RACE_ERRORS:
-            pass  # the same signature was recorded concurrently; its row is the answer
-        return self.recorded(request.signature)
+        return self.apply_block([BlockEntry(request, status, error_code, message)])[0]
 
     def land(self, request: SwapRequest) -> SwapResult:
         """Execute at this moment's price (or fail it) and record the outcome, atomically."""
-        try:
-            token_a, token_b = self.world.require_pair(request.token_in, request.token_out)
-        except VenueError as error:
-            return self.record(request, "failed", error.code, error.message)
-        try:
-            with db_session:
-                return self._land_locked(self._cursor(), request, token_a, token_b)
-        except RACE_ERRORS:
-            return self.recorded(request.signature)
+        return self.apply_block([BlockEntry(request, "land")])[0]
 
-    def _land_locked(self, cursor, request: SwapRequest, token_a, token_b) -> SwapResult:
-        # Plain SQL: this runs once per swap and Pony's entities measured ~20% of a worker.
-        # Lock the pool first: a concurrent send of the same signature then waits here and
-        # finds this one's row below (on SQLite the lock is BEGIN IMMEDIATE).
-        d, p = self.dialect, self.dialect.ph
-        lock = " FOR UPDATE" if d.postgres else ""
-        cursor.execute(f"SELECT reserve_a, reserve_b, fee_bps FROM sim_pools "
-                       f"WHERE dex = {p} AND token_a = {p} AND token_b = {p}{lock}",
-                       (request.dex, token_a.symbol, token_b.symbol))
-        pool = cursor.fetchone()
-        cursor.execute(f"SELECT signature, status, amount_out, error_code, message, executed_at "
-                       f"FROM sim_swaps WHERE signature = {p}", (request.signature,))
-        existing = cursor.fetchone()
-        if existing is not None:
-            signature, status, amount_out, error_code, message, executed_at = existing
-            return result_of(SimpleNamespace(signature=signature, status=status, amount_out=amount_out,
-                                             error_code=error_code, message=message,
-                                             executed_at=d.read_ts(executed_at)))
-        if pool is None:
-            return self._record_raw(cursor, request, "failed", None, "no_pool", "no pool for this pair")
-        reserve_a, reserve_b, fee_bps = pool
-        root = self.world.drift(request.dex, token_a.symbol, token_b.symbol).root(self.world.clock())
-        eff_a, eff_b = amm.effective(reserve_a, reserve_b, root)
-        sells_a = request.token_in.symbol == token_a.symbol
-        try:
-            math = amm.swap_out(*((eff_a, eff_b) if sells_a else (eff_b, eff_a)), request.amount_in, fee_bps)
-            new_a, new_b = (math.reserve_in, math.reserve_out) if sells_a else (math.reserve_out, math.reserve_in)
-            new_a, new_b = amm.stored(new_a, new_b, root)
-            if max(new_a, new_b) > amm.MAX_RESERVE:
-                raise VenueError("insufficient_liquidity", "the pool cannot absorb an order this large")
-        except VenueError as error:
-            return self._record_raw(cursor, request, "failed", None, error.code, error.message)
-        if math.amount_out < request.min_amount_out:
-            message = (f"slippage tolerance exceeded: output {math.amount_out} is below the minimum "
-                       f"{request.min_amount_out}")
-            return self._record_raw(cursor, request, "failed", math.amount_out, "slippage_exceeded", message)
-        cursor.execute(f"UPDATE sim_pools SET reserve_a = {p}, reserve_b = {p}, updated_at = {p} "
-                       f"WHERE dex = {p} AND token_a = {p} AND token_b = {p}",
-                       (new_a, new_b, d.ts(self.world.now()), request.dex, token_a.symbol, token_b.symbol))
-        return self._record_raw(cursor, request, "confirmed", math.amount_out, None, None)
+    def apply_block(self, entries: list["BlockEntry"]) -> list[SwapResult]:
+        """Land or record every entry in one transaction; per entry its result, in order.
 
-    def _record_raw(self, cursor, request: SwapRequest, status, amount_out, error_code, message) -> SwapResult:
-        now = self.world.now()
-        row = SimpleNamespace(signature=request.signature, status=status,
-                              amount_out=None if amount_out is None else str(amount_out),
-                              error_code=error_code, message=message, executed_at=now)
-        cursor.execute(
-            f"INSERT INTO sim_swaps (signature, dex, order_id, token_in, token_out, amount_in, amount_out, "
-            f"status, error_code, message, executed_at) VALUES ({self.dialect.placeholders(11)})",
-            (request.signature, request.dex, str(request.order_id), request.token_in.symbol,
-             request.token_out.symbol, str(request.amount_in), row.amount_out, status, error_code, message,
-             self.dialect.ts(now)))
-        return result_of(row)
+        A signature recorded before (or earlier in the block) is answered from its record
+        and never executes twice.
+        """
+        pairs = {}
+        for entry in entries:
+            if entry.kind == "land":
+                try:
+                    pairs[id(entry)] = self.world.require_pair(entry.request.token_in, entry.request.token_out)
+                except VenueError as error:
+                    entry.kind, entry.error_code, entry.message = "failed", error.code, error.message
+        conn = self.direct.get()
+        try:
+            with conn.transaction() as tx:
+                block = _Block(self, tx, entries, pairs)
+                results = block.run()
+                block.write()
+            return results
+        except RACE_ERRORS:  # another process recorded one of these signatures meanwhile: ask again
+            if len(entries) == 1:
+                found = self.recorded(entries[0].request.signature)
+                if found is not None:
+                    return [found]
+            return [r for entry in entries for r in self.apply_block([entry])]
 
     def signature_status(self, signature: str) -> SignatureStatus:
         """confirmed (with amounts), failed (with its code), or not_found (never landed)."""
@@ -150,3 +117,124 @@ class Ledger:
                          int(s.amount_in), int(s.amount_out), s.executed_at)
                 for s in rows
             ]
+
+
+@dataclass
+class BlockEntry:
+    """One swap in a block: land it (`kind` "land"), or record it as "failed" or "dropped"."""
+
+    request: SwapRequest
+    kind: str
+    error_code: str | None = None
+    message: str | None = None
+
+
+_SWAP_COLUMNS = ("signature, dex, order_id, token_in, token_out, amount_in, amount_out, status, "
+                 "error_code, message, executed_at")
+
+
+class _Block:
+    """The work of one `Ledger.apply_block` inside its transaction."""
+
+    def __init__(self, ledger: Ledger, tx: Transaction, entries: list[BlockEntry], pairs: dict):
+        self.ledger, self.tx, self.entries, self.pairs = ledger, tx, entries, pairs
+        self.d = ledger.dialect
+        self.now = ledger.world.now()
+        self.clock = ledger.world.clock()
+        self.rows: list[tuple] = []
+        self.pools: dict[tuple[str, str, str], list[int]] = {}  # key -> [reserve_a, reserve_b, fee_bps]
+        self.moved: set[tuple[str, str, str]] = set()
+
+    def run(self) -> list[SwapResult]:
+        self._lock_pools()
+        known = self._recorded()
+        results = []
+        for entry in self.entries:
+            signature = entry.request.signature
+            if signature in known:
+                results.append(known[signature])
+                continue
+            result = self._apply(entry)
+            known[signature] = result
+            results.append(result)
+        return results
+
+    def _lock_pools(self) -> None:
+        keys = sorted({(e.request.dex, a.symbol, b.symbol) for e in self.entries if id(e) in self.pairs
+                       for a, b in [self.pairs[id(e)]]})
+        if not keys:
+            return
+        d, p = self.d, self.d.ph
+        where = " OR ".join([f"(dex = {p} AND token_a = {p} AND token_b = {p})"] * len(keys))
+        rows = self.tx.execute(f"SELECT dex, token_a, token_b, reserve_a, reserve_b, fee_bps FROM sim_pools "
+                               f"WHERE {where} ORDER BY dex, token_a, token_b{' FOR UPDATE' if d.postgres else ''}",
+                               [v for key in keys for v in key])
+        self.pools = {(dex, a, b): [ra, rb, fee] for dex, a, b, ra, rb, fee in rows}
+
+    def _recorded(self) -> dict[str, SwapResult]:
+        signatures = sorted({e.request.signature for e in self.entries})
+        d = self.d
+        rows = self.tx.execute(f"SELECT signature, status, amount_out, error_code, message, executed_at "
+                               f"FROM sim_swaps WHERE signature IN ({d.placeholders(len(signatures))})", signatures)
+        return {sig: result_of(SimpleNamespace(signature=sig, status=status, amount_out=out, error_code=code,
+                                               message=message, executed_at=d.read_ts(at)))
+                for sig, status, out, code, message, at in rows}
+
+    def _apply(self, entry: BlockEntry) -> SwapResult:
+        request = entry.request
+        if entry.kind != "land":
+            return self._record(request, entry.kind, None, entry.error_code, entry.message)
+        token_a, token_b = self.pairs[id(entry)]
+        key = (request.dex, token_a.symbol, token_b.symbol)
+        pool = self.pools.get(key)
+        if pool is None:
+            return self._record(request, "failed", None, "no_pool", "no pool for this pair")
+        reserve_a, reserve_b, fee_bps = pool
+        root = self.ledger.world.drift(*key).root(self.clock)
+        eff_a, eff_b = amm.effective(reserve_a, reserve_b, root)
+        sells_a = request.token_in.symbol == token_a.symbol
+        try:
+            math = amm.swap_out(*((eff_a, eff_b) if sells_a else (eff_b, eff_a)), request.amount_in, fee_bps)
+            new_a, new_b = (math.reserve_in, math.reserve_out) if sells_a else (math.reserve_out, math.reserve_in)
+            new_a, new_b = amm.stored(new_a, new_b, root)
+            if max(new_a, new_b) > amm.MAX_RESERVE:
+                raise VenueError("insufficient_liquidity", "the pool cannot absorb an order this large")
+        except VenueError as error:
+            return self._record(request, "failed", None, error.code, error.message)
+        if math.amount_out < request.min_amount_out:
+            message = (f"slippage tolerance exceeded: output {math.amount_out} is below the minimum "
+                       f"{request.min_amount_out}")
+            return self._record(request, "failed", math.amount_out, "slippage_exceeded", message)
+        pool[0], pool[1] = new_a, new_b
+        self.moved.add(key)
+        return self._record(request, "confirmed", math.amount_out, None, None)
+
+    def _record(self, request: SwapRequest, status, amount_out, error_code, message) -> SwapResult:
+        out = None if amount_out is None else str(amount_out)
+        self.rows.append((request.signature, request.dex, str(request.order_id), request.token_in.symbol,
+                          request.token_out.symbol, str(request.amount_in), out, status, error_code, message,
+                          self.d.ts(self.now)))
+        return result_of(SimpleNamespace(signature=request.signature, status=status, amount_out=out,
+                                         error_code=error_code, message=message, executed_at=self.now))
+
+    def write(self) -> None:
+        """Insert the block's records and move its pools; commit."""
+        d = self.d
+        updates = [(self.pools[k][0], self.pools[k][1], d.ts(self.now), *k) for k in sorted(self.moved)]
+        if not self.rows:
+            return self.tx.commit()
+        if d.postgres:
+            cursor = self.tx.cursor
+            sql = (b"INSERT INTO sim_swaps (" + _SWAP_COLUMNS.encode() + b") VALUES "
+                   + d.values(cursor, "(" + ", ".join(["%s"] * 11) + ")", self.rows))
+            if updates:
+                sql += (b"; UPDATE sim_pools AS p SET reserve_a = v.ra, reserve_b = v.rb, updated_at = v.at "
+                        b"FROM (VALUES " + d.values(cursor, "(%s::bigint, %s::bigint, %s::timestamp, %s, %s, %s)",
+                                                    updates)
+                        + b") AS v (ra, rb, at, dex, a, b) WHERE p.dex = v.dex AND p.token_a = v.a AND p.token_b = v.b")
+            return self.tx.commit(sql)
+        self.tx.executemany(f"INSERT INTO sim_swaps ({_SWAP_COLUMNS}) VALUES ({d.placeholders(11)})", self.rows)
+        if updates:
+            self.tx.executemany("UPDATE sim_pools SET reserve_a = ?, reserve_b = ?, updated_at = ? "
+                                "WHERE dex = ? AND token_a = ? AND token_b = ?", updates)
+        self.tx.commit()

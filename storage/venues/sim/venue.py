@@ -9,7 +9,7 @@ from config import Token
 from storage.errors import translating_db_errors
 from storage.venues.base import Quote, SignatureStatus, SwapRequest, SwapResult, Venue, VenueError
 from storage.venues.sim import amm
-from storage.venues.sim.ledger import Ledger
+from storage.venues.sim.ledger import BlockEntry, Ledger
 from storage.venues.sim.world import World
 
 # What an RPC node answers when it drops a transaction before it lands.
@@ -58,25 +58,47 @@ class SimVenue(Venue):
         """2–3 s uniformly when realistic, else 0."""
         return self._rng.uniform(2.0, 3.0) if self._realistic else 0.0
 
-    @translating_db_errors
     def execute_swap(self, request: SwapRequest) -> SwapResult:
         """Land now, fail, or time out (half of timeouts land anyway); idempotent per signature."""
-        if request.dex != self.name:
-            raise VenueError("wrong_venue", f"a swap for {request.dex} was sent to {self.name}")
-        # A repeated signature is answered from its recorded row by `land`/`record`, which
-        # look under the pool lock (or first-record-wins); no extra read on the way in.
+        (result,) = self.execute_swaps([request])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    @translating_db_errors
+    def execute_swaps(self, requests: list[SwapRequest]) -> list[SwapResult | Exception]:
+        """Land the swaps sent together in one block (one transaction), at this moment's prices.
+
+        Each swap draws its own fate first: a transient failure (rejected by the node), a
+        timeout (half of which landed: the sender only learns it from `signature_status`),
+        or landing. A repeated signature is answered from its record and never executes twice.
+        """
         settings = self._world.settings
-        draw = self._rng.random()
-        if draw < settings.venue_failure_rate:
-            message = self._rng.choice(TRANSIENT_MESSAGES).format(slots=self._rng.randint(40, 400))
-            return self._ledger.record(request, "failed", "transient", message)
-        if draw < settings.venue_failure_rate + settings.venue_timeout_rate:
-            if self._rng.random() < 0.5:
-                self._ledger.land(request)
+        entries: list[BlockEntry] = []
+        timed_out: set[int] = set()
+        results: dict[int, SwapResult | Exception] = {}
+        for i, request in enumerate(requests):
+            if request.dex != self.name:
+                results[i] = VenueError("wrong_venue", f"a swap for {request.dex} was sent to {self.name}")
+                continue
+            draw = self._rng.random()
+            if draw < settings.venue_failure_rate:
+                message = self._rng.choice(TRANSIENT_MESSAGES).format(slots=self._rng.randint(40, 400))
+                entries.append(BlockEntry(request, "failed", "transient", message))
+            elif draw < settings.venue_failure_rate + settings.venue_timeout_rate:
+                timed_out.add(i)
+                landed = self._rng.random() < 0.5
+                entries.append(BlockEntry(request, "land") if landed else
+                               BlockEntry(request, "dropped", "expired", "timed out before landing"))
             else:
-                self._ledger.record(request, "dropped", "expired", "timed out before landing")
-            return SwapResult(request.signature, "timeout", message=TIMEOUT_MESSAGE)
-        return self._ledger.land(request)
+                entries.append(BlockEntry(request, "land"))
+        landed = iter(self._ledger.apply_block(entries) if entries else [])
+        for i, request in enumerate(requests):
+            if i in results:
+                continue
+            result = next(landed)
+            results[i] = SwapResult(request.signature, "timeout", message=TIMEOUT_MESSAGE) if i in timed_out else result
+        return [results[i] for i in range(len(requests))]
 
     @translating_db_errors
     def signature_status(self, signature: str) -> SignatureStatus:

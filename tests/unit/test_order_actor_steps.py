@@ -1,0 +1,142 @@
+"""One OrderActor fed messages in an order the test chooses (the Mopidy way: the actor is
+built, not started, and nothing runs on another thread). A pooled actor runs order after
+order, so a late reply meant for an earlier step or an earlier order must change nothing."""
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+from uuid import uuid4
+
+from actors.messages import (AppendEvents, EventsStored, OrderFinished, QuoteReceived, RequestQuote, RunOrder,
+                             SendSwap, SwapSettled)
+from actors.order_actor import OrderActor
+from actors.retry import RetryPolicy
+from config import find_token
+from storage.records import EventRecord, OrderRecord, utcnow
+from storage.venues.base import Quote, SwapResult
+
+SOL, USDC = find_token("SOL"), find_token("USDC")
+
+
+class Inbox:
+    """Stands in for an ActorRef: records what it is told."""
+
+    def __init__(self):
+        self.told = []
+
+    def tell(self, message):
+        self.told.append(message)
+
+    def take(self, kind):
+        found = [m for m in self.told if isinstance(m, kind)]
+        self.told = [m for m in self.told if not isinstance(m, kind)]
+        return found
+
+
+class Directory:
+    def __init__(self):
+        self.refs = {name: Inbox() for name in ("raydium", "meteora", "event_writer")}
+
+    def get(self, name):
+        return self.refs[name]
+
+
+class Handle:
+    def cancel(self):
+        pass
+
+
+class ManualTimers:
+    """Timers that never fire on their own (the test fires what it wants)."""
+
+    def call_later(self, delay, callback):
+        return Handle()
+
+
+def pending_order() -> OrderRecord:
+    now = utcnow()
+    oid = uuid4()
+    return OrderRecord(id=oid, owner="", status="pending", type="market", token_in="SOL", token_out="USDC",
+                       amount=Decimal("1"), slippage_bps=50, limit_price=None, expires_in_seconds=None,
+                       client_order_id=None, created_at=now, updated_at=now, attempts=0, attempt=1, last_seq=1,
+                       route=None, fills=[], error=None, events=(EventRecord(oid, 1, "pending", 1, now, {}),))
+
+
+def make_actor():
+    directory, router = Directory(), Inbox()
+    signatures = (f"sig-{n}" for n in itertools.count(1))
+    actor = OrderActor(directory=directory, timers=ManualTimers(), router=router,
+                       policy=RetryPolicy(attempts=3), new_signature=lambda: next(signatures))
+    return actor, directory, router
+
+
+def quote(dex: str, out: int) -> Quote:
+    return Quote(dex, SOL, USDC, 10**9, out, Decimal("0.0025"), 0, 1, utcnow())
+
+
+def stored(append: AppendEvents) -> EventsStored:
+    records = [EventRecord(d.order_id, n + 2, d.status, d.attempt, d.timestamp, d.meta)
+               for n, d in enumerate(append.drafts)]
+    return EventsStored(records, append.tag)
+
+
+def run_to_send(actor, directory, order):
+    """Feed the order up to its swap; return (the quote requests, the store request, the swap)."""
+    actor.on_receive(RunOrder(order))
+    requests = directory.refs["raydium"].take(RequestQuote) + directory.refs["meteora"].take(RequestQuote)
+    for request, dex, out in zip(requests, ("raydium", "meteora"), (150_000_000, 149_000_000)):
+        actor.on_receive(QuoteReceived(request.request_id, dex, quote(dex, out)))
+    (append,) = directory.refs["event_writer"].take(AppendEvents)
+    actor.on_receive(stored(append))
+    (send,) = directory.refs["raydium"].take(SendSwap)
+    return requests, append, send
+
+
+def test_routing_building_and_submitted_are_stored_together_before_the_swap_is_sent():
+    actor, directory, _ = make_actor()
+    actor.on_receive(RunOrder(pending_order()))
+    requests = directory.refs["raydium"].take(RequestQuote) + directory.refs["meteora"].take(RequestQuote)
+    assert len(requests) == 2
+    actor.on_receive(QuoteReceived(requests[0].request_id, "raydium", quote("raydium", 150_000_000)))
+    assert directory.refs["event_writer"].told == [], "one quote is not enough to route"
+    actor.on_receive(QuoteReceived(requests[1].request_id, "meteora", quote("meteora", 149_000_000)))
+    (append,) = directory.refs["event_writer"].take(AppendEvents)
+    assert [d.status for d in append.drafts] == ["routing", "building", "submitted"]
+    assert append.drafts[2].meta == {"txHash": "sig-1", "dex": "raydium"}
+    assert directory.refs["raydium"].take(SendSwap) == [], "nothing is sent before it is stored"
+    actor.on_receive(stored(append))
+    (send,) = directory.refs["raydium"].take(SendSwap)
+    assert send.request.signature == "sig-1" and send.request.min_amount_out == 149_250_000
+
+
+def test_a_late_reply_for_an_earlier_step_changes_nothing():
+    actor, directory, _ = make_actor()
+    requests, append, send = run_to_send(actor, directory, pending_order())
+    actor.on_receive(QuoteReceived(requests[0].request_id, "raydium", quote("raydium", 1)))  # late quote
+    actor.on_receive(stored(append))  # the store answer again
+    assert directory.refs["event_writer"].told == [] and directory.refs["raydium"].told == []
+    actor.on_receive(SwapSettled(SwapResult(send.request.signature, "confirmed", 150_000_000)))
+    (confirm,) = directory.refs["event_writer"].take(AppendEvents)
+    assert [d.status for d in confirm.drafts] == ["confirmed"]
+
+
+def test_a_pooled_actor_ignores_replies_meant_for_its_previous_order():
+    actor, directory, router = make_actor()
+    first = pending_order()
+    _, _, send = run_to_send(actor, directory, first)
+    actor.on_receive(SwapSettled(SwapResult(send.request.signature, "confirmed", 150_000_000)))
+    (confirm,) = directory.refs["event_writer"].take(AppendEvents)
+    actor.on_receive(stored(confirm))
+    assert [m.order_id for m in router.take(OrderFinished)] == [str(first.id)]
+
+    second = pending_order()
+    actor.on_receive(RunOrder(second))
+    requests = directory.refs["raydium"].take(RequestQuote) + directory.refs["meteora"].take(RequestQuote)
+    # Replies meant for the first order arrive late: a repeated swap answer and store answer.
+    actor.on_receive(SwapSettled(SwapResult(send.request.signature, "confirmed", 150_000_000)))
+    actor.on_receive(stored(confirm))
+    assert directory.refs["event_writer"].told == [] and router.told == []
+    for request, dex in zip(requests, ("raydium", "meteora")):
+        actor.on_receive(QuoteReceived(request.request_id, dex, quote(dex, 150_000_000)))
+    (append,) = directory.refs["event_writer"].take(AppendEvents)
+    assert {d.order_id for d in append.drafts} == {second.id}

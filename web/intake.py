@@ -1,0 +1,140 @@
+"""OrderIntake: submits that arrive together share one transaction and one Redis pipeline.
+
+The IOLoop gathers validated orders (`storage.batching.Gatherer`); the first one of a
+batch schedules it for the end of the current loop turn, so every request parsed in
+that turn joins. One intake thread then stores the batch (one statement: the orders and
+their `pending` events), queues the jobs, publishes the `pending` events and reads the
+queue depth (one pipeline), and hands the results back in one hop. Each response still
+answers only after its own order is stored and queued. While a batch is in flight the
+next one gathers: under load a batch holds what arrived during one commit.
+
+    IOLoop: submit -> Gatherer --take--> intake thread: create_orders, bus.accept
+                      ^                                  |
+                      +-------- results (one hop) -------+
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from config import find_token
+from storage.batching import Gatherer
+from storage.errors import BusError, StorageError
+from storage.orders import Created
+from storage.records import EventRecord, OrderDraft
+from storage.runtime import Storage
+from web.errors import ApiError, ValidationError
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+QUEUE_DEPTH_TTL_S = 0.1
+
+
+class OrderIntake:
+    """Stores and queues submitted orders in batches; `submit` is called on the IOLoop thread."""
+
+    def __init__(self, storage: Storage, queue_max_depth: int,
+                 on_pending: Callable[[list[EventRecord]], None] = lambda events: None):
+        self._storage = storage
+        self._max_depth = queue_max_depth
+        self._on_pending = on_pending  # IOLoop thread: the pending events of a stored batch
+        self._gatherer: Gatherer[tuple[OrderDraft, asyncio.Future]] = Gatherer(MAX_BATCH)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="web-intake")
+        self._depth = (0, float("-inf"))  # (queue depth, monotonic time it was read)
+
+    async def submit(self, draft: OrderDraft) -> Created:
+        """Store and queue one order with the others of its batch (IOLoop thread)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if self._gatherer.add((draft, future)):
+            loop.call_soon(self._start)
+        return await future
+
+    def _start(self) -> None:
+        batch = self._gatherer.take()
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(self._executor, self._process, [draft for draft, _ in batch])
+        work.add_done_callback(lambda done: self._finish(loop, batch, done))
+
+    def _finish(self, loop, batch, done: asyncio.Future) -> None:
+        try:
+            results = done.result()
+        except Exception as exc:  # the whole batch failed the same way (a bug or an outage)
+            results = [exc] * len(batch)
+        pending = [r.pending for r in results if isinstance(r, Created) and r.pending is not None]
+        if pending:
+            self._on_pending(pending)
+        for (_, future), result in zip(batch, results):
+            if future.done():  # the client went away
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        if self._gatherer.done():
+            loop.call_soon(self._start)
+
+    # ---- intake thread ------------------------------------------------------------------
+
+    def _process(self, drafts: list[OrderDraft]) -> list[Created | Exception]:
+        """Check, store, queue and announce a batch; per draft its Created or its error."""
+        results: list[Created | Exception | None] = [self._check(draft) for draft in drafts]
+        self._check_depth(results)
+        todo = [i for i, r in enumerate(results) if r is None]
+        if todo:
+            stored = self._storage.orders.create_orders([drafts[i] for i in todo])
+            for i, result in zip(todo, stored):
+                results[i] = result
+            self._queue([r for r in stored if isinstance(r, Created) and r.created], results)
+        return results
+
+    def _check(self, draft: OrderDraft) -> ApiError | None:
+        chain = self._storage.chain
+        for field, symbol in (("tokenIn", draft.token_in), ("tokenOut", draft.token_out)):
+            if not chain.is_tradable(find_token(symbol)):
+                return ValidationError("invalid_field", f"{symbol} is not tradable yet (it has not launched)", field)
+        return None
+
+    def _check_depth(self, results: list) -> None:
+        """Refuse what would overfill the queue, by the depth the last pipeline read (no round
+        trip of its own; read afresh only when it would refuse on a value older than the TTL)."""
+        wanted = sum(1 for r in results if r is None)
+        depth, read_at = self._depth
+        if wanted and depth + wanted > self._max_depth and time.monotonic() - read_at > QUEUE_DEPTH_TTL_S:
+            depth = self._storage.bus.queue_depth()
+            self._depth = (depth, time.monotonic())
+        room = self._max_depth - depth
+        for i, result in enumerate(results):
+            if result is None:
+                if room <= 0:
+                    results[i] = ApiError(503, "queue_full", "too many orders are waiting to start; retry later")
+                room -= 1
+
+    def _queue(self, created: list[Created], results: list) -> None:
+        """Queue the new orders and publish their pending events; on a bus failure remove them:
+        not queued means not accepted, so a retry (same clientOrderId too) starts afresh."""
+        if not created:
+            return
+        bus = self._storage.bus
+        try:
+            accepted = bus.accept([str(c.order.id) for c in created], [c.pending.published() for c in created])
+        except BusError as exc:
+            for c in created:
+                try:
+                    self._storage.orders.discard_unqueued(c.order.id)
+                except StorageError:
+                    log.warning("could not remove unqueued order %s", c.order.id, exc_info=True)
+            failed = {id(c) for c in created}
+            for i, result in enumerate(results):
+                if id(result) in failed:
+                    results[i] = exc
+            return
+        self._depth = (accepted.queue_depth, time.monotonic())
+
+    def close(self) -> None:
+        """Let the intake thread go (batches in flight finish)."""
+        self._executor.shutdown(wait=False)
