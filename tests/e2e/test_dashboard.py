@@ -18,7 +18,7 @@ ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", Path(__file__).resolve().p
 # The flags this machine needs (no GPU, no network beyond loopback, no first-run chores).
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1440,1000")
+                  "--disable-dev-shm-usage", "--window-size=1440,1080")
 LIFECYCLE = ["pending", "routing", "building", "submitted", "confirmed"]
 
 
