@@ -5,7 +5,7 @@ import json
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from config.client import ClientSettings
 
@@ -70,20 +70,25 @@ class EngineClient:
             raise EngineUnreachable(f"cannot reach the engine at {self.settings.url}: {reason}") from None
 
     def submit(self, order: dict[str, Any]) -> dict:
+        """`POST /api/orders/execute`: the acceptance (202, or 200 for a repeat)."""
         return self.request("POST", "/api/orders/execute", order)
 
     def order(self, order_id: str) -> dict:
-        return self.request("GET", f"/api/orders/{urllib.request.quote(order_id, safe='')}")
+        """`GET /api/orders/{id}`: the order with its events."""
+        return self.request("GET", f"/api/orders/{quote(order_id, safe='')}")
 
     def orders(self, **params: Any) -> dict:
+        """`GET /api/orders`: one page (status, type, limit, cursor; None means not given)."""
         query = urlencode({k: v for k, v in params.items() if v is not None})
         return self.request("GET", "/api/orders" + (f"?{query}" if query else ""))
 
     def quote(self, token_in: str, token_out: str, amount: str, slippage_bps: int | None = None) -> dict:
+        """`GET /api/quote`: both venues' quotes and the route."""
         params = {"tokenIn": token_in, "tokenOut": token_out, "amount": amount, "slippageBps": slippage_bps}
         return self.request("GET", "/api/quote?" + urlencode({k: v for k, v in params.items() if v is not None}))
 
     def tokens(self) -> dict:
+        """`GET /api/tokens`."""
         return self.request("GET", "/api/tokens")
 
 

@@ -39,6 +39,7 @@ class Output:
         print(json.dumps(data, ensure_ascii=False), file=self.stdout, flush=True)
 
     def line(self, text: str, style: str | None = None) -> None:
+        """One line of text (styled on a terminal)."""
         if self.mode == "tty":
             self.console.print(Text(text, style=style or ""))
         else:
@@ -121,6 +122,7 @@ def clock(timestamp: str) -> str:
 
 
 def venue_of(order: dict) -> str:
+    """The venue that filled the order, else the one it was routed to."""
     if order.get("fills"):
         return order["fills"][0]["dex"]
     return order["route"]["legs"][0]["dex"] if order.get("route") else ""
