@@ -8,10 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from config import TOKENS
+from storage.status import LIFECYCLE, TERMINAL
+from web.market import VENUES
+from web.validation import ORDER_TYPES as _ORDER_TYPES
 
-STATUSES = ["pending", "waiting", "routing", "building", "submitted", "confirmed", "failed", "cancelled", "expired"]
-ORDER_TYPES = ["market", "limit", "sniper"]
-DEXES = ["raydium", "meteora"]
+# The engine's own lists, so the document cannot drift from them.
+STATUSES = list(LIFECYCLE) + sorted(TERMINAL)
+ORDER_TYPES = list(_ORDER_TYPES)
+DEXES = list(VENUES)
 
 # The spec's codes, then the ones the engine adds (venue refusals on quotes and launches,
 # the WebSocket origin check, unexpected errors); web/errors.py maps every error to one.
