@@ -95,6 +95,20 @@ def make_engine_run(tmp_path):
     assert all(code == 0 for code in codes), "engine run exits cleanly on SIGTERM"
 
 
+@pytest.fixture(params=["engine run", "web + 2 workers"])
+def start_engine(request):
+    """The engine in both topologies, for the clients' main tests: `start_engine(**env)` -> port.
+
+    `engine run` on the embedded default, and the production one: `engine web` and two
+    `engine worker` processes on Postgres and Redis (events reach the web through pub/sub).
+    """
+    if request.param == "engine run":
+        make_run = request.getfixturevalue("make_engine_run")
+        return lambda **env: make_run(**env)[1]
+    make_cluster = request.getfixturevalue("make_cluster")
+    return lambda **env: make_cluster(webs=1, workers=2, **{"VENUE_PROFILE": "instant", **env}).webs[0][1]
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Keep each phase's report on the item so fixtures can tell a failed test."""

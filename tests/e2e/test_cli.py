@@ -27,8 +27,8 @@ def engine(port: int, *args: str, env: dict | None = None, timeout: float = 60) 
                           text=True, timeout=timeout)
 
 
-def test_submit_watch_follows_the_order_to_confirmed_with_its_route_and_price_and_exits_0(make_engine_run):
-    _, port = make_engine_run(VENUE_PROFILE="realistic")
+def test_submit_watch_follows_the_order_to_confirmed_with_its_route_and_price_and_exits_0(start_engine):
+    port = start_engine(VENUE_PROFILE="realistic")
     done = engine(port, "submit", "SOL", "USDC", "1.5", "--slippage-bps", "100", "--watch")
     assert done.returncode == 0, done.stderr
     lines = [line.split("\t") for line in done.stdout.splitlines()]

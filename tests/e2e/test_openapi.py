@@ -108,8 +108,8 @@ def test_the_document_is_openapi_3_1_and_covers_every_path_and_error_code_of_the
         assert document["paths"][path]["get"]["security"] == []
 
 
-def test_real_answers_of_every_endpoint_match_the_document_errors_included(checker):
-    c = checker
+def test_real_answers_of_every_endpoint_match_the_document_errors_included(start_engine):
+    c = Checker(start_engine())
     # Submit: created, repeated, conflicting, and each kind of invalid body.
     accepted = c.check("POST", "/api/orders/execute", 202, {**SOL_USDC, "clientOrderId": "oa-1"})
     c.check("POST", "/api/orders/execute", 200, {**SOL_USDC, "amount": 0.50, "clientOrderId": "oa-1"})

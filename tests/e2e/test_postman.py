@@ -59,8 +59,8 @@ def run_newman(port: int, folders: list[str], tmp_path) -> dict:
     return run
 
 
-def test_newman_runs_the_collection_against_engine_run_and_every_assertion_holds(make_engine_run, tmp_path):
-    _, port = make_engine_run()
+def test_newman_runs_the_collection_and_every_assertion_holds(start_engine, tmp_path):
+    port = start_engine()
     run = run_newman(port, READY_FOLDERS, tmp_path)
     stats = run["stats"]
     assert stats["requests"]["total"] >= 25 and stats["requests"]["failed"] == 0
