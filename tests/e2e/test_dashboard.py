@@ -58,7 +58,10 @@ class Page:
         return self.driver.find_element(self.By.CSS_SELECTOR, css)
 
     def text(self, css: str) -> str:
-        return self.find(css).text
+        # Read in the page's own thread: rows are re-rendered as events arrive, so an
+        # element found a moment ago may already be gone (stale) when asked for its text.
+        return self.driver.execute_script(
+            "const el = document.querySelector(arguments[0]); return el ? el.innerText : null;", css)
 
     def fill(self, **fields) -> None:
         from selenium.webdriver.support.ui import Select
@@ -75,16 +78,15 @@ class Page:
         self.find("#submit").click()
 
     def row_status(self, order_id: str) -> str | None:
-        rows = self.driver.find_elements(self.By.CSS_SELECTOR, f'#orders tr[data-order-id="{order_id}"] td.status')
-        return rows[0].text if rows else None
+        return self.text(f'#orders tr[data-order-id="{order_id}"] td.status')
 
     def selected_order(self) -> str:
-        self.wait().until(lambda d: self.find("#orders tr.selected"))
-        return self.find("#orders tr.selected").get_attribute("data-order-id")
+        script = "const row = document.querySelector('#orders tr.selected'); return row && row.dataset.orderId;"
+        return self.wait().until(lambda d: d.execute_script(script))
 
     def timeline(self) -> list[str]:
-        return [li.get_attribute("data-status") for li in
-                self.driver.find_elements(self.By.CSS_SELECTOR, "#timeline li")]
+        return self.driver.execute_script(
+            "return [...document.querySelectorAll('#timeline li')].map((li) => li.dataset.status);")
 
     def console_errors(self) -> list[str]:
         """Script errors and policy violations; API answers of 4xx (logged as failed loads) are expected."""
@@ -191,6 +193,6 @@ def test_the_cancel_button_cancels_an_order_that_has_not_started(make_engine_run
     page.submit()
     page.wait().until(lambda d: page.selected_order() != first)
     waiting = page.selected_order()  # held back by ORDER_RATE_LIMIT=1: still pending
-    page.find(f'#orders tr[data-order-id="{waiting}"] button').click()
+    page.driver.execute_script(f"document.querySelector('#orders tr[data-order-id=\"{waiting}\"] button').click()")
     page.wait().until(lambda d: page.row_status(waiting) == "cancelled")
     assert page.timeline()[-1] == "cancelled"

@@ -5,7 +5,8 @@ const TERMINAL = new Set(["confirmed", "failed", "cancelled", "expired"]);
 const CANCELLABLE = new Set(["pending", "waiting", "routing"]);
 const DEXES = ["raydium", "meteora"];
 const KEY_STORE = "engineApiKey";
-const MAX_ROWS = 200;
+const MAX_ROWS = 100;
+const MAX_KEPT = 500;
 const CHART_POINTS = 90;
 
 const state = {
@@ -195,11 +196,30 @@ function onEvent(event) {
     // The terminal event closes the story: read the order once more for its fills.
     if (TERMINAL.has(event.status) && event.orderId === state.selected) loadOrder(event.orderId);
   } else {
-    state.orders.set(event.orderId, {orderId: event.orderId, status: event.status, createdAt: event.timestamp,
-                                     lastSeq: event.seq, ...(order || {})});
-    loadOrder(event.orderId);
+    // A new order: show it now, and read its pair and amount with the next page of the
+    // list (one request for many new orders, however busy the engine is).
+    const placeholder = order || {orderId: event.orderId, createdAt: event.timestamp};
+    applyEvent(placeholder, event);
+    state.orders.set(event.orderId, placeholder);
+    if (event.orderId === state.selected) loadOrder(event.orderId); else refreshListSoon();
   }
   render();
+}
+
+let listTimer = null;
+function refreshListSoon() {
+  if (listTimer === null) listTimer = setTimeout(() => { listTimer = null; loadOrders(); }, 500);
+}
+
+// Keep the newest orders only (the page may stay open for days on a busy engine).
+function prune() {
+  if (state.orders.size <= MAX_KEPT) return;
+  const oldest = [...state.orders.values()].sort((a, b) => (a.createdAt || "").localeCompare(b.createdAt || ""));
+  for (const order of oldest.slice(0, state.orders.size - MAX_KEPT)) {
+    if (order.orderId === state.selected) continue;
+    state.orders.delete(order.orderId);
+    state.events.delete(order.orderId);
+  }
 }
 
 async function loadOrders() {
@@ -277,6 +297,7 @@ function render() {
 }
 
 function renderOrders() {
+  prune();
   const orders = [...state.orders.values()]
     .sort((a, b) => (b.createdAt || "").localeCompare(a.createdAt || "")).slice(0, MAX_ROWS);
   const rows = orders.map((o) => h("tr", {
