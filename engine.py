@@ -1,9 +1,11 @@
-"""The `engine` command: every process's entry point.
+"""The `engine` command: every process's entry point, and the command-line client.
 
     engine run       web + worker in one process (the embedded default needs nothing else)
     engine web       HTTP + WebSocket (needs DATABASE_URL and REDIS_URL)
     engine worker    order execution (needs DATABASE_URL and REDIS_URL)
     engine migrate   apply the schema migrations (the Procfile's release phase)
+    engine submit | orders | order | quote | tokens
+                     a client of a running engine's public API (web/client/)
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import sys
 import threading
 
 from config import ConfigError, load_settings
+from config.settings import VARIABLES
 
 log = logging.getLogger("engine")
 
@@ -116,15 +119,50 @@ async def _serve_async(settings, with_worker: bool) -> int:
     return 1 if worker is not None and worker.fatal.is_set() else 0
 
 
+# The variables each server command reads (all of them are checked at start-up).
+_WEB = ("PORT", "DATABASE_URL", "REDIS_URL", "QUEUE_MAX_DEPTH", "API_KEYS", "KEY_RATE_LIMIT", "CORS_ORIGINS")
+_WORKER = ("DATABASE_URL", "REDIS_URL", "WORKER_CONCURRENCY", "ORDER_RATE_LIMIT", "RETRY_ATTEMPTS",
+           "VENUE_PROFILE", "VENUE_FAILURE_RATE", "VENUE_TIMEOUT_RATE")
+SERVER_COMMANDS = {
+    "run": ("web and worker in one process (embedded default without DATABASE_URL/REDIS_URL)",
+            tuple(VARIABLES)),
+    "web": ("HTTP and WebSocket server (needs DATABASE_URL and REDIS_URL)", _WEB + ("LOG_LEVEL",)),
+    "worker": ("order execution worker (needs DATABASE_URL and REDIS_URL)", _WORKER + ("LOG_LEVEL",)),
+    "migrate": ("apply database migrations (the release phase)",
+                ("DATABASE_URL", "ENGINE_DATA_DIR", "SIM_SEED", "LOG_LEVEL")),
+}
+
+
+def _variables_help(names) -> str:
+    lines = ["environment variables (a .env file in the working directory is read too):"]
+    return "\n".join(lines + [f"  {name:<19} {VARIABLES[name]}" for name in names])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `engine` command line: server commands, then the client's."""
+    from config.client import CLIENT_VARIABLES
+    from web.client.cli import add_commands
+
+    epilog = (_variables_help(VARIABLES) + "\n\nclient commands (submit, orders, order, quote, tokens) read:\n"
+              + "\n".join(f"  {name:<19} {meaning}" for name, meaning in CLIENT_VARIABLES.items())
+              + "\n\n`engine COMMAND --help` lists the variables that command reads.")
+    parser = argparse.ArgumentParser(prog="engine", description="DEX order execution engine", epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, names) in SERVER_COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text + ".", epilog=_variables_help(names),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_commands(sub)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, check the settings, run the command."""
-    parser = argparse.ArgumentParser(prog="engine", description="DEX order execution engine")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", help="web and worker in one process (embedded default without DATABASE_URL/REDIS_URL)")
-    sub.add_parser("web", help="HTTP and WebSocket server (needs DATABASE_URL and REDIS_URL)")
-    sub.add_parser("worker", help="order execution worker (needs DATABASE_URL and REDIS_URL)")
-    sub.add_parser("migrate", help="apply database migrations (the release phase)")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if args.command not in SERVER_COMMANDS:  # a client command: no server settings involved
+        from web.client.cli import run
+
+        return run(args)
     try:
         settings = load_settings()
         if args.command in ("web", "worker"):

@@ -155,3 +155,24 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         cors_origins=_list(env, "CORS_ORIGINS"),
         log_level=level,
     )
+
+
+# What each variable means, for `engine COMMAND --help` (the README has the same table).
+VARIABLES: dict[str, str] = {
+    "PORT": "HTTP port of `web` and `run` (default 8000)",
+    "DATABASE_URL": "postgresql://user:pass@host:port/db (default: SQLite in ENGINE_DATA_DIR)",
+    "ENGINE_DATA_DIR": "where the embedded default keeps its files (default ./var)",
+    "REDIS_URL": "redis://host:port/db (default: an in-process bus, single process only)",
+    "WORKER_CONCURRENCY": "orders in flight per worker (default 10)",
+    "ORDER_RATE_LIMIT": "orders started per 60 s, all workers together (default 100)",
+    "QUEUE_MAX_DEPTH": "orders waiting to start before submits answer 503 queue_full (default 10000)",
+    "RETRY_ATTEMPTS": "attempts per order on transient errors (default 3)",
+    "VENUE_PROFILE": "realistic (quotes ~200 ms, swaps 2-3 s) or instant (default realistic)",
+    "VENUE_FAILURE_RATE": "share of swaps that fail transiently (default 0.05)",
+    "VENUE_TIMEOUT_RATE": "share of swaps that time out, outcome unknown (default 0.02)",
+    "SIM_SEED": "seed of the simulated world when it is first created (default random)",
+    "API_KEYS": "comma-separated API keys (default none)",
+    "KEY_RATE_LIMIT": "submissions per key per 60 s where keys are configured (default 600)",
+    "CORS_ORIGINS": "origins allowed to call the API from a browser (default none)",
+    "LOG_LEVEL": "DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)",
+}

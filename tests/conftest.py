@@ -6,6 +6,7 @@ A test that needs a server which is not running skips on a laptop and fails in C
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 
@@ -31,6 +32,35 @@ def require_server(name: str, host: str, port: int) -> None:
     if IN_CI:
         pytest.fail(message + " (CI=true: a missing service fails the run)")
     pytest.skip(message)
+
+
+def require_tool(name: str, *commands: str) -> list[str]:
+    """Paths of the commands a test needs: skip (laptop) or fail (CI) when one is missing.
+
+    `.ci/run` installs them (chromium, chromium-driver, newman), so in CI a missing one is a
+    broken install step, never a reason to skip.
+    """
+    paths = [shutil.which(command) for command in commands]
+    if all(paths):
+        return paths
+    missing = ", ".join(c for c, p in zip(commands, paths) if not p)
+    message = f"{name} is not installed (missing: {missing})"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: .ci/run installs it)")
+    pytest.skip(message)
+
+
+# Tests of server features the spec has but the server does not yet (cancel, API keys):
+# written now, skipped until the feature lands. RUN_PENDING_SERVER_FEATURES=1 runs them
+# anyway (they fail today, which shows they test something).
+RUN_PENDING = os.environ.get("RUN_PENDING_SERVER_FEATURES", "").lower() in ("1", "true", "yes")
+
+
+def pytest_runtest_setup(item):
+    marker = item.get_closest_marker("pending_server_feature")
+    if marker is not None and not RUN_PENDING:
+        feature = marker.args[0] if marker.args else "unnamed"
+        pytest.skip(f"pending server feature: {feature} (the spec has it, the server does not yet)")
 
 
 @pytest.fixture

@@ -7,7 +7,9 @@ from tornado.web import Application
 from config import Settings
 from storage.runtime import Storage
 from web.base import MAX_BODY_BYTES, ApiHandler, NotFoundHandler, Services
+from web.dashboard import DashboardHandler
 from web.market import QuoteHandler, SimLaunchHandler, SimPoolsHandler, SimSwapsHandler, TokensHandler
+from web.openapi import OpenApiHandler
 from web.ops import HealthHandler, MetricsHandler, ReadyHandler
 from web.orders import OrderHandler, OrderListHandler, SubmitHandler
 from web.sockets import ListenSocket, SubmitSocket
@@ -46,6 +48,9 @@ def make_app(storage: Storage, settings: Settings, services: Services | None = N
             (r"/healthz", HealthHandler, deps),
             (r"/readyz", ReadyHandler, deps),
             (r"/metrics", MetricsHandler, deps),
+            (r"/api/openapi.json", OpenApiHandler, deps),
+            (r"/", DashboardHandler, deps),
+            (r"/dashboard/([a-z]+\.(?:js|css|svg))", DashboardHandler, deps),
         ],
         default_handler_class=NotFoundHandler,
         default_handler_args=deps,

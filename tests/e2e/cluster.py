@@ -4,6 +4,7 @@ themselves are started with bench.cluster's EngineProcess, shared with the bench
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import time
 
@@ -64,3 +65,35 @@ def assert_complete_lifecycle(events: list[dict], final: str = "confirmed") -> N
     assert all(e["status"] not in TERMINAL for e in events[:-1]), events
     if final == "confirmed" and all(e["attempt"] == 1 for e in events):
         assert [e["status"] for e in events] == LIFECYCLE
+
+
+def fetch(port: int, method: str, path: str, body=None, headers: dict | None = None, timeout: float = 30):
+    """One blocking HTTP request to 127.0.0.1:port: (status, headers, raw body bytes).
+
+    A dict body is sent as JSON (with its Content-Type unless `headers` names one).
+    """
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+        headers = {"Content-Type": "application/json", **(headers or {})}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        if response.status == 101:  # a WebSocket handshake: there is no body to read
+            return response.status, dict(response.getheaders()), b""
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def wait_terminal(port: int, order_id: str, timeout: float = 30) -> dict:
+    """Poll GET /api/orders/ID until the order is terminal; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, _, body = fetch(port, "GET", f"/api/orders/{order_id}")
+        order = json.loads(body)
+        if status == 200 and order["status"] in TERMINAL:
+            return order
+        if time.monotonic() > deadline:
+            raise AssertionError(f"order {order_id} not terminal after {timeout}s: {order}")
+        time.sleep(0.05)

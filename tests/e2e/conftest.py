@@ -66,6 +66,49 @@ def make_cluster(postgres_url, redis_url, tmp_path, request):
             print(cluster.logs())  # shown under "Captured stdout teardown"
 
 
+EMBEDDED_ENV = {"VENUE_PROFILE": "instant", "VENUE_FAILURE_RATE": "0", "VENUE_TIMEOUT_RATE": "0",
+                "DATABASE_URL": "", "REDIS_URL": "", "SIM_SEED": "11"}
+
+
+@pytest.fixture
+def make_engine_run(tmp_path):
+    """Start `engine run` on the embedded default (SQLite, in-process bus): `make_engine_run(**env)`.
+
+    Returns (process, port); every process started is stopped afterwards and must exit 0.
+    """
+    started: list[EngineProcess] = []
+
+    def make(**env):
+        port = free_port()
+        name = f"run{len(started)}"
+        settings = {**EMBEDDED_ENV, "ENGINE_DATA_DIR": str(tmp_path / name), "PORT": str(port),
+                    **{k: str(v) for k, v in env.items()}}
+        proc = EngineProcess("run", settings, tmp_path, name).start()
+        started.append(proc)
+        wait_ready(port, proc)
+        return proc, port
+
+    yield make
+    codes = [proc.stop() for proc in started]
+    for proc in started:
+        print(proc.log_text()[-3000:])
+    assert all(code == 0 for code in codes), "engine run exits cleanly on SIGTERM"
+
+
+@pytest.fixture(params=["engine run", "web + 2 workers"])
+def start_engine(request):
+    """The engine in both topologies, for the clients' main tests: `start_engine(**env)` -> port.
+
+    `engine run` on the embedded default, and the production one: `engine web` and two
+    `engine worker` processes on Postgres and Redis (events reach the web through pub/sub).
+    """
+    if request.param == "engine run":
+        make_run = request.getfixturevalue("make_engine_run")
+        return lambda **env: make_run(**env)[1]
+    make_cluster = request.getfixturevalue("make_cluster")
+    return lambda **env: make_cluster(webs=1, workers=2, **{"VENUE_PROFILE": "instant", **env}).webs[0][1]
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Keep each phase's report on the item so fixtures can tell a failed test."""

@@ -1,0 +1,198 @@
+"""The dashboard at `/`, driven in a real headless Chromium (selenium + chromium-driver) against
+`engine run`: the form, the live orders table, the timeline, errors in words.
+
+Screenshots go to tests/artifacts/ (git-ignored; TEST_ARTIFACTS_DIR elsewhere)."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_tool
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", Path(__file__).resolve().parents[1] / "artifacts"))
+# The flags this machine needs (no GPU, no network beyond loopback, no first-run chores).
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1440,1080")
+LIFECYCLE = ["pending", "routing", "building", "submitted", "confirmed"]
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """A headless Chromium with a fresh profile; quit afterwards."""
+    chromium, chromedriver = require_tool("Chromium", "chromium", "chromedriver")
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=chromedriver))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+class Page:
+    """The dashboard in the browser, in the words of the test."""
+
+    def __init__(self, driver, port: int):
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        self.driver, self.By = driver, By
+        self.wait = lambda timeout=20: WebDriverWait(driver, timeout, poll_frequency=0.05)
+        driver.get(f"http://127.0.0.1:{port}/")
+        self.wait().until(lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
+
+    def find(self, css: str):
+        return self.driver.find_element(self.By.CSS_SELECTOR, css)
+
+    def text(self, css: str) -> str:
+        # Read in the page's own thread: rows are re-rendered as events arrive, so an
+        # element found a moment ago may already be gone (stale) when asked for its text.
+        return self.driver.execute_script(
+            "const el = document.querySelector(arguments[0]); return el ? el.innerText : null;", css)
+
+    def fill(self, **fields) -> None:
+        from selenium.webdriver.support.ui import Select
+
+        for name, value in fields.items():
+            element = self.find(f"#f-{name}")
+            if element.tag_name == "select":
+                Select(element).select_by_value(value)
+            else:
+                element.clear()
+                element.send_keys(value)
+
+    def submit(self) -> None:
+        self.find("#submit").click()
+
+    def row_status(self, order_id: str) -> str | None:
+        return self.text(f'#orders tr[data-order-id="{order_id}"] td.status')
+
+    def selected_order(self) -> str:
+        script = "const row = document.querySelector('#orders tr.selected'); return row && row.dataset.orderId;"
+        return self.wait().until(lambda d: d.execute_script(script))
+
+    def timeline(self) -> list[str]:
+        return self.driver.execute_script(
+            "return [...document.querySelectorAll('#timeline li')].map((li) => li.dataset.status);")
+
+    def console_errors(self) -> list[str]:
+        """Script errors and policy violations; API answers of 4xx (logged as failed loads) are expected."""
+        return [entry["message"] for entry in self.driver.get_log("browser")
+                if entry["level"] == "SEVERE" and "Failed to load resource" not in entry["message"]]
+
+    def screenshot(self, name: str) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / name
+        self.driver.save_screenshot(str(path))
+        return path
+
+
+def test_an_order_from_the_form_moves_live_to_confirmed_and_its_timeline_lists_every_status(
+        start_engine, browser, request):
+    port = start_engine(VENUE_PROFILE="realistic")  # ~3 s per order: slow enough to watch it move
+    page = Page(browser, port)
+    page.fill(tokenIn="SOL", tokenOut="USDC", amount="1.5", slippageBps="100")
+    page.wait().until(lambda d: "Route:" in page.text("#quote"))
+    quote = page.text("#quote")
+    assert "raydium" in quote and "meteora" in quote and "after slippage" in quote
+
+    page.submit()
+    order_id = page.selected_order()
+    seen = []
+    deadline = time.monotonic() + 30
+    while (status := page.row_status(order_id)) != "confirmed" and time.monotonic() < deadline:
+        if status and (not seen or seen[-1] != status):
+            seen.append(status)
+        time.sleep(0.05)
+    assert page.row_status(order_id) == "confirmed", seen
+    # The dashboard never polls orders: a status between submit and confirmed came over /ws.
+    assert set(seen) & {"routing", "building", "submitted"}, seen
+
+    page.wait().until(lambda d: page.timeline() == LIFECYCLE)
+    timeline = page.text("#timeline")
+    assert "chose" in timeline and "minAmountOut" in timeline and "signature" in timeline
+    page.wait().until(lambda d: "fill on" in page.text("#timeline-summary"))  # read again when it ended
+    row = page.text(f'#orders tr[data-order-id="{order_id}"]')
+    assert "SOL → USDC" in row and ("raydium" in row or "meteora" in row)
+    page.wait().until(lambda d: "spread" in page.text("#chart-legend"))
+    assert page.driver.find_elements(page.By.CSS_SELECTOR, "#chart polyline")
+    name = "dashboard.png" if "[engine run]" in request.node.name else "dashboard-production.png"
+    assert page.screenshot(name).stat().st_size > 10_000
+    assert page.console_errors() == []
+
+
+def test_api_errors_read_as_sentences_next_to_the_field_and_a_failed_order_shows_why(make_engine_run, browser):
+    _, port = make_engine_run()
+    page = Page(browser, port)
+    page.fill(amount="0")
+    page.wait().until(lambda d: "greater than 0" in page.text("#quote"))
+    page.submit()
+    page.wait().until(lambda d: page.find("#form-error").is_displayed())
+    assert page.text("#form-error") == "Amount must be greater than 0."
+    assert "invalid" in page.find("#f-amount").get_attribute("class")
+
+    page.fill(type="limit")
+    assert page.find("#f-limitPrice").is_displayed() and page.find("#f-expiresInSeconds").is_displayed()
+    page.fill(amount="1", limitPrice="150")
+    page.submit()
+    page.wait().until(lambda d: "not supported" in page.text("#form-error"))
+    assert "{" not in page.text("#form-error")
+
+    page.fill(type="market", tokenIn="BONK", tokenOut="USDC", amount="0.00001")
+    page.submit()
+    order_id = page.selected_order()
+    page.wait().until(lambda d: page.row_status(order_id) == "failed")
+    page.wait().until(lambda d: "insufficient_liquidity" in page.text("#timeline"))
+    assert "Too small to buy" in page.text("#timeline") or "too small to buy" in page.text("#timeline")
+
+    page.find("#l-inSeconds").clear()
+    page.find("#l-inSeconds").send_keys("1")
+    page.find("#launch").click()
+    page.wait().until(lambda d: "POPCAT launches at" in page.text("#launch-result"))
+    page.wait().until(lambda d: "POPCAT (not launched)" not in page.text("#f-tokenOut"))
+    page.screenshot("dashboard-errors.png")
+    assert page.console_errors() == []
+
+
+@pytest.mark.pending_server_feature("API keys (API_KEYS enforcement, 401)")
+def test_with_api_keys_the_page_asks_for_a_key_and_then_works(make_engine_run, browser):
+    _, port = make_engine_run(API_KEYS="dash-key")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"http://127.0.0.1:{port}/")
+    WebDriverWait(browser, 20).until(lambda d: "needs an API key" in d.find_element(By.ID, "notice").text)
+    browser.find_element(By.ID, "api-key").send_keys("dash-key")
+    browser.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
+    page = Page(browser, port)  # reloads: the key is kept in the session
+    page.wait().until(lambda d: "Route:" in page.text("#quote"))
+    page.submit()
+    order_id = page.selected_order()
+    page.wait().until(lambda d: page.row_status(order_id) == "confirmed")
+
+
+@pytest.mark.pending_server_feature("cancel (POST /api/orders/{id}/cancel)")
+def test_the_cancel_button_cancels_an_order_that_has_not_started(make_engine_run, browser):
+    _, port = make_engine_run(VENUE_PROFILE="realistic", ORDER_RATE_LIMIT=1)
+    page = Page(browser, port)
+    page.submit()
+    first = page.selected_order()
+    page.submit()
+    page.wait().until(lambda d: page.selected_order() != first)
+    waiting = page.selected_order()  # held back by ORDER_RATE_LIMIT=1: still pending
+    page.driver.execute_script(f"document.querySelector('#orders tr[data-order-id=\"{waiting}\"] button').click()")
+    page.wait().until(lambda d: page.row_status(waiting) == "cancelled")
+    assert page.timeline()[-1] == "cancelled"

@@ -1,0 +1,214 @@
+"""The OpenAPI document at `/api/openapi.json` stays true: real answers of `engine run`, errors
+included, are checked against it with openapi-core, and it covers every path and code of the spec."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from openapi_core import OpenAPI
+from openapi_core.testing import MockRequest, MockResponse
+from openapi_schema_validator import OAS31Validator
+from openapi_spec_validator import validate as validate_spec
+
+from tests.e2e.cluster import fetch, wait_terminal
+
+pytestmark = pytest.mark.e2e
+
+# Every path of shared/spec/API.md, with its methods (WebSocket upgrades are GETs).
+SPEC_OPERATIONS = {
+    ("/api/orders/execute", "post"), ("/api/orders/execute", "get"), ("/api/orders", "get"),
+    ("/api/orders/{orderId}", "get"), ("/api/orders/{orderId}/cancel", "post"), ("/api/quote", "get"),
+    ("/api/tokens", "get"), ("/ws", "get"), ("/api/sim/swaps", "get"), ("/api/sim/pools", "get"),
+    ("/api/sim/launch", "post"), ("/healthz", "get"), ("/readyz", "get"), ("/metrics", "get"),
+}
+SPEC_ERROR_CODES = {
+    "invalid_json", "unsupported_media_type", "payload_too_large", "missing_field", "unknown_field",
+    "invalid_field", "invalid_amount", "too_many_decimals", "amount_too_large", "unknown_token", "same_token",
+    "unsupported_order_type", "unauthorized", "not_found", "method_not_allowed", "conflict", "rate_limited",
+    "queue_full", "not_ready",
+}
+UPGRADE = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+SOL_USDC = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.5"}
+
+
+class Checker:
+    """Sends real requests to the engine and validates each answer against the document."""
+
+    def __init__(self, port: int):
+        self.port = port
+        status, _, body = fetch(port, "GET", "/api/openapi.json")
+        assert status == 200
+        self.document = json.loads(body)
+        self.api = OpenAPI.from_dict(self.document)
+        self.seen: set[tuple[str, str, int]] = set()  # (path template, method, status)
+
+    def check(self, method: str, path: str, status: int, body=None, headers=None, code: str | None = None):
+        """Send it, expect `status` (and error `code`), validate the answer; return the parsed body."""
+        got, response_headers, raw = fetch(self.port, method, path, body, headers)
+        assert got == status, f"{method} {path}: {got} {raw[:300]!r}"
+        content_type = response_headers.get("Content-Type", "")
+        plain_path, _, query = path.partition("?")
+        args = {}
+        for pair in filter(None, query.split("&")):
+            name, _, value = pair.partition("=")
+            args[name] = value
+        request = MockRequest(f"http://127.0.0.1:{self.port}", method, plain_path, args=args,
+                              headers=headers or {}, data=body if isinstance(body, bytes) else None)
+        response = MockResponse(raw, status_code=got, headers=response_headers,
+                                content_type=content_type.split(";")[0].strip())
+        self.api.validate_response(request, response)  # raises with the schema error
+        operation = self.api.unmarshal_response(request, response)  # also finds the path template
+        assert not operation.errors
+        template = self._template(method, plain_path)
+        self.seen.add((template, method.lower(), got))
+        parsed = json.loads(raw) if content_type.startswith("application/json") and raw else raw
+        if code is not None:
+            assert parsed["error"]["code"] == code, parsed
+        return parsed
+
+    def _template(self, method: str, path: str) -> str:
+        for template in self.document["paths"]:
+            parts, actual = template.split("/"), path.split("/")
+            if len(parts) == len(actual) and all(p == a or p.startswith("{") for p, a in zip(parts, actual)):
+                return template
+        raise AssertionError(f"{method} {path} is not in the document")
+
+    def check_error_shape(self, method: str, path: str, status: int, headers=None) -> dict:
+        """Paths or methods the document does not list still answer the Error schema."""
+        got, response_headers, raw = fetch(self.port, method, path, headers=headers)
+        assert got == status, raw
+        schema = {"$ref": "#/components/schemas/Error", "components": self.document["components"]}
+        OAS31Validator(schema).validate(json.loads(raw))
+        return response_headers
+
+
+@pytest.fixture
+def checker(make_engine_run):
+    _, port = make_engine_run()
+    return Checker(port)
+
+
+def test_the_document_is_openapi_3_1_and_covers_every_path_and_error_code_of_the_spec(checker):
+    document = checker.document
+    validate_spec(document)
+    assert document["openapi"].startswith("3.1")
+    operations = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert SPEC_OPERATIONS <= operations
+    codes = set(document["components"]["schemas"]["ErrorCode"]["enum"])
+    assert SPEC_ERROR_CODES <= codes
+    submit = document["paths"]["/api/orders/execute"]["post"]
+    assert {"400", "401", "409", "413", "415", "429", "503"} <= set(submit["responses"])
+    assert "Retry-After" in submit["responses"]["429"]["headers"]
+    assert {"limitPrice", "expiresInSeconds", "type"} <= set(
+        document["components"]["schemas"]["SubmitRequest"]["properties"])
+    for path in ("/api/orders/execute", "/ws"):  # the WebSockets are described in words
+        assert "WebSocket" in document["paths"][path]["get"]["description"]
+    for path in ("/healthz", "/readyz", "/metrics", "/api/openapi.json", "/"):
+        assert document["paths"][path]["get"]["security"] == []
+
+
+def test_real_answers_of_every_endpoint_match_the_document_errors_included(start_engine):
+    c = Checker(start_engine())
+    # Submit: created, repeated, conflicting, and each kind of invalid body.
+    accepted = c.check("POST", "/api/orders/execute", 202, {**SOL_USDC, "clientOrderId": "oa-1"})
+    c.check("POST", "/api/orders/execute", 200, {**SOL_USDC, "amount": 0.50, "clientOrderId": "oa-1"})
+    c.check("POST", "/api/orders/execute", 409, {**SOL_USDC, "amount": "2", "clientOrderId": "oa-1"},
+            code="conflict")
+    for body, code in [
+        ({"tokenIn": "SOL", "tokenOut": "USDC"}, "missing_field"),
+        ({**SOL_USDC, "slipageBps": 10}, "unknown_field"),
+        ({**SOL_USDC, "slippageBps": 0}, "invalid_field"),
+        ({**SOL_USDC, "amount": "0"}, "invalid_amount"),
+        ({**SOL_USDC, "amount": "0.0000000001"}, "too_many_decimals"),
+        ({**SOL_USDC, "amount": "1e30"}, "amount_too_large"),
+        ({**SOL_USDC, "tokenOut": "DOGE"}, "unknown_token"),
+        ({**SOL_USDC, "tokenOut": "sol"}, "same_token"),
+        ({**SOL_USDC, "type": "limit", "limitPrice": "150"}, "unsupported_order_type"),
+        ({**SOL_USDC, "tokenOut": "POPCAT"}, "invalid_field"),
+    ]:
+        c.check("POST", "/api/orders/execute", 400, body, code=code)
+    c.check("POST", "/api/orders/execute", 400, b"{not json", {"Content-Type": "application/json"},
+            code="invalid_json")
+    c.check("POST", "/api/orders/execute", 415, b"{}", {"Content-Type": "text/plain"},
+            code="unsupported_media_type")
+    c.check("POST", "/api/orders/execute", 413, b"{" + b" " * 70_000 + b"}",
+            {"Content-Type": "application/json"}, code="payload_too_large")
+    c.check("GET", "/api/orders/execute", 405, code="method_not_allowed")
+    c.check("GET", "/api/orders/execute", 101, headers=UPGRADE)
+    failed = c.check("POST", "/api/orders/execute", 202, {"tokenIn": "BONK", "tokenOut": "USDC",
+                                                            "amount": "0.00001"})
+
+    # Read and list: a confirmed order (route, fills, events) and a failed one (error, no route).
+    order_id = accepted["orderId"]
+    wait_terminal(c.port, order_id)
+    assert wait_terminal(c.port, failed["orderId"])["status"] == "failed"
+    order = c.check("GET", f"/api/orders/{order_id}", 200)
+    assert order["status"] == "confirmed" and order["events"][-1]["meta"]["executedPrice"]
+    c.check("GET", f"/api/orders/{failed['orderId']}", 200)
+    c.check("GET", "/api/orders/00000000-0000-0000-0000-000000000000", 404, code="not_found")
+    c.check("GET", "/api/orders/not-an-id", 404, code="not_found")
+    listing = c.check("GET", "/api/orders?limit=1", 200)
+    c.check("GET", f"/api/orders?cursor={listing['nextCursor']}&status=confirmed&type=market", 200)
+    c.check("GET", "/api/orders?limit=0", 400, code="invalid_field")
+    c.check("GET", "/api/orders?status=done", 400, code="invalid_field")
+    c.check("GET", "/api/orders?cursor=nonsense", 400, code="invalid_field")
+    c.check("GET", "/api/orders?colour=red", 400, code="unknown_field")
+    # Cancel is not on the server yet: today it is a 404 in the documented shape.
+    c.check("POST", f"/api/orders/{order_id}/cancel", 404, code="not_found")
+
+    # Market and simulator.
+    c.check("GET", "/api/quote?tokenIn=SOL&tokenOut=USDC&amount=1.5&slippageBps=100", 200)
+    c.check("GET", "/api/quote?tokenIn=SOL&tokenOut=USDC", 400, code="missing_field")
+    c.check("GET", "/api/quote?tokenIn=BONK&tokenOut=USDC&amount=0.00001", 400, code="insufficient_liquidity")
+    c.check("GET", "/api/tokens", 200)
+    swaps = c.check("GET", f"/api/sim/swaps?orderId={order_id}", 200)
+    assert swaps["swaps"][0]["txHash"] == order["fills"][0]["txHash"]
+    c.check("GET", "/api/sim/swaps", 400, code="missing_field")
+    c.check("GET", "/api/sim/swaps?orderId=00000000-0000-0000-0000-000000000000", 404, code="not_found")
+    c.check("GET", "/api/sim/pools", 200)
+    c.check("POST", "/api/sim/launch", 202, {"token": "POPCAT", "inSeconds": 3600})
+    c.check("POST", "/api/sim/launch", 400, {"token": "POPCAT", "inSeconds": 3600}, code="already_tradable")
+    c.check("POST", "/api/sim/launch", 400, {"token": "POPCAT", "inSeconds": -1}, code="invalid_field")
+    c.check("POST", "/api/sim/launch", 415, b"{}", {"Content-Type": "text/plain"})
+
+    # Listeners, operations, the document itself and the dashboard.
+    c.check("GET", "/ws", 405, code="method_not_allowed")
+    c.check("GET", f"/ws?orderId={order_id}", 101, headers=UPGRADE)
+    for path in ("/healthz", "/readyz", "/metrics", "/api/openapi.json", "/"):
+        c.check("GET", path, 200)
+
+    # What the document does not list still answers its Error shape.
+    c.check_error_shape("GET", "/api/nowhere", 404)
+    assert "Allow" in c.check_error_shape("DELETE", "/api/orders", 405)
+
+    documented = {(path, method) for path, item in c.document["paths"].items() for method in item}
+    exercised = {(path, method) for path, method, _ in c.seen}
+    assert documented == exercised, f"never exercised: {documented - exercised}"
+    statuses = {status for _, _, status in c.seen}
+    assert {200, 202, 400, 404, 405, 409, 413, 415} <= statuses
+
+
+@pytest.mark.pending_server_feature("cancel (POST /api/orders/{id}/cancel)")
+def test_cancel_answers_match_the_document(make_engine_run):
+    _, port = make_engine_run(VENUE_PROFILE="realistic", ORDER_RATE_LIMIT=1)
+    c = Checker(port)
+    first = c.check("POST", "/api/orders/execute", 202, SOL_USDC)
+    waiting = c.check("POST", "/api/orders/execute", 202, SOL_USDC)  # held back by the rate limit
+    cancelled = c.check("POST", f"/api/orders/{waiting['orderId']}/cancel", 200)
+    assert cancelled["status"] == "cancelled" and cancelled["events"][-1]["status"] == "cancelled"
+    c.check("POST", f"/api/orders/{waiting['orderId']}/cancel", 200)  # again: the same 200
+    wait_terminal(port, first["orderId"])
+    c.check("POST", f"/api/orders/{first['orderId']}/cancel", 409, code="conflict")
+
+
+@pytest.mark.pending_server_feature("API keys (API_KEYS enforcement, 401)")
+def test_requests_without_a_valid_key_answer_401_as_documented_and_public_paths_stay_open(make_engine_run):
+    _, port = make_engine_run(API_KEYS="k-one,k-two")
+    c = Checker(port)  # the document itself needs no key
+    c.check("GET", "/api/tokens", 401, code="unauthorized")
+    c.check("GET", "/api/tokens", 401, headers={"Authorization": "Bearer wrong"}, code="unauthorized")
+    c.check("POST", "/api/orders/execute", 401, SOL_USDC, code="unauthorized")
+    c.check("GET", "/api/tokens", 200, headers={"Authorization": "Bearer k-one"})
+    for path in ("/healthz", "/readyz", "/metrics", "/"):
+        c.check("GET", path, 200)

@@ -1,0 +1,215 @@
+"""The OpenAPI 3.1 document of the public API (shared/spec/API.md), served at `/api/openapi.json`.
+
+It describes the whole spec, including what the server does not do yet (cancel, API
+keys and their 401/429, limit and sniper fields), so clients can be written against it
+now. The WebSocket endpoints are described in words on their upgrade requests.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from web.base import ApiHandler, json_dumps
+from web.openapi_schemas import DEXES, ORDER_TYPES, SCHEMAS, STATUSES, ref
+
+VERSION = "3.1.0"
+
+_ERRORS = {
+    400: "Invalid input: the body, a field or a query parameter breaks a rule (`field` names it).",
+    401: "An API key is configured and this request has none, or an unknown one.",
+    403: "A browser page from an origin not in `CORS_ORIGINS` opened a WebSocket.",
+    404: "No such order of the caller (or no such resource).",
+    405: "This method is not allowed on this path (`Allow` lists the ones that are).",
+    409: "Conflict: the clientOrderId names a different order, or the order can no longer be cancelled.",
+    413: "The body is larger than 64 KiB.",
+    415: "The body is not `application/json`.",
+    429: "Too many submissions for this API key in the last 60 s; retry after `Retry-After` seconds.",
+    500: "An unexpected server error (no trace is ever shown).",
+    503: "Not ready (database or bus unreachable) or `queue_full`: retry later.",
+}
+_HEADERS = {
+    405: {"Allow": {"required": True, "schema": {"type": "string"}, "description": "the allowed methods"}},
+    429: {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 0},
+                          "description": "seconds until a submission is accepted again"}},
+}
+
+
+def _json(schema: dict[str, Any], description: str, headers: dict | None = None) -> dict[str, Any]:
+    answer = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+def _error(status: int) -> dict[str, Any]:
+    return _json(ref("Error"), _ERRORS[status], _HEADERS.get(status))
+
+
+def _op(summary: str, ok: dict[int, dict], errors: tuple[int, ...], description: str = "",
+        params: list | None = None, body: dict | None = None, public: bool = False, tag: str = "orders") -> dict:
+    """One operation: its answers (`ok`), the errors it may answer, parameters and body."""
+    responses = {str(code): answer for code, answer in ok.items()}
+    codes = set(errors) if public else set(errors) | {401, 500}
+    for code in sorted(codes):
+        responses[str(code)] = _error(code)
+    operation: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
+    if description:
+        operation["description"] = description
+    if params:
+        operation["parameters"] = params
+    if body:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if public:
+        operation["security"] = []
+    return operation
+
+
+def _query(name: str, schema: dict, description: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+_WS_SUBMIT = """WebSocket upgrade (`Upgrade: websocket`). The client's first text frame is the
+submit body (SubmitRequest). The server answers an AcceptedFrame, or an ErrorFrame and then
+closes with code 1008; after an AcceptedFrame it streams that order's StatusEvents from seq 1
+until a terminal status, then closes with 1000. Where API keys are configured, `?token=KEY`
+may replace the Authorization header (browsers cannot set it). Without the upgrade: 405."""
+
+_WS_LISTEN = """WebSocket upgrade (`Upgrade: websocket`) for listeners.
+- `?orderId=ID` streams one order: every earlier event in seq order, then the live ones; after
+  the terminal event the server closes with 1000. `&after=N` resumes after event N.
+  An unknown order or a bad parameter gets an ErrorFrame and close code 1008.
+- Without an order id: every order of the caller (of its API key), live. The client may send
+  SubscribeCommand (answered by a SubscribedFrame, then that order's history) and
+  UnsubscribeCommand (answered by an UnsubscribedFrame) frames; an order of another key gets
+  an ErrorFrame (`not_found`) and the connection stays open.
+- Events of one order are never duplicated or reordered on one connection.
+- `?token=KEY` authenticates where keys are configured; a refused key fails the handshake
+  with 401 and the Error shape. Without the upgrade: 405."""
+
+_SUBMIT_DESCRIPTION = """202 with status `pending` for a new order. A repeated `clientOrderId` from the
+same owner whose body means the same order answers 200 for the existing order (its status now);
+a different order under the same key answers 409."""
+
+_OK_SUBMIT = {202: _json(ref("SubmitAccepted"), "Accepted and queued."),
+              200: _json(ref("SubmitAccepted"), "A repeat of an earlier submit (same clientOrderId).")}
+_UPGRADED = {101: {"description": "Switching Protocols: the WebSocket is open (frames described above)."}}
+
+
+_WS_SECURITY = [{}, {"bearerAuth": []}, {"tokenQuery": []}]
+
+
+def _paths() -> dict[str, Any]:
+    paths = _operations()
+    for path in ("/api/orders/execute", "/ws"):
+        paths[path]["get"]["security"] = _WS_SECURITY
+    return paths
+
+
+def _operations() -> dict[str, Any]:
+    order_id = {"name": "orderId", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "/api/orders/execute": {
+            "post": _op("Submit an order", _OK_SUBMIT, (400, 409, 413, 415, 429, 503),
+                        _SUBMIT_DESCRIPTION, body=ref("SubmitRequest")),
+            "get": _op("Submit an order over WebSocket and stream its events", _UPGRADED,
+                       (403, 405, 429), _WS_SUBMIT,
+                       params=[_query("token", {"type": "string"}, "API key, for browsers")]),
+        },
+        "/api/orders": {"get": _op(
+            "List orders, newest first", {200: _json(ref("OrderList"), "One page of orders (without events).")},
+            (400, 503), "Pass `nextCursor` back as `cursor` for the next page.", params=[
+                _query("status", {"type": "string", "enum": STATUSES}, "only orders with this status"),
+                _query("type", {"type": "string", "enum": ORDER_TYPES}, "only orders of this type"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size, 1..500 (400 otherwise)"),
+                _query("cursor", {"type": "string"}, "the nextCursor of the previous page"),
+            ])},
+        "/api/orders/{orderId}": {"get": _op(
+            "Read one order with its full event history",
+            {200: _json(ref("OrderWithEvents"), "The order, its route, fills, error and events by seq.")},
+            (404, 503), params=[order_id])},
+        "/api/orders/{orderId}/cancel": {"post": _op(
+            "Cancel an order that has not reached building",
+            {200: _json(ref("OrderWithEvents"), "Cancelled (or already cancelled): the order as GET shows it.")},
+            (404, 409, 503), "No body. 409 once the order has reached `building` or ended otherwise.",
+            params=[order_id])},
+        "/api/quote": {"get": _op(
+            "Quote both venues and show the route the engine would take now",
+            {200: _json(ref("QuoteAnswer"), "Both venues' quotes and the route; nothing is executed.")},
+            (400, 503), "Validated with the same rules and codes as a submit.", params=[
+                _query("tokenIn", {"type": "string"}, "symbol or mint of the token sold", True),
+                _query("tokenOut", {"type": "string"}, "symbol or mint of the token bought", True),
+                _query("amount", {"type": "string"}, "amount of tokenIn, whole-token units", True),
+                _query("slippageBps", {"type": "integer", "minimum": 1, "maximum": 5000, "default": 50}, "1..5000"),
+            ], tag="market")},
+        "/api/tokens": {"get": _op(
+            "The tokens, with their mainnet mints", {200: _json(ref("TokenList"), "Every token.")},
+            (503,), tag="market")},
+        "/api/sim/swaps": {"get": _op(
+            "Swaps the simulated chain executed for an order",
+            {200: _json(ref("SimSwapList"), "Every executed swap of the order.")}, (400, 404, 503),
+            params=[_query("orderId", {"type": "string"}, "the order", True)], tag="simulator")},
+        "/api/sim/pools": {"get": _op(
+            "Every simulated pool, priced now", {200: _json(ref("PoolList"), "Reserves in whole tokens.")},
+            (503,), tag="simulator")},
+        "/api/sim/launch": {"post": _op(
+            "Schedule the launch of a token that is not tradable yet (for sniper orders)",
+            {202: _json(ref("LaunchAccepted"), "Scheduled.")}, (400, 413, 415, 503),
+            body=ref("LaunchRequest"), tag="simulator")},
+        "/ws": {"get": _op("Listen to order events over WebSocket", _UPGRADED, (403, 405), _WS_LISTEN, params=[
+            _query("orderId", {"type": "string"}, "stream this order only"),
+            _query("after", {"type": "integer", "minimum": 0}, "with orderId: resume after this event seq"),
+            _query("token", {"type": "string"}, "API key, for browsers"),
+        ])},
+        "/healthz": {"get": _op("The process is alive", {200: _json(ref("Health"), "Alive.")}, (),
+                                public=True, tag="operations")},
+        "/readyz": {"get": _op("The database and the bus answer", {200: _json(ref("Ready"), "Ready.")},
+                               (503,), public=True, tag="operations")},
+        "/metrics": {"get": _op("Prometheus metrics of this process", {200: {
+            "description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            (), public=True, tag="operations")},
+        "/api/openapi.json": {"get": _op("This document", {200: _json({"type": "object"}, "OpenAPI 3.1.")},
+                                         (), public=True, tag="operations")},
+        "/": {"get": _op("The dashboard (HTML, no build step, no outside assets)", {200: {
+            "description": "The dashboard page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
+            (), public=True, tag="operations")},
+    }
+
+
+_DESCRIPTION = f"""Routes swap orders on Solana tokens to the better of two venues ({' and '.join(DEXES)},
+simulated), executes them and streams every step. JSON everywhere; amounts and prices are decimal
+strings in answers and strings or JSON numbers in requests; timestamps are ISO 8601 UTC with `Z`.
+
+Every error has the Error shape. A path not listed here answers 404, a method not listed 405.
+Where `API_KEYS` is configured every `/api` and `/ws` request needs `Authorization: Bearer <key>`
+(WebSockets may use `?token=` instead); `/`, `/healthz`, `/readyz`, `/metrics` and this document
+never do. The WebSocket endpoints are the GET operations of `/api/orders/execute` and `/ws`."""
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> str:
+    """The document as JSON text (built once)."""
+    return json_dumps({
+        "openapi": VERSION,
+        "info": {"title": "DEX order execution engine", "version": "1", "description": _DESCRIPTION},
+        "servers": [{"url": "/", "description": "the engine serving this document"}],
+        "security": [{}, {"bearerAuth": []}],
+        "tags": [{"name": "orders"}, {"name": "market"}, {"name": "simulator"}, {"name": "operations"}],
+        "paths": _paths(),
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer",
+                               "description": "one of API_KEYS, where keys are configured"},
+                "tokenQuery": {"type": "apiKey", "in": "query", "name": "token",
+                               "description": "the same key on a WebSocket URL (browsers)"},
+            },
+        },
+    })
+
+
+class OpenApiHandler(ApiHandler):
+    """`GET /api/openapi.json`: the OpenAPI document (no API key needed)."""
+
+    def get(self) -> None:
+        self.set_header("Cache-Control", "no-cache")
+        self.finish(openapi_document())

@@ -1,0 +1,187 @@
+"""The JSON Schemas of the OpenAPI document (`components`): every body the API reads or writes.
+
+Kept apart from the paths (web/openapi.py) so each file stays readable; the test in
+tests/e2e/test_openapi.py checks real answers of a running engine against them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from config import TOKENS
+from storage.status import LIFECYCLE, TERMINAL
+from web.market import VENUES
+from web.validation import ORDER_TYPES as _ORDER_TYPES
+
+# The engine's own lists, so the document cannot drift from them.
+STATUSES = list(LIFECYCLE) + sorted(TERMINAL)
+ORDER_TYPES = list(_ORDER_TYPES)
+DEXES = list(VENUES)
+
+# The spec's codes, then the ones the engine adds (venue refusals on quotes and launches,
+# the WebSocket origin check, unexpected errors); web/errors.py maps every error to one.
+SPEC_ERROR_CODES = [
+    "invalid_json", "unsupported_media_type", "payload_too_large", "missing_field", "unknown_field",
+    "invalid_field", "invalid_amount", "too_many_decimals", "amount_too_large", "unknown_token", "same_token",
+    "unsupported_order_type", "unauthorized", "not_found", "method_not_allowed", "conflict", "rate_limited",
+    "queue_full", "not_ready",
+]
+ENGINE_ERROR_CODES = [
+    "forbidden", "internal_error", "no_route", "no_pool", "not_tradable", "insufficient_liquidity",
+    "already_tradable", "invalid_launch_time",
+]
+
+
+def ref(name: str) -> dict[str, str]:
+    """A `$ref` to a schema of this document."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` or null (OpenAPI 3.1 is JSON Schema 2020-12: no `nullable`)."""
+    return {"oneOf": [schema, {"type": "null"}]}
+
+
+def _obj(required: list[str], properties: dict[str, Any], extra: bool = False, **more: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties,
+            "additionalProperties": extra, **more}
+
+
+DECIMAL = ref("Decimal")
+TIMESTAMP = ref("Timestamp")
+ORDER_ID = ref("OrderId")
+SYMBOL = ref("TokenSymbol")
+DEX = ref("Dex")
+
+_ORDER_FIELDS = {
+    "orderId": ORDER_ID,
+    "status": ref("OrderStatus"),
+    "type": ref("OrderType"),
+    "tokenIn": SYMBOL,
+    "tokenOut": SYMBOL,
+    "amount": DECIMAL,
+    "slippageBps": {"type": "integer", "minimum": 1, "maximum": 5000},
+    "limitPrice": nullable(DECIMAL),
+    "expiresInSeconds": nullable({"type": "integer", "minimum": 1}),
+    "clientOrderId": nullable({"type": "string"}),
+    "createdAt": TIMESTAMP,
+    "updatedAt": TIMESTAMP,
+    "route": nullable(ref("Route")),
+    "fills": {"type": "array", "items": ref("Fill")},
+    "error": nullable(ref("ErrorObject")),
+    "attempts": {"type": "integer", "minimum": 0},
+}
+
+EVENT_META = {
+    "type": "object",
+    "description": "What the step adds (see the spec's status table); extra operator fields may appear.",
+    "properties": {
+        "bestDex": DEX,
+        "quotes": {"type": "object", "properties": {d: ref("Quote") for d in DEXES}},
+        "route": ref("Route"),
+        "retryReason": {"type": "string", "description": "why a new attempt started (routing, attempt > 1)"},
+        "minAmountOut": DECIMAL,
+        "wrapSol": {"type": "boolean"},
+        "unwrapSol": {"type": "boolean"},
+        "txHash": {"type": "string", "description": "the transaction signature (base58)"},
+        "dex": DEX,
+        "amountIn": DECIMAL,
+        "amountOut": DECIMAL,
+        "executedPrice": DECIMAL,
+        "legs": {"type": "array", "items": {"type": "object"}},
+        "error": ref("ErrorObject"),
+        "attempts": {"type": "integer", "minimum": 0},
+        "worker": {"type": "string"},
+        "quoteMs": {"type": "number"},
+        "venueLatencyMs": {"type": "number"},
+        "latencyMs": {"type": "number"},
+    },
+    "additionalProperties": True,
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Decimal": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$",
+                "description": "an exact decimal number as a string, e.g. \"1.5\"", "examples": ["1.5"]},
+    "DecimalInput": {"oneOf": [{"type": "string"}, {"type": "number"}],
+                     "description": "a decimal string or a JSON number (read as an exact decimal, never a float)"},
+    "Timestamp": {"type": "string", "format": "date-time", "pattern": "Z$",
+                  "examples": ["2026-11-25T16:31:49.718Z"]},
+    "OrderId": {"type": "string", "format": "uuid"},
+    "OrderStatus": {"type": "string", "enum": STATUSES},
+    "OrderType": {"type": "string", "enum": ORDER_TYPES},
+    "Dex": {"type": "string", "enum": DEXES},
+    "TokenSymbol": {"type": "string", "enum": [t.symbol for t in TOKENS]},
+    "ErrorCode": {"type": "string", "enum": SPEC_ERROR_CODES + ENGINE_ERROR_CODES},
+    "ErrorObject": _obj(["code", "message"], {
+        "code": ref("ErrorCode"), "message": {"type": "string"},
+        "field": {"type": "string", "description": "the field at fault, where there is one"}}),
+    "Error": _obj(["error"], {"error": ref("ErrorObject")},
+                  description="Every error answer, 404 and 405 included; never HTML or a trace."),
+    "SubmitRequest": _obj(["tokenIn", "tokenOut", "amount"], {
+        "tokenIn": {"type": "string", "description": "symbol (any case) or mint address of the token sold"},
+        "tokenOut": {"type": "string", "description": "symbol or mint address of the token bought"},
+        "amount": ref("DecimalInput"),
+        "type": nullable(ref("OrderType")),
+        "slippageBps": nullable({"type": "integer", "minimum": 1, "maximum": 5000, "default": 50}),
+        "limitPrice": nullable(ref("DecimalInput")),
+        "expiresInSeconds": nullable({"type": "integer", "minimum": 1}),
+        "clientOrderId": nullable({"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[ -~]+$"}),
+    }, description="An unknown field is an error; limitPrice is for limit orders, expiresInSeconds for "
+                   "limit and sniper orders."),
+    "SubmitAccepted": _obj(["orderId", "status", "clientOrderId", "links"], {
+        "orderId": ORDER_ID, "status": ref("OrderStatus"), "clientOrderId": nullable({"type": "string"}),
+        "links": _obj(["self", "ws"], {"self": {"type": "string"}, "ws": {"type": "string"}}),
+    }),
+    "Route": _obj(["legs", "amountOut", "minAmountOut"], {
+        "legs": {"type": "array", "minItems": 1, "items": _obj(["dex", "amountIn", "amountOut"], {
+            "dex": DEX, "amountIn": DECIMAL, "amountOut": DECIMAL})},
+        "amountOut": DECIMAL, "minAmountOut": DECIMAL,
+    }),
+    "Fill": _obj(["dex", "amountIn", "amountOut", "txHash"], {
+        "dex": DEX, "amountIn": DECIMAL, "amountOut": DECIMAL, "txHash": {"type": "string"}}),
+    "Order": _obj(list(_ORDER_FIELDS), _ORDER_FIELDS, description="An order without its events (list items)."),
+    "OrderWithEvents": _obj(list(_ORDER_FIELDS) + ["events"], {
+        **_ORDER_FIELDS, "events": {"type": "array", "items": ref("StatusEvent")}}),
+    "OrderList": _obj(["orders", "nextCursor"], {
+        "orders": {"type": "array", "items": ref("Order")}, "nextCursor": nullable({"type": "string"})}),
+    "StatusEvent": _obj(["orderId", "seq", "status", "attempt", "timestamp", "meta"], {
+        "orderId": ORDER_ID, "seq": {"type": "integer", "minimum": 1}, "status": ref("OrderStatus"),
+        "attempt": {"type": "integer", "minimum": 1}, "timestamp": TIMESTAMP, "meta": EVENT_META,
+    }, description="One step of an order: stored in its history and sent as-is to WebSocket listeners."),
+    "Quote": _obj(["amountOut", "feeRate", "feeAmount", "priceImpactBps"], {
+        "amountOut": DECIMAL, "feeRate": DECIMAL, "feeAmount": DECIMAL,
+        "priceImpactBps": {"type": "integer", "minimum": 0}}),
+    "VenueRefusal": _obj(["error"], {"error": ref("ErrorObject")},
+                         description="in place of a quote: this venue cannot fill the order"),
+    "QuoteAnswer": _obj(["tokenIn", "tokenOut", "amountIn", "quotes", "route"], {
+        "tokenIn": SYMBOL, "tokenOut": SYMBOL, "amountIn": DECIMAL,
+        "slippageBps": {"type": "integer", "minimum": 1, "maximum": 5000},
+        "quotes": _obj(DEXES, {d: {"oneOf": [ref("Quote"), ref("VenueRefusal")]} for d in DEXES}),
+        "route": ref("Route"),
+    }),
+    "Token": _obj(["symbol", "mint", "decimals", "tradable"], {
+        "symbol": SYMBOL, "mint": {"type": "string"}, "decimals": {"type": "integer", "minimum": 0},
+        "tradable": {"type": "boolean"}}),
+    "TokenList": _obj(["tokens"], {"tokens": {"type": "array", "items": ref("Token")}}),
+    "SimSwap": _obj(["txHash", "dex", "amountIn", "amountOut", "executedAt"], {
+        "txHash": {"type": "string"}, "dex": DEX, "tokenIn": SYMBOL, "tokenOut": SYMBOL,
+        "amountIn": DECIMAL, "amountOut": DECIMAL, "executedAt": TIMESTAMP}),
+    "SimSwapList": _obj(["swaps"], {"swaps": {"type": "array", "items": ref("SimSwap")}}),
+    "Pool": _obj(["dex", "tokenA", "tokenB", "reserveA", "reserveB", "feeRate", "price"], {
+        "dex": DEX, "tokenA": SYMBOL, "tokenB": SYMBOL, "reserveA": DECIMAL, "reserveB": DECIMAL,
+        "feeRate": DECIMAL, "price": {**DECIMAL, "description": "tokenB per tokenA, now"}}),
+    "PoolList": _obj(["pools"], {"pools": {"type": "array", "items": ref("Pool")}}),
+    "LaunchRequest": _obj(["token", "inSeconds"], {
+        "token": {"type": "string"}, "inSeconds": {"type": "number", "minimum": 0, "maximum": 604800}}),
+    "LaunchAccepted": _obj(["token", "launchAt"], {"token": SYMBOL, "launchAt": TIMESTAMP}),
+    "Health": _obj(["status"], {"status": {"const": "ok"}}),
+    "Ready": _obj(["status"], {"status": {"const": "ready"}}),
+    # WebSocket frames (described in words on the WebSocket paths).
+    "AcceptedFrame": _obj(["type", "orderId", "links"], {
+        "type": {"const": "accepted"}, "orderId": ORDER_ID, "status": ref("OrderStatus"),
+        "clientOrderId": nullable({"type": "string"}), "links": {"type": "object"}}),
+    "ErrorFrame": _obj(["type", "error"], {"type": {"const": "error"}, "error": ref("ErrorObject")}),
+    "SubscribedFrame": _obj(["type", "orderId"], {"type": {"const": "subscribed"}, "orderId": ORDER_ID}),
+    "UnsubscribedFrame": _obj(["type", "orderId"], {"type": {"const": "unsubscribed"}, "orderId": ORDER_ID}),
+    "SubscribeCommand": _obj(["subscribe"], {"subscribe": ORDER_ID}),
+    "UnsubscribeCommand": _obj(["unsubscribe"], {"unsubscribe": ORDER_ID}),
+}
