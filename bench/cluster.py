@@ -52,8 +52,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def fresh_database(prefix: str = "bench"):
-    """CREATE DATABASE <prefix>_<random>; yield its URL; DROP it afterwards."""
+def fresh_database(prefix: str = "bench", settings: dict[str, str] | None = None):
+    """CREATE DATABASE <prefix>_<random>; yield its URL; DROP it afterwards.
+
+    `settings` are set on that database only (ALTER DATABASE ... SET), before anything
+    connects to it, so every session of the run has them (the trace's log_statement).
+    """
     import psycopg2
 
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
@@ -61,6 +65,8 @@ def fresh_database(prefix: str = "bench"):
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
+        for key, value in (settings or {}).items():
+            cur.execute(f'ALTER DATABASE "{name}" SET {key} = %s', (value,))
     conn.close()
     try:
         yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
@@ -170,14 +176,15 @@ def wait_ready(port: int, proc: EngineProcess, timeout: float = 60) -> None:
 
 
 @contextmanager
-def cluster(env: dict, workers: int, log_dir: Path):
+def cluster(env: dict, workers: int, log_dir: Path, database_settings: dict[str, str] | None = None):
     """Fresh database + leased Redis, `engine migrate`, `workers` workers and one web.
 
     Yields (port, {name: EngineProcess}, database_url). Every process started here is
-    stopped in the `finally`, whatever happened.
+    stopped in the `finally`, whatever happened. `database_settings` go to the fresh
+    database (see `fresh_database`).
     """
     log_dir.mkdir(parents=True, exist_ok=True)
-    with fresh_database() as database_url, leased_redis() as redis_url:
+    with fresh_database(settings=database_settings) as database_url, leased_redis() as redis_url:
         base = {**env, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
         started: list[EngineProcess] = []
         try:
