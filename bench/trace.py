@@ -26,6 +26,8 @@ from bench.cluster import REPO, BenchError, cluster, machine_info
 from bench.counters import COLUMNS, PythonCounters, columns, hook_env
 from bench.roundtrips import PG_KINDS, PgStatementLog, RedisMonitor, ports_by_process
 from bench.scenarios import THROUGHPUT_ENV, submit_and_listen
+from bench.syscalls import SYSCALLS, Strace
+from bench.syscalls import per_order as syscalls_per_order
 
 RESULTS = REPO / "bench" / "results"
 
@@ -146,8 +148,27 @@ def per_order(window: dict, idle_rate: dict) -> dict:
     return {key: (counts.get(key, 0) - idle_rate.get(key, 0.0) * length) / orders for key in keys}
 
 
-async def run_trace(args, tracer: Tracer, port: int) -> dict:
+async def _phase(strace: Strace | None, label: str, work):
+    """Await `work`, with strace attached around it when asked: (result, syscalls or None)."""
+    if strace is None:
+        return await work, None
+    strace.start(label)
+    try:
+        result = await work
+    finally:
+        calls = strace.stop()
+    return result, calls
+
+
+async def _windows(tracer: Tracer, pool: HttpPool, port: int, args) -> list[dict]:
+    if args.concurrent:
+        return [await _traced(tracer, pool, port, args.concurrent, args.tail, args.timeout)]
+    return [await _traced(tracer, pool, port, 1, args.tail, args.timeout) for _ in range(args.orders)]
+
+
+async def run_trace(args, tracer: Tracer, port: int, run_dir: Path) -> dict:
     """Warm up, let the warm-up's after-effects pass, measure the idle background, trace."""
+    strace = Strace(tracer.pids, run_dir / "strace") if args.strace else None
     pool = HttpPool(port, max(args.warmup, args.concurrent, 1))
     try:
         warm = await _orders(pool, port, args.warmup, args.timeout)
@@ -158,14 +179,15 @@ async def run_trace(args, tracer: Tracer, port: int) -> dict:
         # The idle window comes before the traced ones: after them, it would catch their
         # own late timers (an order's cancelled watchdogs still come due 10 s and more later).
         await asyncio.sleep(args.settle)
-        idle_rate = _rate(await _idle(tracer, args.idle_seconds))
-        if args.concurrent:
-            windows = [await _traced(tracer, pool, port, args.concurrent, args.tail, args.timeout)]
-        else:
-            windows = [await _traced(tracer, pool, port, 1, args.tail, args.timeout) for _ in range(args.orders)]
+        idle, idle_calls = await _phase(strace, "idle", _idle(tracer, args.idle_seconds))
+        windows, traced_calls = await _phase(strace, "traced", _windows(tracer, pool, port, args))
     finally:
         pool.close()
-    return {"idleRate": idle_rate, "windows": windows, "perOrder": [per_order(w, idle_rate) for w in windows]}
+    idle_rate = _rate(idle)
+    result = {"idleRate": idle_rate, "windows": windows, "perOrder": [per_order(w, idle_rate) for w in windows]}
+    if strace is not None:
+        result["syscallsPerOrder"] = syscalls_per_order(idle_calls, traced_calls, sum(w["orders"] for w in windows))
+    return result
 
 
 # ---- the report ----------------------------------------------------------------------------
@@ -252,6 +274,11 @@ def report_text(result: dict, args, engine: list[str]) -> str:
         parts += _detail(summary, engine)
     if args.log:
         parts.append("-- the last window, in order (background included)\n" + "\n".join(result["windows"][-1]["listing"]))
+    if "syscallsPerOrder" in result:
+        calls = result["syscallsPerOrder"]
+        parts.append(_grid("strace -f -c (cross-check; the traced phase as a whole, net of idle)",
+                           [p for p in engine if p in calls], list(SYSCALLS),
+                           lambda row, col: calls[row].get(col, 0.0)))
     problems = [p for w in result["windows"] for p in w["problems"]]
     if problems:
         parts.append(f"!! {len(problems)} traced orders did not complete: {problems[:3]}")
@@ -267,7 +294,8 @@ def _jsonable(result: dict) -> dict:
                         for w in result["windows"]],
             "perOrder": [flat(p) for p in result["perOrder"]],
             "mean": flat(summarize(result["perOrder"], "mean")),
-            "median": flat(summarize(result["perOrder"], "median"))}
+            "median": flat(summarize(result["perOrder"], "median")),
+            "syscallsPerOrder": result.get("syscallsPerOrder")}
 
 
 def _engine_order(names) -> list[str]:
@@ -290,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stat", choices=["mean", "median"], default="mean", help="over the windows (mean)")
     parser.add_argument("--detail", action="store_true", help="also per kind of thread and every message sent")
     parser.add_argument("--log", action="store_true", help="also every statement and command of the last window")
+    parser.add_argument("--strace", action="store_true",
+                        help="also count futex/send/recv/read/write calls with strace -f -c (a cross-check)")
     parser.add_argument("--timeout", type=float, default=60, help="limit for one window's orders, seconds (60)")
     args = parser.parse_args(argv)
     if args.orders < 1 or args.workers < 1 or args.concurrent < 0:
@@ -302,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                  database_settings={"log_statement": "all"}) as (port, procs, database_url):
         tracer = Tracer(procs, database_url, procs["web0"].env["REDIS_URL"], run_dir / "counters")
         try:
-            result = asyncio.run(run_trace(args, tracer, port))
+            result = asyncio.run(run_trace(args, tracer, port, run_dir))
         finally:
             tracer.close()
     text = report_text(result, args, _engine_order(procs))
