@@ -216,6 +216,7 @@ def _grid(title: str, rows: list[str], cols: list[str], value) -> str:
 
 
 def _postgres_table(summary: dict, engine: list[str]) -> str:
+    """Statements by kind per sender, with totals and durable commits."""
     cols = list(PG_KINDS) + ["total", "durable commits"]
     rows = _processes(summary, "postgres", engine)
     return _grid("Postgres statements (each one round trip)", rows, cols,
@@ -223,6 +224,7 @@ def _postgres_table(summary: dict, engine: list[str]) -> str:
 
 
 def _redis_table(summary: dict, engine: list[str]) -> str:
+    """Commands by name per sender, most frequent first; Lua's own commands on a line apart."""
     totals = Counter()
     for (section, process, key), n in summary.items():
         if section == "redis" and process == "total" and key != "total":
@@ -239,6 +241,7 @@ def _redis_table(summary: dict, engine: list[str]) -> str:
 
 
 def _python_table(summary: dict, rows: list[str], title: str) -> str:
+    """The COLUMNS of bench.counters for each row (a process or a kind of thread)."""
     raw = {row: {key: n for (section, process, key), n in summary.items() if section == "python" and process == row}
            for row in rows}
     return _grid(title, rows, list(COLUMNS), lambda row, col: columns(raw[row])[col])
@@ -264,9 +267,13 @@ def report_text(result: dict, args, engine: list[str]) -> str:
     what = (f"{args.concurrent} orders submitted at once" if args.concurrent
             else f"{len(result['windows'])} single orders, one at a time")
     seconds = statistics.mean(w["counts"][("window", "", "seconds")] for w in result["windows"])
-    head = (f"== trace: {what}; 1 web + {args.workers} workers, instant venues; per order, "
+    workers = f"{args.workers} worker{'s' if args.workers != 1 else ''}"
+    head = (f"== trace: {what}; 1 web + {workers}, instant venues; per order, "
             f"{args.stat} over the windows (each {seconds:.2f} s, tail {args.tail} s included), "
             f"idle background ({args.idle_seconds} s measured before them) subtracted")
+    if len(result["windows"]) > 9:
+        head += ("\n   (more than 9 windows: the first orders' cancelled watchdogs come due inside the "
+                 "later windows, 10 s on, and count there as timer wake-ups)")
     parts = [head, _postgres_table(summary, engine), _redis_table(summary, engine),
              _python_table(summary, _processes(summary, "python", engine),
                            "Python calls per process (bench/tracehook counters)")]
