@@ -52,8 +52,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def fresh_database(prefix: str = "bench"):
-    """CREATE DATABASE <prefix>_<random>; yield its URL; DROP it afterwards."""
+def fresh_database(prefix: str = "bench", settings: dict[str, str] | None = None):
+    """CREATE DATABASE <prefix>_<random>; yield its URL; DROP it afterwards.
+
+    `settings` are set on that database only (ALTER DATABASE ... SET), before anything
+    connects to it, so every session of the run has them (the trace's log_statement).
+    """
     import psycopg2
 
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
@@ -61,6 +65,8 @@ def fresh_database(prefix: str = "bench"):
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
+        for key, value in (settings or {}).items():
+            cur.execute(f'ALTER DATABASE "{name}" SET {key} = %s', (value,))
     conn.close()
     try:
         yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
@@ -170,14 +176,15 @@ def wait_ready(port: int, proc: EngineProcess, timeout: float = 60) -> None:
 
 
 @contextmanager
-def cluster(env: dict, workers: int, log_dir: Path):
+def cluster(env: dict, workers: int, log_dir: Path, database_settings: dict[str, str] | None = None):
     """Fresh database + leased Redis, `engine migrate`, `workers` workers and one web.
 
     Yields (port, {name: EngineProcess}, database_url). Every process started here is
-    stopped in the `finally`, whatever happened.
+    stopped in the `finally`, whatever happened. `database_settings` go to the fresh
+    database (see `fresh_database`).
     """
     log_dir.mkdir(parents=True, exist_ok=True)
-    with fresh_database() as database_url, leased_redis() as redis_url:
+    with fresh_database(settings=database_settings) as database_url, leased_redis() as redis_url:
         base = {**env, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
         started: list[EngineProcess] = []
         try:
@@ -198,49 +205,3 @@ def cluster(env: dict, workers: int, log_dir: Path):
         finally:
             for proc in reversed(started):
                 proc.stop()
-
-
-def process_cpu_seconds(pid: int) -> float | None:
-    """utime + stime of one process (all its threads), from /proc; None once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def system_cpu_seconds() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine, summed over all cores, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    tick = os.sysconf("SC_CLK_TCK")
-    return (sum(values[:8]) - idle) / tick, sum(values[:8]) / tick
-
-
-class CpuMeter:
-    """CPU used by each bench-started process, by the bench client itself and by the rest
-    of the machine (Postgres, Redis, ...) between `start()` and `stop()`."""
-
-    def __init__(self, pids: dict[str, int]):
-        self.pids = dict(pids)
-
-    def _sample(self):
-        own = {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
-        own["client"] = process_cpu_seconds(os.getpid())
-        return time.monotonic(), own, system_cpu_seconds()
-
-    def start(self) -> None:
-        self.before = self._sample()
-
-    def stop(self) -> dict:
-        """Cores used by each process on average (1.0 = one core busy all the time)."""
-        t1, own1, (busy1, _) = self._sample()
-        t0, own0, (busy0, _) = self.before
-        wall = max(t1 - t0, 1e-9)
-        cores = {name: round((own1[name] - own0[name]) / wall, 3)
-                 for name in own1 if own1[name] is not None and own0.get(name) is not None}
-        machine = (busy1 - busy0) / wall
-        cores["other (postgres, redis, ...)"] = round(machine - sum(cores.values()), 3)
-        cores["machine busy"] = round(machine, 3)
-        cores["machine cores"] = os.cpu_count()
-        return cores

@@ -16,14 +16,16 @@ import sys
 import time
 from pathlib import Path
 
-from bench.cluster import REPO, BenchError, CpuMeter, cluster, machine_info
+from bench.cluster import REPO, BenchError, cluster, machine_info
+from bench.cpu import CpuMeter
 from bench.profile import Recorder, py_spy, summarize
 from bench.scenarios import DRAIN_ENV, THROUGHPUT_ENV, drain, throughput, verify_database
 
 RESULTS = REPO / "bench" / "results"
 _PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
 
-THROUGHPUT_KEYS = ["ordersPerSecond", "latencyP50Ms", "latencyP99Ms", "submitP50Ms", "submitP99Ms"]
+THROUGHPUT_KEYS = ["ordersPerSecond", "latencyP50Ms", "latencyP99Ms", "submitP50Ms", "submitP99Ms",
+                   "serverCpuMsPerOrder"]
 DRAIN_KEYS = ["actualSeconds", "idealSeconds", "ratio"]
 
 
@@ -39,8 +41,8 @@ def _log_problems(procs) -> dict:
 
 
 def run_throughput(args, log_dir: Path, profile_dir: Path | None = None) -> dict:
-    """One throughput run: one web, two workers, instant venues, `args.orders` orders."""
-    with cluster(THROUGHPUT_ENV, workers=2, log_dir=log_dir) as (port, procs, database_url):
+    """One throughput run: one web, `args.workers` workers, instant venues, `args.orders` orders."""
+    with cluster(THROUGHPUT_ENV, workers=args.workers, log_dir=log_dir) as (port, procs, database_url):
         pids = {name: proc.pid for name, proc in procs.items()}
         recorder = Recorder(profile_dir, args.profile_seconds) if profile_dir else None
         if recorder:
@@ -59,6 +61,8 @@ def run_throughput(args, log_dir: Path, profile_dir: Path | None = None) -> dict
             files = recorder.stop(args.profile_seconds + 30) if recorder else {}
         result["wallSeconds"] = round(time.monotonic() - started, 3)
         result["cpuCores"] = cpu
+        result["cpuMsPerOrder"] = meter.ms_per_order(result.get("confirmed") or 0, list(procs))
+        result["serverCpuMsPerOrder"] = result["cpuMsPerOrder"].get("server")
         result["db"] = verify_database(database_url, args.orders)
         result["logProblems"] = _log_problems(procs)
         result.pop("orderIds", None)
@@ -85,6 +89,27 @@ def run_drain(args, log_dir: Path) -> dict:
         result["logProblems"] = _log_problems(procs)
         result.pop("orderIds", None)
         return result
+
+
+def _cpu_order(name: str) -> tuple:
+    """web first, then the workers, anything else, the servers, and kernel/other last."""
+    rank = {"postgres": 3, "redis": 4, "kernel/other": 5}
+    return (0 if name.startswith("web") else 1 if name.startswith("worker") else rank.get(name, 2), name)
+
+
+def cpu_line(per_order: dict[str, float], label: str = "CPU ms per order") -> str:
+    """`CPU ms per order: web0 2.50, worker0 1.80, ... | server 7.50 | client 1.00`."""
+    apart = ("server", "client")
+    parts = [f"{name} {per_order[name]:.2f}" for name in sorted(per_order, key=_cpu_order) if name not in apart]
+    return (f"{label}: {', '.join(parts)} | server {per_order.get('server', 0):.2f}"
+            f" | client {per_order.get('client', 0):.2f}")
+
+
+def _median_cpu(runs: list[dict]) -> dict[str, float]:
+    """Median of each part of `cpuMsPerOrder` over the runs that have it."""
+    per_run = [r["cpuMsPerOrder"] for r in runs if r.get("cpuMsPerOrder")]
+    names = {name for per in per_run for name in per}
+    return {name: round(statistics.median(per[name] for per in per_run if name in per), 3) for name in names}
 
 
 def _median(runs: list[dict], key: str):
@@ -138,6 +163,8 @@ def _run_many(label: str, count: int, runner, stamp: str) -> list[dict]:
         brief = {k: result.get(k) for k in THROUGHPUT_KEYS + DRAIN_KEYS + ["incompleteStreams", "error"]
                  if result.get(k) is not None}
         print(f"[{label} {i}/{count}] {brief}", flush=True)
+        if result.get("cpuMsPerOrder"):
+            print(f"[{label} {i}/{count}] {cpu_line(result['cpuMsPerOrder'])}", flush=True)
         runs.append(result)
     return runs
 
@@ -147,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", choices=["throughput", "drain", "all"], default="all")
     parser.add_argument("--orders", type=int, default=2000, help="orders per throughput run (2000)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of a throughput run (2)")
     parser.add_argument("--runs", type=int, default=3,
                         help="runs of each scenario (3); medians reported (0 with --profile: the profiled run only)")
     parser.add_argument("--drain-orders", type=int, default=100, help="orders of a drain run (100)")
@@ -158,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="one extra throughput run with py-spy on every process (reported apart)")
     parser.add_argument("--profile-seconds", type=int, default=10)
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     if args.profile and py_spy() is None:
         parser.error("--profile needs py-spy (pip install py-spy)")
 
@@ -171,10 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         runs = _run_many("throughput", args.runs, lambda d: run_throughput(args, d), stamp)
         good = [r for r in runs if "error" not in r]
         report["scenarios"]["throughput"] = {
-            "orders": args.orders, "connections": args.connections, "listeners": args.listeners,
-            "median": {k: _median(good, k) for k in THROUGHPUT_KEYS}, "runs": runs}
-        tables.append(_table(f"throughput ({args.orders} orders, 1 web + 2 workers, instant venues)",
-                             runs, THROUGHPUT_KEYS))
+            "orders": args.orders, "workers": args.workers, "connections": args.connections,
+            "listeners": args.listeners, "median": {k: _median(good, k) for k in THROUGHPUT_KEYS},
+            "medianCpuMsPerOrder": _median_cpu(good), "runs": runs}
+        workers = f"{args.workers} worker{'s' if args.workers != 1 else ''}"
+        table = _table(f"throughput ({args.orders} orders, 1 web + {workers}, instant venues)", runs, THROUGHPUT_KEYS)
+        if good:
+            table += "\n" + cpu_line(_median_cpu(good), "CPU ms per order (medians)")
+        tables.append(table)
     if args.scenario in ("drain", "all") and args.runs > 0:
         runs = _run_many("drain", args.runs, lambda d: run_drain(args, d), stamp)
         good = [r for r in runs if "error" not in r]

@@ -37,7 +37,9 @@ def _stream_problems(results: list[dict]) -> list[str]:
     return problems
 
 
-async def _submit_and_listen(pool: HttpPool, port: int, timeout: float) -> dict:
+async def submit_and_listen(pool: HttpPool, port: int, timeout: float) -> dict:
+    """Submit one order and follow its `links.ws` stream to the close: {code, sentAt,
+    answeredAt, orderId, stream} (or `error` when the submit was not accepted)."""
     code, body, sent_at, answered_at = await pool.request("POST", "/api/orders/execute", ORDER)
     result = {"code": code, "sentAt": sent_at, "answeredAt": answered_at}
     if code != 202:
@@ -57,7 +59,7 @@ async def throughput(port: int, orders: int, connections: int, listeners: int, t
 
     async def one() -> dict:
         async with in_flight:
-            return await _submit_and_listen(pool, port, timeout)
+            return await submit_and_listen(pool, port, timeout)
 
     try:
         results = await asyncio.gather(*(one() for _ in range(orders)))
@@ -123,7 +125,7 @@ async def drain(port: int, orders: int, concurrency: int, timeout: float) -> dic
     them all with the ideal computed from the venue latencies the simulator drew."""
     pool = HttpPool(port, orders)
     try:
-        results = await asyncio.gather(*(_submit_and_listen(pool, port, timeout) for _ in range(orders)))
+        results = await asyncio.gather(*(submit_and_listen(pool, port, timeout) for _ in range(orders)))
         accepted = sorted((r for r in results if "orderId" in r), key=lambda r: r["answeredAt"])
         details = []
         for r in accepted:
