@@ -30,6 +30,8 @@ from bench.cluster import BenchError
 
 PG_LOG = Path(os.environ.get("BENCH_PG_LOG", "/var/log/postgresql/postgresql-15-main.log"))
 PG_KINDS = ("BEGIN", "COMMIT", "ROLLBACK", "DISCARD ALL", "SELECT", "INSERT", "UPDATE", "DELETE", "other")
+# Columns of the trace's Postgres table: statements by kind, then round trips (one per query
+# text: the hot paths send `BEGIN; SELECT ...` or `INSERT ...; UPDATE ...; COMMIT` as one).
 MARK = "bench-trace-mark-"
 
 
@@ -106,13 +108,30 @@ def writes(kind: str, sql: str) -> bool:
     return kind == "other" and bool(words) and words[0].upper() in _WRITING_OTHER
 
 
+def split_statements(sql: str) -> list[str]:
+    """The statements of one query text (`BEGIN; SELECT ...` is one round trip, two statements):
+    split on `;` outside quoted strings and identifiers."""
+    parts, start, quote = [], 0, None
+    for i, ch in enumerate(sql):
+        if quote:
+            if ch == quote:
+                quote = None  # a doubled quote reopens at once on the next character
+        elif ch in "'\"":
+            quote = ch
+        elif ch == ";":
+            parts.append(sql[start:i])
+            start = i + 1
+    parts.append(sql[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
 @dataclass
 class Statement:
-    """One statement a backend of the bench database received."""
+    """One query (one round trip) a backend of the bench database received, and its statements."""
 
     backend: int
     sql: str
-    kind: str = ""
+    kinds: list = None  # the kind of each statement in it
     durable_commit: bool = False  # it ended a transaction that wrote (or wrote on its own, autocommit)
 
 
@@ -123,18 +142,21 @@ class _TransactionTracker:
         self.open: dict[int, bool] = {}  # backend -> wrote (present while in a transaction)
 
     def see(self, st: Statement) -> None:
-        st.kind = statement_kind(st.sql)
-        if st.kind == "BEGIN":
-            self.open[st.backend] = False
-        elif st.kind == "COMMIT":
-            st.durable_commit = self.open.pop(st.backend, False)
-        elif st.kind == "ROLLBACK" and not re.search(r"\bTO\b", st.sql, re.I):
-            self.open.pop(st.backend, None)
-        elif writes(st.kind, st.sql):
-            if st.backend in self.open:
-                self.open[st.backend] = True
-            else:
-                st.durable_commit = True  # autocommit: the statement is its own transaction
+        st.kinds = []
+        for sql in split_statements(st.sql) or [st.sql]:
+            kind = statement_kind(sql)
+            st.kinds.append(kind)
+            if kind == "BEGIN":
+                self.open[st.backend] = False
+            elif kind == "COMMIT":
+                st.durable_commit = self.open.pop(st.backend, False) or st.durable_commit
+            elif kind == "ROLLBACK" and not re.search(r"\bTO\b", sql, re.I):
+                self.open.pop(st.backend, None)
+            elif writes(kind, sql):
+                if st.backend in self.open:
+                    self.open[st.backend] = True
+                else:
+                    st.durable_commit = True  # autocommit: the statement is its own transaction
 
 
 class PgStatementLog:
@@ -213,14 +235,15 @@ class PgStatementLog:
         return {pid: port for pid, port in rows if pid != self.own_backend}
 
     def count(self, start: int, end: int, backend_names: dict[int, str]) -> Counter:
-        """{(process, kind): n} plus (process, 'total') and (process, 'durable commits')."""
+        """{(process, kind): statements} plus (process, 'round trips') and (process, 'durable commits')."""
         counts = Counter()
         for st in self.statements[start:end]:
             if st.backend == self.own_backend:
                 continue
             name = backend_names.get(st.backend, "unmapped")
-            counts[(name, st.kind)] += 1
-            counts[(name, "total")] += 1
+            for kind in st.kinds:
+                counts[(name, kind)] += 1
+            counts[(name, "round trips")] += 1
             if st.durable_commit:
                 counts[(name, "durable commits")] += 1
         return counts

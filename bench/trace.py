@@ -217,9 +217,9 @@ def _grid(title: str, rows: list[str], cols: list[str], value) -> str:
 
 def _postgres_table(summary: dict, engine: list[str]) -> str:
     """Statements by kind per sender, with totals and durable commits."""
-    cols = list(PG_KINDS) + ["total", "durable commits"]
+    cols = list(PG_KINDS) + ["round trips", "durable commits"]
     rows = _processes(summary, "postgres", engine)
-    return _grid("Postgres statements (each one round trip)", rows, cols,
+    return _grid("Postgres statements by kind, and round trips (several statements may share one)", rows, cols,
                  lambda row, col: summary.get(("postgres", row, col), 0.0))
 
 
