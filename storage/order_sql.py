@@ -64,15 +64,13 @@ def insert_orders(conn: DirectConnection, rows: list[dict[str, Any]]) -> set[UUI
                r["amount"], r["slippage_bps"], r["limit_price"], r["expires_in_seconds"], "pending", 1, 0, 1,
                "[]", d.ts(r["created_at"]), d.ts(r["created_at"])) for r in rows]
     conflict = "ON CONFLICT (owner, client_order_id) DO NOTHING"
-    if d.postgres:
-        with conn.transaction() as tx:
-            rendered = d.values(tx.cursor, "(" + ", ".join(["%s"] * 17) + ")", values)
-            inserted = tx.execute(
-                b"WITH ins AS (INSERT INTO orders (" + _INSERT_COLUMNS.encode() + b") VALUES " + rendered
-                + b" " + conflict.encode() + b" RETURNING id, created_at), "
-                b"ev AS (INSERT INTO order_events (" + _EVENT_COLUMNS.encode() + b") "
-                b"SELECT id, 1, 'pending', 1, created_at, '{}' FROM ins) SELECT id FROM ins")
-            tx.commit()
+    if d.postgres:  # one statement, so atomic on its own: one round trip, no BEGIN/COMMIT
+        rendered = d.values(conn.cursor(), "(" + ", ".join(["%s"] * 17) + ")", values)
+        inserted = conn.execute(
+            b"WITH ins AS (INSERT INTO orders (" + _INSERT_COLUMNS.encode() + b") VALUES " + rendered
+            + b" " + conflict.encode() + b" RETURNING id, created_at), "
+            b"ev AS (INSERT INTO order_events (" + _EVENT_COLUMNS.encode() + b") "
+            b"SELECT id, 1, 'pending', 1, created_at, '{}' FROM ins) SELECT id FROM ins")
         return {d.read_uuid(row[0]) for row in inserted}
     inserted = set()
     with conn.transaction() as tx:
@@ -178,15 +176,14 @@ def claim_orders(conn: DirectConnection, claims: list[tuple[UUID, str]], worker:
     """
     d = conn.dialect
     claims = sorted(claims)
-    if d.postgres:
-        with conn.transaction() as tx:
-            rendered = d.values(tx.cursor, "(%s::uuid, %s)", [(d.uuid(oid), job) for oid, job in claims])
-            rows = tx.execute(
-                b"UPDATE orders AS o SET job_id = v.job_id, worker = " + tx.cursor.mogrify("%s", (worker,))
-                + b" FROM (VALUES " + rendered + b") AS v (id, job_id) "
-                b"WHERE o.id = v.id AND (o.job_id IS NULL OR o.job_id = v.job_id) RETURNING "
-                + ", ".join(f"o.{c.strip()}" for c in ORDER_COLUMNS.split(",")).encode())
-            tx.commit()
+    if d.postgres:  # one statement: atomic on its own, one round trip
+        cursor = conn.cursor()
+        rendered = d.values(cursor, "(%s::uuid, %s)", [(d.uuid(oid), job) for oid, job in claims])
+        rows = conn.execute(
+            b"UPDATE orders AS o SET job_id = v.job_id, worker = " + cursor.mogrify("%s", (worker,))
+            + b" FROM (VALUES " + rendered + b") AS v (id, job_id) "
+            b"WHERE o.id = v.id AND (o.job_id IS NULL OR o.job_id = v.job_id) RETURNING "
+            + ", ".join(f"o.{c.strip()}" for c in ORDER_COLUMNS.split(",")).encode())
     else:
         rows = []
         with conn.transaction() as tx:

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from pony.orm import db_session, select
 
 from config import find_token
-from storage.direct import DirectConnections, Transaction
+from storage.direct import Transaction
 from storage.sql import IntegrityErrors
 from storage.venues.base import SignatureStatus, SwapRequest, SwapResult, SwapView, VenueError
 from storage.venues.sim import amm
@@ -50,8 +50,7 @@ class Ledger:
     def __init__(self, world: World):
         self.world = world
         self.E = world.E
-        self.db = world.E.SimPool._database_
-        self.direct = DirectConnections(self.db)
+        self.direct = world.direct
         self.dialect = self.direct.dialect
 
     def recorded(self, signature: str) -> SwapResult | None:

@@ -21,6 +21,7 @@ from pony.orm import TransactionIntegrityError, db_session
 from pony.orm.dbapiprovider import IntegrityError
 
 from config import TOKENS, Settings, Token
+from storage.direct import DirectConnections
 from storage.venues.base import VenueError
 from storage.venues.sim import amm
 
@@ -91,6 +92,7 @@ class World:
         self.E = entities
         self.settings = settings
         self.clock = clock
+        self.direct = DirectConnections(entities.SimPool._database_)  # the chain's hot paths
         self.seed = self._ensure_created()
         self._drifts: dict[tuple[str, str, str], amm.Drift] = {}
         self._launched: set[str] = set()  # launches never undo, so this cache never goes stale
@@ -140,9 +142,10 @@ class World:
         cached = self._pool_reads.get(key)
         if cached is not None and now - cached[0] <= QUOTE_STALENESS_S:
             return cached[1]
-        with db_session:
-            pool = self.E.SimPool.get(dex=dex, token_a=token_a, token_b=token_b)
-            state = (pool.reserve_a, pool.reserve_b, pool.fee_bps) if pool is not None else None
+        p = self.direct.dialect.ph
+        rows = self.direct.get().execute(f"SELECT reserve_a, reserve_b, fee_bps FROM sim_pools "
+                                         f"WHERE dex = {p} AND token_a = {p} AND token_b = {p}", key)
+        state = tuple(rows[0]) if rows else None
         self._pool_reads[key] = (now, state)
         return state
 
