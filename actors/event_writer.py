@@ -14,7 +14,8 @@ import logging
 import backoff
 import pykka
 
-from actors.messages import AppendEvents, ChildDied, EventsStored, Flush
+from actors.messages import AppendEvents, EventsStored, Flush
+from actors.supervision import SupervisedActor
 from storage.batching import Gatherer
 from storage.errors import StorageError, StorageUnavailable
 
@@ -23,16 +24,22 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 500
 
 
-class EventWriter(pykka.ThreadingActor):
+class WriterDied(StorageError):
+    """The writer died while storing this batch: whether it was stored is unknown."""
+
+
+class EventWriter(SupervisedActor):
     """Batches AppendEvents into one transaction, publishes the stored events, replies."""
 
+    child_name = "event_writer"
+
     def __init__(self, orders, bus, timers, supervisor=None):
-        super().__init__()
+        super().__init__(supervisor)
         self.orders = orders
         self.bus = bus
         self.timers = timers
-        self.supervisor = supervisor
         self.appends: Gatherer[AppendEvents] = Gatherer(MAX_BATCH)
+        self.in_flight: list[AppendEvents] = []  # the batch being stored, until its senders are told
         self.failures = 0
         self._waits = None
 
@@ -45,16 +52,13 @@ class EventWriter(pykka.ThreadingActor):
             self._flush()
 
     def _flush(self) -> None:
-        batch = self.appends.take()
-        drafts = [d for msg in batch for d in msg.drafts]
+        batch = self.in_flight = self.appends.take()
         try:
-            results = self.orders.append_events(drafts)
+            results = self._store(batch)
         except StorageUnavailable as exc:  # the database is down or restarting: keep the batch, retry
+            self.in_flight = []
             self.appends.failed(batch)
             return self._retry_later(exc)
-        except Exception as exc:  # a bug, not an outage: refuse the batch, its orders resume
-            log.exception("storing %d events failed", len(drafts))
-            results = [exc] * len(drafts)
         self.failures, self._waits = 0, None
         stored = [r.published() for r in results if not isinstance(r, Exception)]
         if stored:
@@ -71,8 +75,38 @@ class EventWriter(pykka.ThreadingActor):
                     msg.reply_to.tell(EventsStored(mine, msg.tag))
                 except pykka.ActorDeadError:
                     pass
+        self.in_flight = []
         if self.appends.done():
             self.actor_ref.tell(Flush())
+
+    def _store(self, batch: list[AppendEvents]) -> list:
+        """Append the batch in one transaction; per draft its record or its refusal.
+
+        A failure that is not an outage is a bug somewhere in the batch: each order's drafts
+        are then tried on their own, so only the one at fault is refused.
+        """
+        drafts = [d for msg in batch for d in msg.drafts]
+        try:
+            return self.orders.append_events(drafts)
+        except StorageUnavailable:
+            raise
+        except Exception as exc:
+            if len(batch) == 1:
+                log.error("storing the events of order %s failed: %r", batch[0].drafts[0].order_id, exc)
+                return [exc] * len(drafts)
+        return [result for msg in batch for result in self._store([msg])]
+
+    def leftovers(self) -> list:
+        """Runs on the writer's thread as it dies: the appends not yet stored go to the next
+        writer; the senders of the batch being stored learn that its outcome is unknown (their
+        orders resume from what was stored)."""
+        for msg in self.in_flight:
+            if msg.reply_to is not None:
+                try:
+                    msg.reply_to.tell(EventsStored([WriterDied("the event writer died")] * len(msg.drafts), msg.tag))
+                except pykka.ActorDeadError:
+                    pass
+        return self.appends.drain() + [m for m in self.drain_inbox() if isinstance(m, AppendEvents)]
 
     def _retry_later(self, exc: Exception) -> None:
         if self._waits is None:
@@ -83,8 +117,3 @@ class EventWriter(pykka.ThreadingActor):
         log.warning("storing events failed (%s); retry %d in %.2fs", exc, self.failures, delay)
         ref = self.actor_ref
         self.timers.call_later(delay, lambda: ref.tell(Flush()))
-
-    def on_failure(self, exception_type, exception_value, traceback):
-        """Runs on the writer's thread as it dies: tell the root, which restarts it."""
-        if self.supervisor is not None:
-            self.supervisor.tell(ChildDied("event_writer", repr(exception_value)))

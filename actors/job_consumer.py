@@ -19,7 +19,8 @@ from uuid import UUID
 import backoff
 import pykka
 
-from actors.messages import ChildDied, ClaimedOrder, ExecuteOrders, Poll, SlotFreed, StopFetching
+from actors.messages import ClaimedOrder, ExecuteOrders, Poll, SlotFreed, StopFetching
+from actors.supervision import SupervisedActor
 from storage.errors import StorageError
 from storage.records import OrderRecord
 
@@ -38,18 +39,19 @@ class Tick:
     """Periodic: heartbeat and claim abandoned jobs (self-sent through the timers)."""
 
 
-class JobConsumer(pykka.ThreadingActor):
+class JobConsumer(SupervisedActor):
     """Feeds the OrderRouter from the bus under the concurrency and rate limits."""
 
+    child_name = "job_consumer"
+
     def __init__(self, bus, orders, router, timers, settings, consumer_name: str, supervisor=None):
-        super().__init__()
+        super().__init__(supervisor)
         self.bus = bus
         self.orders = orders
         self.router = router
         self.timers = timers
         self.settings = settings
         self.name = consumer_name
-        self.supervisor = supervisor
         self.credits = settings.worker_concurrency
         self.held: deque = deque()  # fetched, waiting for the rate limit, in queue order
         self.started: list = []  # counted against the rate and holding a credit, not yet claimed
@@ -185,11 +187,6 @@ class JobConsumer(pykka.ThreadingActor):
         delay = backoff.full_jitter(next(self.errors))
         log.warning("bus unavailable (%s); polling again in %.2fs", exc, delay)
         return delay
-
-    def on_failure(self, exception_type, exception_value, traceback):
-        """Runs on the consumer's thread as it dies: the root stops the worker."""
-        if self.supervisor is not None:
-            self.supervisor.tell(ChildDied("job_consumer", repr(exception_value)))
 
 
 def _tell(ref, message) -> None:

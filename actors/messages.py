@@ -28,10 +28,14 @@ class ExecuteOrders:
 
 @dataclass(frozen=True)
 class OrderFinished:
-    """An order actor reached a terminal status (or found one already stored); it is free again."""
+    """An order actor is done with its order and free again: the order reached a terminal
+    status, or (`lost`) another worker claimed it since, or (`handed_back`) the worker is
+    draining and leaves it to another one."""
 
     order_id: str
     actor: Any = None
+    lost: bool = False
+    handed_back: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,12 @@ class AttachConsumer:
 @dataclass(frozen=True)
 class InFlight:
     """Ask: how many orders are in flight (for draining)."""
+
+
+@dataclass(frozen=True)
+class Drain:
+    """The worker is stopping: hand back every order that has not sent its swap (to the router,
+    which tells its order actors)."""
 
 
 # ---- to the JobConsumer ------------------------------------------------------------------
@@ -150,6 +160,21 @@ class RetryDue:
 
 
 @dataclass(frozen=True)
+class Resend:
+    """Tell `message` to the child named `name` again (it was being restarted)."""
+
+    name: str
+    message: Any
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """Ask the venue about the swap's signature again (it could not answer)."""
+
+    step: int
+
+
+@dataclass(frozen=True)
 class StepExpired:
     """A watchdog fired: the reply for step `step_id` never came."""
 
@@ -172,5 +197,8 @@ class Flush:
 # ---- to the RootSupervisor ---------------------------------------------------------------
 @dataclass(frozen=True)
 class ChildDied:
+    """A child of the root died; `leftovers`: messages it had accepted and not handled."""
+
     name: str
     reason: str = field(default="")
+    leftovers: tuple = ()

@@ -29,11 +29,14 @@ from actors.errors import EventRejected, StepTimedOut
 from actors.messages import (
     AppendEvents,
     CheckSignature,
+    Drain,
     EventsStored,
     OrderActorDied,
     OrderFinished,
     QuoteReceived,
+    Recheck,
     RequestQuote,
+    Resend,
     RetryDue,
     RunOrder,
     SendSwap,
@@ -43,6 +46,7 @@ from actors.messages import (
 )
 from actors.retry import PERMANENT_ERRORS, RetryPolicy
 from config import find_token
+from storage.errors import FencedOut
 from storage.records import EventDraft, OrderRecord, decimal_str, utcnow
 from storage.venues.base import SwapRequest
 from storage.venues.routing import choose_route
@@ -54,6 +58,8 @@ QUOTE_TIMEOUT = 10.0
 STORE_TIMEOUT = 60.0
 SWAP_TIMEOUT = 30.0
 SIGNATURE_CHECKS = 3
+RESEND_S = 0.05  # a child being restarted by the root is back within this long
+RECHECK_S = (0.5, 5.0)  # first and longest wait before asking an unavailable venue again
 
 
 def executed_price(amount_in: Decimal, amount_out: Decimal) -> str:
@@ -79,6 +85,7 @@ class OrderActor(pykka.ThreadingActor):
         self.order: OrderRecord | None = None
         self.watchdog = None
         self.waiting = "idle"
+        self.draining = False  # the worker is stopping: start nothing new, hand orders back
 
     def _reset(self, order: OrderRecord) -> None:
         """Take on a new order: everything below belongs to it alone."""
@@ -88,6 +95,7 @@ class OrderActor(pykka.ThreadingActor):
         self.amount_in = self.token_in.to_base(order.amount)
         self.attempt = order.attempt
         self.status = order.status
+        self.stored_attempt = order.attempt  # the attempt of the last event stored
         self.on_stored = None
         self.quotes: dict[str, QuoteReceived] = {}
         self.quote_started = None
@@ -96,6 +104,7 @@ class OrderActor(pykka.ThreadingActor):
         self.signature: str | None = None
         self.dex: str | None = None
         self.signature_checks = 0
+        self.rechecks = 0
         self.swap_latency = 0.0
 
     # ---- start: fresh or resumed ------------------------------------------------------------
@@ -140,6 +149,15 @@ class OrderActor(pykka.ThreadingActor):
         elif isinstance(message, StepExpired):
             if message.step_id == self.step:
                 self._expired()
+        elif isinstance(message, Recheck):
+            if self.waiting == "recheck" and message.step == self.step:
+                self._check_signature()
+        elif isinstance(message, Resend):
+            self._tell(message.name, message.message)
+        elif isinstance(message, Drain):
+            self.draining = True
+            if self.waiting in ("quotes", "retry"):  # nothing of this attempt is stored or sent
+                self._finish(handed_back=True)
 
     def on_failure(self, exception_type, exception_value, traceback):
         """Runs on this actor's thread as it dies: the router resumes or fails the order."""
@@ -150,15 +168,16 @@ class OrderActor(pykka.ThreadingActor):
     # ---- steps ---------------------------------------------------------------------------------
 
     def _start_attempt(self, attempt: int, retry_reason: str | None) -> None:
+        if self.draining:  # a stopping worker starts no attempt: another worker will
+            return self._finish(handed_back=True)
         self.attempt = attempt
         self.retry_reason = retry_reason
         self.quotes = {}
         self.quote_started = utcnow()
         self._wait("quotes", QUOTE_TIMEOUT)
         for request_id, dex in enumerate(VENUES):
-            self.directory.get(dex).tell(
-                RequestQuote(self.step * 10 + request_id, self.token_in, self.token_out, self.amount_in, self.actor_ref)
-            )
+            self._tell(dex, RequestQuote(self.step * 10 + request_id, self.token_in, self.token_out,
+                                         self.amount_in, self.actor_ref))
 
     def _quote_received(self, message: QuoteReceived) -> None:
         self.quotes[message.dex] = message
@@ -173,11 +192,11 @@ class OrderActor(pykka.ThreadingActor):
             route = choose_route(usable, self.order.slippage_bps)
         except ValueError:
             errors = [q for q in self.quotes.values() if q.quote is None]
-            permanent = errors and all(q.error_code in PERMANENT_ERRORS for q in errors)
-            first = errors[0] if errors else None
-            code = first.error_code if first else "no_route"
-            message = first.message if first else "no venue quoted this order"
-            return self._attempt_failed(code, message, not permanent)
+            if not errors:  # no venue answered in time: transient, worth another attempt
+                return self._attempt_failed("venue_timeout", "no venue answered with a quote in time", True)
+            # Permanent only when every venue said so: one that did not answer may yet quote.
+            permanent = len(errors) == len(VENUES) and all(q.error_code in PERMANENT_ERRORS for q in errors)
+            return self._attempt_failed(errors[0].error_code, errors[0].message, not permanent)
         self.route = route
         routing = self._routing_meta(route)
         building = self._build()
@@ -224,7 +243,7 @@ class OrderActor(pykka.ThreadingActor):
         request = SwapRequest(self.signature, str(self.order.id), self.dex, self.token_in, self.token_out,
                               self.amount_in, self.route.min_amount_out)
         self._wait("swap", SWAP_TIMEOUT)
-        self.directory.get(self.dex).tell(SendSwap(request, self.actor_ref))
+        self._tell(self.dex, SendSwap(request, self.actor_ref))
 
     def _swap_settled(self, result) -> None:
         self._cancel_watchdog()
@@ -238,10 +257,19 @@ class OrderActor(pykka.ThreadingActor):
 
     def _check_signature(self) -> None:
         self._wait("signature", SWAP_TIMEOUT)
-        self.directory.get(self.dex).tell(CheckSignature(self.signature, self.actor_ref))
+        self._tell(self.dex, CheckSignature(self.signature, self.actor_ref))
 
     def _signature_checked(self, status) -> None:
         self._cancel_watchdog()
+        if status.status == "unknown":  # the venue cannot answer now (an outage): ask again later
+            first, longest = RECHECK_S
+            delay = min(longest, first * 2 ** self.rechecks)
+            self.rechecks += 1
+            self._wait("recheck", None)
+            ref, due = self.actor_ref, Recheck(self.step)
+            self.timers.call_later(delay, lambda: ref.tell(due))
+            return
+        self.rechecks = 0
         if status.status == "confirmed":
             self._confirm(status.amount_out)
         elif status.status == "failed":
@@ -261,6 +289,8 @@ class OrderActor(pykka.ThreadingActor):
 
     def _attempt_failed(self, code: str, message: str, retriable: bool) -> None:
         if self.policy.should_retry(self.attempt, retriable and code not in PERMANENT_ERRORS):
+            if self.draining:  # the next attempt is another worker's to start
+                return self._finish(handed_back=True)
             delay = self.policy.delay(self.attempt)
             self.retry_reason = f"{code}: {message}"
             log.info("order %s attempt %d failed (%s); retry in %.2fs", self.order.id, self.attempt, code, delay)
@@ -269,31 +299,52 @@ class OrderActor(pykka.ThreadingActor):
             self.timers.call_later(delay, lambda: ref.tell(due))
             return
         meta = {"error": {"code": code, "message": message}, "attempts": self.attempt, "latencyMs": self._latency_ms()}
-        self._append([("failed", meta, None)], self._finish)
+        # An attempt that failed before storing its routing event has no event of its own:
+        # the failure closes the last stored one, and meta.attempts counts them all.
+        self._append([("failed", meta, None)], self._finish, attempt=self.stored_attempt)
 
-    def _finish(self) -> None:
+    def _finish(self, lost: bool = False, handed_back: bool = False) -> None:
+        """Done with this order (`lost`: another holder has it now; `handed_back`: the worker is
+        stopping and leaves it to another one); free for the next one."""
         self._cancel_watchdog()
         self.waiting = "idle"
         order, self.order = self.order, None
-        self.router.tell(OrderFinished(str(order.id), self.actor_ref))
+        if handed_back:
+            log.info("order %s handed back: this worker is stopping", order.id)
+        self.router.tell(OrderFinished(str(order.id), self.actor_ref, lost=lost, handed_back=handed_back))
+
+    def _tell(self, name: str, message) -> None:
+        """Tell the child `name` (a venue gateway, the writer); if it is being restarted, try
+        again shortly: the root puts its successor in the directory."""
+        try:
+            self.directory.get(name).tell(message)
+        except pykka.ActorDeadError:
+            ref, resend = self.actor_ref, Resend(name, message)
+            self.timers.call_later(RESEND_S, lambda: ref.tell(resend))
 
     # ---- plumbing ------------------------------------------------------------------------------
 
-    def _append(self, events: list[tuple[str, dict, object]], then) -> None:
+    def _append(self, events: list[tuple[str, dict, object]], then, attempt: int | None = None) -> None:
         """Have the writer store `events` (status, meta, timestamp or None for now) in one
         transaction, then go on with `then`."""
         now = utcnow()
-        drafts = [EventDraft(self.order.id, status, self.attempt, meta, ts or now) for status, meta, ts in events]
+        attempt = self.attempt if attempt is None else attempt
+        drafts = [EventDraft(self.order.id, status, attempt, meta, ts or now, self.order.fence)
+                  for status, meta, ts in events]
         self.on_stored = then
         self._wait("store", STORE_TIMEOUT)
-        self.directory.get("event_writer").tell(AppendEvents(drafts, self.actor_ref, self.step))
+        self._tell("event_writer", AppendEvents(drafts, self.actor_ref, self.step))
 
     def _stored(self, message: EventsStored) -> None:
         self._cancel_watchdog()
+        if any(isinstance(result, FencedOut) for result in message.results):
+            log.warning("order %s was taken over by another worker; this one stops acting for it", self.order.id)
+            return self._finish(lost=True)
         for result in message.results:
             if isinstance(result, Exception):
                 raise EventRejected(str(result))
         self.status = message.results[-1].status
+        self.stored_attempt = message.results[-1].attempt
         then, self.on_stored = self.on_stored, None
         then()
 
@@ -312,6 +363,13 @@ class OrderActor(pykka.ThreadingActor):
             self.watchdog = None
 
     def _expired(self) -> None:
+        if self.waiting == "store":
+            # The writer answers every append, retrying through an outage for as long as it
+            # lasts (and its successor takes over what it held): keep waiting, never crash.
+            log.warning("order %s: still waiting for its events to be stored", self.order.id)
+            ref, expired = self.actor_ref, StepExpired(self.step)
+            self.watchdog = self.timers.call_later(STORE_TIMEOUT, lambda: ref.tell(expired))
+            return
         if self.waiting == "quotes":
             log.warning("order %s: quotes missing from %s", self.order.id, set(VENUES) - set(self.quotes))
             return self._route()

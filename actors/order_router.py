@@ -17,8 +17,8 @@ import pykka
 
 from actors.messages import (
     AttachConsumer,
-    ChildDied,
     ClaimedOrder,
+    Drain,
     ExecuteOrders,
     InFlight,
     OrderActorDied,
@@ -27,6 +27,7 @@ from actors.messages import (
     SlotFreed,
 )
 from actors.order_actor import OrderActor
+from actors.supervision import SupervisedActor
 from storage.errors import StorageError
 from storage.records import EventDraft
 
@@ -48,11 +49,13 @@ class FlushAcks:
     """Acknowledge the finished jobs and free their slots (self-sent: one round trip for many)."""
 
 
-class OrderRouter(pykka.ThreadingActor):
+class OrderRouter(SupervisedActor):
     """Supervises the order actors of this worker and keeps the idle ones for the next orders."""
 
+    child_name = "order_router"
+
     def __init__(self, orders, bus, directory, timers, policy, new_signature, worker_id, supervisor=None):
-        super().__init__()
+        super().__init__(supervisor)
         self.orders = orders
         self.bus = bus
         self.directory = directory
@@ -60,8 +63,8 @@ class OrderRouter(pykka.ThreadingActor):
         self.policy = policy
         self.new_signature = new_signature
         self.worker_id = worker_id
-        self.supervisor = supervisor
         self.consumer = None
+        self.draining = False
         self.in_flight: dict[str, dict] = {}
         self.idle: list[pykka.ActorRef] = []  # order actors with no order, ready for the next one
         self.acks: list = []  # finished jobs not acknowledged yet
@@ -73,7 +76,7 @@ class OrderRouter(pykka.ThreadingActor):
             for claimed in message.claimed:
                 self._execute(claimed)
         elif isinstance(message, OrderFinished):
-            self._finished(message.order_id, message.actor)
+            self._finished(message.order_id, message.actor, ack=not (message.lost or message.handed_back))
         elif isinstance(message, OrderActorDied):
             self._died(message.order_id, message.reason)
         elif isinstance(message, RetryStart):
@@ -81,6 +84,11 @@ class OrderRouter(pykka.ThreadingActor):
                 self._reload(message.order_id)
         elif isinstance(message, FlushAcks):
             self._flush_acks()
+        elif isinstance(message, Drain):
+            self.draining = True
+            for entry in self.in_flight.values():
+                if entry["ref"] is not None:
+                    entry["ref"].tell(message)
         elif isinstance(message, AttachConsumer):
             self.consumer = message.consumer
         elif isinstance(message, InFlight):
@@ -91,11 +99,15 @@ class OrderRouter(pykka.ThreadingActor):
         if order_id in self.in_flight:  # the same order queued twice: one execution is enough
             self._ack(claimed.job)
             return
-        self.in_flight[order_id] = {"job": claimed.job, "restarts": 0, "ref": None}
+        if self.draining:  # claimed just before the drain began: leave it for another worker
+            self._ack(None)
+            return
+        self.in_flight[order_id] = {"job": claimed.job, "restarts": 0, "ref": None, "fence": claimed.order.fence}
         self._run(order_id, claimed.order)
 
     def _run(self, order_id: str, order) -> None:
         entry = self.in_flight[order_id]
+        entry["fence"] = order.fence
         try:
             entry["ref"] = self._take_actor()
         except Exception as exc:  # an order this worker cannot even start must fail, not hang
@@ -103,6 +115,8 @@ class OrderRouter(pykka.ThreadingActor):
             self._fail(order_id, repr(exc))
             return self._finished(order_id, None)
         entry["ref"].tell(RunOrder(order))
+        if self.draining:
+            entry["ref"].tell(Drain())
 
     def _take_actor(self) -> pykka.ActorRef:
         while self.idle:
@@ -112,12 +126,14 @@ class OrderRouter(pykka.ThreadingActor):
         return OrderActor.start(directory=self.directory, timers=self.timers, router=self.actor_ref,
                                 policy=self.policy, new_signature=self.new_signature, worker_id=self.worker_id)
 
-    def _finished(self, order_id: str, actor) -> None:
+    def _finished(self, order_id: str, actor, ack: bool = True) -> None:
+        """The order is off this worker: ack its job (unless another worker holds it now or
+        is to take it over: then the job stays pending) and free its slot."""
         entry = self.in_flight.pop(order_id, None)
         if actor is not None and actor.is_alive():
             self.idle.append(actor)
         if entry is not None:
-            self._ack(entry["job"])
+            self._ack(entry["job"] if ack else None)
 
     def _died(self, order_id: str, reason: str) -> None:
         entry = self.in_flight.get(order_id)
@@ -159,7 +175,7 @@ class OrderRouter(pykka.ThreadingActor):
             return
         draft = EventDraft(order.id, "failed", order.attempt,
                            {"error": {"code": "internal_error", "message": f"execution crashed: {reason}"},
-                            "attempts": order.attempt})
+                            "attempts": order.attempt}, fence=self.in_flight[order_id]["fence"])
         stored = [r.published() for r in self.orders.append_events([draft]) if not isinstance(r, Exception)]
         if stored:
             try:
@@ -168,18 +184,21 @@ class OrderRouter(pykka.ThreadingActor):
                 log.warning("publishing the failure of %s failed: %s", order_id, exc)
 
     def _ack(self, job) -> None:
-        # Orders finishing together are acknowledged together: FlushAcks arrives after the
-        # OrderFinished messages already queued (a pykka inbox is FIFO).
-        if not self.acks:
+        """Acknowledge `job` (None: nothing to acknowledge) and free its slot, with the others
+        finishing now: FlushAcks arrives after the OrderFinished messages already queued (a
+        pykka inbox is FIFO)."""
+        if not self.acks and not self.freed:
             self.actor_ref.tell(FlushAcks())
-        self.acks.append(job)
+        if job is not None:
+            self.acks.append(job)
         self.freed += 1
 
     def _flush_acks(self) -> None:
         jobs, self.acks = self.acks, []
         freed, self.freed = self.freed, 0
         try:
-            self.bus.ack(*jobs)
+            if jobs:
+                self.bus.ack(*jobs)
         except StorageError as exc:
             # The jobs stay pending with this live consumer; if we die, their orders are
             # terminal by then and whoever claims them just acks them.
@@ -197,8 +216,8 @@ class OrderRouter(pykka.ThreadingActor):
             ref.stop(block=False)
         self.idle = []
 
-    def on_failure(self, exception_type, exception_value, traceback):
-        """Runs on the router's thread as it dies: the root stops the worker."""
+    def leftovers(self) -> list:
+        """Runs on the router's thread as it dies (the root then stops the worker): stop the
+        order actors; the jobs of unfinished orders stay pending for another worker."""
         self.on_stop()
-        if self.supervisor is not None:
-            self.supervisor.tell(ChildDied("order_router", repr(exception_value)))
+        return []

@@ -1,21 +1,25 @@
-"""Reconciler: puts orders back in the queue when the bus has lost its jobs.
+"""Reconciler: puts an order back in the queue when its job was lost.
 
-Redis without persistence loses its streams when it restarts, and the in-process bus
-of `engine run` starts empty every time: queued jobs are gone while their orders sit
-in the database. The bus keeps an epoch; a new one means new, empty bus data, and the
-worker that created it reconciles: once live workers have had time to heartbeat again,
-every unfinished order older than the epoch that no live worker holds is queued again,
-oldest first. An order whose job a live worker holds is never touched, and a claim in
-the database lets only one job run an order, so a job queued twice never runs twice.
+A job can be lost: a web process killed between storing an order and queueing it, a job
+deleted from the stream by hand, or Redis restarting without persistence (the in-process
+bus of `engine run` starts empty too). The order then sits in the database, unfinished,
+with nobody to run it. Every RECONCILE_EVERY seconds one worker at a time (a lock on the
+bus) looks for unfinished orders older than MIN_AGE_S (younger ones may still be on their
+way into the queue) with an indexed query, and queues again each one that has no job in
+the queue and that no live worker holds. An order's job is bound to it by its claim in the
+database (and every claim raises its fence), so a job queued twice never runs it twice.
+
+The bus also keeps an epoch: a new one means the bus's data is new (first start, or lost).
+The worker that creates it reconciles sooner, once live workers have had time to heartbeat
+again, for every unfinished order older than the epoch.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-import pykka
-
-from actors.messages import ChildDied
+from actors.supervision import SupervisedActor
 from storage.errors import StorageError
 from storage.records import utcnow
 
@@ -23,6 +27,9 @@ log = logging.getLogger(__name__)
 
 CHECK_EVERY = 2.0
 GRACE_S = 3.0  # live workers heartbeat every second: three beats to show up again
+RECONCILE_EVERY = 10.0
+MIN_AGE_S = 10.0  # so an order is queued again within about 20 s of losing its job
+LOCK_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -32,24 +39,28 @@ class CheckEpoch:
 
 @dataclass(frozen=True)
 class Reconcile:
-    """Queue again what the lost bus data held (orders created before `epoch_at`)."""
+    """Queue again what lost its job, among the orders created before `before` (None: MIN_AGE_S ago)."""
 
-    epoch_at: object
+    before: datetime | None = None
+    periodic: bool = False
 
 
-class Reconciler(pykka.ThreadingActor):
-    """Watches the bus's epoch and re-queues lost jobs."""
+class Reconciler(SupervisedActor):
+    """Finds unfinished orders that lost their job and queues them again."""
 
-    def __init__(self, orders, bus, timers, supervisor=None):
-        super().__init__()
+    child_name = "reconciler"
+
+    def __init__(self, orders, bus, timers, worker_id: str = "reconciler", supervisor=None):
+        super().__init__(supervisor)
         self.orders = orders
         self.bus = bus
         self.timers = timers
-        self.supervisor = supervisor
+        self.worker_id = worker_id
 
     def on_start(self):
         """Runs on the reconciler's thread."""
         self.actor_ref.tell(CheckEpoch())
+        self._later(RECONCILE_EVERY, Reconcile(periodic=True))
 
     def on_receive(self, message):
         """Runs on the reconciler's thread."""
@@ -58,10 +69,13 @@ class Reconciler(pykka.ThreadingActor):
             self._later(CHECK_EVERY, CheckEpoch())
         elif isinstance(message, Reconcile):
             try:
-                self.reconcile(message.epoch_at)
+                self.reconcile(message.before)
             except StorageError as exc:  # try again shortly: the jobs are still missing
                 log.warning("reconciling failed (%s); retrying", exc)
-                self._later(CHECK_EVERY, message)
+                if not message.periodic:
+                    self._later(CHECK_EVERY, message)
+            if message.periodic:
+                self._later(RECONCILE_EVERY, message)
 
     def _check(self) -> None:
         try:
@@ -73,27 +87,34 @@ class Reconciler(pykka.ThreadingActor):
             log.info("the bus's data is new (epoch %s): reconciling in %.0fs", epoch, GRACE_S)
             self._later(GRACE_S, Reconcile(utcnow()))
 
-    def reconcile(self, epoch_at) -> int:
-        """Queue every unfinished order created before `epoch_at` that no live worker holds."""
-        live = self.bus.live_consumers()
-        queued = 0
-        for order_id, job_id, worker, created_at in self.orders.unfinished_orders():
-            if created_at >= epoch_at:
-                continue  # queued after the loss, in the new data
+    def reconcile(self, before: datetime | None = None) -> int:
+        """Queue again every unfinished order created before `before` that has no job in the
+        queue and that no live worker holds; the number queued (0 if another worker holds the lock)."""
+        if not self.bus.try_lock("reconcile", self.worker_id, LOCK_S):
+            return 0
+        try:
+            return self._reconcile(before or utcnow() - timedelta(seconds=MIN_AGE_S))
+        finally:
+            self.bus.unlock("reconcile", self.worker_id)
+
+    def _reconcile(self, before: datetime) -> int:
+        candidates = self.orders.unfinished_orders(created_before=before)
+        if not candidates:
+            return 0
+        live, queued = self.bus.live_consumers(), self.bus.queued_order_ids()
+        requeued = 0
+        for order_id, job_id, worker, _ in candidates:
+            if str(order_id) in queued:
+                continue  # waiting, or held by a consumer (a dead one's jobs are claimed, not requeued)
             if job_id is not None:
                 if worker in live or not self.orders.release_job(order_id, job_id):
                     continue
             self.bus.enqueue(str(order_id))
-            queued += 1
-        if queued:
-            log.warning("re-queued %d unfinished orders whose jobs the bus had lost", queued)
-        return queued
+            requeued += 1
+        if requeued:
+            log.warning("queued again %d unfinished orders whose jobs were lost", requeued)
+        return requeued
 
     def _later(self, delay: float, message) -> None:
         ref = self.actor_ref
         self.timers.call_later(delay, lambda: ref.tell(message))
-
-    def on_failure(self, exception_type, exception_value, traceback):
-        """Runs on the reconciler's thread as it dies: the root stops the worker."""
-        if self.supervisor is not None:
-            self.supervisor.tell(ChildDied("reconciler", repr(exception_value)))

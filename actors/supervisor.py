@@ -8,14 +8,16 @@ order and stops them in reverse.
      ├── OrderRouter            router pool: an OrderActor for each in-flight order
      │    └── OrderActor × ≤ WORKER_CONCURRENCY   kept in a pool, one order at a time
      ├── JobConsumer            pulls jobs under the concurrency and rate limits, claims their orders
-     └── Reconciler             re-queues unfinished orders when the bus lost its jobs
+     └── Reconciler             queues again the unfinished orders whose jobs were lost
 
 (plus one `Timers` thread, started first and stopped last, that delivers every delay.)
 
-pykka has no supervision of its own: each child tells the root from `on_failure`.
-The root restarts a dead EventWriter or VenueGateway (peers find the new one through
-the Directory); a dead OrderRouter, JobConsumer or Reconciler stops the worker with an error, so
-the process manager restarts it and other workers take over its jobs.
+Each child tells the root of its death (`actors.supervision.SupervisedActor`), handing
+over what it held. The root restarts an EventWriter or a VenueGateway, up to a restart
+intensity per child, and gives the new one the dead one's leftovers (peers find it through
+the Directory). A dead OrderRouter, JobConsumer or Reconciler, a child past its intensity,
+or the root itself dying, stops the worker with an error (`fatal`): the process manager
+restarts it and other workers take over its jobs meanwhile.
 """
 from __future__ import annotations
 
@@ -25,23 +27,26 @@ import socket
 import threading
 import time
 import uuid
+from typing import Callable
 
 import pykka
 
 from actors.directory import Directory
 from actors.event_writer import EventWriter
 from actors.job_consumer import JobConsumer
-from actors.messages import AttachConsumer, ChildDied, InFlight, StopFetching
+from actors.messages import AttachConsumer, ChildDied, Drain, InFlight, StopFetching
 from actors.order_actor import VENUES
 from actors.order_router import OrderRouter
 from actors.reconciler import Reconciler
 from actors.retry import RetryPolicy
+from actors.supervision import RestartIntensity
 from actors.timers import Timers
 from actors.venue_gateway import VenueGateway
 
 log = logging.getLogger(__name__)
 
 ASK_TIMEOUT = 5.0
+RESTARTABLE = ("event_writer", *VENUES)
 
 
 class RootSupervisor(pykka.ThreadingActor):
@@ -57,33 +62,32 @@ class RootSupervisor(pykka.ThreadingActor):
         self.directory = Directory()
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.children: list[tuple[str, pykka.ActorRef]] = []
+        self.factories: dict[str, Callable[[], pykka.ActorRef]] = {}
+        self.intensity = {name: RestartIntensity() for name in RESTARTABLE}
 
     def on_start(self):
         """Runs on the root's thread: start the children in order."""
-        me = self.actor_ref
-        self._start_child("event_writer", lambda: EventWriter.start(
-            self.storage.orders, self.storage.bus, self.timers, supervisor=me))
+        me, storage = self.actor_ref, self.storage
+        self._start_child("event_writer", lambda: EventWriter.start(storage.orders, storage.bus, self.timers,
+                                                                    supervisor=me))
         for dex in VENUES:
-            self._start_child(dex, self._gateway_factory(dex))
+            self._start_child(dex, lambda dex=dex: VenueGateway.start(
+                storage.chain.venue(dex), self.timers, supervisor=me, current=lambda: self.directory.get(dex)))
         policy = RetryPolicy(attempts=self.settings.retry_attempts)
         router = self._start_child("order_router", lambda: OrderRouter.start(
-            self.storage.orders, self.storage.bus, self.directory, self.timers, policy,
-            self.new_signature, self.worker_id, supervisor=me))
+            storage.orders, storage.bus, self.directory, self.timers, policy, self.new_signature,
+            self.worker_id, supervisor=me))
         consumer = self._start_child("job_consumer", lambda: JobConsumer.start(
-            self.storage.bus, self.storage.orders, router, self.timers, self.settings, self.worker_id,
-            supervisor=me))
+            storage.bus, storage.orders, router, self.timers, self.settings, self.worker_id, supervisor=me))
         router.tell(AttachConsumer(consumer))
         self._start_child("reconciler", lambda: Reconciler.start(
-            self.storage.orders, self.storage.bus, self.timers, supervisor=me))
+            storage.orders, storage.bus, self.timers, self.worker_id, supervisor=me))
         log.info("worker %s started: concurrency %d, rate limit %d/min, %d attempts", self.worker_id,
                  self.settings.worker_concurrency, self.settings.order_rate_limit, self.settings.retry_attempts)
 
-    def _gateway_factory(self, dex):
-        me = self.actor_ref
-        return lambda: VenueGateway.start(self.storage.chain.venue(dex), self.timers, supervisor=me)
-
     def _start_child(self, name, factory):
         ref = factory()
+        self.factories[name] = factory
         self.directory.put(name, ref)
         self.children.append((name, ref))
         return ref
@@ -91,22 +95,31 @@ class RootSupervisor(pykka.ThreadingActor):
     def on_receive(self, message):
         """Runs on the root's thread."""
         if isinstance(message, ChildDied):
-            self._child_died(message.name, message.reason)
+            self._child_died(message)
         elif message == "children":
             return [name for name, _ in self.children]
 
-    def _child_died(self, name: str, reason: str) -> None:
-        name = name.removeprefix("venue:")
-        if name in ("event_writer", *VENUES):
-            log.error("%s died (%s); restarting it", name, reason)
-            factory = (self._gateway_factory(name) if name in VENUES else lambda: EventWriter.start(
-                self.storage.orders, self.storage.bus, self.timers, supervisor=self.actor_ref))
-            ref = factory()
-            self.directory.put(name, ref)
-            self.children = [(n, ref if n == name else r) for n, r in self.children]
-            return
-        log.critical("%s died (%s); stopping the worker", name, reason)
+    def _child_died(self, death: ChildDied) -> None:
+        name = death.name
+        if name not in RESTARTABLE:
+            return self._escalate(f"{name} died ({death.reason})")
+        if not self.intensity[name].allow():
+            return self._escalate(f"{name} died ({death.reason}) more often than its restart intensity allows")
+        log.error("%s died (%s); restarting it with the %d messages it held", name, death.reason,
+                  len(death.leftovers))
+        ref = self.factories[name]()
+        self.directory.put(name, ref)
+        self.children = [(n, ref if n == name else r) for n, r in self.children]
+        for message in death.leftovers:
+            ref.tell(message)
+
+    def _escalate(self, why: str) -> None:
+        log.critical("%s; stopping the worker", why)
         self.fatal.set()
+
+    def on_failure(self, exception_type, exception_value, traceback):
+        """Runs on the root's thread as it dies: nothing supervises the children now."""
+        self._escalate(f"the root supervisor died ({exception_value!r})")
 
     def on_stop(self):
         """Runs on the root's thread: stop the children in reverse order."""
@@ -126,22 +139,27 @@ class Worker:
         self.fatal = threading.Event()
         self.timers = Timers().start()
         self.root = RootSupervisor.start(storage, settings, self.timers, self.fatal, new_signature)
-        self.directory = self.root.proxy().directory.get(timeout=ASK_TIMEOUT)
+        proxy = self.root.proxy()
+        self.directory = proxy.directory.get(timeout=ASK_TIMEOUT)
+        self.worker_id = proxy.worker_id.get(timeout=ASK_TIMEOUT)
 
     def in_flight(self) -> int:
         """Orders in flight in this worker now."""
         return self.directory.get("order_router").ask(InFlight(), timeout=ASK_TIMEOUT)
 
     def drain(self, timeout: float) -> int:
-        """Stop taking jobs, let in-flight orders finish for up to `timeout` s; return how many remain.
+        """Stop taking jobs and hand back the orders that have not sent a swap; let the swaps in
+        flight settle for up to `timeout` s; return how many orders remain.
 
-        The consumer keeps heartbeating meanwhile: were it to stop, another worker would
-        claim these orders' jobs while they still run here.
+        The consumer keeps heartbeating meanwhile: were it to stop, another worker would claim
+        these orders' jobs while they still run here. The handed-back jobs stay pending with
+        this consumer until `stop()` retires it, then another worker resumes them.
         """
-        try:
-            self.directory.get("job_consumer").tell(StopFetching())
-        except (pykka.ActorDeadError, KeyError):
-            pass
+        for name, message in (("job_consumer", StopFetching()), ("order_router", Drain())):
+            try:
+                self.directory.get(name).tell(message)
+            except (pykka.ActorDeadError, KeyError):
+                pass
         deadline = time.monotonic() + timeout
         remaining = 0
         while time.monotonic() < deadline:
@@ -155,13 +173,18 @@ class Worker:
         return remaining
 
     def stop(self) -> None:
-        """Stop the tree (children in reverse order), then the timers."""
+        """Stop the tree (children in reverse order), then the timers; retire this worker's
+        consumer on the bus, so others take over its unfinished jobs at once."""
         try:
             self.root.stop(timeout=30)
         except (pykka.ActorDeadError, pykka.Timeout):
             pass
         finally:
             self.timers.stop()
+        try:
+            self.storage.bus.retire(self.worker_id)
+        except Exception as exc:  # noqa: BLE001 - its heartbeat expires anyway
+            log.warning("could not retire consumer %s on the bus (%s); its heartbeat will expire", self.worker_id, exc)
 
 
 def start_worker(storage, settings, new_signature) -> Worker:

@@ -9,12 +9,12 @@ lands them in one block, one transaction), gathered with `storage.batching.Gathe
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import pykka
 
 from actors.messages import (
     CallDue,
-    ChildDied,
     CheckSignature,
     LandBlock,
     QuoteReceived,
@@ -23,23 +23,31 @@ from actors.messages import (
     SignatureChecked,
     SwapSettled,
 )
+from actors.supervision import SupervisedActor
 from storage.batching import Gatherer
-from storage.venues.base import SwapResult, Venue, VenueError
+from storage.errors import StorageUnavailable
+from storage.venues.base import SignatureStatus, SwapResult, Venue, VenueError
 
 log = logging.getLogger(__name__)
 
 MAX_BLOCK = 200
 
 
-class VenueGateway(pykka.ThreadingActor):
-    """Serves RequestQuote, SendSwap and CheckSignature for one venue."""
+class VenueGateway(SupervisedActor):
+    """Serves RequestQuote, SendSwap and CheckSignature for one venue.
 
-    def __init__(self, venue: Venue, timers, supervisor=None):
-        super().__init__()
+    `current` gives the venue's gateway now (the Directory's entry), so a call whose latency
+    ends after this gateway was replaced reaches its successor instead of getting lost.
+    """
+
+    def __init__(self, venue: Venue, timers, supervisor=None, current: Callable[[], pykka.ActorRef] | None = None):
+        super().__init__(supervisor)
+        self.child_name = venue.name
         self.venue = venue
         self.timers = timers
-        self.supervisor = supervisor
+        self.current = current
         self.swaps: Gatherer[tuple[SendSwap, float]] = Gatherer(MAX_BLOCK)
+        self.block: list[tuple[SendSwap, float]] = []  # the swaps being sent, until their senders are told
 
     def on_receive(self, message):
         """Runs on this gateway's thread."""
@@ -56,8 +64,8 @@ class VenueGateway(pykka.ThreadingActor):
         if delay <= 0:
             self._call(call, 0.0)
             return
-        ref = self.actor_ref
-        self.timers.call_later(delay, lambda: ref.tell(CallDue(call, delay)))
+        current, due = self.current or (lambda ref=self.actor_ref: ref), CallDue(call, delay)
+        self.timers.call_later(delay, lambda: current().tell(due))
 
     def _call(self, call, latency: float) -> None:
         if isinstance(call, SendSwap):
@@ -69,9 +77,12 @@ class VenueGateway(pykka.ThreadingActor):
         else:
             try:
                 reply = SignatureChecked(self.venue.signature_status(call.signature))
-            except Exception:  # the order's watchdog asks again
+            except StorageUnavailable as exc:  # an outage: the order asks again later
+                log.warning("%s: signature status of %s unknown for now: %s", self.venue.name, call.signature, exc)
+                reply = SignatureChecked(SignatureStatus(call.signature, "unknown"))
+            except Exception:  # a bug: the order asks again later
                 log.exception("%s: signature status of %s failed", self.venue.name, call.signature)
-                return
+                reply = SignatureChecked(SignatureStatus(call.signature, "unknown"))
         self._reply(call.reply_to, reply)
 
     def _reply(self, reply_to, reply) -> None:
@@ -82,24 +93,39 @@ class VenueGateway(pykka.ThreadingActor):
 
     def _land_block(self) -> None:
         """Send every swap that is due, together; reply to each sender."""
-        block = self.swaps.take()
+        block = self.block = self.swaps.take()
         requests = [send.request for send, _ in block]
         try:
             results = self.venue.execute_swaps(requests)
+        except StorageUnavailable as exc:  # an outage: each sender asks the chain about its swap
+            log.warning("%s: sending %d swaps failed: %s", self.venue.name, len(requests), exc)
+            results = [exc] * len(requests)
         except Exception as exc:  # the swaps may or may not have landed: each sender asks the chain
-            log.warning("%s: sending %d swaps failed: %r", self.venue.name, len(requests), exc)
+            log.exception("%s: sending %d swaps failed", self.venue.name, len(requests))
             results = [exc] * len(requests)
         for (send, latency), result in zip(block, results):
             self._reply(send.reply_to, SwapSettled(self._swap_result(send.request, result), latency))
+        self.block = []
         if self.swaps.done():
             self.actor_ref.tell(LandBlock())
+
+    def leftovers(self) -> list:
+        """Runs on this gateway's thread as it dies: the block being sent has an unknown outcome
+        (its senders ask the chain); the calls not made yet go to the next gateway."""
+        for send, latency in self.block:
+            self._reply(send.reply_to, SwapSettled(SwapResult(send.request.signature, "timeout"), latency))
+        due = [CallDue(send, latency) for send, latency in self.swaps.drain()]
+        return due + [m for m in self.drain_inbox() if not isinstance(m, LandBlock)]
 
     def _quote(self, call: RequestQuote, latency: float) -> QuoteReceived:
         try:
             quote = self.venue.quote(call.token_in, call.token_out, call.amount_in)
         except VenueError as exc:
             return QuoteReceived(call.request_id, self.venue.name, None, exc.code, exc.message, latency)
-        except Exception as exc:  # a database hiccup is worth another attempt, not a dead gateway
+        except StorageUnavailable as exc:  # an outage: worth another attempt, not a traceback
+            log.warning("%s: quote failed: %s", self.venue.name, exc)
+            return QuoteReceived(call.request_id, self.venue.name, None, "venue_unavailable", str(exc), latency)
+        except Exception as exc:  # a bug: worth another attempt, not a dead gateway
             log.exception("%s: quote failed", self.venue.name)
             return QuoteReceived(call.request_id, self.venue.name, None, "venue_unavailable", str(exc), latency)
         return QuoteReceived(call.request_id, self.venue.name, quote, latency=latency)
@@ -112,8 +138,3 @@ class VenueGateway(pykka.ThreadingActor):
             return SwapResult(request.signature, "failed", error_code=result.code, message=result.message)
         # Anything else: the swap may or may not have landed, so the sender asks the chain.
         return SwapResult(request.signature, "timeout", message=str(result))
-
-    def on_failure(self, exception_type, exception_value, traceback):
-        """Runs on this gateway's thread as it dies: the root restarts it."""
-        if self.supervisor is not None:
-            self.supervisor.tell(ChildDied(f"venue:{self.venue.name}", repr(exception_value)))

@@ -45,6 +45,11 @@ class Gatherer(Generic[T]):
         self._busy = False
         return self._schedule()
 
+    def drain(self) -> list[T]:
+        """Every item not yet taken into a batch (the owner is going away)."""
+        items, self._items = self._items, []
+        return items
+
     def failed(self, batch: list[T]) -> None:
         """The batch could not be processed: its items go back to the front, and the owner must
         schedule the retry itself (on a timer, with backoff); `add` schedules nothing meanwhile."""

@@ -93,6 +93,22 @@ class Bus(ABC):
         """Declare `consumer` alive for the next `ttl_s` seconds."""
 
     @abstractmethod
+    def retire(self, consumer: str) -> None:
+        """`consumer` has stopped for good: it is dead from now on, and others may take its jobs."""
+
+    @abstractmethod
+    def queued_order_ids(self) -> set[str]:
+        """The orders that have a job in the queue, waiting or held by a consumer."""
+
+    @abstractmethod
+    def try_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Take the lock `name` for `ttl_s` seconds unless someone else holds it."""
+
+    @abstractmethod
+    def unlock(self, name: str, owner: str) -> None:
+        """Release the lock `name` if `owner` holds it."""
+
+    @abstractmethod
     def claim_abandoned(self, consumer: str, count: int) -> list[Job]:
         """Take over jobs held by consumers whose heartbeat has expired."""
 

@@ -70,6 +70,7 @@ class InProcessBus(Bus):
         self._pending: dict[str, dict[str, Job]] = {}  # consumer -> job_id -> job, oldest first
         self._owner: dict[str, str] = {}  # job_id -> consumer holding it
         self._alive_until: dict[str, float] = {}
+        self._locks: dict[str, tuple[str, float]] = {}  # name -> (owner, expires at)
         self._epoch: str | None = None
         self._starts: deque[float] = deque()
         self._subscribers: list[_MemorySubscription] = []
@@ -135,6 +136,33 @@ class InProcessBus(Bus):
         """Mark `consumer` alive for `ttl_s` seconds from now."""
         with self._cond:
             self._alive_until[consumer] = self._clock() + ttl_s
+
+    def retire(self, consumer: str) -> None:
+        """Forget `consumer`'s heartbeat: it counts as dead at once."""
+        with self._cond:
+            self._alive_until.pop(consumer, None)
+
+    def queued_order_ids(self) -> set[str]:
+        """Orders of the waiting jobs and of the jobs consumers hold."""
+        with self._cond:
+            held = [job for jobs in self._pending.values() for job in jobs.values()]
+            return {job.order_id for job in list(self._waiting) + held}
+
+    def try_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Take `name` for `ttl_s` seconds unless another owner holds it."""
+        with self._cond:
+            now = self._clock()
+            holder = self._locks.get(name)
+            if holder is not None and holder[0] != owner and holder[1] > now:
+                return False
+            self._locks[name] = (owner, now + ttl_s)
+            return True
+
+    def unlock(self, name: str, owner: str) -> None:
+        """Release `name` if `owner` holds it."""
+        with self._cond:
+            if self._locks.get(name, (None,))[0] == owner:
+                del self._locks[name]
 
     def live_consumers(self) -> set[str]:
         """Consumers whose last heartbeat has not expired."""

@@ -78,7 +78,13 @@ if n == want then return {n, '0'} end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {n, tostring(tonumber(oldest[2]) + window - now)}
 """
-MAX_STARTS_PER_CALL = 1000  # Lua's unpack takes a few thousand arguments at most
+MAX_STARTS_PER_CALL = 1000
+
+# Delete a lock only if the caller still holds it. KEYS: lock. ARGV: owner.
+_UNLOCK_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""  # Lua's unpack takes a few thousand arguments at most
 
 
 def _group_missing(exc: redis.ResponseError) -> bool:
@@ -115,7 +121,9 @@ class RedisBus(Bus):
         self._pubsub_client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0),
                                                    client_name=f"{prefix}-subscriber",
                                                    **{**options, "decode_responses": False})
+        self._prefix = prefix
         self._claim_script = self._client.register_script(_CLAIM_LUA)
+        self._unlock_script = self._client.register_script(_UNLOCK_LUA)
         self._try_start_script = self._client.register_script(_TRY_START_LUA)
         self._group_ready = False
         self._subscriptions: set[RedisSubscription] = set()
@@ -226,6 +234,38 @@ class RedisBus(Bus):
         """SET the consumer's liveness key with a TTL of `ttl_s`."""
         ttl_ms = max(int(ttl_s * 1000), 1)
         self._call("heartbeat", lambda: self._client.set(self._heartbeat_key(consumer), "1", px=ttl_ms))
+
+    def retire(self, consumer: str) -> None:
+        """DEL the consumer's liveness key: it counts as dead at once."""
+        self._call("retire", lambda: self._client.delete(self._heartbeat_key(consumer)))
+
+    def queued_order_ids(self) -> set[str]:
+        """The order of every entry in the jobs stream (it holds only waiting and pending jobs)."""
+        def scan() -> set[str]:
+            found, start = set(), "-"
+            while True:
+                entries = self._client.xrange(self._jobs, min=start, count=1000)
+                found.update(fields.get("order_id") for _, fields in entries)
+                if len(entries) < 1000:
+                    return found
+                start = "(" + entries[-1][0]  # exclusive: after the last one read
+
+        return self._call("queued_order_ids", scan)
+
+    def try_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        """SET NX PX: the lock is ours unless someone holds it (ours again if we do)."""
+        key, ttl_ms = f"{self._prefix}:lock:{name}", max(int(ttl_s * 1000), 1)
+
+        def take() -> bool:
+            if self._client.set(key, owner, nx=True, px=ttl_ms):
+                return True
+            return self._client.get(key) == owner and bool(self._client.set(key, owner, xx=True, px=ttl_ms))
+
+        return self._call("try_lock", take)
+
+    def unlock(self, name: str, owner: str) -> None:
+        """Delete the lock if `owner` holds it (a script: check and delete at once)."""
+        self._call("unlock", lambda: self._unlock_script(keys=[f"{self._prefix}:lock:{name}"], args=[owner]))
 
     def live_consumers(self) -> set[str]:
         """Names of the consumers whose heartbeat key still exists."""

@@ -37,6 +37,7 @@ def define_entities(db: Database) -> SimpleNamespace:
         last_seq = Required(int)
         job_id = Optional(str, nullable=True)  # the bus job that owns the execution
         worker = Optional(str, nullable=True)  # the consumer (worker) that claimed that job
+        fence = Required(int, default=0)  # raised by every claim: only its holder may act
         route = Optional(Json, nullable=True)
         fills = Optional(Json)
         error = Optional(Json, nullable=True)

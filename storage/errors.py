@@ -21,6 +21,11 @@ class ClientOrderIdConflict(StorageError):
         self.existing = existing
 
 
+class FencedOut(StorageError):
+    """The order was claimed again since this holder claimed it: the holder must stop acting
+    for it (its appends and its swaps are refused)."""
+
+
 class BusError(StorageError):
     """The job/event bus cannot be reached or refused an operation."""
 

@@ -95,9 +95,24 @@ CREATE TABLE sim_launches (
 # The same SQL is valid SQLite: BIGINT and TIMESTAMP map to its INTEGER and NUMERIC affinities.
 _SIM_SQLITE = _SIM_POSTGRES
 
+# Fencing: every claim of an order raises its fence; only the holder of the current fence may
+# append its events or land its swaps. The chain keeps, per order, the highest fence it was
+# asked about: a transaction built under a lower one can never land (a durable nonce).
+# The reconciler's query (unfinished orders, oldest first) gets a partial index of its own.
+_FENCING = """
+ALTER TABLE orders ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX orders_unfinished ON orders (created_at)
+    WHERE status IN ('pending', 'waiting', 'routing', 'building', 'submitted');
+CREATE TABLE sim_nonces (
+    order_id TEXT PRIMARY KEY,
+    fence INTEGER NOT NULL
+)
+"""
+
 MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (1, "orders and their status events", {"postgres": _ORDERS_POSTGRES, "sqlite": _ORDERS_SQLITE}),
     (2, "the simulated chain: world, pools, swaps, launches", {"postgres": _SIM_POSTGRES, "sqlite": _SIM_SQLITE}),
+    (3, "fencing tokens, the chain's nonces, an index of unfinished orders", {"postgres": _FENCING, "sqlite": _FENCING}),
 ]
 
 

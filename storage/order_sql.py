@@ -17,13 +17,14 @@ from uuid import UUID
 
 from storage import codec
 from storage.direct import DirectConnection, Transaction
+from storage.errors import FencedOut
 from storage.records import EventDraft, EventRecord, OrderRecord
 from storage.sql import Dialect
 from storage.status import StatusRuleError, check_transition
 
 ORDER_COLUMNS = ("id, owner, status, type, token_in, token_out, amount, slippage_bps, limit_price, "
                  "expires_in_seconds, client_order_id, created_at, updated_at, attempts, attempt, last_seq, "
-                 "route, fills, error")
+                 "route, fills, error, fence")
 _INSERT_COLUMNS = ("id, owner, client_order_id, type, token_in, token_out, amount, slippage_bps, limit_price, "
                    "expires_in_seconds, status, attempt, attempts, last_seq, fills, created_at, updated_at")
 _EVENT_COLUMNS = "order_id, seq, status, attempt, created_at, meta"
@@ -40,7 +41,7 @@ def fills_from_confirmation(meta: dict[str, Any]) -> list[dict[str, Any]]:
 def order_from_row(d: Dialect, row: Sequence[Any], events=None) -> OrderRecord:
     """An OrderRecord from a row of ORDER_COLUMNS."""
     (oid, owner, status, type_, token_in, token_out, amount, slippage, limit_price, expires, client_id,
-     created, updated, attempts, attempt, last_seq, route, fills, error) = row
+     created, updated, attempts, attempt, last_seq, route, fills, error, fence) = row
     return OrderRecord(
         id=d.read_uuid(oid), owner=owner or "", status=status, type=type_, token_in=token_in,
         token_out=token_out, amount=Decimal(amount), slippage_bps=slippage,
@@ -48,6 +49,7 @@ def order_from_row(d: Dialect, row: Sequence[Any], events=None) -> OrderRecord:
         expires_in_seconds=expires, client_order_id=client_id, created_at=d.read_ts(created),
         updated_at=d.read_ts(updated), attempts=attempts, attempt=attempt, last_seq=last_seq,
         route=d.read_json(route), fills=d.read_json(fills) or [], error=d.read_json(error), events=events,
+        fence=fence,
     )
 
 
@@ -85,16 +87,21 @@ def insert_orders(conn: DirectConnection, rows: list[dict[str, Any]]) -> set[UUI
 
 # ---- appends ----------------------------------------------------------------------------------
 
-def append_events(conn: DirectConnection, drafts: list[EventDraft]) -> list[EventRecord | StatusRuleError]:
-    """Check and append `drafts` in one transaction; a refused draft's slot holds its error."""
+def append_events(conn: DirectConnection, drafts: list[EventDraft]
+                  ) -> list[EventRecord | StatusRuleError | FencedOut]:
+    """Check and append `drafts` in one transaction; a refused draft's slot holds its error.
+
+    A draft is refused when it breaks the status rules, or when it carries a fence that is
+    no longer the order's (the order was claimed again since: its holder must stop).
+    """
     d = conn.dialect
     ids = sorted({draft.order_id for draft in drafts})  # lock in one order: no deadlocks between writers
     with conn.transaction() as tx:
-        rows = tx.execute(f"SELECT id, status, attempt, attempts, last_seq, owner FROM orders "
+        rows = tx.execute(f"SELECT id, status, attempt, attempts, last_seq, owner, fence FROM orders "
                           f"WHERE id IN ({d.placeholders(len(ids))}) ORDER BY id{' FOR UPDATE' if d.postgres else ''}",
                           [d.uuid(i) for i in ids])
         state = {d.read_uuid(r[0]): {"status": r[1], "attempt": r[2], "attempts": r[3], "last_seq": r[4],
-                                     "owner": r[5] or ""} for r in rows}
+                                     "owner": r[5] or "", "fence": r[6]} for r in rows}
         results, events, changed = _check_and_apply(d, state, drafts)
         if events:
             _write(tx, d, events, changed)
@@ -111,14 +118,18 @@ def _check_and_apply(d: Dialect, state: dict, drafts: list[EventDraft]):
         if order is None:
             results.append(StatusRuleError(f"order {draft.order_id} does not exist"))
             continue
+        if draft.fence is not None and draft.fence != order["fence"]:
+            results.append(FencedOut(f"order {draft.order_id} was claimed again (fence {order['fence']}, "
+                                     f"this holder's {draft.fence})"))
+            continue
         try:
             check_transition(order["status"], order["attempt"], draft.status, draft.attempt)
-        except StatusRuleError as exc:
-            results.append(exc)
+            meta_json = codec.dumps(draft.meta)  # encoded once: the row, the bus and every listener
+        except (StatusRuleError, TypeError) as exc:  # a bad event is refused alone, not its batch
+            results.append(exc if isinstance(exc, StatusRuleError) else StatusRuleError(f"meta is not JSON: {exc}"))
             continue
         _apply(order, draft)
         changed[draft.order_id] = order
-        meta_json = codec.dumps(draft.meta)  # encoded once: the row, the bus and every listener
         events.append((d.uuid(draft.order_id), order["last_seq"], draft.status, draft.attempt,
                        d.ts(draft.timestamp), meta_json.decode()))
         results.append(EventRecord(draft.order_id, order["last_seq"], draft.status, draft.attempt,
@@ -139,6 +150,9 @@ def _apply(order: dict, draft: EventDraft) -> None:
         order["fills"] = fills_from_confirmation(meta)
     elif draft.status == "failed":
         order["error"] = meta.get("error")
+        tried = meta.get("attempts")  # an attempt that failed before routing counts too
+        if isinstance(tried, int) and not isinstance(tried, bool):
+            order["attempts"] = max(order["attempts"], tried)
 
 
 def _write(tx: Transaction, d: Dialect, events: list[tuple], changed: dict[UUID, dict]) -> None:
@@ -172,6 +186,10 @@ def claim_orders(conn: DirectConnection, claims: list[tuple[UUID, str]], worker:
                  ) -> dict[UUID, OrderRecord | bool | None]:
     """Bind each order to its job (run by `worker`) and read it, with its events if it ran before.
 
+    Every claim raises the order's fence (the record carries the new one), also when the
+    same job claims it again (a takeover after a stall, a restarted actor): whoever held the
+    order before can no longer append its events.
+
     Per order: the OrderRecord, False when another job owns it, None when there is no such order.
     """
     d = conn.dialect
@@ -180,15 +198,15 @@ def claim_orders(conn: DirectConnection, claims: list[tuple[UUID, str]], worker:
         cursor = conn.cursor()
         rendered = d.values(cursor, "(%s::uuid, %s)", [(d.uuid(oid), job) for oid, job in claims])
         rows = conn.execute(
-            b"UPDATE orders AS o SET job_id = v.job_id, worker = " + cursor.mogrify("%s", (worker,))
-            + b" FROM (VALUES " + rendered + b") AS v (id, job_id) "
+            b"UPDATE orders AS o SET job_id = v.job_id, fence = o.fence + 1, worker = "
+            + cursor.mogrify("%s", (worker,)) + b" FROM (VALUES " + rendered + b") AS v (id, job_id) "
             b"WHERE o.id = v.id AND (o.job_id IS NULL OR o.job_id = v.job_id) RETURNING "
             + ", ".join(f"o.{c.strip()}" for c in ORDER_COLUMNS.split(",")).encode())
     else:
         rows = []
         with conn.transaction() as tx:
             for oid, job in claims:
-                rows += tx.execute(f"UPDATE orders SET job_id = ?, worker = ? WHERE id = ? AND "
+                rows += tx.execute(f"UPDATE orders SET job_id = ?, worker = ?, fence = fence + 1 WHERE id = ? AND "
                                    f"(job_id IS NULL OR job_id = ?) RETURNING {ORDER_COLUMNS}",
                                    (job, worker, d.uuid(oid), job))
     found: dict[UUID, OrderRecord | bool | None] = {}
@@ -216,6 +234,19 @@ def _attach_events(conn: DirectConnection, found: dict) -> None:
 
 
 # ---- reads --------------------------------------------------------------------------------------
+
+def unfinished(conn: DirectConnection, created_before, limit: int) -> list[tuple]:
+    """(id, job_id, worker, created_at) of the unfinished orders, oldest first, on the partial
+    index `orders_unfinished` (its WHERE is repeated here so the planner can use it)."""
+    d, p = conn.dialect, conn.dialect.ph
+    where = "status IN ('pending', 'waiting', 'routing', 'building', 'submitted')"
+    params: list = []
+    if created_before is not None:
+        where += f" AND created_at < {p}"
+        params.append(d.ts(created_before))
+    rows = conn.execute(f"SELECT id, job_id, worker, created_at FROM orders WHERE {where} "
+                        f"ORDER BY created_at, id LIMIT {int(limit)}", params)
+    return [(d.read_uuid(oid), job, worker, d.read_ts(created)) for oid, job, worker, created in rows]
 
 def events_of(conn: DirectConnection, order_ids: list[UUID]) -> dict[UUID, list[EventRecord]]:
     """Every stored event of these orders, in seq order."""

@@ -245,11 +245,11 @@ class OrderStore:
         return {s: n for s, n in self.db.select("SELECT status, COUNT(*) FROM orders GROUP BY status")}
 
     @translating_db_errors
-    @db_session
-    def unfinished_orders(self) -> list[tuple[UUID, str | None, str | None, datetime]]:
-        """(id, job_id, worker, created_at) of every order not in a terminal status, oldest first."""
-        query = select((o.id, o.job_id, o.worker, o.created_at) for o in self.Order if o.status not in TERMINAL)
-        return sorted(query, key=lambda row: (row[3], row[0]))
+    def unfinished_orders(self, created_before: datetime | None = None, limit: int = 10_000
+                          ) -> list[tuple[UUID, str | None, str | None, datetime]]:
+        """(id, job_id, worker, created_at) of orders not in a terminal status, oldest first
+        (the partial index `orders_unfinished` serves this query)."""
+        return order_sql.unfinished(self.direct.get(), created_before, limit)
 
     @translating_db_errors
     @db_session

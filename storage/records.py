@@ -66,6 +66,7 @@ class EventDraft:
     attempt: int
     meta: dict[str, Any] = field(default_factory=dict)
     timestamp: datetime = field(default_factory=utcnow)
+    fence: int | None = None  # the appender's claim on the order; None: not a holder (the web)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class OrderRecord:
     fills: list[dict[str, Any]]
     error: dict[str, Any] | None
     events: tuple[EventRecord, ...] | None = None
+    fence: int = 0  # the fence of the latest claim (see storage.order_sql.claim_orders)
 
     @property
     def terminal(self) -> bool:

@@ -187,7 +187,15 @@ class Venue(ABC):
 
     @abstractmethod
     def signature_status(self, signature: str) -> SignatureStatus:
-        """What the chain knows of a signature."""
+        """What the chain knows of a signature, for a sender about to decide on its own.
+
+        "not_found" must be final: a transaction that has not landed when asked must never
+        land afterwards, because the caller then builds a new one (this is how an order that
+        changed hands, or resumed after a crash, can never execute twice). The simulator
+        records the signature as expired at once; a real Solana client waits until the
+        transaction's blockhash has expired (or advances the order's durable nonce) before it
+        answers "not_found".
+        """
 
 
 class SimulatedChain(ABC):

@@ -184,5 +184,5 @@ def test_redis_losing_its_data_loses_no_order(make_cluster, redis_url):
     asyncio.run(scenario())
     # Six were waiting; orders fetched but not yet claimed at the flush are queued again too
     # (their duplicate jobs are dropped by the claim), so the count may be a little higher.
-    requeued = re.search(r"re-queued (\d+) unfinished orders", cluster.workers[0].log_text())
+    requeued = re.search(r"queued again (\d+) unfinished orders", cluster.workers[0].log_text())
     assert requeued and 6 <= int(requeued.group(1)) <= 8

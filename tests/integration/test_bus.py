@@ -251,6 +251,37 @@ def test_accept_queues_the_orders_publishes_their_events_and_reads_the_depth(bus
     assert collector.batches == [events]
 
 
+def test_a_retired_consumer_is_dead_at_once_and_its_jobs_can_be_taken(bus):
+    bus.enqueue("a")
+    bus.heartbeat("leaving", 30)
+    bus.fetch("leaving", 10, 0)
+    bus.heartbeat("taker", 30)
+    assert bus.claim_abandoned("taker", 10) == []
+    bus.retire("leaving")
+    assert "leaving" not in bus.live_consumers()
+    assert [j.order_id for j in bus.claim_abandoned("taker", 10)] == ["a"]
+
+
+def test_queued_order_ids_are_those_waiting_or_held(bus):
+    for order_id in ("a", "b", "c"):
+        bus.enqueue(order_id)
+    (held,) = bus.fetch("w", 1, 0)
+    bus.ack(held)
+    bus.fetch("w", 1, 0)  # held, not acknowledged
+    assert bus.queued_order_ids() == {"b", "c"}
+
+
+def test_a_lock_has_one_holder_until_it_is_released_or_expires(bus):
+    assert bus.try_lock("job", "w1", 30)
+    assert not bus.try_lock("job", "w2", 30)
+    assert bus.try_lock("job", "w1", 30), "its holder may take it again"
+    bus.unlock("job", "w2")  # not the holder: nothing happens
+    assert not bus.try_lock("job", "w2", 30)
+    bus.unlock("job", "w1")
+    assert bus.try_lock("job", "w2", 0.2)
+    assert eventually(lambda: bus.try_lock("job", "w3", 30))
+
+
 # ---- events -----------------------------------------------------------------------------
 
 def test_publish_reaches_every_subscriber_in_order_off_the_publishing_thread(bus):

@@ -140,6 +140,33 @@ def test_jobs_claim_their_orders_in_one_statement(store):
     assert found[taken.id] is False and found[missing] is None
 
 
+def test_every_claim_raises_the_fence_and_only_the_current_holder_may_append(store):
+    from storage.errors import FencedOut
+
+    order = store.create_order(draft()).order
+    first = store.claim(order.id, "job-1", "w1")
+    again = store.claim(order.id, "job-1", "w2")  # the same job taken over by another worker
+    assert (first.fence, again.fence) == (1, 2)
+    stale, current, by_the_web = store.append_events([
+        EventDraft(order.id, "routing", 1, {}, fence=first.fence),
+        EventDraft(order.id, "routing", 1, {}, fence=again.fence),
+        EventDraft(order.id, "failed", 1, {"error": {"code": "x", "message": "y"}}),  # no fence: not a holder
+    ])
+    assert isinstance(stale, FencedOut) and current.seq == 2 and by_the_web.seq == 3
+
+
+def test_unfinished_orders_come_oldest_first_from_before_a_time(store):
+    from storage.records import utcnow
+
+    old = store.create_order(draft()).order
+    done = store.create_order(draft()).order
+    store.append_events([EventDraft(done.id, "failed", 1, {"error": {"code": "x", "message": "y"}})])
+    cutoff = utcnow()
+    store.create_order(draft())  # too young
+    rows = store.unfinished_orders(created_before=cutoff)
+    assert [r[0] for r in rows] == [old.id]
+
+
 def test_listing_is_newest_first_and_pages_with_a_cursor(store):
     ids = [store.create_order(draft()).__getitem__(0).id for _ in range(5)]
     page1, cursor = store.list_orders(None, limit=2)

@@ -126,6 +126,16 @@ def test_swaps_sent_together_land_in_one_block_as_if_one_after_the_other(make_ch
     assert abs(before.reserve_b - after.reserve_b - sum(outputs)) <= 10
 
 
+def test_a_signature_asked_about_before_it_landed_can_never_land(make_chain):
+    chain = make_chain()
+    request = SwapRequest(new_signature(), "order-1", "raydium", SOL, USDC, 10**9, 0)
+    assert chain.venue("raydium").signature_status(request.signature).status == "not_found"
+    late = chain.venue("raydium").execute_swap(request)  # the copy still on its way arrives
+    assert late.status == "failed" and late.error_code == "expired"
+    assert chain.venue("raydium").signature_status(request.signature).status == "not_found"
+    assert chain.swaps_for_order("order-1") == []
+
+
 def test_a_repeated_signature_never_executes_twice(make_chain):
     chain = make_chain()
     request, first = sell_sol(chain)

@@ -56,3 +56,11 @@ def test_an_idle_gatherer_schedules_each_lone_item_at_once():
 def test_max_batch_must_be_positive():
     with pytest.raises(ValueError):
         Gatherer(0)
+
+
+def test_draining_hands_over_every_item_not_yet_taken():
+    g = Gatherer(2)
+    for n in range(5):
+        g.add(n)
+    g.take()
+    assert g.drain() == [2, 3, 4] and g.waiting == 0

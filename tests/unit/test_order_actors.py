@@ -297,28 +297,35 @@ def test_unfinished_orders_of_a_previous_run_are_queued_again_and_finish(make_ha
     assert len(ray.swaps) == 2
 
 
-def test_the_reconciler_never_requeues_an_order_a_live_worker_holds(make_harness):
+def test_the_reconciler_queues_again_only_orders_that_lost_their_job(make_harness):
     from actors.reconciler import Reconciler
     from actors.timers import Timers
     from storage.records import utcnow
 
     h = make_harness()
-    held = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("1"))).order
+    new = lambda: h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("1"))).order  # noqa: E731
+    lost = new()  # stored, never queued (a web process died in between)
+    queued = new()
+    h.bus.enqueue(str(queued.id))
+    held = new()
     h.orders.claim(held.id, "job-1", "live-worker")
     h.bus.heartbeat("live-worker", 30)
-    orphan = h.orders.create_order(OrderDraft("SOL", "USDC", Decimal("1"))).order
-    h.orders.claim(orphan.id, "job-2", "dead-worker")
+    orphan = new()
+    h.orders.claim(orphan.id, "job-2", "dead-worker")  # its job is gone with the dead worker
     timers = Timers().start()
-    reconciler = Reconciler.start(h.orders, h.bus, timers)
+    reconciler = Reconciler.start(h.orders, h.bus, timers, "w1")
     try:
-        count = reconciler.proxy().reconcile(utcnow()).get(timeout=10)
+        assert h.bus.try_lock("reconcile", "another-worker", 30)
+        assert reconciler.proxy().reconcile(utcnow()).get(timeout=10) == 0, "one reconciler at a time"
+        h.bus.unlock("reconcile", "another-worker")
+        assert reconciler.proxy().reconcile(utcnow()).get(timeout=10) == 2
     finally:
         reconciler.stop()
         timers.stop()
-    assert count == 1
     jobs = h.bus.fetch("checker", 10, 0)
-    assert [j.order_id for j in jobs] == [str(orphan.id)]
+    assert sorted(j.order_id for j in jobs) == sorted([str(queued.id), str(lost.id), str(orphan.id)])
     assert h.orders.claim(held.id, "job-3", "x") is None  # still bound to the live worker's job
+    assert h.orders.claim(orphan.id, "job-4", "x") is not None  # released: a new job may run it
 
 
 def test_a_draining_worker_finishes_its_orders_and_keeps_its_heartbeat(make_harness):
@@ -336,3 +343,102 @@ def test_a_draining_worker_finishes_its_orders_and_keeps_its_heartbeat(make_harn
     assert len(finished) == 2, "the two in flight finished; the two queued were not started"
     assert h.bus.queue_depth() == 2
     assert h.worker.directory.get("job_consumer").is_alive(), "it keeps heartbeating until stop()"
+
+
+def test_a_child_that_keeps_dying_stops_the_worker_once_past_its_restart_intensity(make_harness, monkeypatch):
+    from actors.venue_gateway import VenueGateway
+
+    def explode(self, message):
+        raise RuntimeError("a gateway that cannot work")
+
+    monkeypatch.setattr(VenueGateway, "on_receive", explode)
+    monkeypatch.setattr(order_actor_module, "QUOTE_TIMEOUT", 0.2)
+    h = make_harness().start()
+    for _ in range(3):
+        h.submit()  # each quote request kills a gateway: more deaths than its intensity allows
+    assert h.worker.fatal.wait(10), "the root escalates instead of restarting for ever"
+
+
+def test_an_event_writer_that_dies_hands_what_it_held_to_its_successor_and_every_order_ends(make_harness):
+    h = make_harness(WORKER_CONCURRENCY=10)
+    original, calls = h.bus.publish, {"n": 0}
+
+    def publish_once_broken(events):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("a bug after the commit")  # kills the writer mid-batch
+        return original(events)
+
+    h.bus.publish = publish_once_broken
+    ids = [h.submit() for _ in range(10)]
+    h.start()
+    writer = h.worker.directory.get("event_writer")
+    orders = h.wait_terminal(ids)
+    assert [o.status for o in orders] == ["confirmed"] * 10
+    assert h.worker.directory.get("event_writer") is not writer and not writer.is_alive()
+    assert not h.worker.fatal.is_set()
+
+
+def test_no_quote_in_time_from_either_venue_is_retried_as_a_transient_error(make_harness, monkeypatch):
+    monkeypatch.setattr(order_actor_module, "QUOTE_TIMEOUT", 0.2)
+    slow = dict(quote_latency=5.0)
+    h = make_harness(raydium=ScriptedVenue("raydium", "0.15", **slow), meteora=ScriptedVenue("meteora", "0.149", **slow),
+                     RETRY_ATTEMPTS=2).start()
+    (order,) = h.wait_terminal([h.submit()])
+    assert order.status == "failed" and order.attempts == 2, "retried, not failed at once as no_route"
+    assert order.error["code"] == "venue_timeout"
+    assert [(e.status, e.attempt) for e in order.events] == [("pending", 1), ("failed", 1)]
+    assert order.events[-1].meta["attempts"] == 2
+
+
+def test_a_draining_worker_hands_back_orders_still_quoting_and_lets_sent_swaps_settle(make_harness):
+    ray = ScriptedVenue("raydium", "0.15", quote_latency=0.3, swap_latency=0.6)
+    met = ScriptedVenue("meteora", "0.149", quote_latency=0.3, swap_latency=0.6)
+    h = make_harness(raydium=ray, meteora=met, WORKER_CONCURRENCY=4)
+    first = [h.submit() for _ in range(2)]
+    h.start()
+    deadline = time.monotonic() + 5
+    while len(ray.swaps) + len(met.swaps) < 0 or not any(
+            h.orders.get_order(UUID(i)).status == "submitted" for i in first):
+        assert time.monotonic() < deadline, "the first orders never sent their swaps"
+        time.sleep(0.01)
+    later = [h.submit() for _ in range(2)]
+    deadline = time.monotonic() + 5
+    while h.worker.in_flight() < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert h.worker.drain(timeout=10) == 0
+    assert [o.status for o in h.wait_terminal(first)] == ["confirmed", "confirmed"]
+    assert [h.orders.get_order(UUID(i)).status for i in later] == ["pending", "pending"], \
+        "orders still quoting were handed back, not run"
+    assert {j.order_id for j in h.bus.claim_abandoned("another-worker", 10)} == set(), "still ours until retired"
+    h.worker.stop()
+    h.worker = None
+    assert {j.order_id for j in h.bus.claim_abandoned("another-worker", 10)} == set(later), \
+        "once retired, another worker takes the handed-back jobs at once"
+
+
+def test_an_order_taken_over_meanwhile_is_dropped_quietly_by_its_old_holder(make_harness):
+    from pony.orm import db_session
+
+    ray = ScriptedVenue("raydium", "0.15", swap_latency=0.5)
+    met = ScriptedVenue("meteora", "0.149", swap_latency=0.5)
+    h = make_harness(raydium=ray, meteora=met)
+    order_id = h.submit()
+    h.start()
+    deadline = time.monotonic() + 5
+    while h.orders.get_order(UUID(order_id)).status != "submitted":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with db_session:
+        job_id = h.orders.Order[UUID(order_id)].job_id
+    # What a takeover does (another worker claimed this job from a stalled one): fence + 1.
+    taken = h.orders.claim(UUID(order_id), job_id, "another-worker")
+    assert taken.fence == 2
+    deadline = time.monotonic() + 5
+    while h.worker.in_flight():
+        assert time.monotonic() < deadline, "the old holder never let go"
+        time.sleep(0.01)
+    assert h.orders.get_order(UUID(order_id)).status == "submitted", "the old holder appended nothing more"
+    assert job_id in h.bus._owner, "and did not acknowledge a job that is not its own any more"
+    assert order_id not in h.terminal

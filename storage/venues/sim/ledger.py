@@ -95,16 +95,27 @@ class Ledger:
             return [r for entry in entries for r in self.apply_block([entry])]
 
     def signature_status(self, signature: str) -> SignatureStatus:
-        """confirmed (with amounts), failed (with its code), or not_found (never landed)."""
-        with db_session:
-            row = self.E.SimSwap.get(signature=signature) if isinstance(signature, str) else None
-            if row is None or row.status == "dropped":
-                return SignatureStatus(signature, "not_found")
-            return SignatureStatus(
-                signature, row.status, dex=row.dex, amount_in=int(row.amount_in),
-                amount_out=int(row.amount_out) if row.status == "confirmed" else None,
-                executed_at=row.executed_at, error_code=row.error_code,
-            )
+        """confirmed (with amounts), failed (with its code), or not_found: never landed, and now
+        never will (an unknown signature is recorded as expired before the answer, so a copy
+        of it still on its way is refused when it arrives)."""
+        if not isinstance(signature, str):
+            return SignatureStatus(str(signature), "not_found")
+        d, conn = self.dialect, self.direct.get()
+        expired = conn.execute(
+            f"INSERT INTO sim_swaps ({_SWAP_COLUMNS}) VALUES ({d.placeholders(11)}) "
+            f"ON CONFLICT (signature) DO NOTHING RETURNING signature",
+            (signature, "", "", "", "", "0", None, "dropped", "expired", EXPIRED_MESSAGE, d.ts(self.world.now())))
+        if expired:
+            return SignatureStatus(signature, "not_found")
+        # It exists (committed: a concurrent landing was waited for by the INSERT); read it now.
+        (status, dex, amount_in, amount_out, executed_at, error_code), = conn.execute(
+            f"SELECT status, dex, amount_in, amount_out, executed_at, error_code FROM sim_swaps "
+            f"WHERE signature = {d.ph}", (signature,))
+        if status == "dropped":
+            return SignatureStatus(signature, "not_found")
+        return SignatureStatus(signature, status, dex=dex, amount_in=int(amount_in),
+                               amount_out=int(amount_out) if status == "confirmed" else None,
+                               executed_at=d.read_ts(executed_at), error_code=error_code)
 
     def swaps_for_order(self, order_id) -> list[SwapView]:
         """Confirmed swaps of one order, oldest first."""
