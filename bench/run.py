@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", choices=["throughput", "drain", "latency", "all"], default="all")
     parser.add_argument("--orders", type=int, default=2000, help="orders per throughput run (2000)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes of a throughput run (2)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of a throughput or latency run (2)")
     parser.add_argument("--runs", type=int, default=3,
                         help="runs of each scenario (3); medians reported (0 with --profile: the profiled run only)")
     parser.add_argument("--drain-orders", type=int, default=100, help="orders of a drain run (100)")
