@@ -96,10 +96,11 @@ def run_drain(args, log_dir: Path) -> dict:
 
 
 def _write_samples(path: Path, samples: list[dict]) -> None:
-    """One row per order: its id, submit -> confirmed frame and each stage, ms."""
-    keys = ["latency"] + [key for key, *_ in STAGES + PARALLEL_STAGES]
+    """One row per order, in submit order: its id, its send time (s since the part's first),
+    then in ms submit -> confirmed frame, the HTTP submit, how late it was sent (paced) and each stage."""
+    keys = ["sentAtS", "latency", "submit", "sendLag"] + [key for key, *_ in STAGES + PARALLEL_STAGES]
     lines = [",".join(["orderId"] + keys)]
-    lines += [",".join([s["orderId"]] + [f"{s[k]:.3f}" if k in s else "" for k in keys]) for s in samples]
+    lines += [",".join([s["orderId"]] + [f"{s[k]:.4f}" if k in s else "" for k in keys]) for s in samples]
     path.write_text("\n".join(lines) + "\n")
 
 

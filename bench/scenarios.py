@@ -304,13 +304,17 @@ def stage_samples(results: list[dict], times: dict[str, dict[str, float]]) -> li
     """Per confirmed order: its stages in ms (client times turned into wall clock with the
     offset taken at its submit; the client and the server share the machine's clock)."""
     samples = []
+    first = min((r["sentAt"] for r in results), default=0.0)
     for r in results:
         stream, events = r.get("stream"), times.get(r.get("orderId"), {})
         if stream is None or stream.confirmed_at is None:
             continue
         points = {**events, "submit": r["sentAt"] + r["wallOffset"], "answer": r["answeredAt"] + r["wallOffset"],
                   "frame": stream.confirmed_at + r["wallOffset"]}
-        sample = {"orderId": r["orderId"], "latency": (stream.confirmed_at - r["sentAt"]) * 1000}
+        sample = {"orderId": r["orderId"], "sentAtS": r["sentAt"] - first,
+                  "latency": (stream.confirmed_at - r["sentAt"]) * 1000, "submit": (r["answeredAt"] - r["sentAt"]) * 1000}
+        if "dueAt" in r:
+            sample["sendLag"] = (r["sentAt"] - r["dueAt"]) * 1000
         for key, start, end, _ in STAGES + PARALLEL_STAGES:
             if start in points and end in points:
                 sample[key] = (points[end] - points[start]) * 1000
