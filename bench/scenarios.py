@@ -233,6 +233,7 @@ async def alone(port: int, orders: int, warmup: int, timeout: float) -> dict:
     warm_latencies = [r["stream"].confirmed_at - r["sentAt"] for r in warm
                       if r.get("stream") and r["stream"].confirmed_at is not None]
     return {**_latency_figures(results, "alone"), "aloneWarmupOrders": warmup,
+            "aloneStartedAt": _iso(results[0]["sentAt"] + results[0]["wallOffset"]) if results else None,
             "aloneWarmupMs": [_ms(v) for v in warm_latencies],
             "aloneWarmupIncompleteStreams": len(_stream_problems(warm)),
             "results": results, "warmupResults": warm}
@@ -267,6 +268,8 @@ async def paced(port: int, rate: float, orders: int, warmup: int, connections: i
     return {
         **_latency_figures(measured, "paced"),
         "pacedTargetRate": rate, "pacedWarmupOrders": warmup,
+        # wall-clock time of the first measured submit, to set the samples' sentAtS against server logs
+        "pacedStartedAt": _iso(min(sends) + measured[0]["wallOffset"]) if sends else None,
         # submits per second over the measured part, from its first to its last submit
         "pacedRate": round((len(sends) - 1) / spread, 1) if spread > 0 else None,
         # how late the client sent each order against its schedule (a busy client, or no free connection)
@@ -330,6 +333,10 @@ def stage_figures(samples: list[dict[str, float]]) -> dict[str, dict[str, float 
         figures[key] = {"p50": _round(percentile(values, 50)), "p99": _round(percentile(values, 99)),
                         "max": _round(max(values, default=None)), "orders": len(values)}
     return figures
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _round(value: float | None, digits: int = 2) -> float | None:
