@@ -315,7 +315,8 @@ def stage_samples(results: list[dict], times: dict[str, dict[str, float]]) -> li
         points = {**events, "submit": r["sentAt"] + r["wallOffset"], "answer": r["answeredAt"] + r["wallOffset"],
                   "frame": stream.confirmed_at + r["wallOffset"]}
         sample = {"orderId": r["orderId"], "sentAtS": r["sentAt"] - first,
-                  "latency": (stream.confirmed_at - r["sentAt"]) * 1000, "submit": (r["answeredAt"] - r["sentAt"]) * 1000}
+                  "latency": (stream.confirmed_at - r["sentAt"]) * 1000,
+                  "submit": (r["answeredAt"] - r["sentAt"]) * 1000}
         if "dueAt" in r:
             sample["sendLag"] = (r["sentAt"] - r["dueAt"]) * 1000
         for key, start, end, _ in STAGES + PARALLEL_STAGES:
