@@ -19,7 +19,8 @@ from pathlib import Path
 from bench.cluster import REPO, BenchError, cluster, machine_info
 from bench.cpu import CpuMeter
 from bench.profile import Recorder, py_spy, summarize
-from bench.scenarios import DRAIN_ENV, THROUGHPUT_ENV, drain, throughput, verify_database
+from bench.scenarios import (DRAIN_ENV, PARALLEL_STAGES, STAGES, THROUGHPUT_ENV, alone, drain, event_times, paced,
+                              stage_figures, stage_samples, throughput, verify_database)
 
 RESULTS = REPO / "bench" / "results"
 _PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
@@ -27,6 +28,9 @@ _PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
 THROUGHPUT_KEYS = ["ordersPerSecond", "latencyP50Ms", "latencyP99Ms", "submitP50Ms", "submitP99Ms",
                    "serverCpuMsPerOrder"]
 DRAIN_KEYS = ["actualSeconds", "idealSeconds", "ratio"]
+LATENCY_KEYS = ["aloneP50Ms", "aloneP99Ms", "aloneMaxMs", "pacedRate", "pacedP50Ms", "pacedP99Ms", "pacedMaxMs",
+                "pacedSubmitP50Ms", "pacedSubmitP99Ms", "serverCpuMsPerOrder"]
+ALONE_WARMUP = 5  # orders before the alone ones, left out of the figures
 
 
 def _log_problems(procs) -> dict:
@@ -91,6 +95,52 @@ def run_drain(args, log_dir: Path) -> dict:
         return result
 
 
+def _write_samples(path: Path, samples: list[dict]) -> None:
+    """One row per order, in submit order: its id, its send time (s since the part's first),
+    then in ms submit -> confirmed frame, the HTTP submit, how late it was sent (paced) and each stage."""
+    keys = ["sentAtS", "latency", "submit", "sendLag"] + [key for key, *_ in STAGES + PARALLEL_STAGES]
+    lines = [",".join(["orderId"] + keys)]
+    lines += [",".join([s["orderId"]] + [f"{s[k]:.4f}" if k in s else "" for k in keys]) for s in samples]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_latency(args, log_dir: Path) -> dict:
+    """One latency run on the throughput scenario's cluster: orders alone, then an open-loop
+    paced load; stages of each order from the stored event timestamps."""
+    with cluster(THROUGHPUT_ENV, workers=args.workers, log_dir=log_dir) as (port, procs, database_url):
+        alone_part = asyncio.run(asyncio.wait_for(
+            alone(port, args.alone_orders, ALONE_WARMUP, args.timeout), args.timeout))
+        warmup = args.paced_orders // 10
+        meter = CpuMeter({name: proc.pid for name, proc in procs.items()})
+        meter.start()
+        started = time.monotonic()
+        try:
+            paced_part = asyncio.run(asyncio.wait_for(
+                paced(port, args.rate, args.paced_orders, warmup, args.connections, args.timeout), args.timeout))
+        finally:
+            cpu = meter.stop()
+        result = {k: v for part in (alone_part, paced_part) for k, v in part.items()
+                  if k not in ("results", "warmupResults")}
+        result["pacedWallSeconds"] = round(time.monotonic() - started, 3)
+        result["cpuCores"] = cpu
+        # the whole paced part, its warm-up included, over all its confirmed orders
+        result["cpuMsPerOrder"] = meter.ms_per_order(paced_part["allConfirmed"], list(procs))
+        result["serverCpuMsPerOrder"] = result["cpuMsPerOrder"].get("server")
+        result["incompleteStreams"] = (alone_part["aloneIncompleteStreams"] + alone_part["aloneWarmupIncompleteStreams"]
+                                       + paced_part["allIncompleteStreams"])
+        every = (alone_part["warmupResults"] + alone_part["results"] + paced_part["warmupResults"]
+                 + paced_part["results"])
+        times = event_times(database_url, [r["orderId"] for r in every if "orderId" in r])
+        for name, part in (("alone", alone_part), ("paced", paced_part)):
+            samples = stage_samples(part["results"], times)
+            result[f"{name}Stages"] = stage_figures(samples)
+            _write_samples(log_dir / f"{name}-samples.csv", samples)
+            result[f"{name}SamplesFile"] = str((log_dir / f"{name}-samples.csv").relative_to(REPO))
+        result["db"] = verify_database(database_url, len(every))
+        result["logProblems"] = _log_problems(procs)
+        return result
+
+
 def _cpu_order(name: str) -> tuple:
     """web first, then the workers, anything else, the servers, and kernel/other last."""
     rank = {"postgres": 3, "redis": 4, "kernel/other": 5}
@@ -137,6 +187,45 @@ def _table(name: str, runs: list[dict], keys: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _stage_table(runs: list[dict], part: str) -> str:
+    """Each stage's p50 / p99 per run and the medians of both over the runs, ms."""
+    good = [r for r in runs if "error" not in r and r.get(f"{part}Stages")]
+    header = ["stage (ms: p50 / p99)"] + [f"run {i}" for i, r in enumerate(runs, 1) if r in good] + ["median"]
+    rows = []
+    for key, _, _, label in STAGES + [(None, None, None, None)] + PARALLEL_STAGES:
+        if key is None:
+            rows.append(["  sum: submit -> confirmed frame"]
+                        + [f"{r.get(part + 'P50Ms')} / {r.get(part + 'P99Ms')}" for r in good]
+                        + [f"{_median(good, part + 'P50Ms')} / {_median(good, part + 'P99Ms')}"])
+            continue
+        cells = [r[f"{part}Stages"][key] for r in good]
+        p50 = [c["p50"] for c in cells if c["p50"] is not None]
+        p99 = [c["p99"] for c in cells if c["p99"] is not None]
+        med = (f"{round(statistics.median(p50), 2)} / {round(statistics.median(p99), 2)}" if p50 and p99 else "")
+        rows.append([label] + [f"{c['p50']} / {c['p99']}" for c in cells] + [med])
+    widths = [max(len(header[c]), *(len(row[c]) for row in rows)) for c in range(len(header))]
+    lines = ["  ".join([header[0].ljust(widths[0])] + [h.rjust(w) for h, w in zip(header[1:], widths[1:])])]
+    lines += ["  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]) for row in rows]
+    return "\n".join(lines)
+
+
+def _latency_text(args, runs: list[dict]) -> str:
+    """The run table, the targets, and the stage breakdown of the alone and the paced orders."""
+    workers = f"{args.workers} worker{'s' if args.workers != 1 else ''}"
+    good = [r for r in runs if "error" not in r]
+    text = _table(f"latency ({args.alone_orders} orders alone; {args.paced_orders} paced at {args.rate:g}/s, "
+                  f"first {args.paced_orders // 10} a warm-up; 1 web + {workers}, instant venues)", runs, LATENCY_KEYS)
+    if not good:
+        return text
+    text += "\n" + cpu_line(_median_cpu(good), "CPU ms per order of the paced part (medians)")
+    text += (f"\ntargets (medians): paced p99 {_median(good, 'pacedP99Ms')} ms (< 100); alone p50 "
+             f"{_median(good, 'aloneP50Ms')}, p99 {_median(good, 'aloneP99Ms')}, max {_median(good, 'aloneMaxMs')} ms"
+             f" (< 20); send lag p99 {_median(good, 'pacedSendLagP99Ms')} ms")
+    text += f"\n-- stages of the paced orders (measured part)\n{_stage_table(runs, 'paced')}"
+    text += f"\n-- stages of the orders alone\n{_stage_table(runs, 'alone')}"
+    return text
+
+
 def _profile_text(run: dict, top: int = 8) -> str:
     """Per process: cores used, GIL held, threads and the top functions by own Python CPU."""
     if "error" in run:
@@ -160,7 +249,8 @@ def _run_many(label: str, count: int, runner, stamp: str) -> list[dict]:
             result = runner(log_dir)
         except (BenchError, asyncio.TimeoutError, OSError) as exc:
             result = {"error": f"{type(exc).__name__}: {exc}"[:4000]}
-        brief = {k: result.get(k) for k in THROUGHPUT_KEYS + DRAIN_KEYS + ["incompleteStreams", "error"]
+        brief = {k: result.get(k) for k in dict.fromkeys(THROUGHPUT_KEYS + DRAIN_KEYS + LATENCY_KEYS
+                                                         + ["incompleteStreams", "error"])
                  if result.get(k) is not None}
         print(f"[{label} {i}/{count}] {brief}", flush=True)
         if result.get("cpuMsPerOrder"):
@@ -172,15 +262,20 @@ def _run_many(label: str, count: int, runner, stamp: str) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the scenarios, print a table and write JSON results."""
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=["throughput", "drain", "all"], default="all")
+    parser.add_argument("--scenario", choices=["throughput", "drain", "latency", "all"], default="all")
     parser.add_argument("--orders", type=int, default=2000, help="orders per throughput run (2000)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes of a throughput run (2)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of a throughput or latency run (2)")
     parser.add_argument("--runs", type=int, default=3,
                         help="runs of each scenario (3); medians reported (0 with --profile: the profiled run only)")
     parser.add_argument("--drain-orders", type=int, default=100, help="orders of a drain run (100)")
     parser.add_argument("--connections", type=int, default=50, help="HTTP keep-alive connections (50)")
     parser.add_argument("--listeners", type=int, default=200,
                         help="throughput: most orders in flight, i.e. WebSocket listeners open at once (200)")
+    parser.add_argument("--alone-orders", type=int, default=50,
+                        help="latency: orders submitted one after another, each alone (50)")
+    parser.add_argument("--paced-orders", type=int, default=2500,
+                        help="latency: orders of the open-loop paced load, the first 10%% a warm-up (2500)")
+    parser.add_argument("--rate", type=float, default=250, help="latency: orders/s of the paced load (250)")
     parser.add_argument("--timeout", type=float, default=300, help="hard limit of one run's load, seconds (300)")
     parser.add_argument("--profile", action="store_true",
                         help="one extra throughput run with py-spy on every process (reported apart)")
@@ -188,13 +283,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.alone_orders < 1 or args.paced_orders < 10 or args.rate <= 0:
+        parser.error("--alone-orders must be at least 1, --paced-orders at least 10 and --rate above 0")
     if args.profile and py_spy() is None:
         parser.error("--profile needs py-spy (pip install py-spy)")
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     report = {"machine": machine_info(), "command": " ".join([os.path.basename(sys.executable), "-m", "bench.run"]
                                                               + (argv if argv is not None else sys.argv[1:])),
-              "startedAt": stamp, "settings": {"throughput": THROUGHPUT_ENV, "drain": DRAIN_ENV}, "scenarios": {}}
+              "startedAt": stamp, "scenarios": {},
+              "settings": {"throughput": THROUGHPUT_ENV, "drain": DRAIN_ENV, "latency": THROUGHPUT_ENV}}
     print(f"machine: {report['machine']}", flush=True)
     tables = []
     if args.scenario in ("throughput", "all") and args.runs > 0:
@@ -216,6 +314,15 @@ def main(argv: list[str] | None = None) -> int:
                                         "median": {k: _median(good, k) for k in DRAIN_KEYS}, "runs": runs}
         tables.append(_table(f"drain ({args.drain_orders} orders at once, 1 web + 1 worker, realistic venues)",
                              runs, DRAIN_KEYS))
+    if args.scenario in ("latency", "all") and args.runs > 0:
+        runs = _run_many("latency", args.runs, lambda d: run_latency(args, d), stamp)
+        good = [r for r in runs if "error" not in r]
+        report["scenarios"]["latency"] = {
+            "aloneOrders": args.alone_orders, "aloneWarmupOrders": ALONE_WARMUP, "pacedOrders": args.paced_orders,
+            "pacedWarmupOrders": args.paced_orders // 10, "rate": args.rate, "workers": args.workers,
+            "connections": args.connections, "median": {k: _median(good, k) for k in LATENCY_KEYS},
+            "medianCpuMsPerOrder": _median_cpu(good), "runs": runs}
+        tables.append(_latency_text(args, runs))
     if args.profile:
         profile_dir = RESULTS / "profiles" / stamp
         [profiled] = _run_many("profiled-throughput", 1, lambda d: run_throughput(args, d, profile_dir), stamp)

@@ -1,4 +1,4 @@
-"""The two scenarios: the load each drives and the figures each reports.
+"""The scenarios: the load each drives and the figures each reports.
 
 Times are `time.monotonic()` seconds on the client; latencies are reported in ms.
 """
@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from datetime import datetime
+import time
+from datetime import datetime, timezone
 
 from bench.client import HttpPool, listen, percentile
 
@@ -175,3 +176,169 @@ async def drain(port: int, orders: int, concurrency: int, timeout: float) -> dic
         "handoffP50Ms": _ms(percentile(handoffs, 50)), "handoffMaxMs": _ms(max(handoffs, default=None)),
         "orderIds": [r["orderId"] for r in accepted],
     }
+
+
+# ---- latency -------------------------------------------------------------------------------------
+
+# The stages of one order, from the client's submit to its `confirmed` frame, cut at the
+# event timestamps the engine stores (see bench/README.md, "latency"): (key, from, to, label).
+# They add up, order by order, to submit -> confirmed frame.
+STAGES = [
+    ("submitToPending", "submit", "pending", "submit -> pending    (HTTP in, parse, gather, intake hop)"),
+    ("pendingToRouting", "pending", "routing", "pending -> routing   (insert, queue, claim, actor start)"),
+    ("routingToBuilding", "routing", "building", "routing -> building  (quotes)"),
+    ("buildingToConfirmed", "building", "confirmed",
+     "building -> confirmed (store 3 events, swap, confirm)"),
+    ("confirmedToFrame", "confirmed", "frame", "confirmed -> frame   (store, publish, web, client)"),
+]
+# Not a stage of the sum: it runs alongside pending -> routing.
+PARALLEL_STAGES = [("pendingToAnswer", "pending", "answer", "(pending -> 202 answer, alongside: store, queue, reply)")]
+
+
+async def _timed_submit(pool: HttpPool, port: int, timeout: float, **extra) -> dict:
+    """submit_and_listen, plus the offset of the wall clock over time.monotonic() at that
+    moment, so the client's times can be set against the server's stored timestamps."""
+    offset = time.time() - time.monotonic()
+    result = await submit_and_listen(pool, port, timeout)
+    result.update(extra, wallOffset=offset)
+    return result
+
+
+def _latency_figures(results: list[dict], prefix: str) -> dict:
+    """p50/p99/max of submit -> confirmed frame, p50/p99 of the HTTP submit, stream checks."""
+    confirmed = [r for r in results if r.get("stream") and r["stream"].confirmed_at is not None]
+    latencies = [r["stream"].confirmed_at - r["sentAt"] for r in confirmed]
+    submits = [r["answeredAt"] - r["sentAt"] for r in results]
+    problems = _stream_problems(results)
+    rejected = [r["error"] for r in results if "error" in r]
+    return {
+        f"{prefix}Orders": len(results), f"{prefix}Rejected": len(rejected), f"{prefix}RejectedSamples": rejected[:5],
+        f"{prefix}Confirmed": len(confirmed), f"{prefix}IncompleteStreams": len(problems),
+        f"{prefix}IncompleteSamples": problems[:5],
+        f"{prefix}P50Ms": _ms(percentile(latencies, 50)), f"{prefix}P99Ms": _ms(percentile(latencies, 99)),
+        f"{prefix}MaxMs": _ms(max(latencies, default=None)),
+        f"{prefix}SubmitP50Ms": _ms(percentile(submits, 50)), f"{prefix}SubmitP99Ms": _ms(percentile(submits, 99)),
+    }
+
+
+async def alone(port: int, orders: int, warmup: int, timeout: float) -> dict:
+    """`warmup` then `orders` orders one after another: each submitted once the previous
+    one's stream has closed, and followed by its own listener."""
+    pool = HttpPool(port, 1)
+    try:
+        warm = [await _timed_submit(pool, port, timeout) for _ in range(warmup)]
+        results = [await _timed_submit(pool, port, timeout) for _ in range(orders)]
+    finally:
+        pool.close()
+    warm_latencies = [r["stream"].confirmed_at - r["sentAt"] for r in warm
+                      if r.get("stream") and r["stream"].confirmed_at is not None]
+    return {**_latency_figures(results, "alone"), "aloneWarmupOrders": warmup,
+            "aloneStartedAt": _iso(results[0]["sentAt"] + results[0]["wallOffset"]) if results else None,
+            "aloneWarmupMs": [_ms(v) for v in warm_latencies],
+            "aloneWarmupIncompleteStreams": len(_stream_problems(warm)),
+            "results": results, "warmupResults": warm}
+
+
+async def paced(port: int, rate: float, orders: int, warmup: int, connections: int, timeout: float) -> dict:
+    """Open loop: order i is submitted at start + i / rate, whether or not the earlier ones
+    have been answered or confirmed, over `connections` keep-alive connections, each
+    followed by its own listener. The first `warmup` orders are left out of the figures."""
+    pool = HttpPool(port, connections)
+    tasks = []
+    start = time.monotonic() + 0.05
+    try:
+        for i in range(orders):
+            due = start + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(_timed_submit(pool, port, timeout, index=i, dueAt=due)))
+        results = await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        pool.close()
+    measured = results[warmup:]
+    sends = [r["sentAt"] for r in measured]
+    spread = max(sends) - min(sends) if len(sends) > 1 else 0.0
+    lags = [r["sentAt"] - r["dueAt"] for r in measured]
+    confirmed = [r for r in measured if r.get("stream") and r["stream"].confirmed_at is not None]
+    from_due = [r["stream"].confirmed_at - r["dueAt"] for r in confirmed]
+    everything = _latency_figures(results, "all")
+    return {
+        **_latency_figures(measured, "paced"),
+        "pacedTargetRate": rate, "pacedWarmupOrders": warmup,
+        # wall-clock time of the first measured submit, to set the samples' sentAtS against server logs
+        "pacedStartedAt": _iso(min(sends) + measured[0]["wallOffset"]) if sends else None,
+        # submits per second over the measured part, from its first to its last submit
+        "pacedRate": round((len(sends) - 1) / spread, 1) if spread > 0 else None,
+        # how late the client sent each order against its schedule (a busy client, or no free connection)
+        "pacedSendLagP50Ms": _ms(percentile(lags, 50)), "pacedSendLagP99Ms": _ms(percentile(lags, 99)),
+        "pacedSendLagMaxMs": _ms(max(lags, default=None)),
+        # submit -> confirmed counted from the scheduled time instead: what a late send adds
+        "pacedFromScheduleP99Ms": _ms(percentile(from_due, 99)),
+        # every paced order, warm-up included (what the CPU figures are divided by)
+        "allConfirmed": everything["allConfirmed"], "allIncompleteStreams": everything["allIncompleteStreams"],
+        "allIncompleteSamples": everything["allIncompleteSamples"],
+        "results": measured, "warmupResults": results[:warmup],
+    }
+
+
+def event_times(database_url: str, order_ids: list[str]) -> dict[str, dict[str, float]]:
+    """{order id: {status: stored event time, epoch seconds}} from order_events (first attempt:
+    with no failures every order has one). The columns are naive UTC."""
+    import psycopg2
+
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT order_id::text, status, created_at FROM order_events "
+                        "WHERE order_id = ANY(%s::uuid[]) ORDER BY order_id, seq", (list(order_ids),))
+            rows = cur.fetchall()
+    finally:
+        conn.close()
+    times: dict[str, dict[str, float]] = {}
+    for oid, status, ts in rows:
+        times.setdefault(oid, {}).setdefault(status, ts.replace(tzinfo=timezone.utc).timestamp())
+    return times
+
+
+def stage_samples(results: list[dict], times: dict[str, dict[str, float]]) -> list[dict[str, float]]:
+    """Per confirmed order: its stages in ms (client times turned into wall clock with the
+    offset taken at its submit; the client and the server share the machine's clock)."""
+    samples = []
+    first = min((r["sentAt"] for r in results), default=0.0)
+    for r in results:
+        stream, events = r.get("stream"), times.get(r.get("orderId"), {})
+        if stream is None or stream.confirmed_at is None:
+            continue
+        points = {**events, "submit": r["sentAt"] + r["wallOffset"], "answer": r["answeredAt"] + r["wallOffset"],
+                  "frame": stream.confirmed_at + r["wallOffset"]}
+        sample = {"orderId": r["orderId"], "sentAtS": r["sentAt"] - first,
+                  "latency": (stream.confirmed_at - r["sentAt"]) * 1000,
+                  "submit": (r["answeredAt"] - r["sentAt"]) * 1000}
+        if "dueAt" in r:
+            sample["sendLag"] = (r["sentAt"] - r["dueAt"]) * 1000
+        for key, start, end, _ in STAGES + PARALLEL_STAGES:
+            if start in points and end in points:
+                sample[key] = (points[end] - points[start]) * 1000
+        samples.append(sample)
+    return samples
+
+
+def stage_figures(samples: list[dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    """p50 and p99 of each stage over the orders, ms."""
+    figures = {}
+    for key, *_ in STAGES + PARALLEL_STAGES:
+        values = [s[key] for s in samples if key in s]
+        figures[key] = {"p50": _round(percentile(values, 50)), "p99": _round(percentile(values, 99)),
+                        "max": _round(max(values, default=None)), "orders": len(values)}
+    return figures
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
