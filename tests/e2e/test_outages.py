@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 ORDERS = 20  # 2 workers x 5 slots: at the fault, 3 orders done, 7 mid-swap, 3 starting, 7 queued
 LATE_ORDERS = 5
 OUTAGE_S = 20
-SETTLE_S = 50  # from the first submit, every order has the fault's length + this to end (a swap's watchdog is 30 s)
+SETTLE_S = 60  # from the first submit, every order has the fault's length + this to end (a swap's watchdog is 30 s)
 ANSWER_BOUND_S = 10  # a submit is answered within this, outage or not
 ENV = {"VENUE_PROFILE": "realistic", "WORKER_CONCURRENCY": "5"}
 
