@@ -44,9 +44,13 @@ def require_tool(name: str, *commands: str) -> list[str]:
     if all(paths):
         return paths
     missing = ", ".join(c for c, p in zip(commands, paths) if not p)
-    message = f"{name} is not installed (missing: {missing})"
+    not_installed(f"{name} is not installed (missing: {missing})", ".ci/run installs it")
+
+
+def not_installed(message: str, in_ci: str = "a missing tool fails the run") -> None:
+    """Skip (laptop) or fail (CI) a test whose tools are missing; `message` says which."""
     if IN_CI:
-        pytest.fail(message + " (CI=true: .ci/run installs it)")
+        pytest.fail(f"{message} (CI=true: {in_ci})")
     pytest.skip(message)
 
 

@@ -1,10 +1,18 @@
-"""Fixtures that start real engine processes and always stop them."""
+"""Fixtures that start real engine processes and always stop them, on the shared servers or,
+for the tests that stop a server, on servers of their own (tests/servers.py)."""
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
+
+import psycopg2
 import pytest
 
 from bench.cluster import EngineProcess, free_port, wait_ready
+from tests.conftest import not_installed
 from tests.e2e.cluster import Client
+from tests.servers import PostgresCluster, RedisServer, postgres_bin_dir
 
 
 class Cluster:
@@ -45,25 +53,95 @@ class Cluster:
         return "\n".join(f"==== {p.name}\n{p.log_text()[-3000:]}" for p in [w for w, _ in self.webs] + self.workers)
 
 
-@pytest.fixture
-def make_cluster(postgres_url, redis_url, tmp_path, request):
-    """Start a cluster with the given settings: `make_cluster(webs=1, workers=2, VENUE_PROFILE=...)`."""
+def _test_failed(request) -> bool:
+    report = getattr(request.node, "rep_call", None)
+    return report is not None and report.failed
+
+
+def _clusters(database_url: str, redis_url: str, tmp_path, request):
+    """The body of the cluster fixtures: yield `make`, then stop every cluster it started
+    and print their logs if the test failed."""
     clusters = []
 
     def make(webs: int = 1, workers: int = 2, **env):
-        base = {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url, "SIM_SEED": "11",
+        base = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "SIM_SEED": "11",
                 "VENUE_FAILURE_RATE": "0", "VENUE_TIMEOUT_RATE": "0", "LOG_LEVEL": "INFO"}
         cluster = Cluster({**base, **{k: str(v) for k, v in env.items()}}, tmp_path)
         clusters.append(cluster)
         return cluster.start(webs, workers)
 
-    yield make
-    for cluster in clusters:
-        cluster.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
+    try:
+        yield make
+    finally:
         for cluster in clusters:
-            print(cluster.logs())  # shown under "Captured stdout teardown"
+            cluster.stop()
+        if _test_failed(request):
+            for cluster in clusters:
+                print(cluster.logs())  # shown under "Captured stdout teardown"
+
+
+@pytest.fixture
+def make_cluster(postgres_url, redis_url, tmp_path, request):
+    """Start a cluster with the given settings: `make_cluster(webs=1, workers=2, VENUE_PROFILE=...)`."""
+    yield from _clusters(postgres_url, redis_url, tmp_path, request)
+
+
+@pytest.fixture(scope="module")
+def own_redis():
+    """A `redis-server` of this module's own on a free port (nothing persisted), that tests may
+    stop and start again; stopped by pid at the end of the module, whatever happened."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        not_installed("redis-server is not installed", "it is installed with the Redis server")
+    server = RedisServer(binary)
+    try:
+        yield server.start()
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def own_postgres():
+    """A throwaway Postgres cluster of this module's own (initdb + pg_ctl on a free port, fsync
+    on), that tests may restart or keep down; stopped at the end of the module, whatever happened."""
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        not_installed("PostgreSQL's server binaries (initdb, pg_ctl) are not installed",
+                      "they are installed with the server")
+    if os.geteuid() == 0:  # Postgres refuses root: initdb and pg_ctl run as the postgres user
+        if shutil.which("runuser") is None:
+            not_installed("runuser is needed to run initdb as the postgres user", "util-linux provides it")
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            not_installed("there is no postgres OS user to run initdb as", "the server's package creates it")
+    cluster = PostgresCluster(bin_dir)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def make_own_cluster(own_postgres, own_redis, tmp_path, request):
+    """`make_cluster` on this module's own servers: a fresh database on its Postgres cluster,
+    its Redis emptied. Both servers are running when the test starts (an earlier test may have
+    left one down); their logs are printed too if the test fails."""
+    own_postgres.start()
+    own_redis.start()
+    own_redis.flushall()
+    name = f"engine_{os.urandom(5).hex()}"
+    admin = psycopg2.connect(own_postgres.url())
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    try:
+        yield from _clusters(own_postgres.url(name), own_redis.url(0), tmp_path, request)
+    finally:
+        if _test_failed(request):
+            print(f"==== own postgres (port {own_postgres.port})\n{own_postgres.log()}")
+            print(f"==== own redis (port {own_redis.port})\n{own_redis.log()}")
 
 
 EMBEDDED_ENV = {"VENUE_PROFILE": "instant", "VENUE_FAILURE_RATE": "0", "VENUE_TIMEOUT_RATE": "0",

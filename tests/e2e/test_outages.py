@@ -1,0 +1,130 @@
+"""Redis and Postgres failing under load, on servers this module starts itself
+(tests/servers.py): the shared ones serve other people and must never be stopped.
+
+Each test: `engine web` + two `engine worker` processes with realistic venues (swaps take
+2-3 s), 20 orders each followed by a WebSocket listener, the fault once the first three
+have confirmed (others mid-swap, starting, or waiting in the queue), probing submits
+throughout, 5 more orders right after.
+Then, over HTTP and WebSocket: every accepted order terminal (confirmed: nothing else
+fails here), its stream seq 1..n exactly once, executed at most once, no engine process
+dead; every submit answered 202 or 503 `not_ready` within a bound.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections import Counter
+
+import pytest
+
+from tests.e2e.guarantees import check_answers, check_orders, not_confirmed, report
+from tests.e2e.load import SOL_USDC, Load, SubmitProbe
+
+pytestmark = pytest.mark.e2e
+
+ORDERS = 20  # 2 workers x 5 slots: at the fault, 3 orders done, 7 mid-swap, 3 starting, 7 queued
+LATE_ORDERS = 5
+OUTAGE_S = 20
+SETTLE_S = 60  # from the first submit, every order has the fault's length + this to end (a swap's watchdog is 30 s)
+ANSWER_BOUND_S = 10  # a submit is answered within this, outage or not
+ENV = {"VENUE_PROFILE": "realistic", "WORKER_CONCURRENCY": "5"}
+
+
+async def _blocking(fn, *args):
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def restart(stop, start):
+    """The fault: stop the server and start it again at once."""
+    async def fault():
+        await _blocking(stop)
+        await _blocking(start)
+    return fault
+
+
+def keep_down(stop, start, seconds: float = OUTAGE_S):
+    """The fault: stop the server, keep it down for `seconds`, start it again."""
+    async def fault():
+        await _blocking(stop)
+        await asyncio.sleep(seconds)  # the outage itself: its length is the scenario
+        await _blocking(start)
+    return fault
+
+
+async def submit_until_accepted(client, timeout: float = ANSWER_BOUND_S) -> dict:
+    """Submit as a client would right after an outage: a 503 `not_ready` is retried until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code, body = await client.submit(**SOL_USDC)
+        if code == 202:
+            return body
+        assert code == 503 and body["error"]["code"] == "not_ready", (code, body)
+        assert time.monotonic() < deadline, f"still 503 {timeout}s after the fault: {body}"
+        await asyncio.sleep(0.2)
+
+
+async def under_load(cluster, fault, fault_s: float, refusals: str | None = None):
+    """Run the scenario around `fault`; return (broken guarantees, the orders as stored now).
+
+    `refusals` names the server that is down long enough that some submit must meet the
+    outage (a 503): otherwise the probe missed it and the test would prove nothing.
+    """
+    client, port = cluster.client(), cluster.webs[0][1]
+    deadline = time.monotonic() + fault_s + SETTLE_S
+    load = Load(client, [port])
+    await load.submit(ORDERS, deadline)
+    await load.wait_for("confirmed", 3)  # 7 orders mid-swap, 3 starting, 10 waiting in the queue
+    probe = SubmitProbe(port, timeout=ANSWER_BOUND_S).start()
+    await fault()
+    answers = await probe.stop()
+    for answer in answers:
+        if answer.code == 202:  # accepted during the fault: it must not be lost either
+            load.follow(answer.order_id, deadline)
+    for _ in range(LATE_ORDERS):
+        load.follow((await submit_until_accepted(client))["orderId"], deadline)
+    followers = await load.finish()
+    problems, orders = await check_orders(client, followers)
+    problems += check_answers(answers, ANSWER_BOUND_S)
+    if refusals and not any(a.code == 503 for a in answers):
+        problems.append(f"no submit met the outage: {refusals} was down but nothing answered 503")
+    client.close()
+    for proc in [web for web, _ in cluster.webs] + cluster.workers:
+        if proc.proc.poll() is not None:
+            problems.append(f"{proc.name} exited with {proc.proc.returncode} during the fault")
+    print(f"{len(followers)} orders; submits during the fault: {Counter((a.code, a.error) for a in answers)}")
+    return problems, orders
+
+
+def assert_guarantees(outcome) -> None:
+    """The issue's guarantees first, then that the fault failed no order (all confirmed)."""
+    problems, orders = outcome
+    assert not problems, report(problems)
+    failed = not_confirmed(orders)
+    assert not failed, "the fault failed orders (nothing else can fail one here):\n" + report(failed)
+
+
+def test_a_redis_restart_under_load_loses_no_accepted_order_and_repeats_no_event(make_own_cluster, own_redis):
+    cluster = make_own_cluster(workers=2, **ENV)
+    assert_guarantees(asyncio.run(under_load(cluster, restart(own_redis.stop, own_redis.start), 1)))
+
+
+def test_redis_down_for_20_s_under_load_answers_submits_503_and_loses_no_accepted_order(make_own_cluster,
+                                                                                      own_redis):
+    cluster = make_own_cluster(workers=2, **ENV)
+    fault = keep_down(own_redis.stop, own_redis.start)
+    assert_guarantees(asyncio.run(under_load(cluster, fault, OUTAGE_S, refusals="Redis")))
+
+
+def test_a_postgres_restart_under_load_loses_no_accepted_order_and_executes_none_twice(make_own_cluster,
+                                                                                      own_postgres):
+    cluster = make_own_cluster(workers=2, **ENV)
+    assert_guarantees(asyncio.run(under_load(cluster, restart(own_postgres.stop, own_postgres.start), 1)))
+
+
+def test_postgres_down_for_20_s_under_load_answers_submits_503_and_loses_no_accepted_order(make_own_cluster,
+                                                                                         own_postgres):
+    cluster = make_own_cluster(workers=2, **ENV)
+    crash = functools.partial(own_postgres.stop, "immediate")  # recovery from the WAL at the next start
+    fault = keep_down(crash, own_postgres.start)
+    assert_guarantees(asyncio.run(under_load(cluster, fault, OUTAGE_S, refusals="Postgres")))
