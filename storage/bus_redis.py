@@ -171,7 +171,12 @@ class RedisBus(Bus):
         return self._call("enqueue", lambda: self._client.xadd(self._jobs, {"order_id": order_id}))
 
     def accept(self, order_ids: list[str], events: list[BusEvent]) -> Accepted:
-        """XADD each order, PUBLISH the events and read the depth, in one pipeline."""
+        """XADD each order, PUBLISH the events and read the depth, in one pipeline.
+
+        The pipeline is never sent twice (that would queue the jobs twice): a consumer group
+        lost with Redis's data (NOGROUP on XPENDING, after the XADDs went through) is created
+        again afterwards, and the depth is then the stream's length.
+        """
         def run() -> Accepted:
             pipe = self._client.pipeline(transaction=False)
             for order_id in order_ids:
@@ -180,11 +185,20 @@ class RedisBus(Bus):
                 pipe.publish(self._channel, encode_events(events))
             pipe.xlen(self._jobs)
             pipe.xpending(self._jobs, GROUP)
-            replies = pipe.execute()
+            replies = pipe.execute(raise_on_error=False)
+            failed = next((r for r in replies[:-1] if isinstance(r, Exception)), None)
+            if failed is not None:
+                raise failed
             length, summary = replies[-2], replies[-1]
+            if isinstance(summary, redis.ResponseError) and _group_missing(summary):
+                self._group_ready = False
+                self._create_group()
+                return Accepted(replies[:len(order_ids)], length)
+            if isinstance(summary, Exception):
+                raise summary
             return Accepted(replies[:len(order_ids)], max(length - summary["pending"], 0))
 
-        return self._call("accept", run, needs_group=True)
+        return self._call("accept", run)
 
     def queue_depth(self) -> int:
         """Entries in the stream minus those delivered and not yet acknowledged."""
