@@ -7,19 +7,25 @@ batch at once, so the limit holds across all workers. Jobs wait in the queue, in
 until both allow. The started jobs' orders are then claimed in the database in one
 statement, here and not on the router's thread, and handed to the router together.
 It also keeps this worker's heartbeat alive and takes over the jobs of dead workers.
+
+Waiting for new jobs blocks (a blocking XREADGROUP), so a `JobFetcher` thread does it and
+tells the consumer what came: the consumer's own thread never blocks, and what it is told
+meanwhile (armed orders that fired, slots freed, the drain) is handled at once.
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 from uuid import UUID
 
 import backoff
 import pykka
 
-from actors.messages import ClaimedOrder, ExecuteOrders, Poll, SlotFreed, StopFetching
+from actors.messages import ClaimedOrder, ExecuteOrders, Poll, SlotFreed, StopFetching, Triggered
 from actors.supervision import SupervisedActor
 from storage.errors import StorageError
 from storage.records import OrderRecord
@@ -37,6 +43,55 @@ RATE_WINDOW_S = 60.0
 @dataclass(frozen=True)
 class Tick:
     """Periodic: heartbeat and claim abandoned jobs (self-sent through the timers)."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What a fetch brought: jobs (maybe none, after its block time) or the bus's error."""
+
+    result: list | Exception
+
+
+class JobFetcher:
+    """One thread that blocks on the bus for new jobs, a fetch at a time, when asked."""
+
+    def __init__(self, bus, consumer: str, deliver: Callable[[list | Exception], None]):
+        self._bus = bus
+        self._consumer = consumer
+        self._deliver = deliver
+        self._want = 0
+        self._stopped = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=f"job-fetcher-{consumer}", daemon=True)
+        self._thread.start()
+
+    def request(self, count: int) -> None:
+        """Fetch up to `count` jobs (the answer comes through `deliver`)."""
+        with self._cond:
+            self._want = count
+            self._cond.notify()
+
+    def stop(self) -> None:
+        """Stop after the fetch in progress (it returns within its block time)."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=FETCH_BLOCK_MS / 1000 + 2)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._want and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                count, self._want = self._want, 0
+            try:
+                result = self._bus.fetch(self._consumer, count, FETCH_BLOCK_MS)
+            except StorageError as exc:
+                result = exc
+            self._deliver(result)
 
 
 class JobConsumer(SupervisedActor):
@@ -60,11 +115,25 @@ class JobConsumer(SupervisedActor):
         self.errors = None
         self.rate_limited = False  # while limited, take one job at a time so the rest stay queued
         self.draining = False
+        self.fetching = False  # a fetch is in progress on the fetcher's thread
+        self.fetcher: JobFetcher | None = None
 
     def on_start(self):
         """Runs on the consumer's thread: the first Tick heartbeats and claims before any fetch."""
+        ref = self.actor_ref
+        self.fetcher = JobFetcher(self.bus, self.name, lambda result: _tell(ref, Fetched(result)))
         self.actor_ref.tell(Tick())
         self._queue_poll()
+
+    def on_stop(self):
+        """Runs on the consumer's thread: stop the fetcher."""
+        if self.fetcher is not None:
+            self.fetcher.stop()
+
+    def leftovers(self) -> list:
+        """Runs on the consumer's thread as it dies (the worker stops): stop the fetcher."""
+        self.on_stop()
+        return []
 
     def on_receive(self, message):
         """Runs on the consumer's thread."""
@@ -75,8 +144,20 @@ class JobConsumer(SupervisedActor):
         elif isinstance(message, Poll):
             self.poll_queued = False
             self._poll()
+        elif isinstance(message, Fetched):
+            self.fetching = False
+            if isinstance(message.result, Exception):
+                return self._queue_poll(self._error_delay(message.result))
+            self.held.extend(message.result)
+            if not self.poll_queued:
+                self._queue_poll()
         elif isinstance(message, StopFetching):
             self.draining = True
+        elif isinstance(message, Triggered):
+            # Armed orders that fired go first, under the same concurrency and rate limits.
+            self.held.extendleft(reversed(message.jobs))
+            if not self.poll_queued:
+                self._queue_poll()
         elif isinstance(message, Tick):
             self._beat()
             if not self.draining and time.monotonic() - self.last_claim >= CLAIM_EVERY:
@@ -97,9 +178,6 @@ class JobConsumer(SupervisedActor):
             self._hand_over()  # claims left over from a failed try first
             if self.credits <= 0 or self.draining:
                 return  # SlotFreed polls again
-            if not self.held:
-                count = 1 if self.rate_limited else min(self.credits, FETCH_BATCH)
-                self.held.extend(self.bus.fetch(self.name, count, FETCH_BLOCK_MS))
             wait = self._start_held()
             self._hand_over()
         except StorageError as exc:
@@ -107,8 +185,10 @@ class JobConsumer(SupervisedActor):
         self.errors = None
         if wait > 0:
             return self._queue_poll(min(wait, 1.0))
-        if self.credits > 0:
-            self._queue_poll()
+        if self.credits > 0 and not self.held and not self.fetching:
+            count = 1 if self.rate_limited else min(self.credits, FETCH_BATCH)
+            self.fetching = True
+            self.fetcher.request(count)  # Fetched comes back when jobs arrive or the block time ends
 
     def _start_held(self) -> float:
         """Count the held jobs against the shared rate, as many as there are credits for."""

@@ -36,6 +36,7 @@ class OrderFinished:
     actor: Any = None
     lost: bool = False
     handed_back: bool = False
+    armed: Any = None  # an ArmedOrder: the trigger book watches it now (its job stays ours)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,13 @@ class SlotFreed:
 @dataclass(frozen=True)
 class Poll:
     """Look for work (self-sent)."""
+
+
+@dataclass(frozen=True)
+class Triggered:
+    """Armed orders whose trigger fired: start them (their jobs are already this worker's)."""
+
+    jobs: list[Job]
 
 
 # ---- to a VenueGateway -------------------------------------------------------------------

@@ -20,7 +20,8 @@ signing the transaction need no outside answer), the swap, and the store of `con
 from __future__ import annotations
 
 import logging
-from decimal import Decimal, localcontext
+from dataclasses import replace
+from decimal import ROUND_CEILING, Decimal, localcontext
 from typing import Callable
 
 import pykka
@@ -46,8 +47,10 @@ from actors.messages import (
 )
 from actors.retry import PERMANENT_ERRORS, RetryPolicy
 from config import find_token
+from actors.trigger_book import ArmedOrder
 from storage.errors import FencedOut
-from storage.records import EventDraft, OrderRecord, decimal_str, utcnow
+from storage.records import EventDraft, OrderRecord, decimal_str, iso, utcnow
+from storage.status import OrderEnded
 from storage.venues.base import SwapRequest
 from storage.venues.routing import choose_route
 
@@ -73,8 +76,9 @@ class OrderActor(pykka.ThreadingActor):
     """Executes one order at a time; supervised by the OrderRouter, which it tells when it is done."""
 
     def __init__(self, *, directory, timers, router, policy: RetryPolicy,
-                 new_signature: Callable[[], str], worker_id: str = ""):
+                 new_signature: Callable[[], str], worker_id: str = "", market_max_wait_s: float = 30.0):
         super().__init__()
+        self.market_max_wait_s = market_max_wait_s
         self.directory = directory
         self.timers = timers
         self.router = router
@@ -105,6 +109,8 @@ class OrderActor(pykka.ThreadingActor):
         self.dex: str | None = None
         self.signature_checks = 0
         self.rechecks = 0
+        self.requotes = 0
+        self.unavailable_since = None
         self.swap_latency = 0.0
 
     # ---- start: fresh or resumed ------------------------------------------------------------
@@ -113,8 +119,20 @@ class OrderActor(pykka.ThreadingActor):
         """Pick up the order where its stored history left it."""
         if self.order.terminal:
             return self._finish()
-        if self.status == "pending":
-            return self._start_attempt(1, None)
+        if self.status in ("pending", "waiting"):  # nothing sent yet: check it may still run
+            now = utcnow()
+            expires_at = self.order.expires_at
+            if expires_at is not None and now >= expires_at:
+                return self._append([("expired", {"expiresAt": iso(expires_at), "latencyMs": self._latency_ms()},
+                                      None)], self._finish)
+            waited = (now - self.order.created_at).total_seconds()
+            if self.order.type == "market" and waited > self.market_max_wait_s:
+                meta = {"error": {"code": "stale_order", "message":
+                                  f"waited {waited:.0f} s in the queue, more than {self.market_max_wait_s} s: "
+                                  f"not executed at a price its owner never saw"},
+                        "attempts": 0, "latencyMs": self._latency_ms()}
+                return self._append([("failed", meta, None)], self._finish)
+            return self._start_attempt(self.attempt, None)
         mine = [e for e in (self.order.events or ()) if e.attempt == self.attempt]
         sent = next((e for e in reversed(mine) if e.status == "submitted"), None)
         if sent is not None:
@@ -188,20 +206,83 @@ class OrderActor(pykka.ThreadingActor):
         """Choose the venue, build and sign the transaction; store the three steps at once."""
         self._cancel_watchdog()
         usable = [q.quote for q in self.quotes.values() if q.quote is not None]
+        errors = [q for q in self.quotes.values() if q.quote is None]
+        arming = self.status in ("pending", "waiting") and self.order.type in ("limit", "sniper")
+        if arming and self.order.type == "sniper" and not usable and errors and all(
+                q.error_code == "not_tradable" for q in errors):
+            return self._arm({"trigger": "launch", "token": self._launch_token().symbol})
+        if not usable and errors and all(q.error_code == "venue_unavailable" for q in errors) \
+                and self._requote_later():
+            return
         try:
             route = choose_route(usable, self.order.slippage_bps)
         except ValueError:
-            errors = [q for q in self.quotes.values() if q.quote is None]
             if not errors:  # no venue answered in time: transient, worth another attempt
                 return self._attempt_failed("venue_timeout", "no venue answered with a quote in time", True)
             # Permanent only when every venue said so: one that did not answer may yet quote.
             permanent = len(errors) == len(VENUES) and all(q.error_code in PERMANENT_ERRORS for q in errors)
             return self._attempt_failed(errors[0].error_code, errors[0].message, not permanent)
+        if self.order.type == "limit":
+            floor = self._limit_min_out()
+            if route.amount_out < floor:  # not met: wait for the price (or fail this retry)
+                if arming:
+                    return self._arm({"trigger": "price", "limitPrice": decimal_str(self.order.limit_price),
+                                      "minAmountOut": decimal_str(self.token_out.to_whole(floor)),
+                                      "bestAmountOut": decimal_str(self.token_out.to_whole(route.amount_out))})
+                return self._attempt_failed("limit_not_met", "the price no longer meets the limit", True)
+            # The limit sets the floor of the output, whatever the slippage tolerance says.
+            route = replace(route, min_amount_out=max(route.min_amount_out, floor))
         self.route = route
         routing = self._routing_meta(route)
         building = self._build()
         self._append([("routing", routing, self.quote_started), ("building", building, None),
                       ("submitted", {"txHash": self.signature, "dex": self.dex}, None)], self._send)
+
+    def _requote_later(self) -> bool:
+        """No venue can quote now (an outage, such as the database the simulator keeps its pools
+        in): quote again with backoff, within the same attempt, for up to the market-order wait
+        limit; an outage must not use up the order's attempts. False once that time is spent."""
+        now = utcnow()
+        if self.unavailable_since is None:
+            self.unavailable_since = now
+        if (now - self.unavailable_since).total_seconds() > self.market_max_wait_s:
+            return False
+        first, longest = RECHECK_S
+        delay = min(longest, first * 2 ** self.requotes)
+        self.requotes += 1
+        log.warning("order %s: no venue can quote now; quoting again in %.1fs", self.order.id, delay)
+        self._wait("retry", None)
+        ref, due = self.actor_ref, RetryDue(self.attempt, self.step)
+        self.timers.call_later(delay, lambda: ref.tell(due))
+        return True
+
+    def _limit_min_out(self) -> int:
+        """amount × limitPrice in tokenOut base units, rounded up: the order never executes below it."""
+        exact = self.order.amount * self.order.limit_price * self.token_out.base
+        return int(exact.to_integral_value(rounding=ROUND_CEILING))
+
+    def _launch_token(self):
+        """The token a sniper order waits for: whichever of its two is not tradable yet."""
+        return self.token_out if not self.token_out.tradable else self.token_in
+
+    def _arm(self, trigger: dict) -> None:
+        """Not yet: store `waiting` (once) and hand the order to the trigger book; the actor and
+        its in-flight slot are free meanwhile."""
+        expires_at = self.order.expires_at
+        armed = ArmedOrder(
+            order_id=str(self.order.id), job=None, fence=self.order.fence, attempt=self.attempt,
+            token_in=self.token_in, token_out=self.token_out, amount_in=self.amount_in,
+            created_at=self.order.created_at, expires_at=expires_at,
+            min_out=self._limit_min_out() if self.order.type == "limit" else 0,
+            limit_price=float(self.order.limit_price) if self.order.type == "limit" else 0.0,
+            launch=trigger.get("token") if self.order.type == "sniper" else None)
+        self._cancel_watchdog()
+        if self.status == "waiting":
+            return self._finish(armed=armed)
+        meta = {**trigger, "expiresAt": iso(expires_at)}
+        if self.worker_id:
+            meta["worker"] = self.worker_id
+        self._append([("waiting", meta, None)], lambda: self._finish(armed=armed))
 
     def _routing_meta(self, route) -> dict:
         quotes = {}
@@ -303,15 +384,17 @@ class OrderActor(pykka.ThreadingActor):
         # the failure closes the last stored one, and meta.attempts counts them all.
         self._append([("failed", meta, None)], self._finish, attempt=self.stored_attempt)
 
-    def _finish(self, lost: bool = False, handed_back: bool = False) -> None:
+    def _finish(self, lost: bool = False, handed_back: bool = False, armed: ArmedOrder | None = None) -> None:
         """Done with this order (`lost`: another holder has it now; `handed_back`: the worker is
-        stopping and leaves it to another one); free for the next one."""
+        stopping and leaves it to another one; `armed`: the trigger book watches it now); free
+        for the next one."""
         self._cancel_watchdog()
         self.waiting = "idle"
         order, self.order = self.order, None
         if handed_back:
             log.info("order %s handed back: this worker is stopping", order.id)
-        self.router.tell(OrderFinished(str(order.id), self.actor_ref, lost=lost, handed_back=handed_back))
+        self.router.tell(OrderFinished(str(order.id), self.actor_ref, lost=lost, handed_back=handed_back,
+                                       armed=armed))
 
     def _tell(self, name: str, message) -> None:
         """Tell the child `name` (a venue gateway, the writer); if it is being restarted, try
@@ -340,6 +423,9 @@ class OrderActor(pykka.ThreadingActor):
         if any(isinstance(result, FencedOut) for result in message.results):
             log.warning("order %s was taken over by another worker; this one stops acting for it", self.order.id)
             return self._finish(lost=True)
+        if any(isinstance(result, OrderEnded) for result in message.results):
+            log.info("order %s ended meanwhile (cancelled or expired): nothing left to do", self.order.id)
+            return self._finish()
         for result in message.results:
             if isinstance(result, Exception):
                 raise EventRejected(str(result))

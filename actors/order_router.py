@@ -10,7 +10,7 @@ and after `MAX_RESTARTS` fails it with a reason: an order is never left hanging.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from uuid import UUID
 
 import pykka
@@ -28,6 +28,7 @@ from actors.messages import (
 )
 from actors.order_actor import OrderActor
 from actors.supervision import SupervisedActor
+from actors.trigger_book import Arm
 from storage.errors import StorageError
 from storage.records import EventDraft
 
@@ -54,8 +55,10 @@ class OrderRouter(SupervisedActor):
 
     child_name = "order_router"
 
-    def __init__(self, orders, bus, directory, timers, policy, new_signature, worker_id, supervisor=None):
+    def __init__(self, orders, bus, directory, timers, policy, new_signature, worker_id, supervisor=None,
+                 market_max_wait_s: float = 30.0):
         super().__init__(supervisor)
+        self.market_max_wait_s = market_max_wait_s
         self.orders = orders
         self.bus = bus
         self.directory = directory
@@ -76,7 +79,10 @@ class OrderRouter(SupervisedActor):
             for claimed in message.claimed:
                 self._execute(claimed)
         elif isinstance(message, OrderFinished):
-            self._finished(message.order_id, message.actor, ack=not (message.lost or message.handed_back))
+            if message.armed is not None:
+                self._armed(message.order_id, message.armed)
+            self._finished(message.order_id, message.actor,
+                           ack=not (message.lost or message.handed_back or message.armed is not None))
         elif isinstance(message, OrderActorDied):
             self._died(message.order_id, message.reason)
         elif isinstance(message, RetryStart):
@@ -124,7 +130,14 @@ class OrderRouter(SupervisedActor):
             if ref.is_alive():
                 return ref
         return OrderActor.start(directory=self.directory, timers=self.timers, router=self.actor_ref,
-                                policy=self.policy, new_signature=self.new_signature, worker_id=self.worker_id)
+                                policy=self.policy, new_signature=self.new_signature, worker_id=self.worker_id,
+                                market_max_wait_s=self.market_max_wait_s)
+
+    def _armed(self, order_id: str, armed) -> None:
+        """The order waits for its trigger: the book watches it; its job stays ours, its slot is freed."""
+        entry = self.in_flight.get(order_id)
+        if entry is not None:
+            self.directory.get("trigger_book").tell(Arm(replace(armed, job=entry["job"])))
 
     def _finished(self, order_id: str, actor, ack: bool = True) -> None:
         """The order is off this worker: ack its job (unless another worker holds it now or

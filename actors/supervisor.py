@@ -5,12 +5,16 @@ order and stops them in reverse.
      ├── EventWriter            stores status events in batches, then publishes them
      ├── VenueGateway(raydium)  quotes, swaps and signature checks, latency on timers
      ├── VenueGateway(meteora)
+     ├── TriggerBook            the armed limit and sniper orders; releases those that fire
      ├── OrderRouter            router pool: an OrderActor for each in-flight order
      │    └── OrderActor × ≤ WORKER_CONCURRENCY   kept in a pool, one order at a time
      ├── JobConsumer            pulls jobs under the concurrency and rate limits, claims their orders
      └── Reconciler             queues again the unfinished orders whose jobs were lost
 
 (plus one `Timers` thread, started first and stopped last, that delivers every delay.)
+
+The TriggerBook's armed orders are rebuilt by a successor from what it hands over; a new
+worker's book fills as it claims the jobs of armed orders (a dead worker's included).
 
 Each child tells the root of its death (`actors.supervision.SupervisedActor`), handing
 over what it held. The root restarts an EventWriter or a VenueGateway, up to a restart
@@ -41,12 +45,13 @@ from actors.reconciler import Reconciler
 from actors.retry import RetryPolicy
 from actors.supervision import RestartIntensity
 from actors.timers import Timers
+from actors.trigger_book import TriggerBook
 from actors.venue_gateway import VenueGateway
 
 log = logging.getLogger(__name__)
 
 ASK_TIMEOUT = 5.0
-RESTARTABLE = ("event_writer", *VENUES)
+RESTARTABLE = ("event_writer", *VENUES, "trigger_book")
 
 
 class RootSupervisor(pykka.ThreadingActor):
@@ -73,10 +78,12 @@ class RootSupervisor(pykka.ThreadingActor):
         for dex in VENUES:
             self._start_child(dex, lambda dex=dex: VenueGateway.start(
                 storage.chain.venue(dex), self.timers, supervisor=me, current=lambda: self.directory.get(dex)))
+        self._start_child("trigger_book", lambda: TriggerBook.start(
+            storage.orders, storage.bus, storage.chain, self.timers, self.directory, self.worker_id, supervisor=me))
         policy = RetryPolicy(attempts=self.settings.retry_attempts)
         router = self._start_child("order_router", lambda: OrderRouter.start(
             storage.orders, storage.bus, self.directory, self.timers, policy, self.new_signature,
-            self.worker_id, supervisor=me))
+            self.worker_id, supervisor=me, market_max_wait_s=self.settings.market_max_wait_s))
         consumer = self._start_child("job_consumer", lambda: JobConsumer.start(
             storage.bus, storage.orders, router, self.timers, self.settings, self.worker_id, supervisor=me))
         router.tell(AttachConsumer(consumer))

@@ -27,6 +27,7 @@ class Settings:
     order_rate_limit: int = 100
     queue_max_depth: int = 10000
     retry_attempts: int = 3
+    market_max_wait_s: int = 30
     venue_profile: str = "realistic"
     venue_failure_rate: float = 0.05
     venue_timeout_rate: float = 0.02
@@ -146,6 +147,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         order_rate_limit=_int(env, "ORDER_RATE_LIMIT", 100, 1),
         queue_max_depth=_int(env, "QUEUE_MAX_DEPTH", 10000, 1),
         retry_attempts=_int(env, "RETRY_ATTEMPTS", 3, 1, 100),
+        market_max_wait_s=_int(env, "MARKET_MAX_WAIT_SECONDS", 30, 1, 86400),
         venue_profile=profile,
         venue_failure_rate=_rate(env, "VENUE_FAILURE_RATE", 0.05),
         venue_timeout_rate=_rate(env, "VENUE_TIMEOUT_RATE", 0.02),
@@ -167,6 +169,7 @@ VARIABLES: dict[str, str] = {
     "ORDER_RATE_LIMIT": "orders started per 60 s, all workers together (default 100)",
     "QUEUE_MAX_DEPTH": "orders waiting to start before submits answer 503 queue_full (default 10000)",
     "RETRY_ATTEMPTS": "attempts per order on transient errors (default 3)",
+    "MARKET_MAX_WAIT_SECONDS": "a market order queued longer than this fails instead of executing (default 30)",
     "VENUE_PROFILE": "realistic (quotes ~200 ms, swaps 2-3 s) or instant (default realistic)",
     "VENUE_FAILURE_RATE": "share of swaps that fail transiently (default 0.05)",
     "VENUE_TIMEOUT_RATE": "share of swaps that time out, outcome unknown (default 0.02)",

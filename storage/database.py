@@ -31,6 +31,7 @@ def define_entities(db: Database) -> SimpleNamespace:
         slippage_bps = Required(int)
         limit_price = Optional(str, nullable=True)
         expires_in_seconds = Optional(int, nullable=True)
+        expires_at = Optional(datetime, precision=6, nullable=True)  # created_at + expires_in_seconds
         status = Required(str)
         attempt = Required(int)
         attempts = Required(int)

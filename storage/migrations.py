@@ -109,10 +109,21 @@ CREATE TABLE sim_nonces (
 )
 """
 
+# Limit and sniper orders: when an order expires (created_at + expires_in_seconds, kept as a
+# column so it can be indexed), and the armed orders of each worker (its trigger book
+# rebuilds from them).
+_ARMED = """
+ALTER TABLE orders ADD COLUMN expires_at TIMESTAMP;
+CREATE INDEX orders_expiring ON orders (expires_at)
+    WHERE expires_at IS NOT NULL AND status IN ('pending', 'waiting');
+CREATE INDEX orders_armed ON orders (worker) WHERE status = 'waiting'
+"""
+
 MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (1, "orders and their status events", {"postgres": _ORDERS_POSTGRES, "sqlite": _ORDERS_SQLITE}),
     (2, "the simulated chain: world, pools, swaps, launches", {"postgres": _SIM_POSTGRES, "sqlite": _SIM_SQLITE}),
     (3, "fencing tokens, the chain's nonces, an index of unfinished orders", {"postgres": _FENCING, "sqlite": _FENCING}),
+    (4, "expiry of limit and sniper orders, the armed orders of each worker", {"postgres": _ARMED, "sqlite": _ARMED}),
 ]
 
 

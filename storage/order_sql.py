@@ -11,6 +11,7 @@ The same code serves Postgres and SQLite; `Dialect` holds what differs.
 """
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Sequence
 from uuid import UUID
@@ -20,13 +21,13 @@ from storage.direct import DirectConnection, Transaction
 from storage.errors import FencedOut
 from storage.records import EventDraft, EventRecord, OrderRecord
 from storage.sql import Dialect
-from storage.status import StatusRuleError, check_transition
+from storage.status import TERMINAL, StatusRuleError, check_transition
 
 ORDER_COLUMNS = ("id, owner, status, type, token_in, token_out, amount, slippage_bps, limit_price, "
                  "expires_in_seconds, client_order_id, created_at, updated_at, attempts, attempt, last_seq, "
                  "route, fills, error, fence")
 _INSERT_COLUMNS = ("id, owner, client_order_id, type, token_in, token_out, amount, slippage_bps, limit_price, "
-                   "expires_in_seconds, status, attempt, attempts, last_seq, fills, created_at, updated_at")
+                   "expires_in_seconds, expires_at, status, attempt, attempts, last_seq, fills, created_at, updated_at")
 _EVENT_COLUMNS = "order_id, seq, status, attempt, created_at, meta"
 
 
@@ -63,11 +64,12 @@ def insert_orders(conn: DirectConnection, rows: list[dict[str, Any]]) -> set[UUI
     """
     d = conn.dialect
     values = [(d.uuid(r["id"]), r["owner"], r["client_order_id"], r["type"], r["token_in"], r["token_out"],
-               r["amount"], r["slippage_bps"], r["limit_price"], r["expires_in_seconds"], "pending", 1, 0, 1,
-               "[]", d.ts(r["created_at"]), d.ts(r["created_at"])) for r in rows]
+               r["amount"], r["slippage_bps"], r["limit_price"], r["expires_in_seconds"],
+               None if r["expires_in_seconds"] is None else d.ts(r["created_at"] + timedelta(seconds=r["expires_in_seconds"])),
+               "pending", 1, 0, 1, "[]", d.ts(r["created_at"]), d.ts(r["created_at"])) for r in rows]
     conflict = "ON CONFLICT (owner, client_order_id) DO NOTHING"
     if d.postgres:  # one statement, so atomic on its own: one round trip, no BEGIN/COMMIT
-        rendered = d.values(conn.cursor(), "(" + ", ".join(["%s"] * 17) + ")", values)
+        rendered = d.values(conn.cursor(), "(" + ", ".join(["%s"] * 18) + ")", values)
         inserted = conn.execute(
             b"WITH ins AS (INSERT INTO orders (" + _INSERT_COLUMNS.encode() + b") VALUES " + rendered
             + b" " + conflict.encode() + b" RETURNING id, created_at), "
@@ -77,11 +79,11 @@ def insert_orders(conn: DirectConnection, rows: list[dict[str, Any]]) -> set[UUI
     inserted = set()
     with conn.transaction() as tx:
         for value in values:
-            if tx.execute(f"INSERT INTO orders ({_INSERT_COLUMNS}) VALUES ({d.placeholders(17)}) "
+            if tx.execute(f"INSERT INTO orders ({_INSERT_COLUMNS}) VALUES ({d.placeholders(18)}) "
                           f"{conflict} RETURNING id", value):
                 inserted.add(d.read_uuid(value[0]))
         tx.executemany(f"INSERT INTO order_events ({_EVENT_COLUMNS}) VALUES (?, 1, 'pending', 1, ?, '{{}}')",
-                       [(v[0], v[15]) for v in values if d.read_uuid(v[0]) in inserted])
+                       [(v[0], v[16]) for v in values if d.read_uuid(v[0]) in inserted])
     return inserted
 
 
@@ -247,6 +249,21 @@ def unfinished(conn: DirectConnection, created_before, limit: int) -> list[tuple
     rows = conn.execute(f"SELECT id, job_id, worker, created_at FROM orders WHERE {where} "
                         f"ORDER BY created_at, id LIMIT {int(limit)}", params)
     return [(d.read_uuid(oid), job, worker, d.read_ts(created)) for oid, job, worker, created in rows]
+
+def armed_by(conn: DirectConnection, worker: str, order_ids: list[str]) -> tuple[set[str], set[str]]:
+    """(orders `worker` still holds armed, orders among `order_ids` that ended): the first on
+    the partial index `orders_armed`, the second read only for the orders no longer armed."""
+    d, p = conn.dialect, conn.dialect.ph
+    still = {str(d.read_uuid(r[0])) for r in conn.execute(
+        f"SELECT id FROM orders WHERE worker = {p} AND status = 'waiting'", (worker,))}
+    gone = [UUID(i) for i in order_ids if i not in still]
+    ended: set[str] = set()
+    if gone:
+        rows = conn.execute(f"SELECT id, status FROM orders WHERE id IN ({d.placeholders(len(gone))})",
+                            [d.uuid(o) for o in gone])
+        ended = {str(d.read_uuid(oid)) for oid, status in rows if status in TERMINAL}
+    return still, ended
+
 
 def events_of(conn: DirectConnection, order_ids: list[UUID]) -> dict[UUID, list[EventRecord]]:
     """Every stored event of these orders, in seq order."""

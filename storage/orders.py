@@ -252,6 +252,11 @@ class OrderStore:
         return order_sql.unfinished(self.direct.get(), created_before, limit)
 
     @translating_db_errors
+    def armed_by(self, worker: str, order_ids: list[str]) -> tuple[set[str], set[str]]:
+        """Of these orders: (those still armed by `worker`, those that ended meanwhile)."""
+        return order_sql.armed_by(self.direct.get(), worker, order_ids)
+
+    @translating_db_errors
     @db_session
     def release_job(self, order_id: UUID, job_id: str | None) -> bool:
         """Unbind the order from `job_id` (lost with the bus's data) so a new job may claim it."""

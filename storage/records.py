@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -153,6 +153,13 @@ class OrderRecord:
         from storage.status import TERMINAL
 
         return self.status in TERMINAL
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When a limit or sniper order expires unless triggered first (naive UTC), or None."""
+        if self.expires_in_seconds is None:
+            return None
+        return self.created_at + timedelta(seconds=self.expires_in_seconds)
 
     def to_api(self) -> dict[str, Any]:
         """The spec's order object (with `events` when they were loaded)."""

@@ -19,12 +19,17 @@ class StatusRuleError(Exception):
     """An event would break the lifecycle; it is not stored."""
 
 
+class OrderEnded(StatusRuleError):
+    """The order already has a terminal status (cancelled or expired meanwhile, say): whoever
+    was acting for it has nothing left to do."""
+
+
 def check_transition(current: str, current_attempt: int, new: str, new_attempt: int) -> None:
     """Raise StatusRuleError unless `new` at `new_attempt` may follow `current` at `current_attempt`."""
     if new not in STATUSES:
         raise StatusRuleError(f"unknown status {new!r}")
     if current in TERMINAL:
-        raise StatusRuleError(f"order is already {current}; a terminal status never changes")
+        raise OrderEnded(f"order is already {current}; a terminal status never changes")
     if new_attempt == current_attempt + 1:
         if new != "routing":
             raise StatusRuleError("a new attempt starts with routing")

@@ -11,7 +11,7 @@ from web.dashboard import DashboardHandler
 from web.market import QuoteHandler, SimLaunchHandler, SimPoolsHandler, SimSwapsHandler, TokensHandler
 from web.openapi import OpenApiHandler
 from web.ops import HealthHandler, MetricsHandler, ReadyHandler
-from web.orders import OrderHandler, OrderListHandler, SubmitHandler
+from web.orders import CancelHandler, OrderHandler, OrderListHandler, SubmitHandler
 from web.sockets import ListenSocket, SubmitSocket
 
 
@@ -38,6 +38,7 @@ def make_app(storage: Storage, settings: Settings, services: Services | None = N
             (r"/api/orders/execute", SubmitHandler, deps),
             (r"/api/orders", OrderListHandler, deps),
             (r"/api/orders/([^/]+)", OrderHandler, deps),
+            (r"/api/orders/([^/]+)/cancel", CancelHandler, deps),
             (r"/api/quote", QuoteHandler, deps),
             (r"/api/tokens", TokensHandler, deps),
             (r"/api/sim/swaps", SimSwapsHandler, deps),

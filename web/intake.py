@@ -93,11 +93,16 @@ class OrderIntake:
         return results
 
     def _check(self, draft: OrderDraft) -> ApiError | None:
+        """A token that has not launched: only a sniper order may wait for it, and only one of
+        its two tokens may be such a token."""
         chain = self._storage.chain
-        for field, symbol in (("tokenIn", draft.token_in), ("tokenOut", draft.token_out)):
-            if not chain.is_tradable(find_token(symbol)):
-                return ValidationError("invalid_field", f"{symbol} is not tradable yet (it has not launched)", field)
-        return None
+        closed = [(field, symbol) for field, symbol in (("tokenIn", draft.token_in), ("tokenOut", draft.token_out))
+                  if not chain.is_tradable(find_token(symbol))]
+        if not closed or (draft.type == "sniper" and len(closed) == 1):
+            return None
+        field, symbol = closed[-1]
+        return ValidationError("invalid_field", f"{symbol} is not tradable yet (it has not launched): only a "
+                                                f"sniper order can wait for its launch", field)
 
     def _check_depth(self, results: list) -> None:
         """Refuse what would overfill the queue, by the depth the last pipeline read (no round

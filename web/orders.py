@@ -6,16 +6,16 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from storage.errors import BusError
 from storage.orders import BadCursor
-from storage.records import OrderRecord
+from storage.records import EventDraft, OrderRecord, utcnow
 from storage.status import STATUSES
 from web.base import ApiHandler, JsonBodyHandler, Services
-from web.errors import ValidationError, not_found
+from web.errors import ApiError, ValidationError, not_found
 from web.validation import ORDER_TYPES, parse_int_param, parse_order, single_params
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_TYPES = ("market",)  # limit and sniper orders come later
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,6 @@ class Acceptance:
 async def submit_order(services: Services, body: bytes | str, owner: str = "") -> Acceptance:
     """Validate, store and queue one order (HTTP and WebSocket submits); raise ApiError."""
     draft = parse_order(body, owner)
-    if draft.type not in SUPPORTED_TYPES:
-        raise ValidationError("unsupported_order_type", f"{draft.type} orders are not supported yet", "type")
     created = await services.intake.submit(draft)
     return Acceptance(created.order, created.created)
 
@@ -71,6 +69,51 @@ class OrderHandler(ApiHandler):
         oid = parse_order_id(order_id)
         order = await self.services.run(self.storage.orders.get_order, oid)
         self.write_json(order.to_api())
+
+
+class CancelHandler(ApiHandler):
+    """`POST /api/orders/{orderId}/cancel`: ends an order that has not reached `building`.
+
+    The store decides, in the same transaction as any other event, so a cancel racing the
+    order's execution has exactly one winner: `cancelled` is stored only while the order is
+    `pending` or `waiting` (its routing, building and submitted events are stored together).
+    """
+
+    async def post(self, order_id: str) -> None:
+        oid = parse_order_id(order_id)
+        order = await self.services.run(self._cancel, oid)
+        self.write_json(order.to_api())
+
+    def _cancel(self, oid: UUID) -> OrderRecord:
+        """Executor thread: append `cancelled` (once), publish it; the order as stored after."""
+        orders = self.storage.orders
+        order = orders.get_order(oid, with_events=False)
+        if order.status != "cancelled":
+            if order.terminal or order.status not in ("pending", "waiting"):
+                raise _too_late(order.status)
+            meta = {"reason": "cancelled by its owner", "latencyMs": _ms_since(order.created_at)}
+            (result,) = orders.append_events([EventDraft(oid, "cancelled", order.attempt, meta)])
+            if isinstance(result, Exception):  # it moved on meanwhile: the store decided
+                now = orders.get_order(oid, with_events=False)
+                if now.status != "cancelled":
+                    raise _too_late(now.status)
+            else:
+                self._publish(result)
+        return orders.get_order(oid)
+
+    def _publish(self, record) -> None:
+        try:
+            self.storage.bus.publish([record.published()])
+        except BusError:  # listeners find the stored event (gap fill, sweeper)
+            log.warning("could not publish the cancellation of order %s", record.order_id)
+
+
+def _too_late(status: str) -> ApiError:
+    return ApiError(409, "conflict", f"the order is {status}: it can be cancelled only before it reaches building")
+
+
+def _ms_since(then) -> int:
+    return int((utcnow() - then).total_seconds() * 1000)
 
 
 LIST_PARAMS = ("status", "type", "limit", "cursor")

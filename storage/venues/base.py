@@ -221,5 +221,9 @@ class SimulatedChain(ABC):
     def schedule_launch(self, symbol: str, in_seconds: float) -> datetime:
         """Schedule a not-yet-tradable token's launch; return the launch time (naive UTC)."""
 
+    @abstractmethod
+    def launch_times(self) -> dict[str, datetime]:
+        """When each scheduled launch happens (or happened), by token symbol (naive UTC)."""
+
     def close(self) -> None:
         """Release connections the chain holds (at process stop)."""

@@ -67,7 +67,6 @@ def test_newman_runs_the_collection_and_every_assertion_holds(start_engine, tmp_
     assert stats["assertions"]["total"] >= 80 and stats["assertions"]["failed"] == 0
 
 
-@pytest.mark.pending_server_feature("cancel (POST /api/orders/{id}/cancel)")
 def test_newman_runs_the_cancel_folder(make_engine_run, tmp_path):
     _, port = make_engine_run()
     run_newman(port, ["Orders"] + PENDING_FOLDERS, tmp_path)

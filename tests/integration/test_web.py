@@ -139,9 +139,14 @@ class SubmitTest(WebTestCase):
             ({"tokenIn": "SOL", "tokenOut": SOL_MINT, "amount": "1"}, "same_token", "tokenOut"),
             ({"tokenIn": "DOGE", "tokenOut": "USDC", "amount": "1"}, "unknown_token", "tokenIn"),
             ({"tokenIn": "SOL", "tokenOut": "POPCAT", "amount": "1"}, "invalid_field", "tokenOut"),
-            ({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "type": "limit", "limitPrice": "100"},
-             "unsupported_order_type", "type"),
-            ({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "type": "sniper"}, "unsupported_order_type", "type"),
+            ({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "type": "limit"}, "missing_field", "limitPrice"),
+            ({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "type": "limit", "limitPrice": "0"},
+             "invalid_field", "limitPrice"),
+            ({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "type": "stop"}, "invalid_field", "type"),
+            ({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "expiresInSeconds": 5}, "invalid_field",
+             "expiresInSeconds"),
+            ({"tokenIn": "SOL", "tokenOut": "POPCAT", "amount": "1", "type": "limit", "limitPrice": "9"},
+             "invalid_field", "tokenOut"),
         ]
         for body, code, field in cases:
             status, answer = await self.call("/api/orders/execute", "POST", body)
@@ -196,13 +201,50 @@ class SubmitTest(WebTestCase):
     async def test_unknown_paths_and_methods_answer_json_404_and_405(self):
         assert (await self.call("/nope"))[0] == 404
         assert (await self.call("/nope"))[1]["error"]["code"] == "not_found"
-        order_id = (await self.submit())[1]["orderId"]
-        status, answer = await self.call(f"/api/orders/{order_id}/cancel", "POST", "")
-        assert (status, answer["error"]["code"]) == (404, "not_found")  # cancel: a later issue
+        status, answer = await self.call(f"/api/orders/{uuid.uuid4()}/cancel", "POST", "")
+        assert (status, answer["error"]["code"]) == (404, "not_found")
         for path, method in [("/api/orders/execute", "GET"), ("/api/tokens", "DELETE"), ("/ws", "GET"),
                              ("/api/orders", "POST")]:
             status, answer = await self.call(path, method, "" if method != "GET" else None)
             assert (status, answer["error"]["code"]) == (405, "method_not_allowed"), (path, method)
+
+
+class CancelTest(WebTestCase):
+    @gen_test
+    async def test_a_queued_order_is_cancelled_once_and_its_listener_hears_it(self):
+        order_id = (await self.submit())[1]["orderId"]
+        conn = await self.connect(f"/ws?orderId={order_id}")
+        status, order = await self.call(f"/api/orders/{order_id}/cancel", "POST", "")
+        assert status == 200 and order["status"] == "cancelled"
+        assert [e["status"] for e in order["events"]] == ["pending", "cancelled"]
+        assert await self.call(f"/api/orders/{order_id}/cancel", "POST", "") == (200, order)  # again: the same
+        assert statuses(await self.frames_until_close(conn)) == [(1, "pending"), (2, "cancelled")]
+        assert conn.close_code == 1000
+
+    @gen_test
+    async def test_an_order_that_reached_building_or_ended_cannot_be_cancelled(self):
+        order_id = (await self.submit())[1]["orderId"]
+        self.advance(order_id, *LIFECYCLE)
+        status, answer = await self.call(f"/api/orders/{order_id}/cancel", "POST", "")
+        assert (status, answer["error"]["code"]) == (409, "conflict")
+        self.advance(order_id, CONFIRMED)
+        status, answer = await self.call(f"/api/orders/{order_id}/cancel", "POST", "")
+        assert (status, answer["error"]["code"]) == (409, "conflict")
+        assert (await self.call(f"/api/orders/{order_id}"))[1]["status"] == "confirmed"
+
+    @gen_test
+    async def test_a_cancel_racing_the_execution_has_exactly_one_winner(self):
+        for _ in range(10):
+            order_id = (await self.submit())[1]["orderId"]
+            oid = uuid.UUID(order_id)
+            routing = [EventDraft(oid, s, 1, m) for s, m in LIFECYCLE]
+            cancel, executed = await asyncio.gather(
+                self.call(f"/api/orders/{order_id}/cancel", "POST", ""),
+                asyncio.get_running_loop().run_in_executor(None, self.storage.orders.append_events, routing))
+            cancelled = cancel[0] == 200
+            stored = [e["status"] for e in (await self.call(f"/api/orders/{order_id}"))[1]["events"]]
+            assert cancelled != all(not isinstance(r, Exception) for r in executed)
+            assert stored == (["pending", "cancelled"] if cancelled else ["pending", "routing", "building", "submitted"])
 
 
 class BatchingTest(WebTestCase):

@@ -51,10 +51,19 @@ class Harness:
         self.worker = start_worker(self.storage, self.settings, new_signature)
         return self
 
-    def submit(self, amount="1", token_in="SOL", token_out="USDC"):
-        order = self.orders.create_order(OrderDraft(token_in, token_out, Decimal(amount))).order
+    def submit(self, amount="1", token_in="SOL", token_out="USDC", **kind):
+        order = self.orders.create_order(OrderDraft(token_in, token_out, Decimal(amount), **kind)).order
         self.bus.enqueue(str(order.id))
         return str(order.id)
+
+    def status(self, order_id):
+        return self.orders.get_order(UUID(order_id), with_events=False).status
+
+    def wait_status(self, order_id, status, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while self.status(order_id) != status:
+            assert time.monotonic() < deadline, f"order never reached {status}: {self.status(order_id)}"
+            time.sleep(0.01)
 
     def wait_terminal(self, order_ids, timeout=20.0):
         deadline = time.monotonic() + timeout
@@ -335,12 +344,13 @@ def test_a_draining_worker_finishes_its_orders_and_keeps_its_heartbeat(make_harn
     ids = [h.submit() for _ in range(4)]
     h.start()
     deadline = time.monotonic() + 5
-    while h.worker.in_flight() < 2 and time.monotonic() < deadline:
+    while sum(h.status(i) == "submitted" for i in ids) < 2:  # two swaps in flight
+        assert time.monotonic() < deadline
         time.sleep(0.01)
     left = h.worker.drain(timeout=10)
     assert left == 0
     finished = [i for i in ids if i in h.terminal]
-    assert len(finished) == 2, "the two in flight finished; the two queued were not started"
+    assert len(finished) == 2, "the two swaps in flight settled; the two queued were not started"
     assert h.bus.queue_depth() == 2
     assert h.worker.directory.get("job_consumer").is_alive(), "it keeps heartbeating until stop()"
 
@@ -370,11 +380,11 @@ def test_an_event_writer_that_dies_hands_what_it_held_to_its_successor_and_every
         return original(events)
 
     h.bus.publish = publish_once_broken
-    ids = [h.submit() for _ in range(10)]
     h.start()
-    writer = h.worker.directory.get("event_writer")
-    orders = h.wait_terminal(ids)
-    assert [o.status for o in orders] == ["confirmed"] * 10
+    writer = h.worker.directory.get("event_writer")  # before any order: it dies on the second batch
+    ids = [h.submit() for _ in range(10)]
+    for order_id in ids:  # from the store: the batch the writer died on was stored, never published
+        h.wait_status(order_id, "confirmed")
     assert h.worker.directory.get("event_writer") is not writer and not writer.is_alive()
     assert not h.worker.fatal.is_set()
 
@@ -442,3 +452,83 @@ def test_an_order_taken_over_meanwhile_is_dropped_quietly_by_its_old_holder(make
     assert h.orders.get_order(UUID(order_id)).status == "submitted", "the old holder appended nothing more"
     assert job_id in h.bus._owner, "and did not acknowledge a job that is not its own any more"
     assert order_id not in h.terminal
+
+
+# ---- limit and sniper orders, expiry, staleness ----------------------------------------------
+
+def test_a_limit_order_met_on_arrival_goes_straight_to_routing_never_below_its_limit(make_harness):
+    h = make_harness().start()  # raydium pays 150 USDC per SOL
+    (order,) = h.wait_terminal([h.submit("2", type="limit", limit_price=Decimal("149.9"), slippage_bps=500)])
+    assert [e.status for e in order.events] == ["pending", "routing", "building", "submitted", "confirmed"]
+    assert order.events[2].meta["minAmountOut"] == "299.8", "the limit, not the 5% slippage, sets the floor"
+
+
+def test_a_limit_order_waits_without_a_slot_and_executes_once_the_price_crosses(make_harness):
+    ray, met = ScriptedVenue("raydium", "0.15"), ScriptedVenue("meteora", "0.149")
+    h = make_harness(raydium=ray, meteora=met, WORKER_CONCURRENCY=1).start()
+    limit = h.submit("1", type="limit", limit_price=Decimal("160"))
+    h.wait_status(limit, "waiting")
+    (market,) = h.wait_terminal([h.submit()])  # the only slot is free: armed orders hold none
+    assert market.status == "confirmed"
+    waiting = h.orders.get_order(UUID(limit)).events[-1]
+    assert waiting.meta["trigger"] == "price" and waiting.meta["minAmountOut"] == "160"
+    ray.rate = Decimal("0.161")  # the price crosses the limit
+    (order,) = h.wait_terminal([limit])
+    assert [e.status for e in order.events] == ["pending", "waiting", "routing", "building", "submitted",
+                                                "confirmed"]
+    assert order.events[-1].meta["amountOut"] == "161" and order.events[-1].meta["dex"] == "raydium"
+    assert len(ray.swaps) == 2, "the armed order fired once"
+
+
+def test_a_limit_order_not_triggered_in_time_expires(make_harness):
+    h = make_harness().start()
+    (order,) = h.wait_terminal([h.submit("1", type="limit", limit_price=Decimal("1000"), expires_in_seconds=1)],
+                               timeout=10)
+    assert [e.status for e in order.events] == ["pending", "waiting", "expired"]
+    assert order.events[-1].meta["expiresAt"]
+
+
+def test_a_sniper_order_waits_for_its_token_and_fires_at_the_launch(make_harness):
+    from datetime import timedelta
+
+    from storage.records import utcnow
+
+    h = make_harness().start()
+    order_id = h.submit("1", token_in="SOL", token_out="POPCAT", type="sniper")
+    h.wait_status(order_id, "waiting")
+    launch_at = utcnow() + timedelta(seconds=0.5)
+    h.chain.launches["POPCAT"] = launch_at
+    (order,) = h.wait_terminal([order_id])
+    assert order.status == "confirmed"
+    waiting, routing = order.events[1], order.events[2]
+    assert waiting.meta["trigger"] == "launch" and waiting.meta["token"] == "POPCAT"
+    fired_ms = (routing.timestamp - launch_at).total_seconds() * 1000
+    assert 0 <= fired_ms < 50, f"fired {fired_ms:.1f} ms after the launch"
+
+
+def test_a_market_order_that_waited_too_long_in_the_queue_fails_instead_of_executing(make_harness, monkeypatch):
+    ray = ScriptedVenue("raydium", "0.15")
+    h = make_harness(raydium=ray, MARKET_MAX_WAIT_SECONDS=1)
+    order_id = h.submit()
+    time.sleep(1.2)  # the queue's wait, which the test must let pass
+    h.start()
+    (order,) = h.wait_terminal([order_id])
+    assert order.status == "failed" and order.error["code"] == "stale_order"
+    assert ray.quote_calls == 0 and len(ray.swaps) == 0
+
+
+def test_a_waiting_order_cancelled_by_its_owner_leaves_the_book_and_its_job(make_harness, monkeypatch):
+    import actors.trigger_book as book_module
+
+    monkeypatch.setattr(book_module, "REFRESH_S", 0.2)
+    h = make_harness().start()
+    order_id = h.submit("1", type="limit", limit_price=Decimal("1000"))
+    h.wait_status(order_id, "waiting")
+    book = h.worker.directory.get("trigger_book")
+    assert book.ask("size", timeout=5) == 1
+    h.orders.append_events([EventDraft(UUID(order_id), "cancelled", 1, {"reason": "test"})])  # what the web does
+    deadline = time.monotonic() + 5
+    while book.ask("size", timeout=5):
+        assert time.monotonic() < deadline, "the book still holds a cancelled order"
+        time.sleep(0.05)
+    assert not h.bus._owner, "its job was acknowledged"

@@ -27,12 +27,15 @@ class ScriptedVenue(Venue):
         self.lock = threading.Lock()
         self.quote_error: VenueError | None = None
         self.quote_calls = 0
+        self.chain = None  # set by ScriptedChain: launches decide what is tradable
 
     def quote(self, token_in, token_out, amount_in):
         with self.lock:
             self.quote_calls += 1
         if self.quote_error is not None:
             raise self.quote_error
+        if self.chain is not None and not all(self.chain.is_tradable(t) for t in (token_in, token_out)):
+            raise VenueError("not_tradable", "the token has not launched")
         out = int(Decimal(amount_in) * self.rate)
         return Quote(self.name, token_in, token_out, amount_in, out, self.fee, 0, 3, utcnow())
 
@@ -83,6 +86,9 @@ class ScriptedChain(SimulatedChain):
 
     def __init__(self, raydium: ScriptedVenue, meteora: ScriptedVenue):
         self.venues = {"raydium": raydium, "meteora": meteora}
+        self.launches: dict[str, object] = {}  # symbol -> naive-UTC launch time
+        for venue in self.venues.values():
+            venue.chain = self
 
     def venue(self, name):
         return self.venues[name]
@@ -97,4 +103,8 @@ class ScriptedChain(SimulatedChain):
         raise VenueError("unknown_token", symbol)
 
     def is_tradable(self, token):
-        return token.tradable
+        at = self.launches.get(token.symbol)
+        return token.tradable or (at is not None and at <= utcnow())
+
+    def launch_times(self):
+        return dict(self.launches)

@@ -73,6 +73,11 @@ class SimChain(SimulatedChain):
         """Schedule a not-yet-tradable token's launch; return its time (naive UTC)."""
         return self._world.schedule_launch(symbol, in_seconds)
 
+    @translating_db_errors
+    def launch_times(self) -> dict[str, datetime]:
+        """Every scheduled launch's time, by symbol."""
+        return self._world.launch_times()
+
     def close(self) -> None:
         """Close the ledger's direct connections."""
         self._ledger.direct.close()

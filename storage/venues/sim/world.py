@@ -190,6 +190,12 @@ class World:
             except RACE_ERRORS:
                 continue  # another process created them; the next look finds them
 
+    def launch_times(self) -> dict[str, datetime]:
+        """Every scheduled launch's time, by symbol (one indexed read: sniper orders poll it)."""
+        d = self.direct.dialect
+        rows = self.direct.get().execute("SELECT symbol, launch_at FROM sim_launches")
+        return {symbol: d.read_ts(at) for symbol, at in rows}
+
     def schedule_launch(self, symbol: str, in_seconds: float) -> datetime:
         """Record a launch `in_seconds` from now; VenueError for a listed, scheduled or unknown token."""
         token = next((t for t in TOKENS if t.symbol == symbol.upper()), None) if isinstance(symbol, str) else None

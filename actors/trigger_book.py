@@ -1,0 +1,345 @@
+"""TriggerBook: every armed limit and sniper order of this worker, in one actor.
+
+An armed order costs no thread and no in-flight slot: its OrderActor stored `waiting`,
+handed it here and went back to the pool. The book keeps the limit orders of each pair
+sorted by limit price and, while any are armed, prices the candidates every PRICE_TICK_S
+(quotes read pool states a few tens of milliseconds old, as any quote does): an order
+whose full size would now get at least its limit on a venue is released. Sniper orders
+wait for their token's launch: the book reads the scheduled launch times and releases them
+on a timer at the launch. Released orders go to the JobConsumer, which starts them under
+the usual concurrency and rate limits; their OrderActor quotes again and executes, or arms
+them again if the price moved back. An order is removed from the book when released, so
+it is released once; its job stays pending with this worker until the order ends, so if
+the worker dies another one claims the job and arms the order again.
+
+Expiry is the book's too: at `expires_at` it stores `expired` (under the order's fence)
+and acknowledges the job. Every REFRESH_S it asks the database which of its orders are
+still armed by it, and forgets the others (cancelled by their owner, or taken over).
+"""
+from __future__ import annotations
+
+import bisect
+import heapq
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+from actors.messages import AppendEvents, EventsStored, Triggered
+from actors.supervision import SupervisedActor
+from config import Token
+from storage.bus import Job
+from storage.errors import StorageError
+from storage.records import EventDraft, iso, utcnow
+from storage.status import OrderEnded
+from storage.venues.base import VenueError
+
+log = logging.getLogger(__name__)
+
+PRICE_TICK_S = 0.05
+LAUNCH_POLL_S = 0.1
+REFRESH_S = 5.0
+VENUES = ("raydium", "meteora")
+
+
+@dataclass(slots=True)
+class ArmedOrder:
+    """What the book needs of an armed order (a few hundred bytes each)."""
+
+    order_id: str
+    job: Job
+    fence: int
+    attempt: int
+    token_in: Token
+    token_out: Token
+    amount_in: int  # base units
+    created_at: datetime
+    min_out: int = 0  # limit: the least output (base units) that meets the limit price
+    limit_price: float = 0.0  # limit: only to keep the pair's orders sorted
+    launch: str | None = None  # sniper: the token whose launch fires it
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Arm:
+    """Watch this order (from the router, for the OrderActor that stored `waiting`)."""
+
+    armed: ArmedOrder
+
+
+@dataclass(frozen=True)
+class _Tick:
+    """Price the limit orders that could have crossed (self-sent)."""
+
+
+@dataclass(frozen=True)
+class _LaunchCheck:
+    """Read the launch schedule for the armed sniper orders (self-sent)."""
+
+
+@dataclass(frozen=True)
+class _Launched:
+    symbol: str
+
+
+@dataclass(frozen=True)
+class _Expire:
+    """Expire what is due (self-sent at the earliest expiry)."""
+
+
+@dataclass(frozen=True)
+class _Refresh:
+    """Forget the orders no longer armed by this worker (self-sent)."""
+
+
+@dataclass
+class _Pair:
+    """The limit orders selling `token_in` for `token_out`, by limit price."""
+
+    keys: list = field(default_factory=list)  # sorted (limit_price, order_id)
+    probe: ArmedOrder | None = None  # the smallest order armed: its price bounds every other's
+
+
+class TriggerBook(SupervisedActor):
+    """Holds this worker's armed orders and releases them when they trigger."""
+
+    child_name = "trigger_book"
+
+    def __init__(self, orders, bus, chain, timers, directory, worker_id: str, supervisor=None):
+        super().__init__(supervisor)
+        self.orders = orders
+        self.bus = bus
+        self.chain = chain
+        self.timers = timers
+        self.directory = directory
+        self.worker_id = worker_id
+        self.armed: dict[str, ArmedOrder] = {}
+        self.pairs: dict[tuple[str, str], _Pair] = {}
+        self.launches: dict[str, set[str]] = {}  # symbol -> sniper order ids
+        self.launch_timers: dict[str, object] = {}
+        self.expiries: list[tuple[datetime, str]] = []
+        self.expiry_timer = None
+        self.ticking = self.polling = False
+        self.expiring: dict[int, ArmedOrder] = {}  # AppendEvents tag -> order being expired
+        self.tags = 0
+
+    def on_start(self):
+        """Runs on the book's thread: refresh periodically."""
+        self._later(REFRESH_S, _Refresh())
+
+    def on_receive(self, message):
+        """Runs on the book's thread."""
+        if isinstance(message, Arm):
+            self._arm(message.armed)
+        elif isinstance(message, _Tick):
+            self.ticking = False
+            self._tick()
+        elif isinstance(message, _LaunchCheck):
+            self.polling = False
+            self._check_launches()
+        elif isinstance(message, _Launched):
+            self._release(list(self.launches.pop(message.symbol, ())))
+        elif isinstance(message, _Expire):
+            self._expire_due()
+        elif isinstance(message, EventsStored):
+            self._expired_stored(message)
+        elif isinstance(message, _Refresh):
+            self._refresh()
+            self._later(REFRESH_S, _Refresh())
+        elif message == "size":
+            return len(self.armed)
+
+    # ---- arming -------------------------------------------------------------------------
+
+    def _arm(self, order: ArmedOrder) -> None:
+        self._forget(order.order_id)  # armed again (released, and the price moved back)
+        self.armed[order.order_id] = order
+        if order.launch is not None:
+            self.launches.setdefault(order.launch, set()).add(order.order_id)
+            self._poll_launches()
+        else:
+            pair = self.pairs.setdefault((order.token_in.symbol, order.token_out.symbol), _Pair())
+            bisect.insort(pair.keys, (order.limit_price, order.order_id))
+            if pair.probe is None or order.amount_in < pair.probe.amount_in:
+                pair.probe = order
+            self._start_ticking()
+        if order.expires_at is not None:
+            heapq.heappush(self.expiries, (order.expires_at, order.order_id))
+            self._schedule_expiry()
+
+    def _forget(self, order_id: str) -> ArmedOrder | None:
+        order = self.armed.pop(order_id, None)
+        if order is None:
+            return None
+        if order.launch is not None:
+            waiting = self.launches.get(order.launch)
+            if waiting is not None:
+                waiting.discard(order_id)
+        else:
+            pair = self.pairs.get((order.token_in.symbol, order.token_out.symbol))
+            if pair is not None:
+                i = bisect.bisect_left(pair.keys, (order.limit_price, order_id))
+                if i < len(pair.keys) and pair.keys[i] == (order.limit_price, order_id):
+                    del pair.keys[i]
+        return order  # its expiry entry goes when it comes due (lazily)
+
+    def _release(self, order_ids: list[str]) -> None:
+        """Hand these orders to the consumer, which starts them under the usual limits."""
+        jobs = [order.job for order in (self._forget(i) for i in order_ids) if order is not None]
+        if jobs:
+            log.info("released %d armed orders", len(jobs))
+            self.directory.get("job_consumer").tell(Triggered(jobs))
+
+    # ---- limit orders ---------------------------------------------------------------------
+
+    def _start_ticking(self) -> None:
+        if not self.ticking and any(pair.keys for pair in self.pairs.values()):
+            self.ticking = True
+            self._later(PRICE_TICK_S, _Tick())
+
+    def _tick(self) -> None:
+        crossed = []
+        for pair in self.pairs.values():
+            crossed += self._crossed(pair)
+        self._release(crossed)
+        self._start_ticking()
+
+    def _crossed(self, pair: _Pair) -> list[str]:
+        """The pair's orders whose full size now gets their limit on a venue.
+
+        A larger order gets a worse price (price impact), so the price of the smallest order
+        armed bounds every order's: the scan, by rising limit, stops at the first limit above
+        that bound, and each order before it is priced for its own size.
+        """
+        if not pair.keys or pair.probe is None:
+            return []
+        probe = pair.probe
+        best = self._best_out(probe)
+        if best is None:
+            return []
+        scale = 10 ** (probe.token_in.decimals - probe.token_out.decimals)
+        bound = best / probe.amount_in * scale * (1 + 1e-9)  # whole tokenOut per whole tokenIn
+        crossed = []
+        for limit_price, order_id in pair.keys:
+            if limit_price > bound:
+                break
+            order = self.armed[order_id]
+            out = best if order is probe else self._best_out(order)
+            if out is not None and out >= order.min_out:
+                crossed.append(order_id)
+        return crossed
+
+    def _best_out(self, order: ArmedOrder) -> int | None:
+        outs = []
+        for dex in VENUES:
+            try:
+                outs.append(self.chain.venue(dex).quote(order.token_in, order.token_out, order.amount_in).amount_out)
+            except VenueError:
+                continue
+            except StorageError as exc:  # an outage: look again at the next tick
+                log.warning("trigger book: quotes unavailable (%s)", exc)
+                return None
+        return max(outs) if outs else None
+
+    # ---- sniper orders ------------------------------------------------------------------
+
+    def _poll_launches(self) -> None:
+        if not self.polling and any(self.launches.values()):
+            self.polling = True
+            self._later(LAUNCH_POLL_S, _LaunchCheck())
+
+    def _check_launches(self) -> None:
+        try:
+            times = self.chain.launch_times()
+        except StorageError as exc:
+            log.warning("trigger book: launch times unavailable (%s)", exc)
+            times = {}
+        now = utcnow()
+        for symbol, waiting in list(self.launches.items()):
+            at = times.get(symbol)
+            if not waiting or at is None or symbol in self.launch_timers:
+                continue
+            delay = max(0.0, (at - now).total_seconds())
+            ref, launched = self.actor_ref, _Launched(symbol)
+            self.launch_timers[symbol] = self.timers.call_later(delay, lambda: ref.tell(launched))
+            log.info("%d sniper orders wait for the launch of %s in %.3fs", len(waiting), symbol, delay)
+        self._poll_launches()
+
+    # ---- expiry ---------------------------------------------------------------------------
+
+    def _schedule_expiry(self) -> None:
+        if not self.expiries:
+            return
+        delay = max(0.0, (self.expiries[0][0] - utcnow()).total_seconds())
+        if self.expiry_timer is not None:
+            self.expiry_timer.cancel()
+        ref = self.actor_ref
+        self.expiry_timer = self.timers.call_later(delay, lambda: ref.tell(_Expire()))
+
+    def _expire_due(self) -> None:
+        now = utcnow()
+        while self.expiries and self.expiries[0][0] <= now:
+            at, order_id = heapq.heappop(self.expiries)
+            order = self.armed.get(order_id)
+            if order is None or order.expires_at != at:
+                continue  # released or forgotten meanwhile
+            self._forget(order_id)
+            self.tags += 1
+            self.expiring[self.tags] = order
+            meta = {"expiresAt": iso(at), "latencyMs": int((now - order.created_at).total_seconds() * 1000)}
+            draft = EventDraft(UUID(order_id), "expired", order.attempt, meta, now, order.fence)
+            self._tell_writer(AppendEvents([draft], self.actor_ref, self.tags))
+        self._schedule_expiry()
+
+    def _expired_stored(self, message: EventsStored) -> None:
+        order = self.expiring.pop(message.tag, None)
+        if order is None:
+            return
+        result = message.results[0]
+        if isinstance(result, Exception) and not isinstance(result, OrderEnded):
+            log.info("order %s was not expired here: %s", order.order_id, result)  # taken over, or a rule
+            return
+        self._ack([order.job])
+
+    # ---- refresh --------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        """Forget the orders this worker no longer holds armed; acknowledge those that ended."""
+        if not self.armed:
+            return
+        try:
+            still, ended = self.orders.armed_by(self.worker_id, list(self.armed))
+        except StorageError as exc:
+            log.warning("trigger book: cannot refresh (%s)", exc)
+            return
+        gone = [order_id for order_id in self.armed if order_id not in still]
+        jobs = [self.armed[i].job for i in gone if i in ended]
+        for order_id in gone:
+            self._forget(order_id)
+        if gone:
+            log.info("trigger book: %d orders are no longer armed here (%d ended)", len(gone), len(jobs))
+        self._ack(jobs)
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    def _ack(self, jobs: list[Job]) -> None:
+        if not jobs:
+            return
+        try:
+            self.bus.ack(*jobs)
+        except StorageError as exc:  # they stay pending with us; the next refresh acks them again
+            log.warning("trigger book: ack of %d jobs failed: %s", len(jobs), exc)
+
+    def _tell_writer(self, message) -> None:
+        try:
+            self.directory.get("event_writer").tell(message)
+        except Exception:  # being restarted: expire again on the next pass
+            log.warning("trigger book: the event writer is away; the expiry waits")
+
+    def _later(self, delay: float, message) -> None:
+        ref = self.actor_ref
+        self.timers.call_later(delay, lambda: ref.tell(message))
+
+    def leftovers(self) -> list:
+        """Runs on the book's thread as it dies: the armed orders go to its successor."""
+        return [Arm(order) for order in self.armed.values()]

@@ -1,0 +1,179 @@
+"""Limit and sniper orders, cancellation and expiry, end to end: real `engine web` and
+`engine worker` processes on Postgres and Redis, driven over HTTP and WebSocket."""
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+
+from tests.e2e.cluster import TERMINAL
+
+pytestmark = pytest.mark.e2e
+
+
+def ts(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def best_price(client, amount: str = "1") -> Decimal:
+    """What 1 SOL sells for now, in USDC, on the better venue (after fees and impact)."""
+    code, quote = await client.request("GET", f"/api/quote?tokenIn=SOL&tokenOut=USDC&amount={amount}")
+    assert code == 200, quote
+    return Decimal(quote["route"]["amountOut"]) / Decimal(amount)
+
+
+async def until(probe, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await probe()
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def status(client, order_id: str) -> str:
+    return (await client.order(order_id))[1]["status"]
+
+
+async def push_sol_up(client, usdc: str = "400000"):
+    """Buy SOL with a lot of USDC on both venues: what a SOL seller's limit waits for."""
+    for _ in range(2):  # each lands on the venue that is cheaper then: both move
+        code, body = await client.submit(tokenIn="USDC", tokenOut="SOL", amount=usdc, slippageBps=5000)
+        assert code == 202, body
+        await until(lambda: _terminal(client, body["orderId"]), 30, "the push to confirm")
+
+
+async def _terminal(client, order_id):
+    return await status(client, order_id) in TERMINAL
+
+
+def test_a_limit_order_waits_then_executes_when_the_price_crosses_never_below_its_limit(make_cluster):
+    cluster = make_cluster(workers=2, VENUE_PROFILE="instant")
+
+    async def scenario():
+        client = cluster.client()
+        limit = (await best_price(client)) * Decimal("1.003")
+        limit = limit.quantize(Decimal("0.000001"))
+        code, accepted = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1", type="limit",
+                                             limitPrice=str(limit), slippageBps=5000)
+        assert code == 202
+        listener = asyncio.ensure_future(client.listen(accepted["links"]["ws"], timeout=90))
+        await until(lambda: _is(client, accepted["orderId"], "waiting"), 20, "the order to wait")
+        await push_sol_up(client)
+        frames, close_code = await listener
+        assert [f["status"] for f in frames] == ["pending", "waiting", "routing", "building", "submitted",
+                                                 "confirmed"]
+        confirmed = frames[-1]["meta"]
+        assert Decimal(confirmed["amountOut"]) >= limit, "never below the limit"
+        assert Decimal(frames[3]["meta"]["minAmountOut"]) >= limit, "the limit is the floor, not 50% slippage"
+        code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={accepted['orderId']}")
+        assert len(swaps["swaps"]) == 1
+        client.close()
+
+    asyncio.run(scenario())
+
+
+async def _is(client, order_id, wanted):
+    return await status(client, order_id) == wanted
+
+
+def test_a_limit_order_not_reached_expires_and_a_waiting_one_is_cancelled(make_cluster):
+    cluster = make_cluster(workers=1, VENUE_PROFILE="instant")
+
+    async def scenario():
+        client = cluster.client()
+        far = str(((await best_price(client)) * 2).quantize(Decimal("0.01")))
+        code, expiring = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1", type="limit",
+                                             limitPrice=far, expiresInSeconds=2)
+        assert code == 202
+        code, cancelling = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1", type="limit",
+                                               limitPrice=far)
+        assert code == 202
+        await until(lambda: _is(client, cancelling["orderId"], "waiting"), 20, "the order to wait")
+        code, cancelled = await client.request("POST", f"/api/orders/{cancelling['orderId']}/cancel")
+        assert code == 200 and cancelled["status"] == "cancelled"
+        frames, _ = await client.listen(cancelling["links"]["ws"], timeout=30)
+        assert [f["status"] for f in frames] == ["pending", "waiting", "cancelled"]
+        frames, close_code = await client.listen(expiring["links"]["ws"], timeout=30)
+        assert [f["status"] for f in frames] == ["pending", "waiting", "expired"] and close_code == 1000
+        assert ts(frames[-1]["timestamp"]) >= ts(frames[0]["timestamp"])
+        client.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_order_that_reached_building_cannot_be_cancelled_and_goes_on(make_cluster):
+    cluster = make_cluster(workers=1, VENUE_PROFILE="realistic")
+
+    async def scenario():
+        client = cluster.client()
+        code, accepted = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1")
+        assert code == 202
+        await until(lambda: _is(client, accepted["orderId"], "submitted"), 20, "the swap to be sent")
+        code, answer = await client.request("POST", f"/api/orders/{accepted['orderId']}/cancel")
+        assert (code, answer["error"]["code"]) == (409, "conflict")
+        frames, _ = await client.listen(accepted["links"]["ws"], timeout=30)
+        assert frames[-1]["status"] == "confirmed"
+        client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_sniper_order_fires_within_50_ms_of_the_launch(make_cluster):
+    cluster = make_cluster(workers=2, VENUE_PROFILE="instant")
+
+    async def scenario():
+        client = cluster.client()
+        code, accepted = await client.submit(tokenIn="SOL", tokenOut="POPCAT", amount="1", type="sniper",
+                                             slippageBps=500)
+        assert code == 202
+        await until(lambda: _is(client, accepted["orderId"], "waiting"), 20, "the order to wait")
+        code, launch = await client.request("POST", "/api/sim/launch", {"token": "POPCAT", "inSeconds": 2})
+        assert code == 202
+        frames, _ = await client.listen(accepted["links"]["ws"], timeout=30)
+        assert [f["status"] for f in frames] == ["pending", "waiting", "routing", "building", "submitted",
+                                                 "confirmed"]
+        fired_ms = (ts(frames[2]["timestamp"]) - ts(launch["launchAt"])).total_seconds() * 1000
+        assert 0 <= fired_ms < 50, f"its routing event came {fired_ms:.1f} ms after the launch"
+        client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_killed_worker_s_armed_orders_each_fire_once_on_another_worker(make_cluster):
+    cluster = make_cluster(workers=2, VENUE_PROFILE="instant")
+
+    async def scenario():
+        client = cluster.client()
+        limit = str(((await best_price(client)) * Decimal("1.003")).quantize(Decimal("0.000001")))
+        accepted = []
+        for _ in range(8):
+            code, body = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="0.5", type="limit",
+                                             limitPrice=limit, slippageBps=5000)
+            assert code == 202
+            accepted.append(body)
+        ids = [a["orderId"] for a in accepted]
+
+        async def all_waiting():
+            return all([await _is(client, i, "waiting") for i in ids])
+
+        await until(all_waiting, 30, "every order to wait")
+        holders = {(await client.order(i))[1]["events"][1]["meta"]["worker"] for i in ids}
+        victim = next(w for w in cluster.workers if any(f"-{w.pid}-" in h for h in holders))
+        victim.kill()  # SIGKILL: its book is gone; its jobs stay pending in Redis
+        await asyncio.sleep(16)  # its heartbeat expires (10 s), the other worker takes its jobs
+        await push_sol_up(client)
+        results = await asyncio.gather(*(client.listen(a["links"]["ws"], timeout=60) for a in accepted))
+        for frames, _ in results:
+            assert frames[-1]["status"] == "confirmed", frames
+            assert [f["status"] for f in frames].count("routing") == 1
+        for order_id in ids:
+            code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={order_id}")
+            assert len(swaps["swaps"]) == 1, "fired once"
+        client.close()
+
+    asyncio.run(scenario())
