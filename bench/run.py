@@ -19,6 +19,7 @@ from pathlib import Path
 from bench.cluster import REPO, BenchError, cluster, machine_info
 from bench.cpu import CpuMeter
 from bench.profile import Recorder, py_spy, summarize
+from bench.triggers import TRIGGERS_ENV, triggers
 from bench.scenarios import (DRAIN_ENV, PARALLEL_STAGES, STAGES, THROUGHPUT_ENV, alone, drain, event_times, paced,
                               stage_figures, stage_samples, throughput, verify_database)
 
@@ -92,6 +93,21 @@ def run_drain(args, log_dir: Path) -> dict:
         result["db"] = verify_database(database_url, args.drain_orders)
         result["logProblems"] = _log_problems(procs)
         result.pop("orderIds", None)
+        return result
+
+
+TRIGGER_KEYS = ["bytesPerArmedOrder", "crossingToFirstRoutingMs", "crossingToLastRoutingMs", "released",
+                "executedTwice", "sniperDelayP50Ms", "sniperDelayMaxMs"]
+
+
+def run_triggers(args, log_dir: Path) -> dict:
+    """One triggers run: one web, one worker holding `args.armed` armed limit orders; see bench/triggers.py."""
+    with cluster(TRIGGERS_ENV, workers=1, log_dir=log_dir) as (port, procs, database_url):
+        worker = next(proc for name, proc in procs.items() if name.startswith("worker"))
+        result = asyncio.run(asyncio.wait_for(
+            triggers(port, worker.pid, database_url, args.armed, args.crossing, args.snipers, args.timeout),
+            args.timeout))
+        result["logProblems"] = _log_problems(procs)
         return result
 
 
@@ -262,7 +278,8 @@ def _run_many(label: str, count: int, runner, stamp: str) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the scenarios, print a table and write JSON results."""
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=["throughput", "drain", "latency", "all"], default="all")
+    parser.add_argument("--scenario", choices=["throughput", "drain", "latency", "triggers", "all"], default="all",
+                        help="all = throughput, drain and latency (triggers runs alone)")
     parser.add_argument("--orders", type=int, default=2000, help="orders per throughput run (2000)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of a throughput or latency run (2)")
     parser.add_argument("--runs", type=int, default=3,
@@ -276,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paced-orders", type=int, default=2500,
                         help="latency: orders of the open-loop paced load, the first 10%% a warm-up (2500)")
     parser.add_argument("--rate", type=float, default=250, help="latency: orders/s of the paced load (250)")
+    parser.add_argument("--armed", type=int, default=10000, help="triggers: limit orders armed on one worker (10000)")
+    parser.add_argument("--crossing", type=int, default=1000, help="triggers: how many of them the push crosses (1000)")
+    parser.add_argument("--snipers", type=int, default=100, help="triggers: sniper orders waiting for a launch (100)")
     parser.add_argument("--timeout", type=float, default=300, help="hard limit of one run's load, seconds (300)")
     parser.add_argument("--profile", action="store_true",
                         help="one extra throughput run with py-spy on every process (reported apart)")
@@ -323,6 +343,13 @@ def main(argv: list[str] | None = None) -> int:
             "connections": args.connections, "median": {k: _median(good, k) for k in LATENCY_KEYS},
             "medianCpuMsPerOrder": _median_cpu(good), "runs": runs}
         tables.append(_latency_text(args, runs))
+    if args.scenario == "triggers" and args.runs > 0:
+        runs = _run_many("triggers", args.runs, lambda d: run_triggers(args, d), stamp)
+        good = [r for r in runs if "error" not in r]
+        report["scenarios"]["triggers"] = {"armed": args.armed, "crossing": args.crossing, "snipers": args.snipers,
+                                           "median": {k: _median(good, k) for k in TRIGGER_KEYS}, "runs": runs}
+        tables.append(_table(f"triggers ({args.armed} armed limit orders on 1 worker, {args.crossing} crossed; "
+                             f"{args.snipers} sniper orders)", runs, TRIGGER_KEYS))
     if args.profile:
         profile_dir = RESULTS / "profiles" / stamp
         [profiled] = _run_many("profiled-throughput", 1, lambda d: run_throughput(args, d, profile_dir), stamp)

@@ -1,0 +1,175 @@
+"""The `triggers` scenario: armed limit orders and sniper orders on one worker.
+
+- memory: the worker's resident memory idle, then with `armed` limit orders waiting in its
+  trigger book: the cost per armed order;
+- crossing: a market buy pushes SOL's price over the lowest `crossing` limits; the time
+  from that push's `confirmed` event to the first `routing` event of an armed order, and
+  until every crossed order has started, each exactly once;
+- sniper: `snipers` orders wait for a token's launch; the delay from `launchAt` to each
+  one's `routing` event.
+Times come from the stored event timestamps (one clock: the machine's).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+from bench.client import HttpPool, percentile
+
+TRIGGERS_ENV = {"VENUE_FAILURE_RATE": "0", "VENUE_TIMEOUT_RATE": "0", "ORDER_RATE_LIMIT": "1000000",
+                "RETRY_ATTEMPTS": "3", "API_KEYS": "", "SIM_SEED": "11", "LOG_LEVEL": "WARNING",
+                "VENUE_PROFILE": "instant", "WORKER_CONCURRENCY": "50", "QUEUE_MAX_DEPTH": "100000"}
+SNIPER_TOKEN = "POPCAT"
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _ts(value) -> float:
+    """Epoch seconds of a stored naive-UTC timestamp or an ISO text with a Z."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc).timestamp()
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+async def _price(pool: HttpPool) -> Decimal:
+    code, quote, _, _ = await pool.request("GET", "/api/quote?tokenIn=SOL&tokenOut=USDC&amount=0.01")
+    if code != 200:
+        raise RuntimeError(f"quote failed: {code} {quote}")
+    return Decimal(quote["route"]["amountOut"]) / Decimal("0.01")
+
+
+async def _submit_all(pool: HttpPool, bodies: list[dict]) -> list[str]:
+    async def one(body):
+        code, answer, _, _ = await pool.request("POST", "/api/orders/execute", body)
+        if code != 202:
+            raise RuntimeError(f"submit refused: {code} {answer}")
+        return answer["orderId"]
+
+    return list(await asyncio.gather(*(one(b) for b in bodies)))
+
+
+def _count(database_url: str, sql: str, params=()) -> int:
+    import psycopg2
+
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def _rows(database_url: str, sql: str, params=()) -> list[tuple]:
+    import psycopg2
+
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+async def _until(probe, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+async def triggers(port: int, worker_pid: int, database_url: str, armed: int, crossing: int, snipers: int,
+                   timeout: float) -> dict:
+    """Run the three measurements against a running cluster with one worker."""
+    pool = HttpPool(port, 50)
+    try:
+        price = await _price(pool)
+        await _submit_all(pool, [{"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.01"}] * 20)  # warm up
+        await asyncio.sleep(2)
+        idle = rss_mb(worker_pid)
+        # Limits from 1% to 6% above the price: the lowest `crossing` of them sit within 1.5%.
+        bodies = []
+        for i in range(armed):
+            step = Decimal("0.005") * i / max(crossing, 1) if i < crossing else \
+                Decimal("0.02") + Decimal("0.04") * (i - crossing) / max(armed - crossing, 1)
+            limit = (price * (Decimal("1.01") + step)).quantize(Decimal("0.000001"))
+            bodies.append({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.01", "type": "limit",
+                           "limitPrice": str(limit), "slippageBps": 5000})
+        started = time.monotonic()
+        ids = await _submit_all(pool, bodies)
+        await _until(lambda: _count(database_url, "SELECT count(*) FROM orders WHERE status = 'waiting'") >= armed,
+                     timeout, "every limit order to wait")
+        arm_seconds = time.monotonic() - started
+        await asyncio.sleep(1)
+        loaded = rss_mb(worker_pid)
+        # The push: buy SOL until the price is 1.6% higher (over the crossing band, under the rest).
+        target = price * Decimal("1.016")
+        pushes: list[str] = []
+        while await _price(pool) < target and len(pushes) < 100:
+            (push,) = await _submit_all(pool, [{"tokenIn": "USDC", "tokenOut": "SOL", "amount": "50000",
+                                               "slippageBps": 5000}])
+            pushes.append(push)
+            await _until(lambda: _count(database_url, "SELECT count(*) FROM orders WHERE id = %s AND "
+                                                      "status IN ('confirmed', 'failed')", (push,)) == 1,
+                         60, "the push to land")
+        push_times = sorted(_ts(at) for (at,) in _rows(
+            database_url, "SELECT created_at FROM order_events WHERE order_id = ANY(%s::uuid[]) AND "
+                          "status = 'confirmed'", (pushes,)))
+        await _until(lambda: _count(database_url, "SELECT count(DISTINCT order_id) FROM order_events e JOIN "
+                                                  "orders o ON o.id = e.order_id WHERE o.type = 'limit' AND "
+                                                  "e.status = 'confirmed'") >= crossing, timeout,
+                     "the crossed orders to confirm")
+        await asyncio.sleep(2)
+        routed = _rows(database_url, "SELECT e.order_id, e.created_at FROM order_events e JOIN orders o ON "
+                                     "o.id = e.order_id WHERE o.type = 'limit' AND e.status = 'routing' "
+                                     "ORDER BY e.created_at")
+        swaps = _rows(database_url, "SELECT order_id, count(*) FROM sim_swaps WHERE status = 'confirmed' "
+                                    "AND order_id = ANY(%s::text[]) GROUP BY order_id HAVING count(*) > 1", (ids,))
+        first = last = None
+        if routed:  # from the push after which the first armed order started (the crossing)
+            crossed_by = max(t for t in push_times if t <= _ts(routed[0][1]))
+            first = (_ts(routed[0][1]) - crossed_by) * 1000
+            last = (_ts(routed[-1][1]) - crossed_by) * 1000
+        sniper = await _snipers(pool, database_url, snipers, timeout)
+    finally:
+        pool.close()
+    return {
+        "armed": armed, "armSeconds": round(arm_seconds, 1), "idleRssMb": round(idle, 1),
+        "armedRssMb": round(loaded, 1), "bytesPerArmedOrder": round((loaded - idle) * 1024 * 1024 / armed),
+        "pushes": len(pushes), "released": len(routed), "executedTwice": len(swaps),
+        "crossingToFirstRoutingMs": round(first, 1) if first is not None else None,
+        "crossingToLastRoutingMs": round(last, 1) if last is not None else None,
+        **sniper,
+    }
+
+
+async def _snipers(pool: HttpPool, database_url: str, count: int, timeout: float) -> dict:
+    ids = await _submit_all(pool, [{"tokenIn": "SOL", "tokenOut": SNIPER_TOKEN, "amount": "0.01", "type": "sniper",
+                                    "slippageBps": 5000}] * count)
+    await _until(lambda: _count(database_url, "SELECT count(*) FROM orders WHERE type = 'sniper' AND "
+                                              "status = 'waiting'") >= count, timeout, "the snipers to wait")
+    code, launch, _, _ = await pool.request("POST", "/api/sim/launch", {"token": SNIPER_TOKEN, "inSeconds": 2})
+    if code != 202:
+        raise RuntimeError(f"launch refused: {code} {launch}")
+    await _until(lambda: _count(database_url, "SELECT count(*) FROM orders WHERE type = 'sniper' AND "
+                                              "status = 'confirmed'") >= count, timeout, "the snipers to confirm")
+    rows = _rows(database_url, "SELECT e.created_at FROM order_events e WHERE e.order_id = ANY(%s::uuid[]) AND "
+                               "e.status = 'routing'", (ids,))
+    delays = [(_ts(at) - _ts(launch["launchAt"])) * 1000 for (at,) in rows]
+    return {"snipers": count, "sniperDelayP50Ms": _round(percentile(delays, 50)),
+            "sniperDelayP99Ms": _round(percentile(delays, 99)), "sniperDelayMaxMs": _round(max(delays, default=None))}
+
+
+def _round(value):
+    return None if value is None else round(value, 1)
