@@ -234,3 +234,16 @@ def test_latency_is_realistic_or_nothing(make_chain):
     assert all(2.0 <= realistic.swap_latency() <= 3.0 for _ in range(50))
     instant = make_chain(venue_profile="instant").venue("meteora")
     assert instant.quote_latency() == instant.swap_latency() == 0.0
+
+
+def test_a_quote_carries_the_curve_of_the_pool_it_was_priced_on(make_chain):
+    chain = make_chain()
+    quote = chain.venue("meteora").quote(USDC, SOL, 1_000 * 10**6)
+    assert quote.curve.out(quote.amount_in) == quote.amount_out
+    assert quote.curve.fee_bps == int(quote.fee_rate * 10_000)
+    sol_pool = pool(chain, "meteora")
+    assert (quote.curve.reserve_in, quote.curve.reserve_out) == (sol_pool.reserve_b, sol_pool.reserve_a)
+    expected = quote.curve.out(40_000 * 10**6)  # any other amount lands as the curve says
+    request = SwapRequest(new_signature(), "order-1", "meteora", USDC, SOL, 40_000 * 10**6, expected)
+    landed = chain.venue("meteora").execute_swap(request)
+    assert (landed.status, landed.amount_out) == ("confirmed", expected)

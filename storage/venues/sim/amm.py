@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from decimal import Context, Decimal
 
 from storage.venues.base import VenueError
+from storage.venues.curve import BPS, fee_for, out_for_net
 
-BPS = 10_000
 MAX_RESERVE = 2**63 - 1  # reserves live in a BIGINT column
 ROOT_SCALE = 10**12  # fixed point of √m
 MAX_LOG_DRIFT = 0.014  # |ln m| bound: two venues stay within e^0.028 ≈ 2.8% of each other
@@ -33,11 +33,6 @@ class SwapMath:
     reserve_out: int
 
 
-def fee_for(amount_in: int, fee_bps: int) -> int:
-    """The fee on `amount_in`, rounded up (in the pool's favour, as the on-chain programs do)."""
-    return -(-amount_in * fee_bps // BPS)
-
-
 def swap_out(reserve_in: int, reserve_out: int, amount_in: int, fee_bps: int) -> SwapMath:
     """Sell `amount_in` into an x·y=k pool; VenueError("insufficient_liquidity") if it cannot fill."""
     if amount_in <= 0:
@@ -47,7 +42,7 @@ def swap_out(reserve_in: int, reserve_out: int, amount_in: int, fee_bps: int) ->
         raise VenueError("insufficient_liquidity", "the order is larger than the pool's reserves")
     fee = fee_for(amount_in, fee_bps)
     net = amount_in - fee
-    out = net * reserve_out // (reserve_in + net)
+    out = out_for_net(reserve_in, reserve_out, net)
     if out <= 0:
         raise VenueError("insufficient_liquidity", "the amount is too small to buy one base unit")
     spot = net * reserve_out // reserve_in  # what the same net input buys at the spot price
