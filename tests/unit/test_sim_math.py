@@ -1,9 +1,10 @@
-"""The simulator's arithmetic: constant-product swaps, fees, impact, quote curves, drift,
-and base58."""
+"""The simulator's arithmetic: constant-product swaps, fees, impact, quote curves, arbitrage,
+drift, and base58."""
 from __future__ import annotations
 
 import math
 import random
+from decimal import Decimal
 
 import pytest
 from hypothesis import given, strategies as st
@@ -171,3 +172,25 @@ def test_the_least_input_for_an_output_is_exact(reserve_in, reserve_out, share, 
         return
     assert curve.out(least) >= wanted > curve.out(least - 1)
 
+
+def test_arbitrage_halves_the_gap_to_the_reference_price_every_half_life():
+    reference = math.log(POOL[1] / POOL[0])
+    pushed = (POOL[0] * 11 // 10, POOL[1] * 10 // 11)  # the price ~17% below the reference
+    gap = math.log(pushed[1] / pushed[0]) - reference
+    for half_lives in (0.5, 1, 3):
+        root = amm.relax_root(*pushed, reference, half_lives * amm.ARBITRAGE_HALF_LIFE_S)
+        relaxed = amm.effective(*pushed, root)
+        assert math.log(relaxed[1] / relaxed[0]) - reference == pytest.approx(gap / 2**half_lives, rel=1e-9)
+        assert relaxed[0] * relaxed[1] == pytest.approx(pushed[0] * pushed[1], rel=1e-9)
+
+
+def test_arbitrage_leaves_a_pool_alone_when_no_time_passed():
+    pushed = (POOL[0] * 2, POOL[1] // 2)
+    assert amm.relax_root(*pushed, math.log(POOL[1] / POOL[0]), 0.0) == amm.ROOT_SCALE
+    assert amm.relax_root(*pushed, math.log(POOL[1] / POOL[0]), -3.0) == amm.ROOT_SCALE  # a clock behind the row
+    assert amm.effective(*pushed, amm.ROOT_SCALE) == pushed
+
+
+def test_the_reference_price_is_the_ratio_of_usd_prices_in_base_units():
+    log_price = amm.log_reference(Decimal("150"), Decimal("1"), 9, 6)  # SOL/USDC
+    assert math.exp(log_price) == pytest.approx(150 * 10**6 / 10**9, rel=1e-12)
