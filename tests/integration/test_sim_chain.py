@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from config import find_token
+from config import TOKENS, find_token
 from storage.database import open_database
 from storage.venues.base import SwapRequest, VenueError
 from storage.venues.sim import amm, new_signature, open_chain
@@ -318,3 +318,25 @@ def test_a_quote_carries_the_curve_of_the_pool_it_was_priced_on(make_chain):
     request = SwapRequest(new_signature(), "order-1", "meteora", USDC, SOL, 40_000 * 10**6, expected)
     landed = chain.venue("meteora").execute_swap(request)
     assert (landed.status, landed.amount_out) == ("confirmed", expected)
+
+
+# ---- launches: several tokens wait for theirs ----------------------------------------------------
+
+UNLAUNCHED = [t for t in TOKENS if not t.tradable]
+
+
+def test_several_tokens_wait_for_a_launch_and_each_launches_once(make_chain):
+    clock = Clock()
+    chain = make_chain(clock)
+    assert len(UNLAUNCHED) >= 5 and not any(chain.is_tradable(t) for t in UNLAUNCHED)
+    for token in UNLAUNCHED:
+        chain.schedule_launch(token.symbol.lower(), 10)
+    clock.now += 11
+    for token in UNLAUNCHED:
+        assert chain.is_tradable(token)
+        with pytest.raises(VenueError) as again:
+            chain.schedule_launch(token.symbol, 10)
+        assert again.value.code == "already_tradable"
+        quote = chain.venue("raydium").quote(USDC, token, 100 * 10**6)  # 100 USD of it, at its price
+        assert token.to_whole(quote.amount_out) * token.usd_price == pytest.approx(100, rel=0.02)
+    assert len(chain.pools()) == LISTED_POOLS + 2 * 7 * len(UNLAUNCHED)

@@ -316,6 +316,9 @@ class MarketTest(WebTestCase):
         assert tokens["SOL"] == {"symbol": "SOL", "mint": SOL_MINT, "decimals": 9, "tradable": True}
         assert tokens["USDC"]["mint"] == "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
         assert tokens["POPCAT"]["tradable"] is False
+        assert tokens["MEW"] == {"symbol": "MEW", "mint": "MEW1gQWJ3nEXg2qgERiKu7FAFj79PHvQVREQUzScPP5",
+                                 "decimals": 5, "tradable": False}
+        assert len([t for t in body["tokens"] if not t["tradable"]]) >= 5  # launches to spare
 
     @gen_test
     async def test_the_simulator_shows_pools_swaps_and_schedules_launches(self):
@@ -331,8 +334,11 @@ class MarketTest(WebTestCase):
         assert (status, answer["error"]["code"]) == (400, "already_tradable")
         status, answer = await self.call("/api/sim/launch", "POST", {"token": "POPCAT", "inSeconds": -1})
         assert (status, answer["error"]["field"]) == (400, "inSeconds")
+        status, launch = await self.call("/api/sim/launch", "POST", {"token": "BOME", "inSeconds": 0})
+        assert (status, launch["token"]) == (202, "BOME")  # another token: a launch each
         tokens = {t["symbol"]: t for t in (await self.call("/api/tokens"))[1]["tokens"]}
-        assert tokens["POPCAT"]["tradable"] is True
+        assert tokens["POPCAT"]["tradable"] is True and tokens["BOME"]["tradable"] is True
+        assert tokens["MEW"]["tradable"] is False
 
     @gen_test
     async def test_health_readiness_and_metrics_answer(self):
