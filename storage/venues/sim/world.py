@@ -98,7 +98,7 @@ class World:
         self._references: dict[tuple[str, str], float] = {}
         self._launched: set[str] = set()  # launches never undo, so this cache never goes stale
         self._lock = threading.Lock()
-        self._pool_reads: dict[tuple[str, str, str], tuple[float, tuple[int, int, int] | None]] = {}
+        self._pool_reads: dict[tuple[str, str, str], tuple[float, tuple[int, int, int, datetime] | None]] = {}
 
     def now(self) -> datetime:
         """The clock as naive UTC."""
