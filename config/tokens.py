@@ -40,8 +40,17 @@ TOKENS: tuple[Token, ...] = (
     Token("JUP", "JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN", 6, usd_price=Decimal("0.8")),
     Token("RAY", "4k3Dyjzvzp8eMZWUXbBCjEvwSkkk59S5iCNLY3QrkX6R", 6, usd_price=Decimal("2.5")),
     Token("WIF", "EKpQGSJtjMFqKZ9KQanSqYXRcF8fBopzLHYxdM65zcjm", 6, usd_price=Decimal("1.6")),
-    # Not tradable until launched on the simulated chain (POST /api/sim/launch): for sniper orders.
+    # Not tradable until launched on the simulated chain (POST /api/sim/launch): for sniper
+    # orders. Each launches once per database; there are several, so a test suite or a demo
+    # does not run out. Real mainnet mints and decimals (MEW has 5; the pump.fun launches,
+    # whose mints end in "pump", have 6), as independent token lists agree.
     Token("POPCAT", "7GCihgDB8fe6KNjn2MYtkzZcRjQy3t9GHdC8uHYmW2hr", 9, tradable=False, usd_price=Decimal("0.5")),
+    Token("MEW", "MEW1gQWJ3nEXg2qgERiKu7FAFj79PHvQVREQUzScPP5", 5, tradable=False, usd_price=Decimal("0.004")),
+    Token("BOME", "ukHH6c7mMyiWCf1b9pnWe25TSpkDDt3H5pQZgZ74J82", 6, tradable=False, usd_price=Decimal("0.002")),
+    Token("PNUT", "2qEHjDLDLbuBgRYvsxhc5D6uDWAivNFZGan56P1tpump", 6, tradable=False, usd_price=Decimal("0.2")),
+    Token("GOAT", "CzLSujWBLFsSjncfkh59rUFqvafWcY5tzedWJSuypump", 6, tradable=False, usd_price=Decimal("0.08")),
+    Token("MOODENG", "ED5nyyWEzpPPiWimP8vYm7sD7TD3LAt3Q3gRTWHzPJBY", 6, tradable=False, usd_price=Decimal("0.1")),
+    Token("FWOG", "A8C3xuqscfmyLrte3VmTqrAq8kgMASius9AFNANwpump", 6, tradable=False, usd_price=Decimal("0.04")),
 )
 
 _BY_SYMBOL = {t.symbol: t for t in TOKENS}

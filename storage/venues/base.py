@@ -19,6 +19,7 @@ from typing import Any
 from config import Token
 from storage.errors import StorageError
 from storage.records import decimal_str, iso
+from storage.venues.curve import QuoteCurve
 
 
 class VenueError(StorageError):
@@ -32,7 +33,12 @@ class VenueError(StorageError):
 
 @dataclass(frozen=True)
 class Quote:
-    """One venue's answer for selling `amount_in` of `token_in` now."""
+    """One venue's answer for selling `amount_in` of `token_in` now.
+
+    `curve` prices any other amount of the same pair on the same pool state (what the router
+    needs to split an order); None when the venue cannot say, and then the router never
+    splits with it. `curve.out(amount_in) == amount_out`.
+    """
 
     dex: str
     token_in: Token
@@ -43,6 +49,7 @@ class Quote:
     fee_amount: int  # in token_in base units
     price_impact_bps: int
     quoted_at: datetime
+    curve: QuoteCurve | None = None
 
     def to_api(self) -> dict[str, Any]:
         """The spec's quote object (whole-token decimal strings)."""
@@ -154,7 +161,16 @@ class Venue(ABC):
 
     @abstractmethod
     def quote(self, token_in: Token, token_out: Token, amount_in: int) -> Quote:
-        """Quote selling `amount_in` now; VenueError if this venue cannot trade the pair or size."""
+        """Quote selling `amount_in` now; VenueError if this venue cannot trade the pair or size.
+
+        The quote carries a `curve` for the router to price every other amount without
+        asking again: it must be the state the quote itself was priced from, read in the same
+        call. A real client reads the pool's accounts once (for a constant-product pool, the
+        two vault balances and the fee rate from one `getMultipleAccounts` at one slot) and
+        computes both the quote and a `ConstantProductCurve` from them; a pool of another
+        shape (Meteora DLMM bins, a concentrated-liquidity range) brings its own `QuoteCurve`
+        over the liquidity it read. A client that cannot leaves `curve` None.
+        """
 
     @abstractmethod
     def quote_latency(self) -> float:

@@ -1,16 +1,17 @@
-"""The simulated chain on SQLite and Postgres: one shared world, swaps, signatures, launches."""
+"""The simulated chain on SQLite and Postgres: one shared world, swaps, signatures, arbitrage, launches."""
 from __future__ import annotations
 
+import math
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from config import find_token
+from config import TOKENS, find_token
 from storage.database import open_database
 from storage.venues.base import SwapRequest, VenueError
-from storage.venues.sim import new_signature, open_chain
+from storage.venues.sim import amm, new_signature, open_chain
 from storage.venues.sim.world import to_datetime
 
 pytestmark = pytest.mark.integration
@@ -234,3 +235,108 @@ def test_latency_is_realistic_or_nothing(make_chain):
     assert all(2.0 <= realistic.swap_latency() <= 3.0 for _ in range(50))
     instant = make_chain(venue_profile="instant").venue("meteora")
     assert instant.quote_latency() == instant.swap_latency() == 0.0
+
+
+# ---- arbitrage: pools relax toward their reference price between swaps -----------------------
+
+HALF_LIFE = amm.ARBITRAGE_HALF_LIFE_S
+REFERENCE = 150.0  # USDC per SOL: the tokens' usd_price ratio
+
+
+def undrifted_gap(chain, dex, t):
+    """ln(pool price / reference) with the pool's seeded drift m(t) taken out: arbitrage's part."""
+    drift = amm.drift_for(chain.seed, dex, "SOL", "USDC").log_multiplier(t)
+    return math.log(float(pool(chain, dex).price) / REFERENCE) - drift
+
+
+def test_after_a_large_one_way_sell_arbitrage_brings_the_price_most_of_the_way_back(make_chain):
+    clock = Clock()
+    chain = make_chain(clock)
+    assert abs(undrifted_gap(chain, "raydium", clock.now)) < 1e-9  # created at the reference
+    for _ in range(10):
+        assert sell_sol(chain, sol=200)[1].status == "confirmed"
+    gap = undrifted_gap(chain, "raydium", clock.now)
+    assert gap < -0.02  # 2000 SOL pushed SOL at least 2% below the reference
+    clock.now += HALF_LIFE
+    assert undrifted_gap(chain, "raydium", clock.now) == pytest.approx(gap / 2, rel=1e-6)
+    clock.now += 2 * HALF_LIFE
+    assert undrifted_gap(chain, "raydium", clock.now) == pytest.approx(gap / 8, rel=1e-6)
+    assert abs(undrifted_gap(chain, "meteora", clock.now)) < 1e-9  # the other venue was never moved
+
+
+def test_arbitrage_moves_a_pool_along_its_curve(make_chain):
+    clock = Clock()
+    chain = make_chain(clock)
+    sell_sol(chain, sol=2_000)
+    moved = pool(chain, "raydium")
+    clock.now += 2 * HALF_LIFE
+    relaxed = pool(chain, "raydium")
+    assert relaxed.price > moved.price and relaxed.reserve_a < moved.reserve_a
+    product = moved.reserve_a * moved.reserve_b
+    assert relaxed.reserve_a * relaxed.reserve_b == pytest.approx(product, rel=1e-9)
+
+
+def test_quotes_and_swaps_land_on_the_same_relaxed_pool(make_chain):
+    clock = Clock()
+    chain = make_chain(clock)
+    sell_sol(chain, sol=2_000)
+    clock.now += 37.5  # half-way through a relaxation, and the drift moved too
+    venue = chain.venue("raydium")
+    quoted = venue.quote(SOL, USDC, 10**9)
+    _, landed = sell_sol(chain, sol=1, min_out=quoted.amount_out)
+    assert (landed.status, landed.amount_out) == ("confirmed", quoted.amount_out)
+    clock.now += 12.25
+    # Another process (this one's quotes may read the pool up to 50 ms stale) quotes 1 SOL:
+    # its curve prices any other amount exactly as the pool will land it.
+    quoted = make_chain(clock).venue("raydium").quote(SOL, USDC, 10**9)
+    expected = quoted.curve.out(25 * 10**9)
+    _, landed = sell_sol(chain, sol=25, min_out=expected)
+    assert (landed.status, landed.amount_out) == ("confirmed", expected)
+
+
+def test_every_chain_on_the_database_computes_the_same_relaxed_pools(make_chain):
+    clock = Clock()
+    first = make_chain(clock)
+    sell_sol(first, sol=3_000)
+    sell_sol(first, dex="meteora", sol=500)
+    for step in (0.000_001, 1.5, 60, 600):
+        clock.now += step
+        second = make_chain(clock)  # another process, its own caches, at the same moment
+        assert [p.to_api() for p in second.pools()] == [p.to_api() for p in first.pools()]
+        assert second.venue("raydium").quote(SOL, USDC, 7 * 10**9) == first.venue("raydium").quote(
+            SOL, USDC, 7 * 10**9)
+
+
+def test_a_quote_carries_the_curve_of_the_pool_it_was_priced_on(make_chain):
+    chain = make_chain()
+    quote = chain.venue("meteora").quote(USDC, SOL, 1_000 * 10**6)
+    assert quote.curve.out(quote.amount_in) == quote.amount_out
+    assert quote.curve.fee_bps == int(quote.fee_rate * 10_000)
+    sol_pool = pool(chain, "meteora")
+    assert (quote.curve.reserve_in, quote.curve.reserve_out) == (sol_pool.reserve_b, sol_pool.reserve_a)
+    expected = quote.curve.out(40_000 * 10**6)  # any other amount lands as the curve says
+    request = SwapRequest(new_signature(), "order-1", "meteora", USDC, SOL, 40_000 * 10**6, expected)
+    landed = chain.venue("meteora").execute_swap(request)
+    assert (landed.status, landed.amount_out) == ("confirmed", expected)
+
+
+# ---- launches: several tokens wait for theirs ----------------------------------------------------
+
+UNLAUNCHED = [t for t in TOKENS if not t.tradable]
+
+
+def test_several_tokens_wait_for_a_launch_and_each_launches_once(make_chain):
+    clock = Clock()
+    chain = make_chain(clock)
+    assert len(UNLAUNCHED) >= 5 and not any(chain.is_tradable(t) for t in UNLAUNCHED)
+    for token in UNLAUNCHED:
+        chain.schedule_launch(token.symbol.lower(), 10)
+    clock.now += 11
+    for token in UNLAUNCHED:
+        assert chain.is_tradable(token)
+        with pytest.raises(VenueError) as again:
+            chain.schedule_launch(token.symbol, 10)
+        assert again.value.code == "already_tradable"
+        quote = chain.venue("raydium").quote(USDC, token, 100 * 10**6)  # 100 USD of it, at its price
+        assert token.to_whole(quote.amount_out) * token.usd_price == pytest.approx(100, rel=0.02)
+    assert len(chain.pools()) == LISTED_POOLS + 2 * 7 * len(UNLAUNCHED)

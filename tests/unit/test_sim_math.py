@@ -1,13 +1,16 @@
-"""The simulator's arithmetic: constant-product swaps, fees, impact, drift, and base58."""
+"""The simulator's arithmetic: constant-product swaps, fees, impact, quote curves, arbitrage,
+drift, and base58."""
 from __future__ import annotations
 
 import math
 import random
+from decimal import Decimal
 
 import pytest
 from hypothesis import given, strategies as st
 
 from storage.venues.base import VenueError
+from storage.venues.curve import ConstantProductCurve
 from storage.venues.sim import amm
 from storage.venues.sim.base58 import b58decode, b58encode, is_valid_signature, new_signature
 
@@ -137,3 +140,57 @@ def test_new_signatures_are_valid_distinct_and_reproducible_with_a_seeded_rng():
 @pytest.mark.parametrize("junk", ["", "abc", "0" * 88, "I" * 88, b58encode(bytes(range(63))) , None, 42])
 def test_anything_but_64_base58_bytes_is_not_a_signature(junk):
     assert not is_valid_signature(junk)
+
+
+@given(
+    reserve_in=st.integers(10**3, 10**18),
+    reserve_out=st.integers(10**3, 10**18),
+    amount_in=st.integers(1, 10**19),
+    fee_bps=st.sampled_from([20, 25, 30]),
+)
+def test_a_quote_curve_prices_every_amount_exactly_as_the_pool_swaps_it(reserve_in, reserve_out, amount_in, fee_bps):
+    curve = ConstantProductCurve(reserve_in, reserve_out, fee_bps)
+    try:
+        landed = amm.swap_out(reserve_in, reserve_out, amount_in, fee_bps).amount_out
+    except VenueError:
+        landed = 0  # the venue refuses it: the curve says it buys nothing
+    assert curve.out(amount_in) == landed
+
+
+@given(
+    reserve_in=st.integers(10**3, 10**18),
+    reserve_out=st.integers(10**3, 10**18),
+    share=st.floats(1e-12, 1.0),
+    fee_bps=st.sampled_from([20, 25, 30]),
+)
+def test_the_least_input_for_an_output_is_exact(reserve_in, reserve_out, share, fee_bps):
+    curve = ConstantProductCurve(reserve_in, reserve_out, fee_bps)
+    wanted = max(1, int(curve.out(reserve_in) * share))
+    least = curve.min_in(wanted)
+    if least is None:
+        assert curve.out(reserve_in) < wanted
+        return
+    assert curve.out(least) >= wanted > curve.out(least - 1)
+
+
+def test_arbitrage_halves_the_gap_to_the_reference_price_every_half_life():
+    reference = math.log(POOL[1] / POOL[0])
+    pushed = (POOL[0] * 11 // 10, POOL[1] * 10 // 11)  # the price ~17% below the reference
+    gap = math.log(pushed[1] / pushed[0]) - reference
+    for half_lives in (0.5, 1, 3):
+        root = amm.relax_root(*pushed, reference, half_lives * amm.ARBITRAGE_HALF_LIFE_S)
+        relaxed = amm.effective(*pushed, root)
+        assert math.log(relaxed[1] / relaxed[0]) - reference == pytest.approx(gap / 2**half_lives, rel=1e-9)
+        assert relaxed[0] * relaxed[1] == pytest.approx(pushed[0] * pushed[1], rel=1e-9)
+
+
+def test_arbitrage_leaves_a_pool_alone_when_no_time_passed():
+    pushed = (POOL[0] * 2, POOL[1] // 2)
+    assert amm.relax_root(*pushed, math.log(POOL[1] / POOL[0]), 0.0) == amm.ROOT_SCALE
+    assert amm.relax_root(*pushed, math.log(POOL[1] / POOL[0]), -3.0) == amm.ROOT_SCALE  # a clock behind the row
+    assert amm.effective(*pushed, amm.ROOT_SCALE) == pushed
+
+
+def test_the_reference_price_is_the_ratio_of_usd_prices_in_base_units():
+    log_price = amm.log_reference(Decimal("150"), Decimal("1"), 9, 6)  # SOL/USDC
+    assert math.exp(log_price) == pytest.approx(150 * 10**6 / 10**9, rel=1e-12)

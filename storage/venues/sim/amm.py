@@ -1,10 +1,18 @@
-"""Constant-product pool arithmetic in exact integers, and the seeded price drift.
+"""Constant-product pool arithmetic in exact integers, arbitrage, and the seeded price drift.
 
-Amounts are integer base units throughout. The drift is a price multiplier m(t)
-applied by moving the pool along its own curve (x·y kept), the way arbitrageurs
-re-price a real pool: effective reserves are (x/√m, y·√m). Stored reserves are
-the de-drifted ones, so every process derives the same effective pool from the
-stored row, the world seed and the wall clock, without coordinating.
+Amounts are integer base units throughout. Two moves re-price a pool along its own curve
+(x·y kept), the way arbitrageurs re-price a real one, each by a price multiplier applied
+as effective reserves (x/√m, y·√m):
+
+- arbitrage: between swaps the pool's price relaxes toward its reference price (the
+  tokens' usd_price ratio, where the world created it), the gap in log price halving
+  every ARBITRAGE_HALF_LIFE_S seconds since the pool row last changed;
+- drift: on top, a seeded multiplier m(t), different per venue, so the venues keep
+  differing (each better part of the time) and prices cross the reference both ways.
+
+Stored reserves are the relaxed-and-swapped, de-drifted ones, written with the time of
+the swap, so every process derives the same effective pool from the stored row, the
+world seed and the wall clock, without coordinating.
 """
 from __future__ import annotations
 
@@ -14,11 +22,17 @@ from dataclasses import dataclass
 from decimal import Context, Decimal
 
 from storage.venues.base import VenueError
+from storage.venues.curve import BPS, fee_for, out_for_net
 
-BPS = 10_000
 MAX_RESERVE = 2**63 - 1  # reserves live in a BIGINT column
 ROOT_SCALE = 10**12  # fixed point of √m
 MAX_LOG_DRIFT = 0.014  # |ln m| bound: two venues stay within e^0.028 ≈ 2.8% of each other
+# Arbitrage closes half of a pool's gap to the reference price per minute: a large one-way
+# sell is 7/8 undone in three minutes, so long runs stay tradable, while over a swap's 2–3 s
+# the pull moves the price by 2.3–3.4% of the gap (23–34 bps on a 10% gap: inside the
+# default 50 bps slippage), so arbitrage alone does not fail swaps. Real arbitrage is faster
+# (a few slots); slower here keeps a user's own price impact visible for a while.
+ARBITRAGE_HALF_LIFE_S = 60.0
 _PRICE_CONTEXT = Context(prec=12)
 
 
@@ -33,11 +47,6 @@ class SwapMath:
     reserve_out: int
 
 
-def fee_for(amount_in: int, fee_bps: int) -> int:
-    """The fee on `amount_in`, rounded up (in the pool's favour, as the on-chain programs do)."""
-    return -(-amount_in * fee_bps // BPS)
-
-
 def swap_out(reserve_in: int, reserve_out: int, amount_in: int, fee_bps: int) -> SwapMath:
     """Sell `amount_in` into an x·y=k pool; VenueError("insufficient_liquidity") if it cannot fill."""
     if amount_in <= 0:
@@ -47,7 +56,7 @@ def swap_out(reserve_in: int, reserve_out: int, amount_in: int, fee_bps: int) ->
         raise VenueError("insufficient_liquidity", "the order is larger than the pool's reserves")
     fee = fee_for(amount_in, fee_bps)
     net = amount_in - fee
-    out = net * reserve_out // (reserve_in + net)
+    out = out_for_net(reserve_in, reserve_out, net)
     if out <= 0:
         raise VenueError("insufficient_liquidity", "the amount is too small to buy one base unit")
     spot = net * reserve_out // reserve_in  # what the same net input buys at the spot price
@@ -63,6 +72,23 @@ def effective(reserve_a: int, reserve_b: int, root: int) -> tuple[int, int]:
 def stored(effective_a: int, effective_b: int, root: int) -> tuple[int, int]:
     """Inverse of `effective`: what to store after a swap on the effective pool."""
     return effective_a * root // ROOT_SCALE, effective_b * ROOT_SCALE // root
+
+
+def log_reference(usd_a: Decimal, usd_b: Decimal, decimals_a: int, decimals_b: int) -> float:
+    """ln of a pool's reference price in base units: token_b units per token_a unit at usd prices."""
+    return math.log(usd_a) - math.log(usd_b) + (decimals_b - decimals_a) * math.log(10)
+
+
+def relax_root(reserve_a: int, reserve_b: int, log_reference_price: float, elapsed_s: float,
+               half_life_s: float = ARBITRAGE_HALF_LIFE_S) -> int:
+    """What arbitrage does to a pool left alone for `elapsed_s`: √(p'/p) in ROOT_SCALE fixed
+    point (what `effective` takes), p' being its price p moved the share 1 - 2^(-elapsed/half
+    life) of the way, in log, to the reference. ROOT_SCALE exactly (no move) when no time passed."""
+    if elapsed_s <= 0:
+        return ROOT_SCALE
+    gap = log_reference_price - (math.log(reserve_b) - math.log(reserve_a))
+    closed = -math.expm1(-elapsed_s * math.log(2) / half_life_s)
+    return round(math.exp(gap * closed / 2) * ROOT_SCALE)
 
 
 def price(reserve_a: int, reserve_b: int, decimals_a: int, decimals_b: int) -> Decimal:

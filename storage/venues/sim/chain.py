@@ -49,16 +49,16 @@ class SimChain(SimulatedChain):
 
     @translating_db_errors
     def pools(self) -> list[PoolView]:
-        """Every pool, with reserves and price as they stand now (drift included)."""
+        """Every pool, with reserves and price as they stand now (arbitrage and drift included)."""
         t = self._world.clock()
         with db_session:
-            rows = [(p.dex, p.token_a, p.token_b, p.reserve_a, p.reserve_b, p.fee_bps)
+            rows = [(p.dex, p.token_a, p.token_b, p.reserve_a, p.reserve_b, p.fee_bps, p.updated_at)
                     for p in select(p for p in self._world.E.SimPool)]
         rows.sort(key=lambda r: (DEXES.index(r[0]), TOKEN_ORDER.get(r[1], 99), TOKEN_ORDER.get(r[2], 99)))
         views = []
-        for dex, a, b, reserve_a, reserve_b, fee_bps in rows:
+        for dex, a, b, reserve_a, reserve_b, fee_bps, updated_at in rows:
             token_a, token_b = find_token(a), find_token(b)
-            eff_a, eff_b = amm.effective(reserve_a, reserve_b, self._world.drift(dex, a, b).root(t))
+            eff_a, eff_b, _ = self._world.pool_now((dex, a, b), reserve_a, reserve_b, updated_at, t)
             views.append(PoolView(dex, token_a, token_b, eff_a, eff_b, Decimal(fee_bps) / amm.BPS,
                                   amm.price(eff_a, eff_b, token_a.decimals, token_b.decimals)))
         return views

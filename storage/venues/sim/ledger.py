@@ -18,7 +18,7 @@ from storage.direct import Transaction
 from storage.sql import IntegrityErrors
 from storage.venues.base import SignatureStatus, SwapRequest, SwapResult, SwapView, VenueError
 from storage.venues.sim import amm
-from storage.venues.sim.world import RACE_ERRORS as WORLD_RACE_ERRORS, World
+from storage.venues.sim.world import RACE_ERRORS as WORLD_RACE_ERRORS, World, to_datetime
 
 RACE_ERRORS = (*WORLD_RACE_ERRORS, *IntegrityErrors)
 
@@ -149,10 +149,11 @@ class _Block:
     def __init__(self, ledger: Ledger, tx: Transaction, entries: list[BlockEntry], pairs: dict):
         self.ledger, self.tx, self.entries, self.pairs = ledger, tx, entries, pairs
         self.d = ledger.dialect
-        self.now = ledger.world.now()
         self.clock = ledger.world.clock()
+        self.now = to_datetime(self.clock)
         self.rows: list[tuple] = []
-        self.pools: dict[tuple[str, str, str], list[int]] = {}  # key -> [reserve_a, reserve_b, fee_bps]
+        # key -> [reserve_a, reserve_b, fee_bps, updated_at]: the rows, moved as swaps land
+        self.pools: dict[tuple[str, str, str], list] = {}
         self.moved: set[tuple[str, str, str]] = set()
 
     def run(self) -> list[SwapResult]:
@@ -176,10 +177,11 @@ class _Block:
             return
         d, p = self.d, self.d.ph
         where = " OR ".join([f"(dex = {p} AND token_a = {p} AND token_b = {p})"] * len(keys))
-        rows = self.tx.execute(f"SELECT dex, token_a, token_b, reserve_a, reserve_b, fee_bps FROM sim_pools "
-                               f"WHERE {where} ORDER BY dex, token_a, token_b{' FOR UPDATE' if d.postgres else ''}",
+        rows = self.tx.execute(f"SELECT dex, token_a, token_b, reserve_a, reserve_b, fee_bps, updated_at "
+                               f"FROM sim_pools WHERE {where} "
+                               f"ORDER BY dex, token_a, token_b{' FOR UPDATE' if d.postgres else ''}",
                                [v for key in keys for v in key])
-        self.pools = {(dex, a, b): [ra, rb, fee] for dex, a, b, ra, rb, fee in rows}
+        self.pools = {(dex, a, b): [ra, rb, fee, d.read_ts(at)] for dex, a, b, ra, rb, fee, at in rows}
 
     def _recorded(self) -> dict[str, SwapResult]:
         signatures = sorted({e.request.signature for e in self.entries})
@@ -199,9 +201,8 @@ class _Block:
         pool = self.pools.get(key)
         if pool is None:
             return self._record(request, "failed", None, "no_pool", "no pool for this pair")
-        reserve_a, reserve_b, fee_bps = pool
-        root = self.ledger.world.drift(*key).root(self.clock)
-        eff_a, eff_b = amm.effective(reserve_a, reserve_b, root)
+        reserve_a, reserve_b, fee_bps, updated_at = pool
+        eff_a, eff_b, root = self.ledger.world.pool_now(key, reserve_a, reserve_b, updated_at, self.clock)
         sells_a = request.token_in.symbol == token_a.symbol
         try:
             math = amm.swap_out(*((eff_a, eff_b) if sells_a else (eff_b, eff_a)), request.amount_in, fee_bps)
@@ -215,7 +216,7 @@ class _Block:
             message = (f"slippage tolerance exceeded: output {math.amount_out} is below the minimum "
                        f"{request.min_amount_out}")
             return self._record(request, "failed", math.amount_out, "slippage_exceeded", message)
-        pool[0], pool[1] = new_a, new_b
+        pool[0], pool[1], pool[3] = new_a, new_b, self.now  # relaxed up to now: the next swap starts here
         self.moved.add(key)
         return self._record(request, "confirmed", math.amount_out, None, None)
 

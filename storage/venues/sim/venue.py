@@ -4,13 +4,13 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
-
 from config import Token
 from storage.errors import translating_db_errors
 from storage.venues.base import Quote, SignatureStatus, SwapRequest, SwapResult, Venue, VenueError
+from storage.venues.curve import ConstantProductCurve
 from storage.venues.sim import amm
 from storage.venues.sim.ledger import BlockEntry, Ledger
-from storage.venues.sim.world import World
+from storage.venues.sim.world import World, to_datetime
 
 # What an RPC node answers when it drops a transaction before it lands.
 TRANSIENT_MESSAGES = (
@@ -38,16 +38,18 @@ class SimVenue(Venue):
         pool = self._world.pool_for_quote(self.name, token_a.symbol, token_b.symbol)
         if pool is None:
             raise VenueError("no_pool", f"{self.name} has no {token_a.symbol}/{token_b.symbol} pool")
-        reserve_a, reserve_b, fee_bps = pool
-        now = self._world.clock()
-        root = self._world.drift(self.name, token_a.symbol, token_b.symbol).root(now)
-        eff_a, eff_b = amm.effective(reserve_a, reserve_b, root)
-        sells_a = token_in.symbol == token_a.symbol
-        math = amm.swap_out(*((eff_a, eff_b) if sells_a else (eff_b, eff_a)), amount_in, fee_bps)
+        reserve_a, reserve_b, fee_bps, updated_at = pool
+        clock = self._world.clock()
+        key = (self.name, token_a.symbol, token_b.symbol)
+        eff_a, eff_b, _ = self._world.pool_now(key, reserve_a, reserve_b, updated_at, clock)
+        reserve_in, reserve_out = (eff_a, eff_b) if token_in.symbol == token_a.symbol else (eff_b, eff_a)
+        math = amm.swap_out(reserve_in, reserve_out, amount_in, fee_bps)
         return Quote(
             dex=self.name, token_in=token_in, token_out=token_out, amount_in=amount_in,
             amount_out=math.amount_out, fee_rate=Decimal(fee_bps) / amm.BPS, fee_amount=math.fee_amount,
-            price_impact_bps=math.price_impact_bps, quoted_at=self._world.now(),
+            price_impact_bps=math.price_impact_bps, quoted_at=to_datetime(clock),
+            # The pool as this quote met it: the router prices other amounts (splits) on it.
+            curve=ConstantProductCurve(reserve_in, reserve_out, fee_bps),
         )
 
     def quote_latency(self) -> float:

@@ -20,7 +20,7 @@ from typing import Callable
 from pony.orm import TransactionIntegrityError, db_session
 from pony.orm.dbapiprovider import IntegrityError
 
-from config import TOKENS, Settings, Token
+from config import TOKENS, Settings, Token, find_token
 from storage.direct import DirectConnections
 from storage.venues.base import VenueError
 from storage.venues.sim import amm
@@ -95,9 +95,10 @@ class World:
         self.direct = DirectConnections(entities.SimPool._database_)  # the chain's hot paths
         self.seed = self._ensure_created()
         self._drifts: dict[tuple[str, str, str], amm.Drift] = {}
+        self._references: dict[tuple[str, str], float] = {}
         self._launched: set[str] = set()  # launches never undo, so this cache never goes stale
         self._lock = threading.Lock()
-        self._pool_reads: dict[tuple[str, str, str], tuple[float, tuple[int, int, int] | None]] = {}
+        self._pool_reads: dict[tuple[str, str, str], tuple[float, tuple[int, int, int, datetime] | None]] = {}
 
     def now(self) -> datetime:
         """The clock as naive UTC."""
@@ -130,8 +131,33 @@ class World:
             drift = self._drifts[key] = amm.drift_for(self.seed, dex, token_a, token_b)
         return drift
 
-    def pool_for_quote(self, dex: str, token_a: str, token_b: str) -> tuple[int, int, int] | None:
-        """(reserve_a, reserve_b, fee_bps) of a pool as of at most QUOTE_STALENESS_S ago, or None.
+    def reference(self, token_a: str, token_b: str) -> float:
+        """ln of the pool's reference price (base units of b per unit of a): the usd_price ratio."""
+        key = (token_a, token_b)
+        log_price = self._references.get(key)
+        if log_price is None:
+            a, b = find_token(token_a), find_token(token_b)
+            log_price = self._references[key] = amm.log_reference(a.usd_price, b.usd_price, a.decimals, b.decimals)
+        return log_price
+
+    def pool_now(self, key: tuple[str, str, str], reserve_a: int, reserve_b: int, updated_at: datetime,
+                 clock: float) -> tuple[int, int, int]:
+        """(effective_a, effective_b, drift_root) of a pool at epoch second `clock`, from its row.
+
+        The stored reserves relax toward the reference price for the time since the row last
+        changed (arbitrage), then the drift moves them: a pure function of the row, the seed and
+        the clock, so every process prices the pool alike. A swap on the effective pool stores
+        `amm.stored(reserves after, drift_root)` and the time it landed.
+        """
+        elapsed = (to_datetime(clock) - updated_at).total_seconds()
+        root = amm.relax_root(reserve_a, reserve_b, self.reference(key[1], key[2]), elapsed)
+        relaxed_a, relaxed_b = amm.effective(reserve_a, reserve_b, root)
+        drift_root = self.drift(*key).root(clock)
+        return (*amm.effective(relaxed_a, relaxed_b, drift_root), drift_root)
+
+    def pool_for_quote(self, dex: str, token_a: str, token_b: str) -> tuple[int, int, int, datetime] | None:
+        """(reserve_a, reserve_b, fee_bps, updated_at) of a pool's row as of at most
+        QUOTE_STALENESS_S ago, or None.
 
         Quotes read reserves a few tens of milliseconds old, as a quote from an RPC node
         does; swaps always read them under the pool's lock. Reading the row for every
@@ -143,9 +169,9 @@ class World:
         if cached is not None and now - cached[0] <= QUOTE_STALENESS_S:
             return cached[1]
         p = self.direct.dialect.ph
-        rows = self.direct.get().execute(f"SELECT reserve_a, reserve_b, fee_bps FROM sim_pools "
+        rows = self.direct.get().execute(f"SELECT reserve_a, reserve_b, fee_bps, updated_at FROM sim_pools "
                                          f"WHERE dex = {p} AND token_a = {p} AND token_b = {p}", key)
-        state = tuple(rows[0]) if rows else None
+        state = (*rows[0][:3], self.direct.dialect.read_ts(rows[0][3])) if rows else None
         self._pool_reads[key] = (now, state)
         return state
 
