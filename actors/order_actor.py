@@ -20,7 +20,6 @@ signing the transaction need no outside answer), the swap, and the store of `con
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from decimal import ROUND_CEILING, Decimal, localcontext
 from typing import Callable
 
@@ -45,6 +44,7 @@ from actors.messages import (
     StepExpired,
     SwapSettled,
 )
+from actors.execution import Execution, LegRun
 from actors.retry import PERMANENT_ERRORS, RetryPolicy
 from config import find_token
 from actors.trigger_book import ArmedOrder
@@ -105,8 +105,7 @@ class OrderActor(pykka.ThreadingActor):
         self.quote_started = None
         self.retry_reason: str | None = None
         self.route = None
-        self.signature: str | None = None
-        self.dex: str | None = None
+        self.execution = Execution(self.amount_in, self.token_in, self.token_out)
         self.signature_checks = 0
         self.rechecks = 0
         self.requotes = 0
@@ -134,11 +133,13 @@ class OrderActor(pykka.ThreadingActor):
                 return self._append([("failed", meta, None)], self._finish)
             return self._start_attempt(self.attempt, None)
         mine = [e for e in (self.order.events or ()) if e.attempt == self.attempt]
+        routed = next((e for e in mine if e.status == "routing"), None)
         sent = next((e for e in reversed(mine) if e.status == "submitted"), None)
+        self.execution.resume(routed.meta if routed else {}, sent.meta if sent else None)
         if sent is not None:
-            log.info("order %s: resuming, asking %s about %s", self.order.id, sent.meta.get("dex"), sent.meta.get("txHash"))
-            self.signature, self.dex = sent.meta["txHash"], sent.meta["dex"]
-            return self._check_signature()
+            log.info("order %s: resuming, asking the venues about %s", self.order.id,
+                     [leg.signature for leg in self.execution.legs])
+            return self._check_signatures()
         self._attempt_failed("interrupted", f"attempt {self.attempt} was interrupted at {self.status}", True)
 
     # ---- messages -----------------------------------------------------------------------------
@@ -155,12 +156,14 @@ class OrderActor(pykka.ThreadingActor):
             if self.waiting == "quotes" and message.request_id // 10 == self.step:
                 self._quote_received(message)
         elif isinstance(message, SwapSettled):
-            if self.waiting == "swap" and message.result.signature == self.signature:
-                self.swap_latency = message.latency
-                self._swap_settled(message.result)
+            leg = self.execution.leg(message.result.signature) if self.waiting == "swap" else None
+            if leg is not None and leg.state == "sent":
+                self.swap_latency = max(self.swap_latency, message.latency)
+                self._swap_settled(leg, message.result)
         elif isinstance(message, SignatureChecked):
-            if self.waiting == "signature" and message.status.signature == self.signature:
-                self._signature_checked(message.status)
+            leg = self.execution.leg(message.status.signature) if self.waiting == "signature" else None
+            if leg is not None and leg.state == "unknown":
+                self._signature_checked(leg, message.status)
         elif isinstance(message, RetryDue):
             if self.waiting == "retry" and message.step == self.step:
                 self._start_attempt(message.attempt, self.retry_reason)
@@ -169,7 +172,7 @@ class OrderActor(pykka.ThreadingActor):
                 self._expired()
         elif isinstance(message, Recheck):
             if self.waiting == "recheck" and message.step == self.step:
-                self._check_signature()
+                self._check_signatures()
         elif isinstance(message, Resend):
             self._tell(message.name, message.message)
         elif isinstance(message, Drain):
@@ -195,7 +198,7 @@ class OrderActor(pykka.ThreadingActor):
         self._wait("quotes", QUOTE_TIMEOUT)
         for request_id, dex in enumerate(VENUES):
             self._tell(dex, RequestQuote(self.step * 10 + request_id, self.token_in, self.token_out,
-                                         self.amount_in, self.actor_ref))
+                                         self.execution.remaining_in, self.actor_ref))
 
     def _quote_received(self, message: QuoteReceived) -> None:
         self.quotes[message.dex] = message
@@ -223,20 +226,25 @@ class OrderActor(pykka.ThreadingActor):
             permanent = len(errors) == len(VENUES) and all(q.error_code in PERMANENT_ERRORS for q in errors)
             return self._attempt_failed(errors[0].error_code, errors[0].message, not permanent)
         if self.order.type == "limit":
-            floor = self._limit_min_out()
+            # The limit sets the floor of the output (of what is left to fill), whatever the
+            # slippage tolerance says; each leg's minimum carries its share of it.
+            floor = max(0, self._limit_min_out() - self.execution.filled_out)
+            route = choose_route(usable, self.order.slippage_bps, min_total_out=floor)
             if route.amount_out < floor:  # not met: wait for the price (or fail this retry)
                 if arming:
                     return self._arm({"trigger": "price", "limitPrice": decimal_str(self.order.limit_price),
                                       "minAmountOut": decimal_str(self.token_out.to_whole(floor)),
                                       "bestAmountOut": decimal_str(self.token_out.to_whole(route.amount_out))})
                 return self._attempt_failed("limit_not_met", "the price no longer meets the limit", True)
-            # The limit sets the floor of the output, whatever the slippage tolerance says.
-            route = replace(route, min_amount_out=max(route.min_amount_out, floor))
         self.route = route
         routing = self._routing_meta(route)
         building = self._build()
+        first = self.execution.legs[0]
+        submitted = {"txHash": first.signature, "dex": first.dex}
+        if route.is_split:
+            submitted["legs"] = self.execution.legs_api(with_tx=True)
         self._append([("routing", routing, self.quote_started), ("building", building, None),
-                      ("submitted", {"txHash": self.signature, "dex": self.dex}, None)], self._send)
+                      ("submitted", submitted, None)], self._send)
 
     def _requote_later(self) -> bool:
         """No venue can quote now (an outage, such as the database the simulator keeps its pools
@@ -301,48 +309,80 @@ class OrderActor(pykka.ThreadingActor):
             meta["worker"] = self.worker_id
         if self.retry_reason:
             meta["retryReason"] = self.retry_reason
+        if self.execution.filled:  # legs of earlier attempts that need no retry
+            meta["filledLegs"] = self.execution.fills_api()
         if log.isEnabledFor(logging.INFO):
             log.info("order %s attempt %d routed to %s: %s", self.order.id, self.attempt, route.best_dex,
                      {d: q.get("amountOut") for d, q in quotes.items()})
         return meta
 
     def _build(self) -> dict:
-        """The transaction: its venue, minimum output and signature. It is signed here, so its
-        signature is stored (in `submitted`) before it is sent, and a resumed order asks the
-        venue about it instead of ever sending a second transaction."""
-        self.dex = self.route.best_dex
-        building = {"dex": self.dex, "amountIn": decimal_str(self.order.amount),
-                    "minAmountOut": decimal_str(self.token_out.to_whole(self.route.min_amount_out))}
+        """The transactions, one per leg: venue, amount, minimum output and signature. They
+        are signed here, so their signatures are stored (in `submitted`) before they are
+        sent, and a resumed order asks the venues about them instead of ever sending a
+        second transaction."""
+        route = self.route
+        self.execution.legs = [LegRun(leg.dex, leg.amount_in, leg.min_amount_out, self.new_signature())
+                               for leg in route.legs]
+        building = {"dex": route.best_dex, "amountIn": decimal_str(self.token_in.to_whole(route.amount_in)),
+                    "minAmountOut": decimal_str(self.token_out.to_whole(route.min_amount_out))}
+        if route.is_split:
+            building["legs"] = self.execution.legs_api(with_min=True)
         if self.token_in.symbol == "SOL":
             building["wrapSol"] = True
         if self.token_out.symbol == "SOL":
             building["unwrapSol"] = True
-        self.signature = self.new_signature()
         return building
 
     def _send(self) -> None:
-        request = SwapRequest(self.signature, str(self.order.id), self.dex, self.token_in, self.token_out,
-                              self.amount_in, self.route.min_amount_out)
         self._wait("swap", SWAP_TIMEOUT)
-        self._tell(self.dex, SendSwap(request, self.actor_ref))
+        for leg in self.execution.legs:
+            request = SwapRequest(leg.signature, str(self.order.id), leg.dex, self.token_in, self.token_out,
+                                  leg.amount_in, leg.min_out)
+            self._tell(leg.dex, SendSwap(request, self.actor_ref))
 
-    def _swap_settled(self, result) -> None:
-        self._cancel_watchdog()
+    def _swap_settled(self, leg: LegRun, result) -> None:
         if result.status == "confirmed":
-            self._confirm(result.amount_out)
+            leg.state, leg.amount_out = "confirmed", result.amount_out
         elif result.status == "failed":
-            self._attempt_failed(result.error_code or "swap_failed", result.message or "swap failed", result.retriable)
+            leg.state, leg.error_code = "failed", result.error_code or "swap_failed"
+            leg.message, leg.retriable = result.message or "swap failed", result.retriable
         else:
-            log.info("order %s: swap %s timed out, asking the venue", self.order.id, self.signature)
-            self._check_signature()
-
-    def _check_signature(self) -> None:
-        self._wait("signature", SWAP_TIMEOUT)
-        self._tell(self.dex, CheckSignature(self.signature, self.actor_ref))
-
-    def _signature_checked(self, status) -> None:
+            log.info("order %s: swap %s timed out, asking the venue", self.order.id, leg.signature)
+            leg.state = "unknown"
+        if any(other.state == "sent" for other in self.execution.legs):
+            return  # the other leg's answer is still to come
         self._cancel_watchdog()
+        if self.execution.open_legs():
+            return self._check_signatures()
+        self._legs_done()
+
+    def _check_signatures(self) -> None:
+        """Ask each leg's venue about the legs whose outcome is unknown."""
+        self._wait("signature", SWAP_TIMEOUT)
+        for leg in self.execution.open_legs():
+            leg.state = "unknown"
+            self._tell(leg.dex, CheckSignature(leg.signature, self.actor_ref))
+
+    def _signature_checked(self, leg: LegRun, status) -> None:
         if status.status == "unknown":  # the venue cannot answer now (an outage): ask again later
+            leg.state = "recheck"
+        elif status.status == "confirmed":
+            leg.state, leg.amount_out = "confirmed", status.amount_out
+        elif status.status == "failed":
+            # _attempt_failed decides retriability (permanent codes never retry).
+            leg.state, leg.error_code = "failed", status.error_code or "swap_failed"
+            leg.message = f"transaction {leg.signature} failed: {leg.error_code}"
+        else:
+            leg.state, leg.error_code = "failed", "transaction_expired"
+            leg.message = f"transaction {leg.signature} never landed"
+        if any(other.state == "unknown" for other in self.execution.legs):
+            return  # another leg's answer is still to come
+        self._cancel_watchdog()
+        rechecks = [other for other in self.execution.legs if other.state == "recheck"]
+        if rechecks:
+            for other in rechecks:
+                other.state = "unknown"
             first, longest = RECHECK_S
             delay = min(longest, first * 2 ** self.rechecks)
             self.rechecks += 1
@@ -351,21 +391,24 @@ class OrderActor(pykka.ThreadingActor):
             self.timers.call_later(delay, lambda: ref.tell(due))
             return
         self.rechecks = 0
-        if status.status == "confirmed":
-            self._confirm(status.amount_out)
-        elif status.status == "failed":
-            code = status.error_code or "swap_failed"
-            # _attempt_failed decides retriability (permanent codes never retry).
-            self._attempt_failed(code, f"transaction {self.signature} failed: {code}", True)
-        else:
-            self._attempt_failed("transaction_expired", f"transaction {self.signature} never landed", True)
+        self._legs_done()
 
-    def _confirm(self, amount_out_base: int) -> None:
+    def _legs_done(self) -> None:
+        """Every leg has its outcome: confirm once all is filled, or retry what is not."""
+        failed = self.execution.settle()
+        if self.execution.remaining_in <= 0:
+            return self._confirm()
+        self._attempt_failed(failed.error_code, failed.message, failed.retriable)
+
+    def _confirm(self) -> None:
+        fills = self.execution.filled
         amount_in = self.order.amount
-        amount_out = self.token_out.to_whole(amount_out_base)
-        meta = {"txHash": self.signature, "dex": self.dex, "amountIn": decimal_str(amount_in),
+        amount_out = self.token_out.to_whole(self.execution.filled_out)
+        meta = {"txHash": fills[0].signature, "dex": fills[0].dex, "amountIn": decimal_str(amount_in),
                 "amountOut": decimal_str(amount_out), "executedPrice": executed_price(amount_in, amount_out),
                 "latencyMs": self._latency_ms(), "venueLatencyMs": round(self.swap_latency * 1000, 1)}
+        if len(fills) > 1:
+            meta["legs"] = self.execution.fills_api()
         self._append([("confirmed", meta, None)], self._finish)
 
     def _attempt_failed(self, code: str, message: str, retriable: bool) -> None:
@@ -461,7 +504,7 @@ class OrderActor(pykka.ThreadingActor):
             return self._route()
         if self.waiting in ("swap", "signature") and self.signature_checks < SIGNATURE_CHECKS:
             self.signature_checks += 1
-            return self._check_signature()
+            return self._check_signatures()
         raise StepTimedOut(f"order {self.order.id}: no answer while waiting for {self.waiting}")
 
     def _latency_ms(self) -> int:

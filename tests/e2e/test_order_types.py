@@ -177,3 +177,28 @@ def test_a_killed_worker_s_armed_orders_each_fire_once_on_another_worker(make_cl
         client.close()
 
     asyncio.run(scenario())
+
+
+def test_a_large_order_is_split_and_confirms_with_a_fill_and_a_swap_per_leg(make_cluster):
+    cluster = make_cluster(workers=1, VENUE_PROFILE="instant")
+
+    async def scenario():
+        client = cluster.client()
+        code, quote = await client.request("GET", "/api/quote?tokenIn=SOL&tokenOut=USDC&amount=3000")
+        assert code == 200 and len(quote["route"]["legs"]) == 2, quote
+        code, accepted = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="3000", slippageBps=1000)
+        assert code == 202
+        frames, _ = await client.listen(accepted["links"]["ws"], timeout=30)
+        assert [f["status"] for f in frames] == ["pending", "routing", "building", "submitted", "confirmed"]
+        routing, submitted, confirmed = frames[1]["meta"], frames[3]["meta"], frames[4]["meta"]
+        assert {leg["dex"] for leg in routing["route"]["legs"]} == {"raydium", "meteora"}
+        assert [leg["txHash"] for leg in confirmed["legs"]] == [leg["txHash"] for leg in submitted["legs"]]
+        assert sum(Decimal(leg["amountIn"]) for leg in confirmed["legs"]) == Decimal("3000")
+        assert sum(Decimal(leg["amountOut"]) for leg in confirmed["legs"]) == Decimal(confirmed["amountOut"])
+        code, order = await client.order(accepted["orderId"])
+        assert len(order["fills"]) == 2
+        code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={accepted['orderId']}")
+        assert sorted(s["txHash"] for s in swaps["swaps"]) == sorted(f["txHash"] for f in order["fills"])
+        client.close()
+
+    asyncio.run(scenario())

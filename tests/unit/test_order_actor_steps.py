@@ -7,12 +7,12 @@ import itertools
 from decimal import Decimal
 from uuid import uuid4
 
-from actors.messages import (AppendEvents, EventsStored, OrderFinished, QuoteReceived, RequestQuote, RunOrder,
-                             SendSwap, SwapSettled)
+from actors.messages import (AppendEvents, EventsStored, OrderFinished, QuoteReceived, RequestQuote, RetryDue,
+                             RunOrder, SendSwap, SwapSettled)
 from actors.order_actor import OrderActor
 from actors.retry import RetryPolicy
 from config import find_token
-from storage.records import EventRecord, OrderRecord, utcnow
+from storage.records import EventRecord, OrderRecord, decimal_str, utcnow
 from storage.venues.base import Quote, SwapResult
 
 SOL, USDC = find_token("SOL"), find_token("USDC")
@@ -140,3 +140,53 @@ def test_a_pooled_actor_ignores_replies_meant_for_its_previous_order():
         actor.on_receive(QuoteReceived(request.request_id, dex, quote(dex, 150_000_000)))
     (append,) = directory.refs["event_writer"].take(AppendEvents)
     assert {d.order_id for d in append.drafts} == {second.id}
+
+
+def curve_quote(dex: str, amount_in: int, reserve_in: int, reserve_out: int) -> Quote:
+    from storage.venues.curve import ConstantProductCurve
+
+    curve = ConstantProductCurve(reserve_in, reserve_out, 25)
+    return Quote(dex, SOL, USDC, amount_in, curve.out(amount_in), Decimal("0.0025"), 0, 1, utcnow(), curve=curve)
+
+
+def test_a_split_order_sends_each_leg_and_retries_only_the_leg_that_failed():
+    actor, directory, router = make_actor()
+    order = pending_order()
+    order = order.__class__(**{**order.__dict__, "amount": Decimal("1000")})  # large: splitting pays
+    amount = 1000 * 10**9
+    pools = {"raydium": (20_000 * 10**9, 3_000_000 * 10**6), "meteora": (18_000 * 10**9, 2_700_000 * 10**6)}
+    actor.on_receive(RunOrder(order))
+    requests = directory.refs["raydium"].take(RequestQuote) + directory.refs["meteora"].take(RequestQuote)
+    for request, dex in zip(requests, ("raydium", "meteora")):
+        actor.on_receive(QuoteReceived(request.request_id, dex, curve_quote(dex, request.amount_in, *pools[dex])))
+    (append,) = directory.refs["event_writer"].take(AppendEvents)
+    routing, building, submitted = (d.meta for d in append.drafts)
+    assert len(routing["route"]["legs"]) == 2 and len(building["legs"]) == 2 and len(submitted["legs"]) == 2
+    assert submitted["txHash"] == submitted["legs"][0]["txHash"]
+    actor.on_receive(stored(append))
+    sends = directory.refs["raydium"].take(SendSwap) + directory.refs["meteora"].take(SendSwap)
+    assert sorted(s.request.dex for s in sends) == ["meteora", "raydium"]
+    assert sum(s.request.amount_in for s in sends) == amount
+    good, bad = sends
+    actor.on_receive(SwapSettled(SwapResult(good.request.signature, "confirmed", 123_000_000)))
+    assert directory.refs["event_writer"].told == [], "one leg is still out"
+    actor.on_receive(SwapSettled(SwapResult(bad.request.signature, "failed", error_code="transient",
+                                            message="blockhash not found", retriable=True)))
+    actor.on_receive(RetryDue(2, actor.step))  # the retry's timer, fired by hand
+    requests = directory.refs["raydium"].take(RequestQuote) + directory.refs["meteora"].take(RequestQuote)
+    assert {r.amount_in for r in requests} == {bad.request.amount_in}, "only the failed leg's amount is routed"
+    small = {"raydium": (10**15, 10**15 * 150 // 1000), "meteora": (10**15, 10**15 * 149 // 1000)}  # deep: no split
+    for request, dex in zip(requests, ("raydium", "meteora")):
+        actor.on_receive(QuoteReceived(request.request_id, dex, curve_quote(dex, request.amount_in, *small[dex])))
+    (append,) = directory.refs["event_writer"].take(AppendEvents)
+    assert append.drafts[0].attempt == 2
+    assert append.drafts[0].meta["filledLegs"] == [
+        {"dex": good.request.dex, "amountIn": decimal_str(SOL.to_whole(good.request.amount_in)),
+         "amountOut": "123", "txHash": good.request.signature}]
+    actor.on_receive(stored(append))
+    (last,) = directory.refs["raydium"].take(SendSwap)
+    actor.on_receive(SwapSettled(SwapResult(last.request.signature, "confirmed", 77_000_000)))
+    (confirm,) = directory.refs["event_writer"].take(AppendEvents)
+    meta = confirm.drafts[0].meta
+    assert meta["amountOut"] == "200" and meta["amountIn"] == "1000"
+    assert [leg["txHash"] for leg in meta["legs"]] == [good.request.signature, last.request.signature]
