@@ -1,4 +1,5 @@
-"""What every handler shares: its dependencies, JSON answers, errors, and the executor hop.
+"""What every handler shares: its dependencies, the caller's key, JSON answers, errors, and
+the executor hop.
 
 Database and bus calls block, so handlers never make them on the IOLoop: `run` hands
 them to a small thread pool (Pony keeps one connection per thread, so few threads).
@@ -17,6 +18,7 @@ from tornado.web import RequestHandler, stream_request_body
 from config import Settings
 from storage import codec
 from storage.runtime import Storage
+from web.access import KeyRing, redact_token
 from web.errors import ApiError, to_api_error
 
 log = logging.getLogger(__name__)
@@ -40,10 +42,14 @@ class Services:
         from web.hub import EventHub
         from web.intake import OrderIntake
         from web.metrics import WebMetrics
+        from web.submit_limit import SubmissionLimiter
 
         self.storage = storage
         self.settings = settings
         self.executor = executor or ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="web-io")
+        self.keys = KeyRing(settings.api_keys)
+        # KEY_RATE_LIMIT applies where keys are configured (it counts per key).
+        self.limiter = SubmissionLimiter(storage.bus, settings.key_rate_limit) if self.keys.enabled else None
         self.metrics = WebMetrics()
         self.hub = EventHub(storage.orders, storage.bus, self.run, self.metrics, **hub_options)
         self.intake = OrderIntake(storage, settings.queue_max_depth,
@@ -64,6 +70,8 @@ class Services:
             socket.close(1001, "server shutting down")
         self.hub.stop()
         self.intake.close()
+        if self.limiter is not None:
+            self.limiter.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -73,10 +81,18 @@ def json_dumps(data: Any) -> bytes:
 
 
 class ApiHandler(RequestHandler):
-    """A JSON endpoint: errors in the spec's shape, never HTML or a stack trace."""
+    """A JSON endpoint: errors in the spec's shape, never HTML or a stack trace.
+
+    `prepare` authenticates the caller (`owner`: its key's id, None where no keys are
+    configured); a `public` handler needs no key.
+    """
+
+    public = False
+    owner: str | None = None
 
     def initialize(self, services: Services) -> None:
         self.services = services
+        redact_token(self.request)
         self._cors_headers()
 
     @property
@@ -94,6 +110,15 @@ class ApiHandler(RequestHandler):
         if origin and origin.rstrip("/") in self.services.settings.cors_origins:
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Vary", "Origin")
+
+    def prepare(self) -> Any:
+        self.authenticate()
+
+    def authenticate(self) -> None:
+        """Set `owner` from the request's API key, or raise the 401 (public handlers and CORS
+        preflights, which browsers send without credentials, need none)."""
+        if not self.public and self.request.method != "OPTIONS":
+            self.owner = self.services.keys.owner(self.request)
 
     def options(self, *args: Any) -> None:
         """CORS preflight: which methods and headers a browser may use here."""
@@ -140,9 +165,12 @@ class ApiHandler(RequestHandler):
 
 
 class NotFoundHandler(ApiHandler):
-    """`default_handler_class`: every unknown path gets the spec's 404."""
+    """`default_handler_class`: every unknown path gets the spec's 404 (under `/api` and `/ws`,
+    once the key is checked, as every request there)."""
 
     def prepare(self) -> None:
+        if self.request.path.startswith(("/api/", "/ws")):
+            self.authenticate()
         raise ApiError(404, "not_found", f"no such resource: {self.request.path}")
 
 
@@ -151,21 +179,38 @@ class JsonBodyHandler(ApiHandler):
     """A POST endpoint with a JSON body of at most 64 KiB; `self.body` holds it in `post()`.
 
     The body is streamed so an oversize one gets the spec's JSON 413 instead of
-    Tornado's connection reset.
+    Tornado's connection reset. `counts_submissions`: the request counts against
+    KEY_RATE_LIMIT, before its body is read.
     """
 
-    def prepare(self) -> None:
+    counts_submissions = False
+
+    def prepare(self) -> Any:
         self.body = b""
         self._too_large = False
         if self.request.method != "POST":
-            return
-        media_type = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-        if media_type != "application/json":
-            raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
+            return None
+        self.authenticate()
+        if self.counts_submissions and self.services.limiter is not None:
+            return self._admit()  # a coroutine only where keys are on: Tornado awaits it
+        self._check_rest()
+        return None
+
+    async def _admit(self) -> None:
+        await self.services.limiter.admit(self.owner)
+        self._check_rest()
+
+    def _check_rest(self) -> None:
+        self._check_media_type()
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > DRAIN_LIMIT_BYTES:
             raise self._payload_too_large()
         self.request.connection.set_max_body_size(DRAIN_LIMIT_BYTES)
+
+    def _check_media_type(self) -> None:
+        media_type = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json":
+            raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
 
     def data_received(self, chunk: bytes) -> None:
         if self._too_large or self._finished:
@@ -186,10 +231,32 @@ class JsonBodyHandler(ApiHandler):
 
 
 class SocketHandler(websocket.WebSocketHandler):
-    """A WebSocket endpoint: JSON frames, allowed origins, handshake errors in the spec's shape."""
+    """A WebSocket endpoint: the caller's key, JSON frames, allowed origins, handshake errors in
+    the spec's shape."""
+
+    owner: str | None = None
 
     def initialize(self, services: Services) -> None:
         self.services = services
+        redact_token(self.request)
+
+    async def prepare(self) -> None:
+        """Refuse the handshake (401 for the key, and what `admit` refuses) in the spec's shape."""
+        try:
+            self.owner = self.services.keys.owner(self.request, allow_token=True)
+            await self.admit()
+        except Exception as exc:  # the handshake fails with the error's status and shape
+            error = to_api_error(exc)
+            if error.code == "internal_error":
+                log.error("unexpected error in a WebSocket handshake", exc_info=True)
+            self.set_status(error.status)
+            for name, value in error.headers.items():
+                self.set_header(name, value)
+            self.set_header("Content-Type", "application/json; charset=utf-8")
+            self.finish(json_dumps(error.body()))
+
+    async def admit(self) -> None:
+        """Anything else the handshake must pass (the submit socket counts a submission)."""
 
     def check_origin(self, origin: str) -> bool:
         """Same host (Tornado checks that first) or one of CORS_ORIGINS."""
@@ -202,7 +269,7 @@ class SocketHandler(websocket.WebSocketHandler):
         status = self.get_status()
         if isinstance(chunk, str) and status >= 400 and self.ws_connection is None:
             self.set_header("Content-Type", "application/json; charset=utf-8")
-            code = {403: "forbidden"}.get(status, "invalid_field")
+            code = to_api_error(None, status).code
             chunk = json_dumps({"error": {"code": code, "message": chunk}})
         return super().finish(chunk)
 

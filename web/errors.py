@@ -63,6 +63,7 @@ def not_found(message: str = "no such resource") -> ApiError:
 # Tornado raises HTTPError for what it rejects before our code runs.
 _HTTP_CODES = {
     400: "invalid_field",
+    401: "unauthorized",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",

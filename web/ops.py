@@ -13,12 +13,16 @@ log = logging.getLogger(__name__)
 class HealthHandler(ApiHandler):
     """`GET /healthz`: the process is alive (answers without touching storage)."""
 
+    public = True
+
     def get(self) -> None:
         self.write_json({"status": "ok"})
 
 
 class ReadyHandler(ApiHandler):
     """`GET /readyz`: the database and the bus both answer; 503 `not_ready` otherwise."""
+
+    public = True
 
     async def get(self) -> None:
         storage = self.storage
@@ -37,6 +41,8 @@ class ReadyHandler(ApiHandler):
 
 class MetricsHandler(ApiHandler):
     """`GET /metrics`: Prometheus text format from this process's own registry."""
+
+    public = True
 
     async def get(self) -> None:
         metrics = self.services.metrics

@@ -592,7 +592,7 @@ class _OnPostgresAndRedis:
 
     @pytest.fixture(autouse=True)
     def _servers(self, postgres_url, redis_url):
-        self.env = {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url}
+        self.env = {**self.env, "DATABASE_URL": postgres_url, "REDIS_URL": redis_url}
 
 
 class SubmitOnPostgresAndRedisTest(_OnPostgresAndRedis, SubmitTest):
