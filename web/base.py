@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BODY_BYTES = 64 * 1024
-# Bodies up to this size are read (and dropped) before answering 413, so the client
-# reads a JSON answer on a healthy connection; beyond it we answer and hang up.
+# A body up to this size is read (and dropped) before any refusal is answered (401, 413,
+# 415, 429), so the client reads a JSON answer on a connection that stays usable; beyond
+# it the answer says `Connection: close` and the connection closes once it is sent.
 DRAIN_LIMIT_BYTES = 1024 * 1024
 EXECUTOR_THREADS = 8
 
@@ -178,9 +179,11 @@ class NotFoundHandler(ApiHandler):
 class JsonBodyHandler(ApiHandler):
     """A POST endpoint with a JSON body of at most 64 KiB; `self.body` holds it in `post()`.
 
-    The body is streamed so an oversize one gets the spec's JSON 413 instead of
-    Tornado's connection reset. `counts_submissions`: the request counts against
-    KEY_RATE_LIMIT, before its body is read.
+    The body is streamed, so a refusal decided from the headers (401, 415, 413, 429) is
+    answered only once the body has been read and dropped: answering first would leave
+    unread bytes on a kept-alive connection, and the client's next request there would
+    be reset. A declared body over DRAIN_LIMIT_BYTES is refused at once, with
+    `Connection: close`. `counts_submissions`: the request counts against KEY_RATE_LIMIT.
     """
 
     counts_submissions = False
@@ -188,24 +191,30 @@ class JsonBodyHandler(ApiHandler):
     def prepare(self) -> Any:
         self.body = b""
         self._too_large = False
+        self._refusal: Exception | None = None
         if self.request.method != "POST":
-            return None
-        self.authenticate()
-        if self.counts_submissions and self.services.limiter is not None:
-            return self._admit()  # a coroutine only where keys are on: Tornado awaits it
-        self._check_rest()
+            return None  # nothing but POST here: 405 once the body is read
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > DRAIN_LIMIT_BYTES:
+            too_large = self._payload_too_large()
+            too_large.headers["Connection"] = "close"  # the body will not be read
+            raise too_large
+        self.request.connection.set_max_body_size(DRAIN_LIMIT_BYTES)
+        try:
+            self.authenticate()
+            if self.counts_submissions and self.services.limiter is not None:
+                return self._admit()  # a coroutine only where keys are on: Tornado awaits it
+            self._check_media_type()
+        except ApiError as error:
+            self._refusal = error
         return None
 
     async def _admit(self) -> None:
-        await self.services.limiter.admit(self.owner)
-        self._check_rest()
-
-    def _check_rest(self) -> None:
-        self._check_media_type()
-        length = self.request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > DRAIN_LIMIT_BYTES:
-            raise self._payload_too_large()
-        self.request.connection.set_max_body_size(DRAIN_LIMIT_BYTES)
+        try:
+            await self.services.limiter.admit(self.owner)
+            self._check_media_type()
+        except Exception as exc:  # answered once the body is read (BusError: 503)
+            self._refusal = exc
 
     def _check_media_type(self) -> None:
         media_type = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
@@ -213,15 +222,17 @@ class JsonBodyHandler(ApiHandler):
             raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
 
     def data_received(self, chunk: bytes) -> None:
-        if self._too_large or self._finished:
-            return
+        if self._too_large or self._refusal is not None or self._finished:
+            return  # read and dropped
         if len(self.body) + len(chunk) > MAX_BODY_BYTES:
             self._too_large, self.body = True, b""
         else:
             self.body += chunk
 
     def check_body(self) -> None:
-        """Raise the 413 when the body was over the limit (call first in `post`)."""
+        """Raise the refusal decided from the headers, or the 413 (call first in `post`)."""
+        if self._refusal is not None:
+            raise self._refusal
         if self._too_large:
             raise self._payload_too_large()
 

@@ -7,8 +7,10 @@ by not publishing them).
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -570,6 +572,67 @@ class FailureTest(WebTestCase):
         conn = await websocket_connect(HTTPRequest(self.get_url("/ws").replace("http://", "ws://"),
                                                    headers={"Origin": "https://app.example"}))
         conn.close()
+
+
+class HttpEdgeTest(WebTestCase):
+    """Answers decided before the body is read, on one kept-alive connection (a blocking
+    client on another thread, so the server's IOLoop keeps running)."""
+
+    env = {"API_KEYS": "edge-key"}
+
+    def exchange(self, requests):
+        """Send (method, path, body, headers) requests on ONE connection: [(status, headers, body)]."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.get_http_port(), timeout=WAIT_S)
+        answers = []
+        try:
+            for method, path, body, headers in requests:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                answers.append((response.status, dict(response.getheaders()), response.read()))
+                assert conn.sock is not None, "the server closed a kept-alive connection"
+        finally:
+            conn.close()
+        return answers
+
+    @gen_test
+    async def test_a_refusal_answered_before_the_body_is_read_leaves_the_connection_usable(self):
+        key = {"Authorization": "Bearer edge-key"}
+        json_type = {"Content-Type": "application/json"}
+        order = json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1"})
+        junk = "x" * (300 * 1024)  # larger than socket buffers: the client is still sending when refused
+        requests = [
+            ("POST", "/api/orders/execute", junk, {**key, "Content-Type": "text/plain"}),  # 415
+            ("POST", "/api/orders/execute", order, {**key, **json_type}),
+            ("POST", "/api/orders/execute", junk, {**key, **json_type}),  # 413
+            ("POST", "/api/orders/execute", order, {**key, **json_type}),
+            ("POST", "/api/orders/execute", junk, json_type),  # 401
+            ("POST", "/api/sim/launch", junk, {**key, "Content-Type": "text/plain"}),  # 415
+            ("GET", "/api/orders/execute", junk, key),  # 405
+            ("POST", "/api/orders/execute", order, {**key, **json_type}),
+        ]
+        answers = await asyncio.get_running_loop().run_in_executor(None, self.exchange, requests)
+        assert [status for status, _, _ in answers] == [415, 202, 413, 202, 401, 415, 405, 202]
+        assert all(headers.get("Connection", "").lower() != "close" for _, headers, _ in answers)
+        assert [json.loads(body).get("error", {}).get("code") for _, _, body in answers] == [
+            "unsupported_media_type", None, "payload_too_large", None, "unauthorized", "unsupported_media_type",
+            "method_not_allowed", None]
+        assert self.order_count() == 3
+
+    @gen_test
+    async def test_a_body_declared_over_1_mib_is_refused_at_once_with_connection_close(self):
+        def declare_huge():
+            with socket.create_connection(("127.0.0.1", self.get_http_port()), timeout=WAIT_S) as sock:
+                sock.sendall(b"POST /api/orders/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Authorization: Bearer edge-key\r\nContent-Length: 2097152\r\n\r\n{")
+                received = b""
+                while chunk := sock.recv(65536):  # the answer, then the server's end of the connection
+                    received += chunk
+                return received
+
+        received = await asyncio.get_running_loop().run_in_executor(None, declare_huge)
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 413") and b"\r\nConnection: close" in head
+        assert json.loads(body)["error"]["code"] == "payload_too_large"
 
 
 class ServerTest(WebTestCase):
