@@ -95,9 +95,10 @@ class OrderFeed:
         self.listener.order_finished(self.order_id)
 
     def idle(self, now: float) -> bool:
-        """True when the sweeper should look in the database for events this feed missed."""
-        return (not (self.done or self.closed or self.initial or self.filling)
-                and now - self.last_progress >= self.idle_after)
+        """True when the sweeper should look in the database for events this feed missed, or
+        read its history again: a first read that failed (the database was down) is retried
+        like any other, so the listener never waits in silence."""
+        return not (self.done or self.closed or self.filling) and now - self.last_progress >= self.idle_after
 
     def backed_off(self, now: float) -> None:
         """A sweep is starting: wait longer before the next one unless events arrive."""

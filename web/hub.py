@@ -35,10 +35,11 @@ from uuid import UUID
 from tornado.ioloop import IOLoop, PeriodicCallback
 
 from storage.bus import Bus, Subscription
-from storage.errors import OrderNotFound
+from storage.errors import OrderNotFound, StorageError
 from storage.orders import OrderStore
 from storage.records import BusEvent
 from storage.status import TERMINAL
+from web.errors import ApiError
 from web.feed import IDLE_S, Listener, OrderFeed
 
 log = logging.getLogger(__name__)
@@ -170,9 +171,9 @@ class EventHub:
         feeds = self._by_listener.setdefault(listener, {})
         feed = feeds.get(order_id)
         if feed is not None:  # already streamed on this connection: resume, never repeat
-            if not feed.initial:  # else its first load is running and will answer
+            if not feed.initial:  # else its first load answers (started again if it failed)
                 listener.order_found(order_id)
-                self._spawn(self._fill(feed))
+            self._spawn(self._fill(feed))
             return
         hose = self._firehoses.get(listener)
         resume_at = hose.skip.get(order_id, 0) if hose is not None else 0
@@ -320,8 +321,10 @@ class EventHub:
                     break
         except asyncio.CancelledError:
             raise
+        except (StorageError, ApiError) as exc:  # an outage (or a full executor): expected, retried
+            log.warning("could not read events of order %s (the sweeper retries): %s", feed.order_id, exc)
         except Exception:
-            log.warning("could not read events of order %s; the sweeper retries", feed.order_id, exc_info=True)
+            log.exception("could not read events of order %s; the sweeper retries", feed.order_id)
         finally:
             feed.filling = False
 

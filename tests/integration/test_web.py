@@ -400,6 +400,42 @@ class ListenerTest(WebTestCase):
                ["pending", "routing", "building", "submitted", "confirmed"]
 
     @gen_test
+    async def test_a_listener_whose_first_history_read_fails_gets_its_events_once_the_database_is_back(self):
+        from storage.errors import StorageUnavailable
+        from web.hub import RecentEvents
+
+        order_id = (await self.submit())[1]["orderId"]
+        self.advance(order_id, LIFECYCLE[0])
+        await asyncio.sleep(0.05)
+        self.services.hub.recent = RecentEvents()  # the history must come from the database
+        orders, failures = self.storage.orders, []
+        events_after = orders.events_after
+
+        def database_down(*args, **kwargs):
+            failures.append(args)
+            raise StorageUnavailable("database unavailable: connection refused")
+
+        orders.events_after = database_down
+        try:
+            conn = await self.connect(f"/ws?orderId={order_id}")
+            firehose = await self.connect("/ws")
+            await firehose.write_message(json.dumps({"subscribe": order_id}))
+            for _ in range(200):  # the first read and at least one retry by the sweeper fail
+                if len(failures) >= 4:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(failures) >= 4
+        finally:
+            orders.events_after = events_after  # the database is back
+        assert statuses([await self.frame(conn), await self.frame(conn)]) == [(1, "pending"), (2, "routing")]
+        assert await self.frame_of(firehose, {order_id}) == {"type": "subscribed", "orderId": order_id}
+        assert statuses([await self.frame_of(firehose, {order_id}) for _ in range(2)]) == [(1, "pending"),
+                                                                                         (2, "routing")]
+        self.advance(order_id, *LIFECYCLE[1:], CONFIRMED)
+        assert [s for _, s in statuses(await self.frames_until_close(conn))] == ["building", "submitted", "confirmed"]
+        firehose.close()
+
+    @gen_test
     async def test_two_listeners_each_get_every_event(self):
         order_id = (await self.submit())[1]["orderId"]
         first = await self.connect(f"/ws?orderId={order_id}")
