@@ -2,7 +2,8 @@
 the executor hop.
 
 Database and bus calls block, so handlers never make them on the IOLoop: `run` hands
-them to a small thread pool (Pony keeps one connection per thread, so few threads).
+them to a small thread pool (Pony keeps one connection per thread, so few threads)
+with a bounded queue: past it a request answers 503 at once instead of waiting in memory.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
 
-from tornado import websocket
+from tornado import iostream, websocket
 from tornado.web import RequestHandler, stream_request_body
 
 from config import Settings
@@ -30,6 +31,8 @@ MAX_BODY_BYTES = 64 * 1024
 # it the answer says `Connection: close` and the connection closes once it is sent.
 DRAIN_LIMIT_BYTES = 1024 * 1024
 EXECUTOR_THREADS = 8
+EXECUTOR_QUEUE_MAX = 1000  # calls waiting for an executor thread; beyond, 503 at once
+SEND_BUFFER_LIMIT = 1024 * 1024  # bytes a WebSocket may have unsent; beyond, it is closed (1008)
 
 
 class Services:
@@ -48,6 +51,7 @@ class Services:
         self.storage = storage
         self.settings = settings
         self.executor = executor or ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="web-io")
+        self._queued = 0  # calls handed to the executor and not finished
         self.keys = KeyRing(settings.api_keys)
         # KEY_RATE_LIMIT applies where keys are configured (it counts per key).
         self.limiter = SubmissionLimiter(storage.bus, settings.key_rate_limit) if self.keys.enabled else None
@@ -58,8 +62,15 @@ class Services:
         self.sockets: set[websocket.WebSocketHandler] = set()  # open WebSockets, closed on stop
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking call on the executor and await its result (IOLoop thread only)."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        """Run a blocking call on the executor and await its result (IOLoop thread only);
+        a 503 `not_ready` when EXECUTOR_QUEUE_MAX calls are already waiting."""
+        if self._queued >= EXECUTOR_QUEUE_MAX:
+            raise ApiError(503, "not_ready", "the server is waiting on its database; retry later")
+        self._queued += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        finally:
+            self._queued -= 1
 
     def start(self) -> None:
         """Subscribe the event hub to the bus and start its sweeper (on the IOLoop thread)."""
@@ -243,7 +254,7 @@ class JsonBodyHandler(ApiHandler):
 
 class SocketHandler(websocket.WebSocketHandler):
     """A WebSocket endpoint: the caller's key, JSON frames, allowed origins, handshake errors in
-    the spec's shape."""
+    the spec's shape, and a bounded send buffer (a client that stops reading is closed, 1008)."""
 
     owner: str | None = None
 
@@ -269,6 +280,9 @@ class SocketHandler(websocket.WebSocketHandler):
     async def admit(self) -> None:
         """Anything else the handshake must pass (the submit socket counts a submission)."""
 
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        self.ws_connection.stream.max_write_buffer_size = SEND_BUFFER_LIMIT
+
     def check_origin(self, origin: str) -> bool:
         """Same host (Tornado checks that first) or one of CORS_ORIGINS."""
         parsed = urlparse(origin)
@@ -289,16 +303,31 @@ class SocketHandler(websocket.WebSocketHandler):
         self.send_text(json_dumps(data))
 
     def send_text(self, text: bytes) -> None:
-        """Send JSON text already encoded (an event as the writer encoded it) as a text frame."""
-        if self.ws_connection is None or self.ws_connection.is_closing():
+        """Send JSON text already encoded (an event as the writer encoded it) as a text frame;
+        past SEND_BUFFER_LIMIT unsent bytes the client is not reading: close it (1008)."""
+        connection = self.ws_connection
+        if connection is None or connection.is_closing():
             return
         try:
-            self.write_message(text, binary=False)
+            sent = self.write_message(text, binary=False)
         except websocket.WebSocketClosedError:
-            pass
+            return
+        except iostream.StreamBufferFullError:
+            log.info("closing a WebSocket whose client does not read (over %d bytes unsent)", SEND_BUFFER_LIMIT)
+            connection.stream.max_write_buffer_size = None  # room for the close frame
+            self.close(1008, "too slow: the client does not read its events")
+            return
+        # The frame's future fails if the connection closes before it is sent: retrieve that
+        # here, or asyncio logs a traceback per unsent frame when it is collected.
+        sent.add_done_callback(_retrieve)
 
     def send_error_frame(self, error: ApiError, close: bool = True) -> None:
         """An error frame; with `close`, then close 1008 (policy violation)."""
         self.send_json({"type": "error", "error": error.to_api()})
         if close:
             self.close(1008, error.code)
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()

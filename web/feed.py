@@ -37,6 +37,9 @@ class OrderFeed:
     """Delivery state of one order on one listener (`owner`: whose order the listener may see;
     None for anyone)."""
 
+    __slots__ = ("listener", "order_id", "owner", "next_seq", "pending", "initial", "filling", "refill",
+                 "requested", "done", "closed", "_clock", "last_progress", "_idle_s", "idle_after")
+
     def __init__(self, listener: Listener, order_id: str, next_seq: int, *, initial: bool,
                  owner: str | None = None, clock: Callable[[], float] = time.monotonic, idle_s: float = IDLE_S):
         self.listener = listener

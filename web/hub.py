@@ -15,9 +15,9 @@ Owners: every event carries its order's owner (the API key's id), so a listener 
 only its own orders without a database read: a firehose skips the others' events, and
 following another key's order answers `order_missing`, as for an order that does not exist.
 
-A firehose remembers at most MAX_REMEMBERED_PER_FIREHOSE orders it must not follow
-again (finished, unsubscribed); an `unsubscribe` of an order it does not follow creates
-nothing (a muted feed was kept for it before, and for every order unsubscribed).
+Bounds: a firehose remembers at most MAX_REMEMBERED_PER_FIREHOSE orders it must not
+follow again (finished, unsubscribed) and holds at most MAX_SUBSCRIPTIONS orders it
+asked for with `subscribe`; an `unsubscribe` of an order it does not follow creates nothing.
 
     bus thread --call_soon_threadsafe--> _dispatch --offer--> OrderFeed --deliver--> Listener
                                             |                    ^
@@ -39,13 +39,14 @@ from storage.errors import OrderNotFound, StorageError
 from storage.orders import OrderStore
 from storage.records import BusEvent
 from storage.status import TERMINAL
-from web.errors import ApiError
+from web.errors import ApiError, ValidationError
 from web.feed import IDLE_S, Listener, OrderFeed
 
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 1.0
 MAX_REMEMBERED_PER_FIREHOSE = 10_000  # finished or unsubscribed orders a firehose does not follow again
+MAX_SUBSCRIPTIONS = 1_000  # orders a connection follows at once because it asked to (`subscribe`)
 RECENT_ORDERS = 5_000  # orders whose events a web process keeps for new listeners (~10 s at full load)
 
 
@@ -166,7 +167,8 @@ class EventHub:
 
         The feed is registered for live events before the history is read, so nothing
         falls between the two. `listener.order_missing` is called if the order is unknown
-        or belongs to another owner than `owner` (None: anyone's).
+        or belongs to another owner than `owner` (None: anyone's). On an all-orders
+        connection this is a `subscribe`: past MAX_SUBSCRIPTIONS it raises a ValidationError.
         """
         feeds = self._by_listener.setdefault(listener, {})
         feed = feeds.get(order_id)
@@ -182,6 +184,9 @@ class EventHub:
         if not resume_at and owner is not None and self.recent.owner_of(order_id) not in (None, owner):
             return listener.order_missing(order_id)  # another key's order: as if it did not exist
         if hose is not None:
+            if hose.subscribed >= MAX_SUBSCRIPTIONS:
+                raise ValidationError("invalid_field", f"a connection follows at most {MAX_SUBSCRIPTIONS} "
+                                      "orders it subscribed to; unsubscribe some first", "subscribe")
             hose.subscribed += 1
             if resume_at:  # unsubscribed earlier: resume where it stopped
                 del hose.skip[order_id]

@@ -31,6 +31,7 @@ from web.errors import ApiError, ValidationError
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
+MAX_WAITING = 4096  # submits waiting for the next batch; beyond, 503 (storage is stuck or slow)
 QUEUE_DEPTH_TTL_S = 0.1
 
 
@@ -48,6 +49,8 @@ class OrderIntake:
 
     async def submit(self, draft: OrderDraft) -> Created:
         """Store and queue one order with the others of its batch (IOLoop thread)."""
+        if self._gatherer.waiting >= MAX_WAITING:
+            raise ApiError(503, "not_ready", "too many orders are waiting to be stored; retry later")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if self._gatherer.add((draft, future)):

@@ -128,7 +128,10 @@ class ListenSocket(_EventSocket):
             self.send_error_frame(error, close=False)
             return
         if action == "subscribe":
-            self.services.hub.follow(self, order_id, 0, self.owner)
+            try:
+                self.services.hub.follow(self, order_id, 0, self.owner)
+            except ApiError as error:  # too many subscriptions: the connection stays open
+                self.send_error_frame(error, close=False)
         else:
             self.services.hub.mute(self, order_id)
             self.send_json({"type": "unsubscribed", "orderId": order_id})

@@ -7,14 +7,18 @@ by not publishing them).
 from __future__ import annotations
 
 import asyncio
+import gc
 import http.client
 import json
+import logging
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -608,6 +612,121 @@ class FailureTest(WebTestCase):
         conn = await websocket_connect(HTTPRequest(self.get_url("/ws").replace("http://", "ws://"),
                                                    headers={"Origin": "https://app.example"}))
         conn.close()
+
+
+class BoundsTest(WebTestCase):
+    """What one connection can make the web process hold is bounded."""
+
+    @gen_test
+    async def test_an_unsubscribe_for_an_order_the_connection_does_not_follow_creates_nothing(self):
+        conn = await self.connect("/ws")
+        for _ in range(500):
+            order_id = str(uuid.uuid4())
+            await conn.write_message(json.dumps({"unsubscribe": order_id}))
+            assert await self.frame(conn) == {"type": "unsubscribed", "orderId": order_id}
+        assert self.services.hub.feed_count() == 0
+        conn.close()
+
+    @gen_test
+    async def test_a_connection_follows_a_bounded_number_of_orders_it_subscribed_to(self):
+        ids = [(await self.submit())[1]["orderId"] for _ in range(4)]
+        conn = await self.connect("/ws")
+        with mock.patch("web.hub.MAX_SUBSCRIPTIONS", 3):
+            for order_id in ids[:3]:
+                await conn.write_message(json.dumps({"subscribe": order_id}))
+                assert await self.frame_of(conn, set(ids)) == {"type": "subscribed", "orderId": order_id}
+                assert statuses([await self.frame_of(conn, set(ids))]) == [(1, "pending")]
+            await conn.write_message(json.dumps({"subscribe": ids[3]}))
+            refused = await self.frame_of(conn, set(ids))
+            assert (refused["type"], refused["error"]["code"], refused["error"]["field"]) == \
+                   ("error", "invalid_field", "subscribe")
+            await conn.write_message(json.dumps({"unsubscribe": ids[0]}))  # the connection stays open
+            assert await self.frame_of(conn, set(ids)) == {"type": "unsubscribed", "orderId": ids[0]}
+            await conn.write_message(json.dumps({"subscribe": ids[3]}))
+            assert await self.frame_of(conn, set(ids)) == {"type": "subscribed", "orderId": ids[3]}
+        conn.close()
+
+    @gen_test
+    async def test_past_the_executor_queue_bound_a_request_answers_503_at_once(self):
+        order_id = (await self.submit())[1]["orderId"]
+        release = threading.Event()
+        get_order = self.storage.orders.get_order
+
+        def stuck(*args, **kwargs):  # a database that does not answer
+            release.wait(WAIT_S)
+            return get_order(*args, **kwargs)
+
+        self.storage.orders.get_order = stuck
+        with mock.patch("web.base.EXECUTOR_QUEUE_MAX", 2):
+            waiting = [asyncio.ensure_future(self.call(f"/api/orders/{order_id}")) for _ in range(2)]
+            while self.services._queued < 2:
+                await asyncio.sleep(0.01)
+            status, answer = await self.call(f"/api/orders/{order_id}")
+            assert (status, answer["error"]["code"]) == (503, "not_ready")
+            release.set()
+            assert [status for status, _ in await asyncio.gather(*waiting)] == [200, 200]
+
+    @gen_test(timeout=30)
+    async def test_a_listener_that_never_reads_is_closed_with_1008_and_let_go(self):
+        """Its send buffer stops at the limit; the process keeps serving; closing it logs nothing."""
+        from storage.records import BusEvent
+
+        records: list[logging.LogRecord] = []
+        keep = _Keep(records)
+        logging.getLogger().addHandler(keep)
+        base_log = logging.getLogger("web.base")
+        saved_level = base_log.level
+        base_log.setLevel(logging.INFO)
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        stalled.connect(("127.0.0.1", self.get_http_port()))
+        stalled.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        reader = await self.connect("/ws")  # a listener that reads, alongside
+        try:
+            while len(self.services.sockets) < 2:
+                await asyncio.sleep(0.01)
+            (server_side,) = [s for s in self.services.sockets
+                              if s.ws_connection.stream.socket.getpeername() == stalled.getsockname()]
+            padding = b"x" * 16_000
+            sent = 0
+            while server_side.ws_connection is not None and not server_side.ws_connection.is_closing():
+                assert sent < 64 * 1024 * 1024, "the stalled listener was never closed"
+                ids = [str(uuid.uuid4()) for _ in range(16)]
+                self.storage.bus.publish([BusEvent(i, 1, "pending", "", b'{"orderId":"%s","seq":1,"pad":"%s"}'
+                                                   % (i.encode(), padding)) for i in ids])
+                sent += 16 * len(padding)
+                assert (await self.frame(reader))["seq"] == 1  # the reading listener keeps up
+                for _ in range(15):
+                    await self.frame(reader)
+            assert any(r.getMessage().startswith("closing a WebSocket whose client does not read") for r in records)
+            for _ in range(800):  # the client never answers the close: Tornado lets it go after 5 s
+                if server_side not in self.services.sockets:
+                    break
+                await asyncio.sleep(0.01)
+            assert server_side not in self.services.sockets and self.services.hub.listener_count == 1
+            order_id = (await self.submit())[1]["orderId"]  # still serving
+            assert (await self.frame_of(reader, {order_id}))["orderId"] == order_id
+        finally:
+            logging.getLogger().removeHandler(keep)
+            base_log.setLevel(saved_level)
+            stalled.close()
+            reader.close()
+        gc.collect()
+        await asyncio.sleep(0.05)
+        noisy = [r for r in records if r.levelno >= logging.WARNING or r.exc_info]
+        assert noisy == [], [r.getMessage() for r in noisy][:3]
+
+
+class _Keep(logging.Handler):
+    """Keeps every record logged anywhere (pytest's own capture may be set to a higher level)."""
+
+    def __init__(self, records):
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record):
+        self.records.append(record)
 
 
 class HttpEdgeTest(WebTestCase):
