@@ -14,13 +14,14 @@ from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
 
 from tornado import iostream, websocket
+from tornado.log import access_log
 from tornado.web import RequestHandler, stream_request_body
 
 from config import Settings
 from storage import codec
 from storage.runtime import Storage
 from web.access import KeyRing, redact_token
-from web.errors import ApiError, to_api_error
+from web.errors import ApiError, is_outage, to_api_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,6 +93,19 @@ def json_dumps(data: Any) -> bytes:
     return codec.dumps(data)
 
 
+def log_request(handler: RequestHandler) -> None:
+    """The access log (the Application's `log_function`): one line per request. A 503 for an
+    expected outage (database or bus down) is a WARNING with its cause, not an ERROR; only
+    a bug (500) is an ERROR, and its traceback is logged by the handler."""
+    status = handler.get_status()
+    reason = getattr(handler, "log_reason", None)
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 or reason else logging.ERROR
+    if access_log.isEnabledFor(level):
+        request = handler.request
+        access_log.log(level, "%d %s %s %.2fms%s", status, request.method, request.uri,
+                       1000.0 * request.request_time(), f" ({reason})" if reason else "")
+
+
 class ApiHandler(RequestHandler):
     """A JSON endpoint: errors in the spec's shape, never HTML or a stack trace.
 
@@ -101,6 +115,7 @@ class ApiHandler(RequestHandler):
 
     public = False
     owner: str | None = None
+    log_reason: str | None = None  # why an expected outage answered 5xx (for the access log)
 
     def initialize(self, services: Services) -> None:
         self.services = services
@@ -166,9 +181,8 @@ class ApiHandler(RequestHandler):
         error = to_api_error(value)
         if error.code == "internal_error":
             super().log_exception(typ, value, tb)  # a bug: keep the traceback (in the log only)
-        elif error.status >= 500:
-            log.warning("%s %s answered %s %s: %r", self.request.method, self.request.path,
-                        error.status, error.code, value)
+        elif is_outage(error):  # expected: told once, in the request's access line
+            self.log_reason = f"{error.code}: {value}"
 
     def allowed_methods(self) -> list[str]:
         """Methods this handler implements (for the 405 `Allow` header)."""
@@ -257,6 +271,7 @@ class SocketHandler(websocket.WebSocketHandler):
     the spec's shape, and a bounded send buffer (a client that stops reading is closed, 1008)."""
 
     owner: str | None = None
+    log_reason: str | None = None
 
     def initialize(self, services: Services) -> None:
         self.services = services
@@ -271,6 +286,8 @@ class SocketHandler(websocket.WebSocketHandler):
             error = to_api_error(exc)
             if error.code == "internal_error":
                 log.error("unexpected error in a WebSocket handshake", exc_info=True)
+            elif is_outage(error):
+                self.log_reason = f"{error.code}: {exc}"
             self.set_status(error.status)
             for name, value in error.headers.items():
                 self.set_header(name, value)

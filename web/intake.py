@@ -129,8 +129,8 @@ class OrderIntake:
             for c in created:
                 try:
                     self._storage.orders.discard_unqueued(c.order.id)
-                except StorageError:
-                    log.warning("could not remove unqueued order %s", c.order.id, exc_info=True)
+                except StorageError as cause:  # both down: the order stays `pending` unqueued
+                    log.warning("could not remove unqueued order %s: %s", c.order.id, cause)
             failed = {id(c) for c in created}
             for i, result in enumerate(results):
                 if id(result) in failed:

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from storage.records import BusEvent
 from web.base import SocketHandler
-from web.errors import ApiError, ValidationError, not_found, to_api_error
+from web.errors import ApiError, ValidationError, is_outage, not_found, to_api_error
 from web.orders import submit_order
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,10 @@ class SubmitSocket(_EventSocket):
             accepted = await submit_order(self.services, message, self.owner or "")
         except Exception as exc:  # every failure becomes an error frame, never a dropped socket
             error = to_api_error(exc)
-            if error.status >= 500 and error.code == "internal_error":
+            if error.code == "internal_error":
                 log.error("unexpected error in a WebSocket submit", exc_info=True)
+            elif is_outage(error):
+                log.warning("a WebSocket submit answered %s %s: %s", error.status, error.code, exc)
             self.send_error_frame(error)
             return
         self.send_json({"type": "accepted", **accepted.to_api()})

@@ -601,6 +601,46 @@ class FailureTest(WebTestCase):
         assert (status, answer["error"]["code"]) == (503, "not_ready")
 
     @gen_test
+    async def test_an_outage_is_one_warning_line_per_request_without_a_traceback(self):
+        from storage.errors import BusError, StorageUnavailable
+
+        def database_down(*args, **kwargs):
+            raise StorageUnavailable("database unavailable: connection refused")
+
+        def bus_down(*args, **kwargs):
+            raise BusError("redis unavailable for accept: connection refused")
+
+        records: list[logging.LogRecord] = []
+        keep = _Keep(records)
+        logging.getLogger().addHandler(keep)
+        try:
+            self.storage.orders.get_order = database_down
+            self.storage.orders.list_orders = database_down
+            self.storage.bus.accept = bus_down
+            for request in (self.call(f"/api/orders/{uuid.uuid4()}"), self.call("/api/orders"), self.submit()):
+                records.clear()
+                status, answer = await request
+                assert (status, answer["error"]["code"]) == (503, "not_ready")
+                lines = [r for r in records if r.levelno >= logging.WARNING]
+                assert [(r.levelno, r.exc_info) for r in lines] == [(logging.WARNING, None)], \
+                    [r.getMessage() for r in lines]
+                assert "unavailable" in lines[0].getMessage()
+            records.clear()
+            conn = await self.connect("/api/orders/execute")
+            await conn.write_message(json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1"}))
+            assert (await self.frame(conn))["error"]["code"] == "not_ready"
+            await self.frames_until_close(conn)
+            lines = [r for r in records if r.levelno >= logging.WARNING]
+            assert [(r.levelno, r.exc_info) for r in lines] == [(logging.WARNING, None)], [r.getMessage() for r in lines]
+            records.clear()
+            self.storage.orders.ping = database_down
+            assert (await self.call("/readyz"))[0] == 503
+            lines = [r for r in records if r.levelno >= logging.WARNING]
+            assert len(lines) == 1 and "database" in lines[0].getMessage() and lines[0].exc_info is None
+        finally:
+            logging.getLogger().removeHandler(keep)
+
+    @gen_test
     async def test_allowed_origins_get_cors_headers_and_a_preflight(self):
         response = await self.http_client.fetch(HTTPRequest(
             self.get_url("/api/orders/execute"), method="OPTIONS", headers={"Origin": "https://app.example"}))
