@@ -184,13 +184,7 @@ class EventHub:
         if not resume_at and owner is not None and self.recent.owner_of(order_id) not in (None, owner):
             return listener.order_missing(order_id)  # another key's order: as if it did not exist
         if hose is not None:
-            if hose.subscribed >= MAX_SUBSCRIPTIONS:
-                raise ValidationError("invalid_field", f"a connection follows at most {MAX_SUBSCRIPTIONS} "
-                                      "orders it subscribed to; unsubscribe some first", "subscribe")
-            hose.subscribed += 1
-            if resume_at:  # unsubscribed earlier: resume where it stopped
-                del hose.skip[order_id]
-                after = resume_at - 1
+            after = self._subscribe(hose, order_id, resume_at, after)
         remembered = self.recent.after(order_id, after)
         feed = self._add_feed(listener, order_id, after + 1, initial=remembered is None, owner=owner)
         feed.requested = hose is not None
@@ -206,6 +200,19 @@ class EventHub:
         if gap:
             self._spawn(self._fill(feed))
         self._after_offer(feed)
+
+    @staticmethod
+    def _subscribe(hose: _Firehose, order_id: str, resume_at: int, after: int) -> int:
+        """Count a `subscribe` against the connection's bound; the seq to stream after (where an
+        `unsubscribe` stopped it, if one did)."""
+        if hose.subscribed >= MAX_SUBSCRIPTIONS:
+            raise ValidationError("invalid_field", f"a connection follows at most {MAX_SUBSCRIPTIONS} "
+                                  "orders it subscribed to; unsubscribe some first", "subscribe")
+        hose.subscribed += 1
+        if not resume_at:
+            return after
+        del hose.skip[order_id]
+        return resume_at - 1
 
     def mute(self, listener: Listener, order_id: str) -> None:
         """Stop sending `order_id` to an all-orders `listener` (an `unsubscribe`); an order it does
