@@ -739,6 +739,7 @@ class BoundsTest(WebTestCase):
                 assert (await self.frame(reader))["seq"] == 1  # the reading listener keeps up
                 for _ in range(15):
                     await self.frame(reader)
+                assert len(asyncio.all_tasks()) < 50  # no task per unsent frame
             assert any(r.getMessage().startswith("closing a WebSocket whose client does not read") for r in records)
             for _ in range(800):  # the client never answers the close: Tornado lets it go after 5 s
                 if server_side not in self.services.sockets:
