@@ -311,6 +311,8 @@ def test_generated_bad_websocket_frames_get_error_frames_store_nothing_and_the_e
             assert (await read(commands))["error"]["code"] == "not_found"
         loop.run_until_complete(still_open())
     finally:
-        commands.close()
+        async def close():
+            commands.close()
+        loop.run_until_complete(close())
         loop.close()
     assert_still_serving_and_nothing_stored(proc, port, before)
