@@ -78,13 +78,20 @@ def cmd_worker(settings) -> int:
 
 
 def _serve(settings, with_worker: bool) -> int:
-    """`engine web` and `engine run`: the HTTP server (and, for `run`, the worker) until SIGTERM."""
+    """`engine web` and `engine run`: the HTTP server (and, for `run`, the worker) until SIGTERM.
+
+    The port is bound before anything else starts: a second `engine run` on a port in use
+    stops here, before it could start a worker on the first one's database.
+    """
     import uvloop  # measured: ~8% less CPU per order in the web process than asyncio's own loop
 
-    return uvloop.run(_serve_async(settings, with_worker))
+    from web.server import bind_port
+
+    sockets = bind_port(settings.port)
+    return uvloop.run(_serve_async(settings, with_worker, sockets))
 
 
-async def _serve_async(settings, with_worker: bool) -> int:
+async def _serve_async(settings, with_worker: bool, sockets) -> int:
     from storage.runtime import open_storage
     from web.server import WebServer
 
@@ -101,8 +108,8 @@ async def _serve_async(settings, with_worker: bool) -> int:
         loop.add_signal_handler(sig, stop.set)
     server = WebServer(storage, settings)
     try:
-        server.start()
-        log.info("listening on port %d", settings.port)
+        server.start(sockets=sockets)
+        log.info("listening on port %d", server.port)
         while not stop.is_set():
             if worker is not None and worker.fatal.is_set():
                 log.critical("the worker stopped; shutting down")
@@ -176,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _setup_logging(settings.log_level)
     from storage.errors import BusError, SchemaNotMigrated, StorageUnavailable
+    from web.server import PortUnavailable
 
     try:
         if args.command == "migrate":
@@ -183,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "worker":
             return cmd_worker(settings)
         return _serve(settings, with_worker=args.command == "run")
-    except (SchemaNotMigrated, StorageUnavailable, BusError) as exc:  # an operator's problem: say it plainly
+    except (SchemaNotMigrated, StorageUnavailable, BusError, PortUnavailable) as exc:  # an operator's problem: say it plainly
         print(f"engine: {exc}", file=sys.stderr)
         return 2
 

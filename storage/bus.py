@@ -64,7 +64,8 @@ class Subscription(ABC):
 
 
 class Bus(ABC):
-    """Jobs for workers, events for web processes, and the shared start-rate limit."""
+    """Jobs for workers, events for web processes, and the shared rate limits (order starts,
+    submissions per API key)."""
 
     # ---- jobs ----------------------------------------------------------------------------
     @abstractmethod

@@ -9,6 +9,8 @@
   first fetch. `claim_abandoned` takes jobs only from dead consumers, atomically.
 - Rate: sliding window in the sorted set `{prefix}:starts`, timed by Redis's own
   clock so every worker counts against the same window; a fetched batch is counted at once.
+  Submissions per API key the same way, one sorted set per owner (`{prefix}:submits:{owner}`),
+  a whole batch of the web's submits in one script call.
 - Events: one PUBLISH per batch on `{prefix}:{db}:events` (`storage.bus.encode_events`);
   best effort.
 - A web process's intake queues a batch of orders, publishes their `pending` events and
@@ -78,13 +80,35 @@ if n == want then return {n, '0'} end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {n, tostring(tonumber(oldest[2]) + window - now)}
 """
-MAX_STARTS_PER_CALL = 1000
+# Sliding-window submission limit per owner. KEYS: one zset per submission (an owner's key may
+# repeat). ARGV: limit, window seconds, member prefix. Returns per submission '0' when counted,
+# else the seconds until the owner's oldest counted submission leaves the window.
+_TRY_SUBMIT_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local waits = {}
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  if redis.call('ZCARD', key) < limit then
+    redis.call('ZADD', key, now, ARGV[3] .. ':' .. i)
+    redis.call('PEXPIRE', key, math.ceil(window * 1000) + 1000)
+    waits[i] = '0'
+  else
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    waits[i] = tostring(math.max(tonumber(oldest[2]) + window - now, 0.000001))
+  end
+end
+return waits
+"""
+MAX_STARTS_PER_CALL = 1000  # Lua's unpack takes a few thousand arguments at most
 
 # Delete a lock only if the caller still holds it. KEYS: lock. ARGV: owner.
 _UNLOCK_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-"""  # Lua's unpack takes a few thousand arguments at most
+"""
 
 
 def _group_missing(exc: redis.ResponseError) -> bool:
@@ -100,6 +124,7 @@ class RedisBus(Bus):
                  connect_timeout: float = 2.0):
         self._jobs = f"{prefix}:jobs"
         self._starts = f"{prefix}:starts"
+        self._submits_prefix = f"{prefix}:submits:"
         # Pub/sub channels are server-wide, not per database index: name the index so
         # deployments (and test runs) on different indexes of one server stay apart.
         db_index = redis.connection.parse_url(url).get("db", 0)
@@ -125,6 +150,7 @@ class RedisBus(Bus):
         self._claim_script = self._client.register_script(_CLAIM_LUA)
         self._unlock_script = self._client.register_script(_UNLOCK_LUA)
         self._try_start_script = self._client.register_script(_TRY_START_LUA)
+        self._try_submit_script = self._client.register_script(_TRY_SUBMIT_LUA)
         self._group_ready = False
         self._subscriptions: set[RedisSubscription] = set()
         self._lock = threading.Lock()
@@ -331,6 +357,16 @@ class RedisBus(Bus):
         if allowed == count:
             return allowed, 0.0
         return allowed, max(float(wait), 1e-6)  # 0.0 would read as "all allowed"
+
+    def try_submit(self, owners: list[str], limit: int, window_s: float) -> list[float]:
+        """Count a batch of submissions in the owners' shared windows (one script call)."""
+        if not owners:
+            return []
+        keys = [self._submits_prefix + owner for owner in owners]
+        member = uuid.uuid4().hex
+        waits = self._call("try_submit", lambda: self._try_submit_script(
+            keys=keys, args=[limit, float(window_s), member]))
+        return [float(wait) for wait in waits]
 
     # ---- events --------------------------------------------------------------------------
     def publish(self, events: list[BusEvent]) -> None:

@@ -6,7 +6,7 @@ from tornado.web import Application
 
 from config import Settings
 from storage.runtime import Storage
-from web.base import MAX_BODY_BYTES, ApiHandler, NotFoundHandler, Services
+from web.base import MAX_BODY_BYTES, ApiHandler, NotFoundHandler, Services, log_request
 from web.dashboard import DashboardHandler
 from web.market import QuoteHandler, SimLaunchHandler, SimPoolsHandler, SimSwapsHandler, TokensHandler
 from web.openapi import OpenApiHandler
@@ -58,6 +58,7 @@ def make_app(storage: Storage, settings: Settings, services: Services | None = N
         websocket_max_message_size=MAX_BODY_BYTES,
         websocket_ping_interval=20,
         compress_response=False,
+        log_function=log_request,
     )
     app.services = services
     return app

@@ -1,7 +1,9 @@
-"""What every handler shares: its dependencies, JSON answers, errors, and the executor hop.
+"""What every handler shares: its dependencies, the caller's key, JSON answers, errors, and
+the executor hop.
 
 Database and bus calls block, so handlers never make them on the IOLoop: `run` hands
-them to a small thread pool (Pony keeps one connection per thread, so few threads).
+them to a small thread pool (Pony keeps one connection per thread, so few threads)
+with a bounded queue: past it a request answers 503 at once instead of waiting in memory.
 """
 from __future__ import annotations
 
@@ -11,22 +13,28 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
 
-from tornado import websocket
+from tornado import iostream, websocket
+from tornado.log import access_log
 from tornado.web import RequestHandler, stream_request_body
 
 from config import Settings
 from storage import codec
 from storage.runtime import Storage
-from web.errors import ApiError, to_api_error
+from web.access import KeyRing, redact_token
+from web.errors import ApiError, is_outage, to_api_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BODY_BYTES = 64 * 1024
-# Bodies up to this size are read (and dropped) before answering 413, so the client
-# reads a JSON answer on a healthy connection; beyond it we answer and hang up.
+# A body up to this size is read (and dropped) before any refusal is answered (401, 413,
+# 415, 429), so the client reads a JSON answer on a connection that stays usable; beyond
+# it the answer says `Connection: close` and the connection closes once it is sent.
 DRAIN_LIMIT_BYTES = 1024 * 1024
 EXECUTOR_THREADS = 8
+EXECUTOR_QUEUE_MAX = 1000  # calls waiting for an executor thread; beyond, 503 at once
+SEND_BUFFER_LIMIT = 256 * 1024  # bytes a WebSocket may have unsent; beyond, it is closed (1008)
+_TEXT = 0x1  # the WebSocket opcode of a text frame
 
 
 class Services:
@@ -40,10 +48,15 @@ class Services:
         from web.hub import EventHub
         from web.intake import OrderIntake
         from web.metrics import WebMetrics
+        from web.submit_limit import SubmissionLimiter
 
         self.storage = storage
         self.settings = settings
         self.executor = executor or ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="web-io")
+        self._queued = 0  # calls handed to the executor and not finished
+        self.keys = KeyRing(settings.api_keys)
+        # KEY_RATE_LIMIT applies where keys are configured (it counts per key).
+        self.limiter = SubmissionLimiter(storage.bus, settings.key_rate_limit) if self.keys.enabled else None
         self.metrics = WebMetrics()
         self.hub = EventHub(storage.orders, storage.bus, self.run, self.metrics, **hub_options)
         self.intake = OrderIntake(storage, settings.queue_max_depth,
@@ -51,8 +64,15 @@ class Services:
         self.sockets: set[websocket.WebSocketHandler] = set()  # open WebSockets, closed on stop
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking call on the executor and await its result (IOLoop thread only)."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        """Run a blocking call on the executor and await its result (IOLoop thread only);
+        a 503 `not_ready` when EXECUTOR_QUEUE_MAX calls are already waiting."""
+        if self._queued >= EXECUTOR_QUEUE_MAX:
+            raise ApiError(503, "not_ready", "the server is waiting on its database; retry later")
+        self._queued += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        finally:
+            self._queued -= 1
 
     def start(self) -> None:
         """Subscribe the event hub to the bus and start its sweeper (on the IOLoop thread)."""
@@ -64,6 +84,8 @@ class Services:
             socket.close(1001, "server shutting down")
         self.hub.stop()
         self.intake.close()
+        if self.limiter is not None:
+            self.limiter.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -72,11 +94,33 @@ def json_dumps(data: Any) -> bytes:
     return codec.dumps(data)
 
 
+def log_request(handler: RequestHandler) -> None:
+    """The access log (the Application's `log_function`): one line per request. A 503 for an
+    expected outage (database or bus down) is a WARNING with its cause, not an ERROR; only
+    a bug (500) is an ERROR, and its traceback is logged by the handler."""
+    status = handler.get_status()
+    reason = getattr(handler, "log_reason", None)
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 or reason else logging.ERROR
+    if access_log.isEnabledFor(level):
+        request = handler.request
+        access_log.log(level, "%d %s %s %.2fms%s", status, request.method, request.uri,
+                       1000.0 * request.request_time(), f" ({reason})" if reason else "")
+
+
 class ApiHandler(RequestHandler):
-    """A JSON endpoint: errors in the spec's shape, never HTML or a stack trace."""
+    """A JSON endpoint: errors in the spec's shape, never HTML or a stack trace.
+
+    `prepare` authenticates the caller (`owner`: its key's id, None where no keys are
+    configured); a `public` handler needs no key.
+    """
+
+    public = False
+    owner: str | None = None
+    log_reason: str | None = None  # why an expected outage answered 5xx (for the access log)
 
     def initialize(self, services: Services) -> None:
         self.services = services
+        redact_token(self.request)
         self._cors_headers()
 
     @property
@@ -94,6 +138,15 @@ class ApiHandler(RequestHandler):
         if origin and origin.rstrip("/") in self.services.settings.cors_origins:
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Vary", "Origin")
+
+    def prepare(self) -> Any:
+        self.authenticate()
+
+    def authenticate(self) -> None:
+        """Set `owner` from the request's API key, or raise the 401 (public handlers and CORS
+        preflights, which browsers send without credentials, need none)."""
+        if not self.public and self.request.method != "OPTIONS":
+            self.owner = self.services.keys.owner(self.request)
 
     def options(self, *args: Any) -> None:
         """CORS preflight: which methods and headers a browser may use here."""
@@ -129,9 +182,8 @@ class ApiHandler(RequestHandler):
         error = to_api_error(value)
         if error.code == "internal_error":
             super().log_exception(typ, value, tb)  # a bug: keep the traceback (in the log only)
-        elif error.status >= 500:
-            log.warning("%s %s answered %s %s: %r", self.request.method, self.request.path,
-                        error.status, error.code, value)
+        elif is_outage(error):  # expected: told once, in the request's access line
+            self.log_reason = f"{error.code}: {value}"
 
     def allowed_methods(self) -> list[str]:
         """Methods this handler implements (for the 405 `Allow` header)."""
@@ -140,9 +192,12 @@ class ApiHandler(RequestHandler):
 
 
 class NotFoundHandler(ApiHandler):
-    """`default_handler_class`: every unknown path gets the spec's 404."""
+    """`default_handler_class`: every unknown path gets the spec's 404 (under `/api` and `/ws`,
+    once the key is checked, as every request there)."""
 
     def prepare(self) -> None:
+        if self.request.path.startswith(("/api/", "/ws")):
+            self.authenticate()
         raise ApiError(404, "not_found", f"no such resource: {self.request.path}")
 
 
@@ -150,33 +205,60 @@ class NotFoundHandler(ApiHandler):
 class JsonBodyHandler(ApiHandler):
     """A POST endpoint with a JSON body of at most 64 KiB; `self.body` holds it in `post()`.
 
-    The body is streamed so an oversize one gets the spec's JSON 413 instead of
-    Tornado's connection reset.
+    The body is streamed, so a refusal decided from the headers (401, 415, 413, 429) is
+    answered only once the body has been read and dropped: answering first would leave
+    unread bytes on a kept-alive connection, and the client's next request there would
+    be reset. A declared body over DRAIN_LIMIT_BYTES is refused at once, with
+    `Connection: close`. `counts_submissions`: the request counts against KEY_RATE_LIMIT.
     """
 
-    def prepare(self) -> None:
+    counts_submissions = False
+
+    def prepare(self) -> Any:
         self.body = b""
         self._too_large = False
+        self._refusal: Exception | None = None
         if self.request.method != "POST":
-            return
+            return None  # nothing but POST here: 405 once the body is read
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > DRAIN_LIMIT_BYTES:
+            too_large = self._payload_too_large()
+            too_large.headers["Connection"] = "close"  # the body will not be read
+            raise too_large
+        self.request.connection.set_max_body_size(DRAIN_LIMIT_BYTES)
+        try:
+            self.authenticate()
+            if self.counts_submissions and self.services.limiter is not None:
+                return self._admit()  # a coroutine only where keys are on: Tornado awaits it
+            self._check_media_type()
+        except ApiError as error:
+            self._refusal = error
+        return None
+
+    async def _admit(self) -> None:
+        try:
+            await self.services.limiter.admit(self.owner)
+            self._check_media_type()
+        except Exception as exc:  # answered once the body is read (BusError: 503)
+            self._refusal = exc
+
+    def _check_media_type(self) -> None:
         media_type = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         if media_type != "application/json":
             raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
-        length = self.request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > DRAIN_LIMIT_BYTES:
-            raise self._payload_too_large()
-        self.request.connection.set_max_body_size(DRAIN_LIMIT_BYTES)
 
     def data_received(self, chunk: bytes) -> None:
-        if self._too_large or self._finished:
-            return
+        if self._too_large or self._refusal is not None or self._finished:
+            return  # read and dropped
         if len(self.body) + len(chunk) > MAX_BODY_BYTES:
             self._too_large, self.body = True, b""
         else:
             self.body += chunk
 
     def check_body(self) -> None:
-        """Raise the 413 when the body was over the limit (call first in `post`)."""
+        """Raise the refusal decided from the headers, or the 413 (call first in `post`)."""
+        if self._refusal is not None:
+            raise self._refusal
         if self._too_large:
             raise self._payload_too_large()
 
@@ -186,10 +268,38 @@ class JsonBodyHandler(ApiHandler):
 
 
 class SocketHandler(websocket.WebSocketHandler):
-    """A WebSocket endpoint: JSON frames, allowed origins, handshake errors in the spec's shape."""
+    """A WebSocket endpoint: the caller's key, JSON frames, allowed origins, handshake errors in
+    the spec's shape, and a bounded send buffer (a client that stops reading is closed, 1008)."""
+
+    owner: str | None = None
+    log_reason: str | None = None
 
     def initialize(self, services: Services) -> None:
         self.services = services
+        redact_token(self.request)
+
+    async def prepare(self) -> None:
+        """Refuse the handshake (401 for the key, and what `admit` refuses) in the spec's shape."""
+        try:
+            self.owner = self.services.keys.owner(self.request, allow_token=True)
+            await self.admit()
+        except Exception as exc:  # the handshake fails with the error's status and shape
+            error = to_api_error(exc)
+            if error.code == "internal_error":
+                log.error("unexpected error in a WebSocket handshake", exc_info=True)
+            elif is_outage(error):
+                self.log_reason = f"{error.code}: {exc}"
+            self.set_status(error.status)
+            for name, value in error.headers.items():
+                self.set_header(name, value)
+            self.set_header("Content-Type", "application/json; charset=utf-8")
+            self.finish(json_dumps(error.body()))
+
+    async def admit(self) -> None:
+        """Anything else the handshake must pass (the submit socket counts a submission)."""
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        self.ws_connection.stream.max_write_buffer_size = SEND_BUFFER_LIMIT
 
     def check_origin(self, origin: str) -> bool:
         """Same host (Tornado checks that first) or one of CORS_ORIGINS."""
@@ -202,7 +312,7 @@ class SocketHandler(websocket.WebSocketHandler):
         status = self.get_status()
         if isinstance(chunk, str) and status >= 400 and self.ws_connection is None:
             self.set_header("Content-Type", "application/json; charset=utf-8")
-            code = {403: "forbidden"}.get(status, "invalid_field")
+            code = to_api_error(None, status).code
             chunk = json_dumps({"error": {"code": code, "message": chunk}})
         return super().finish(chunk)
 
@@ -211,13 +321,23 @@ class SocketHandler(websocket.WebSocketHandler):
         self.send_text(json_dumps(data))
 
     def send_text(self, text: bytes) -> None:
-        """Send JSON text already encoded (an event as the writer encoded it) as a text frame."""
-        if self.ws_connection is None or self.ws_connection.is_closing():
+        """Send JSON text already encoded (an event as the writer encoded it) as a text frame;
+        past SEND_BUFFER_LIMIT unsent bytes the client is not reading: close it (1008)."""
+        connection = self.ws_connection
+        if connection is None or connection.is_closing():
             return
         try:
-            self.write_message(text, binary=False)
-        except websocket.WebSocketClosedError:
-            pass
+            # Not write_message: it wraps every frame in a Task, measured at ~2 KB per frame
+            # still unsent (5x the frame), each logging a traceback when the connection fails it
+            # and freed only by the cyclic GC. The frame writer it calls returns the stream's own
+            # future, which retrieves its error itself. (No compression is negotiated here.)
+            connection._write_frame(True, _TEXT, text)
+        except iostream.StreamClosedError:
+            return
+        except iostream.StreamBufferFullError:
+            log.info("closing a WebSocket whose client does not read (over %d bytes unsent)", SEND_BUFFER_LIMIT)
+            connection.stream.max_write_buffer_size = None  # room for the close frame
+            self.close(1008, "too slow: the client does not read its events")
 
     def send_error_frame(self, error: ApiError, close: bool = True) -> None:
         """An error frame; with `close`, then close 1008 (policy violation)."""

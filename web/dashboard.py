@@ -24,6 +24,7 @@ def _load_assets() -> dict[str, bytes]:
 class DashboardHandler(ApiHandler):
     """`GET /` (the page) and `GET /dashboard/NAME` (its script and style); no API key needed."""
 
+    public = True
     _assets: dict[str, bytes] | None = None
 
     def get(self, name: str = "index.html") -> None:

@@ -5,7 +5,6 @@ status code; `to_api_error` turns our own, storage's and Tornado's exceptions in
 """
 from __future__ import annotations
 
-import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -13,8 +12,6 @@ from tornado.web import HTTPError
 
 from storage.errors import BusError, ClientOrderIdConflict, OrderNotFound, StorageError
 from storage.venues.base import VenueError
-
-log = logging.getLogger(__name__)
 
 
 class WebError(Exception):
@@ -63,6 +60,7 @@ def not_found(message: str = "no such resource") -> ApiError:
 # Tornado raises HTTPError for what it rejects before our code runs.
 _HTTP_CODES = {
     400: "invalid_field",
+    401: "unauthorized",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
@@ -87,7 +85,6 @@ def to_api_error(exc: BaseException | None, status: int = 500) -> ApiError:
     if isinstance(exc, VenueError):
         return ApiError(400, exc.code, exc.message)
     if isinstance(exc, StorageError):
-        log.error("storage error answered as 503: %r", exc)
         return ApiError(503, "not_ready", "storage is not available")
     if isinstance(exc, HTTPError):
         status = exc.status_code
@@ -96,6 +93,12 @@ def to_api_error(exc: BaseException | None, status: int = 500) -> ApiError:
     if status < 500:
         return ApiError(status, "invalid_field", _http_message(status, exc))
     return ApiError(500, "internal_error", "internal server error")
+
+
+def is_outage(error: ApiError) -> bool:
+    """True for a 5xx that is expected while a dependency is down or the server is full (503),
+    as opposed to a bug (500 `internal_error`): worth one WARNING line, never a traceback."""
+    return error.status >= 500 and error.code != "internal_error"
 
 
 def _http_message(status: int, exc: BaseException | None) -> str:

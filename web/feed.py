@@ -34,12 +34,17 @@ MAX_IDLE_S = 30.0  # back-off ceiling for orders that stay quiet (armed limit or
 
 
 class OrderFeed:
-    """Delivery state of one order on one listener."""
+    """Delivery state of one order on one listener (`owner`: whose order the listener may see;
+    None for anyone)."""
+
+    __slots__ = ("listener", "order_id", "owner", "next_seq", "pending", "initial", "filling", "refill",
+                 "requested", "done", "closed", "_clock", "last_progress", "_idle_s", "idle_after")
 
     def __init__(self, listener: Listener, order_id: str, next_seq: int, *, initial: bool,
-                 clock: Callable[[], float] = time.monotonic, idle_s: float = IDLE_S):
+                 owner: str | None = None, clock: Callable[[], float] = time.monotonic, idle_s: float = IDLE_S):
         self.listener = listener
         self.order_id = order_id
+        self.owner = owner
         self.next_seq = next_seq
         self.pending: dict[int, BusEvent] = {}
         # Until the first database load has confirmed the order and sent its history,
@@ -47,7 +52,7 @@ class OrderFeed:
         self.initial = initial
         self.filling = False
         self.refill = False
-        self.muted = False
+        self.requested = False  # asked for by a `subscribe` (counts against the connection's bound)
         self.done = False
         self.closed = False
         self._clock = clock
@@ -57,7 +62,7 @@ class OrderFeed:
 
     def offer(self, event: BusEvent) -> bool:
         """Take one event (live or from the database); return True when a gap waits to be filled."""
-        if self.done or self.closed or self.muted:
+        if self.done or self.closed:
             return False
         seq = event.seq
         if seq < self.next_seq:
@@ -93,9 +98,10 @@ class OrderFeed:
         self.listener.order_finished(self.order_id)
 
     def idle(self, now: float) -> bool:
-        """True when the sweeper should look in the database for events this feed missed."""
-        return (not (self.done or self.closed or self.muted or self.initial or self.filling)
-                and now - self.last_progress >= self.idle_after)
+        """True when the sweeper should look in the database for events this feed missed, or
+        read its history again: a first read that failed (the database was down) is retried
+        like any other, so the listener never waits in silence."""
+        return not (self.done or self.closed or self.filling) and now - self.last_progress >= self.idle_after
 
     def backed_off(self, now: float) -> None:
         """A sweep is starting: wait longer before the next one unless events arrive."""

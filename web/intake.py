@@ -31,6 +31,7 @@ from web.errors import ApiError, ValidationError
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
+MAX_WAITING = 4096  # submits waiting for the next batch; beyond, 503 (storage is stuck or slow)
 QUEUE_DEPTH_TTL_S = 0.1
 
 
@@ -48,6 +49,8 @@ class OrderIntake:
 
     async def submit(self, draft: OrderDraft) -> Created:
         """Store and queue one order with the others of its batch (IOLoop thread)."""
+        if self._gatherer.waiting >= MAX_WAITING:
+            raise ApiError(503, "not_ready", "too many orders are waiting to be stored; retry later")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if self._gatherer.add((draft, future)):
@@ -131,8 +134,8 @@ class OrderIntake:
             for c in created:
                 try:
                     self._storage.orders.discard_unqueued(c.order.id)
-                except StorageError:
-                    log.warning("could not remove unqueued order %s", c.order.id, exc_info=True)
+                except StorageError as cause:  # both down: the order stays `pending` unqueued
+                    log.warning("could not remove unqueued order %s: %s", c.order.id, cause)
             failed = {id(c) for c in created}
             for i, result in enumerate(results):
                 if id(result) in failed:

@@ -79,9 +79,10 @@ class SimSwapsHandler(ApiHandler):
         if "orderId" not in params:
             raise ValidationError("missing_field", "orderId is required", "orderId")
         order_id = parse_order_id(params["orderId"])
+        owner = self.owner
 
         def load():
-            self.storage.orders.get_order(order_id, with_events=False)  # OrderNotFound -> 404
+            self.storage.orders.get_order(order_id, owner, with_events=False)  # OrderNotFound -> 404
             return self.storage.chain.swaps_for_order(str(order_id))
 
         swaps = await self.services.run(load)

@@ -1,8 +1,7 @@
 """The OpenAPI 3.1 document of the public API (shared/spec/API.md), served at `/api/openapi.json`.
 
-It describes the whole spec, including what the server does not do yet (cancel, API
-keys and their 401/429, limit and sniper fields), so clients can be written against it
-now. The WebSocket endpoints are described in words on their upgrade requests.
+It describes the whole spec, including what the server does not do yet (cancel, limit
+and sniper fields), so clients can be written against it now. The WebSocket endpoints are described in words on their upgrade requests.
 """
 from __future__ import annotations
 
@@ -209,6 +208,8 @@ def openapi_document() -> str:
 
 class OpenApiHandler(ApiHandler):
     """`GET /api/openapi.json`: the OpenAPI document (no API key needed)."""
+
+    public = True
 
     def get(self) -> None:
         self.set_header("Cache-Control", "no-cache")

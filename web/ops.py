@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+from storage.errors import StorageError
 from web.base import ApiHandler
 from web.errors import ApiError
 from web.metrics import CONTENT_TYPE
@@ -13,30 +14,38 @@ log = logging.getLogger(__name__)
 class HealthHandler(ApiHandler):
     """`GET /healthz`: the process is alive (answers without touching storage)."""
 
+    public = True
+
     def get(self) -> None:
         self.write_json({"status": "ok"})
 
 
 class ReadyHandler(ApiHandler):
-    """`GET /readyz`: the database and the bus both answer; 503 `not_ready` otherwise."""
+    """`GET /readyz`: the database and the bus both answer; 503 `not_ready` otherwise (the
+    causes go to the request's one access-log line)."""
+
+    public = True
 
     async def get(self) -> None:
         storage = self.storage
         checks = {"database": storage.orders.ping, "bus": storage.bus.ping}
-        failed = []
+        failed, causes = [], []
         for name, ping in checks.items():
             try:
                 await self.services.run(ping)
             except Exception as exc:  # any failure to answer means not ready
-                log.warning("readiness: %s does not answer: %r", name, exc)
                 failed.append(name)
+                causes.append(f"{name}: {exc!r}")
         if failed:
+            self.log_reason = "; ".join(causes)
             raise ApiError(503, "not_ready", f"cannot reach: {', '.join(failed)}")
         self.write_json({"status": "ready"})
 
 
 class MetricsHandler(ApiHandler):
     """`GET /metrics`: Prometheus text format from this process's own registry."""
+
+    public = True
 
     async def get(self) -> None:
         metrics = self.services.metrics
@@ -50,12 +59,12 @@ class MetricsHandler(ApiHandler):
         storage, metrics = self.storage, self.services.metrics
         try:
             counts = storage.orders.counts_by_status()
-        except Exception:
-            log.warning("metrics: cannot count orders", exc_info=True)
+        except StorageError as exc:  # an outage: one line, the gauges keep their values
+            log.warning("metrics: cannot count orders: %s", exc)
             return
         try:
             depth = storage.bus.queue_depth()
-        except Exception:
-            log.warning("metrics: cannot read the queue depth", exc_info=True)
+        except StorageError as exc:
+            log.warning("metrics: cannot read the queue depth: %s", exc)
             depth = None
         metrics.refresh(counts, depth)

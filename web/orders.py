@@ -46,11 +46,13 @@ async def submit_order(services: Services, body: bytes | str, owner: str = "") -
 class SubmitHandler(JsonBodyHandler):
     """`POST /api/orders/execute` (a GET without WebSocket upgrade lands here too: 405)."""
 
+    counts_submissions = True
+
     async def post(self) -> None:
         if self._finished:
             return
         self.check_body()
-        accepted = await submit_order(self.services, self.body)
+        accepted = await submit_order(self.services, self.body, self.owner or "")
         self.write_json(accepted.to_api(), 202 if accepted.created else 200)
 
 
@@ -63,11 +65,11 @@ def parse_order_id(text: str) -> UUID:
 
 
 class OrderHandler(ApiHandler):
-    """`GET /api/orders/{orderId}`: the order with its events."""
+    """`GET /api/orders/{orderId}`: the order with its events (404 for another key's order)."""
 
     async def get(self, order_id: str) -> None:
         oid = parse_order_id(order_id)
-        order = await self.services.run(self.storage.orders.get_order, oid)
+        order = await self.services.run(self.storage.orders.get_order, oid, self.owner)
         self.write_json(order.to_api())
 
 
@@ -120,7 +122,7 @@ LIST_PARAMS = ("status", "type", "limit", "cursor")
 
 
 class OrderListHandler(ApiHandler):
-    """`GET /api/orders?status=&type=&limit=&cursor=`: newest first, paged."""
+    """`GET /api/orders?status=&type=&limit=&cursor=`: the caller's orders, newest first, paged."""
 
     async def get(self) -> None:
         params = single_params(self.request.query_arguments, LIST_PARAMS)
@@ -133,7 +135,7 @@ class OrderListHandler(ApiHandler):
         cursor = params.get("cursor")
         try:
             orders, next_cursor = await self.services.run(
-                lambda: self.storage.orders.list_orders(None, status=status, type=order_type,
+                lambda: self.storage.orders.list_orders(self.owner, status=status, type=order_type,
                                                         limit=limit, cursor=cursor))
         except BadCursor:
             raise ValidationError("invalid_field", "cursor is not one this server handed out", "cursor") from None

@@ -1,7 +1,9 @@
 """WebSocket endpoints: submit-and-stream (`/api/orders/execute`) and listeners (`/ws`).
 
 Every method here runs on the IOLoop thread; events reach the handlers through the
-EventHub, which calls the `Listener` methods (`deliver`, `order_found`, ...).
+EventHub, which calls the `Listener` methods (`deliver`, `order_found`, ...). The
+handshake (`SocketHandler.prepare`) has checked the caller's key: `owner` is whose
+orders this connection may submit and see.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from uuid import UUID
 
 from storage.records import BusEvent
 from web.base import SocketHandler
-from web.errors import ApiError, ValidationError, not_found, to_api_error
+from web.errors import ApiError, ValidationError, is_outage, not_found, to_api_error
 from web.orders import submit_order
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ class _EventSocket(SocketHandler):
     """Shared connection bookkeeping and event delivery of both endpoints."""
 
     def open(self, *args: Any, **kwargs: Any) -> None:
+        super().open()
         self.services.metrics.websockets.inc()
         self.services.sockets.add(self)
 
@@ -50,7 +53,12 @@ class _EventSocket(SocketHandler):
 
 
 class SubmitSocket(_EventSocket):
-    """`GET /api/orders/execute` upgraded: the first text frame is the order, then its events."""
+    """`GET /api/orders/execute` upgraded: the first text frame is the order, then its events.
+    The handshake counts as a submission against KEY_RATE_LIMIT."""
+
+    async def admit(self) -> None:
+        if self.services.limiter is not None:
+            await self.services.limiter.admit(self.owner)
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         super().open()
@@ -63,18 +71,20 @@ class SubmitSocket(_EventSocket):
         try:
             if isinstance(message, bytes):
                 raise ValidationError("invalid_json", "send the order as a text frame")
-            accepted = await submit_order(self.services, message)
+            accepted = await submit_order(self.services, message, self.owner or "")
         except Exception as exc:  # every failure becomes an error frame, never a dropped socket
             error = to_api_error(exc)
-            if error.status >= 500 and error.code == "internal_error":
+            if error.code == "internal_error":
                 log.error("unexpected error in a WebSocket submit", exc_info=True)
+            elif is_outage(error):
+                log.warning("a WebSocket submit answered %s %s: %s", error.status, error.code, exc)
             self.send_error_frame(error)
             return
         self.send_json({"type": "accepted", **accepted.to_api()})
-        self.services.hub.follow(self, str(accepted.order.id), 0)
+        self.services.hub.follow(self, str(accepted.order.id), 0, self.owner)
 
 
-LISTEN_PARAMS = ("orderId", "after", "token")  # token: API keys, later
+LISTEN_PARAMS = ("orderId", "after", "token")  # token: the API key, for browsers
 
 
 class ListenSocket(_EventSocket):
@@ -89,9 +99,9 @@ class ListenSocket(_EventSocket):
             return
         self.single = order_id is not None
         if self.single:
-            self.services.hub.follow(self, order_id, after)
+            self.services.hub.follow(self, order_id, after, self.owner)
         else:
-            self.services.hub.add_firehose(self)
+            self.services.hub.add_firehose(self, self.owner)
 
     def _parse_params(self) -> tuple[str | None, int]:
         params = {}
@@ -120,7 +130,10 @@ class ListenSocket(_EventSocket):
             self.send_error_frame(error, close=False)
             return
         if action == "subscribe":
-            self.services.hub.follow(self, order_id, 0)
+            try:
+                self.services.hub.follow(self, order_id, 0, self.owner)
+            except ApiError as error:  # too many subscriptions: the connection stays open
+                self.send_error_frame(error, close=False)
         else:
             self.services.hub.mute(self, order_id)
             self.send_json({"type": "unsubscribed", "orderId": order_id})

@@ -116,7 +116,6 @@ def test_on_a_terminal_watch_shows_one_progress_line_then_the_outcome(make_engin
     assert "Traceback" not in text
 
 
-@pytest.mark.pending_server_feature("API keys (API_KEYS enforcement, 401)")
 def test_the_key_comes_from_ENGINE_API_KEY_and_a_missing_key_exits_2_with_the_reason(make_engine_run):
     _, port = make_engine_run(API_KEYS="cli-key")
     missing = engine(port, "tokens")

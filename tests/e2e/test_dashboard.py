@@ -172,7 +172,6 @@ def test_api_errors_read_as_sentences_next_to_the_field_and_a_failed_order_shows
     assert page.console_errors() == []
 
 
-@pytest.mark.pending_server_feature("API keys (API_KEYS enforcement, 401)")
 def test_with_api_keys_the_page_asks_for_a_key_and_then_works(make_engine_run, browser):
     _, port = make_engine_run(API_KEYS="dash-key")
     from selenium.webdriver.common.by import By

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
@@ -71,3 +72,29 @@ def test_engine_web_on_an_unmigrated_database_says_to_run_migrate(tmp_path, post
     assert proc.run(timeout=60) == 2
     assert "run `engine migrate` first" in proc.log_text()
     assert "Traceback" not in proc.log_text()
+
+
+@pytest.mark.parametrize("command", ["run", "web"])
+def test_a_port_in_use_is_one_line_and_exit_2_before_anything_starts(command, tmp_path):
+    taken = socket.socket()
+    taken.bind(("", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    # `web` would need Postgres and Redis: unreachable ones show that nothing is tried first.
+    env = {"PORT": str(port), "ENGINE_DATA_DIR": str(tmp_path / "var"), "DATABASE_URL": "", "REDIS_URL": ""}
+    if command == "web":
+        env.update(DATABASE_URL="postgresql://nobody@127.0.0.1:1/none", REDIS_URL="redis://127.0.0.1:1/0")
+    try:
+        proc = EngineProcess(command, env, tmp_path)
+        assert proc.run(timeout=60) == 2
+    finally:
+        taken.close()
+    lines = proc.log_text().strip().splitlines()
+    assert lines == [f"engine: port {port} is already in use; stop what listens there or set PORT"], lines
+    assert not (tmp_path / "var").exists()  # no database file, no worker: nothing started
+
+
+def test_without_api_keys_the_engine_says_once_that_it_is_open_to_anyone(engine_run):
+    proc, _ = engine_run
+    open_lines = [line for line in proc.log_text().splitlines() if "open to anyone" in line]
+    assert len(open_lines) == 1 and "WARNING" in open_lines[0] and "API_KEYS" in open_lines[0]

@@ -201,7 +201,6 @@ def test_cancel_answers_match_the_document(make_engine_run):
     c.check("POST", f"/api/orders/{first['orderId']}/cancel", 409, code="conflict")
 
 
-@pytest.mark.pending_server_feature("API keys (API_KEYS enforcement, 401)")
 def test_requests_without_a_valid_key_answer_401_as_documented_and_public_paths_stay_open(make_engine_run):
     _, port = make_engine_run(API_KEYS="k-one,k-two")
     c = Checker(port)  # the document itself needs no key

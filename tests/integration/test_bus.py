@@ -240,6 +240,24 @@ def test_try_start_counts_a_whole_batch_at_once_up_to_the_limit(bus):
     assert allowed == 0 and 0 < wait <= 30
 
 
+def test_submissions_are_limited_per_owner_across_two_buses(open_bus):
+    first, second = open_bus(), open_bus()
+    assert first.try_submit(["a", "a"], limit=3, window_s=30) == [0.0, 0.0]
+    waits = second.try_submit(["a", "b", "a"], limit=3, window_s=30)
+    assert waits[:2] == [0.0, 0.0]  # the third of owner a, the first of owner b
+    assert 0 < waits[2] <= 30  # a's fourth is refused, whichever bus counts it
+    assert first.try_submit(["b", "b"], limit=3, window_s=30) == [0.0, 0.0]
+    assert first.try_submit([], limit=3, window_s=30) == []
+
+
+def test_a_refused_submission_is_not_counted_and_the_window_slides(bus):
+    assert bus.try_submit(["a"], limit=1, window_s=0.3) == [0.0]
+    for _ in range(5):  # refusals do not push the owner's window further out
+        (wait,) = bus.try_submit(["a"], limit=1, window_s=0.3)
+        assert 0 < wait <= 0.3
+    assert eventually(lambda: bus.try_submit(["a"], limit=1, window_s=0.3) == [0.0])
+
+
 def test_accept_queues_the_orders_publishes_their_events_and_reads_the_depth(bus):
     collector = Collector()
     bus.subscribe(collector)

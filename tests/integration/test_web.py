@@ -7,13 +7,19 @@ by not publishing them).
 from __future__ import annotations
 
 import asyncio
+import gc
+import http.client
 import json
+import logging
 import shutil
+import socket
 import tempfile
+import threading
 import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -462,6 +468,42 @@ class ListenerTest(WebTestCase):
                ["pending", "routing", "building", "submitted", "confirmed"]
 
     @gen_test
+    async def test_a_listener_whose_first_history_read_fails_gets_its_events_once_the_database_is_back(self):
+        from storage.errors import StorageUnavailable
+        from web.hub import RecentEvents
+
+        order_id = (await self.submit())[1]["orderId"]
+        self.advance(order_id, LIFECYCLE[0])
+        await asyncio.sleep(0.05)
+        self.services.hub.recent = RecentEvents()  # the history must come from the database
+        orders, failures = self.storage.orders, []
+        events_after = orders.events_after
+
+        def database_down(*args, **kwargs):
+            failures.append(args)
+            raise StorageUnavailable("database unavailable: connection refused")
+
+        orders.events_after = database_down
+        try:
+            conn = await self.connect(f"/ws?orderId={order_id}")
+            firehose = await self.connect("/ws")
+            await firehose.write_message(json.dumps({"subscribe": order_id}))
+            for _ in range(200):  # the first read and at least one retry by the sweeper fail
+                if len(failures) >= 4:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(failures) >= 4
+        finally:
+            orders.events_after = events_after  # the database is back
+        assert statuses([await self.frame(conn), await self.frame(conn)]) == [(1, "pending"), (2, "routing")]
+        assert await self.frame_of(firehose, {order_id}) == {"type": "subscribed", "orderId": order_id}
+        assert statuses([await self.frame_of(firehose, {order_id}) for _ in range(2)]) == [(1, "pending"),
+                                                                                         (2, "routing")]
+        self.advance(order_id, *LIFECYCLE[1:], CONFIRMED)
+        assert [s for _, s in statuses(await self.frames_until_close(conn))] == ["building", "submitted", "confirmed"]
+        firehose.close()
+
+    @gen_test
     async def test_two_listeners_each_get_every_event(self):
         order_id = (await self.submit())[1]["orderId"]
         first = await self.connect(f"/ws?orderId={order_id}")
@@ -623,6 +665,46 @@ class FailureTest(WebTestCase):
         assert (status, answer["error"]["code"]) == (503, "not_ready")
 
     @gen_test
+    async def test_an_outage_is_one_warning_line_per_request_without_a_traceback(self):
+        from storage.errors import BusError, StorageUnavailable
+
+        def database_down(*args, **kwargs):
+            raise StorageUnavailable("database unavailable: connection refused")
+
+        def bus_down(*args, **kwargs):
+            raise BusError("redis unavailable for accept: connection refused")
+
+        records: list[logging.LogRecord] = []
+        keep = _Keep(records)
+        logging.getLogger().addHandler(keep)
+        try:
+            self.storage.orders.get_order = database_down
+            self.storage.orders.list_orders = database_down
+            self.storage.bus.accept = bus_down
+            for request in (self.call(f"/api/orders/{uuid.uuid4()}"), self.call("/api/orders"), self.submit()):
+                records.clear()
+                status, answer = await request
+                assert (status, answer["error"]["code"]) == (503, "not_ready")
+                lines = [r for r in records if r.levelno >= logging.WARNING]
+                assert [(r.levelno, r.exc_info) for r in lines] == [(logging.WARNING, None)], \
+                    [r.getMessage() for r in lines]
+                assert "unavailable" in lines[0].getMessage()
+            records.clear()
+            conn = await self.connect("/api/orders/execute")
+            await conn.write_message(json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1"}))
+            assert (await self.frame(conn))["error"]["code"] == "not_ready"
+            await self.frames_until_close(conn)
+            lines = [r for r in records if r.levelno >= logging.WARNING]
+            assert [(r.levelno, r.exc_info) for r in lines] == [(logging.WARNING, None)], [r.getMessage() for r in lines]
+            records.clear()
+            self.storage.orders.ping = database_down
+            assert (await self.call("/readyz"))[0] == 503
+            lines = [r for r in records if r.levelno >= logging.WARNING]
+            assert len(lines) == 1 and "database" in lines[0].getMessage() and lines[0].exc_info is None
+        finally:
+            logging.getLogger().removeHandler(keep)
+
+    @gen_test
     async def test_allowed_origins_get_cors_headers_and_a_preflight(self):
         response = await self.http_client.fetch(HTTPRequest(
             self.get_url("/api/orders/execute"), method="OPTIONS", headers={"Origin": "https://app.example"}))
@@ -634,6 +716,183 @@ class FailureTest(WebTestCase):
         conn = await websocket_connect(HTTPRequest(self.get_url("/ws").replace("http://", "ws://"),
                                                    headers={"Origin": "https://app.example"}))
         conn.close()
+
+
+class BoundsTest(WebTestCase):
+    """What one connection can make the web process hold is bounded."""
+
+    @gen_test
+    async def test_an_unsubscribe_for_an_order_the_connection_does_not_follow_creates_nothing(self):
+        conn = await self.connect("/ws")
+        for _ in range(500):
+            order_id = str(uuid.uuid4())
+            await conn.write_message(json.dumps({"unsubscribe": order_id}))
+            assert await self.frame(conn) == {"type": "unsubscribed", "orderId": order_id}
+        assert self.services.hub.feed_count() == 0
+        conn.close()
+
+    @gen_test
+    async def test_a_connection_follows_a_bounded_number_of_orders_it_subscribed_to(self):
+        ids = [(await self.submit())[1]["orderId"] for _ in range(4)]
+        conn = await self.connect("/ws")
+        with mock.patch("web.hub.MAX_SUBSCRIPTIONS", 3):
+            for order_id in ids[:3]:
+                await conn.write_message(json.dumps({"subscribe": order_id}))
+                assert await self.frame_of(conn, set(ids)) == {"type": "subscribed", "orderId": order_id}
+                assert statuses([await self.frame_of(conn, set(ids))]) == [(1, "pending")]
+            await conn.write_message(json.dumps({"subscribe": ids[3]}))
+            refused = await self.frame_of(conn, set(ids))
+            assert (refused["type"], refused["error"]["code"], refused["error"]["field"]) == \
+                   ("error", "invalid_field", "subscribe")
+            await conn.write_message(json.dumps({"unsubscribe": ids[0]}))  # the connection stays open
+            assert await self.frame_of(conn, set(ids)) == {"type": "unsubscribed", "orderId": ids[0]}
+            await conn.write_message(json.dumps({"subscribe": ids[3]}))
+            assert await self.frame_of(conn, set(ids)) == {"type": "subscribed", "orderId": ids[3]}
+        conn.close()
+
+    @gen_test
+    async def test_past_the_executor_queue_bound_a_request_answers_503_at_once(self):
+        order_id = (await self.submit())[1]["orderId"]
+        release = threading.Event()
+        get_order = self.storage.orders.get_order
+
+        def stuck(*args, **kwargs):  # a database that does not answer
+            release.wait(WAIT_S)
+            return get_order(*args, **kwargs)
+
+        self.storage.orders.get_order = stuck
+        with mock.patch("web.base.EXECUTOR_QUEUE_MAX", 2):
+            waiting = [asyncio.ensure_future(self.call(f"/api/orders/{order_id}")) for _ in range(2)]
+            while self.services._queued < 2:
+                await asyncio.sleep(0.01)
+            status, answer = await self.call(f"/api/orders/{order_id}")
+            assert (status, answer["error"]["code"]) == (503, "not_ready")
+            release.set()
+            assert [status for status, _ in await asyncio.gather(*waiting)] == [200, 200]
+
+    @gen_test(timeout=30)
+    async def test_a_listener_that_never_reads_is_closed_with_1008_and_let_go(self):
+        """Its send buffer stops at the limit; the process keeps serving; closing it logs nothing."""
+        from storage.records import BusEvent
+
+        records: list[logging.LogRecord] = []
+        keep = _Keep(records)
+        logging.getLogger().addHandler(keep)
+        base_log = logging.getLogger("web.base")
+        saved_level = base_log.level
+        base_log.setLevel(logging.INFO)
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        stalled.connect(("127.0.0.1", self.get_http_port()))
+        stalled.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        reader = await self.connect("/ws")  # a listener that reads, alongside
+        try:
+            while len(self.services.sockets) < 2:
+                await asyncio.sleep(0.01)
+            (server_side,) = [s for s in self.services.sockets
+                              if s.ws_connection.stream.socket.getpeername() == stalled.getsockname()]
+            padding = b"x" * 16_000
+            sent = 0
+            while server_side.ws_connection is not None and not server_side.ws_connection.is_closing():
+                assert sent < 64 * 1024 * 1024, "the stalled listener was never closed"
+                ids = [str(uuid.uuid4()) for _ in range(16)]
+                self.storage.bus.publish([BusEvent(i, 1, "pending", "", b'{"orderId":"%s","seq":1,"pad":"%s"}'
+                                                   % (i.encode(), padding)) for i in ids])
+                sent += 16 * len(padding)
+                assert (await self.frame(reader))["seq"] == 1  # the reading listener keeps up
+                for _ in range(15):
+                    await self.frame(reader)
+                assert len(asyncio.all_tasks()) < 50  # no task per unsent frame
+            assert any(r.getMessage().startswith("closing a WebSocket whose client does not read") for r in records)
+            for _ in range(800):  # the client never answers the close: Tornado lets it go after 5 s
+                if server_side not in self.services.sockets:
+                    break
+                await asyncio.sleep(0.01)
+            assert server_side not in self.services.sockets and self.services.hub.listener_count == 1
+            order_id = (await self.submit())[1]["orderId"]  # still serving
+            assert (await self.frame_of(reader, {order_id}))["orderId"] == order_id
+        finally:
+            logging.getLogger().removeHandler(keep)
+            base_log.setLevel(saved_level)
+            stalled.close()
+            reader.close()
+        gc.collect()
+        await asyncio.sleep(0.05)
+        noisy = [r for r in records if r.levelno >= logging.WARNING or r.exc_info]
+        assert noisy == [], [r.getMessage() for r in noisy][:3]
+
+
+class _Keep(logging.Handler):
+    """Keeps every record logged anywhere (pytest's own capture may be set to a higher level)."""
+
+    def __init__(self, records):
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+class HttpEdgeTest(WebTestCase):
+    """Answers decided before the body is read, on one kept-alive connection (a blocking
+    client on another thread, so the server's IOLoop keeps running)."""
+
+    env = {"API_KEYS": "edge-key"}
+
+    def exchange(self, requests):
+        """Send (method, path, body, headers) requests on ONE connection: [(status, headers, body)]."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.get_http_port(), timeout=WAIT_S)
+        answers = []
+        try:
+            for method, path, body, headers in requests:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                answers.append((response.status, dict(response.getheaders()), response.read()))
+                assert conn.sock is not None, "the server closed a kept-alive connection"
+        finally:
+            conn.close()
+        return answers
+
+    @gen_test
+    async def test_a_refusal_answered_before_the_body_is_read_leaves_the_connection_usable(self):
+        key = {"Authorization": "Bearer edge-key"}
+        json_type = {"Content-Type": "application/json"}
+        order = json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1"})
+        junk = "x" * (300 * 1024)  # larger than socket buffers: the client is still sending when refused
+        requests = [
+            ("POST", "/api/orders/execute", junk, {**key, "Content-Type": "text/plain"}),  # 415
+            ("POST", "/api/orders/execute", order, {**key, **json_type}),
+            ("POST", "/api/orders/execute", junk, {**key, **json_type}),  # 413
+            ("POST", "/api/orders/execute", order, {**key, **json_type}),
+            ("POST", "/api/orders/execute", junk, json_type),  # 401
+            ("POST", "/api/sim/launch", junk, {**key, "Content-Type": "text/plain"}),  # 415
+            ("GET", "/api/orders/execute", junk, key),  # 405
+            ("POST", "/api/orders/execute", order, {**key, **json_type}),
+        ]
+        answers = await asyncio.get_running_loop().run_in_executor(None, self.exchange, requests)
+        assert [status for status, _, _ in answers] == [415, 202, 413, 202, 401, 415, 405, 202]
+        assert all(headers.get("Connection", "").lower() != "close" for _, headers, _ in answers)
+        assert [json.loads(body).get("error", {}).get("code") for _, _, body in answers] == [
+            "unsupported_media_type", None, "payload_too_large", None, "unauthorized", "unsupported_media_type",
+            "method_not_allowed", None]
+        assert self.order_count() == 3
+
+    @gen_test
+    async def test_a_body_declared_over_1_mib_is_refused_at_once_with_connection_close(self):
+        def declare_huge():
+            with socket.create_connection(("127.0.0.1", self.get_http_port()), timeout=WAIT_S) as sock:
+                sock.sendall(b"POST /api/orders/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Authorization: Bearer edge-key\r\nContent-Length: 2097152\r\n\r\n{")
+                received = b""
+                while chunk := sock.recv(65536):  # the answer, then the server's end of the connection
+                    received += chunk
+                return received
+
+        received = await asyncio.get_running_loop().run_in_executor(None, declare_huge)
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 413") and b"\r\nConnection: close" in head
+        assert json.loads(body)["error"]["code"] == "payload_too_large"
 
 
 class ServerTest(WebTestCase):
@@ -656,7 +915,7 @@ class _OnPostgresAndRedis:
 
     @pytest.fixture(autouse=True)
     def _servers(self, postgres_url, redis_url):
-        self.env = {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url}
+        self.env = {**self.env, "DATABASE_URL": postgres_url, "REDIS_URL": redis_url}
 
 
 class SubmitOnPostgresAndRedisTest(_OnPostgresAndRedis, SubmitTest):

@@ -1,0 +1,250 @@
+"""API keys over the real web layer: 401s, owners, per-key visibility and the per-key rate
+limit, on the embedded storage (SQLite, in-process bus) and again on Postgres and Redis."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+
+import pytest
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.testing import gen_test
+from tornado.websocket import websocket_connect
+
+from tests.integration.test_web import CONFIRMED, LIFECYCLE, WebTestCase, _OnPostgresAndRedis, statuses
+from web.access import owner_id
+
+KEY_A, KEY_B = "key-a-0123456789", "key-b-9876543210"
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+class KeyedTestCase(WebTestCase):
+    """An app with two API keys."""
+
+    env = {"API_KEYS": f"{KEY_A},{KEY_B}", "KEY_RATE_LIMIT": "1000"}
+
+    async def submit_as(self, key: str, **fields):
+        body = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5", **fields}
+        return await self.call("/api/orders/execute", "POST", body, headers=bearer(key))
+
+    async def connect_as(self, key: str, path: str, token: bool = False):
+        """A WebSocket authenticated by header, or by `?token=` (as a browser does)."""
+        url = self.get_url(path).replace("http://", "ws://")
+        if token:
+            return await websocket_connect(url + ("&" if "?" in url else "?") + f"token={key}")
+        return await websocket_connect(HTTPRequest(url, headers=bearer(key)))
+
+    async def refused_handshake(self, path: str, headers=None):
+        """(status, parsed body, headers) of a WebSocket handshake the server refuses."""
+        request = HTTPRequest(self.get_url(path).replace("http://", "ws://"), headers=headers or {})
+        with pytest.raises(HTTPClientError) as refused:
+            await websocket_connect(request)
+        response = refused.value.response
+        return refused.value.code, json.loads(response.body), response.headers
+
+
+class AccessTest(KeyedTestCase):
+    @gen_test
+    async def test_without_a_valid_key_every_api_and_websocket_request_is_401_and_operations_stay_open(self):
+        order_id = (await self.submit_as(KEY_A))[1]["orderId"]
+        requests = [("/api/tokens", "GET", None), ("/api/orders", "GET", None), (f"/api/orders/{order_id}", "GET", None),
+                    ("/api/quote?tokenIn=SOL&tokenOut=USDC&amount=1", "GET", None), ("/api/sim/pools", "GET", None),
+                    (f"/api/sim/swaps?orderId={order_id}", "GET", None), ("/api/nowhere", "GET", None),
+                    ("/api/orders/execute", "POST", {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1"}),
+                    ("/api/sim/launch", "POST", {"token": "POPCAT", "inSeconds": 1}),
+                    (f"/api/orders/{order_id}/cancel", "POST", "")]
+        refusals = [None, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY_A}"},
+                    {"Authorization": "Bearer "}, {"Authorization": KEY_A}]
+        for path, method, body in requests:
+            for headers in refusals:
+                status, answer = await self.call(path, method, body, headers=headers)
+                assert (status, answer["error"]["code"]) == (401, "unauthorized"), (path, method, headers)
+        # ?token= is for WebSockets only
+        status, answer = await self.call(f"/api/tokens?token={KEY_A}")
+        assert status == 401
+        for path in ("/ws", f"/ws?orderId={order_id}", "/api/orders/execute", "/ws?token=wrong",
+                     f"/ws?token={KEY_A}&token={KEY_A}"):
+            status, answer, headers = await self.refused_handshake(path)
+            assert (status, answer["error"]["code"]) == (401, "unauthorized"), path
+            assert headers["Content-Type"].startswith("application/json") and headers["WWW-Authenticate"] == "Bearer"
+        status, _, _ = await self.refused_handshake("/ws", {"Authorization": "Bearer wrong"})
+        assert status == 401
+        for path in ("/healthz", "/readyz", "/api/openapi.json"):
+            assert (await self.call(path))[0] == 200, path
+        response = await self.http_client.fetch(self.get_url("/metrics"))
+        assert response.code == 200
+        response = await self.http_client.fetch(self.get_url("/"))
+        assert response.code == 200
+        assert self.order_count() == 1
+
+    @gen_test
+    async def test_a_key_is_accepted_as_a_bearer_header_or_as_a_websocket_token(self):
+        status, tokens = await self.call("/api/tokens", headers=bearer(KEY_B))
+        assert status == 200 and tokens["tokens"]
+        status, _ = await self.call("/api/tokens", headers={"Authorization": f"bearer  {KEY_B} "})
+        assert status == 200
+        order_id = (await self.submit_as(KEY_A))[1]["orderId"]
+        by_token = await self.connect_as(KEY_A, f"/ws?orderId={order_id}", token=True)
+        by_header = await self.connect_as(KEY_A, f"/ws?orderId={order_id}")
+        assert statuses([await self.frame(by_token)]) == statuses([await self.frame(by_header)]) == [(1, "pending")]
+        submit = await self.connect_as(KEY_B, "/api/orders/execute", token=True)
+        await submit.write_message(json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1"}))
+        accepted = await self.frame(submit)
+        assert accepted["type"] == "accepted"
+        order = self.storage.orders.get_order(uuid.UUID(accepted["orderId"]))
+        assert order.owner == owner_id(KEY_B)
+        for conn in (by_token, by_header, submit):
+            conn.close()
+
+    @gen_test
+    async def test_orders_belong_to_their_key_stored_as_an_id_never_the_key(self):
+        status, answer = await self.submit_as(KEY_A, clientOrderId="mine")
+        assert status == 202
+        order = self.storage.orders.get_order(uuid.UUID(answer["orderId"]))
+        assert order.owner == owner_id(KEY_A) and len(order.owner) == 16
+        assert KEY_A not in order.owner and owner_id(KEY_A) != owner_id(KEY_B)
+        database = self.data_dir / "engine.sqlite3"
+        if database.exists():  # the embedded store: not one byte of a key anywhere in the file
+            assert KEY_A.encode() not in database.read_bytes()
+
+    @gen_test
+    async def test_another_keys_order_is_not_found_on_every_http_endpoint_and_never_listed(self):
+        mine = (await self.submit_as(KEY_A, clientOrderId="same"))[1]["orderId"]
+        theirs = (await self.submit_as(KEY_B))[1]["orderId"]
+        self.advance(mine, *LIFECYCLE, CONFIRMED)
+        for path, method in [(f"/api/orders/{mine}", "GET"), (f"/api/sim/swaps?orderId={mine}", "GET"),
+                             (f"/api/orders/{mine}/cancel", "POST")]:
+            status, answer = await self.call(path, method, "" if method == "POST" else None, headers=bearer(KEY_B))
+            assert (status, answer["error"]["code"]) == (404, "not_found"), path
+        status, own = await self.call(f"/api/orders/{mine}", headers=bearer(KEY_A))
+        assert status == 200 and own["status"] == "confirmed"
+        for key, expected in ((KEY_A, [mine]), (KEY_B, [theirs])):
+            for query in ("", "?status=pending", "?status=confirmed", "?limit=1"):
+                status, page = await self.call(f"/api/orders{query}", headers=bearer(key))
+                assert status == 200
+                assert {o["orderId"] for o in page["orders"]} <= set(expected), (key, query)
+            status, page = await self.call("/api/orders", headers=bearer(key))
+            assert [o["orderId"] for o in page["orders"]] == expected
+        # The same clientOrderId under another key is that key's own, new order.
+        status, answer = await self.submit_as(KEY_B, clientOrderId="same")
+        assert status == 202 and answer["orderId"] not in (mine, theirs)
+
+    @gen_test
+    async def test_another_keys_order_is_not_found_on_every_websocket_and_never_streamed(self):
+        mine = (await self.submit_as(KEY_A))[1]["orderId"]
+        self.advance(mine, LIFECYCLE[0])
+        from web.hub import RecentEvents
+
+        for recent in (True, False):  # from the events the process holds, and from the database
+            if not recent:
+                self.services.hub.recent = RecentEvents()
+            for token in (False, True):
+                conn = await self.connect_as(KEY_B, f"/ws?orderId={mine}", token=token)
+                frames = await self.frames_until_close(conn)
+                assert [f["error"]["code"] for f in frames] == ["not_found"] and conn.close_code == 1008
+                conn = await self.connect_as(KEY_B, f"/ws?orderId={mine}&after=1", token=token)
+                assert [f["error"]["code"] for f in await self.frames_until_close(conn)] == ["not_found"]
+            firehose = await self.connect_as(KEY_B, "/ws")
+            await firehose.write_message(json.dumps({"subscribe": mine}))
+            assert (await self.frame(firehose))["error"]["code"] == "not_found"  # and it stays open:
+            theirs = (await self.submit_as(KEY_B))[1]["orderId"]
+            await firehose.write_message(json.dumps({"subscribe": theirs}))
+            # its pending event may come live before the subscribe is read: either way, once
+            frames = [await self.frame(firehose), await self.frame(firehose)]
+            assert {"type": "subscribed", "orderId": theirs} in frames
+            assert statuses([f for f in frames if "seq" in f]) == [(1, "pending")]
+            firehose.close()
+
+    @gen_test
+    async def test_an_all_orders_stream_sees_only_its_keys_orders(self):
+        stream_a = await self.connect_as(KEY_A, "/ws", token=True)
+        stream_b = await self.connect_as(KEY_B, "/ws")
+        theirs = (await self.submit_as(KEY_B))[1]["orderId"]
+        mine = (await self.submit_as(KEY_A))[1]["orderId"]
+        self.advance(theirs, *LIFECYCLE, CONFIRMED)
+        self.advance(mine, LIFECYCLE[0])
+        got_a = [await self.frame(stream_a) for _ in range(2)]
+        assert [(f["orderId"], f["seq"]) for f in got_a] == [(mine, 1), (mine, 2)]
+        got_b = [await self.frame(stream_b) for _ in range(5)]
+        assert {f["orderId"] for f in got_b} == {theirs}
+        self.advance(mine, LIFECYCLE[1])  # nothing of B's came to A in between
+        assert (await self.frame(stream_a))["seq"] == 3
+        stream_a.close()
+        stream_b.close()
+
+    @gen_test
+    async def test_ten_racing_repeats_of_a_client_order_id_create_one_order_per_key(self):
+        answers = await asyncio.gather(*(self.submit_as(key, clientOrderId="race")
+                                         for _ in range(10) for key in (KEY_A, KEY_B)))
+        for key in (KEY_A, KEY_B):
+            mine = [answer for (status, answer), k in zip(answers, [KEY_A, KEY_B] * 10) if k == key]
+            codes = sorted(status for (status, _), k in zip(answers, [KEY_A, KEY_B] * 10) if k == key)
+            assert codes == [200] * 9 + [202]
+            assert len({answer["orderId"] for answer in mine}) == 1
+        assert self.order_count() == 2 and self.storage.bus.queue_depth() == 2
+
+    @gen_test
+    async def test_a_key_given_as_a_token_is_never_logged(self):
+        records: list[logging.LogRecord] = []
+
+        class Keep(logging.Handler):
+            def emit(self, record):
+                records.append(record)
+
+        keep = Keep(logging.DEBUG)
+        access = logging.getLogger("tornado.access")
+        saved = access.level
+        access.addHandler(keep)
+        access.setLevel(logging.DEBUG)
+        try:
+            conn = await self.connect_as(KEY_A, "/ws", token=True)
+            conn.close()
+            await self.refused_handshake(f"/ws?token={KEY_B}x")
+            await self.call(f"/api/tokens?token={KEY_B}", headers=bearer(KEY_A))  # 400: not on HTTP
+        finally:
+            access.removeHandler(keep)
+            access.setLevel(saved)
+        lines = [record.getMessage() for record in records]
+        assert len(lines) >= 3 and all("token=***" in line for line in lines), lines
+        assert not any(KEY_A in line or KEY_B in line for line in lines), lines
+
+
+class KeyRateLimitTest(KeyedTestCase):
+    env = {"API_KEYS": f"{KEY_A},{KEY_B}", "KEY_RATE_LIMIT": "4"}
+
+    @gen_test
+    async def test_submissions_beyond_the_key_rate_limit_answer_429_and_another_key_is_unaffected(self):
+        assert (await self.submit_as(KEY_A))[0] == 202
+        # Junk counts too: it is counted before its body is read.
+        status, _ = await self.call("/api/orders/execute", "POST", "{junk", headers=bearer(KEY_A))
+        assert status == 400
+        status, _ = await self.call("/api/orders/execute", "POST", "{}", content_type="text/plain",
+                                    headers=bearer(KEY_A))
+        assert status == 415
+        socket = await self.connect_as(KEY_A, "/api/orders/execute", token=True)  # a WebSocket submit counts
+        socket.close()
+        response = await self.http_client.fetch(HTTPRequest(
+            self.get_url("/api/orders/execute"), method="POST", headers={**bearer(KEY_A), "Content-Type":
+                                                                         "application/json"},
+            body=json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1"})), raise_error=False)
+        assert response.code == 429 and json.loads(response.body)["error"]["code"] == "rate_limited"
+        assert 1 <= int(response.headers["Retry-After"]) <= 60
+        status, answer, headers = await self.refused_handshake("/api/orders/execute", bearer(KEY_A))
+        assert (status, answer["error"]["code"]) == (429, "rate_limited") and int(headers["Retry-After"]) >= 1
+        # Reading is not submitting, and the other key has its own window.
+        assert (await self.call("/api/orders", headers=bearer(KEY_A)))[0] == 200
+        assert [(await self.submit_as(KEY_B))[0] for _ in range(4)] == [202] * 4
+        assert (await self.submit_as(KEY_B))[0] == 429
+        assert self.order_count() == 5
+
+
+class AccessOnPostgresAndRedisTest(_OnPostgresAndRedis, AccessTest):
+    pass
+
+
+class KeyRateLimitOnPostgresAndRedisTest(_OnPostgresAndRedis, KeyRateLimitTest):
+    pass

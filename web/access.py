@@ -1,0 +1,86 @@
+"""Who is calling: API keys turned into owners, never kept or logged in clear.
+
+With `API_KEYS` set every `/api` and `/ws` request names a key (`Authorization: Bearer KEY`,
+or `?token=KEY` on a WebSocket, which browsers cannot give headers). A key's owner id is
+the first 16 hex digits of its SHA-256: that is what orders store and events carry, so a
+database or a bus message never holds a key. Without keys the owner is None: everyone
+sees every order (orders are stored with the owner "").
+
+Runs on the IOLoop thread (a SHA-256 and one digest comparison per configured key).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from typing import Iterable
+
+from tornado.httputil import HTTPServerRequest
+
+from web.errors import ApiError
+
+_DOMAIN = b"dex-engine api key\n"  # keeps these digests apart from any other use of the key
+_TOKEN_PARAM = re.compile(r"(?<=[?&])token=[^&]*")
+
+
+def owner_id(key: str) -> str:
+    """The owner an API key's orders belong to (what is stored in place of the key)."""
+    return _digest(key).hex()[:16]
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(_DOMAIN + key.encode("utf-8", "surrogateescape")).digest()
+
+
+def unauthorized(message: str) -> ApiError:
+    """The spec's 401."""
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def redact_token(request: HTTPServerRequest) -> None:
+    """Replace a `token=` query value in the request's URI (what Tornado logs) by `***`."""
+    if "token=" in request.query:
+        request.uri = _TOKEN_PARAM.sub("token=***", request.uri)
+
+
+class KeyRing:
+    """The configured API keys, as digests; `owner` answers who a request is, or raises a 401."""
+
+    def __init__(self, keys: Iterable[str]):
+        self._known = [(_digest(key), owner_id(key)) for key in keys]
+
+    @property
+    def enabled(self) -> bool:
+        """True when keys are configured (requests must name one)."""
+        return bool(self._known)
+
+    def owner(self, request: HTTPServerRequest, allow_token: bool = False) -> str | None:
+        """The caller's owner id; None when no keys are configured. `allow_token`: a WebSocket
+        handshake, which may give the key as `?token=` instead of the header."""
+        if not self._known:
+            return None
+        header = request.headers.get("Authorization")
+        if header is not None:
+            scheme, _, key = header.strip().partition(" ")
+            if scheme.lower() != "bearer" or not key.strip():
+                raise unauthorized("send the API key as Authorization: Bearer KEY")
+            return self._match(key.strip())
+        tokens = request.query_arguments.get("token") if allow_token else None
+        if tokens is not None:
+            if len(tokens) != 1:
+                raise unauthorized("give the API key once")
+            return self._match(tokens[0].decode("utf-8", "surrogateescape"))
+        raise unauthorized("an API key is required: Authorization: Bearer KEY"
+                           + (" (or ?token=KEY on a WebSocket)" if allow_token else ""))
+
+    def _match(self, key: str) -> str:
+        # Digests of equal length, compared with every known key without stopping at a match:
+        # the time taken says nothing about the key or about which one matched.
+        digest = _digest(key)
+        found = None
+        for known, owner in self._known:
+            if hmac.compare_digest(digest, known):
+                found = owner
+        if found is None:
+            raise unauthorized("unknown API key")
+        return found
