@@ -88,8 +88,8 @@ class CancelHandler(ApiHandler):
 
     def _cancel(self, oid: UUID) -> OrderRecord:
         """Executor thread: append `cancelled` (once), publish it; the order as stored after."""
-        orders = self.storage.orders
-        order = orders.get_order(oid, with_events=False)
+        orders, owner = self.storage.orders, self.owner
+        order = orders.get_order(oid, owner, with_events=False)  # another key's order: 404
         if order.status != "cancelled":
             if order.terminal or order.status not in ("pending", "waiting"):
                 raise _too_late(order.status)
@@ -101,7 +101,7 @@ class CancelHandler(ApiHandler):
                     raise _too_late(now.status)
             else:
                 self._publish(result)
-        return orders.get_order(oid)
+        return orders.get_order(oid, owner)
 
     def _publish(self, record) -> None:
         try:
