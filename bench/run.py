@@ -34,6 +34,14 @@ LATENCY_KEYS = ["aloneP50Ms", "aloneP99Ms", "aloneMaxMs", "pacedRate", "pacedP50
 ALONE_WARMUP = 5  # orders before the alone ones, left out of the figures
 
 
+def _run_client(coro):
+    """Run the load client's coroutine on uvloop, as the web process runs (a client as lean
+    as the engine's own loop: on two shared cores its CPU is the server's loss)."""
+    import uvloop
+
+    return uvloop.run(coro)
+
+
 def _log_problems(procs) -> dict:
     """WARNING/ERROR lines and tracebacks in each process log (the first few of each)."""
     found = {}
@@ -59,7 +67,7 @@ def run_throughput(args, log_dir: Path, profile_dir: Path | None = None) -> dict
         meter.start()
         started = time.monotonic()
         try:
-            result = asyncio.run(asyncio.wait_for(
+            result = _run_client(asyncio.wait_for(
                 throughput(port, args.orders, args.connections, args.listeners, args.timeout), args.timeout))
         finally:
             cpu = meter.stop()
@@ -85,7 +93,7 @@ def run_drain(args, log_dir: Path) -> dict:
         meter = CpuMeter({name: proc.pid for name, proc in procs.items()})
         meter.start()
         try:
-            result = asyncio.run(asyncio.wait_for(
+            result = _run_client(asyncio.wait_for(
                 drain(port, args.drain_orders, concurrency, args.timeout), args.timeout))
         finally:
             cpu = meter.stop()
@@ -104,7 +112,7 @@ def run_triggers(args, log_dir: Path) -> dict:
     """One triggers run: one web, one worker holding `args.armed` armed limit orders; see bench/triggers.py."""
     with cluster(TRIGGERS_ENV, workers=1, log_dir=log_dir) as (port, procs, database_url):
         worker = next(proc for name, proc in procs.items() if name.startswith("worker"))
-        result = asyncio.run(asyncio.wait_for(
+        result = _run_client(asyncio.wait_for(
             triggers(port, worker.pid, database_url, args.armed, args.crossing, args.snipers, args.timeout),
             args.timeout))
         result["logProblems"] = _log_problems(procs)
@@ -124,14 +132,14 @@ def run_latency(args, log_dir: Path) -> dict:
     """One latency run on the throughput scenario's cluster: orders alone, then an open-loop
     paced load; stages of each order from the stored event timestamps."""
     with cluster(THROUGHPUT_ENV, workers=args.workers, log_dir=log_dir) as (port, procs, database_url):
-        alone_part = asyncio.run(asyncio.wait_for(
+        alone_part = _run_client(asyncio.wait_for(
             alone(port, args.alone_orders, ALONE_WARMUP, args.timeout), args.timeout))
         warmup = args.paced_orders // 10
         meter = CpuMeter({name: proc.pid for name, proc in procs.items()})
         meter.start()
         started = time.monotonic()
         try:
-            paced_part = asyncio.run(asyncio.wait_for(
+            paced_part = _run_client(asyncio.wait_for(
                 paced(port, args.rate, args.paced_orders, warmup, args.connections, args.timeout), args.timeout))
         finally:
             cpu = meter.stop()
