@@ -1,32 +1,25 @@
 """OrderIntake: submits that arrive together share one transaction and one Redis pipeline.
 
-The IOLoop gathers validated orders (`storage.batching.Gatherer`); the first one of a
-batch schedules it for the end of the current loop turn, so every request parsed in
-that turn joins. One intake thread then stores the batch (one statement: the orders and
-their `pending` events), queues the jobs, publishes the `pending` events and reads the
-queue depth (one pipeline), and hands the results back in one hop. Each response still
-answers only after its own order is stored and queued. While a batch is in flight the
+Validated orders are gathered on the IOLoop (`web.loop_batches.LoopBatcher`): every request
+parsed in one loop turn joins the batch. The intake thread stores the batch (one statement:
+the orders and their `pending` events), queues the jobs, publishes the `pending` events and
+reads the queue depth (one pipeline), and hands the results back in one hop. Each response
+still answers only after its own order is stored and queued. While a batch is in flight the
 next one gathers: under load a batch holds what arrived during one commit.
-
-    IOLoop: submit -> Gatherer --take--> intake thread: create_orders, bus.accept
-                      ^                                  |
-                      +-------- results (one hop) -------+
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from config import find_token
-from storage.batching import Gatherer
 from storage.errors import BusError, StorageError
 from storage.orders import Created
 from storage.records import EventRecord, OrderDraft
 from storage.runtime import Storage
 from web.errors import ApiError, ValidationError
+from web.loop_batches import LoopBatcher
 
 log = logging.getLogger(__name__)
 
@@ -43,43 +36,19 @@ class OrderIntake:
         self._storage = storage
         self._max_depth = queue_max_depth
         self._on_pending = on_pending  # IOLoop thread: the pending events of a stored batch
-        self._gatherer: Gatherer[tuple[OrderDraft, asyncio.Future]] = Gatherer(MAX_BATCH)
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="web-intake")
+        self._batches: LoopBatcher[OrderDraft, Created] = LoopBatcher(
+            self._process, "web-intake", MAX_BATCH, MAX_WAITING, on_results=self._stored)
         self._depth = (0, float("-inf"))  # (queue depth, monotonic time it was read)
 
     async def submit(self, draft: OrderDraft) -> Created:
         """Store and queue one order with the others of its batch (IOLoop thread)."""
-        if self._gatherer.waiting >= MAX_WAITING:
-            raise ApiError(503, "not_ready", "too many orders are waiting to be stored; retry later")
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        if self._gatherer.add((draft, future)):
-            loop.call_soon(self._start)
-        return await future
+        return await self._batches.submit(draft)
 
-    def _start(self) -> None:
-        batch = self._gatherer.take()
-        loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(self._executor, self._process, [draft for draft, _ in batch])
-        work.add_done_callback(lambda done: self._finish(loop, batch, done))
-
-    def _finish(self, loop, batch, done: asyncio.Future) -> None:
-        try:
-            results = done.result()
-        except Exception as exc:  # the whole batch failed the same way (a bug or an outage)
-            results = [exc] * len(batch)
+    def _stored(self, drafts: list[OrderDraft], results: list) -> None:
+        """IOLoop thread: the hub keeps the new orders' `pending` events for their listeners."""
         pending = [r.pending for r in results if isinstance(r, Created) and r.pending is not None]
         if pending:
             self._on_pending(pending)
-        for (_, future), result in zip(batch, results):
-            if future.done():  # the client went away
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-        if self._gatherer.done():
-            loop.call_soon(self._start)
 
     # ---- intake thread ------------------------------------------------------------------
 
@@ -144,5 +113,5 @@ class OrderIntake:
         self._depth = (accepted.queue_depth, time.monotonic())
 
     def close(self) -> None:
-        """Let the intake thread go (batches in flight finish)."""
-        self._executor.shutdown(wait=False)
+        """Let the intake thread go (a batch in flight finishes)."""
+        self._batches.close()
