@@ -15,7 +15,9 @@ reply meant for an earlier step (or an earlier order) is recognised and ignored.
 
 Per order, in the usual case, the actor waits for four things: both quotes, the store
 of `routing`+`building`+`submitted` (one transaction: choosing the route, building and
-signing the transaction need no outside answer), the swap, and the store of `confirmed`.
+signing the transactions need no outside answer), the swaps (one per leg: `Execution`),
+and the store of `confirmed`. A limit or sniper order that cannot run yet stores `waiting`
+and goes to the worker's TriggerBook instead; the book hands it back when it fires.
 """
 from __future__ import annotations
 
@@ -46,8 +48,8 @@ from actors.messages import (
 )
 from actors.execution import Execution, LegRun
 from actors.retry import PERMANENT_ERRORS, RetryPolicy
-from config import find_token
 from actors.trigger_book import ArmedOrder
+from config import find_token
 from storage.errors import FencedOut
 from storage.records import EventDraft, OrderRecord, decimal_str, iso, utcnow
 from storage.status import OrderEnded
