@@ -2,7 +2,8 @@
 
 The JobConsumer hands it orders already claimed in the database (`ExecuteOrders`); it
 gives each one an OrderActor of its own from a pool it keeps (an actor is a thread:
-starting and stopping one per order measured ~10% of a worker's CPU at 250 orders/s),
+starting one per order and stopping it after measured ~0.2 ms more worker CPU per order,
++20%, in three interleaved throughput runs each way),
 acknowledges the job once the order is terminal and frees the slot. When an order
 actor dies unexpectedly it resumes the order from its stored state on a fresh actor,
 and after `MAX_RESTARTS` fails it with a reason: an order is never left hanging.
