@@ -8,11 +8,15 @@ import socket
 import time
 
 from tornado.netutil import Resolver
+from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from bench.cluster import BenchError
 
 TERMINAL = {"confirmed", "failed", "cancelled", "expired"}
+
+# The API key every request carries (`python -m bench.run --keys`), None for an open engine.
+API_KEY: str | None = None
 
 
 class HttpError(BenchError):
@@ -27,7 +31,8 @@ class _Connection:
         self.reader = self.writer = None
 
     async def request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
-        head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+        auth = f"Authorization: Bearer {API_KEY}\r\n" if API_KEY else ""
+        head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{auth}"
                 f"Content-Type: application/json\r\nContent-Length: {len(body or b'')}\r\n\r\n").encode()
         reused = self.writer is not None
         if not reused:
@@ -130,7 +135,9 @@ async def listen(port: int, ws_path: str, timeout: float) -> Stream:
     conn = None
     try:
         async with asyncio.timeout(timeout):
-            conn = await websocket_connect(f"ws://127.0.0.1:{port}{ws_path}", resolver=_RESOLVER)
+            url = f"ws://127.0.0.1:{port}{ws_path}"
+            headers = {"Authorization": f"Bearer {API_KEY}"} if API_KEY else {}
+            conn = await websocket_connect(HTTPRequest(url, headers=headers), resolver=_RESOLVER)
             while True:
                 msg = await conn.read_message()
                 if msg is None:

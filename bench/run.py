@@ -53,9 +53,20 @@ def _log_problems(procs) -> dict:
     return found
 
 
+BENCH_KEY = "bench-key-0123456789"
+
+
+def _env(base: dict, args) -> dict:
+    """The scenario's settings, with API keys on when asked (their per-key limit lifted, as
+    the start rate and queue depth are: the bench measures speed, not limits)."""
+    if getattr(args, "keys", False):
+        return {**base, "API_KEYS": BENCH_KEY, "KEY_RATE_LIMIT": "1000000"}
+    return base
+
+
 def run_throughput(args, log_dir: Path, profile_dir: Path | None = None) -> dict:
     """One throughput run: one web, `args.workers` workers, instant venues, `args.orders` orders."""
-    with cluster(THROUGHPUT_ENV, workers=args.workers, log_dir=log_dir) as (port, procs, database_url):
+    with cluster(_env(THROUGHPUT_ENV, args), workers=args.workers, log_dir=log_dir) as (port, procs, database_url):
         pids = {name: proc.pid for name, proc in procs.items()}
         recorder = Recorder(profile_dir, args.profile_seconds) if profile_dir else None
         if recorder:
@@ -131,7 +142,7 @@ def _write_samples(path: Path, samples: list[dict]) -> None:
 def run_latency(args, log_dir: Path) -> dict:
     """One latency run on the throughput scenario's cluster: orders alone, then an open-loop
     paced load; stages of each order from the stored event timestamps."""
-    with cluster(THROUGHPUT_ENV, workers=args.workers, log_dir=log_dir) as (port, procs, database_url):
+    with cluster(_env(THROUGHPUT_ENV, args), workers=args.workers, log_dir=log_dir) as (port, procs, database_url):
         alone_part = _run_client(asyncio.wait_for(
             alone(port, args.alone_orders, ALONE_WARMUP, args.timeout), args.timeout))
         warmup = args.paced_orders // 10
@@ -301,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paced-orders", type=int, default=2500,
                         help="latency: orders of the open-loop paced load, the first 10%% a warm-up (2500)")
     parser.add_argument("--rate", type=float, default=250, help="latency: orders/s of the paced load (250)")
+    parser.add_argument("--keys", action="store_true",
+                        help="throughput and latency with API_KEYS set: every request carries a key")
     parser.add_argument("--armed", type=int, default=10000, help="triggers: limit orders armed on one worker (10000)")
     parser.add_argument("--crossing", type=int, default=1000, help="triggers: how many of them the push crosses (1000)")
     parser.add_argument("--snipers", type=int, default=100, help="triggers: sniper orders waiting for a launch (100)")
@@ -309,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="one extra throughput run with py-spy on every process (reported apart)")
     parser.add_argument("--profile-seconds", type=int, default=10)
     args = parser.parse_args(argv)
+    if args.keys:
+        from bench import client
+
+        client.API_KEY = BENCH_KEY
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     if args.alone_orders < 1 or args.paced_orders < 10 or args.rate <= 0:
