@@ -20,6 +20,7 @@ signing the transaction need no outside answer), the swap, and the store of `con
 from __future__ import annotations
 
 import logging
+import time
 from decimal import ROUND_CEILING, Decimal, localcontext
 from typing import Callable
 
@@ -76,8 +77,10 @@ class OrderActor(pykka.ThreadingActor):
     """Executes one order at a time; supervised by the OrderRouter, which it tells when it is done."""
 
     def __init__(self, *, directory, timers, router, policy: RetryPolicy,
-                 new_signature: Callable[[], str], worker_id: str = "", market_max_wait_s: float = 30.0):
+                 new_signature: Callable[[], str], worker_id: str = "", market_max_wait_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
         super().__init__()
+        self.clock = clock  # times the quotes' round trips
         self.market_max_wait_s = market_max_wait_s
         self.directory = directory
         self.timers = timers
@@ -102,7 +105,10 @@ class OrderActor(pykka.ThreadingActor):
         self.stored_attempt = order.attempt  # the attempt of the last event stored
         self.on_stored = None
         self.quotes: dict[str, QuoteReceived] = {}
+        self.quote_ms: dict[str, float] = {}  # each venue's quote round trip, as this actor saw it
         self.quote_started = None
+        self.quote_sent = 0.0
+        self.failed_swaps: list[dict] = []  # swaps that failed and no stored event names yet
         self.retry_reason: str | None = None
         self.route = None
         self.execution = Execution(self.amount_in, self.token_in, self.token_out)
@@ -194,7 +200,9 @@ class OrderActor(pykka.ThreadingActor):
         self.attempt = attempt
         self.retry_reason = retry_reason
         self.quotes = {}
+        self.quote_ms = {}
         self.quote_started = utcnow()
+        self.quote_sent = self.clock()
         self._wait("quotes", QUOTE_TIMEOUT)
         for request_id, dex in enumerate(VENUES):
             self._tell(dex, RequestQuote(self.step * 10 + request_id, self.token_in, self.token_out,
@@ -202,6 +210,7 @@ class OrderActor(pykka.ThreadingActor):
 
     def _quote_received(self, message: QuoteReceived) -> None:
         self.quotes[message.dex] = message
+        self.quote_ms[message.dex] = round((self.clock() - self.quote_sent) * 1000, 1)
         if len(self.quotes) == len(VENUES):
             self._route()
 
@@ -301,6 +310,8 @@ class OrderActor(pykka.ThreadingActor):
                                          "message": answer.message if answer else "no quote in time"}}
             else:
                 quotes[dex] = answer.quote.to_api()
+            if dex in self.quote_ms:
+                quotes[dex]["latencyMs"] = self.quote_ms[dex]
         drawn = max((q.latency for q in self.quotes.values()), default=0.0)
         meta = {"bestDex": route.best_dex, "quotes": quotes, "route": route.to_api(),
                 "quoteMs": round((utcnow() - self.quote_started).total_seconds() * 1000, 1),
@@ -309,6 +320,8 @@ class OrderActor(pykka.ThreadingActor):
             meta["worker"] = self.worker_id
         if self.retry_reason:
             meta["retryReason"] = self.retry_reason
+        if self.failed_swaps:  # what the retry is for, swap by swap (named once)
+            meta["failedSwaps"], self.failed_swaps = self.failed_swaps, []
         if self.execution.filled:  # legs of earlier attempts that need no retry
             meta["filledLegs"] = self.execution.fills_api()
         if log.isEnabledFor(logging.INFO):
@@ -395,6 +408,8 @@ class OrderActor(pykka.ThreadingActor):
 
     def _legs_done(self) -> None:
         """Every leg has its outcome: confirm once all is filled, or retry what is not."""
+        self.failed_swaps += [{"dex": leg.dex, "code": leg.error_code, "txHash": leg.signature}
+                              for leg in self.execution.legs if leg.state == "failed"]
         failed = self.execution.settle()
         if self.execution.remaining_in <= 0:
             return self._confirm()
@@ -423,6 +438,8 @@ class OrderActor(pykka.ThreadingActor):
             self.timers.call_later(delay, lambda: ref.tell(due))
             return
         meta = {"error": {"code": code, "message": message}, "attempts": self.attempt, "latencyMs": self._latency_ms()}
+        if self.failed_swaps:
+            meta["failedSwaps"] = self.failed_swaps
         # An attempt that failed before storing its routing event has no event of its own:
         # the failure closes the last stored one, and meta.attempts counts them all.
         self._append([("failed", meta, None)], self._finish, attempt=self.stored_attempt)
