@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from config import find_token
+from config.logs import about_order
 from storage.batching import Gatherer
 from storage.errors import BusError, StorageError
 from storage.orders import Created
@@ -135,7 +136,8 @@ class OrderIntake:
                 try:
                     self._storage.orders.discard_unqueued(c.order.id)
                 except StorageError as cause:  # both down: the order stays `pending` unqueued
-                    log.warning("could not remove unqueued order %s: %s", c.order.id, cause)
+                    log.warning("could not remove unqueued order %s: %s", c.order.id, cause,
+                                extra=about_order(c.order.id))
             failed = {id(c) for c in created}
             for i, result in enumerate(results):
                 if id(result) in failed:

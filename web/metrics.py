@@ -26,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
 
+from config.logs import about_order
 from storage.bus import QueueStats
 from storage.records import BusEvent
 from storage.status import STATUSES, TERMINAL
@@ -143,7 +144,7 @@ class EventFigures:
             if not self._warned:
                 self._warned = True
                 log.warning("metrics: cannot read a %s event of order %s; such events are skipped",
-                            status, event.order_id, exc_info=True)
+                            status, event.order_id, exc_info=True, extra=about_order(event.order_id))
 
     def _routing(self, meta: dict) -> None:
         for venue, quote in (meta.get("quotes") or {}).items():
