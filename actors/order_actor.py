@@ -147,7 +147,7 @@ class OrderActor(pykka.ThreadingActor):
         self.execution.resume(routed.meta if routed else {}, sent.meta if sent else None)
         if sent is not None:
             self.log.info("order %s: resuming, asking the venues about %s", self.order.id,
-                     [leg.signature for leg in self.execution.legs])
+                          [leg.signature for leg in self.execution.legs])
             return self._check_signatures()
         self._attempt_failed("interrupted", f"attempt {self.attempt} was interrupted at {self.status}", True)
 
@@ -329,7 +329,7 @@ class OrderActor(pykka.ThreadingActor):
             meta["filledLegs"] = self.execution.fills_api()
         if log.isEnabledFor(logging.INFO):
             self.log.info("order %s attempt %d routed to %s: %s", self.order.id, self.attempt, route.best_dex,
-                     {d: q.get("amountOut") for d, q in quotes.items()})
+                          {d: q.get("amountOut") for d, q in quotes.items()})
         return meta
 
     def _build(self) -> dict:

@@ -120,7 +120,7 @@ class ApiHandler(RequestHandler):
     public = False
     owner: str | None = None
     log_reason: str | None = None  # why an expected outage answered 5xx (for the access log)
-    log_order_id: str | None = None  # the order the request is about, once known (for the log)
+    log_order_id: Any = None  # the order the request is about (its id, made text only if logged)
 
     def initialize(self, services: Services) -> None:
         self.services = services

@@ -54,7 +54,7 @@ class SubmitHandler(JsonBodyHandler):
             return
         self.check_body()
         accepted = await submit_order(self.services, self.body, self.owner or "")
-        self.log_order_id = str(accepted.order.id)
+        self.log_order_id = accepted.order.id
         self.write_json(accepted.to_api(), 202 if accepted.created else 200)
 
 
@@ -70,8 +70,7 @@ class OrderHandler(ApiHandler):
     """`GET /api/orders/{orderId}`: the order with its events (404 for another key's order)."""
 
     async def get(self, order_id: str) -> None:
-        oid = parse_order_id(order_id)
-        self.log_order_id = str(oid)
+        oid = self.log_order_id = parse_order_id(order_id)
         order = await self.services.run(self.storage.orders.get_order, oid, self.owner)
         self.write_json(order.to_api())
 
@@ -85,8 +84,7 @@ class CancelHandler(ApiHandler):
     """
 
     async def post(self, order_id: str) -> None:
-        oid = parse_order_id(order_id)
-        self.log_order_id = str(oid)
+        oid = self.log_order_id = parse_order_id(order_id)
         order = await self.services.run(self._cancel, oid)
         self.write_json(order.to_api())
 
