@@ -17,18 +17,12 @@ import sys
 import threading
 
 from config import ConfigError, load_settings
+from config.logs import setup_logging
 from config.settings import VARIABLES
 
 log = logging.getLogger("engine")
 
 DRAIN_SECONDS = 25.0
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
-    # One line per request costs real CPU at hundreds of orders/s; errors are still logged.
-    logging.getLogger("tornado.access").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
 
 
 def _need_servers(settings, command: str) -> None:
@@ -132,13 +126,14 @@ async def _serve_async(settings, with_worker: bool, sockets) -> int:
 _WEB = ("PORT", "DATABASE_URL", "REDIS_URL", "QUEUE_MAX_DEPTH", "API_KEYS", "KEY_RATE_LIMIT", "CORS_ORIGINS")
 _WORKER = ("DATABASE_URL", "REDIS_URL", "WORKER_CONCURRENCY", "ORDER_RATE_LIMIT", "RETRY_ATTEMPTS",
            "VENUE_PROFILE", "VENUE_FAILURE_RATE", "VENUE_TIMEOUT_RATE")
+_LOGS = ("LOG_LEVEL", "LOG_FORMAT")
 SERVER_COMMANDS = {
     "run": ("web and worker in one process (embedded default without DATABASE_URL/REDIS_URL)",
             tuple(VARIABLES)),
-    "web": ("HTTP and WebSocket server (needs DATABASE_URL and REDIS_URL)", _WEB + ("LOG_LEVEL",)),
-    "worker": ("order execution worker (needs DATABASE_URL and REDIS_URL)", _WORKER + ("LOG_LEVEL",)),
+    "web": ("HTTP and WebSocket server (needs DATABASE_URL and REDIS_URL)", _WEB + _LOGS),
+    "worker": ("order execution worker (needs DATABASE_URL and REDIS_URL)", _WORKER + _LOGS),
     "migrate": ("apply database migrations (the release phase)",
-                ("DATABASE_URL", "ENGINE_DATA_DIR", "SIM_SEED", "LOG_LEVEL")),
+                ("DATABASE_URL", "ENGINE_DATA_DIR", "SIM_SEED") + _LOGS),
 }
 
 
@@ -181,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"engine: configuration error: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     from storage.errors import BusError, SchemaNotMigrated, StorageUnavailable
     from web.server import PortUnavailable
 

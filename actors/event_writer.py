@@ -16,6 +16,7 @@ import pykka
 
 from actors.messages import AppendEvents, EventsStored, Flush
 from actors.supervision import SupervisedActor
+from config.logs import about_order
 from storage.batching import Gatherer
 from storage.errors import StorageError, StorageUnavailable
 
@@ -92,7 +93,8 @@ class EventWriter(SupervisedActor):
             raise
         except Exception as exc:
             if len(batch) == 1:
-                log.error("storing the events of order %s failed: %r", batch[0].drafts[0].order_id, exc)
+                order_id = batch[0].drafts[0].order_id
+                log.error("storing the events of order %s failed: %r", order_id, exc, extra=about_order(order_id))
                 return [exc] * len(drafts)
         return [result for msg in batch for result in self._store([msg])]
 

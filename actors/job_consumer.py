@@ -27,6 +27,7 @@ import pykka
 
 from actors.messages import ClaimedOrder, ExecuteOrders, Poll, SlotFreed, StopFetching, Triggered
 from actors.supervision import SupervisedActor
+from config.logs import about_order
 from storage.errors import StorageError
 from storage.records import OrderRecord
 
@@ -228,7 +229,7 @@ class JobConsumer(SupervisedActor):
                 ready.append(ClaimedOrder(job, order))
             else:
                 log.warning("job %s: order %s is %s; dropped", job.job_id, job.order_id,
-                            "owned by another job" if order is False else "unknown")
+                            "owned by another job" if order is False else "unknown", extra=about_order(job.order_id))
                 dropped.append(job)
         if ready:
             self.router.tell(ExecuteOrders(ready))
@@ -255,7 +256,8 @@ class JobConsumer(SupervisedActor):
             log.warning("claiming abandoned jobs failed: %s", exc)
             return
         for job in jobs:
-            log.info("took over job %s (order %s) from a dead worker", job.job_id, job.order_id)
+            log.info("took over job %s (order %s) from a dead worker", job.job_id, job.order_id,
+                     extra=about_order(job.order_id))
             self._start(job)  # it started before: resuming is not counted as a new start
         if jobs and not self.poll_queued:
             self._queue_poll()  # hands them to the router

@@ -111,6 +111,7 @@ class SendSwap:
 class CheckSignature:
     signature: str
     reply_to: Any
+    order_id: str = ""  # whose swap it is (for the gateway's log lines)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ and goes to the worker's TriggerBook instead; the book hands it back when it fir
 from __future__ import annotations
 
 import logging
+import time
 from decimal import ROUND_CEILING, Decimal, localcontext
 from typing import Callable
 
@@ -50,6 +51,7 @@ from actors.execution import Execution, LegRun
 from actors.retry import PERMANENT_ERRORS, RetryPolicy
 from actors.trigger_book import ArmedOrder
 from config import find_token
+from config.logs import OrderLog
 from storage.errors import FencedOut
 from storage.records import EventDraft, OrderRecord, decimal_str, iso, utcnow
 from storage.status import OrderEnded
@@ -78,8 +80,10 @@ class OrderActor(pykka.ThreadingActor):
     """Executes one order at a time; supervised by the OrderRouter, which it tells when it is done."""
 
     def __init__(self, *, directory, timers, router, policy: RetryPolicy,
-                 new_signature: Callable[[], str], worker_id: str = "", market_max_wait_s: float = 30.0):
+                 new_signature: Callable[[], str], worker_id: str = "", market_max_wait_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
         super().__init__()
+        self.clock = clock  # times the quotes' round trips
         self.market_max_wait_s = market_max_wait_s
         self.directory = directory
         self.timers = timers
@@ -89,6 +93,7 @@ class OrderActor(pykka.ThreadingActor):
         self.worker_id = worker_id
         self.step = 0  # grows with every wait, across orders: tags requests and replies
         self.order: OrderRecord | None = None
+        self.log: logging.LoggerAdapter | logging.Logger = log  # an OrderLog of the order it runs
         self.watchdog = None
         self.waiting = "idle"
         self.draining = False  # the worker is stopping: start nothing new, hand orders back
@@ -96,6 +101,7 @@ class OrderActor(pykka.ThreadingActor):
     def _reset(self, order: OrderRecord) -> None:
         """Take on a new order: everything below belongs to it alone."""
         self.order = order
+        self.log = OrderLog(log, order.id)  # every line about the order carries its id
         self.token_in = find_token(order.token_in)
         self.token_out = find_token(order.token_out)
         self.amount_in = self.token_in.to_base(order.amount)
@@ -104,7 +110,10 @@ class OrderActor(pykka.ThreadingActor):
         self.stored_attempt = order.attempt  # the attempt of the last event stored
         self.on_stored = None
         self.quotes: dict[str, QuoteReceived] = {}
+        self.quote_ms: dict[str, float] = {}  # each venue's quote round trip, as this actor saw it
         self.quote_started = None
+        self.quote_sent = 0.0
+        self.failed_swaps: list[dict] = []  # swaps that failed and no stored event names yet
         self.retry_reason: str | None = None
         self.route = None
         self.execution = Execution(self.amount_in, self.token_in, self.token_out)
@@ -139,8 +148,8 @@ class OrderActor(pykka.ThreadingActor):
         sent = next((e for e in reversed(mine) if e.status == "submitted"), None)
         self.execution.resume(routed.meta if routed else {}, sent.meta if sent else None)
         if sent is not None:
-            log.info("order %s: resuming, asking the venues about %s", self.order.id,
-                     [leg.signature for leg in self.execution.legs])
+            self.log.info("order %s: resuming, asking the venues about %s", self.order.id,
+                          [leg.signature for leg in self.execution.legs])
             return self._check_signatures()
         self._attempt_failed("interrupted", f"attempt {self.attempt} was interrupted at {self.status}", True)
 
@@ -196,7 +205,9 @@ class OrderActor(pykka.ThreadingActor):
         self.attempt = attempt
         self.retry_reason = retry_reason
         self.quotes = {}
+        self.quote_ms = {}
         self.quote_started = utcnow()
+        self.quote_sent = self.clock()
         self._wait("quotes", QUOTE_TIMEOUT)
         for request_id, dex in enumerate(VENUES):
             self._tell(dex, RequestQuote(self.step * 10 + request_id, self.token_in, self.token_out,
@@ -204,6 +215,7 @@ class OrderActor(pykka.ThreadingActor):
 
     def _quote_received(self, message: QuoteReceived) -> None:
         self.quotes[message.dex] = message
+        self.quote_ms[message.dex] = round((self.clock() - self.quote_sent) * 1000, 1)
         if len(self.quotes) == len(VENUES):
             self._route()
 
@@ -260,7 +272,7 @@ class OrderActor(pykka.ThreadingActor):
         first, longest = RECHECK_S
         delay = min(longest, first * 2 ** self.requotes)
         self.requotes += 1
-        log.warning("order %s: no venue can quote now; quoting again in %.1fs", self.order.id, delay)
+        self.log.warning("order %s: no venue can quote now; quoting again in %.1fs", self.order.id, delay)
         self._wait("retry", None)
         ref, due = self.actor_ref, RetryDue(self.attempt, self.step)
         self.timers.call_later(delay, lambda: ref.tell(due))
@@ -303,6 +315,8 @@ class OrderActor(pykka.ThreadingActor):
                                          "message": answer.message if answer else "no quote in time"}}
             else:
                 quotes[dex] = answer.quote.to_api()
+            if dex in self.quote_ms:
+                quotes[dex]["latencyMs"] = self.quote_ms[dex]
         drawn = max((q.latency for q in self.quotes.values()), default=0.0)
         meta = {"bestDex": route.best_dex, "quotes": quotes, "route": route.to_api(),
                 "quoteMs": round((utcnow() - self.quote_started).total_seconds() * 1000, 1),
@@ -311,11 +325,13 @@ class OrderActor(pykka.ThreadingActor):
             meta["worker"] = self.worker_id
         if self.retry_reason:
             meta["retryReason"] = self.retry_reason
+        if self.failed_swaps:  # what the retry is for, swap by swap (named once)
+            meta["failedSwaps"], self.failed_swaps = self.failed_swaps, []
         if self.execution.filled:  # legs of earlier attempts that need no retry
             meta["filledLegs"] = self.execution.fills_api()
         if log.isEnabledFor(logging.INFO):
-            log.info("order %s attempt %d routed to %s: %s", self.order.id, self.attempt, route.best_dex,
-                     {d: q.get("amountOut") for d, q in quotes.items()})
+            self.log.info("order %s attempt %d routed to %s: %s", self.order.id, self.attempt, route.best_dex,
+                          {d: q.get("amountOut") for d, q in quotes.items()})
         return meta
 
     def _build(self) -> dict:
@@ -350,7 +366,7 @@ class OrderActor(pykka.ThreadingActor):
             leg.state, leg.error_code = "failed", result.error_code or "swap_failed"
             leg.message, leg.retriable = result.message or "swap failed", result.retriable
         else:
-            log.info("order %s: swap %s timed out, asking the venue", self.order.id, leg.signature)
+            self.log.info("order %s: swap %s timed out, asking the venue", self.order.id, leg.signature)
             leg.state = "unknown"
         if any(other.state == "sent" for other in self.execution.legs):
             return  # the other leg's answer is still to come
@@ -364,7 +380,7 @@ class OrderActor(pykka.ThreadingActor):
         self._wait("signature", SWAP_TIMEOUT)
         for leg in self.execution.open_legs():
             leg.state = "unknown"
-            self._tell(leg.dex, CheckSignature(leg.signature, self.actor_ref))
+            self._tell(leg.dex, CheckSignature(leg.signature, self.actor_ref, str(self.order.id)))
 
     def _signature_checked(self, leg: LegRun, status) -> None:
         if status.status == "unknown":  # the venue cannot answer now (an outage): ask again later
@@ -397,6 +413,8 @@ class OrderActor(pykka.ThreadingActor):
 
     def _legs_done(self) -> None:
         """Every leg has its outcome: confirm once all is filled, or retry what is not."""
+        self.failed_swaps += [{"dex": leg.dex, "code": leg.error_code, "txHash": leg.signature}
+                              for leg in self.execution.legs if leg.state == "failed"]
         failed = self.execution.settle()
         if self.execution.remaining_in <= 0:
             return self._confirm()
@@ -419,12 +437,15 @@ class OrderActor(pykka.ThreadingActor):
                 return self._finish(handed_back=True)
             delay = self.policy.delay(self.attempt)
             self.retry_reason = f"{code}: {message}"
-            log.info("order %s attempt %d failed (%s); retry in %.2fs", self.order.id, self.attempt, code, delay)
+            self.log.info("order %s attempt %d failed (%s); retry in %.2fs", self.order.id, self.attempt, code, delay)
             self._wait("retry", None)
             ref, due = self.actor_ref, RetryDue(self.attempt + 1, self.step)
             self.timers.call_later(delay, lambda: ref.tell(due))
             return
         meta = {"error": {"code": code, "message": message}, "attempts": self.attempt, "latencyMs": self._latency_ms()}
+        if self.failed_swaps:
+            meta["failedSwaps"] = self.failed_swaps
+        self.log.info("order %s failed after %d attempt(s): %s: %s", self.order.id, self.attempt, code, message)
         # An attempt that failed before storing its routing event has no event of its own:
         # the failure closes the last stored one, and meta.attempts counts them all.
         self._append([("failed", meta, None)], self._finish, attempt=self.stored_attempt)
@@ -437,7 +458,7 @@ class OrderActor(pykka.ThreadingActor):
         self.waiting = "idle"
         order, self.order = self.order, None
         if handed_back:
-            log.info("order %s handed back: this worker is stopping", order.id)
+            self.log.info("order %s handed back: this worker is stopping", order.id)
         self.router.tell(OrderFinished(str(order.id), self.actor_ref, lost=lost, handed_back=handed_back,
                                        armed=armed))
 
@@ -466,10 +487,10 @@ class OrderActor(pykka.ThreadingActor):
     def _stored(self, message: EventsStored) -> None:
         self._cancel_watchdog()
         if any(isinstance(result, FencedOut) for result in message.results):
-            log.warning("order %s was taken over by another worker; this one stops acting for it", self.order.id)
+            self.log.warning("order %s was taken over by another worker; this one stops acting for it", self.order.id)
             return self._finish(lost=True)
         if any(isinstance(result, OrderEnded) for result in message.results):
-            log.info("order %s ended meanwhile (cancelled or expired): nothing left to do", self.order.id)
+            self.log.info("order %s ended meanwhile (cancelled or expired): nothing left to do", self.order.id)
             return self._finish()
         for result in message.results:
             if isinstance(result, Exception):
@@ -497,12 +518,12 @@ class OrderActor(pykka.ThreadingActor):
         if self.waiting == "store":
             # The writer answers every append, retrying through an outage for as long as it
             # lasts (and its successor takes over what it held): keep waiting, never crash.
-            log.warning("order %s: still waiting for its events to be stored", self.order.id)
+            self.log.warning("order %s: still waiting for its events to be stored", self.order.id)
             ref, expired = self.actor_ref, StepExpired(self.step)
             self.watchdog = self.timers.call_later(STORE_TIMEOUT, lambda: ref.tell(expired))
             return
         if self.waiting == "quotes":
-            log.warning("order %s: quotes missing from %s", self.order.id, set(VENUES) - set(self.quotes))
+            self.log.warning("order %s: quotes missing from %s", self.order.id, set(VENUES) - set(self.quotes))
             return self._route()
         if self.waiting in ("swap", "signature") and self.signature_checks < SIGNATURE_CHECKS:
             self.signature_checks += 1

@@ -30,6 +30,7 @@ from actors.messages import (
 from actors.order_actor import OrderActor
 from actors.supervision import SupervisedActor
 from actors.trigger_book import Arm
+from config.logs import about_order
 from storage.errors import StorageError
 from storage.records import EventDraft
 
@@ -118,7 +119,7 @@ class OrderRouter(SupervisedActor):
         try:
             entry["ref"] = self._take_actor()
         except Exception as exc:  # an order this worker cannot even start must fail, not hang
-            log.exception("order %s: cannot start its actor", order_id)
+            log.exception("order %s: cannot start its actor", order_id, extra=about_order(order_id))
             self._fail(order_id, repr(exc))
             return self._finished(order_id, None)
         entry["ref"].tell(RunOrder(order))
@@ -156,13 +157,16 @@ class OrderRouter(SupervisedActor):
         entry["ref"] = None  # a dead actor never returns to the pool
         entry["restarts"] += 1
         if entry["restarts"] <= MAX_RESTARTS:
-            log.warning("order %s: actor died (%s); resuming from its stored state", order_id, reason)
+            log.warning("order %s: actor died (%s); resuming from its stored state", order_id, reason,
+                        extra=about_order(order_id))
             return self._reload(order_id)
-        log.error("order %s: actor died %d times (%s); failing the order", order_id, entry["restarts"], reason)
+        log.error("order %s: actor died %d times (%s); failing the order", order_id, entry["restarts"], reason,
+                  extra=about_order(order_id))
         try:
             self._fail(order_id, reason)
         except StorageError as exc:  # cannot record the failure now: resume it later instead
-            log.warning("recording the failure of %s failed (%s); retrying", order_id, exc)
+            log.warning("recording the failure of %s failed (%s); retrying", order_id, exc,
+                        extra=about_order(order_id))
             return self._retry_later(order_id)
         self._finished(order_id, None)
 
@@ -172,10 +176,11 @@ class OrderRouter(SupervisedActor):
         try:
             order = self.orders.claim(UUID(order_id), entry["job"].job_id, self.worker_id)
         except StorageError as exc:  # the database is unreachable: try again shortly
-            log.warning("loading order %s failed (%s); retrying", order_id, exc)
+            log.warning("loading order %s failed (%s); retrying", order_id, exc, extra=about_order(order_id))
             return self._retry_later(order_id)
         if order is None:
-            log.warning("order %s is owned by another job now; %s dropped", order_id, entry["job"].job_id)
+            log.warning("order %s is owned by another job now; %s dropped", order_id, entry["job"].job_id,
+                        extra=about_order(order_id))
             return self._finished(order_id, None)
         self._run(order_id, order)
 
@@ -195,7 +200,7 @@ class OrderRouter(SupervisedActor):
             try:
                 self.bus.publish(stored)
             except StorageError as exc:
-                log.warning("publishing the failure of %s failed: %s", order_id, exc)
+                log.warning("publishing the failure of %s failed: %s", order_id, exc, extra=about_order(order_id))
 
     def _ack(self, job) -> None:
         """Acknowledge `job` (None: nothing to acknowledge) and free its slot, with the others

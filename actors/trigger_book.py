@@ -28,6 +28,7 @@ from uuid import UUID
 from actors.messages import AppendEvents, EventsStored, Triggered
 from actors.supervision import SupervisedActor
 from config import Token
+from config.logs import about_order
 from storage.bus import Job
 from storage.errors import StorageError
 from storage.records import EventDraft, iso, utcnow
@@ -297,7 +298,8 @@ class TriggerBook(SupervisedActor):
             return
         result = message.results[0]
         if isinstance(result, Exception) and not isinstance(result, OrderEnded):
-            log.info("order %s was not expired here: %s", order.order_id, result)  # taken over, or a rule
+            log.info("order %s was not expired here: %s", order.order_id, result,  # taken over, or a rule
+                     extra=about_order(order.order_id))
             return
         self._ack([order.job])
 

@@ -24,6 +24,7 @@ from actors.messages import (
     SwapSettled,
 )
 from actors.supervision import SupervisedActor
+from config.logs import about_order
 from storage.batching import Gatherer
 from storage.errors import StorageUnavailable
 from storage.venues.base import SignatureStatus, SwapResult, Venue, VenueError
@@ -78,10 +79,12 @@ class VenueGateway(SupervisedActor):
             try:
                 reply = SignatureChecked(self.venue.signature_status(call.signature))
             except StorageUnavailable as exc:  # an outage: the order asks again later
-                log.warning("%s: signature status of %s unknown for now: %s", self.venue.name, call.signature, exc)
+                log.warning("%s: signature status of %s unknown for now: %s", self.venue.name, call.signature, exc,
+                            extra=about_order(call.order_id))
                 reply = SignatureChecked(SignatureStatus(call.signature, "unknown"))
             except Exception:  # a bug: the order asks again later
-                log.exception("%s: signature status of %s failed", self.venue.name, call.signature)
+                log.exception("%s: signature status of %s failed", self.venue.name, call.signature,
+                              extra=about_order(call.order_id))
                 reply = SignatureChecked(SignatureStatus(call.signature, "unknown"))
         self._reply(call.reply_to, reply)
 

@@ -16,7 +16,8 @@ ORDER = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.1"}
 # Environment of each scenario, on top of DATABASE_URL / REDIS_URL. Everything that changes
 # the figures is written out, so a `.env` in the checkout cannot change them.
 COMMON_ENV = {"VENUE_FAILURE_RATE": "0", "VENUE_TIMEOUT_RATE": "0", "ORDER_RATE_LIMIT": "1000000",
-              "RETRY_ATTEMPTS": "3", "API_KEYS": "", "SIM_SEED": "11", "LOG_LEVEL": "WARNING"}
+              "RETRY_ATTEMPTS": "3", "API_KEYS": "", "SIM_SEED": "11", "LOG_LEVEL": "WARNING",
+              "LOG_FORMAT": "text"}
 THROUGHPUT_ENV = {**COMMON_ENV, "VENUE_PROFILE": "instant", "WORKER_CONCURRENCY": "50",
                   "QUEUE_MAX_DEPTH": "100000"}
 DRAIN_ENV = {**COMMON_ENV, "VENUE_PROFILE": "realistic", "WORKER_CONCURRENCY": "10", "QUEUE_MAX_DEPTH": "10000"}

@@ -21,7 +21,8 @@ from bench.client import HttpPool, percentile
 
 TRIGGERS_ENV = {"VENUE_FAILURE_RATE": "0", "VENUE_TIMEOUT_RATE": "0", "ORDER_RATE_LIMIT": "1000000",
                 "RETRY_ATTEMPTS": "3", "API_KEYS": "", "SIM_SEED": "11", "LOG_LEVEL": "WARNING",
-                "VENUE_PROFILE": "instant", "WORKER_CONCURRENCY": "50", "QUEUE_MAX_DEPTH": "100000"}
+                "LOG_FORMAT": "text", "VENUE_PROFILE": "instant", "WORKER_CONCURRENCY": "50",
+                "QUEUE_MAX_DEPTH": "100000"}
 SNIPER_TOKEN = "POPCAT"
 
 

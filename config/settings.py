@@ -13,6 +13,7 @@ class ConfigError(Exception):
 
 
 VENUE_PROFILES = ("realistic", "instant")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Settings:
     key_rate_limit: int = 600
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
+    log_format: str = "text"
 
     @property
     def sqlite_path(self) -> Path:
@@ -138,6 +140,9 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
     level = (env.get("LOG_LEVEL", "").strip() or "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r}")
+    log_format = (env.get("LOG_FORMAT", "").strip() or "text").lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT must be text or json, got {log_format!r}")
     return Settings(
         port=_int(env, "PORT", 8000, 1, 65535),
         database_url=_url(env, "DATABASE_URL", ("postgres", "postgresql")),
@@ -156,6 +161,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         key_rate_limit=_int(env, "KEY_RATE_LIMIT", 600, 1),
         cors_origins=_list(env, "CORS_ORIGINS"),
         log_level=level,
+        log_format=log_format,
     )
 
 
@@ -178,4 +184,5 @@ VARIABLES: dict[str, str] = {
     "KEY_RATE_LIMIT": "submissions per key per 60 s where keys are configured (default 600)",
     "CORS_ORIGINS": "origins allowed to call the API from a browser (default none)",
     "LOG_LEVEL": "DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)",
+    "LOG_FORMAT": "text, or json for one JSON object a line (default text)",
 }

@@ -48,6 +48,15 @@ class Accepted:
 
 
 @dataclass(frozen=True)
+class QueueStats:
+    """The queue as an operator graphs it: jobs waiting to start, and how long the oldest of
+    them has waited (0.0 when none waits)."""
+
+    depth: int
+    oldest_age_s: float
+
+
+@dataclass(frozen=True)
 class Job:
     """One queued order to execute; `job_id` is the bus's handle for `ack`."""
 
@@ -80,6 +89,10 @@ class Bus(ABC):
     @abstractmethod
     def queue_depth(self) -> int:
         """Jobs waiting to start (queued, not yet fetched by any worker)."""
+
+    @abstractmethod
+    def queue_stats(self) -> QueueStats:
+        """The queue depth and the age of the oldest waiting job, read together (for /metrics)."""
 
     @abstractmethod
     def fetch(self, consumer: str, count: int, block_ms: int) -> list[Job]:

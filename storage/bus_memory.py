@@ -19,7 +19,7 @@ import uuid
 from collections import deque
 from typing import Callable
 
-from storage.bus import Accepted, Bus, EventBatchHandler, Job, Subscription
+from storage.bus import Accepted, Bus, EventBatchHandler, Job, QueueStats, Subscription
 from storage.errors import BusError
 from storage.records import BusEvent
 
@@ -67,6 +67,7 @@ class InProcessBus(Bus):
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
         self._waiting: deque[Job] = deque()
+        self._queued_at: dict[str, float] = {}  # job_id -> when it was queued, while it waits
         self._pending: dict[str, dict[str, Job]] = {}  # consumer -> job_id -> job, oldest first
         self._owner: dict[str, str] = {}  # job_id -> consumer holding it
         self._alive_until: dict[str, float] = {}
@@ -91,6 +92,7 @@ class InProcessBus(Bus):
             self._check_open()
             job = Job(job_id=str(next(self._ids)), order_id=order_id)
             self._waiting.append(job)
+            self._queued_at[job.job_id] = self._clock()
             self._cond.notify()
             return job.job_id
 
@@ -105,6 +107,14 @@ class InProcessBus(Bus):
         """Jobs not yet fetched by any consumer."""
         with self._cond:
             return len(self._waiting)
+
+    def queue_stats(self) -> QueueStats:
+        """Jobs not yet fetched, and how long the first of them has waited."""
+        with self._cond:
+            if not self._waiting:
+                return QueueStats(0, 0.0)
+            oldest = self._queued_at[self._waiting[0].job_id]
+            return QueueStats(len(self._waiting), max(self._clock() - oldest, 0.0))
 
     def fetch(self, consumer: str, count: int, block_ms: int) -> list[Job]:
         """Take up to `count` jobs, oldest first, waiting up to `block_ms` (0: no wait)."""
@@ -123,6 +133,7 @@ class InProcessBus(Bus):
             for job in taken:
                 held[job.job_id] = job
                 self._owner[job.job_id] = consumer
+                del self._queued_at[job.job_id]
             return taken
 
     def ack(self, *jobs: Job) -> None:

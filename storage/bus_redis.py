@@ -2,7 +2,9 @@
 
 - Jobs: stream `{prefix}:jobs`, consumer group `workers`. `ack` removes the entry
   (XACK + XDEL), so the stream holds only waiting and pending jobs and
-  `queue_depth` = XLEN - pending. A Redis restart without persistence deletes the
+  `queue_depth` = XLEN - pending. The oldest waiting job is the first entry after the
+  group's last-delivered id, and its age comes from its id (a millisecond timestamp of
+  Redis's clock) against Redis's `TIME`. A Redis restart without persistence deletes the
   stream and its group; the group is recreated on the NOGROUP error that follows.
 - Liveness: `{prefix}:consumer:{name}` with a TTL. A consumer without that key is
   dead, including one that never sent a heartbeat: workers heartbeat before their
@@ -26,7 +28,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 
-from storage.bus import Accepted, Bus, EventBatchHandler, Job, Subscription, encode_events
+from storage.bus import Accepted, Bus, EventBatchHandler, Job, QueueStats, Subscription, encode_events
 from storage.bus_redis_pubsub import RedisSubscription, open_pubsub
 from storage.errors import BusError
 from storage.records import BusEvent
@@ -102,6 +104,30 @@ for i, key in ipairs(KEYS) do
 end
 return waits
 """
+# The queue's depth and the age of its oldest waiting job, in one round trip, on one clock.
+# KEYS: stream. ARGV: group. Returns {waiting jobs, age of the oldest in ms (0 when none)}.
+# The first entry after the group's last-delivered id was never delivered: it waits.
+_QUEUE_STATS_LUA = """
+local length = redis.call('XLEN', KEYS[1])
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1])[1]
+local last = nil
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local fields = {}
+  for i = 1, #group, 2 do fields[group[i]] = group[i + 1] end
+  if fields['name'] == ARGV[1] then last = fields['last-delivered-id'] end
+end
+if last == nil then return redis.error_reply('NOGROUP no consumer group ' .. ARGV[1]) end
+local age = 0
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], last, '+', 'COUNT', 2)) do
+  if entry[1] ~= last then
+    local t = redis.call('TIME')
+    local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    age = math.max(now_ms - tonumber(string.match(entry[1], '^(%d+)')), 0)
+    break
+  end
+end
+return {math.max(length - pending, 0), age}
+"""
 MAX_STARTS_PER_CALL = 1000  # Lua's unpack takes a few thousand arguments at most
 
 # Delete a lock only if the caller still holds it. KEYS: lock. ARGV: owner.
@@ -151,6 +177,7 @@ class RedisBus(Bus):
         self._unlock_script = self._client.register_script(_UNLOCK_LUA)
         self._try_start_script = self._client.register_script(_TRY_START_LUA)
         self._try_submit_script = self._client.register_script(_TRY_SUBMIT_LUA)
+        self._queue_stats_script = self._client.register_script(_QUEUE_STATS_LUA)
         self._group_ready = False
         self._subscriptions: set[RedisSubscription] = set()
         self._lock = threading.Lock()
@@ -236,6 +263,12 @@ class RedisBus(Bus):
             return max(length - summary["pending"], 0)
 
         return self._call("queue_depth", depth, needs_group=True)
+
+    def queue_stats(self) -> QueueStats:
+        """The depth as `queue_depth` counts it and the oldest waiting job's age (one script call)."""
+        depth, age_ms = self._call("queue_stats", lambda: self._queue_stats_script(keys=[self._jobs], args=[GROUP]),
+                                   needs_group=True)
+        return QueueStats(int(depth), int(age_ms) / 1000.0)
 
     def fetch(self, consumer: str, count: int, block_ms: int) -> list[Job]:
         """XREADGROUP new entries; waits at most `block_ms` (capped below the socket timeout)."""

@@ -14,10 +14,11 @@ from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
 
 from tornado import iostream, websocket
-from tornado.log import access_log
+from tornado.log import access_log, app_log
 from tornado.web import RequestHandler, stream_request_body
 
 from config import Settings
+from config.logs import about_order
 from storage import codec
 from storage.runtime import Storage
 from web.access import KeyRing, redact_token
@@ -103,8 +104,10 @@ def log_request(handler: RequestHandler) -> None:
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 or reason else logging.ERROR
     if access_log.isEnabledFor(level):
         request = handler.request
+        order_id = getattr(handler, "log_order_id", None)
         access_log.log(level, "%d %s %s %.2fms%s", status, request.method, request.uri,
-                       1000.0 * request.request_time(), f" ({reason})" if reason else "")
+                       1000.0 * request.request_time(), f" ({reason})" if reason else "",
+                       extra=about_order(order_id) if order_id else None)
 
 
 class ApiHandler(RequestHandler):
@@ -117,6 +120,7 @@ class ApiHandler(RequestHandler):
     public = False
     owner: str | None = None
     log_reason: str | None = None  # why an expected outage answered 5xx (for the access log)
+    log_order_id: Any = None  # the order the request is about (its id, made text only if logged)
 
     def initialize(self, services: Services) -> None:
         self.services = services
@@ -180,7 +184,10 @@ class ApiHandler(RequestHandler):
 
     def log_exception(self, typ, value, tb) -> None:
         error = to_api_error(value)
-        if error.code == "internal_error":
+        if error.code == "internal_error" and self.log_order_id:  # a bug: the traceback, naming the order
+            app_log.error("Uncaught exception %s\n%r", self._request_summary(), self.request,
+                          exc_info=(typ, value, tb), extra=about_order(self.log_order_id))
+        elif error.code == "internal_error":
             super().log_exception(typ, value, tb)  # a bug: keep the traceback (in the log only)
         elif is_outage(error):  # expected: told once, in the request's access line
             self.log_reason = f"{error.code}: {value}"

@@ -34,6 +34,7 @@ from uuid import UUID
 
 from tornado.ioloop import IOLoop, PeriodicCallback
 
+from config.logs import about_order
 from storage.bus import Bus, Subscription
 from storage.errors import OrderNotFound, StorageError
 from storage.orders import OrderStore
@@ -334,9 +335,11 @@ class EventHub:
         except asyncio.CancelledError:
             raise
         except (StorageError, ApiError) as exc:  # an outage (or a full executor): expected, retried
-            log.warning("could not read events of order %s (the sweeper retries): %s", feed.order_id, exc)
+            log.warning("could not read events of order %s (the sweeper retries): %s", feed.order_id, exc,
+                        extra=about_order(feed.order_id))
         except Exception:
-            log.exception("could not read events of order %s; the sweeper retries", feed.order_id)
+            log.exception("could not read events of order %s; the sweeper retries", feed.order_id,
+                          extra=about_order(feed.order_id))
         finally:
             feed.filling = False
 

@@ -14,6 +14,7 @@ import time
 from typing import Callable
 
 from config import find_token
+from config.logs import about_order
 from storage.errors import BusError, StorageError
 from storage.orders import Created
 from storage.records import EventRecord, OrderDraft
@@ -104,7 +105,8 @@ class OrderIntake:
                 try:
                     self._storage.orders.discard_unqueued(c.order.id)
                 except StorageError as cause:  # both down: the order stays `pending` unqueued
-                    log.warning("could not remove unqueued order %s: %s", c.order.id, cause)
+                    log.warning("could not remove unqueued order %s: %s", c.order.id, cause,
+                                extra=about_order(c.order.id))
             failed = {id(c) for c in created}
             for i, result in enumerate(results):
                 if id(result) in failed:

@@ -76,9 +76,14 @@ EVENT_META = {
     "description": "What the step adds (see the spec's status table); extra operator fields may appear.",
     "properties": {
         "bestDex": DEX,
-        "quotes": {"type": "object", "properties": {d: ref("Quote") for d in DEXES}},
+        "quotes": {"type": "object",
+                   "properties": {d: {"oneOf": [ref("Quote"), ref("VenueRefusal")]} for d in DEXES}},
         "route": ref("Route"),
         "retryReason": {"type": "string", "description": "why a new attempt started (routing, attempt > 1)"},
+        "failedSwaps": {"type": "array", "description": "routing (a retry) and failed: the swaps that failed "
+                        "since the last event that named any, each with its venue, error code and signature",
+                        "items": _obj(["dex", "code", "txHash"], {
+                            "dex": DEX, "code": {"type": "string"}, "txHash": {"type": "string"}})},
         "minAmountOut": DECIMAL,
         "wrapSol": {"type": "boolean"},
         "unwrapSol": {"type": "boolean"},
@@ -97,6 +102,9 @@ EVENT_META = {
     },
     "additionalProperties": True,
 }
+
+_LATENCY_MS = {"type": "number", "minimum": 0,
+               "description": "on a routing event: the venue's answer came this long after the request"}
 
 SCHEMAS: dict[str, Any] = {
     "Decimal": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$",
@@ -149,8 +157,8 @@ SCHEMAS: dict[str, Any] = {
     }, description="One step of an order: stored in its history and sent as-is to WebSocket listeners."),
     "Quote": _obj(["amountOut", "feeRate", "feeAmount", "priceImpactBps"], {
         "amountOut": DECIMAL, "feeRate": DECIMAL, "feeAmount": DECIMAL,
-        "priceImpactBps": {"type": "integer", "minimum": 0}}),
-    "VenueRefusal": _obj(["error"], {"error": ref("ErrorObject")},
+        "priceImpactBps": {"type": "integer", "minimum": 0}, "latencyMs": _LATENCY_MS}),
+    "VenueRefusal": _obj(["error"], {"error": ref("ErrorObject"), "latencyMs": _LATENCY_MS},
                          description="in place of a quote: this venue cannot fill the order"),
     "QuoteAnswer": _obj(["tokenIn", "tokenOut", "amountIn", "quotes", "route"], {
         "tokenIn": SYMBOL, "tokenOut": SYMBOL, "amountIn": DECIMAL,

@@ -63,8 +63,8 @@ class MetricsHandler(ApiHandler):
             log.warning("metrics: cannot count orders: %s", exc)
             return
         try:
-            depth = storage.bus.queue_depth()
+            queue = storage.bus.queue_stats()
         except StorageError as exc:
-            log.warning("metrics: cannot read the queue depth: %s", exc)
-            depth = None
-        metrics.refresh(counts, depth)
+            log.warning("metrics: cannot read the queue: %s", exc)
+            queue = None
+        metrics.refresh(counts, queue)

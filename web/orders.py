@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from config.logs import about_order
 from storage.errors import BusError
 from storage.orders import BadCursor
 from storage.records import EventDraft, OrderRecord, utcnow
@@ -53,6 +54,7 @@ class SubmitHandler(JsonBodyHandler):
             return
         self.check_body()
         accepted = await submit_order(self.services, self.body, self.owner or "")
+        self.log_order_id = accepted.order.id
         self.write_json(accepted.to_api(), 202 if accepted.created else 200)
 
 
@@ -68,7 +70,7 @@ class OrderHandler(ApiHandler):
     """`GET /api/orders/{orderId}`: the order with its events (404 for another key's order)."""
 
     async def get(self, order_id: str) -> None:
-        oid = parse_order_id(order_id)
+        oid = self.log_order_id = parse_order_id(order_id)
         order = await self.services.run(self.storage.orders.get_order, oid, self.owner)
         self.write_json(order.to_api())
 
@@ -82,7 +84,7 @@ class CancelHandler(ApiHandler):
     """
 
     async def post(self, order_id: str) -> None:
-        oid = parse_order_id(order_id)
+        oid = self.log_order_id = parse_order_id(order_id)
         order = await self.services.run(self._cancel, oid)
         self.write_json(order.to_api())
 
@@ -107,7 +109,8 @@ class CancelHandler(ApiHandler):
         try:
             self.storage.bus.publish([record.published()])
         except BusError:  # listeners find the stored event (gap fill, sweeper)
-            log.warning("could not publish the cancellation of order %s", record.order_id)
+            log.warning("could not publish the cancellation of order %s", record.order_id,
+                        extra=about_order(record.order_id))
 
 
 def _too_late(status: str) -> ApiError:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 
 import pytest
@@ -51,6 +52,30 @@ def test_engine_run_executes_an_order_on_the_embedded_default(engine_run, tmp_pa
 
     asyncio.run(scenario())
     assert (tmp_path / "var" / "engine.sqlite3").exists()
+
+
+def test_with_log_format_json_every_line_is_a_json_object_and_an_orders_lines_carry_its_id(make_engine_run):
+    from tests.e2e.cluster import Client
+
+    proc, port = make_engine_run(LOG_FORMAT="json", LOG_LEVEL="INFO")
+
+    async def scenario():
+        client = Client(port)
+        code, accepted = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1")
+        assert code == 202
+        frames, _ = await client.listen(accepted["links"]["ws"])
+        client.close()
+        return accepted["orderId"], frames
+
+    order_id, frames = asyncio.run(scenario())
+    assert frames[-1]["status"] == "confirmed"
+    assert proc.stop() == 0  # the lines of the stop too
+    lines = proc.log_text().splitlines()
+    entries = [json.loads(line) for line in lines]  # every line, whatever wrote it
+    assert len(entries) >= 3 and all(isinstance(e, dict) for e in entries)
+    assert all({"time", "level", "logger", "pid", "message"} <= e.keys() for e in entries)
+    about = [e["message"] for e in entries if e.get("orderId") == order_id]
+    assert any("routed to" in message for message in about), about
 
 
 def test_engine_web_refuses_to_start_without_postgres_and_redis(tmp_path):

@@ -8,6 +8,7 @@ import uuid
 import pytest
 import redis
 
+from storage.bus import QueueStats
 from storage.bus_memory import InProcessBus
 from storage.bus_redis import RedisBus
 from storage.errors import BusError
@@ -132,6 +133,22 @@ def test_ack_forgets_a_job_and_queue_depth_counts_only_waiting_jobs(bus):
     assert [job.order_id for job in claimed] == ["b"]
     assert [job.order_id for job in bus.fetch("w2", count=5, block_ms=0)] == ["c"]
     assert bus.queue_depth() == 0
+
+
+def test_queue_stats_give_the_depth_and_the_age_of_the_oldest_waiting_job(bus):
+    assert bus.queue_stats() == QueueStats(0, 0.0)
+    started = time.monotonic()
+    bus.enqueue("a")
+    assert eventually(lambda: bus.queue_stats().oldest_age_s >= 0.3)
+    bus.enqueue("b")
+    first = bus.queue_stats()
+    assert first.depth == 2 and 0.3 <= first.oldest_age_s <= time.monotonic() - started + 0.01
+    bus.heartbeat("w1", ttl_s=30)
+    bus.fetch("w1", count=1, block_ms=0)  # "a" starts: "b", queued 0.3 s later, is the oldest now
+    second = bus.queue_stats()
+    assert second.depth == 1 and second.oldest_age_s < first.oldest_age_s
+    bus.fetch("w1", count=1, block_ms=0)
+    assert bus.queue_stats() == QueueStats(0, 0.0)  # held jobs are not waiting
 
 
 def test_several_jobs_are_acknowledged_at_once(bus):
@@ -358,7 +375,7 @@ def test_jobs_flow_again_after_redis_loses_its_data(redis_url):
         assert [job.order_id for job in bus.fetch("w1", 1, 0)] == ["before"]
         admin.flushdb()  # what a restart without persistence does to the stream and group
         bus.enqueue("after")
-        assert bus.queue_depth() == 1
+        assert bus.queue_depth() == 1 and bus.queue_stats().depth == 1
         jobs = bus.fetch("w1", 5, 100)
         assert [job.order_id for job in jobs] == ["after"]
         bus.ack(jobs[0])
@@ -445,7 +462,7 @@ def test_a_subscriber_keeps_receiving_after_its_connection_is_killed(redis_url, 
 def test_an_unreachable_redis_raises_bus_error():
     bus = RedisBus("redis://127.0.0.1:1/0", connect_timeout=0.5)
     try:
-        for action in (bus.ping, lambda: bus.enqueue("a"), bus.queue_depth,
+        for action in (bus.ping, lambda: bus.enqueue("a"), bus.queue_depth, bus.queue_stats,
                        lambda: bus.subscribe(lambda batch: None)):
             with pytest.raises(BusError):
                 action()

@@ -62,11 +62,11 @@ def pending_order() -> OrderRecord:
                        route=None, fills=[], error=None, events=(EventRecord(oid, 1, "pending", 1, now, {}),))
 
 
-def make_actor():
+def make_actor(**options):
     directory, router = Directory(), Inbox()
     signatures = (f"sig-{n}" for n in itertools.count(1))
     actor = OrderActor(directory=directory, timers=ManualTimers(), router=router,
-                       policy=RetryPolicy(attempts=3), new_signature=lambda: next(signatures))
+                       policy=RetryPolicy(attempts=3), new_signature=lambda: next(signatures), **options)
     return actor, directory, router
 
 
@@ -107,6 +107,44 @@ def test_routing_building_and_submitted_are_stored_together_before_the_swap_is_s
     actor.on_receive(stored(append))
     (send,) = directory.refs["raydium"].take(SendSwap)
     assert send.request.signature == "sig-1" and send.request.min_amount_out == 149_250_000
+
+
+def test_each_quote_in_the_routing_event_carries_its_venues_round_trip():
+    now = [100.0]
+    actor, directory, _ = make_actor(clock=lambda: now[0])
+    actor.on_receive(RunOrder(pending_order()))
+    requests = directory.refs["raydium"].take(RequestQuote) + directory.refs["meteora"].take(RequestQuote)
+    now[0] = 100.0123
+    actor.on_receive(QuoteReceived(requests[1].request_id, "meteora", quote("meteora", 149_000_000)))
+    now[0] = 100.25
+    actor.on_receive(QuoteReceived(requests[0].request_id, "raydium", quote("raydium", 150_000_000)))
+    (append,) = directory.refs["event_writer"].take(AppendEvents)
+    quotes = append.drafts[0].meta["quotes"]
+    assert quotes["meteora"]["latencyMs"] == 12.3 and quotes["raydium"]["latencyMs"] == 250.0
+    assert quotes["raydium"]["amountOut"] == "150", "the spec's quote fields are all still there"
+
+
+def test_a_failed_swap_is_named_once_in_the_retrys_routing_event_and_then_in_the_failed_event():
+    actor, directory, _ = make_actor()
+    _, _, send = run_to_send(actor, directory, pending_order())
+    actor.on_receive(SwapSettled(SwapResult(send.request.signature, "failed", error_code="slippage_exceeded",
+                                            message="below the minimum", retriable=True)))
+    actor.on_receive(RetryDue(2, actor.step))
+    requests = directory.refs["raydium"].take(RequestQuote) + directory.refs["meteora"].take(RequestQuote)
+    for request, dex, out in zip(requests, ("raydium", "meteora"), (150_000_000, 149_000_000)):
+        actor.on_receive(QuoteReceived(request.request_id, dex, quote(dex, out)))
+    (append,) = directory.refs["event_writer"].take(AppendEvents)
+    routing = append.drafts[0].meta
+    assert routing["retryReason"].startswith("slippage_exceeded:")
+    assert routing["failedSwaps"] == [{"dex": "raydium", "code": "slippage_exceeded", "txHash": "sig-1"}]
+    actor.on_receive(stored(append))
+    (send,) = directory.refs["raydium"].take(SendSwap)
+    actor.on_receive(SwapSettled(SwapResult(send.request.signature, "failed", error_code="insufficient_liquidity",
+                                            message="the pool is drained", retriable=False)))
+    (failed,) = directory.refs["event_writer"].take(AppendEvents)
+    assert failed.drafts[0].status == "failed"
+    assert failed.drafts[0].meta["failedSwaps"] == [
+        {"dex": "raydium", "code": "insufficient_liquidity", "txHash": "sig-2"}], "sig-1 was named already"
 
 
 def test_a_late_reply_for_an_earlier_step_changes_nothing():
