@@ -5,6 +5,15 @@ LIFECYCLE = ("pending", "waiting", "routing", "building", "submitted")
 TERMINAL = frozenset({"confirmed", "failed", "cancelled", "expired"})
 STATUSES = frozenset(LIFECYCLE) | TERMINAL
 
+# The codes a failed order (meta.error.code, the order's `error`) or a failed swap can carry:
+# the execution's own, then the venues' (quotes, the simulated chain's swaps).
+FAILURE_CODES = (
+    "interrupted", "venue_timeout", "limit_not_met", "stale_order", "internal_error", "swap_failed",
+    "transaction_expired", "venue_unavailable", "no_pool", "no_route", "unknown_token", "same_token",
+    "not_tradable", "insufficient_liquidity", "invalid_amount", "transient", "slippage_exceeded", "expired",
+    "wrong_venue", "unknown_venue",
+)
+
 _RANK = {status: rank for rank, status in enumerate(LIFECYCLE)}
 # Which non-terminal statuses each terminal status may follow within an attempt.
 _TERMINAL_FROM = {

@@ -29,7 +29,7 @@ from prometheus_client.utils import floatToGoString
 from config.logs import about_order
 from storage.bus import QueueStats
 from storage.records import BusEvent
-from storage.status import STATUSES, TERMINAL
+from storage.status import FAILURE_CODES, STATUSES, TERMINAL
 from web.market import VENUES
 
 log = logging.getLogger(__name__)
@@ -43,13 +43,7 @@ QUOTE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 
 # The codes an order's events may carry (meta.error.code, a retryReason's code, a failed
 # swap's code): the order actor's and router's own, then the venues' (storage/venues: quotes,
 # the simulated chain's swaps). Any other code is counted as "other".
-ERROR_CODES = frozenset({
-    "interrupted", "venue_timeout", "limit_not_met", "stale_order", "internal_error", "swap_failed",
-    "transaction_expired",
-    "venue_unavailable", "no_pool", "no_route", "unknown_token", "same_token", "not_tradable",
-    "insufficient_liquidity", "invalid_amount", "transient", "slippage_exceeded", "expired", "wrong_venue",
-    "unknown_venue",
-})
+ERROR_CODES = frozenset(FAILURE_CODES)
 OTHER = "other"
 
 

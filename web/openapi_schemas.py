@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from config import TOKENS
-from storage.status import LIFECYCLE, TERMINAL
+from storage.status import FAILURE_CODES, LIFECYCLE, TERMINAL
 from web.market import VENUES
 from web.validation import ORDER_TYPES as _ORDER_TYPES
 
@@ -67,7 +67,7 @@ _ORDER_FIELDS = {
     "updatedAt": TIMESTAMP,
     "route": nullable(ref("Route")),
     "fills": {"type": "array", "items": ref("Fill")},
-    "error": nullable(ref("ErrorObject")),
+    "error": nullable(ref("OrderError")),
     "attempts": {"type": "integer", "minimum": 0},
 }
 
@@ -83,7 +83,7 @@ EVENT_META = {
         "failedSwaps": {"type": "array", "description": "routing (a retry) and failed: the swaps that failed "
                         "since the last event that named any, each with its venue, error code and signature",
                         "items": _obj(["dex", "code", "txHash"], {
-                            "dex": DEX, "code": {"type": "string"}, "txHash": {"type": "string"}})},
+                            "dex": DEX, "code": ref("FailureCode"), "txHash": {"type": "string"}})},
         "minAmountOut": DECIMAL,
         "wrapSol": {"type": "boolean"},
         "unwrapSol": {"type": "boolean"},
@@ -93,7 +93,7 @@ EVENT_META = {
         "amountOut": DECIMAL,
         "executedPrice": DECIMAL,
         "legs": {"type": "array", "items": {"type": "object"}},
-        "error": ref("ErrorObject"),
+        "error": ref("OrderError"),
         "attempts": {"type": "integer", "minimum": 0},
         "worker": {"type": "string"},
         "quoteMs": {"type": "number"},
@@ -119,6 +119,9 @@ SCHEMAS: dict[str, Any] = {
     "Dex": {"type": "string", "enum": DEXES},
     "TokenSymbol": {"type": "string", "enum": [t.symbol for t in TOKENS]},
     "ErrorCode": {"type": "string", "enum": SPEC_ERROR_CODES + ENGINE_ERROR_CODES},
+    "FailureCode": {"type": "string", "enum": list(FAILURE_CODES),
+                    "description": "why an order (its `error`, a `failed` event) or one of its swaps failed"},
+    "OrderError": _obj(["code", "message"], {"code": ref("FailureCode"), "message": {"type": "string"}}),
     "ErrorObject": _obj(["code", "message"], {
         "code": ref("ErrorCode"), "message": {"type": "string"},
         "field": {"type": "string", "description": "the field at fault, where there is one"}}),
