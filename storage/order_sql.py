@@ -250,6 +250,7 @@ def unfinished(conn: DirectConnection, created_before, limit: int) -> list[tuple
                         f"ORDER BY created_at, id LIMIT {int(limit)}", params)
     return [(d.read_uuid(oid), job, worker, d.read_ts(created)) for oid, job, worker, created in rows]
 
+
 def armed_by(conn: DirectConnection, worker: str, order_ids: list[str]) -> tuple[set[str], set[str]]:
     """(orders `worker` still holds armed, orders among `order_ids` that ended): the first on
     the partial index `orders_armed`, the second read only for the orders no longer armed."""
@@ -288,4 +289,3 @@ def events_after(conn: DirectConnection, order_id: UUID, after: int) -> list[Eve
                         f"ORDER BY e.seq", (d.uuid(order_id), after))
     return [EventRecord(order_id, seq, status, attempt, d.read_ts(ts), d.read_json(meta) or {}, owner or "")
             for seq, status, attempt, ts, meta, owner in rows]
-
