@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
+import pykka
+
+from actors.event_writer import WriterDied
 from actors.messages import AppendEvents, EventsStored, Triggered
 from actors.supervision import SupervisedActor
 from config import Token
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 PRICE_TICK_S = 0.05
 LAUNCH_POLL_S = 0.1
 REFRESH_S = 5.0
+EXPIRE_AGAIN_S = 0.1  # an expiry whose outcome is unknown (the writer died) is tried again this soon
 VENUES = ("raydium", "meteora")
 
 
@@ -268,10 +272,10 @@ class TriggerBook(SupervisedActor):
 
     # ---- expiry ---------------------------------------------------------------------------
 
-    def _schedule_expiry(self) -> None:
+    def _schedule_expiry(self, at_least: float = 0.0) -> None:
         if not self.expiries:
             return
-        delay = max(0.0, (self.expiries[0][0] - utcnow()).total_seconds())
+        delay = max(at_least, (self.expiries[0][0] - utcnow()).total_seconds())
         if self.expiry_timer is not None:
             self.expiry_timer.cancel()
         ref = self.actor_ref
@@ -279,6 +283,7 @@ class TriggerBook(SupervisedActor):
 
     def _expire_due(self) -> None:
         now = utcnow()
+        again = []  # the writer is away (being restarted): these are expired on the next pass
         while self.expiries and self.expiries[0][0] <= now:
             at, order_id = heapq.heappop(self.expiries)
             order = self.armed.get(order_id)
@@ -289,14 +294,24 @@ class TriggerBook(SupervisedActor):
             self.expiring[self.tags] = order
             meta = {"expiresAt": iso(at), "latencyMs": int((now - order.created_at).total_seconds() * 1000)}
             draft = EventDraft(UUID(order_id), "expired", order.attempt, meta, now, order.fence)
-            self._tell_writer(AppendEvents([draft], self.actor_ref, self.tags))
-        self._schedule_expiry()
+            if not self._tell_writer(AppendEvents([draft], self.actor_ref, self.tags)):
+                del self.expiring[self.tags]
+                again.append(order)
+        self._expire_again(again)
+
+    def _expire_again(self, orders: list[ArmedOrder]) -> None:
+        """Arm these orders again, so that their expiry is tried again shortly (it is due)."""
+        for order in orders:
+            self._arm(order)
+        self._schedule_expiry(EXPIRE_AGAIN_S if orders else 0.0)
 
     def _expired_stored(self, message: EventsStored) -> None:
         order = self.expiring.pop(message.tag, None)
         if order is None:
             return
         result = message.results[0]
+        if isinstance(result, WriterDied):  # stored or not: expiring it again settles which
+            return self._expire_again([order])
         if isinstance(result, Exception) and not isinstance(result, OrderEnded):
             log.info("order %s was not expired here: %s", order.order_id, result,  # taken over, or a rule
                      extra=about_order(order.order_id))
@@ -332,11 +347,13 @@ class TriggerBook(SupervisedActor):
         except StorageError as exc:  # they stay pending with us; the next refresh acks them again
             log.warning("trigger book: ack of %d jobs failed: %s", len(jobs), exc)
 
-    def _tell_writer(self, message) -> None:
+    def _tell_writer(self, message) -> bool:
         try:
             self.directory.get("event_writer").tell(message)
-        except Exception:  # being restarted: expire again on the next pass
+            return True
+        except (KeyError, pykka.ActorDeadError):  # being restarted: the caller tries again
             log.warning("trigger book: the event writer is away; the expiry waits")
+            return False
 
     def _later(self, delay: float, message) -> None:
         ref = self.actor_ref

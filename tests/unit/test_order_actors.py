@@ -488,6 +488,32 @@ def test_a_limit_order_not_triggered_in_time_expires(make_harness):
     assert order.events[-1].meta["expiresAt"]
 
 
+def test_an_expiry_whose_writer_died_is_tried_again_and_its_job_acknowledged(make_harness):
+    from pony.orm import db_session
+
+    h = make_harness()
+    original, broke = h.bus.publish, []
+
+    def publish_breaking_on_expiry(events):
+        if not broke and any(e.status == "expired" for e in events):
+            broke.append(True)
+            raise RuntimeError("a bug after the commit")  # kills the writer with the expiry stored
+        return original(events)
+
+    h.bus.publish = publish_breaking_on_expiry
+    h.start()
+    order_id = h.submit("1", type="limit", limit_price=Decimal("1000"), expires_in_seconds=1)
+    h.wait_status(order_id, "expired")
+    with db_session:
+        job_id = h.orders.Order[UUID(order_id)].job_id
+    deadline = time.monotonic() + 5
+    while job_id in h.bus._owner:  # the book learned the outcome was unknown, expired it again
+        assert time.monotonic() < deadline, "the expired order's job was never acknowledged"
+        time.sleep(0.01)
+    assert broke and [e.status for e in h.orders.get_order(UUID(order_id)).events] == ["pending", "waiting", "expired"]
+    assert not h.worker.fatal.is_set()
+
+
 def test_a_sniper_order_waits_for_its_token_and_fires_at_the_launch(make_harness):
     from datetime import timedelta
 
