@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 
 from tests.e2e.cluster import TERMINAL
+from tests.e2e.guarantees import confirmed_swaps, executed
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +72,7 @@ def test_a_limit_order_waits_then_executes_when_the_price_crosses_never_below_it
         assert Decimal(confirmed["amountOut"]) >= limit, "never below the limit"
         assert Decimal(frames[3]["meta"]["minAmountOut"]) >= limit, "the limit is the floor, not 50% slippage"
         code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={accepted['orderId']}")
-        assert len(swaps["swaps"]) == 1
+        assert executed(swaps) == confirmed_swaps(frames[-1])  # once: one swap per leg
         client.close()
 
     asyncio.run(scenario())
@@ -168,12 +169,11 @@ def test_a_killed_worker_s_armed_orders_each_fire_once_on_another_worker(make_cl
         await asyncio.sleep(16)  # its heartbeat expires (10 s), the other worker takes its jobs
         await push_sol_up(client)
         results = await asyncio.gather(*(client.listen(a["links"]["ws"], timeout=60) for a in accepted))
-        for frames, _ in results:
+        for order_id, (frames, _) in zip(ids, results):
             assert frames[-1]["status"] == "confirmed", frames
             assert [f["status"] for f in frames].count("routing") == 1
-        for order_id in ids:
             code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={order_id}")
-            assert len(swaps["swaps"]) == 1, "fired once"
+            assert executed(swaps) == confirmed_swaps(frames[-1]), "fired once: one swap per leg"
         client.close()
 
     asyncio.run(scenario())
