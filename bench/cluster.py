@@ -159,18 +159,23 @@ class EngineProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def ready(port: int) -> bool:
+    """True when the web process on `port` answers /readyz with 200."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
 def wait_ready(port: int, proc: EngineProcess, timeout: float = 60) -> None:
     """Poll /readyz until it answers 200; fail with the process log if it exits or never does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.proc.poll() is not None:
             raise BenchError(f"{proc.name} exited with {proc.proc.returncode}:\n{proc.log_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
+        if ready(port):
+            return
         time.sleep(0.1)
     raise BenchError(f"{proc.name} not ready after {timeout}s:\n{proc.log_text()[-4000:]}")
 

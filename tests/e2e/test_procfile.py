@@ -10,13 +10,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from tornado.websocket import websocket_connect
 
-from bench.cluster import REPO, free_port
+from bench.cluster import REPO, free_port, ready
 from tests.e2e.cluster import Client, assert_complete_lifecycle
 
 pytestmark = pytest.mark.e2e
@@ -55,12 +54,8 @@ class Honcho:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                pass
+            if ready(port):
+                return
             time.sleep(0.1)
         raise AssertionError("web not ready:\n" + self.log())
 
