@@ -40,12 +40,21 @@ async def status(client, order_id: str) -> str:
     return (await client.order(order_id))[1]["status"]
 
 
-async def push_sol_up(client, usdc: str = "400000"):
-    """Buy SOL with a lot of USDC on both venues: what a SOL seller's limit waits for."""
-    for _ in range(2):  # each lands on the venue that is cheaper then: both move
-        code, body = await client.submit(tokenIn="USDC", tokenOut="SOL", amount=usdc, slippageBps=5000)
-        assert code == 202, body
-        await until(lambda: _terminal(client, body["orderId"]), 30, "the push to confirm")
+async def push_sol_up(client, by: Decimal = Decimal("0.02")):
+    """Buy SOL with USDC, in one order, enough to raise SOL's price by about `by` (2%) on both
+    venues: what a SOL seller's limit waits for, well past a limit a few tenths above the price
+    (the price drifts meanwhile, and sellers that fire together move it back down).
+
+    On x·y=k pools SOL's price goes with the square of the USDC reserve, so a pool needs
+    R × (√(1 + by) − 1) USDC; the router splits the order between the two pools."""
+    code, answer = await client.request("GET", "/api/sim/pools")
+    assert code == 200, answer
+    reserves = [Decimal(p["reserveB"] if p["tokenB"] == "USDC" else p["reserveA"])
+                for p in answer["pools"] if {p["tokenA"], p["tokenB"]} == {"SOL", "USDC"}]
+    usdc = (sum(reserves) * ((1 + by).sqrt() - 1)).quantize(Decimal("0.01"))
+    code, body = await client.submit(tokenIn="USDC", tokenOut="SOL", amount=str(usdc), slippageBps=5000)
+    assert code == 202, body
+    await until(lambda: _terminal(client, body["orderId"]), 30, "the push to confirm")
 
 
 async def _terminal(client, order_id):
