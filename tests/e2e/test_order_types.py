@@ -9,10 +9,21 @@ from decimal import Decimal
 
 import pytest
 
+from storage.venues.sim.amm import MAX_LOG_DRIFT
 from tests.e2e.cluster import TERMINAL
 from tests.e2e.guarantees import confirmed_swaps, executed
 
 pytestmark = pytest.mark.e2e
+
+# The simulator's drift keeps each venue's price within e^±MAX_LOG_DRIFT of the reference, so
+# drift alone moves the best price by at most e^(2·MAX_LOG_DRIFT) (~2.8%) between two moments.
+# A limit 3% above the price is never crossed by drift alone, only by the push; the push
+# (8%) crosses it by at least ~2% even when drift took the price to its lowest meanwhile
+# (1.03 × e^0.028 ≈ 1.059), so the orders do not fire on a marginal price that drifts back.
+DRIFT_SPAN = Decimal(2 * MAX_LOG_DRIFT).exp()
+ABOVE_DRIFT = Decimal("1.03")
+PUSH = Decimal("0.08")
+assert ABOVE_DRIFT > DRIFT_SPAN and (1 + PUSH) > ABOVE_DRIFT * DRIFT_SPAN * Decimal("1.015")
 
 
 def ts(text: str) -> datetime:
@@ -40,10 +51,9 @@ async def status(client, order_id: str) -> str:
     return (await client.order(order_id))[1]["status"]
 
 
-async def push_sol_up(client, by: Decimal = Decimal("0.02")):
-    """Buy SOL with USDC, in one order, enough to raise SOL's price by about `by` (2%) on both
-    venues: what a SOL seller's limit waits for, well past a limit a few tenths above the price
-    (the price drifts meanwhile, and sellers that fire together move it back down).
+async def push_sol_up(client, by: Decimal = PUSH):
+    """Buy SOL with USDC, in one order, enough to raise SOL's price by about `by` (8%) on both
+    venues: what a SOL seller's limit `ABOVE_DRIFT` over the price waits for (see above).
 
     On x·y=k pools SOL's price goes with the square of the USDC reserve, so a pool needs
     R × (√(1 + by) − 1) USDC; the router splits the order between the two pools."""
@@ -66,7 +76,7 @@ def test_a_limit_order_waits_then_executes_when_the_price_crosses_never_below_it
 
     async def scenario():
         client = cluster.client()
-        limit = (await best_price(client)) * Decimal("1.003")
+        limit = (await best_price(client)) * ABOVE_DRIFT
         limit = limit.quantize(Decimal("0.000001"))
         code, accepted = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1", type="limit",
                                              limitPrice=str(limit), slippageBps=5000)
@@ -159,7 +169,7 @@ def test_a_killed_worker_s_armed_orders_each_fire_once_on_another_worker(make_cl
 
     async def scenario():
         client = cluster.client()
-        limit = str(((await best_price(client)) * Decimal("1.003")).quantize(Decimal("0.000001")))
+        limit = str(((await best_price(client)) * ABOVE_DRIFT).quantize(Decimal("0.000001")))
         accepted = []
         for _ in range(8):
             code, body = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="0.5", type="limit",
