@@ -48,7 +48,7 @@ from actors.messages import (
     SwapSettled,
 )
 from actors.execution import Execution, LegRun
-from actors.retry import PERMANENT_ERRORS, RetryPolicy
+from actors.retry import PERMANENT_ERRORS, RetryPolicy, exponential
 from actors.trigger_book import ArmedOrder
 from config import find_token
 from config.logs import OrderLog
@@ -269,13 +269,11 @@ class OrderActor(pykka.ThreadingActor):
             self.unavailable_since = now
         if (now - self.unavailable_since).total_seconds() > self.market_max_wait_s:
             return False
-        first, longest = RECHECK_S
-        delay = min(longest, first * 2 ** self.requotes)
+        delay = exponential(self.requotes, *RECHECK_S)
         self.requotes += 1
         self.log.warning("order %s: no venue can quote now; quoting again in %.1fs", self.order.id, delay)
         self._wait("retry", None)
-        ref, due = self.actor_ref, RetryDue(self.attempt, self.step)
-        self.timers.call_later(delay, lambda: ref.tell(due))
+        self._later(delay, RetryDue(self.attempt, self.step))
         return True
 
     def _limit_min_out(self) -> int:
@@ -401,12 +399,10 @@ class OrderActor(pykka.ThreadingActor):
         if rechecks:
             for other in rechecks:
                 other.state = "unknown"
-            first, longest = RECHECK_S
-            delay = min(longest, first * 2 ** self.rechecks)
+            delay = exponential(self.rechecks, *RECHECK_S)
             self.rechecks += 1
             self._wait("recheck", None)
-            ref, due = self.actor_ref, Recheck(self.step)
-            self.timers.call_later(delay, lambda: ref.tell(due))
+            self._later(delay, Recheck(self.step))
             return
         self.rechecks = 0
         self._legs_done()
@@ -439,8 +435,7 @@ class OrderActor(pykka.ThreadingActor):
             self.retry_reason = f"{code}: {message}"
             self.log.info("order %s attempt %d failed (%s); retry in %.2fs", self.order.id, self.attempt, code, delay)
             self._wait("retry", None)
-            ref, due = self.actor_ref, RetryDue(self.attempt + 1, self.step)
-            self.timers.call_later(delay, lambda: ref.tell(due))
+            self._later(delay, RetryDue(self.attempt + 1, self.step))
             return
         meta = {"error": {"code": code, "message": message}, "attempts": self.attempt, "latencyMs": self._latency_ms()}
         if self.failed_swaps:
@@ -468,8 +463,7 @@ class OrderActor(pykka.ThreadingActor):
         try:
             self.directory.get(name).tell(message)
         except pykka.ActorDeadError:
-            ref, resend = self.actor_ref, Resend(name, message)
-            self.timers.call_later(RESEND_S, lambda: ref.tell(resend))
+            self._later(RESEND_S, Resend(name, message))
 
     # ---- plumbing ------------------------------------------------------------------------------
 
@@ -506,8 +500,12 @@ class OrderActor(pykka.ThreadingActor):
         self.step += 1
         self.waiting = what
         if timeout is not None:
-            ref, expired = self.actor_ref, StepExpired(self.step)
-            self.watchdog = self.timers.call_later(timeout, lambda: ref.tell(expired))
+            self.watchdog = self._later(timeout, StepExpired(self.step))
+
+    def _later(self, delay: float, message):
+        """Tell this actor `message` in `delay` seconds (on the worker's timers); the timer's handle."""
+        ref = self.actor_ref
+        return self.timers.call_later(delay, lambda: ref.tell(message))
 
     def _cancel_watchdog(self) -> None:
         if self.watchdog is not None:
@@ -519,8 +517,7 @@ class OrderActor(pykka.ThreadingActor):
             # The writer answers every append, retrying through an outage for as long as it
             # lasts (and its successor takes over what it held): keep waiting, never crash.
             self.log.warning("order %s: still waiting for its events to be stored", self.order.id)
-            ref, expired = self.actor_ref, StepExpired(self.step)
-            self.watchdog = self.timers.call_later(STORE_TIMEOUT, lambda: ref.tell(expired))
+            self.watchdog = self._later(STORE_TIMEOUT, StepExpired(self.step))
             return
         if self.waiting == "quotes":
             self.log.warning("order %s: quotes missing from %s", self.order.id, set(VENUES) - set(self.quotes))

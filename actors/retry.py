@@ -31,12 +31,19 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt `attempt` (1-based) before the next one."""
-        wait = backoff.expo(base=2, factor=self.base_delay, max_value=self.max_delay)
-        wait.send(None)  # backoff's generators are primed this way by its decorators
-        value = 0.0
-        for _ in range(attempt):
-            value = next(wait)
+        value = exponential(attempt - 1, self.base_delay, self.max_delay) if attempt >= 1 else 0.0
         return self.jitter(value)
+
+
+def exponential(index: int, factor: float, max_value: float) -> float:
+    """The `index`-th (0-based) wait of backoff's exponential generator, without jitter:
+    factor·2^index, at most `max_value`."""
+    wait = backoff.expo(base=2, factor=factor, max_value=max_value)
+    wait.send(None)  # backoff's generators are primed this way by its decorators
+    value = next(wait)
+    for _ in range(index):
+        value = next(wait)
+    return value
 
 
 def seeded_jitter(seed: int) -> Callable[[float], float]:
