@@ -110,7 +110,7 @@ class OrderRouter(SupervisedActor):
         if self.draining:  # claimed just before the drain began: leave it for another worker
             self._ack(None)
             return
-        self.in_flight[order_id] = {"job": claimed.job, "restarts": 0, "ref": None, "fence": claimed.order.fence}
+        self.in_flight[order_id] = {"job": claimed.job, "restarts": 0, "ref": None}
         self._run(order_id, claimed.order)
 
     def _run(self, order_id: str, order) -> None:

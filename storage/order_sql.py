@@ -11,7 +11,6 @@ The same code serves Postgres and SQLite; `Dialect` holds what differs.
 """
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Sequence
 from uuid import UUID
@@ -19,7 +18,7 @@ from uuid import UUID
 from storage import codec
 from storage.direct import DirectConnection, Transaction
 from storage.errors import FencedOut
-from storage.records import EventDraft, EventRecord, OrderRecord
+from storage.records import EventDraft, EventRecord, OrderRecord, expiry
 from storage.sql import Dialect
 from storage.status import TERMINAL, StatusRuleError, check_transition
 
@@ -28,6 +27,8 @@ ORDER_COLUMNS = ("id, owner, status, type, token_in, token_out, amount, slippage
                  "route, fills, error, fence")
 _INSERT_COLUMNS = ("id, owner, client_order_id, type, token_in, token_out, amount, slippage_bps, limit_price, "
                    "expires_in_seconds, expires_at, status, attempt, attempts, last_seq, fills, created_at, updated_at")
+_INSERT_COUNT = len(_INSERT_COLUMNS.split(","))
+_CREATED_AT = [c.strip() for c in _INSERT_COLUMNS.split(",")].index("created_at")
 _EVENT_COLUMNS = "order_id, seq, status, attempt, created_at, meta"
 
 
@@ -65,11 +66,11 @@ def insert_orders(conn: DirectConnection, rows: list[dict[str, Any]]) -> set[UUI
     d = conn.dialect
     values = [(d.uuid(r["id"]), r["owner"], r["client_order_id"], r["type"], r["token_in"], r["token_out"],
                r["amount"], r["slippage_bps"], r["limit_price"], r["expires_in_seconds"],
-               None if r["expires_in_seconds"] is None else d.ts(r["created_at"] + timedelta(seconds=r["expires_in_seconds"])),
+               None if (expires := expiry(r["created_at"], r["expires_in_seconds"])) is None else d.ts(expires),
                "pending", 1, 0, 1, "[]", d.ts(r["created_at"]), d.ts(r["created_at"])) for r in rows]
     conflict = "ON CONFLICT (owner, client_order_id) DO NOTHING"
     if d.postgres:  # one statement, so atomic on its own: one round trip, no BEGIN/COMMIT
-        rendered = d.values(conn.cursor(), "(" + ", ".join(["%s"] * 18) + ")", values)
+        rendered = d.values(conn.cursor(), "(" + ", ".join(["%s"] * _INSERT_COUNT) + ")", values)
         inserted = conn.execute(
             b"WITH ins AS (INSERT INTO orders (" + _INSERT_COLUMNS.encode() + b") VALUES " + rendered
             + b" " + conflict.encode() + b" RETURNING id, created_at), "
@@ -79,11 +80,11 @@ def insert_orders(conn: DirectConnection, rows: list[dict[str, Any]]) -> set[UUI
     inserted = set()
     with conn.transaction() as tx:
         for value in values:
-            if tx.execute(f"INSERT INTO orders ({_INSERT_COLUMNS}) VALUES ({d.placeholders(18)}) "
+            if tx.execute(f"INSERT INTO orders ({_INSERT_COLUMNS}) VALUES ({d.placeholders(_INSERT_COUNT)}) "
                           f"{conflict} RETURNING id", value):
                 inserted.add(d.read_uuid(value[0]))
         tx.executemany(f"INSERT INTO order_events ({_EVENT_COLUMNS}) VALUES (?, 1, 'pending', 1, ?, '{{}}')",
-                       [(v[0], v[16]) for v in values if d.read_uuid(v[0]) in inserted])
+                       [(v[0], v[_CREATED_AT]) for v in values if d.read_uuid(v[0]) in inserted])
     return inserted
 
 

@@ -22,6 +22,11 @@ def iso(ts: datetime | None) -> str | None:
     return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
 
 
+def expiry(created_at: datetime, expires_in_seconds: int | None) -> datetime | None:
+    """When an order created at `created_at` expires (naive UTC), or None when it does not."""
+    return None if expires_in_seconds is None else created_at + timedelta(seconds=expires_in_seconds)
+
+
 def decimal_str(value: Decimal) -> str:
     """A Decimal as a plain string: no exponent, no trailing zeros ("1.5", "100")."""
     if value == 0:
@@ -157,9 +162,7 @@ class OrderRecord:
     @property
     def expires_at(self) -> datetime | None:
         """When a limit or sniper order expires unless triggered first (naive UTC), or None."""
-        if self.expires_in_seconds is None:
-            return None
-        return self.created_at + timedelta(seconds=self.expires_in_seconds)
+        return expiry(self.created_at, self.expires_in_seconds)
 
     def to_api(self) -> dict[str, Any]:
         """The spec's order object (with `events` when they were loaded)."""
