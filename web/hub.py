@@ -182,7 +182,9 @@ class EventHub:
         resume_at = hose.skip.get(order_id, 0) if hose is not None else 0
         if resume_at is None:  # its own order, delivered to its end already
             return listener.order_found(order_id)
-        if not resume_at and owner is not None and self.recent.owner_of(order_id) not in (None, owner):
+        # Checked on every subscribe, a resumed one too: an `unsubscribe` may have come before
+        # the first subscribe's check in the database answered.
+        if owner is not None and self.recent.owner_of(order_id) not in (None, owner):
             return listener.order_missing(order_id)  # another key's order: as if it did not exist
         if hose is not None:
             after = self._subscribe(hose, order_id, resume_at, after)

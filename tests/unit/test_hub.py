@@ -1,0 +1,81 @@
+"""The web's EventHub alone: a real in-process bus, the database replaced by a fake store."""
+from __future__ import annotations
+
+import asyncio
+from uuid import UUID
+
+from storage.bus_memory import InProcessBus
+from storage.errors import OrderNotFound
+from storage.records import BusEvent
+from web.hub import EventHub
+
+ALICES = "00000000-0000-0000-0000-0000000000a1"
+
+
+class AlicesOrderStore:
+    """One order, Alice's; the database has nothing more to add to what the bus brings."""
+
+    def events_after(self, order_id: UUID, after: int) -> list:
+        return []  # what the test needs: the order's events come from the bus
+
+    def get_order(self, order_id: UUID, owner: str | None, with_events: bool = False):
+        raise OrderNotFound(str(order_id))  # not the caller's: as if it did not exist
+
+
+class NoMetrics:
+    def observe_event(self, event) -> None:
+        pass
+
+
+class Recorder:
+    def __init__(self):
+        self.delivered: list[BusEvent] = []
+        self.missing: list[str] = []
+
+    def deliver(self, event: BusEvent) -> None:
+        self.delivered.append(event)
+
+    def order_found(self, order_id: str) -> None:
+        pass
+
+    def order_missing(self, order_id: str) -> None:
+        self.missing.append(order_id)
+
+    def order_finished(self, order_id: str) -> None:
+        pass
+
+
+def test_a_subscription_dropped_before_its_ownership_check_cannot_show_another_key_s_order():
+    """Bob subscribes to Alice's order while only the database can tell whose it is, and
+    unsubscribes before it answers; Alice's order then goes on in this process. Subscribing
+    again must still check the owner, not resume where the unchecked subscription stopped."""
+
+    async def scenario():
+        bus = InProcessBus()
+        database_answers = asyncio.Event()
+
+        async def run(fn, *args):  # the executor, held until the test lets the database answer
+            await database_answers.wait()
+            return fn(*args)
+
+        hub = EventHub(AlicesOrderStore(), bus, run, NoMetrics())
+        hub.start()
+        bob = Recorder()
+        hub.add_firehose(bob, owner="bob")
+        hub.follow(bob, ALICES, 0, "bob")  # not remembered here: the database must tell
+        hub.mute(bob, ALICES)  # unsubscribe before it answers
+        bus.publish([BusEvent(ALICES, 1, "pending", "alice", b'{"status": "pending"}')])
+        for _ in range(200):
+            if hub.recent.owner_of(ALICES) == "alice":
+                break
+            await asyncio.sleep(0.01)
+        assert hub.recent.owner_of(ALICES) == "alice"
+        hub.follow(bob, ALICES, 0, "bob")  # subscribe again
+        database_answers.set()
+        await asyncio.sleep(0.1)
+        hub.stop()
+        bus.close()
+        assert bob.delivered == [], "another key's events"
+        assert ALICES in bob.missing
+
+    asyncio.run(scenario())
