@@ -189,8 +189,8 @@ class ApiHandler(RequestHandler):
                           exc_info=(typ, value, tb), extra=about_order(self.log_order_id))
         elif error.code == "internal_error":
             super().log_exception(typ, value, tb)  # a bug: keep the traceback (in the log only)
-        elif is_outage(error):  # expected: told once, in the request's access line
-            self.log_reason = f"{error.code}: {value}"
+        elif is_outage(error):  # expected: told once, in the request's access line (a handler's
+            self.log_reason = self.log_reason or f"{error.code}: {value}"  # own causes first)
 
     def allowed_methods(self) -> list[str]:
         """Methods this handler implements (for the 405 `Allow` header)."""

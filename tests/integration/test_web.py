@@ -411,8 +411,10 @@ class ReadinessTest(WebTestCase):
     @gen_test
     async def test_readiness_is_503_when_the_bus_is_gone(self):
         self.storage.bus.close()
-        status, answer = await self.call("/readyz")
+        with self.assertLogs("tornado.access", level="WARNING") as logged:
+            status, answer = await self.call("/readyz")
         assert (status, answer["error"]["code"]) == (503, "not_ready")
+        assert "(bus: " in "\n".join(logged.output), "the access line names the cause, not only the answer"
 
 
 def statuses(frames):
