@@ -115,8 +115,8 @@ def run_drain(args, log_dir: Path) -> dict:
         return result
 
 
-TRIGGER_KEYS = ["bytesPerArmedOrder", "crossingToFirstRoutingMs", "crossingToLastRoutingMs", "released",
-                "executedTwice", "sniperDelayP50Ms", "sniperDelayMaxMs"]
+TRIGGER_KEYS = ["bytesPerArmedOrder", "pushes", "crossingToFirstRoutingMs", "crossingToLastRoutingMs", "released",
+                "executedTwice", "sniperDelayP50Ms", "sniperDelayP99Ms", "sniperDelayMaxMs"]
 
 
 def run_triggers(args, log_dir: Path) -> dict:

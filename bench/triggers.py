@@ -24,6 +24,14 @@ TRIGGERS_ENV = {"VENUE_FAILURE_RATE": "0", "VENUE_TIMEOUT_RATE": "0", "ORDER_RAT
                 "LOG_FORMAT": "text", "VENUE_PROFILE": "instant", "WORKER_CONCURRENCY": "50",
                 "QUEUE_MAX_DEPTH": "100000"}
 SNIPER_TOKEN = "POPCAT"
+# The simulator's drift alone moves a price at most e^(2·MAX_LOG_DRIFT) ≈ 2.8% (storage.venues.
+# sim.amm), so the crossing band sits 3% to 3.5% above the price (only the push crosses it),
+# the push takes the price 4.5% up (1% over the band, so drift meanwhile cannot take the
+# last crossed orders back under), and the other limits sit 8% to 12% up (over the push
+# plus what drift can add).
+BAND = (Decimal("1.03"), Decimal("1.035"))
+PUSH_TO = Decimal("1.045")
+REST = (Decimal("1.08"), Decimal("1.12"))
 
 
 def rss_mb(pid: int) -> float:
@@ -46,6 +54,24 @@ async def _price(pool: HttpPool) -> Decimal:
     if code != 200:
         raise RuntimeError(f"quote failed: {code} {quote}")
     return Decimal(quote["route"]["amountOut"]) / Decimal("0.01")
+
+
+async def _usdc_to_raise(pool: HttpPool, price: Decimal) -> Decimal:
+    """USDC that takes SOL to sell for `price` (after the fee) on both venues. On an x·y=k pool
+    the price goes with the square of the USDC reserve R, so a pool at price p needs
+    R × (√(p'/p) − 1) to reach p'; the router splits the order the same way (it buys where
+    SOL is cheaper first). A little more (0.5%), as the fee keeps part of each leg."""
+    code, answer, _, _ = await pool.request("GET", "/api/sim/pools")
+    if code != 200:
+        raise RuntimeError(f"pools failed: {code} {answer}")
+    usdc = Decimal(0)
+    for p in answer["pools"]:
+        if (p["tokenA"], p["tokenB"]) != ("SOL", "USDC"):
+            continue
+        wanted = price * Decimal("1.005") / (1 - Decimal(p["feeRate"]))  # the pool's own price
+        if wanted > Decimal(p["price"]):
+            usdc += Decimal(p["reserveB"]) * ((wanted / Decimal(p["price"])).sqrt() - 1)
+    return usdc.quantize(Decimal("0.01"))
 
 
 async def _submit_all(pool: HttpPool, bodies: list[dict]) -> list[str]:
@@ -99,12 +125,12 @@ async def triggers(port: int, worker_pid: int, database_url: str, armed: int, cr
         await _submit_all(pool, [{"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.01"}] * 20)  # warm up
         await asyncio.sleep(2)
         idle = rss_mb(worker_pid)
-        # Limits from 1% to 6% above the price: the lowest `crossing` of them sit within 1.5%.
+        # The lowest `crossing` limits in BAND, the others in REST (see above).
         bodies = []
         for i in range(armed):
-            step = Decimal("0.005") * i / max(crossing, 1) if i < crossing else \
-                Decimal("0.02") + Decimal("0.04") * (i - crossing) / max(armed - crossing, 1)
-            limit = (price * (Decimal("1.01") + step)).quantize(Decimal("0.000001"))
+            low, high = BAND if i < crossing else REST
+            share = Decimal(i) / max(crossing, 1) if i < crossing else Decimal(i - crossing) / max(armed - crossing, 1)
+            limit = (price * (low + (high - low) * share)).quantize(Decimal("0.000001"))
             bodies.append({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.01", "type": "limit",
                            "limitPrice": str(limit), "slippageBps": 5000})
         started = time.monotonic()
@@ -114,11 +140,13 @@ async def triggers(port: int, worker_pid: int, database_url: str, armed: int, cr
         arm_seconds = time.monotonic() - started
         await asyncio.sleep(1)
         loaded = rss_mb(worker_pid)
-        # The push: buy SOL until the price is 1.6% higher (over the crossing band, under the rest).
-        target = price * Decimal("1.016")
+        # The push: one market buy of SOL sized to take the price to PUSH_TO (another, should
+        # the first fall short; `pushes` says how many it took).
+        target = price * PUSH_TO
         pushes: list[str] = []
-        while await _price(pool) < target and len(pushes) < 100:
-            (push,) = await _submit_all(pool, [{"tokenIn": "USDC", "tokenOut": "SOL", "amount": "50000",
+        while await _price(pool) < target and len(pushes) < 10:
+            usdc = await _usdc_to_raise(pool, target)
+            (push,) = await _submit_all(pool, [{"tokenIn": "USDC", "tokenOut": "SOL", "amount": str(usdc),
                                                "slippageBps": 5000}])
             pushes.append(push)
             await _until(lambda: _count(database_url, "SELECT count(*) FROM orders WHERE id = %s AND "
@@ -132,14 +160,16 @@ async def triggers(port: int, worker_pid: int, database_url: str, armed: int, cr
                                                   "e.status = 'confirmed'") >= crossing, timeout,
                      "the crossed orders to confirm")
         await asyncio.sleep(2)
-        routed = _rows(database_url, "SELECT e.order_id, e.created_at FROM order_events e JOIN orders o ON "
-                                     "o.id = e.order_id WHERE o.type = 'limit' AND e.status = 'routing' "
-                                     "ORDER BY e.created_at")
+        # Each armed order's first routing event: when it started (a retry adds another).
+        routed = _rows(database_url, "SELECT e.order_id, min(e.created_at) AS started FROM order_events e JOIN "
+                                     "orders o ON o.id = e.order_id WHERE o.type = 'limit' AND "
+                                     "e.status = 'routing' GROUP BY e.order_id ORDER BY started")
         swaps = _rows(database_url, "SELECT order_id, count(*) FROM sim_swaps WHERE status = 'confirmed' "
                                     "AND order_id = ANY(%s::text[]) GROUP BY order_id HAVING count(*) > 1", (ids,))
         first = last = None
-        if routed:  # from the push after which the first armed order started (the crossing)
-            crossed_by = max(t for t in push_times if t <= _ts(routed[0][1]))
+        # From the push after which the first armed order started (the crossing).
+        crossed_by = max((t for t in push_times if routed and t <= _ts(routed[0][1])), default=None)
+        if crossed_by is not None:
             first = (_ts(routed[0][1]) - crossed_by) * 1000
             last = (_ts(routed[-1][1]) - crossed_by) * 1000
         sniper = await _snipers(pool, database_url, snipers, timeout)
