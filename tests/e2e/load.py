@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from tests.e2e.cluster import TERMINAL
@@ -200,7 +200,11 @@ class SubmitProbe:
         request = HTTPRequest(f"http://127.0.0.1:{self.port}/api/orders/execute", method="POST",
                               body=json.dumps(SOL_USDC), headers={"Content-Type": "application/json"},
                               connect_timeout=self.timeout, request_timeout=self.timeout)
-        response = await self._http.fetch(request, raise_error=False)
+        try:
+            response = await self._http.fetch(request, raise_error=False)
+        except (HTTPClientError, OSError) as exc:  # a timeout or a refused connection: raised even so
+            self.answers.append(Answer(599, type(exc).__name__, None, time.monotonic() - started))
+            return
         body = {}
         if response.body:
             try:

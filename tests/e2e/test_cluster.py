@@ -171,6 +171,7 @@ def test_redis_losing_its_data_loses_no_order(make_cluster, redis_url):
     deadline = time.monotonic() + 30
     while not admin.exists("engine:epoch") and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert admin.exists("engine:epoch"), "the worker made no epoch within 30 s"
 
     async def scenario():
         client = cluster.client()

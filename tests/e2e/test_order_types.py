@@ -120,7 +120,7 @@ def test_a_limit_order_not_reached_expires_and_a_waiting_one_is_cancelled(make_c
         assert [f["status"] for f in frames] == ["pending", "waiting", "cancelled"]
         frames, close_code = await client.listen(expiring["links"]["ws"], timeout=30)
         assert [f["status"] for f in frames] == ["pending", "waiting", "expired"] and close_code == 1000
-        assert ts(frames[-1]["timestamp"]) >= ts(frames[0]["timestamp"])
+        assert ts(frames[-1]["timestamp"]) >= ts(frames[1]["meta"]["expiresAt"]), "not before its expiry"
         client.close()
 
     asyncio.run(scenario())
