@@ -54,19 +54,6 @@ def not_installed(message: str, in_ci: str = "a missing tool fails the run") -> 
     pytest.skip(message)
 
 
-# Tests of server features the spec has but the server does not yet (cancel, API keys):
-# written now, skipped until the feature lands. RUN_PENDING_SERVER_FEATURES=1 runs them
-# anyway (they fail today, which shows they test something).
-RUN_PENDING = os.environ.get("RUN_PENDING_SERVER_FEATURES", "").lower() in ("1", "true", "yes")
-
-
-def pytest_runtest_setup(item):
-    marker = item.get_closest_marker("pending_server_feature")
-    if marker is not None and not RUN_PENDING:
-        feature = marker.args[0] if marker.args else "unnamed"
-        pytest.skip(f"pending server feature: {feature} (the spec has it, the server does not yet)")
-
-
 @pytest.fixture
 def postgres_url():
     """A fresh, empty Postgres database for one test, dropped afterwards."""
