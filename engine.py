@@ -125,7 +125,7 @@ async def _serve_async(settings, with_worker: bool, sockets) -> int:
 # The variables each server command reads (all of them are checked at start-up).
 _WEB = ("PORT", "DATABASE_URL", "REDIS_URL", "QUEUE_MAX_DEPTH", "API_KEYS", "KEY_RATE_LIMIT", "CORS_ORIGINS")
 _WORKER = ("DATABASE_URL", "REDIS_URL", "WORKER_CONCURRENCY", "ORDER_RATE_LIMIT", "RETRY_ATTEMPTS",
-           "VENUE_PROFILE", "VENUE_FAILURE_RATE", "VENUE_TIMEOUT_RATE")
+           "MARKET_MAX_WAIT_SECONDS", "VENUE_PROFILE", "VENUE_FAILURE_RATE", "VENUE_TIMEOUT_RATE")
 _LOGS = ("LOG_LEVEL", "LOG_FORMAT")
 SERVER_COMMANDS = {
     "run": ("web and worker in one process (embedded default without DATABASE_URL/REDIS_URL)",
@@ -178,15 +178,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(settings.log_level, settings.log_format)
     from storage.errors import BusError, SchemaNotMigrated, StorageUnavailable
-    from web.server import PortUnavailable
 
+    plain: tuple[type[Exception], ...] = (SchemaNotMigrated, StorageUnavailable, BusError)
+    if args.command in ("run", "web"):  # a worker or a migration loads no web server
+        from web.server import PortUnavailable
+
+        plain += (PortUnavailable,)
     try:
         if args.command == "migrate":
             return cmd_migrate(settings)
         if args.command == "worker":
             return cmd_worker(settings)
         return _serve(settings, with_worker=args.command == "run")
-    except (SchemaNotMigrated, StorageUnavailable, BusError, PortUnavailable) as exc:  # an operator's problem: say it plainly
+    except plain as exc:  # an operator's problem: say it plainly
         print(f"engine: {exc}", file=sys.stderr)
         return 2
 

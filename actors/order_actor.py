@@ -53,7 +53,7 @@ from actors.trigger_book import ArmedOrder
 from config import find_token
 from config.logs import OrderLog
 from storage.errors import FencedOut
-from storage.records import EventDraft, OrderRecord, decimal_str, iso, utcnow
+from storage.records import EventDraft, OrderRecord, decimal_str, iso, ms_since, utcnow
 from storage.status import OrderEnded
 from storage.venues.base import SwapRequest
 from storage.venues.routing import choose_route
@@ -528,4 +528,4 @@ class OrderActor(pykka.ThreadingActor):
         raise StepTimedOut(f"order {self.order.id}: no answer while waiting for {self.waiting}")
 
     def _latency_ms(self) -> int:
-        return int((utcnow() - self.order.created_at).total_seconds() * 1000)
+        return ms_since(self.order.created_at)

@@ -34,7 +34,7 @@ from config import Token
 from config.logs import about_order
 from storage.bus import Job
 from storage.errors import StorageError
-from storage.records import EventDraft, iso, utcnow
+from storage.records import EventDraft, iso, ms_since, utcnow
 from storage.status import OrderEnded
 from storage.venues.base import VenueError
 
@@ -292,7 +292,7 @@ class TriggerBook(SupervisedActor):
             self._forget(order_id)
             self.tags += 1
             self.expiring[self.tags] = order
-            meta = {"expiresAt": iso(at), "latencyMs": int((now - order.created_at).total_seconds() * 1000)}
+            meta = {"expiresAt": iso(at), "latencyMs": ms_since(order.created_at, now)}
             draft = EventDraft(UUID(order_id), "expired", order.attempt, meta, now, order.fence)
             if not self._tell_writer(AppendEvents([draft], self.actor_ref, self.tags)):
                 del self.expiring[self.tags]

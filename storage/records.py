@@ -22,6 +22,11 @@ def iso(ts: datetime | None) -> str | None:
     return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
 
 
+def ms_since(then: datetime, now: datetime | None = None) -> int:
+    """Whole milliseconds from `then` to `now` (naive UTC; default: now), as events' latencyMs."""
+    return int(((now or utcnow()) - then).total_seconds() * 1000)
+
+
 def expiry(created_at: datetime, expires_in_seconds: int | None) -> datetime | None:
     """When an order created at `created_at` expires (naive UTC), or None when it does not."""
     return None if expires_in_seconds is None else created_at + timedelta(seconds=expires_in_seconds)

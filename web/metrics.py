@@ -193,7 +193,8 @@ class EventFigures:
 
 class WebMetrics:
     """What an operator graphs: the event figures, the storage-backed gauges and this process's
-    WebSocket connections (`refresh` and `render` run on the IOLoop thread)."""
+    WebSocket connections (`refresh` reads the storage on an executor thread; the metrics are
+    thread-safe)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         registry = self.registry = CollectorRegistry(auto_describe=True)

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the public API (shared/spec/API.md), served at `/api/openapi.json`.
 
-It describes the whole spec, including what the server does not do yet (cancel, limit
-and sniper fields), so clients can be written against it now. The WebSocket endpoints are described in words on their upgrade requests.
+It describes the whole spec (cancel, limit and sniper orders, API keys included) and what
+the engine adds to it. The WebSocket endpoints are described in words on their upgrade requests.
 """
 from __future__ import annotations
 

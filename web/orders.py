@@ -9,7 +9,7 @@ from uuid import UUID
 from config.logs import about_order
 from storage.errors import BusError
 from storage.orders import BadCursor
-from storage.records import EventDraft, OrderRecord, utcnow
+from storage.records import EventDraft, OrderRecord, ms_since
 from storage.status import STATUSES
 from web.base import ApiHandler, JsonBodyHandler, Services
 from web.errors import ApiError, ValidationError, not_found
@@ -93,9 +93,9 @@ class CancelHandler(ApiHandler):
         orders, owner = self.storage.orders, self.owner
         order = orders.get_order(oid, owner, with_events=False)  # another key's order: 404
         if order.status != "cancelled":
-            if order.terminal or order.status not in ("pending", "waiting"):
+            if order.status not in ("pending", "waiting"):
                 raise _too_late(order.status)
-            meta = {"reason": "cancelled by its owner", "latencyMs": _ms_since(order.created_at)}
+            meta = {"reason": "cancelled by its owner", "latencyMs": ms_since(order.created_at)}
             (result,) = orders.append_events([EventDraft(oid, "cancelled", order.attempt, meta)])
             if isinstance(result, Exception):  # it moved on meanwhile: the store decided
                 now = orders.get_order(oid, with_events=False)
@@ -115,10 +115,6 @@ class CancelHandler(ApiHandler):
 
 def _too_late(status: str) -> ApiError:
     return ApiError(409, "conflict", f"the order is {status}: it can be cancelled only before it reaches building")
-
-
-def _ms_since(then) -> int:
-    return int((utcnow() - then).total_seconds() * 1000)
 
 
 LIST_PARAMS = ("status", "type", "limit", "cursor")
