@@ -86,6 +86,17 @@ def fetch(port: int, method: str, path: str, body=None, headers: dict | None = N
         conn.close()
 
 
+async def until(probe, timeout: float, what: str, pause: float = 0.1):
+    """Await `probe()` (a coroutine function) until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await probe()
+        if value:
+            return value
+        await asyncio.sleep(pause)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def wait_terminal(port: int, order_id: str, timeout: float = 30) -> dict:
     """Poll GET /api/orders/ID until the order is terminal; return it."""
     deadline = time.monotonic() + timeout

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import datetime
 from decimal import Decimal
 
 import pytest
 
 from storage.venues.sim.amm import MAX_LOG_DRIFT
-from tests.e2e.cluster import TERMINAL
+from tests.e2e.cluster import TERMINAL, until
 from tests.e2e.guarantees import confirmed_swaps, executed
 
 pytestmark = pytest.mark.e2e
@@ -35,16 +34,6 @@ async def best_price(client, amount: str = "1") -> Decimal:
     code, quote = await client.request("GET", f"/api/quote?tokenIn=SOL&tokenOut=USDC&amount={amount}")
     assert code == 200, quote
     return Decimal(quote["route"]["amountOut"]) / Decimal(amount)
-
-
-async def until(probe, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await probe()
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def status(client, order_id: str) -> str:

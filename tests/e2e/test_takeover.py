@@ -6,27 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 
 import pytest
 
-from tests.e2e.cluster import TERMINAL, assert_complete_lifecycle
+from tests.e2e.cluster import TERMINAL, assert_complete_lifecycle, until
+from tests.e2e.guarantees import executed
+from tests.e2e.load import SOL_USDC
 
 pytestmark = pytest.mark.e2e
-
-SOL_USDC = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.5"}
-
-
-async def wait_for(probe, timeout: float, what: str, pause: float = 0.1):
-    """Await `probe()` (a coroutine function) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await probe()
-        if value:
-            return value
-        await asyncio.sleep(pause)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 async def one_swap_each(client, order_ids):
     """Every order terminal; a confirmed one by exactly one swap per leg on the chain (a split
@@ -35,8 +22,7 @@ async def one_swap_each(client, order_ids):
         code, order = await client.order(order_id)
         assert code == 200 and order["status"] in TERMINAL, order
         code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={order_id}")
-        assert sorted(s["txHash"] for s in swaps["swaps"]) == sorted(f["txHash"] for f in order["fills"]), \
-            (order, swaps)
+        assert executed(swaps) == sorted(f["txHash"] for f in order["fills"]), (order, swaps)
         assert order["status"] != "confirmed" or len(swaps["swaps"]) == len(order["fills"]) >= 1
 
 
@@ -56,7 +42,7 @@ def test_a_worker_frozen_past_its_heartbeat_cannot_act_for_the_orders_taken_from
                     return order["events"][1]["meta"]["worker"]
             return None
 
-        worker_id = await wait_for(a_swap_in_flight, 30, "a swap in flight")
+        worker_id = await until(a_swap_in_flight, 30, "a swap in flight")
         frozen = next(w for w in cluster.workers if f"-{w.pid}-" in worker_id)
         os.kill(frozen.pid, signal.SIGSTOP)  # a stall: its heartbeat lapses, its swaps wait in its timers
         try:
@@ -64,7 +50,7 @@ def test_a_worker_frozen_past_its_heartbeat_cannot_act_for_the_orders_taken_from
                 statuses = [(await client.order(i))[1]["status"] for i in ids]
                 return all(status in TERMINAL for status in statuses)
 
-            await wait_for(all_terminal, 90, "the other worker to finish every order")
+            await until(all_terminal, 90, "the other worker to finish every order")
         finally:
             os.kill(frozen.pid, signal.SIGCONT)  # it wakes up and tries to go on where it was
         await asyncio.sleep(5)  # time for its swaps to reach the chain and its events to be refused
