@@ -210,7 +210,7 @@ class NotFoundHandler(ApiHandler):
 
 @stream_request_body
 class JsonBodyHandler(ApiHandler):
-    """A POST endpoint with a JSON body of at most 64 KiB; `self.body` holds it in `post()`.
+    """A POST endpoint with a JSON body of at most 64 KiB; `self.body` holds it in `post_json()`.
 
     The body is streamed, so a refusal decided from the headers (401, 415, 413, 429) is
     answered only once the body has been read and dropped: answering first would leave
@@ -262,8 +262,20 @@ class JsonBodyHandler(ApiHandler):
         else:
             self.body += chunk
 
+    async def post(self) -> None:
+        """Every body handler's POST: the refusal decided from the headers (401, 415, 429, 413)
+        first, whatever the subclass does; then `post_json` with `self.body`."""
+        if self._finished:
+            return
+        self.check_body()
+        await self.post_json()
+
+    async def post_json(self) -> None:
+        """The endpoint itself (a subclass's): the request passed every check; `self.body` is read."""
+        raise NotImplementedError
+
     def check_body(self) -> None:
-        """Raise the refusal decided from the headers, or the 413 (call first in `post`)."""
+        """Raise the refusal decided from the headers, or the 413."""
         if self._refusal is not None:
             raise self._refusal
         if self._too_large:

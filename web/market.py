@@ -100,10 +100,7 @@ class SimPoolsHandler(ApiHandler):
 class SimLaunchHandler(JsonBodyHandler):
     """`POST /api/sim/launch {"token", "inSeconds"}`: schedule a token's launch (for snipers)."""
 
-    async def post(self) -> None:
-        if self._finished:
-            return
-        self.check_body()
+    async def post_json(self) -> None:
         data = parse_json_object(self.body)
         for name in data:
             if name not in ("token", "inSeconds"):

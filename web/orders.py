@@ -49,10 +49,7 @@ class SubmitHandler(JsonBodyHandler):
 
     counts_submissions = True
 
-    async def post(self) -> None:
-        if self._finished:
-            return
-        self.check_body()
+    async def post_json(self) -> None:
         accepted = await submit_order(self.services, self.body, self.owner or "")
         self.log_order_id = accepted.order.id
         self.write_json(accepted.to_api(), 202 if accepted.created else 200)
