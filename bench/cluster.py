@@ -51,61 +51,84 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _admin():
+    import psycopg2
+
+    conn = psycopg2.connect(PG_ADMIN_URL)
+    conn.autocommit = True
+    return conn
+
+
+def _database_url(name: str) -> str:
+    return f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+
+
 @contextmanager
-def fresh_database(prefix: str = "bench", settings: dict[str, str] | None = None):
-    """CREATE DATABASE <prefix>_<random>; yield its URL; DROP it afterwards.
+def fresh_database(prefix: str = "bench", settings: dict[str, str] | None = None, template: str | None = None):
+    """CREATE DATABASE <prefix>_<random> (a copy of `template` if given, else empty); yield its
+    URL; DROP it afterwards.
 
     `settings` are set on that database only (ALTER DATABASE ... SET), before anything
     connects to it, so every session of the run has them (the trace's log_statement).
     """
-    import psycopg2
-
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    conn = psycopg2.connect(PG_ADMIN_URL)
-    conn.autocommit = True
+    conn = _admin()
     with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         for key, value in (settings or {}).items():
             cur.execute(f'ALTER DATABASE "{name}" SET {key} = %s', (value,))
     conn.close()
     try:
-        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+        yield _database_url(name)
     finally:
-        conn = psycopg2.connect(PG_ADMIN_URL)
-        conn.autocommit = True
+        conn = _admin()
         with conn.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.close()
 
 
-@contextmanager
-def leased_redis(first_index: int = 14):
-    """Lease a Redis db index (lock keys set NX), flush it before and after; yield its URL."""
-    import redis
+TEMPLATE_LOCK = 7243002  # a pg_advisory_lock key: one process at a time builds a template
 
-    token = uuid.uuid4().hex
-    for index in [first_index] + [i for i in range(15, 0, -1) if i != first_index]:
-        client = redis.Redis.from_url(f"{REDIS_BASE_URL}/{index}")
-        if client.set(LEASE_KEY, token, nx=True, ex=LEASE_SECONDS):
-            if client.set(TEST_LEASE_KEY, token, nx=True, ex=LEASE_SECONDS):
-                break
-            client.delete(LEASE_KEY)
-        client.close()
-    else:
-        raise BenchError("no free Redis database index (1..15 all leased)")
-    url = f"{REDIS_BASE_URL}/{index}"
 
-    def flush_keeping_lease():
-        client.flushdb()
-        client.set(LEASE_KEY, token, ex=LEASE_SECONDS)
-        client.set(TEST_LEASE_KEY, token, ex=LEASE_SECONDS)
+# Applies the migrations and nothing else (`engine migrate` would also create the simulated
+# world, with its own seed, which each test's processes must create with theirs).
+_SCHEMA_ONLY = ("from config import load_settings; from storage.database import open_database; "
+                "open_database(load_settings(dotenv=None), migrate=True)")
 
-    flush_keeping_lease()
+
+def migrated_template() -> str:
+    """The name of a database holding the current schema and no rows, to copy with
+    `fresh_database(template=...)`: a copy takes milliseconds, migrating takes a process
+    and a second. Its name carries a digest of the migrations, so a changed schema gets a
+    template of its own; the first caller builds it (under an advisory lock, so concurrent
+    test processes build it once) and every later one, in this run or the next, reuses it.
+    """
+    import hashlib
+
+    from storage.migrations import MIGRATIONS
+
+    digest = hashlib.sha256(repr((MIGRATIONS, _SCHEMA_ONLY)).encode()).hexdigest()[:12]
+    name = f"engine_template_{digest}"
+    conn = _admin()
     try:
-        yield url
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (TEMPLATE_LOCK,))
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s AND datistemplate", (name,))
+            if cur.fetchone() is None:
+                building = f"{name}_building"
+                cur.execute(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
+                cur.execute(f'CREATE DATABASE "{building}"')
+                env = {**os.environ, "DATABASE_URL": _database_url(building), "REDIS_URL": ""}
+                done = subprocess.run([sys.executable, "-c", _SCHEMA_ONLY], cwd=REPO, env=env,
+                                      capture_output=True, text=True, timeout=120)
+                if done.returncode != 0:
+                    raise BenchError(f"migrating the template failed:\n{done.stdout}{done.stderr}")
+                cur.execute(f'ALTER DATABASE "{building}" RENAME TO "{name}"')
+                cur.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false')
+            cur.execute("SELECT pg_advisory_unlock(%s)", (TEMPLATE_LOCK,))
     finally:
-        client.flushdb()  # also drops both lease keys
-        client.close()
+        conn.close()
+    return name
 
 
 class EngineProcess:
@@ -117,12 +140,14 @@ class EngineProcess:
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.log_path = log_dir / f"{self.name}.log"
         self.proc: subprocess.Popen | None = None
+        self._terminated = False
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def start(self) -> "EngineProcess":
+        self._terminated = False
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "engine", self.role], cwd=REPO, env=self.env,
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -138,16 +163,23 @@ class EngineProcess:
             raise BenchError(f"`engine {self.role}` did not finish within {timeout}s") from None
 
     def stop(self, timeout: float = 30) -> int | None:
-        """SIGTERM this pid, then SIGKILL it if it has not exited within `timeout`."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
+        """SIGTERM this pid (once), then SIGKILL it if it has not exited within `timeout`;
+        its exit code, None when it had to be killed."""
+        if self.proc is None:
+            return None
+        self.terminate()
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
             return None
+
+    def terminate(self) -> None:
+        """Send SIGTERM once and return at once (`stop_all` then waits for every process together)."""
+        if self.proc is not None and self.proc.poll() is None and not self._terminated:
+            self._terminated = True
+            self.proc.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
         """SIGKILL: what a crash or an out-of-memory kill does."""
@@ -157,6 +189,15 @@ class EngineProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def stop_all(procs: list[EngineProcess], timeout: float = 30) -> list[int | None]:
+    """Stop every process at once: SIGTERM to all, then wait for each (SIGKILL past `timeout`),
+    so stopping a cluster takes its slowest process's drain, not the sum of them."""
+    for proc in procs:
+        proc.terminate()
+    deadline = time.monotonic() + timeout
+    return [proc.stop(max(0.0, deadline - time.monotonic())) for proc in procs]
 
 
 def ready(port: int) -> bool:
@@ -208,5 +249,4 @@ def cluster(env: dict, workers: int, log_dir: Path, database_settings: dict[str,
                     raise BenchError(f"{proc.name} exited with {proc.proc.returncode}:\n{proc.log_text()[-4000:]}")
             yield port, {p.name: p for p in started[1:]}, database_url
         finally:
-            for proc in reversed(started):
-                proc.stop()
+            stop_all(list(reversed(started)))

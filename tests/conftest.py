@@ -54,9 +54,28 @@ def not_installed(message: str, in_ci: str = "a missing tool fails the run") -> 
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session")
+def postgres_template():
+    """A database with the current schema, built once (per schema) and copied for each test."""
+    require_server("PostgreSQL", "127.0.0.1", 5432)
+    from bench.cluster import migrated_template
+
+    return migrated_template()
+
+
 @pytest.fixture
-def postgres_url():
-    """A fresh, empty Postgres database for one test, dropped afterwards."""
+def postgres_url(postgres_template):
+    """A fresh Postgres database with the current schema (a copy of the migrated template) for
+    one test, dropped afterwards."""
+    from bench.cluster import fresh_database
+
+    with fresh_database(prefix="engine_test", template=postgres_template) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_postgres_url():
+    """A fresh, empty Postgres database (no schema: what `engine migrate` starts from)."""
     require_server("PostgreSQL", "127.0.0.1", 5432)
     from bench.cluster import fresh_database
 
@@ -90,12 +109,24 @@ def redis_url():
     client.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_settings(request, tmp_path):
-    """Settings for an empty database: the embedded SQLite file, then a fresh Postgres one."""
+def _settings(tmp_path, database_url: str | None = None):
     from config import load_settings
 
     env = {"ENGINE_DATA_DIR": str(tmp_path), "SIM_SEED": "7"}
-    if request.param == "postgres":
-        env["DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    if database_url:
+        env["DATABASE_URL"] = database_url
     return load_settings(env, dotenv=None)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_settings(request, tmp_path):
+    """Settings for a database with the current schema and no rows: the embedded SQLite file
+    (migrated by the test's own `open_database(..., migrate=True)`), then a Postgres copy of
+    the migrated template."""
+    return _settings(tmp_path, request.getfixturevalue("postgres_url") if request.param == "postgres" else None)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database_settings(request, tmp_path):
+    """Settings for a database with no schema at all: SQLite, then Postgres."""
+    return _settings(tmp_path, request.getfixturevalue("empty_postgres_url") if request.param == "postgres" else None)

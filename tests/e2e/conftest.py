@@ -9,7 +9,7 @@ import shutil
 import psycopg2
 import pytest
 
-from bench.cluster import EngineProcess, free_port, wait_ready
+from bench.cluster import EngineProcess, free_port, stop_all, wait_ready
 from tests.conftest import not_installed
 from tests.e2e.cluster import Client
 from tests.servers import PostgresCluster, RedisServer, postgres_bin_dir
@@ -18,15 +18,17 @@ from tests.servers import PostgresCluster, RedisServer, postgres_bin_dir
 class Cluster:
     """web and worker processes on one Postgres database and one Redis index."""
 
-    def __init__(self, env: dict, log_dir):
+    def __init__(self, env: dict, log_dir, migrated: bool = True):
         self.env = env
+        self.migrated = migrated
         self.log_dir = log_dir
         self.webs: list[tuple[EngineProcess, int]] = []
         self.workers: list[EngineProcess] = []
 
     def start(self, webs: int = 1, workers: int = 2) -> "Cluster":
-        code = EngineProcess("migrate", self.env, self.log_dir).run()
-        assert code == 0, EngineProcess("migrate", self.env, self.log_dir).log_text()
+        if not self.migrated:  # the release phase, where the database is not a copy of the template
+            migrate = EngineProcess("migrate", self.env, self.log_dir)
+            assert migrate.run() == 0, migrate.log_text()
         for n in range(workers):
             self.add_worker()
         for n in range(webs):
@@ -45,9 +47,12 @@ class Cluster:
     def client(self, n: int = 0) -> Client:
         return Client(self.webs[n][1])
 
+    @property
+    def processes(self) -> list[EngineProcess]:
+        return [p for p, _ in self.webs] + self.workers
+
     def stop(self) -> None:
-        for proc in [p for p, _ in self.webs] + self.workers:
-            proc.stop()
+        stop_all(self.processes)
 
     def logs(self) -> str:
         return "\n".join(f"==== {p.name}\n{p.log_text()[-3000:]}" for p in [w for w, _ in self.webs] + self.workers)
@@ -58,7 +63,7 @@ def _test_failed(request) -> bool:
     return report is not None and report.failed
 
 
-def _clusters(database_url: str, redis_url: str, tmp_path, request):
+def _clusters(database_url: str, redis_url: str, tmp_path, request, migrated: bool = True):
     """The body of the cluster fixtures: yield `make`, then stop every cluster it started
     and print their logs if the test failed."""
     clusters = []
@@ -66,15 +71,14 @@ def _clusters(database_url: str, redis_url: str, tmp_path, request):
     def make(webs: int = 1, workers: int = 2, **env):
         base = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "SIM_SEED": "11",
                 "VENUE_FAILURE_RATE": "0", "VENUE_TIMEOUT_RATE": "0", "LOG_LEVEL": "INFO"}
-        cluster = Cluster({**base, **{k: str(v) for k, v in env.items()}}, tmp_path)
+        cluster = Cluster({**base, **{k: str(v) for k, v in env.items()}}, tmp_path, migrated)
         clusters.append(cluster)
         return cluster.start(webs, workers)
 
     try:
         yield make
     finally:
-        for cluster in clusters:
-            cluster.stop()
+        stop_all([proc for cluster in clusters for proc in cluster.processes])
         if _test_failed(request):
             for cluster in clusters:
                 print(cluster.logs())  # shown under "Captured stdout teardown"
@@ -137,7 +141,7 @@ def make_own_cluster(own_postgres, own_redis, tmp_path, request):
         cur.execute(f'CREATE DATABASE "{name}"')
     admin.close()
     try:
-        yield from _clusters(own_postgres.url(name), own_redis.url(0), tmp_path, request)
+        yield from _clusters(own_postgres.url(name), own_redis.url(0), tmp_path, request, migrated=False)
     finally:
         if _test_failed(request):
             print(f"==== own postgres (port {own_postgres.port})\n{own_postgres.log()}")
@@ -167,7 +171,7 @@ def make_engine_run(tmp_path):
         return proc, port
 
     yield make
-    codes = [proc.stop() for proc in started]
+    codes = stop_all(started)
     for proc in started:
         print(proc.log_text()[-3000:])
     assert all(code == 0 for code in codes), "engine run exits cleanly on SIGTERM"

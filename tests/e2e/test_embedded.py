@@ -91,8 +91,8 @@ def test_a_bad_setting_stops_the_process_with_a_message_naming_it(tmp_path):
     assert "WORKER_CONCURRENCY" in proc.log_text()
 
 
-def test_engine_web_on_an_unmigrated_database_says_to_run_migrate(tmp_path, postgres_url, redis_url):
-    env = {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url, "ENGINE_DATA_DIR": str(tmp_path)}
+def test_engine_web_on_an_unmigrated_database_says_to_run_migrate(tmp_path, empty_postgres_url, redis_url):
+    env = {"DATABASE_URL": empty_postgres_url, "REDIS_URL": redis_url, "ENGINE_DATA_DIR": str(tmp_path)}
     proc = EngineProcess("web", env, tmp_path)
     assert proc.run(timeout=60) == 2
     assert "run `engine migrate` first" in proc.log_text()

@@ -125,11 +125,11 @@ def test_the_procfile_execs_each_command_and_python_is_pinned_for_buildpacks():
     assert re.fullmatch(r"3\.\d+", pinned) and f"python_requires = >={pinned}" in (REPO / "setup.cfg").read_text()
 
 
-def test_procfile_release_then_honcho_then_sigterm_mid_flight_ends_every_order(postgres_url, redis_url, tmp_path):
+def test_procfile_release_then_honcho_then_sigterm_mid_flight_ends_every_order(empty_postgres_url, redis_url, tmp_path):
     entries = procfile()
     assert {"web", "worker", "release"} <= set(entries)
     port = free_port()
-    env = {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url, "PORT": str(port), "SIM_SEED": "11",
+    env = {"DATABASE_URL": empty_postgres_url, "REDIS_URL": redis_url, "PORT": str(port), "SIM_SEED": "11",
            "VENUE_PROFILE": "realistic", "VENUE_FAILURE_RATE": "0", "VENUE_TIMEOUT_RATE": "0",
            "WORKER_CONCURRENCY": "5", "LOG_LEVEL": "INFO"}
     bin_dir = str(Path(sys.executable).parent)

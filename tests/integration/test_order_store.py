@@ -203,6 +203,6 @@ def test_an_unqueued_order_is_discarded_but_a_started_one_never(store):
     assert store.get_order(started.id).status == "routing"
 
 
-def test_an_unmigrated_database_is_refused_with_a_clear_message(database_settings):
+def test_an_unmigrated_database_is_refused_with_a_clear_message(empty_database_settings):
     with pytest.raises(SchemaNotMigrated, match="engine migrate"):
-        open_database(database_settings)
+        open_database(empty_database_settings)
