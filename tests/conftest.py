@@ -130,3 +130,16 @@ def database_settings(request, tmp_path):
 def empty_database_settings(request, tmp_path):
     """Settings for a database with no schema at all: SQLite, then Postgres."""
     return _settings(tmp_path, request.getfixturevalue("empty_postgres_url") if request.param == "postgres" else None)
+
+
+# Fixtures that stop and start servers of a module's own: the tests that use them run on one
+# xdist worker, one at a time, sharing the module's servers (and never racing each other).
+OWN_SERVERS = {"own_redis", "own_postgres", "make_own_cluster"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Group the tests of a module that owns servers onto one xdist worker (`--dist loadgroup`)."""
+    for item in items:
+        if OWN_SERVERS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group(f"own-servers-{item.module.__name__}"))
+
