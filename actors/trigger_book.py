@@ -143,6 +143,9 @@ class TriggerBook(SupervisedActor):
             self.polling = False
             self._check_launches()
         elif isinstance(message, _Launched):
+            # The timer has run: a sniper armed for this token from now on (its quotes were
+            # taken just before the launch) finds the launch past and fires at the next check.
+            self.launch_timers.pop(message.symbol, None)
             self._release(list(self.launches.pop(message.symbol, ())))
         elif isinstance(message, _Expire):
             self._expire_due()
