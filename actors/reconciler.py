@@ -30,6 +30,7 @@ GRACE_S = 3.0  # live workers heartbeat every second: three beats to show up aga
 RECONCILE_EVERY = 10.0
 MIN_AGE_S = 10.0  # so an order is queued again within about 20 s of losing its job
 LOCK_S = 60.0
+PAGE = 1000  # unfinished orders read at a time
 
 
 @dataclass(frozen=True)
@@ -98,19 +99,25 @@ class Reconciler(SupervisedActor):
             self.bus.unlock("reconcile", self.worker_id)
 
     def _reconcile(self, before: datetime) -> int:
-        candidates = self.orders.unfinished_orders(created_before=before)
-        if not candidates:
-            return 0
-        live, queued = self.bus.live_consumers(), self.bus.queued_order_ids()
-        requeued = 0
-        for order_id, job_id, worker, _ in candidates:
-            if str(order_id) in queued:
-                continue  # waiting, or held by a consumer (a dead one's jobs are claimed, not requeued)
-            if job_id is not None:
-                if worker in live or not self.orders.release_job(order_id, job_id):
-                    continue
-            self.bus.enqueue(str(order_id))
-            requeued += 1
+        live = queued = None
+        requeued, after = 0, None
+        while True:  # every unfinished order, a page at a time: thousands armed hide no lost one
+            page = self.orders.unfinished_orders(created_before=before, limit=PAGE, after=after)
+            if not page:
+                break
+            if live is None:
+                live, queued = self.bus.live_consumers(), self.bus.queued_order_ids()
+            for order_id, job_id, worker, _ in page:
+                if str(order_id) in queued:
+                    continue  # waiting, or held by a consumer (a dead one's jobs are claimed, not requeued)
+                if job_id is not None:
+                    if worker in live or not self.orders.release_job(order_id, job_id):
+                        continue
+                self.bus.enqueue(str(order_id))
+                requeued += 1
+            if len(page) < PAGE:
+                break
+            after = (page[-1][3], page[-1][0])
         if requeued:
             log.warning("queued again %d unfinished orders whose jobs were lost", requeued)
         return requeued

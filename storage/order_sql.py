@@ -238,15 +238,19 @@ def _attach_events(conn: DirectConnection, found: dict) -> None:
 
 # ---- reads --------------------------------------------------------------------------------------
 
-def unfinished(conn: DirectConnection, created_before, limit: int) -> list[tuple]:
+def unfinished(conn: DirectConnection, created_before, limit: int, after: tuple | None = None) -> list[tuple]:
     """(id, job_id, worker, created_at) of the unfinished orders, oldest first, on the partial
-    index `orders_unfinished` (its WHERE is repeated here so the planner can use it)."""
+    index `orders_unfinished` (its WHERE is repeated here so the planner can use it); `after`,
+    the (created_at, id) of the last row of the previous page, pages through them."""
     d, p = conn.dialect, conn.dialect.ph
     where = "status IN ('pending', 'waiting', 'routing', 'building', 'submitted')"
     params: list = []
     if created_before is not None:
         where += f" AND created_at < {p}"
         params.append(d.ts(created_before))
+    if after is not None:
+        where += f" AND (created_at, id) > ({p}, {p})"
+        params += [d.ts(after[0]), d.uuid(after[1])]
     rows = conn.execute(f"SELECT id, job_id, worker, created_at FROM orders WHERE {where} "
                         f"ORDER BY created_at, id LIMIT {int(limit)}", params)
     return [(d.read_uuid(oid), job, worker, d.read_ts(created)) for oid, job, worker, created in rows]

@@ -245,11 +245,13 @@ class OrderStore:
         return {s: n for s, n in self.db.select("SELECT status, COUNT(*) FROM orders GROUP BY status")}
 
     @translating_db_errors
-    def unfinished_orders(self, created_before: datetime | None = None, limit: int = 10_000
+    def unfinished_orders(self, created_before: datetime | None = None, limit: int = 10_000,
+                          after: tuple[datetime, UUID] | None = None
                           ) -> list[tuple[UUID, str | None, str | None, datetime]]:
         """(id, job_id, worker, created_at) of orders not in a terminal status, oldest first
-        (the partial index `orders_unfinished` serves this query)."""
-        return order_sql.unfinished(self.direct.get(), created_before, limit)
+        (the partial index `orders_unfinished` serves this query); a page of `limit` after
+        the (created_at, id) `after`, from the first if None."""
+        return order_sql.unfinished(self.direct.get(), created_before, limit, after)
 
     @translating_db_errors
     def armed_by(self, worker: str, order_ids: list[str]) -> tuple[set[str], set[str]]:

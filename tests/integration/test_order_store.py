@@ -167,6 +167,17 @@ def test_unfinished_orders_come_oldest_first_from_before_a_time(store):
     assert [r[0] for r in rows] == [old.id]
 
 
+def test_unfinished_orders_page_through_every_one_in_order(store):
+    from storage.records import utcnow
+
+    ids = [store.create_order(draft()).order.id for _ in range(7)]
+    seen, after = [], None
+    while page := store.unfinished_orders(created_before=utcnow(), limit=3, after=after):
+        seen += [row[0] for row in page]
+        after = (page[-1][3], page[-1][0])
+    assert seen == ids, "each unfinished order once, oldest first, across pages"
+
+
 def test_listing_is_newest_first_and_pages_with_a_cursor(store):
     ids = [store.create_order(draft()).__getitem__(0).id for _ in range(5)]
     page1, cursor = store.list_orders(None, limit=2)
