@@ -111,6 +111,7 @@ class JobConsumer(SupervisedActor):
         self.credits = settings.worker_concurrency
         self.held: deque = deque()  # fetched, waiting for the rate limit, in queue order
         self.started: list = []  # counted against the rate and holding a credit, not yet claimed
+        self.fired: set[str] = set()  # job ids of armed orders our book released, until claimed
         self.poll_queued = False
         self.last_claim = float("-inf")  # the first Tick claims at once
         self.errors = None
@@ -157,6 +158,7 @@ class JobConsumer(SupervisedActor):
         elif isinstance(message, Triggered):
             # Armed orders that fired go first, under the same concurrency and rate limits.
             self.held.extendleft(reversed(message.jobs))
+            self.fired.update(job.job_id for job in message.jobs)
             if not self.poll_queued:
                 self._queue_poll()
         elif isinstance(message, Tick):
@@ -220,13 +222,21 @@ class JobConsumer(SupervisedActor):
                 claims[job] = UUID(job.order_id)
             except ValueError:
                 dropped.append(job)
-        found = self.orders.claim_many([(oid, job.job_id) for job, oid in claims.items()], self.name)
+        fired = frozenset(oid for job, oid in claims.items() if job.job_id in self.fired)
+        found = self.orders.claim_many([(oid, job.job_id) for job, oid in claims.items()], self.name, held=fired)
         self.started = []
+        self.fired.difference_update(job.job_id for job in claims)
         ready = []
         for job, oid in claims.items():
             order = found.get(oid)
             if isinstance(order, OrderRecord):
                 ready.append(ClaimedOrder(job, order))
+            elif order is False and oid in fired:
+                # It fired in our book while we were stalled and another worker took it over:
+                # its job pends with that worker now, so it is neither run nor acknowledged here.
+                log.warning("job %s: armed order %s was taken over by another worker; dropped", job.job_id,
+                            job.order_id, extra=about_order(job.order_id))
+                self.credits += 1
             else:
                 log.warning("job %s: order %s is %s; dropped", job.job_id, job.order_id,
                             "owned by another job" if order is False else "unknown", extra=about_order(job.order_id))

@@ -185,33 +185,37 @@ def _write(tx: Transaction, d: Dialect, events: list[tuple], changed: dict[UUID,
 
 # ---- claims -----------------------------------------------------------------------------------
 
-def claim_orders(conn: DirectConnection, claims: list[tuple[UUID, str]], worker: str
-                 ) -> dict[UUID, OrderRecord | bool | None]:
+def claim_orders(conn: DirectConnection, claims: list[tuple[UUID, str]], worker: str,
+                 held: frozenset[UUID] = frozenset()) -> dict[UUID, OrderRecord | bool | None]:
     """Bind each order to its job (run by `worker`) and read it, with its events if it ran before.
 
     Every claim raises the order's fence (the record carries the new one), also when the
     same job claims it again (a takeover after a stall, a restarted actor): whoever held the
-    order before can no longer append its events.
+    order before can no longer append its events. The orders in `held` are claimed only if
+    `worker` still holds them (an armed order it released when it fired): a worker that
+    stalled while another took its armed orders over must not take them back when it wakes.
 
-    Per order: the OrderRecord, False when another job owns it, None when there is no such order.
+    Per order: the OrderRecord, False when another job (or, for `held`, another worker) owns
+    it, None when there is no such order.
     """
     d = conn.dialect
     claims = sorted(claims)
     if d.postgres:  # one statement: atomic on its own, one round trip
         cursor = conn.cursor()
-        rendered = d.values(cursor, "(%s::uuid, %s)", [(d.uuid(oid), job) for oid, job in claims])
+        rendered = d.values(cursor, "(%s::uuid, %s, %s)", [(d.uuid(oid), job, oid in held) for oid, job in claims])
+        me = cursor.mogrify("%s", (worker,))
         rows = conn.execute(
-            b"UPDATE orders AS o SET job_id = v.job_id, fence = o.fence + 1, worker = "
-            + cursor.mogrify("%s", (worker,)) + b" FROM (VALUES " + rendered + b") AS v (id, job_id) "
-            b"WHERE o.id = v.id AND (o.job_id IS NULL OR o.job_id = v.job_id) RETURNING "
-            + ", ".join(f"o.{c.strip()}" for c in ORDER_COLUMNS.split(",")).encode())
+            b"UPDATE orders AS o SET job_id = v.job_id, fence = o.fence + 1, worker = " + me
+            + b" FROM (VALUES " + rendered + b") AS v (id, job_id, held) "
+            b"WHERE o.id = v.id AND (o.job_id IS NULL OR o.job_id = v.job_id) AND (NOT v.held OR o.worker = "
+            + me + b") RETURNING " + ", ".join(f"o.{c.strip()}" for c in ORDER_COLUMNS.split(",")).encode())
     else:
         rows = []
         with conn.transaction() as tx:
             for oid, job in claims:
                 rows += tx.execute(f"UPDATE orders SET job_id = ?, worker = ?, fence = fence + 1 WHERE id = ? AND "
-                                   f"(job_id IS NULL OR job_id = ?) RETURNING {ORDER_COLUMNS}",
-                                   (job, worker, d.uuid(oid), job))
+                                   f"(job_id IS NULL OR job_id = ?) AND (? = 0 OR worker = ?) RETURNING {ORDER_COLUMNS}",
+                                   (job, worker, d.uuid(oid), job, int(oid in held), worker))
     found: dict[UUID, OrderRecord | bool | None] = {}
     for row in rows:
         order = order_from_row(d, row)

@@ -181,16 +181,18 @@ class OrderStore:
             o.delete()
 
     @translating_db_errors
-    def claim_many(self, claims: list[tuple[UUID, str]], worker: str = "") -> dict[UUID, OrderRecord | bool | None]:
+    def claim_many(self, claims: list[tuple[UUID, str]], worker: str = "",
+                   held: frozenset[UUID] = frozenset()) -> dict[UUID, OrderRecord | bool | None]:
         """Bind each order to the job that executes it, in one statement; read them with their events.
 
         Per order: the OrderRecord; False when another job already owns it (a job claimed
         from a dead worker keeps its id, so it may resume; a duplicate job may not, so an
-        order never executes twice); None when there is no such order.
+        order never executes twice), or when it is in `held` (an armed order `worker`
+        released) and another worker has taken it over since; None when there is no such order.
         """
         if not claims:
             return {}
-        return order_sql.claim_orders(self.direct.get(), claims, worker)
+        return order_sql.claim_orders(self.direct.get(), claims, worker, held)
 
     def claim(self, order_id: UUID, job_id: str, worker: str = "") -> OrderRecord | None:
         """`claim_many` for one order: the order, or None when another job owns it; OrderNotFound."""

@@ -140,6 +140,18 @@ def test_jobs_claim_their_orders_in_one_statement(store):
     assert found[taken.id] is False and found[missing] is None
 
 
+def test_an_armed_order_taken_over_is_not_taken_back_by_the_worker_that_stalled(store):
+    order = store.create_order(draft()).order
+    armed = store.claim(order.id, "job-1", "stalled")  # it armed the order, then stalled
+    taken = store.claim_many([(order.id, "job-1")], "other")[order.id]  # took the job over (same job id)
+    assert taken.fence == armed.fence + 1
+    # The stalled worker wakes and its book fires the order: its claim must not succeed...
+    assert store.claim_many([(order.id, "job-1")], "stalled", held=frozenset({order.id}))[order.id] is False
+    # ...while the worker that holds it now fires it as usual, and the fence is the one it raised.
+    mine = store.claim_many([(order.id, "job-1")], "other", held=frozenset({order.id}))[order.id]
+    assert mine.fence == taken.fence + 1
+
+
 def test_every_claim_raises_the_fence_and_only_the_current_holder_may_append(store):
     from storage.errors import FencedOut
 
