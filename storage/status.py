@@ -15,11 +15,15 @@ FAILURE_CODES = (
 )
 
 _RANK = {status: rank for rank, status in enumerate(LIFECYCLE)}
-# Which non-terminal statuses each terminal status may follow within an attempt.
+# Which non-terminal statuses each terminal status may follow within an attempt. An owner's
+# cancel wins only before the execution starts (`pending` queued, or `waiting` armed): the
+# order actor stores `routing`, `building` and `submitted` in one transaction, so a cancel
+# racing it finds either `pending`/`waiting` (and wins) or `submitted` (and loses), and a
+# `routing` that never reached `building` belongs to an execution that has begun.
 _TERMINAL_FROM = {
     "confirmed": frozenset({"submitted"}),
     "failed": frozenset(LIFECYCLE),
-    "cancelled": frozenset({"pending", "waiting", "routing"}),
+    "cancelled": frozenset({"pending", "waiting"}),
     "expired": frozenset({"pending", "waiting"}),
 }
 

@@ -7,7 +7,8 @@ from storage.status import StatusRuleError, check_transition
 @pytest.mark.parametrize("current,new", [
     ("pending", "routing"), ("routing", "building"), ("building", "submitted"),
     ("submitted", "confirmed"), ("pending", "waiting"), ("waiting", "routing"),
-    ("pending", "failed"), ("submitted", "failed"), ("routing", "cancelled"), ("waiting", "expired"),
+    ("pending", "failed"), ("submitted", "failed"), ("pending", "cancelled"), ("waiting", "cancelled"),
+    ("waiting", "expired"),
 ])
 def test_lifecycle_moves_down_within_an_attempt(current, new):
     check_transition(current, 1, new, 1)
@@ -27,6 +28,15 @@ def test_terminal_status_never_changes(terminal):
     for new, attempt in (("routing", 2), ("failed", 1), ("confirmed", 1)):
         with pytest.raises(StatusRuleError):
             check_transition(terminal, 1, new, attempt)
+
+
+@pytest.mark.parametrize("current", ["routing", "building", "submitted"])
+def test_an_owner_cancels_only_before_the_execution_starts(current):
+    """Cancel only while `pending` or `waiting`: once `routing` is stored the execution has begun."""
+    with pytest.raises(StatusRuleError):
+        check_transition(current, 1, "cancelled", 1)
+    with pytest.raises(StatusRuleError):
+        check_transition(current, 2, "cancelled", 2)
 
 
 def test_retry_starts_a_new_attempt_with_routing_only():
