@@ -133,7 +133,7 @@ class OrderStore:
                 results.append(Created(order, EventRecord(order.id, 1, "pending", 1, now, {}, draft.owner), True))
                 continue
             existing = self._find_by_client_id(draft.owner, draft.client_order_id)
-            if existing is None:  # its holder was discarded meanwhile (a 503): the client retries
+            if existing is None:  # the row it conflicted with is gone (never deleted today): retry
                 results.append(StorageUnavailable("the order could not be stored; retry"))
             elif draft.same_order_as(existing):
                 results.append(Created(existing, None, False))
@@ -165,20 +165,6 @@ class OrderStore:
         if not drafts:
             return []
         return order_sql.append_events(self.direct.get(), drafts)
-
-    @translating_db_errors
-    def discard_unqueued(self, order_id: UUID) -> None:
-        """Delete an order that was stored but could not be queued (the client got a 503).
-
-        Only an untouched `pending` order goes; if its job did reach the queue after all,
-        the worker finds no order and drops the job, so it never runs unseen.
-        """
-        with db_session:
-            o = self.Order.get_for_update(id=order_id)
-            if o is None or o.status != "pending" or o.last_seq != 1 or o.job_id is not None:
-                return
-            o.events.clear()
-            o.delete()
 
     @translating_db_errors
     def claim_many(self, claims: list[tuple[UUID, str]], worker: str = "",

@@ -4,25 +4,27 @@ Validated orders are gathered on the IOLoop (`web.loop_batches.LoopBatcher`): ev
 parsed in one loop turn joins the batch. The intake thread stores the batch (one statement:
 the orders and their `pending` events), queues the jobs, publishes the `pending` events and
 reads the queue depth (one pipeline), and hands the results back in one hop. Each response
-still answers only after its own order is stored and queued. While a batch is in flight the
-next one gathers: under load a batch holds what arrived during one commit.
+still answers only after its own order is stored and queued (or handed to the requeuer,
+below). While a batch is in flight the next one gathers: under load a batch holds what
+arrived during one commit.
+
+The stored order is the commit point: an order whose row is committed is answered 202 even
+when its queue write then fails (`web.requeue.Requeuer` queues it again), and a 503 means
+nothing was stored.
 """
 from __future__ import annotations
 
-import logging
 import time
 from typing import Callable
 
 from config import find_token
-from config.logs import about_order
-from storage.errors import BusError, StorageError
+from storage.errors import BusError
 from storage.orders import Created
 from storage.records import EventRecord, OrderDraft
 from storage.runtime import Storage
 from web.errors import ApiError, ValidationError
 from web.loop_batches import LoopBatcher
-
-log = logging.getLogger(__name__)
+from web.requeue import Requeuer
 
 MAX_BATCH = 256
 MAX_WAITING = 4096  # submits waiting for the next batch; beyond, 503 (storage is stuck or slow)
@@ -40,6 +42,7 @@ class OrderIntake:
         self._batches: LoopBatcher[OrderDraft, Created] = LoopBatcher(
             self._process, "web-intake", MAX_BATCH, MAX_WAITING, on_results=self._stored)
         self._depth = (0, float("-inf"))  # (queue depth, monotonic time it was read)
+        self._requeue = Requeuer(storage.bus, on_queued=self._read_depth)
 
     async def submit(self, draft: OrderDraft) -> Created:
         """Store and queue one order with the others of its batch (IOLoop thread)."""
@@ -56,6 +59,9 @@ class OrderIntake:
     def _process(self, drafts: list[OrderDraft]) -> list[Created | Exception]:
         """Check, store, queue and announce a batch; per draft its Created or its error."""
         results: list[Created | Exception | None] = [self._check(draft) for draft in drafts]
+        if self._requeue.waiting:  # stored orders wait for the bus: store no more until it takes them
+            refused = BusError("the queue is not taking orders now (orders stored earlier wait for it)")
+            return [r if r is not None else refused for r in results]
         self._check_depth(results)
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
@@ -93,27 +99,23 @@ class OrderIntake:
                 room -= 1
 
     def _queue(self, created: list[Created], results: list) -> None:
-        """Queue the new orders and publish their pending events; on a bus failure remove them:
-        not queued means not accepted, so a retry (same clientOrderId too) starts afresh."""
+        """Queue the new orders and publish their pending events. They are stored, so they
+        are accepted whatever the bus answers: a failed write (even one whose reply was lost
+        after the jobs were added) goes to the requeuer."""
         if not created:
             return
-        bus = self._storage.bus
         try:
-            accepted = bus.accept([str(c.order.id) for c in created], [c.pending.published() for c in created])
+            accepted = self._storage.bus.accept([str(c.order.id) for c in created],
+                                                [c.pending.published() for c in created])
         except BusError as exc:
-            for c in created:
-                try:
-                    self._storage.orders.discard_unqueued(c.order.id)
-                except StorageError as cause:  # both down: the order stays `pending` unqueued
-                    log.warning("could not remove unqueued order %s: %s", c.order.id, cause,
-                                extra=about_order(c.order.id))
-            failed = {id(c) for c in created}
-            for i, result in enumerate(results):
-                if id(result) in failed:
-                    results[i] = exc
+            self._requeue.add(created, exc)
             return
-        self._depth = (accepted.queue_depth, time.monotonic())
+        self._read_depth(accepted.queue_depth)
+
+    def _read_depth(self, depth: int) -> None:
+        self._depth = (depth, time.monotonic())
 
     def close(self) -> None:
-        """Let the intake thread go (a batch in flight finishes)."""
+        """Let the intake thread go (a batch in flight finishes), and the requeuer's."""
         self._batches.close()
+        self._requeue.close()

@@ -215,17 +215,6 @@ def test_a_job_claims_its_order_and_a_duplicate_job_is_refused(store):
         store.claim(uuid4(), "job-3")
 
 
-def test_an_unqueued_order_is_discarded_but_a_started_one_never(store):
-    order, _, _ = store.create_order(draft())
-    store.discard_unqueued(order.id)
-    with pytest.raises(OrderNotFound):
-        store.get_order(order.id)
-    started, _, _ = store.create_order(draft())
-    store.append_events([EventDraft(started.id, "routing", 1, {})])
-    store.discard_unqueued(started.id)
-    assert store.get_order(started.id).status == "routing"
-
-
 def test_an_unmigrated_database_is_refused_with_a_clear_message(empty_database_settings):
     with pytest.raises(SchemaNotMigrated, match="engine migrate"):
         open_database(empty_database_settings)

@@ -656,25 +656,35 @@ class FailureTest(WebTestCase):
         assert (status, answer) == (500, {"error": {"code": "internal_error", "message": "internal server error"}})
 
     @gen_test
-    async def test_a_bus_that_refuses_the_job_answers_503_not_ready(self):
+    async def test_a_stored_order_whose_queue_write_fails_is_accepted_and_queued_once_the_bus_takes_it(self):
         from storage.errors import BusError
 
-        def refuse(order_id):
-            raise BusError("redis is down")
+        accept, refusing = self.storage.bus.accept, threading.Event()
+        refusing.set()
 
-        self.storage.bus.enqueue = refuse
+        def accept_unless_refusing(order_ids, events):
+            if refusing.is_set():
+                raise BusError("redis unavailable for accept: connection reset")
+            return accept(order_ids, events)
+
+        self.storage.bus.accept = accept_unless_refusing
         status, answer = await self.submit()
-        assert (status, answer["error"]["code"]) == (503, "not_ready")
+        assert status == 202, "stored is accepted: queueing it is the engine's job from then on"
+        stored = self.order_count()
+        status, refused = await self.submit()  # the bus takes no writes: nothing more is stored
+        assert (status, refused["error"]["code"]) == (503, "not_ready") and self.order_count() == stored
+        assert self.storage.bus.queue_depth() == 0
+        refusing.clear()  # the bus is back: the requeuer's next try queues the stored order
+        while self.storage.bus.queue_depth() == 0:
+            await asyncio.sleep(0.01)
+        assert (await self.submit())[0] == 202
 
     @gen_test
     async def test_an_outage_is_one_warning_line_per_request_without_a_traceback(self):
-        from storage.errors import BusError, StorageUnavailable
+        from storage.errors import StorageUnavailable
 
         def database_down(*args, **kwargs):
             raise StorageUnavailable("database unavailable: connection refused")
-
-        def bus_down(*args, **kwargs):
-            raise BusError("redis unavailable for accept: connection refused")
 
         records: list[logging.LogRecord] = []
         keep = _Keep(records)
@@ -682,7 +692,7 @@ class FailureTest(WebTestCase):
         try:
             self.storage.orders.get_order = database_down
             self.storage.orders.list_orders = database_down
-            self.storage.bus.accept = bus_down
+            self.storage.orders.create_orders = database_down
             for request in (self.call(f"/api/orders/{uuid.uuid4()}"), self.call("/api/orders"), self.submit()):
                 records.clear()
                 status, answer = await request
