@@ -59,6 +59,10 @@ class Execution:
     token_out: Token
     filled: list[Fill] = field(default_factory=list)
     legs: list[LegRun] = field(default_factory=list)
+    # The least the whole amount may give, set by the attempt that sent the first swaps (its
+    # route's minimum): once a leg is filled, the rest must make up the difference, so the
+    # order's slippage bounds its total across attempts, not each attempt's.
+    order_min_out: int = 0
 
     @property
     def remaining_in(self) -> int:
@@ -68,6 +72,11 @@ class Execution:
     @property
     def filled_out(self) -> int:
         return sum(f.amount_out for f in self.filled)
+
+    @property
+    def rest_min_out(self) -> int:
+        """The least the rest may give for the order to meet its minimum (0 before any fill)."""
+        return max(0, self.order_min_out - self.filled_out) if self.filled else 0
 
     def leg(self, signature: str) -> LegRun | None:
         return next((leg for leg in self.legs if leg.signature == signature), None)
@@ -106,6 +115,8 @@ class Execution:
         """Rebuild from the stored events of the current attempt: its fills carried over and,
         when its swaps were sent, its legs (each to be asked about)."""
         self.filled = [Fill.from_api(f, self.token_in, self.token_out) for f in routing_meta.get("filledLegs", ())]
+        order_min = routing_meta.get("orderMinAmountOut") or routing_meta.get("route", {}).get("minAmountOut")
+        self.order_min_out = self.token_out.to_base(Decimal(order_min)) if order_min else 0
         if submitted_meta is None:
             return
         legs = submitted_meta.get("legs") or [{"dex": submitted_meta["dex"], "txHash": submitted_meta["txHash"],

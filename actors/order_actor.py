@@ -242,7 +242,7 @@ class OrderActor(pykka.ThreadingActor):
         if self.order.type == "limit":
             # The limit sets the floor of the output (of what is left to fill), whatever the
             # slippage tolerance says; each leg's minimum carries its share of it.
-            floor = max(0, self._limit_min_out() - self.execution.filled_out)
+            floor = max(0, self._limit_min_out() - self.execution.filled_out, self.execution.rest_min_out)
             route = choose_route(usable, self.order.slippage_bps, min_total_out=floor)
             if route.amount_out < floor:  # not met: wait for the price (or fail this retry)
                 if arming:
@@ -250,6 +250,16 @@ class OrderActor(pykka.ThreadingActor):
                                       "minAmountOut": decimal_str(self.token_out.to_whole(floor)),
                                       "bestAmountOut": decimal_str(self.token_out.to_whole(route.amount_out))})
                 return self._attempt_failed("limit_not_met", "the price no longer meets the limit", True)
+        elif self.execution.filled:
+            # Part is filled: the rest must bring the whole amount to the order's minimum,
+            # whatever the price has done since (each leg's minimum carries its share of it).
+            floor = self.execution.rest_min_out
+            route = choose_route(usable, self.order.slippage_bps, min_total_out=floor)
+            if route.amount_out < floor:
+                return self._attempt_failed("slippage_exceeded", "the rest would fill the order below its minimum "
+                                            "for the whole amount", True)
+        if not self.execution.filled:
+            self.execution.order_min_out = route.min_amount_out
         self.route = route
         routing = self._routing_meta(route)
         building = self._build()
@@ -325,8 +335,9 @@ class OrderActor(pykka.ThreadingActor):
             meta["retryReason"] = self.retry_reason
         if self.failed_swaps:  # what the retry is for, swap by swap (named once)
             meta["failedSwaps"], self.failed_swaps = self.failed_swaps, []
-        if self.execution.filled:  # legs of earlier attempts that need no retry
+        if self.execution.filled:  # legs of earlier attempts that need no retry, and what the rest must make up
             meta["filledLegs"] = self.execution.fills_api()
+            meta["orderMinAmountOut"] = decimal_str(self.token_out.to_whole(self.execution.order_min_out))
         if log.isEnabledFor(logging.INFO):
             self.log.info("order %s attempt %d routed to %s: %s", self.order.id, self.attempt, route.best_dex,
                           {d: q.get("amountOut") for d, q in quotes.items()})

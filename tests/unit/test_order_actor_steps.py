@@ -206,7 +206,8 @@ def test_a_split_order_sends_each_leg_and_retries_only_the_leg_that_failed():
     assert sorted(s.request.dex for s in sends) == ["meteora", "raydium"]
     assert sum(s.request.amount_in for s in sends) == amount
     good, bad = sends
-    actor.on_receive(SwapSettled(SwapResult(good.request.signature, "confirmed", 123_000_000)))
+    good_out = good.request.min_amount_out  # the worst it may give
+    actor.on_receive(SwapSettled(SwapResult(good.request.signature, "confirmed", good_out)))
     assert directory.refs["event_writer"].told == [], "one leg is still out"
     actor.on_receive(SwapSettled(SwapResult(bad.request.signature, "failed", error_code="transient",
                                             message="blockhash not found", retriable=True)))
@@ -220,11 +221,63 @@ def test_a_split_order_sends_each_leg_and_retries_only_the_leg_that_failed():
     assert append.drafts[0].attempt == 2
     assert append.drafts[0].meta["filledLegs"] == [
         {"dex": good.request.dex, "amountIn": decimal_str(SOL.to_whole(good.request.amount_in)),
-         "amountOut": "123", "txHash": good.request.signature}]
+         "amountOut": decimal_str(USDC.to_whole(good_out)), "txHash": good.request.signature}]
     actor.on_receive(stored(append))
     (last,) = directory.refs["raydium"].take(SendSwap)
-    actor.on_receive(SwapSettled(SwapResult(last.request.signature, "confirmed", 77_000_000)))
+    last_out = last.request.min_amount_out
+    actor.on_receive(SwapSettled(SwapResult(last.request.signature, "confirmed", last_out)))
     (confirm,) = directory.refs["event_writer"].take(AppendEvents)
     meta = confirm.drafts[0].meta
-    assert meta["amountOut"] == "200" and meta["amountIn"] == "1000"
+    assert meta["amountOut"] == decimal_str(USDC.to_whole(good_out + last_out)) and meta["amountIn"] == "1000"
     assert [leg["txHash"] for leg in meta["legs"]] == [good.request.signature, last.request.signature]
+
+
+def _split_with_one_leg_filled():
+    """A 1000 SOL order split over both venues, its first leg filled at the worst it may give
+    and its second failed; its retry asks for quotes of the rest. (actor, directory, the
+    order's minimum for the whole amount, what the filled leg gave, the retry's requests)."""
+    actor, directory, router = make_actor()
+    order = pending_order()
+    order = order.__class__(**{**order.__dict__, "amount": Decimal("1000")})
+    pools = {"raydium": (20_000 * 10**9, 3_000_000 * 10**6), "meteora": (18_000 * 10**9, 2_700_000 * 10**6)}
+    actor.on_receive(RunOrder(order))
+    requests = directory.refs["raydium"].take(RequestQuote) + directory.refs["meteora"].take(RequestQuote)
+    for request, dex in zip(requests, ("raydium", "meteora")):
+        actor.on_receive(QuoteReceived(request.request_id, dex, curve_quote(dex, request.amount_in, *pools[dex])))
+    (append,) = directory.refs["event_writer"].take(AppendEvents)
+    order_min = USDC.to_base(Decimal(append.drafts[0].meta["route"]["minAmountOut"]))
+    actor.on_receive(stored(append))
+    good, bad = directory.refs["raydium"].take(SendSwap) + directory.refs["meteora"].take(SendSwap)
+    actor.on_receive(SwapSettled(SwapResult(good.request.signature, "confirmed", good.request.min_amount_out)))
+    actor.on_receive(SwapSettled(SwapResult(bad.request.signature, "failed", error_code="transient",
+                                            message="blockhash not found", retriable=True)))
+    actor.on_receive(RetryDue(2, actor.step))
+    requests = directory.refs["raydium"].take(RequestQuote) + directory.refs["meteora"].take(RequestQuote)
+    return actor, directory, order_min, good.request.min_amount_out, requests
+
+
+def test_a_split_order_s_retry_of_the_rest_must_bring_the_whole_amount_to_the_order_s_minimum():
+    actor, directory, order_min, filled, requests = _split_with_one_leg_filled()
+    rest = requests[0].amount_in
+    # The price has dropped since, but the rest can still make up the order's minimum.
+    needed = order_min - filled
+    deep = {dex: (10**15, 10**15 * (needed * 101 // 100) // rest) for dex in ("raydium", "meteora")}
+    for request, dex in zip(requests, ("raydium", "meteora")):
+        actor.on_receive(QuoteReceived(request.request_id, dex, curve_quote(dex, request.amount_in, *deep[dex])))
+    (append,) = directory.refs["event_writer"].take(AppendEvents)
+    routing = append.drafts[0].meta
+    assert USDC.to_base(Decimal(routing["route"]["minAmountOut"])) >= needed, \
+        "the rest's minimum is what the order still needs, not the rest's own slippage below a worse price"
+    assert USDC.to_base(Decimal(routing["orderMinAmountOut"])) == order_min  # for a worker that resumes it
+
+
+def test_a_split_order_whose_rest_would_fill_below_the_order_s_minimum_is_not_sent():
+    actor, directory, order_min, filled, requests = _split_with_one_leg_filled()
+    rest = requests[0].amount_in
+    needed = order_min - filled
+    worse = {dex: (10**15, 10**15 * (needed * 9 // 10) // rest) for dex in ("raydium", "meteora")}  # 10% short
+    for request, dex in zip(requests, ("raydium", "meteora")):
+        actor.on_receive(QuoteReceived(request.request_id, dex, curve_quote(dex, request.amount_in, *worse[dex])))
+    assert directory.refs["event_writer"].take(AppendEvents) == [], "no routing: nothing is sent below the minimum"
+    assert directory.refs["raydium"].take(SendSwap) + directory.refs["meteora"].take(SendSwap) == []
+    assert "slippage_exceeded" in actor.retry_reason
