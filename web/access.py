@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from typing import Iterable
+from urllib.parse import unquote_plus
 
 from tornado.httputil import HTTPServerRequest
 
 from web.errors import ApiError
 
 _DOMAIN = b"dex-engine api key\n"  # keeps these digests apart from any other use of the key
-_TOKEN_PARAM = re.compile(r"(?<=[?&])token=[^&]*")
 
 
 def owner_id(key: str) -> str:
@@ -38,9 +37,18 @@ def unauthorized(message: str) -> ApiError:
 
 
 def redact_token(request: HTTPServerRequest) -> None:
-    """Replace a `token=` query value in the request's URI (what Tornado logs) by `***`."""
-    if "token=" in request.query:
-        request.uri = _TOKEN_PARAM.sub("token=***", request.uri)
+    """Replace every `token` query value in the request's URI (what every log line shows) by
+    `***`. The name is compared decoded, as authentication reads it (`?%74oken=KEY` is a
+    token too), whatever the value's encoding."""
+    if "token" not in request.query_arguments:
+        return
+    path, _, query = request.uri.partition("?")
+    pairs = query.split("&")
+    for i, pair in enumerate(pairs):
+        name, sep, _ = pair.partition("=")
+        if unquote_plus(name) == "token":
+            pairs[i] = "token=***" if sep else pair
+    request.uri = f"{path}?{'&'.join(pairs)}"
 
 
 class KeyRing:

@@ -104,6 +104,7 @@ def log_request(handler: RequestHandler) -> None:
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 or reason else logging.ERROR
     if access_log.isEnabledFor(level):
         request = handler.request
+        redact_token(request)  # for handlers of Tornado's own too (a 404 names no handler of ours)
         order_id = getattr(handler, "log_order_id", None)
         access_log.log(level, "%d %s %s %.2fms%s", status, request.method, request.uri,
                        1000.0 * request.request_time(), f" ({reason})" if reason else "",

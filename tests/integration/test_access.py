@@ -205,11 +205,15 @@ class AccessTest(KeyedTestCase):
             conn.close()
             await self.refused_handshake(f"/ws?token={KEY_B}x")
             await self.call(f"/api/tokens?token={KEY_B}", headers=bearer(KEY_A))  # 400: not on HTTP
+            conn = await self.connect(f"/ws?%74oken={KEY_A}")  # authenticates: the name is read decoded
+            conn.close()
+            await self.call(f"/api/tokens?a=1&tok%65n={KEY_B}&b=2", headers=bearer(KEY_A))
+            await self.call(f"/no-such-path?token={KEY_B}")  # a 404 of Tornado's own
         finally:
             access.removeHandler(keep)
             access.setLevel(saved)
         lines = [record.getMessage() for record in records]
-        assert len(lines) >= 3 and all("token=***" in line for line in lines), lines
+        assert len(lines) >= 6 and all("token=***" in line for line in lines), lines
         assert not any(KEY_A in line or KEY_B in line for line in lines), lines
 
 
