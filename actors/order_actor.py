@@ -56,6 +56,7 @@ from storage.errors import FencedOut
 from storage.records import EventDraft, OrderRecord, decimal_str, iso, ms_since, utcnow
 from storage.status import OrderEnded
 from storage.venues.base import SwapRequest
+from storage.venues.collar import PriceCollar
 from storage.venues.routing import choose_route
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,9 @@ class OrderActor(pykka.ThreadingActor):
 
     def __init__(self, *, directory, timers, router, policy: RetryPolicy,
                  new_signature: Callable[[], str], worker_id: str = "", market_max_wait_s: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, collar: PriceCollar | None = None):
         super().__init__()
+        self.collar = collar  # refuses a route too far below the reference price (None: no collar)
         self.clock = clock  # times the quotes' round trips
         self.market_max_wait_s = market_max_wait_s
         self.directory = directory
@@ -258,6 +260,9 @@ class OrderActor(pykka.ThreadingActor):
             if route.amount_out < floor:
                 return self._attempt_failed("slippage_exceeded", "the rest would fill the order below its minimum "
                                             "for the whole amount", True)
+        breach = self.collar and self.collar.breach(self.token_in, self.token_out, route.amount_in, route.amount_out)
+        if breach:
+            return self._attempt_failed("price_collar", breach, False)
         if not self.execution.filled:
             self.execution.order_min_out = route.min_amount_out
         self.route = route

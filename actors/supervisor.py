@@ -47,6 +47,7 @@ from actors.supervision import RestartIntensity
 from actors.timers import Timers
 from actors.trigger_book import TriggerBook
 from actors.venue_gateway import VenueGateway
+from storage.venues.collar import PriceCollar
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ class RootSupervisor(pykka.ThreadingActor):
         policy = RetryPolicy(attempts=self.settings.retry_attempts)
         router = self._start_child("order_router", lambda: OrderRouter.start(
             storage.orders, storage.bus, self.directory, self.timers, policy, self.new_signature,
-            self.worker_id, supervisor=me, market_max_wait_s=self.settings.market_max_wait_s))
+            self.worker_id, supervisor=me, market_max_wait_s=self.settings.market_max_wait_s,
+            collar=PriceCollar(storage.oracle, self.settings.price_collar_bps) if self.settings.price_collar_bps else None))
         consumer = self._start_child("job_consumer", lambda: JobConsumer.start(
             storage.bus, storage.orders, router, self.timers, self.settings, self.worker_id, supervisor=me))
         router.tell(AttachConsumer(consumer))

@@ -29,6 +29,7 @@ class Settings:
     queue_max_depth: int = 10000
     retry_attempts: int = 3
     market_max_wait_s: int = 30
+    price_collar_bps: int = 1000
     venue_profile: str = "realistic"
     venue_failure_rate: float = 0.05
     venue_timeout_rate: float = 0.02
@@ -153,6 +154,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         queue_max_depth=_int(env, "QUEUE_MAX_DEPTH", 10000, 1),
         retry_attempts=_int(env, "RETRY_ATTEMPTS", 3, 1, 100),
         market_max_wait_s=_int(env, "MARKET_MAX_WAIT_SECONDS", 30, 1, 86400),
+        price_collar_bps=_int(env, "PRICE_COLLAR_BPS", 1000, 0, 10000),
         venue_profile=profile,
         venue_failure_rate=_rate(env, "VENUE_FAILURE_RATE", 0.05),
         venue_timeout_rate=_rate(env, "VENUE_TIMEOUT_RATE", 0.02),
@@ -176,6 +178,8 @@ VARIABLES: dict[str, str] = {
     "QUEUE_MAX_DEPTH": "orders waiting to start before submits answer 503 queue_full (default 10000)",
     "RETRY_ATTEMPTS": "attempts per order on transient errors (default 3)",
     "MARKET_MAX_WAIT_SECONDS": "a market order queued longer than this fails instead of executing (default 30)",
+    "PRICE_COLLAR_BPS": "an order whose route pays more than this many bps below the reference price fails "
+                        "with price_collar (default 1000; 0: no collar)",
     "VENUE_PROFILE": "realistic (quotes ~200 ms, swaps 2-3 s) or instant (default realistic)",
     "VENUE_FAILURE_RATE": "share of swaps that fail transiently (default 0.05)",
     "VENUE_TIMEOUT_RATE": "share of swaps that time out, outcome unknown (default 0.02)",

@@ -8,6 +8,7 @@ from storage.bus import Bus
 from storage.database import open_database
 from storage.orders import OrderStore
 from storage.venues.base import SimulatedChain
+from storage.venues.collar import PriceOracle, SimulatorReferencePrices
 
 
 @dataclass
@@ -19,6 +20,7 @@ class Storage:
     orders: OrderStore
     bus: Bus
     chain: SimulatedChain
+    oracle: PriceOracle = SimulatorReferencePrices()  # reference prices (the simulator's, for now)
 
     def close(self) -> None:
         """Close the bus and the database connections."""

@@ -11,7 +11,7 @@ FAILURE_CODES = (
     "interrupted", "venue_timeout", "limit_not_met", "stale_order", "internal_error", "swap_failed",
     "transaction_expired", "venue_unavailable", "no_pool", "no_route", "unknown_token", "same_token",
     "not_tradable", "insufficient_liquidity", "invalid_amount", "transient", "slippage_exceeded", "expired",
-    "wrong_venue", "unknown_venue",
+    "wrong_venue", "unknown_venue", "price_collar",
 )
 
 _RANK = {status: rank for rank, status in enumerate(LIFECYCLE)}

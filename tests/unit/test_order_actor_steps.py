@@ -281,3 +281,31 @@ def test_a_split_order_whose_rest_would_fill_below_the_order_s_minimum_is_not_se
     assert directory.refs["event_writer"].take(AppendEvents) == [], "no routing: nothing is sent below the minimum"
     assert directory.refs["raydium"].take(SendSwap) + directory.refs["meteora"].take(SendSwap) == []
     assert "slippage_exceeded" in actor.retry_reason
+
+
+def test_a_route_too_far_below_the_reference_price_fails_with_price_collar_and_sends_nothing():
+    from storage.venues.collar import PriceCollar, SimulatorReferencePrices
+
+    # SOL's reference is 150 USDC; a 10% collar. 1 SOL for 134 USDC is 10.7% below: refused.
+    actor, directory, router = make_actor(collar=PriceCollar(SimulatorReferencePrices(), 1000))
+    actor.on_receive(RunOrder(pending_order()))
+    requests = directory.refs["raydium"].take(RequestQuote) + directory.refs["meteora"].take(RequestQuote)
+    for request, dex, out in zip(requests, ("raydium", "meteora"), (134_000_000, 130_000_000)):
+        actor.on_receive(QuoteReceived(request.request_id, dex, quote(dex, out)))
+    (append,) = directory.refs["event_writer"].take(AppendEvents)
+    (failed,) = append.drafts
+    assert failed.status == "failed" and failed.meta["error"]["code"] == "price_collar", failed.meta
+    assert "10.7% below the reference price 150" in failed.meta["error"]["message"]
+    assert directory.refs["raydium"].take(SendSwap) == [] and directory.refs["meteora"].take(SendSwap) == []
+
+
+def test_a_route_within_the_collar_executes():
+    from storage.venues.collar import PriceCollar, SimulatorReferencePrices
+
+    actor, directory, router = make_actor(collar=PriceCollar(SimulatorReferencePrices(), 1000))
+    actor.on_receive(RunOrder(pending_order()))
+    requests = directory.refs["raydium"].take(RequestQuote) + directory.refs["meteora"].take(RequestQuote)
+    for request, dex, out in zip(requests, ("raydium", "meteora"), (136_000_000, 130_000_000)):  # 9.3% below
+        actor.on_receive(QuoteReceived(request.request_id, dex, quote(dex, out)))
+    (append,) = directory.refs["event_writer"].take(AppendEvents)
+    assert [d.status for d in append.drafts] == ["routing", "building", "submitted"]

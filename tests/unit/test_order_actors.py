@@ -28,7 +28,9 @@ class Harness:
     """A started worker on a fresh SQLite store, with a view of every published event."""
 
     def __init__(self, tmp_path, raydium, meteora, **env):
-        env = {"ENGINE_DATA_DIR": str(tmp_path), "VENUE_PROFILE": "instant", **{k: str(v) for k, v in env.items()}}
+        # The scripted venues' rates are made up, not the tokens' reference prices: no collar.
+        env = {"ENGINE_DATA_DIR": str(tmp_path), "VENUE_PROFILE": "instant", "PRICE_COLLAR_BPS": "0",
+               **{k: str(v) for k, v in env.items()}}
         self.settings = load_settings(env, dotenv=None)
         db, entities = open_database(self.settings, migrate=True)
         self.bus = InProcessBus()
