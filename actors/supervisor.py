@@ -35,6 +35,7 @@ from typing import Callable
 
 import pykka
 
+from actors.circuit_breaker import CircuitBreaker
 from actors.directory import Directory
 from actors.event_writer import EventWriter
 from actors.job_consumer import JobConsumer
@@ -76,9 +77,11 @@ class RootSupervisor(pykka.ThreadingActor):
         me, storage = self.actor_ref, self.storage
         self._start_child("event_writer", lambda: EventWriter.start(storage.orders, storage.bus, self.timers,
                                                                     supervisor=me))
+        breakers = {dex: CircuitBreaker(self.settings.venue_cool_down_s) for dex in VENUES}  # outlive restarts
         for dex in VENUES:
             self._start_child(dex, lambda dex=dex: VenueGateway.start(
-                storage.chain.venue(dex), self.timers, supervisor=me, current=lambda: self.directory.get(dex)))
+                storage.chain.venue(dex), self.timers, supervisor=me, current=lambda: self.directory.get(dex),
+                breaker=breakers[dex]))
         self._start_child("trigger_book", lambda: TriggerBook.start(
             storage.orders, storage.bus, storage.chain, self.timers, self.directory, self.worker_id, supervisor=me))
         policy = RetryPolicy(attempts=self.settings.retry_attempts)

@@ -5,6 +5,8 @@ Simulated latency is scheduled on the timers, never slept: the gateway tells its
 replies. Quotes for many orders are in the air at once; they complete together.
 Swaps that are due together are sent together (`Venue.execute_swaps`: the simulator
 lands them in one block, one transaction), gathered with `storage.batching.Gatherer`.
+A venue failing most of its recent swaps answers quotes with `circuit_open` for a cool-down
+(`actors.circuit_breaker`), so orders route to the other venue.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from actors.messages import (
     SignatureChecked,
     SwapSettled,
 )
+from actors.circuit_breaker import CircuitBreaker
 from actors.supervision import SupervisedActor
 from config.logs import about_order
 from storage.batching import Gatherer
@@ -32,6 +35,7 @@ from storage.venues.base import SignatureStatus, SwapResult, Venue, VenueError
 log = logging.getLogger(__name__)
 
 MAX_BLOCK = 200
+COOL_DOWN_S = 30.0
 
 
 class VenueGateway(SupervisedActor):
@@ -41,10 +45,12 @@ class VenueGateway(SupervisedActor):
     ends after this gateway was replaced reaches its successor instead of getting lost.
     """
 
-    def __init__(self, venue: Venue, timers, supervisor=None, current: Callable[[], pykka.ActorRef] | None = None):
+    def __init__(self, venue: Venue, timers, supervisor=None, current: Callable[[], pykka.ActorRef] | None = None,
+                 breaker: CircuitBreaker | None = None):
         super().__init__(supervisor)
         self.child_name = venue.name
         self.venue = venue
+        self.breaker = breaker or CircuitBreaker(COOL_DOWN_S)  # the supervisor's: a successor keeps it
         self.timers = timers
         self.current = current
         self.swaps: Gatherer[tuple[SendSwap, float]] = Gatherer(MAX_BLOCK)
@@ -107,7 +113,9 @@ class VenueGateway(SupervisedActor):
             log.exception("%s: sending %d swaps failed", self.venue.name, len(requests))
             results = [exc] * len(requests)
         for (send, latency), result in zip(block, results):
-            self._reply(send.reply_to, SwapSettled(self._swap_result(send.request, result), latency))
+            settled = self._swap_result(send.request, result)
+            self.breaker.record(settled.status, settled.error_code)
+            self._reply(send.reply_to, SwapSettled(settled, latency))
         self.block = []
         if self.swaps.done():
             self.actor_ref.tell(LandBlock())
@@ -121,6 +129,10 @@ class VenueGateway(SupervisedActor):
         return due + [m for m in self.drain_inbox() if not isinstance(m, LandBlock)]
 
     def _quote(self, call: RequestQuote, latency: float) -> QuoteReceived:
+        skipped = self.breaker.refusal()
+        if skipped:
+            return QuoteReceived(call.request_id, self.venue.name, None, "circuit_open",
+                                 f"{self.venue.name}: {skipped}", latency)
         try:
             quote = self.venue.quote(call.token_in, call.token_out, call.amount_in)
         except VenueError as exc:

@@ -30,6 +30,7 @@ class Settings:
     retry_attempts: int = 3
     market_max_wait_s: int = 30
     price_collar_bps: int = 1000
+    venue_cool_down_s: int = 30
     venue_profile: str = "realistic"
     venue_failure_rate: float = 0.05
     venue_timeout_rate: float = 0.02
@@ -155,6 +156,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         retry_attempts=_int(env, "RETRY_ATTEMPTS", 3, 1, 100),
         market_max_wait_s=_int(env, "MARKET_MAX_WAIT_SECONDS", 30, 1, 86400),
         price_collar_bps=_int(env, "PRICE_COLLAR_BPS", 1000, 0, 10000),
+        venue_cool_down_s=_int(env, "VENUE_COOL_DOWN_SECONDS", 30, 1, 3600),
         venue_profile=profile,
         venue_failure_rate=_rate(env, "VENUE_FAILURE_RATE", 0.05),
         venue_timeout_rate=_rate(env, "VENUE_TIMEOUT_RATE", 0.02),
@@ -180,6 +182,7 @@ VARIABLES: dict[str, str] = {
     "MARKET_MAX_WAIT_SECONDS": "a market order queued longer than this fails instead of executing (default 30)",
     "PRICE_COLLAR_BPS": "an order whose route pays more than this many bps below the reference price fails "
                         "with price_collar (default 1000; 0: no collar)",
+    "VENUE_COOL_DOWN_SECONDS": "a venue that failed most of its recent swaps is skipped this long (default 30)",
     "VENUE_PROFILE": "realistic (quotes ~200 ms, swaps 2-3 s) or instant (default realistic)",
     "VENUE_FAILURE_RATE": "share of swaps that fail transiently (default 0.05)",
     "VENUE_TIMEOUT_RATE": "share of swaps that time out, outcome unknown (default 0.02)",
