@@ -27,6 +27,7 @@ class Settings:
     worker_concurrency: int = 10
     order_rate_limit: int = 100
     queue_max_depth: int = 10000
+    queue_max_wait_s: int = 10
     retry_attempts: int = 3
     market_max_wait_s: int = 30
     price_collar_bps: int = 1000
@@ -153,6 +154,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         worker_concurrency=_int(env, "WORKER_CONCURRENCY", 10, 1, 1000),
         order_rate_limit=_int(env, "ORDER_RATE_LIMIT", 100, 1),
         queue_max_depth=_int(env, "QUEUE_MAX_DEPTH", 10000, 1),
+        queue_max_wait_s=_int(env, "QUEUE_MAX_WAIT_SECONDS", 10, 0, 86400),
         retry_attempts=_int(env, "RETRY_ATTEMPTS", 3, 1, 100),
         market_max_wait_s=_int(env, "MARKET_MAX_WAIT_SECONDS", 30, 1, 86400),
         price_collar_bps=_int(env, "PRICE_COLLAR_BPS", 1000, 0, 10000),
@@ -178,6 +180,8 @@ VARIABLES: dict[str, str] = {
     "WORKER_CONCURRENCY": "orders in flight per worker (default 10)",
     "ORDER_RATE_LIMIT": "orders started per 60 s, all workers together (default 100)",
     "QUEUE_MAX_DEPTH": "orders waiting to start before submits answer 503 queue_full (default 10000)",
+    "QUEUE_MAX_WAIT_SECONDS": "while the queue's oldest order has waited longer, new market orders answer 503 "
+                              "overloaded with Retry-After (default 10; 0: never)",
     "RETRY_ATTEMPTS": "attempts per order on transient errors (default 3)",
     "MARKET_MAX_WAIT_SECONDS": "a market order queued longer than this fails instead of executing (default 30)",
     "PRICE_COLLAR_BPS": "an order whose route pays more than this many bps below the reference price fails "

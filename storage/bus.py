@@ -41,10 +41,12 @@ def decode_events(payload: bytes) -> list[BusEvent]:
 
 @dataclass(frozen=True)
 class Accepted:
-    """What `Bus.accept` did: the job ids (in order) and the queue depth right after."""
+    """What `Bus.accept` did: the job ids (in order), and the queue depth and its oldest
+    waiting job's age right after."""
 
     job_ids: list[str]
     queue_depth: int
+    oldest_age_s: float = 0.0
 
 
 @dataclass(frozen=True)

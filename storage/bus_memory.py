@@ -101,7 +101,8 @@ class InProcessBus(Bus):
         job_ids = [self.enqueue(order_id) for order_id in order_ids]
         if events:
             self.publish(events)
-        return Accepted(job_ids, self.queue_depth())
+        stats = self.queue_stats()
+        return Accepted(job_ids, stats.depth, stats.oldest_age_s)
 
     def queue_depth(self) -> int:
         """Jobs not yet fetched by any consumer."""

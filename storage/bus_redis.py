@@ -224,11 +224,13 @@ class RedisBus(Bus):
         return self._call("enqueue", lambda: self._client.xadd(self._jobs, {"order_id": order_id}))
 
     def accept(self, order_ids: list[str], events: list[BusEvent]) -> Accepted:
-        """XADD each order, PUBLISH the events and read the depth, in one pipeline.
+        """XADD each order, PUBLISH the events and read the queue's stats (depth, oldest
+        waiting job's age), in one pipeline.
 
-        The pipeline is never sent twice (that would queue the jobs twice): a consumer group
-        lost with Redis's data (NOGROUP on XPENDING, after the XADDs went through) is created
-        again afterwards, and the depth is then the stream's length.
+        A consumer group lost with Redis's data (NOGROUP from the stats, after the XADDs went
+        through) is created again afterwards, and the depth is then the jobs just added.
+        (redis-py may send the pipeline again after a connection error: a job added twice
+        runs its order once, the first job to claim it binds it.)
         """
         def run() -> Accepted:
             pipe = self._client.pipeline(transaction=False)
@@ -236,20 +238,20 @@ class RedisBus(Bus):
                 pipe.xadd(self._jobs, {"order_id": order_id})
             if events:
                 pipe.publish(self._channel, encode_events(events))
-            pipe.xlen(self._jobs)
-            pipe.xpending(self._jobs, GROUP)
+            self._queue_stats_script(keys=[self._jobs], args=[GROUP], client=pipe)
             replies = pipe.execute(raise_on_error=False)
             failed = next((r for r in replies[:-1] if isinstance(r, Exception)), None)
             if failed is not None:
                 raise failed
-            length, summary = replies[-2], replies[-1]
-            if isinstance(summary, redis.ResponseError) and _group_missing(summary):
+            stats = replies[-1]
+            if isinstance(stats, redis.ResponseError) and _group_missing(stats):
                 self._group_ready = False
                 self._create_group()
-                return Accepted(replies[:len(order_ids)], length)
-            if isinstance(summary, Exception):
-                raise summary
-            return Accepted(replies[:len(order_ids)], max(length - summary["pending"], 0))
+                return Accepted(replies[:len(order_ids)], len(order_ids))
+            if isinstance(stats, Exception):
+                raise stats
+            depth, age_ms = stats
+            return Accepted(replies[:len(order_ids)], int(depth), int(age_ms) / 1000.0)
 
         return self._call("accept", run)
 

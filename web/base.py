@@ -61,7 +61,8 @@ class Services:
         self.metrics = WebMetrics()
         self.hub = EventHub(storage.orders, storage.bus, self.run, self.metrics, **hub_options)
         self.intake = OrderIntake(storage, settings.queue_max_depth,
-                                  on_pending=lambda events: self.hub.remember([e.published() for e in events]))
+                                  on_pending=lambda events: self.hub.remember([e.published() for e in events]),
+                                  queue_max_wait_s=settings.queue_max_wait_s)
         self.sockets: set[websocket.WebSocketHandler] = set()  # open WebSockets, closed on stop
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

@@ -14,6 +14,7 @@ nothing was stored.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable
 
@@ -35,14 +36,16 @@ class OrderIntake:
     """Stores and queues submitted orders in batches; `submit` is called on the IOLoop thread."""
 
     def __init__(self, storage: Storage, queue_max_depth: int,
-                 on_pending: Callable[[list[EventRecord]], None] = lambda events: None):
+                 on_pending: Callable[[list[EventRecord]], None] = lambda events: None,
+                 queue_max_wait_s: float = 0.0):
         self._storage = storage
         self._max_depth = queue_max_depth
+        self._max_wait_s = queue_max_wait_s  # 0: market orders are never refused as overloaded
         self._on_pending = on_pending  # IOLoop thread: the pending events of a stored batch
         self._batches: LoopBatcher[OrderDraft, Created] = LoopBatcher(
             self._process, "web-intake", MAX_BATCH, MAX_WAITING, on_results=self._stored)
-        self._depth = (0, float("-inf"))  # (queue depth, monotonic time it was read)
-        self._requeue = Requeuer(storage.bus, on_queued=self._read_depth)
+        self._stats = (0, 0.0, float("-inf"))  # (queue depth, oldest job's age, monotonic time read)
+        self._requeue = Requeuer(storage.bus, on_queued=self._read_stats)
 
     async def submit(self, draft: OrderDraft) -> Created:
         """Store and queue one order with the others of its batch (IOLoop thread)."""
@@ -62,7 +65,7 @@ class OrderIntake:
         if self._requeue.waiting:  # stored orders wait for the bus: store no more until it takes them
             refused = BusError("the queue is not taking orders now (orders stored earlier wait for it)")
             return [r if r is not None else refused for r in results]
-        self._check_depth(results)
+        self._check_queue(drafts, results)
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
             stored = self._storage.orders.create_orders([drafts[i] for i in todo])
@@ -83,19 +86,34 @@ class OrderIntake:
         return ValidationError("invalid_field", f"{symbol} is not tradable yet (it has not launched): only a "
                                                 f"sniper order can wait for its launch", field)
 
-    def _check_depth(self, results: list) -> None:
-        """Refuse what would overfill the queue, by the depth the last pipeline read (no round
-        trip of its own; read afresh only when it would refuse on a value older than the TTL)."""
+    def _check_queue(self, drafts: list[OrderDraft], results: list) -> None:
+        """Refuse what would overfill the queue (`queue_full`), and new market orders while its
+        oldest job has waited longer than `queue_max_wait_s` (`overloaded`: better refused now
+        than failed `stale_order` later; armed and running orders are not affected), by the
+        stats the last pipeline read (no round trip of its own; read afresh only when they
+        would refuse and are older than the TTL)."""
         wanted = sum(1 for r in results if r is None)
-        depth, read_at = self._depth
-        if wanted and depth + wanted > self._max_depth and time.monotonic() - read_at > QUEUE_DEPTH_TTL_S:
-            depth = self._storage.bus.queue_depth()
-            self._depth = (depth, time.monotonic())
+        depth, age, read_at = self._stats
+        if depth:  # the oldest job then has waited that much longer now, unless it started meanwhile
+            age += time.monotonic() - read_at
+        refuses = depth + wanted > self._max_depth or (self._max_wait_s and age > self._max_wait_s)
+        if wanted and refuses and time.monotonic() - read_at > QUEUE_DEPTH_TTL_S:
+            stats = self._storage.bus.queue_stats()
+            depth, age = stats.depth, stats.oldest_age_s
+            self._read_stats(depth, age)
+        overloaded = bool(self._max_wait_s) and age > self._max_wait_s
         room = self._max_depth - depth
-        for i, result in enumerate(results):
-            if result is None:
-                if room <= 0:
-                    results[i] = ApiError(503, "queue_full", "too many orders are waiting to start; retry later")
+        for i, (draft, result) in enumerate(zip(drafts, results)):
+            if result is not None:
+                continue
+            if overloaded and draft.type == "market":
+                retry_after = str(min(30, max(1, math.ceil(age - self._max_wait_s))))
+                results[i] = ApiError(503, "overloaded", f"the queue's oldest order has waited {age:.0f} s "
+                                      f"(more than {self._max_wait_s:g} s): retry later",
+                                      headers={"Retry-After": retry_after})
+            elif room <= 0:
+                results[i] = ApiError(503, "queue_full", "too many orders are waiting to start; retry later")
+            else:
                 room -= 1
 
     def _queue(self, created: list[Created], results: list) -> None:
@@ -110,10 +128,10 @@ class OrderIntake:
         except BusError as exc:
             self._requeue.add(created, exc)
             return
-        self._read_depth(accepted.queue_depth)
+        self._read_stats(accepted.queue_depth, accepted.oldest_age_s)
 
-    def _read_depth(self, depth: int) -> None:
-        self._depth = (depth, time.monotonic())
+    def _read_stats(self, depth: int, oldest_age_s: float) -> None:
+        self._stats = (depth, oldest_age_s, time.monotonic())
 
     def close(self) -> None:
         """Let the intake thread go (a batch in flight finishes), and the requeuer's."""

@@ -32,9 +32,9 @@ MAX_WAIT_S = 2.0
 class Requeuer:
     """Queues again, on a thread of its own, orders whose queue write failed."""
 
-    def __init__(self, bus, on_queued: Callable[[int], None] = lambda depth: None):
+    def __init__(self, bus, on_queued: Callable[[int, float], None] = lambda depth, age: None):
         self._bus = bus
-        self._on_queued = on_queued  # the queue depth read with the write that succeeded
+        self._on_queued = on_queued  # the queue stats read with the write that succeeded
         self._orders: list[Created] = []
         self._cond = threading.Condition()
         self._closed = False
@@ -79,7 +79,7 @@ class Requeuer:
                 done = {id(c) for c in batch}
                 self._orders = [c for c in self._orders if id(c) not in done]
             log.info("queued %d stored orders whose first queue write had failed", len(batch))
-            self._on_queued(accepted.queue_depth)
+            self._on_queued(accepted.queue_depth, accepted.oldest_age_s)
 
     def close(self) -> None:
         """Stop trying: orders still waiting are queued by the reconciler (they are stored)."""

@@ -286,6 +286,28 @@ class QueueFullTest(WebTestCase):
         assert self.order_count() == 1
 
 
+class OverloadTest(WebTestCase):
+    env = {"QUEUE_MAX_WAIT_SECONDS": "1"}
+
+    @gen_test
+    async def test_while_the_oldest_job_waits_too_long_market_orders_get_503_overloaded_and_others_go_on(self):
+        bus = self.storage.bus
+        assert (await self.submit())[0] == 202  # no worker here: its job waits
+        while bus.queue_stats().oldest_age_s <= 1.0:
+            await asyncio.sleep(0.05)
+        response = await self.http_client.fetch(HTTPRequest(
+            self.get_url("/api/orders/execute"), method="POST", headers={"Content-Type": "application/json"},
+            body=json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5"})), raise_error=False)
+        assert response.code == 503 and json.loads(response.body)["error"]["code"] == "overloaded"
+        assert int(response.headers["Retry-After"]) >= 1
+        assert self.order_count() == 1, "nothing stored"
+        status, _ = await self.submit(type="limit", limitPrice="1000")  # an order that waits anyway goes on
+        assert status == 202
+        bus.fetch("worker-1", 10, 0)  # a worker takes the jobs: nothing waits now
+        while (await self.submit())[0] != 202:  # the stats are read afresh (they are at most 100 ms old)
+            await asyncio.sleep(0.05)
+
+
 class ReadTest(WebTestCase):
     @gen_test
     async def test_an_order_reads_with_its_events_and_unknown_ids_are_404(self):
