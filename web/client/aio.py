@@ -97,10 +97,7 @@ class AsyncEngineClient(Endpoints):
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float = TIMEOUT_S,
                  raise_error: bool = True, connections: int | None = None):
-        self.url = url.rstrip("/")
-        self.api_key = api_key
-        self.timeout = timeout
-        self.raise_error = raise_error
+        super().__init__(url, api_key, timeout, raise_error)
         self._pool = KeepAlivePool(self.url, connections) if connections else None
         self._http: AsyncHTTPClient | None = None
 

@@ -210,7 +210,11 @@ class Endpoints:
     refusals themselves (the end-to-end tests, the benchmark's load).
     """
 
-    raise_error = True
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = TIMEOUT_S, raise_error: bool = True):
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.raise_error = raise_error
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         raise NotImplementedError
@@ -263,10 +267,7 @@ class EngineClient(Endpoints):
     """The blocking client: one connection per request (`http.client`), no redirects followed."""
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float = TIMEOUT_S, raise_error: bool = True):
-        self.url = url.rstrip("/")
-        self.api_key = api_key
-        self.timeout = timeout
-        self.raise_error = raise_error
+        super().__init__(url, api_key, timeout, raise_error)
         parts = urlsplit(self.url)
         self._https, self._netloc = parts.scheme == "https", parts.netloc
 
