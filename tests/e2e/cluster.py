@@ -14,15 +14,16 @@ LIFECYCLE = ["pending", "routing", "building", "submitted", "confirmed"]
 
 
 class Client(AsyncEngineClient):
-    """The engine's asyncio client on 127.0.0.1:port, answering as the tests read: every call
-    (`request`, `submit(**order)`, `order(id)`, ...) gives `(status, body)`, refusals included,
-    where the typed methods would raise."""
+    """The engine's asyncio client on 127.0.0.1:port with `raise_error=False`, as the tests
+    read it: every call (`request`, `submit(**order)`, `order(id)`, ...) gives its Answer,
+    `(status, body)`, refusals included; `listen` collects a stream's frames."""
 
     def __init__(self, port: int, api_key: str | None = None, timeout: float = 30):
         super().__init__(f"http://127.0.0.1:{port}", api_key, timeout, raise_error=False)
 
     @property
     def base(self) -> str:
+        """The engine's HTTP URL (the name the tests use)."""
         return self.url
 
     async def listen(self, path: str, timeout: float = 60):
