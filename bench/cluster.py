@@ -11,10 +11,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+
+from web.client.api import ClientError, EngineClient
 
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -203,9 +204,8 @@ def stop_all(procs: list[EngineProcess], timeout: float = 30) -> list[int | None
 def ready(port: int) -> bool:
     """True when the web process on `port` answers /readyz with 200."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
-            return answer.status == 200
-    except OSError:
+        return EngineClient(f"http://127.0.0.1:{port}", timeout=1).request("GET", "/readyz").status == 200
+    except ClientError:
         return False
 
 

@@ -9,7 +9,8 @@ import heapq
 import time
 from datetime import datetime, timezone
 
-from bench.client import HttpPool, listen, percentile
+from bench.client import engine_client, listen, percentile
+from web.client.aio import AsyncEngineClient
 
 ORDER = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.1"}
 
@@ -39,16 +40,17 @@ def _stream_problems(results: list[dict]) -> list[str]:
     return problems
 
 
-async def submit_and_listen(pool: HttpPool, port: int, timeout: float) -> dict:
+async def submit_and_listen(client: AsyncEngineClient, timeout: float) -> dict:
     """Submit one order and follow its `links.ws` stream to the close: {code, sentAt,
     answeredAt, orderId, stream} (or `error` when the submit was not accepted)."""
-    code, body, sent_at, answered_at = await pool.request("POST", "/api/orders/execute", ORDER)
-    result = {"code": code, "sentAt": sent_at, "answeredAt": answered_at}
+    answer = await client.submit(ORDER)
+    code, body = answer
+    result = {"code": code, "sentAt": answer.sent_at, "answeredAt": answer.answered_at}
     if code != 202:
         result["error"] = f"{code} {body}"
         return result
     result["orderId"] = body["orderId"]
-    result["stream"] = await listen(port, body["links"]["ws"], timeout)
+    result["stream"] = await listen(client, body["links"]["ws"], timeout)
     return result
 
 
@@ -56,17 +58,17 @@ async def throughput(port: int, orders: int, connections: int, listeners: int, t
     """Submit `orders` orders over `connections` keep-alive connections, each followed by
     its own WebSocket listener; at most `listeners` orders are in flight (submitted and
     not yet closed), so every listener opens right after its submit returns."""
-    pool = HttpPool(port, connections)
+    client = engine_client(port, connections)
     in_flight = asyncio.Semaphore(listeners)
 
     async def one() -> dict:
         async with in_flight:
-            return await submit_and_listen(pool, port, timeout)
+            return await submit_and_listen(client, timeout)
 
     try:
         results = await asyncio.gather(*(one() for _ in range(orders)))
     finally:
-        pool.close()
+        client.close()
     rejected = [r["error"] for r in results if "error" in r]
     confirmed = [r for r in results if r.get("stream") and r["stream"].confirmed_at is not None]
     first = min(r["sentAt"] for r in results)
@@ -125,16 +127,16 @@ def _ts(text: str) -> float:
 async def drain(port: int, orders: int, concurrency: int, timeout: float) -> dict:
     """Submit `orders` orders at once, each with a listener; compare the time to confirm
     them all with the ideal computed from the venue latencies the simulator drew."""
-    pool = HttpPool(port, orders)
+    client = engine_client(port, orders)
     try:
-        results = await asyncio.gather(*(submit_and_listen(pool, port, timeout) for _ in range(orders)))
+        results = await asyncio.gather(*(submit_and_listen(client, timeout) for _ in range(orders)))
         accepted = sorted((r for r in results if "orderId" in r), key=lambda r: r["answeredAt"])
         details = []
         for r in accepted:
-            code, body, _, _ = await pool.request("GET", f"/api/orders/{r['orderId']}")
+            code, body = await client.order(r["orderId"])
             details.append(body if code == 200 else {"events": []})
     finally:
-        pool.close()
+        client.close()
     problems = _stream_problems(results)
     first = min(r["sentAt"] for r in results)
     confirmed_at = [r["stream"].confirmed_at for r in accepted if r["stream"].confirmed_at is not None]
@@ -196,11 +198,11 @@ STAGES = [
 PARALLEL_STAGES = [("pendingToAnswer", "pending", "answer", "(pending -> 202 answer, alongside: store, queue, reply)")]
 
 
-async def _timed_submit(pool: HttpPool, port: int, timeout: float, **extra) -> dict:
+async def _timed_submit(client: AsyncEngineClient, timeout: float, **extra) -> dict:
     """submit_and_listen, plus the offset of the wall clock over time.monotonic() at that
     moment, so the client's times can be set against the server's stored timestamps."""
     offset = time.time() - time.monotonic()
-    result = await submit_and_listen(pool, port, timeout)
+    result = await submit_and_listen(client, timeout)
     result.update(extra, wallOffset=offset)
     return result
 
@@ -225,12 +227,12 @@ def _latency_figures(results: list[dict], prefix: str) -> dict:
 async def alone(port: int, orders: int, warmup: int, timeout: float) -> dict:
     """`warmup` then `orders` orders one after another: each submitted once the previous
     one's stream has closed, and followed by its own listener."""
-    pool = HttpPool(port, 1)
+    client = engine_client(port, 1)
     try:
-        warm = [await _timed_submit(pool, port, timeout) for _ in range(warmup)]
-        results = [await _timed_submit(pool, port, timeout) for _ in range(orders)]
+        warm = [await _timed_submit(client, timeout) for _ in range(warmup)]
+        results = [await _timed_submit(client, timeout) for _ in range(orders)]
     finally:
-        pool.close()
+        client.close()
     warm_latencies = [r["stream"].confirmed_at - r["sentAt"] for r in warm
                       if r.get("stream") and r["stream"].confirmed_at is not None]
     return {**_latency_figures(results, "alone"), "aloneWarmupOrders": warmup,
@@ -244,7 +246,7 @@ async def paced(port: int, rate: float, orders: int, warmup: int, connections: i
     """Open loop: order i is submitted at start + i / rate, whether or not the earlier ones
     have been answered or confirmed, over `connections` keep-alive connections, each
     followed by its own listener. The first `warmup` orders are left out of the figures."""
-    pool = HttpPool(port, connections)
+    client = engine_client(port, connections)
     tasks = []
     start = time.monotonic() + 0.05
     try:
@@ -253,12 +255,12 @@ async def paced(port: int, rate: float, orders: int, warmup: int, connections: i
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(_timed_submit(pool, port, timeout, index=i, dueAt=due)))
+            tasks.append(asyncio.ensure_future(_timed_submit(client, timeout, index=i, dueAt=due)))
         results = await asyncio.gather(*tasks)
     finally:
         for task in tasks:
             task.cancel()
-        pool.close()
+        client.close()
     measured = results[warmup:]
     sends = [r["sentAt"] for r in measured]
     spread = max(sends) - min(sends) if len(sends) > 1 else 0.0

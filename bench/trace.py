@@ -21,13 +21,14 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.client import HttpPool
+from bench.client import engine_client
 from bench.cluster import REPO, BenchError, cluster, machine_info
 from bench.counters import COLUMNS, PythonCounters, columns, hook_env
 from bench.roundtrips import PG_KINDS, PgStatementLog, RedisMonitor, ports_by_process
 from bench.scenarios import THROUGHPUT_ENV, submit_and_listen
 from bench.syscalls import SYSCALLS, Strace
 from bench.syscalls import per_order as syscalls_per_order
+from web.client.aio import AsyncEngineClient
 
 RESULTS = REPO / "bench" / "results"
 
@@ -107,9 +108,9 @@ def with_totals(counts: dict) -> dict:
 
 # ---- the load ------------------------------------------------------------------------------
 
-async def _orders(pool: HttpPool, port: int, count: int, timeout: float) -> list[dict]:
+async def _orders(client: AsyncEngineClient, count: int, timeout: float) -> list[dict]:
     """`count` orders submitted at once, each followed to its stream's close."""
-    return list(await asyncio.gather(*(submit_and_listen(pool, port, timeout) for _ in range(count))))
+    return list(await asyncio.gather(*(submit_and_listen(client, timeout) for _ in range(count))))
 
 
 def _problems(results: list[dict]) -> list[str]:
@@ -117,10 +118,10 @@ def _problems(results: list[dict]) -> list[str]:
             for r in results if "error" in r or not r["stream"].complete]
 
 
-async def _traced(tracer: Tracer, pool: HttpPool, port: int, orders: int, tail: float, timeout: float) -> dict:
+async def _traced(tracer: Tracer, client: AsyncEngineClient, orders: int, tail: float, timeout: float) -> dict:
     """One window: `orders` orders at once, then `tail` seconds for trailing work."""
     start = tracer.snapshot()
-    results = await _orders(pool, port, orders, timeout)
+    results = await _orders(client, orders, timeout)
     await asyncio.sleep(tail)
     end = tracer.snapshot()
     return {"orders": orders, "counts": tracer.window(start, end), "problems": _problems(results),
@@ -160,18 +161,18 @@ async def _phase(strace: Strace | None, label: str, work):
     return result, calls
 
 
-async def _windows(tracer: Tracer, pool: HttpPool, port: int, args) -> list[dict]:
+async def _windows(tracer: Tracer, client: AsyncEngineClient, args) -> list[dict]:
     if args.concurrent:
-        return [await _traced(tracer, pool, port, args.concurrent, args.tail, args.timeout)]
-    return [await _traced(tracer, pool, port, 1, args.tail, args.timeout) for _ in range(args.orders)]
+        return [await _traced(tracer, client, args.concurrent, args.tail, args.timeout)]
+    return [await _traced(tracer, client, 1, args.tail, args.timeout) for _ in range(args.orders)]
 
 
 async def run_trace(args, tracer: Tracer, port: int, run_dir: Path) -> dict:
     """Warm up, let the warm-up's after-effects pass, measure the idle background, trace."""
     strace = Strace(tracer.pids, run_dir / "strace") if args.strace else None
-    pool = HttpPool(port, max(args.warmup, args.concurrent, 1))
+    client = engine_client(port, max(args.warmup, args.concurrent, 1))
     try:
-        warm = await _orders(pool, port, args.warmup, args.timeout)
+        warm = await _orders(client, args.warmup, args.timeout)
         if _problems(warm):
             raise BenchError(f"warm-up failed: {_problems(warm)[:3]}")
         # What the warm-up sets off later (acks, one-off start-up work, timers that come due
@@ -180,9 +181,9 @@ async def run_trace(args, tracer: Tracer, port: int, run_dir: Path) -> dict:
         # own late timers (an order's cancelled watchdogs still come due 10 s and more later).
         await asyncio.sleep(args.settle)
         idle, idle_calls = await _phase(strace, "idle", _idle(tracer, args.idle_seconds))
-        windows, traced_calls = await _phase(strace, "traced", _windows(tracer, pool, port, args))
+        windows, traced_calls = await _phase(strace, "traced", _windows(tracer, client, args))
     finally:
-        pool.close()
+        client.close()
     idle_rate = _rate(idle)
     result = {"idleRate": idle_rate, "windows": windows, "perOrder": [per_order(w, idle_rate) for w in windows]}
     if strace is not None:

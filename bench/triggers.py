@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
-from bench.client import HttpPool, percentile
+from bench.client import engine_client, percentile
+from web.client.aio import AsyncEngineClient
 
 TRIGGERS_ENV = {"VENUE_FAILURE_RATE": "0", "VENUE_TIMEOUT_RATE": "0", "ORDER_RATE_LIMIT": "1000000",
                 "RETRY_ATTEMPTS": "3", "API_KEYS": "", "SIM_SEED": "11", "LOG_LEVEL": "WARNING",
@@ -49,19 +50,19 @@ def _ts(value) -> float:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
 
 
-async def _price(pool: HttpPool) -> Decimal:
-    code, quote, _, _ = await pool.request("GET", "/api/quote?tokenIn=SOL&tokenOut=USDC&amount=0.01")
+async def _price(client: AsyncEngineClient) -> Decimal:
+    code, quote = await client.quote("SOL", "USDC", "0.01")
     if code != 200:
         raise RuntimeError(f"quote failed: {code} {quote}")
     return Decimal(quote["route"]["amountOut"]) / Decimal("0.01")
 
 
-async def _usdc_to_raise(pool: HttpPool, price: Decimal) -> Decimal:
+async def _usdc_to_raise(client: AsyncEngineClient, price: Decimal) -> Decimal:
     """USDC that takes SOL to sell for `price` (after the fee) on both venues. On an x·y=k pool
     the price goes with the square of the USDC reserve R, so a pool at price p needs
     R × (√(p'/p) − 1) to reach p'; the router splits the order the same way (it buys where
     SOL is cheaper first). A little more (0.5%), as the fee keeps part of each leg."""
-    code, answer, _, _ = await pool.request("GET", "/api/sim/pools")
+    code, answer = await client.pools()
     if code != 200:
         raise RuntimeError(f"pools failed: {code} {answer}")
     usdc = Decimal(0)
@@ -74,9 +75,9 @@ async def _usdc_to_raise(pool: HttpPool, price: Decimal) -> Decimal:
     return usdc.quantize(Decimal("0.01"))
 
 
-async def _submit_all(pool: HttpPool, bodies: list[dict]) -> list[str]:
+async def _submit_all(client: AsyncEngineClient, bodies: list[dict]) -> list[str]:
     async def one(body):
-        code, answer, _, _ = await pool.request("POST", "/api/orders/execute", body)
+        code, answer = await client.submit(body)
         if code != 202:
             raise RuntimeError(f"submit refused: {code} {answer}")
         return answer["orderId"]
@@ -119,10 +120,10 @@ async def _until(probe, timeout: float, what: str) -> None:
 async def triggers(port: int, worker_pid: int, database_url: str, armed: int, crossing: int, snipers: int,
                    timeout: float) -> dict:
     """Run the three measurements against a running cluster with one worker."""
-    pool = HttpPool(port, 50)
+    client = engine_client(port, 50)
     try:
-        price = await _price(pool)
-        await _submit_all(pool, [{"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.01"}] * 20)  # warm up
+        price = await _price(client)
+        await _submit_all(client, [{"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.01"}] * 20)  # warm up
         await asyncio.sleep(2)
         idle = rss_mb(worker_pid)
         # The lowest `crossing` limits in BAND, the others in REST (see above).
@@ -134,7 +135,7 @@ async def triggers(port: int, worker_pid: int, database_url: str, armed: int, cr
             bodies.append({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.01", "type": "limit",
                            "limitPrice": str(limit), "slippageBps": 5000})
         started = time.monotonic()
-        ids = await _submit_all(pool, bodies)
+        ids = await _submit_all(client, bodies)
         await _until(lambda: _count(database_url, "SELECT count(*) FROM orders WHERE status = 'waiting'") >= armed,
                      timeout, "every limit order to wait")
         arm_seconds = time.monotonic() - started
@@ -144,10 +145,10 @@ async def triggers(port: int, worker_pid: int, database_url: str, armed: int, cr
         # the first fall short; `pushes` says how many it took).
         target = price * PUSH_TO
         pushes: list[str] = []
-        while await _price(pool) < target and len(pushes) < 10:
-            usdc = await _usdc_to_raise(pool, target)
-            (push,) = await _submit_all(pool, [{"tokenIn": "USDC", "tokenOut": "SOL", "amount": str(usdc),
-                                               "slippageBps": 5000}])
+        while await _price(client) < target and len(pushes) < 10:
+            usdc = await _usdc_to_raise(client, target)
+            (push,) = await _submit_all(client, [{"tokenIn": "USDC", "tokenOut": "SOL", "amount": str(usdc),
+                                                 "slippageBps": 5000}])
             pushes.append(push)
             await _until(lambda: _count(database_url, "SELECT count(*) FROM orders WHERE id = %s AND "
                                                       "status IN ('confirmed', 'failed')", (push,)) == 1,
@@ -172,9 +173,9 @@ async def triggers(port: int, worker_pid: int, database_url: str, armed: int, cr
         if crossed_by is not None:
             first = (_ts(routed[0][1]) - crossed_by) * 1000
             last = (_ts(routed[-1][1]) - crossed_by) * 1000
-        sniper = await _snipers(pool, database_url, snipers, timeout)
+        sniper = await _snipers(client, database_url, snipers, timeout)
     finally:
-        pool.close()
+        client.close()
     return {
         "armed": armed, "armSeconds": round(arm_seconds, 1), "idleRssMb": round(idle, 1),
         "armedRssMb": round(loaded, 1), "bytesPerArmedOrder": round((loaded - idle) * 1024 * 1024 / armed),
@@ -185,12 +186,12 @@ async def triggers(port: int, worker_pid: int, database_url: str, armed: int, cr
     }
 
 
-async def _snipers(pool: HttpPool, database_url: str, count: int, timeout: float) -> dict:
-    ids = await _submit_all(pool, [{"tokenIn": "SOL", "tokenOut": SNIPER_TOKEN, "amount": "0.01", "type": "sniper",
-                                    "slippageBps": 5000}] * count)
+async def _snipers(client: AsyncEngineClient, database_url: str, count: int, timeout: float) -> dict:
+    ids = await _submit_all(client, [{"tokenIn": "SOL", "tokenOut": SNIPER_TOKEN, "amount": "0.01", "type": "sniper",
+                                      "slippageBps": 5000}] * count)
     await _until(lambda: _count(database_url, "SELECT count(*) FROM orders WHERE type = 'sniper' AND "
                                               "status = 'waiting'") >= count, timeout, "the snipers to wait")
-    code, launch, _, _ = await pool.request("POST", "/api/sim/launch", {"token": SNIPER_TOKEN, "inSeconds": 2})
+    code, launch = await client.launch(SNIPER_TOKEN, 2)
     if code != 202:
         raise RuntimeError(f"launch refused: {code} {launch}")
     await _until(lambda: _count(database_url, "SELECT count(*) FROM orders WHERE type = 'sniper' AND "

@@ -1,61 +1,42 @@
-"""A small async client that talks to engine processes the way a user's program would
-(HTTP for orders, WebSocket for events), and checks of what it receives. The processes
-themselves are started with bench.cluster's EngineProcess, shared with the benchmark."""
+"""The engine's own client (web.client) as the end-to-end tests use it, on one web process,
+and checks of what it receives. The processes themselves are started with bench.cluster's
+EngineProcess, shared with the benchmark."""
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import time
 
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from tornado.websocket import websocket_connect
+from web.client.aio import AsyncEngineClient
+from web.client.api import TERMINAL, EngineClient
 
-TERMINAL = {"confirmed", "failed", "cancelled", "expired"}
 LIFECYCLE = ["pending", "routing", "building", "submitted", "confirmed"]
 
 
-class Client:
-    """An HTTP + WebSocket client of one web process."""
+class Client(AsyncEngineClient):
+    """The engine's asyncio client on 127.0.0.1:port with `raise_error=False`, as the tests
+    read it: every call (`request`, `submit(**order)`, `order(id)`, ...) gives its Answer,
+    `(status, body)`, refusals included; `listen` collects a stream's frames."""
 
-    def __init__(self, port: int):
-        self.base = f"http://127.0.0.1:{port}"
-        self.ws_base = f"ws://127.0.0.1:{port}"
-        self.http = AsyncHTTPClient(force_instance=True, defaults={"request_timeout": 30})
+    def __init__(self, port: int, api_key: str | None = None, timeout: float = 30):
+        super().__init__(f"http://127.0.0.1:{port}", api_key, timeout, raise_error=False)
 
-    async def request(self, method: str, path: str, body=None, headers=None):
-        data = None if body is None else (body if isinstance(body, (bytes, str)) else json.dumps(body))
-        hdrs = {"Content-Type": "application/json", **(headers or {})}
-        if method == "POST" and data is None:
-            data = b""
-        response = await self.http.fetch(HTTPRequest(self.base + path, method=method, body=data, headers=hdrs),
-                                         raise_error=False)
-        text = response.body.decode() if response.body else ""
-        return response.code, (json.loads(text) if text else None)
-
-    async def submit(self, **order):
-        return await self.request("POST", "/api/orders/execute", order)
-
-    async def order(self, order_id: str):
-        return await self.request("GET", f"/api/orders/{order_id}")
+    @property
+    def base(self) -> str:
+        """The engine's HTTP URL (the name the tests use)."""
+        return self.url
 
     async def listen(self, path: str, timeout: float = 60):
-        """Collect the frames of an order stream until the server closes it."""
-        conn = await websocket_connect(self.ws_base + path)
+        """The frames of a stream until the server closes it, and its close code."""
         frames = []
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                conn.close()
-                raise AssertionError(f"stream {path} still open after {timeout}s; got {frames}")
-            msg = await asyncio.wait_for(conn.read_message(), left)
-            if msg is None:
-                return frames, conn.close_code
-            frames.append(json.loads(msg))
-
-    def close(self):
-        self.http.close()
+        async with await self.connect(path) as stream:
+            try:
+                async with asyncio.timeout(timeout):
+                    async for frame in stream:
+                        frames.append(frame)
+            except TimeoutError:
+                raise AssertionError(f"stream {path} still open after {timeout}s; got {frames}") from None
+        return frames, stream.close_code
 
 
 def assert_complete_lifecycle(events: list[dict], final: str = "confirmed") -> None:
@@ -68,22 +49,10 @@ def assert_complete_lifecycle(events: list[dict], final: str = "confirmed") -> N
 
 
 def fetch(port: int, method: str, path: str, body=None, headers: dict | None = None, timeout: float = 30):
-    """One blocking HTTP request to 127.0.0.1:port: (status, headers, raw body bytes).
-
-    A dict body is sent as JSON (with its Content-Type unless `headers` names one).
-    """
-    if isinstance(body, (dict, list)):
-        body = json.dumps(body)
-        headers = {"Content-Type": "application/json", **(headers or {})}
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        if response.status == 101:  # a WebSocket handshake: there is no body to read
-            return response.status, dict(response.getheaders()), b""
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        conn.close()
+    """One blocking request to 127.0.0.1:port, as the engine's client builds it (a dict body as
+    JSON; `headers` replace its own): (status, headers, raw body bytes)."""
+    answer = EngineClient(f"http://127.0.0.1:{port}", timeout=timeout).request(method, path, body, headers)
+    return answer.status, answer.headers, answer.raw
 
 
 async def until(probe, timeout: float, what: str, pause: float = 0.1):

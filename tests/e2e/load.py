@@ -4,15 +4,13 @@ that keep probing the engine while a server is down."""
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-from tornado.websocket import websocket_connect
-
-from tests.e2e.cluster import TERMINAL
+from tests.e2e.cluster import TERMINAL, Client
+from web.client.api import ClientError
 
 SOL_USDC = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.5"}
 RECONNECT_PAUSE_S = 0.2
@@ -42,6 +40,7 @@ class Follower:
     def __init__(self, order_id: str, ports: list[int], on_frame=lambda follower, frame: None):
         self.order_id = order_id
         self.ports = ports
+        self.clients = {port: Client(port) for port in ports}  # only their WebSockets are used
         self.on_frame = on_frame
         self.frames: list[dict] = []
         self.connections: list[Connection] = []
@@ -82,31 +81,28 @@ class Follower:
         return self
 
     async def _connection(self, conn: Connection, deadline: float) -> None:
-        path = f"/ws?orderId={self.order_id}" + (f"&after={conn.after}" if conn.after else "")
         try:
-            ws = await asyncio.wait_for(websocket_connect(f"ws://127.0.0.1:{conn.port}{path}"),
-                                        max(0.1, min(CONNECT_TIMEOUT_S, deadline - time.monotonic())))
+            stream = await asyncio.wait_for(self.clients[conn.port].events(self.order_id, conn.after),
+                                            max(0.1, min(CONNECT_TIMEOUT_S, deadline - time.monotonic())))
         except Exception as exc:  # refused, reset, a 5xx handshake, no answer in time
             conn.error = f"connect: {exc!r}"
             return
-        try:
-            while True:
-                message = await asyncio.wait_for(ws.read_message(), max(0.1, deadline - time.monotonic()))
-                if message is None:
-                    conn.close_code = ws.close_code
-                    return
-                frame = json.loads(message)
-                if frame.get("type") == "error":
-                    self.problems.append(f"error frame on {path}: {frame}")
-                    conn.error = "error frame"
-                    ws.close()
-                    return
-                conn.frames += 1
-                self.frames.append(frame)
-                self.on_frame(self, frame)
-        except asyncio.TimeoutError:
-            conn.error = "deadline"
-            ws.close()
+        with contextlib.closing(stream):
+            try:
+                while True:
+                    frame = await asyncio.wait_for(stream.receive(), max(0.1, deadline - time.monotonic()))
+                    if frame is None:
+                        conn.close_code = stream.close_code
+                        return
+                    if frame.get("type") == "error":
+                        self.problems.append(f"error frame after seq {conn.after}: {frame}")
+                        conn.error = "error frame"
+                        return
+                    conn.frames += 1
+                    self.frames.append(frame)
+                    self.on_frame(self, frame)
+            except asyncio.TimeoutError:
+                conn.error = "deadline"
 
 
 class Load:
@@ -181,7 +177,7 @@ class SubmitProbe:
     answers: list[Answer] = field(default_factory=list)
 
     def start(self) -> "SubmitProbe":
-        self._http = AsyncHTTPClient(force_instance=True)
+        self._client = Client(self.port, timeout=self.timeout)
         self._stop = asyncio.Event()
         self._sends: list[asyncio.Task] = []
         self._task = asyncio.ensure_future(self._loop())
@@ -197,27 +193,19 @@ class SubmitProbe:
 
     async def _send(self) -> None:
         started = time.monotonic()
-        request = HTTPRequest(f"http://127.0.0.1:{self.port}/api/orders/execute", method="POST",
-                              body=json.dumps(SOL_USDC), headers={"Content-Type": "application/json"},
-                              connect_timeout=self.timeout, request_timeout=self.timeout)
         try:
-            response = await self._http.fetch(request, raise_error=False)
-        except (HTTPClientError, OSError) as exc:  # a timeout or a refused connection: raised even so
+            code, body = await self._client.submit(**SOL_USDC)
+        except ClientError as exc:  # no answer in time, a refused connection, an unreadable answer
             self.answers.append(Answer(599, type(exc).__name__, None, time.monotonic() - started))
             return
-        body = {}
-        if response.body:
-            try:
-                body = json.loads(response.body)
-            except ValueError:
-                body = {"unparsed": response.body[:200].decode(errors="replace")}
+        body = body if isinstance(body, dict) else {}
         error = body.get("error", {}).get("code") if isinstance(body.get("error"), dict) else None
-        self.answers.append(Answer(response.code, error, body.get("orderId"), time.monotonic() - started))
+        self.answers.append(Answer(code, error, body.get("orderId"), time.monotonic() - started))
 
     async def stop(self) -> list[Answer]:
         """Stop probing; wait for the answers still on their way (each bounded by `timeout`)."""
         self._stop.set()
         await self._task
         await asyncio.gather(*self._sends)
-        self._http.close()
+        self._client.close()
         return self.answers

@@ -1,15 +1,41 @@
-"""A small blocking HTTP client of the engine's public API, and its errors."""
+"""The engine's Python client: its public HTTP and WebSocket API as methods.
+
+Two clients with the same methods, for any Python program that talks to a running engine
+(the `engine` CLI, the end-to-end tests and the benchmark use nothing else):
+
+- `EngineClient` (here): blocking, on `http.client`; for scripts and the CLI.
+- `AsyncEngineClient` (`web.client.aio`): asyncio, on tornado; it also follows an order's
+  WebSocket stream (`events(order_id, after=N)` for one connection, `follow(order_id)`
+  resuming a dropped one after the last event seen).
+
+    client = EngineClient("http://localhost:8000", api_key=None)
+    accepted = client.submit(tokenIn="SOL", tokenOut="USDC", amount="1.5")
+    order = client.order(accepted["orderId"])      # with its events
+
+The typed methods (`submit`, `order`, `orders`, `cancel`, `quote`, `tokens`, `swaps`,
+`pools`, `launch`) return the parsed JSON answer or raise a `ClientError`: `RequestRefused`
+for an error answer (`status`, `code`, `message`, `field`, `retry_after`; `retryable` for
+429 and 5xx), `EngineUnreachable` when no answer came. `request(method, path, body,
+headers)` is the raw call under them: its `Answer` (`status, body = answer`, with the
+headers and raw bytes too) whatever the status, for anything the typed methods do not say.
+A client made with `raise_error=False` answers every typed method that way too.
+
+This module is the one place that knows the API's paths, how a request is built (a JSON
+body, the key as `Authorization: Bearer`) and how an answer is read; the two clients only
+move the bytes. Like any user's program it never imports the server's code.
+"""
 from __future__ import annotations
 
+import http.client
 import json
-import urllib.error
-import urllib.request
-from typing import Any
-from urllib.parse import quote, urlencode
-
-from config.client import ClientSettings
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, NamedTuple
+from urllib.parse import quote, urlencode, urlsplit
 
 TIMEOUT_S = 30.0
+TERMINAL = frozenset({"confirmed", "failed", "cancelled", "expired"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class ClientError(Exception):
@@ -33,71 +59,238 @@ class RequestRefused(ClientError):
 
 
 class EngineUnreachable(ClientError):
-    """No answer from the engine at all (not running, wrong URL, connection lost)."""
+    """No answer from the engine at all (not running, wrong URL, connection lost, timed out)."""
 
 
-class EngineClient:
-    """The API's endpoints as methods returning parsed JSON; errors raise ClientError."""
-
-    def __init__(self, settings: ClientSettings, timeout: float = TIMEOUT_S):
-        self.settings = settings
-        self.timeout = timeout
-
-    @property
-    def ws_base(self) -> str:
-        """The WebSocket form of the engine's URL."""
-        return "ws" + self.settings.url[len("http"):]
-
-    def auth_headers(self) -> dict[str, str]:
-        """The API key as a bearer token, where one is set."""
-        return {"Authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
-
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        """One call: the parsed JSON answer, or RequestRefused / EngineUnreachable."""
-        headers = {"Accept": "application/json", **self.auth_headers()}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(self.settings.url + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            raise _refusal(exc.code, exc.read(), exc.headers.get("Retry-After")) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise EngineUnreachable(f"cannot reach the engine at {self.settings.url}: {reason}") from None
-
-    def submit(self, order: dict[str, Any]) -> dict:
-        """`POST /api/orders/execute`: the acceptance (202, or 200 for a repeat)."""
-        return self.request("POST", "/api/orders/execute", order)
-
-    def order(self, order_id: str) -> dict:
-        """`GET /api/orders/{id}`: the order with its events."""
-        return self.request("GET", f"/api/orders/{quote(order_id, safe='')}")
-
-    def orders(self, **params: Any) -> dict:
-        """`GET /api/orders`: one page (status, type, limit, cursor; None means not given)."""
-        query = urlencode({k: v for k, v in params.items() if v is not None})
-        return self.request("GET", "/api/orders" + (f"?{query}" if query else ""))
-
-    def quote(self, token_in: str, token_out: str, amount: str, slippage_bps: int | None = None) -> dict:
-        """`GET /api/quote`: both venues' quotes and the route."""
-        params = {"tokenIn": token_in, "tokenOut": token_out, "amount": amount, "slippageBps": slippage_bps}
-        return self.request("GET", "/api/quote?" + urlencode({k: v for k, v in params.items() if v is not None}))
-
-    def tokens(self) -> dict:
-        """`GET /api/tokens`."""
-        return self.request("GET", "/api/tokens")
+class UnexpectedAnswer(ClientError):
+    """A success answer, or a frame, that is not the JSON the API sends."""
 
 
-def _refusal(status: int, raw: bytes, retry_after: str | None) -> RequestRefused:
-    """The error answer as a RequestRefused (a body that is not the spec's shape still reads well)."""
+# ---- requests --------------------------------------------------------------------------------
+
+class Call(NamedTuple):
+    """One request as it goes on the wire: path (with its query), body bytes and headers."""
+
+    method: str
+    path: str
+    body: bytes | None
+    headers: dict[str, str]
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The API key as a bearer token, where one is set."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def build_call(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+               api_key: str | None = None) -> Call:
+    """The request for `method path`: a dict or list body as JSON, bytes or str as given.
+
+    A request with a body (and every POST, PUT, PATCH) says `Content-Type: application/json`;
+    `headers` come last and replace the client's own of the same name (case-insensitive).
+    """
+    if body is None:
+        data = b"" if method in _BODY_METHODS else None
+    elif isinstance(body, bytes):
+        data = body
+    elif isinstance(body, str):
+        data = body.encode()
+    else:
+        data = json.dumps(body).encode()
+    own = {"Accept": "application/json", **auth_headers(api_key)}
+    if data is not None:
+        own["Content-Type"] = "application/json"
+    if headers:
+        given = {name.lower() for name in headers}
+        own = {name: value for name, value in own.items() if name.lower() not in given}
+        own.update(headers)
+    return Call(method, path, data, own)
+
+
+def with_query(path: str, params: dict[str, Any]) -> str:
+    """`path?name=value&...` for the params that are not None."""
+    query = urlencode({name: value for name, value in params.items() if value is not None})
+    return f"{path}?{query}" if query else path
+
+
+def order_path(order_id: str) -> str:
+    """`/api/orders/{id}`, the id quoted."""
+    return f"/api/orders/{quote(order_id, safe='')}"
+
+
+def order_stream_path(order_id: str, after: int = 0) -> str:
+    """`/ws?orderId=ID[&after=N]`: one order's events, those after `N` when resuming."""
+    return with_query("/ws", {"orderId": order_id, "after": after or None})
+
+
+# ---- answers ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Answer:
+    """What the engine answered, whatever the status: reads as the pair `(status, body)`
+    (`status, body = answer`, `answer[1]`).
+
+    `body` is the parsed JSON (None for an empty or non-JSON body; `raw` has the bytes).
+    `sent_at` and `answered_at` are `time.monotonic()` when the request went out on its
+    connection and when the answer was in.
+    """
+
+    status: int
+    body: Any
+    raw: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    sent_at: float = 0.0
+    answered_at: float = 0.0
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.status, self.body))
+
+    def __getitem__(self, index: int) -> Any:
+        return (self.status, self.body)[index]
+
+    def __len__(self) -> int:
+        return 2
+
+    def header(self, name: str) -> str | None:
+        """One response header, the name in any case."""
+        lower = name.lower()
+        return next((value for key, value in self.headers.items() if key.lower() == lower), None)
+
+    def value(self) -> Any:
+        """The body of a success; RequestRefused for an error answer."""
+        if self.status >= 400:
+            raise refusal(self.status, self.body, self.raw, self.header("Retry-After"))
+        if self.body is None and self.raw.strip():
+            raise UnexpectedAnswer(f"HTTP {self.status} with a body that is not JSON: {self.raw[:200]!r}")
+        return self.body
+
+
+def read_answer(status: int, raw: bytes, headers: dict[str, str] | None = None,
+                sent_at: float = 0.0, answered_at: float = 0.0) -> Answer:
+    """The Answer for a status and body as received."""
     try:
-        body = json.loads(raw)
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        body = None
+    return Answer(status, body, raw, headers or {}, sent_at, answered_at)
+
+
+def read_frame(message: str | bytes) -> dict:
+    """One WebSocket frame of the API, parsed."""
+    try:
+        return json.loads(message)
+    except ValueError:
+        raise UnexpectedAnswer(f"a WebSocket frame that is not JSON: {message[:200]!r}") from None
+
+
+def refusal(status: int, body: Any, raw: bytes = b"", retry_after: str | None = None) -> RequestRefused:
+    """An error answer as a RequestRefused (a body that is not the spec's shape still reads well)."""
+    try:
         error = body["error"]
         return RequestRefused(status, error["code"], error["message"], error.get("field"), retry_after, body)
-    except (ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         text = raw.decode("utf-8", "replace").strip()[:200] or f"HTTP {status}"
         return RequestRefused(status, f"http_{status}", text, retry_after=retry_after)
+
+
+def frame_refusal(frame: dict) -> RequestRefused:
+    """An error frame of a stream (unknown order, bad parameter) as a RequestRefused."""
+    status = 404 if frame.get("error", {}).get("code") == "not_found" else 400
+    return refusal(status, frame, json.dumps(frame).encode())
+
+
+# ---- the endpoints, shared by both clients ---------------------------------------------------
+
+class Endpoints:
+    """The API's endpoints as methods; a client supplies `_call(method, path, body)`, which
+    returns what `_settle` makes of the answer (the async client: a coroutine of it).
+
+    With `raise_error` off, each method gives its Answer, `(status, body)`, whatever the
+    status, rather than the parsed body or a RequestRefused: for programs that look at the
+    refusals themselves (the end-to-end tests, the benchmark's load).
+    """
+
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = TIMEOUT_S, raise_error: bool = True):
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.raise_error = raise_error
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        raise NotImplementedError
+
+    def _settle(self, answer: Answer) -> Any:
+        return answer.value() if self.raise_error else answer
+
+    def submit(self, order: dict[str, Any] | None = None, **fields: Any) -> Any:
+        """`POST /api/orders/execute` (the order as a dict, or as keywords): the acceptance
+        (202, or 200 for a repeat of a `clientOrderId`)."""
+        return self._call("POST", "/api/orders/execute", {**(order or {}), **fields})
+
+    def order(self, order_id: str) -> Any:
+        """`GET /api/orders/{id}`: the order with its events."""
+        return self._call("GET", order_path(order_id))
+
+    def orders(self, **params: Any) -> Any:
+        """`GET /api/orders`: one page (status, type, limit, cursor; None means not given)."""
+        return self._call("GET", with_query("/api/orders", params))
+
+    def cancel(self, order_id: str) -> Any:
+        """`POST /api/orders/{id}/cancel`: the cancelled order (409 once it is too late)."""
+        return self._call("POST", order_path(order_id) + "/cancel")
+
+    def quote(self, token_in: str, token_out: str, amount: str, slippage_bps: int | None = None) -> Any:
+        """`GET /api/quote`: both venues' quotes and the route."""
+        return self._call("GET", with_query("/api/quote", {"tokenIn": token_in, "tokenOut": token_out,
+                                                           "amount": amount, "slippageBps": slippage_bps}))
+
+    def tokens(self) -> Any:
+        """`GET /api/tokens`."""
+        return self._call("GET", "/api/tokens")
+
+    def swaps(self, order_id: str) -> Any:
+        """`GET /api/sim/swaps?orderId=`: the simulated chain's swaps for the order."""
+        return self._call("GET", with_query("/api/sim/swaps", {"orderId": order_id}))
+
+    def pools(self) -> Any:
+        """`GET /api/sim/pools`: the simulated pools, now."""
+        return self._call("GET", "/api/sim/pools")
+
+    def launch(self, token: str, in_seconds: float) -> Any:
+        """`POST /api/sim/launch`: schedule a simulated token launch (for sniper orders)."""
+        return self._call("POST", "/api/sim/launch", {"token": token, "inSeconds": in_seconds})
+
+
+# ---- the blocking client ---------------------------------------------------------------------
+
+class EngineClient(Endpoints):
+    """The blocking client: one connection per request (`http.client`), no redirects followed."""
+
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = TIMEOUT_S, raise_error: bool = True):
+        super().__init__(url, api_key, timeout, raise_error)
+        parts = urlsplit(self.url)
+        self._https, self._netloc = parts.scheme == "https", parts.netloc
+
+    @classmethod
+    def from_settings(cls, settings, timeout: float = TIMEOUT_S) -> "EngineClient":
+        """The client of `config.client.ClientSettings` (ENGINE_URL, ENGINE_API_KEY)."""
+        return cls(settings.url, settings.api_key, timeout)
+
+    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Answer:
+        """One raw call: its Answer whatever the status; EngineUnreachable when none came."""
+        call = build_call(method, path, body, headers, self.api_key)
+        kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        conn = kind(self._netloc, timeout=self.timeout)
+        try:
+            sent_at = time.monotonic()
+            conn.request(call.method, call.path, body=call.body, headers=call.headers)
+            response = conn.getresponse()
+            raw = b"" if response.status == 101 else response.read()  # an upgrade has no body
+            return read_answer(response.status, raw, dict(response.getheaders()), sent_at, time.monotonic())
+        except (OSError, http.client.HTTPException) as exc:
+            raise EngineUnreachable(f"cannot reach the engine at {self.url}: {exc}") from None
+        finally:
+            conn.close()
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        return self._settle(self.request(method, path, body))

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Output.choose(args.json)
     try:
-        client = EngineClient(load_client_settings(url=args.url))
+        client = EngineClient.from_settings(load_client_settings(url=args.url))
     except ConfigError as exc:
         print(f"engine: {exc}", file=out.stderr)
         return EXIT_BAD_REQUEST
@@ -113,11 +113,18 @@ def _submit(client, args, out) -> int:
 
 
 def _watch(client, order: dict, out) -> int:
+    from web.client.aio import AsyncEngineClient
     from web.client.progress import WatchView
-    from web.client.watch import follow
+
+    async def follow(view: WatchView) -> dict:
+        final: dict = {}
+        async with AsyncEngineClient(client.url, client.api_key, client.timeout) as streams:
+            async for final in streams.follow(order["orderId"]):  # ends with the terminal event
+                view.event(final)
+        return final
 
     with WatchView(out, order) as view:
-        final = asyncio.run(follow(client, order["orderId"], view.event))
+        final = asyncio.run(follow(view))
         view.finish(final)
     return EXIT_OK if final["status"] == "confirmed" else EXIT_FAILED
 
