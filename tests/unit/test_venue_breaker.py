@@ -15,6 +15,8 @@ def test_orders_route_to_the_other_venue_while_one_fails_most_of_its_swaps(make_
     orders = h.wait_terminal([h.submit() for _ in range(MIN_SWAPS)])
     assert [o.status for o in orders] == ["confirmed"] * MIN_SWAPS
     assert {o.events[-1].meta["dex"] for o in orders} == {"meteora"}
-    assert len(raydium.swaps) == MIN_SWAPS, "after the swaps that opened its breaker, none went to raydium"
+    # Each order's first swap went to raydium (the better price) and failed; once its breaker
+    # opened, only a retry quoted just before could still go there (without it: 3 swaps each).
+    assert MIN_SWAPS <= len(raydium.swaps) < 2 * MIN_SWAPS, len(raydium.swaps)
     retried = [e.meta for o in orders for e in o.events if e.status == "routing" and e.attempt == 2]
     assert retried and all(m["quotes"]["raydium"]["error"]["code"] == "circuit_open" for m in retried), retried
