@@ -125,7 +125,9 @@ async def _serve_async(settings, with_worker: bool, sockets) -> int:
 # The variables each server command reads (all of them are checked at start-up).
 _WEB = ("PORT", "DATABASE_URL", "REDIS_URL", "QUEUE_MAX_DEPTH", "API_KEYS", "KEY_RATE_LIMIT", "CORS_ORIGINS")
 _WORKER = ("DATABASE_URL", "REDIS_URL", "WORKER_CONCURRENCY", "ORDER_RATE_LIMIT", "RETRY_ATTEMPTS",
-           "MARKET_MAX_WAIT_SECONDS", "VENUE_PROFILE", "VENUE_FAILURE_RATE", "VENUE_TIMEOUT_RATE")
+           "MARKET_MAX_WAIT_SECONDS", "VENUE_PROFILE", "VENUE_FAILURE_RATE", "VENUE_TIMEOUT_RATE",
+           "HEARTBEAT_TTL_SECONDS", "CLAIM_INTERVAL_SECONDS", "RECONCILE_EVERY_SECONDS", "RECONCILE_MIN_AGE_SECONDS",
+           "TRIGGER_TICK_MS", "TRIGGER_REFRESH_SECONDS", "VENUE_LATENCY_SCALE")
 _LOGS = ("LOG_LEVEL", "LOG_FORMAT")
 SERVER_COMMANDS = {
     "run": ("web and worker in one process (embedded default without DATABASE_URL/REDIS_URL)",
