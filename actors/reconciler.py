@@ -3,10 +3,10 @@
 A job can be lost: a web process killed between storing an order and queueing it, a job
 deleted from the stream by hand, or Redis restarting without persistence (the in-process
 bus of `engine run` starts empty too). The order then sits in the database, unfinished,
-with nobody to run it. Every RECONCILE_EVERY_SECONDS one worker at a time (a lock on the
-bus) looks for unfinished orders older than RECONCILE_MIN_AGE_SECONDS (younger ones may still be on their
-way into the queue) with an indexed query, and queues again each one that has no job in
-the queue and that no live worker holds. An order's job is bound to it by its claim in the
+with nobody to run it. Every RECONCILE_EVERY_SECONDS (10) one worker at a time (a lock
+on the bus) looks for unfinished orders older than RECONCILE_MIN_AGE_SECONDS (10; younger
+ones may still be on their way into the queue) with an indexed query, and queues again
+each one that has no job in the queue and that no live worker holds. An order's job is bound to it by its claim in the
 database (and every claim raises its fence), so a job queued twice never runs it twice.
 
 The bus also keeps an epoch: a new one means the bus's data is new (first start, or lost).
