@@ -70,3 +70,25 @@ def test_every_variable_read_is_documented_and_in_env_example():
     for name in ("HEARTBEAT_TTL_SECONDS", "CLAIM_INTERVAL_SECONDS", "RECONCILE_EVERY_SECONDS",
                  "RECONCILE_MIN_AGE_SECONDS", "TRIGGER_TICK_MS", "TRIGGER_REFRESH_SECONDS", "VENUE_LATENCY_SCALE"):
         assert name in VARIABLES and f"# {name}=" in example, name
+
+
+@pytest.mark.parametrize("scale", ["1", "0.2", "0"])
+def test_venue_latency_scale_keeps_the_realistic_shape_at_its_scale(scale):
+    import random
+    from types import SimpleNamespace
+
+    from storage.venues.sim.venue import SimVenue
+
+    def venue(profile):
+        world = SimpleNamespace(settings=load_settings({"VENUE_PROFILE": profile, "VENUE_LATENCY_SCALE": scale},
+                                                       dotenv=None))
+        return SimVenue("raydium", world, ledger=None, rng=random.Random(7))
+
+    realistic, factor = venue("realistic"), float(scale)
+    quotes = [realistic.quote_latency() for _ in range(200)]
+    swaps = [realistic.swap_latency() for _ in range(200)]
+    assert all(0.15 * factor <= q <= 0.25 * factor for q in quotes)
+    assert all(2.0 * factor <= s <= 3.0 * factor for s in swaps)
+    assert factor == 0 or (max(swaps) - min(swaps) > 0.5 * factor)  # still drawn over the range, not fixed
+    instant = venue("instant")
+    assert instant.quote_latency() == instant.swap_latency() == 0.0
