@@ -81,7 +81,7 @@ class RootSupervisor(pykka.ThreadingActor):
         self._start_child("trigger_book", lambda: TriggerBook.start(
             storage.orders, storage.bus, storage.chain, self.timers, self.directory, self.worker_id, supervisor=me,
             settings=self.settings))
-        policy = RetryPolicy(attempts=self.settings.retry_attempts)
+        policy = RetryPolicy(attempts=self.settings.retry_attempts, max_delay=self.settings.retry_max_delay_s)
         router = self._start_child("order_router", lambda: OrderRouter.start(
             storage.orders, storage.bus, self.directory, self.timers, policy, self.new_signature,
             self.worker_id, supervisor=me, market_max_wait_s=self.settings.market_max_wait_s))

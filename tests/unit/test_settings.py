@@ -26,6 +26,7 @@ def test_log_format_json_is_read_in_any_case():
     ("RECONCILE_EVERY_SECONDS", "0"), ("RECONCILE_EVERY_SECONDS", "10s"), ("RECONCILE_MIN_AGE_SECONDS", "-5"),
     ("TRIGGER_TICK_MS", "0"), ("TRIGGER_TICK_MS", "0.5"), ("TRIGGER_REFRESH_SECONDS", "0"),
     ("VENUE_LATENCY_SCALE", "-0.1"), ("VENUE_LATENCY_SCALE", "fast"), ("VENUE_LATENCY_SCALE", "1000"),
+    ("RETRY_MAX_DELAY_SECONDS", "0"), ("RETRY_MAX_DELAY_SECONDS", "5 s"),
 ])
 def test_a_bad_value_names_its_variable(name, value):
     with pytest.raises(ConfigError, match=name):
@@ -48,16 +49,16 @@ def test_the_intervals_default_to_production_values():
     s = load_settings({}, dotenv=None)
     assert (s.heartbeat_ttl_s, s.heartbeat_every_s, s.claim_interval_s) == (10.0, 1.0, 5.0)
     assert (s.reconcile_every_s, s.reconcile_min_age_s) == (10.0, 10.0)
-    assert (s.trigger_tick_ms, s.trigger_refresh_s, s.venue_latency_scale) == (50, 5.0, 1.0)
+    assert (s.trigger_tick_ms, s.trigger_refresh_s, s.venue_latency_scale, s.retry_max_delay_s) == (50, 5.0, 1.0, 5.0)
 
 
 def test_the_intervals_take_sub_second_values_and_the_heartbeat_beats_ten_times_per_ttl():
     s = load_settings({"HEARTBEAT_TTL_SECONDS": "2", "CLAIM_INTERVAL_SECONDS": "0.5", "RECONCILE_EVERY_SECONDS": "1.5",
                        "RECONCILE_MIN_AGE_SECONDS": " 0.5 ", "TRIGGER_TICK_MS": "20", "TRIGGER_REFRESH_SECONDS": "0.3",
-                       "VENUE_LATENCY_SCALE": "0.2"}, dotenv=None)
+                       "VENUE_LATENCY_SCALE": "0.2", "RETRY_MAX_DELAY_SECONDS": "0.8"}, dotenv=None)
     assert (s.heartbeat_ttl_s, s.heartbeat_every_s, s.claim_interval_s) == (2.0, 0.2, 0.5)
     assert (s.reconcile_every_s, s.reconcile_min_age_s) == (1.5, 0.5)
-    assert (s.trigger_tick_ms, s.trigger_refresh_s, s.venue_latency_scale) == (20, 0.3, 0.2)
+    assert (s.trigger_tick_ms, s.trigger_refresh_s, s.venue_latency_scale, s.retry_max_delay_s) == (20, 0.3, 0.2, 0.8)
     assert load_settings({"VENUE_LATENCY_SCALE": "0"}, dotenv=None).venue_latency_scale == 0.0
 
 
@@ -68,7 +69,8 @@ def test_every_variable_read_is_documented_and_in_env_example():
 
     example = (Path(__file__).parents[2] / ".env.example").read_text(encoding="utf-8")
     for name in ("HEARTBEAT_TTL_SECONDS", "CLAIM_INTERVAL_SECONDS", "RECONCILE_EVERY_SECONDS",
-                 "RECONCILE_MIN_AGE_SECONDS", "TRIGGER_TICK_MS", "TRIGGER_REFRESH_SECONDS", "VENUE_LATENCY_SCALE"):
+                 "RECONCILE_MIN_AGE_SECONDS", "TRIGGER_TICK_MS", "TRIGGER_REFRESH_SECONDS", "VENUE_LATENCY_SCALE",
+                 "RETRY_MAX_DELAY_SECONDS"):
         assert name in VARIABLES and f"# {name}=" in example, name
 
 
