@@ -33,9 +33,6 @@ from storage.records import OrderRecord
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_EVERY = 1.0
-HEARTBEAT_TTL = 10.0
-CLAIM_EVERY = 5.0
 FETCH_BLOCK_MS = 200
 FETCH_BATCH = 64
 RATE_WINDOW_S = 60.0
@@ -163,10 +160,10 @@ class JobConsumer(SupervisedActor):
                 self._queue_poll()
         elif isinstance(message, Tick):
             self._beat()
-            if not self.draining and time.monotonic() - self.last_claim >= CLAIM_EVERY:
+            if not self.draining and time.monotonic() - self.last_claim >= self.settings.claim_interval_s:
                 self._claim()
             ref = self.actor_ref
-            self.timers.call_later(HEARTBEAT_EVERY, lambda: _tell(ref, Tick()))
+            self.timers.call_later(self.settings.heartbeat_every_s, lambda: _tell(ref, Tick()))
 
     def _queue_poll(self, delay: float = 0.0) -> None:
         self.poll_queued = True
@@ -252,7 +249,7 @@ class JobConsumer(SupervisedActor):
 
     def _beat(self) -> None:
         try:
-            self.bus.heartbeat(self.name, HEARTBEAT_TTL)
+            self.bus.heartbeat(self.name, self.settings.heartbeat_ttl_s)
         except StorageError as exc:
             log.warning("heartbeat failed: %s", exc)
 

@@ -3,15 +3,16 @@
 A job can be lost: a web process killed between storing an order and queueing it, a job
 deleted from the stream by hand, or Redis restarting without persistence (the in-process
 bus of `engine run` starts empty too). The order then sits in the database, unfinished,
-with nobody to run it. Every RECONCILE_EVERY seconds one worker at a time (a lock on the
-bus) looks for unfinished orders older than MIN_AGE_S (younger ones may still be on their
-way into the queue) with an indexed query, and queues again each one that has no job in
-the queue and that no live worker holds. An order's job is bound to it by its claim in the
+with nobody to run it. Every RECONCILE_EVERY_SECONDS (10) one worker at a time (a lock
+on the bus) looks for unfinished orders older than RECONCILE_MIN_AGE_SECONDS (10; younger
+ones may still be on their way into the queue) with an indexed query, and queues again
+each one that has no job in the queue and that no live worker holds. An order's job is bound to it by its claim in the
 database (and every claim raises its fence), so a job queued twice never runs it twice.
 
 The bus also keeps an epoch: a new one means the bus's data is new (first start, or lost).
-The worker that creates it reconciles sooner, once live workers have had time to heartbeat
-again, for every unfinished order older than the epoch.
+The worker that creates it (the epoch is checked every fifth of RECONCILE_EVERY_SECONDS)
+reconciles sooner, once live workers have had time to heartbeat again (three beats), for
+every unfinished order older than the epoch.
 """
 from __future__ import annotations
 
@@ -20,15 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from actors.supervision import SupervisedActor
+from config.settings import Settings
 from storage.errors import StorageError
 from storage.records import utcnow
 
 log = logging.getLogger(__name__)
 
-CHECK_EVERY = 2.0
-GRACE_S = 3.0  # live workers heartbeat every second: three beats to show up again
-RECONCILE_EVERY = 10.0
-MIN_AGE_S = 10.0  # so an order is queued again within about 20 s of losing its job
 LOCK_S = 60.0
 PAGE = 1000  # unfinished orders read at a time
 
@@ -40,7 +38,7 @@ class CheckEpoch:
 
 @dataclass(frozen=True)
 class Reconcile:
-    """Queue again what lost its job, among the orders created before `before` (None: MIN_AGE_S ago)."""
+    """Queue again what lost its job, among the orders created before `before` (None: the minimum age ago)."""
 
     before: datetime | None = None
     periodic: bool = False
@@ -51,32 +49,38 @@ class Reconciler(SupervisedActor):
 
     child_name = "reconciler"
 
-    def __init__(self, orders, bus, timers, worker_id: str = "reconciler", supervisor=None):
+    def __init__(self, orders, bus, timers, worker_id: str = "reconciler", supervisor=None, settings=None):
         super().__init__(supervisor)
         self.orders = orders
         self.bus = bus
         self.timers = timers
         self.worker_id = worker_id
+        settings = settings or Settings()
+        self.every_s = settings.reconcile_every_s
+        # An order is queued again within about every_s + min_age_s of losing its job.
+        self.min_age_s = settings.reconcile_min_age_s
+        self.check_every_s = settings.reconcile_every_s / 5
+        self.grace_s = 3 * settings.heartbeat_every_s  # three beats for live workers to show up again
 
     def on_start(self):
         """Runs on the reconciler's thread."""
         self.actor_ref.tell(CheckEpoch())
-        self._later(RECONCILE_EVERY, Reconcile(periodic=True))
+        self._later(self.every_s, Reconcile(periodic=True))
 
     def on_receive(self, message):
         """Runs on the reconciler's thread."""
         if isinstance(message, CheckEpoch):
             self._check()
-            self._later(CHECK_EVERY, CheckEpoch())
+            self._later(self.check_every_s, CheckEpoch())
         elif isinstance(message, Reconcile):
             try:
                 self.reconcile(message.before)
             except StorageError as exc:  # try again shortly: the jobs are still missing
                 log.warning("reconciling failed (%s); retrying", exc)
                 if not message.periodic:
-                    self._later(CHECK_EVERY, message)
+                    self._later(self.check_every_s, message)
             if message.periodic:
-                self._later(RECONCILE_EVERY, message)
+                self._later(self.every_s, message)
 
     def _check(self) -> None:
         try:
@@ -85,8 +89,8 @@ class Reconciler(SupervisedActor):
             log.warning("cannot read the bus epoch: %s", exc)
             return
         if created:
-            log.info("the bus's data is new (epoch %s): reconciling in %.0fs", epoch, GRACE_S)
-            self._later(GRACE_S, Reconcile(utcnow()))
+            log.info("the bus's data is new (epoch %s): reconciling in %.1fs", epoch, self.grace_s)
+            self._later(self.grace_s, Reconcile(utcnow()))
 
     def reconcile(self, before: datetime | None = None) -> int:
         """Queue again every unfinished order created before `before` that has no job in the
@@ -94,7 +98,7 @@ class Reconciler(SupervisedActor):
         if not self.bus.try_lock("reconcile", self.worker_id, LOCK_S):
             return 0
         try:
-            return self._reconcile(before or utcnow() - timedelta(seconds=MIN_AGE_S))
+            return self._reconcile(before or utcnow() - timedelta(seconds=self.min_age_s))
         finally:
             self.bus.unlock("reconcile", self.worker_id)
 

@@ -83,8 +83,9 @@ class RootSupervisor(pykka.ThreadingActor):
                 storage.chain.venue(dex), self.timers, supervisor=me, current=lambda: self.directory.get(dex),
                 breaker=breakers[dex]))
         self._start_child("trigger_book", lambda: TriggerBook.start(
-            storage.orders, storage.bus, storage.chain, self.timers, self.directory, self.worker_id, supervisor=me))
-        policy = RetryPolicy(attempts=self.settings.retry_attempts)
+            storage.orders, storage.bus, storage.chain, self.timers, self.directory, self.worker_id, supervisor=me,
+            settings=self.settings))
+        policy = RetryPolicy(attempts=self.settings.retry_attempts, max_delay=self.settings.retry_max_delay_s)
         router = self._start_child("order_router", lambda: OrderRouter.start(
             storage.orders, storage.bus, self.directory, self.timers, policy, self.new_signature,
             self.worker_id, supervisor=me, market_max_wait_s=self.settings.market_max_wait_s,
@@ -93,7 +94,7 @@ class RootSupervisor(pykka.ThreadingActor):
             storage.bus, storage.orders, router, self.timers, self.settings, self.worker_id, supervisor=me))
         router.tell(AttachConsumer(consumer))
         self._start_child("reconciler", lambda: Reconciler.start(
-            storage.orders, storage.bus, self.timers, self.worker_id, supervisor=me))
+            storage.orders, storage.bus, self.timers, self.worker_id, supervisor=me, settings=self.settings))
         log.info("worker %s started: concurrency %d, rate limit %d/min, %d attempts", self.worker_id,
                  self.settings.worker_concurrency, self.settings.order_rate_limit, self.settings.retry_attempts)
 

@@ -2,7 +2,7 @@
 
 An armed order costs no thread and no in-flight slot: its OrderActor stored `waiting`,
 handed it here and went back to the pool. The book keeps the limit orders of each pair
-sorted by limit price and, while any are armed, prices the candidates every PRICE_TICK_S
+sorted by limit price and, while any are armed, prices the candidates every TRIGGER_TICK_MS
 (quotes read pool states a few tens of milliseconds old, as any quote does): an order
 whose full size would now get at least its limit on a venue is released. Sniper orders
 wait for their token's launch: the book reads the scheduled launch times and releases them
@@ -13,7 +13,7 @@ it is released once; its job stays pending with this worker until the order ends
 the worker dies another one claims the job and arms the order again.
 
 Expiry is the book's too: at `expires_at` it stores `expired` (under the order's fence)
-and acknowledges the job. Every REFRESH_S it asks the database which of its orders are
+and acknowledges the job. Every TRIGGER_REFRESH_SECONDS it asks the database which of its orders are
 still armed by it, and forgets the others (cancelled by their owner, or taken over).
 """
 from __future__ import annotations
@@ -32,6 +32,7 @@ from actors.messages import AppendEvents, EventsStored, Triggered
 from actors.supervision import SupervisedActor
 from config import Token
 from config.logs import about_order
+from config.settings import Settings
 from storage.bus import Job
 from storage.errors import StorageError
 from storage.records import EventDraft, iso, ms_since, utcnow
@@ -40,9 +41,7 @@ from storage.venues.base import VenueError
 
 log = logging.getLogger(__name__)
 
-PRICE_TICK_S = 0.05
 LAUNCH_POLL_S = 0.1
-REFRESH_S = 5.0
 EXPIRE_AGAIN_S = 0.1  # an expiry whose outcome is unknown (the writer died) is tried again this soon
 VENUES = ("raydium", "meteora")
 
@@ -110,8 +109,11 @@ class TriggerBook(SupervisedActor):
 
     child_name = "trigger_book"
 
-    def __init__(self, orders, bus, chain, timers, directory, worker_id: str, supervisor=None):
+    def __init__(self, orders, bus, chain, timers, directory, worker_id: str, supervisor=None, settings=None):
         super().__init__(supervisor)
+        settings = settings or Settings()
+        self.tick_s = settings.trigger_tick_ms / 1000
+        self.refresh_s = settings.trigger_refresh_s
         self.orders = orders
         self.bus = bus
         self.chain = chain
@@ -130,7 +132,7 @@ class TriggerBook(SupervisedActor):
 
     def on_start(self):
         """Runs on the book's thread: refresh periodically."""
-        self._later(REFRESH_S, _Refresh())
+        self._later(self.refresh_s, _Refresh())
 
     def on_receive(self, message):
         """Runs on the book's thread."""
@@ -153,7 +155,7 @@ class TriggerBook(SupervisedActor):
             self._expired_stored(message)
         elif isinstance(message, _Refresh):
             self._refresh()
-            self._later(REFRESH_S, _Refresh())
+            self._later(self.refresh_s, _Refresh())
         elif message == "size":
             return len(self.armed)
 
@@ -203,7 +205,7 @@ class TriggerBook(SupervisedActor):
     def _start_ticking(self) -> None:
         if not self.ticking and any(pair.keys for pair in self.pairs.values()):
             self.ticking = True
-            self._later(PRICE_TICK_S, _Tick())
+            self._later(self.tick_s, _Tick())
 
     def _tick(self) -> None:
         crossed = []

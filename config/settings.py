@@ -41,6 +41,20 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     log_format: str = "text"
+    # Intervals: production defaults; tests set them short (tests/e2e/conftest.py).
+    heartbeat_ttl_s: float = 10.0  # a worker beats every tenth of it
+    claim_interval_s: float = 5.0
+    reconcile_every_s: float = 10.0  # the bus epoch is checked every fifth of it
+    reconcile_min_age_s: float = 10.0
+    trigger_tick_ms: int = 50
+    trigger_refresh_s: float = 5.0
+    venue_latency_scale: float = 1.0
+    retry_max_delay_s: float = 5.0  # the longest wait before a retry (full jitter below it)
+
+    @property
+    def heartbeat_every_s(self) -> float:
+        """How often a worker renews its heartbeat: ten beats per TTL."""
+        return self.heartbeat_ttl_s / 10
 
     @property
     def sqlite_path(self) -> Path:
@@ -103,6 +117,26 @@ def _rate(env, name, default):
     if not 0.0 <= value <= 1.0:
         raise ConfigError(f"{name} must be between 0 and 1, got {raw}")
     return value
+
+
+def _float(env, name, default, low, high, unit=""):
+    """A number between low and high (`unit` names it in the message); durations are floats
+    so that tests may set sub-second ones."""
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    what = f"a number of {unit}" if unit else "a number"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
+    if not low <= value <= high:  # also refuses nan and inf
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}{' ' + unit if unit else ''}, got {raw}")
+    return value
+
+
+def _seconds(env, name, default, low, high):
+    return _float(env, name, default, low, high, "seconds")
 
 
 def _url(env, name, schemes):
@@ -168,6 +202,14 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         cors_origins=_list(env, "CORS_ORIGINS"),
         log_level=level,
         log_format=log_format,
+        heartbeat_ttl_s=_seconds(env, "HEARTBEAT_TTL_SECONDS", 10.0, 0.5, 3600),
+        claim_interval_s=_seconds(env, "CLAIM_INTERVAL_SECONDS", 5.0, 0.05, 3600),
+        reconcile_every_s=_seconds(env, "RECONCILE_EVERY_SECONDS", 10.0, 0.1, 86400),
+        reconcile_min_age_s=_seconds(env, "RECONCILE_MIN_AGE_SECONDS", 10.0, 0.1, 86400),
+        trigger_tick_ms=_int(env, "TRIGGER_TICK_MS", 50, 1, 60000),
+        trigger_refresh_s=_seconds(env, "TRIGGER_REFRESH_SECONDS", 5.0, 0.05, 3600),
+        venue_latency_scale=_float(env, "VENUE_LATENCY_SCALE", 1.0, 0, 100),
+        retry_max_delay_s=_seconds(env, "RETRY_MAX_DELAY_SECONDS", 5.0, 0.1, 3600),
     )
 
 
@@ -196,4 +238,15 @@ VARIABLES: dict[str, str] = {
     "CORS_ORIGINS": "origins allowed to call the API from a browser (default none)",
     "LOG_LEVEL": "DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)",
     "LOG_FORMAT": "text, or json for one JSON object a line (default text)",
+    "HEARTBEAT_TTL_SECONDS": "a worker silent this long is dead and others take its jobs; it beats every tenth "
+                             "of it (default 10)",
+    "CLAIM_INTERVAL_SECONDS": "how often a worker looks for the jobs of dead workers (default 5)",
+    "RECONCILE_EVERY_SECONDS": "how often unfinished orders that lost their job are queued again; the bus's "
+                               "epoch is checked every fifth of it (default 10)",
+    "RECONCILE_MIN_AGE_SECONDS": "orders younger than this are not queued again: they may be on their way "
+                                 "(default 10)",
+    "TRIGGER_TICK_MS": "how often armed limit orders are priced while any are armed (default 50)",
+    "TRIGGER_REFRESH_SECONDS": "how often a worker forgets armed orders cancelled or taken over (default 5)",
+    "VENUE_LATENCY_SCALE": "factor on the realistic venues' latency (quotes ~200 ms, swaps 2-3 s; default 1)",
+    "RETRY_MAX_DELAY_SECONDS": "the longest wait before a retry: 0.1 s doubling up to this, jittered (default 5)",
 }

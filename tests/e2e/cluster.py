@@ -77,3 +77,13 @@ def wait_terminal(port: int, order_id: str, timeout: float = 30) -> dict:
         if time.monotonic() > deadline:
             raise AssertionError(f"order {order_id} not terminal after {timeout}s: {order}")
         time.sleep(0.05)
+
+
+# Settings for the tests where a worker dies or stalls: its heartbeat lapses within 3 s (not
+# the production 10) and the survivors look for its jobs twice a second (not every 5 s).
+FAST_FAILOVER = {"HEARTBEAT_TTL_SECONDS": "3", "CLAIM_INTERVAL_SECONDS": "0.5"}
+
+
+def took_over(log_text: str, order_id: str) -> bool:
+    """True when a worker's log says it took over the job of `order_id` from a dead worker."""
+    return f"(order {order_id}) from a dead worker" in log_text

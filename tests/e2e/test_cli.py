@@ -28,7 +28,7 @@ def engine(port: int, *args: str, env: dict | None = None, timeout: float = 60) 
 
 
 def test_submit_watch_follows_the_order_to_confirmed_with_its_route_and_price_and_exits_0(start_engine):
-    port = start_engine(VENUE_PROFILE="realistic")
+    port = start_engine(VENUE_PROFILE="realistic", VENUE_LATENCY_SCALE="0.5")  # the realistic steps, twice as fast
     done = engine(port, "submit", "SOL", "USDC", "1.5", "--slippage-bps", "100", "--watch")
     assert done.returncode == 0, done.stderr
     lines = [line.split("\t") for line in done.stdout.splitlines()]
@@ -89,7 +89,7 @@ def test_orders_order_quote_and_tokens_print_tables_or_the_apis_json(make_engine
 
 
 def test_on_a_terminal_watch_shows_one_progress_line_then_the_outcome(make_engine_run):
-    _, port = make_engine_run(VENUE_PROFILE="realistic")
+    _, port = make_engine_run(VENUE_PROFILE="realistic", VENUE_LATENCY_SCALE="0.5")  # a swap of 1-1.5 s to watch
     environ = {k: v for k, v in os.environ.items() if k != "ENGINE_API_KEY"}
     environ.update({"ENGINE_URL": f"http://127.0.0.1:{port}", "COLUMNS": "160", "TERM": "xterm-256color"})
     main, child = pty.openpty()

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.e2e.cluster import TERMINAL, assert_complete_lifecycle
+from tests.e2e.cluster import FAST_FAILOVER, TERMINAL, assert_complete_lifecycle, took_over, until
 from tests.e2e.guarantees import confirmed_swaps, executed
 
 pytestmark = pytest.mark.e2e
@@ -132,7 +132,10 @@ def test_with_every_swap_failing_retries_are_events_and_orders_fail_after_three_
 
 
 def test_a_killed_worker_loses_no_order_and_executes_none_twice(make_cluster):
-    cluster = make_cluster(workers=2, VENUE_PROFILE="realistic", WORKER_CONCURRENCY=10)
+    # Realistic venues at half their latency (swaps of 1-1.5 s), a 3 s heartbeat.
+    cluster = make_cluster(workers=2, VENUE_PROFILE="realistic", WORKER_CONCURRENCY=10, VENUE_LATENCY_SCALE="0.5",
+                           **FAST_FAILOVER)
+    victim, survivor = cluster.workers
 
     async def scenario():
         client = cluster.client()
@@ -141,9 +144,26 @@ def test_a_killed_worker_loses_no_order_and_executes_none_twice(make_cluster):
             code, body = await client.submit(**SOL_USDC)
             assert code == 202
             accepted.append(body)
-        await asyncio.sleep(1.0)  # let both workers get orders mid-swap (swaps take 2-3 s)
-        cluster.workers[0].kill()
+        ids = [a["orderId"] for a in accepted]
+
+        async def held_by_victim():
+            """The victim's unfinished orders, once one of them has its swap in flight."""
+            held, mid_swap = [], False
+            for order_id in ids:
+                _, order = await client.order(order_id)
+                routed = [e["meta"]["worker"] for e in order["events"] if e["status"] == "routing"]
+                if order["status"] not in TERMINAL and routed and f"-{victim.pid}-" in routed[-1]:
+                    held.append(order_id)
+                    mid_swap = mid_swap or order["status"] == "submitted"
+            return held if mid_swap else None
+
+        await until(held_by_victim, 30, "the first worker to have a swap in flight")
+        victim.kill()
+        orphans = await held_by_victim()  # read after the kill: what it held when it died
+        assert orphans, "the killed worker held orders mid-swap"
         results = await asyncio.gather(*(client.listen(a["links"]["ws"], timeout=90) for a in accepted))
+        log = survivor.log_text()
+        assert all(took_over(log, i) for i in orphans), f"the other worker took over {orphans}:\n{log[-3000:]}"
         for body, (frames, _) in zip(accepted, results):
             assert frames[-1]["status"] in TERMINAL
             assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
@@ -163,7 +183,11 @@ def test_redis_losing_its_data_loses_no_order(make_cluster, redis_url):
     """FLUSHDB is what a Redis restart without persistence does to the queue: jobs gone."""
     import redis
 
-    cluster = make_cluster(workers=1, VENUE_PROFILE="realistic", WORKER_CONCURRENCY=2)
+    # The epoch is checked every fifth of RECONCILE_EVERY_SECONDS (0.4 s) and the lost jobs queued
+    # again three heartbeats (0.9 s) after a new one; MIN_AGE stays 10 s so that the periodic
+    # reconciliation leaves these young orders to the epoch's. Swaps take 1-1.5 s.
+    cluster = make_cluster(workers=1, VENUE_PROFILE="realistic", WORKER_CONCURRENCY=2, VENUE_LATENCY_SCALE="0.5",
+                           RECONCILE_EVERY_SECONDS=2, HEARTBEAT_TTL_SECONDS=3)
     admin = redis.Redis.from_url(redis_url)
     # The web can be ready before the worker has made the bus's first epoch (it binds its port
     # first); orders older than that epoch would be re-queued by the first reconciliation,

@@ -102,7 +102,8 @@ class Page:
 
 def test_an_order_from_the_form_moves_live_to_confirmed_and_its_timeline_lists_every_status(
         start_engine, browser, request):
-    port = start_engine(VENUE_PROFILE="realistic")  # ~3 s per order: slow enough to watch it move
+    # Realistic venues at half their latency, ~1.5 s per order: slow enough to watch it move.
+    port = start_engine(VENUE_PROFILE="realistic", VENUE_LATENCY_SCALE="0.5")
     page = Page(browser, port)
     page.fill(tokenIn="SOL", tokenOut="USDC", amount="1.5", slippageBps="100")
     page.wait().until(lambda d: "Route:" in page.text("#quote"))
@@ -189,7 +190,7 @@ def test_with_api_keys_the_page_asks_for_a_key_and_then_works(make_engine_run, b
 
 
 def test_the_cancel_button_cancels_an_order_that_has_not_started(make_engine_run, browser):
-    _, port = make_engine_run(VENUE_PROFILE="realistic", ORDER_RATE_LIMIT=1)
+    _, port = make_engine_run(VENUE_PROFILE="realistic", VENUE_LATENCY_SCALE="0.5", ORDER_RATE_LIMIT=1)
     page = Page(browser, port)
     page.submit()
     first = page.selected_order()

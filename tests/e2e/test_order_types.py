@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from storage.venues.sim.amm import MAX_LOG_DRIFT
-from tests.e2e.cluster import TERMINAL, until
+from tests.e2e.cluster import FAST_FAILOVER, TERMINAL, took_over, until
 from tests.e2e.guarantees import confirmed_swaps, executed
 
 pytestmark = pytest.mark.e2e
@@ -116,7 +116,8 @@ def test_a_limit_order_not_reached_expires_and_a_waiting_one_is_cancelled(make_c
 
 
 def test_an_order_that_reached_building_cannot_be_cancelled_and_goes_on(make_cluster):
-    cluster = make_cluster(workers=1, VENUE_PROFILE="realistic")
+    # Realistic venues at half their latency: the swap is still in flight (1-1.5 s) when the cancel comes.
+    cluster = make_cluster(workers=1, VENUE_PROFILE="realistic", VENUE_LATENCY_SCALE="0.5")
 
     async def scenario():
         client = cluster.client()
@@ -154,7 +155,7 @@ def test_a_sniper_order_fires_within_50_ms_of_the_launch(make_cluster):
 
 
 def test_a_killed_worker_s_armed_orders_each_fire_once_on_another_worker(make_cluster):
-    cluster = make_cluster(workers=2, VENUE_PROFILE="instant")
+    cluster = make_cluster(workers=2, VENUE_PROFILE="instant", **FAST_FAILOVER)
 
     async def scenario():
         client = cluster.client()
@@ -173,13 +174,24 @@ def test_a_killed_worker_s_armed_orders_each_fire_once_on_another_worker(make_cl
         await until(all_waiting, 30, "every order to wait")
         holders = {(await client.order(i))[1]["events"][1]["meta"]["worker"] for i in ids}
         victim = next(w for w in cluster.workers if any(f"-{w.pid}-" in h for h in holders))
+        survivor = next(w for w in cluster.workers if w is not victim)
+        orphans = [i for i in ids if f"-{victim.pid}-" in (await client.order(i))[1]["events"][1]["meta"]["worker"]]
         victim.kill()  # SIGKILL: its book is gone; its jobs stay pending in Redis
-        await asyncio.sleep(16)  # its heartbeat expires (10 s), the other worker takes its jobs
+
+        async def survivor_took_them():
+            log = survivor.log_text()
+            return all(took_over(log, i) for i in orphans)
+
+        # Its heartbeat lapses (HEARTBEAT_TTL_SECONDS), then the survivor claims each of its jobs.
+        await until(survivor_took_them, 30, "the other worker to take over the killed worker's jobs")
         await push_sol_up(client)
         results = await asyncio.gather(*(client.listen(a["links"]["ws"], timeout=60) for a in accepted))
         for order_id, (frames, _) in zip(ids, results):
             assert frames[-1]["status"] == "confirmed", frames
             assert [f["status"] for f in frames].count("routing") == 1
+            if order_id in orphans:  # armed on the killed worker, fired on the other one
+                (routing,) = [f for f in frames if f["status"] == "routing"]
+                assert f"-{survivor.pid}-" in routing["meta"]["worker"], routing
             code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={order_id}")
             assert executed(swaps) == confirmed_swaps(frames[-1]), "fired once: one swap per leg"
         client.close()

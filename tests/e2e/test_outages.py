@@ -1,10 +1,11 @@
 """Redis and Postgres failing under load, on servers this module starts itself
 (tests/servers.py): the shared ones serve other people and must never be stopped.
 
-Each test: `engine web` + two `engine worker` processes with realistic venues (swaps take
-2-3 s), 20 orders each followed by a WebSocket listener, the fault once the first three
-have confirmed (others mid-swap, starting, or waiting in the queue), probing submits
-throughout, 5 more orders right after.
+Each test: `engine web` + two `engine worker` processes with realistic venues at 0.3 of
+their latency (swaps take 0.6-0.9 s, so some are in flight when the fault comes), 20 orders
+each followed by a WebSocket listener, the fault once the first three have confirmed
+(others mid-swap, starting, or waiting in the queue), probing submits throughout, 5 more
+orders right after.
 Then, over HTTP and WebSocket: every accepted order terminal (confirmed: nothing else
 fails here), its stream seq 1..n exactly once, executed at most once, no engine process
 dead; every submit answered 202 or 503 `not_ready` within a bound.
@@ -18,6 +19,7 @@ from collections import Counter
 
 import pytest
 
+from tests.e2e.cluster import until
 from tests.e2e.guarantees import check_answers, check_orders, not_confirmed, report
 from tests.e2e.load import SOL_USDC, Load, SubmitProbe
 
@@ -25,10 +27,11 @@ pytestmark = pytest.mark.e2e
 
 ORDERS = 20  # 2 workers x 5 slots: at the fault, 3 orders done, 7 mid-swap, 3 starting, 7 queued
 LATE_ORDERS = 5
-OUTAGE_S = 20
+OUTAGE_S = 5  # ten probing submits meet it, and swaps of 0.6-0.9 s settle while it lasts
 SETTLE_S = 60  # from the first submit, every order has the fault's length + this to end (a swap's watchdog is 30 s)
 ANSWER_BOUND_S = 10  # a submit is answered within this, outage or not
-ENV = {"VENUE_PROFILE": "realistic", "WORKER_CONCURRENCY": "5"}
+ENV = {"VENUE_PROFILE": "realistic", "WORKER_CONCURRENCY": "5", "VENUE_LATENCY_SCALE": "0.3"}
+EPOCH_MADE = "the bus's data is new"  # a worker's log line when it finds the bus's data new (start, or lost)
 
 
 async def _blocking(fn, *args):
@@ -104,12 +107,26 @@ def assert_guarantees(outcome) -> None:
     assert not failed, "the fault failed orders (nothing else can fail one here):\n" + report(failed)
 
 
+def logs_show(cluster, what, timeout: float = 30) -> None:
+    """Wait until `what(logs)` holds of the engine processes' logs (a list of texts)."""
+    async def holds():
+        return what([proc.log_text() for proc in [web for web, _ in cluster.webs] + cluster.workers])
+
+    asyncio.run(until(holds, timeout, f"the engine's logs to show {what.__doc__}"))
+
+
 def test_a_redis_restart_under_load_loses_no_accepted_order_and_repeats_no_event(make_own_cluster, own_redis):
     cluster = make_own_cluster(workers=2, **ENV)
     assert_guarantees(asyncio.run(under_load(cluster, restart(own_redis.stop, own_redis.start), 1)))
 
+    def restart_met(logs):
+        """the restart met: a worker found the bus's data new again (the epoch it made at the start is gone)"""
+        return "\n".join(logs).count(EPOCH_MADE) >= 2
 
-def test_redis_down_for_20_s_under_load_answers_submits_503_and_loses_no_accepted_order(make_own_cluster,
+    logs_show(cluster, restart_met)  # its data went with it (nothing persisted): once at the start, once after
+
+
+def test_redis_down_for_5_s_under_load_answers_submits_503_and_loses_no_accepted_order(make_own_cluster,
                                                                                       own_redis):
     cluster = make_own_cluster(workers=2, **ENV)
     fault = keep_down(own_redis.stop, own_redis.start)
@@ -121,8 +138,14 @@ def test_a_postgres_restart_under_load_loses_no_accepted_order_and_executes_none
     cluster = make_own_cluster(workers=2, **ENV)
     assert_guarantees(asyncio.run(under_load(cluster, restart(own_postgres.stop, own_postgres.start), 1)))
 
+    def restart_met(logs):
+        """the restart met: a worker found its connection gone and made a new one"""
+        return any("database unavailable" in log for log in logs[len(cluster.webs):])
 
-def test_postgres_down_for_20_s_under_load_answers_submits_503_and_loses_no_accepted_order(make_own_cluster,
+    logs_show(cluster, restart_met)
+
+
+def test_postgres_down_for_5_s_under_load_answers_submits_503_and_loses_no_accepted_order(make_own_cluster,
                                                                                          own_postgres):
     cluster = make_own_cluster(workers=2, **ENV)
     crash = functools.partial(own_postgres.stop, "immediate")  # recovery from the WAL at the next start

@@ -50,8 +50,12 @@ def exhausted(order: dict) -> bool:
 def test_a_worker_stopped_with_sigterm_under_load_drains_and_starts_nothing_new(make_cluster):
     # Half the swaps fail: of the ~10 orders in flight on the worker at its SIGTERM, some need
     # a retry while it drains (all of them succeeding has odds of 1 in 1,000).
+    # Realistic venues at 0.3 of their latency: swaps of 0.6-0.9 s, still in flight at the SIGTERM;
+    # retries wait at most 1 s (not 5), so an order failing seven times does not hold the test;
+    # the other worker looks for the jobs it hands back twice a second (not every 5 s).
     cluster = make_cluster(workers=2, VENUE_PROFILE="realistic", WORKER_CONCURRENCY=10, VENUE_FAILURE_RATE="0.5",
-                           RETRY_ATTEMPTS=str(RETRY_ATTEMPTS))
+                           RETRY_ATTEMPTS=str(RETRY_ATTEMPTS), VENUE_LATENCY_SCALE="0.3", RETRY_MAX_DELAY_SECONDS="1",
+                           CLAIM_INTERVAL_SECONDS="0.5")
     draining = cluster.workers[0]
 
     async def scenario():
@@ -83,7 +87,8 @@ def test_a_worker_stopped_with_sigterm_under_load_drains_and_starts_nothing_new(
 
 
 def test_listeners_of_a_web_killed_with_sigkill_resume_elsewhere_with_after_and_get_every_event_once(make_cluster):
-    cluster = make_cluster(webs=2, workers=2, VENUE_PROFILE="realistic", WORKER_CONCURRENCY=5)
+    cluster = make_cluster(webs=2, workers=2, VENUE_PROFILE="realistic", WORKER_CONCURRENCY=5,
+                           VENUE_LATENCY_SCALE="0.5")  # swaps of 1-1.5 s: most orders still run at the kill
     (_, survivor), (killed, doomed) = cluster.webs
 
     async def scenario():

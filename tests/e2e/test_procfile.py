@@ -131,7 +131,8 @@ def test_procfile_release_then_honcho_then_sigterm_mid_flight_ends_every_order(e
     port = free_port()
     env = {"DATABASE_URL": empty_postgres_url, "REDIS_URL": redis_url, "PORT": str(port), "SIM_SEED": "11",
            "VENUE_PROFILE": "realistic", "VENUE_FAILURE_RATE": "0", "VENUE_TIMEOUT_RATE": "0",
-           "WORKER_CONCURRENCY": "5", "LOG_LEVEL": "INFO"}
+           "WORKER_CONCURRENCY": "5", "LOG_LEVEL": "INFO",
+           "VENUE_LATENCY_SCALE": "0.4"}  # swaps of 0.8-1.2 s: some still in flight at the SIGTERM
     bin_dir = str(Path(sys.executable).parent)
     release = subprocess.run(entries["release"], shell=True, cwd=REPO, capture_output=True, text=True, timeout=120,
                              env={**os.environ, **env, "PATH": bin_dir + os.pathsep + os.environ["PATH"]})
@@ -145,7 +146,7 @@ def test_procfile_release_then_honcho_then_sigterm_mid_flight_ends_every_order(e
         async def deploy():
             client = Client(port)
             ids, listeners, in_flight = await submit_with_listeners(client, ORDERS)
-            await asyncio.wait_for(in_flight.wait(), 30)  # swaps are on their way (2-3 s each)
+            await asyncio.wait_for(in_flight.wait(), 30)  # swaps are on their way (0.8-1.2 s each)
             seconds = await asyncio.get_running_loop().run_in_executor(None, first.terminate)
             before = await asyncio.gather(*listeners)
             client.close()

@@ -544,11 +544,8 @@ def test_a_market_order_that_waited_too_long_in_the_queue_fails_instead_of_execu
     assert ray.quote_calls == 0 and len(ray.swaps) == 0
 
 
-def test_a_waiting_order_cancelled_by_its_owner_leaves_the_book_and_its_job(make_harness, monkeypatch):
-    import actors.trigger_book as book_module
-
-    monkeypatch.setattr(book_module, "REFRESH_S", 0.2)
-    h = make_harness().start()
+def test_a_waiting_order_cancelled_by_its_owner_leaves_the_book_and_its_job(make_harness):
+    h = make_harness(TRIGGER_REFRESH_SECONDS=0.2).start()
     order_id = h.submit("1", type="limit", limit_price=Decimal("1000"))
     h.wait_status(order_id, "waiting")
     book = h.worker.directory.get("trigger_book")

@@ -21,6 +21,12 @@ def test_log_format_json_is_read_in_any_case():
     ("VENUE_PROFILE", "fast"), ("VENUE_FAILURE_RATE", "1.5"), ("VENUE_FAILURE_RATE", "nan"),
     ("DATABASE_URL", "mysql://x/y"), ("REDIS_URL", "http://localhost"), ("SIM_SEED", "abc"),
     ("QUEUE_MAX_DEPTH", "1e3"), ("LOG_LEVEL", "LOUD"), ("LOG_FORMAT", "logfmt"),
+    ("HEARTBEAT_TTL_SECONDS", "ten"), ("HEARTBEAT_TTL_SECONDS", "0"), ("HEARTBEAT_TTL_SECONDS", "0.1"),
+    ("HEARTBEAT_TTL_SECONDS", "nan"), ("CLAIM_INTERVAL_SECONDS", "-1"), ("CLAIM_INTERVAL_SECONDS", "inf"),
+    ("RECONCILE_EVERY_SECONDS", "0"), ("RECONCILE_EVERY_SECONDS", "10s"), ("RECONCILE_MIN_AGE_SECONDS", "-5"),
+    ("TRIGGER_TICK_MS", "0"), ("TRIGGER_TICK_MS", "0.5"), ("TRIGGER_REFRESH_SECONDS", "0"),
+    ("VENUE_LATENCY_SCALE", "-0.1"), ("VENUE_LATENCY_SCALE", "fast"), ("VENUE_LATENCY_SCALE", "1000"),
+    ("RETRY_MAX_DELAY_SECONDS", "0"), ("RETRY_MAX_DELAY_SECONDS", "5 s"),
 ])
 def test_a_bad_value_names_its_variable(name, value):
     with pytest.raises(ConfigError, match=name):
@@ -37,3 +43,54 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path):
 def test_postgres_and_redis_urls_are_accepted():
     s = load_settings({"DATABASE_URL": "postgres://u:p@db:5432/x", "REDIS_URL": "rediss://r:6380/1"}, dotenv=None)
     assert not s.embedded
+
+
+def test_the_intervals_default_to_production_values():
+    s = load_settings({}, dotenv=None)
+    assert (s.heartbeat_ttl_s, s.heartbeat_every_s, s.claim_interval_s) == (10.0, 1.0, 5.0)
+    assert (s.reconcile_every_s, s.reconcile_min_age_s) == (10.0, 10.0)
+    assert (s.trigger_tick_ms, s.trigger_refresh_s, s.venue_latency_scale, s.retry_max_delay_s) == (50, 5.0, 1.0, 5.0)
+
+
+def test_the_intervals_take_sub_second_values_and_the_heartbeat_beats_ten_times_per_ttl():
+    s = load_settings({"HEARTBEAT_TTL_SECONDS": "2", "CLAIM_INTERVAL_SECONDS": "0.5", "RECONCILE_EVERY_SECONDS": "1.5",
+                       "RECONCILE_MIN_AGE_SECONDS": " 0.5 ", "TRIGGER_TICK_MS": "20", "TRIGGER_REFRESH_SECONDS": "0.3",
+                       "VENUE_LATENCY_SCALE": "0.2", "RETRY_MAX_DELAY_SECONDS": "0.8"}, dotenv=None)
+    assert (s.heartbeat_ttl_s, s.heartbeat_every_s, s.claim_interval_s) == (2.0, 0.2, 0.5)
+    assert (s.reconcile_every_s, s.reconcile_min_age_s) == (1.5, 0.5)
+    assert (s.trigger_tick_ms, s.trigger_refresh_s, s.venue_latency_scale, s.retry_max_delay_s) == (20, 0.3, 0.2, 0.8)
+    assert load_settings({"VENUE_LATENCY_SCALE": "0"}, dotenv=None).venue_latency_scale == 0.0
+
+
+def test_every_variable_read_is_documented_and_in_env_example():
+    from pathlib import Path
+
+    from config.settings import VARIABLES
+
+    example = (Path(__file__).parents[2] / ".env.example").read_text(encoding="utf-8")
+    for name in ("HEARTBEAT_TTL_SECONDS", "CLAIM_INTERVAL_SECONDS", "RECONCILE_EVERY_SECONDS",
+                 "RECONCILE_MIN_AGE_SECONDS", "TRIGGER_TICK_MS", "TRIGGER_REFRESH_SECONDS", "VENUE_LATENCY_SCALE",
+                 "RETRY_MAX_DELAY_SECONDS"):
+        assert name in VARIABLES and f"# {name}=" in example, name
+
+
+@pytest.mark.parametrize("scale", ["1", "0.2", "0"])
+def test_venue_latency_scale_keeps_the_realistic_shape_at_its_scale(scale):
+    import random
+    from types import SimpleNamespace
+
+    from storage.venues.sim.venue import SimVenue
+
+    def venue(profile):
+        world = SimpleNamespace(settings=load_settings({"VENUE_PROFILE": profile, "VENUE_LATENCY_SCALE": scale},
+                                                       dotenv=None))
+        return SimVenue("raydium", world, ledger=None, rng=random.Random(7))
+
+    realistic, factor = venue("realistic"), float(scale)
+    quotes = [realistic.quote_latency() for _ in range(200)]
+    swaps = [realistic.swap_latency() for _ in range(200)]
+    assert all(0.15 * factor <= q <= 0.25 * factor for q in quotes)
+    assert all(2.0 * factor <= s <= 3.0 * factor for s in swaps)
+    assert factor == 0 or (max(swaps) - min(swaps) > 0.5 * factor)  # still drawn over the range, not fixed
+    instant = venue("instant")
+    assert instant.quote_latency() == instant.swap_latency() == 0.0

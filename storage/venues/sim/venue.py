@@ -30,6 +30,7 @@ class SimVenue(Venue):
         self._ledger = ledger
         self._rng = rng  # failures and latency; injected and seeded in tests
         self._realistic = world.settings.venue_profile == "realistic"
+        self._scale = world.settings.venue_latency_scale  # VENUE_LATENCY_SCALE: same shape, shorter or longer
 
     @translating_db_errors
     def quote(self, token_in: Token, token_out: Token, amount_in: int) -> Quote:
@@ -53,12 +54,12 @@ class SimVenue(Venue):
         )
 
     def quote_latency(self) -> float:
-        """~200 ms (150–250 ms uniformly) when realistic, else 0."""
-        return self._rng.uniform(0.150, 0.250) if self._realistic else 0.0
+        """~200 ms (150–250 ms uniformly) × VENUE_LATENCY_SCALE when realistic, else 0."""
+        return self._rng.uniform(0.150, 0.250) * self._scale if self._realistic else 0.0
 
     def swap_latency(self) -> float:
-        """2–3 s uniformly when realistic, else 0."""
-        return self._rng.uniform(2.0, 3.0) if self._realistic else 0.0
+        """2–3 s uniformly × VENUE_LATENCY_SCALE when realistic, else 0."""
+        return self._rng.uniform(2.0, 3.0) * self._scale if self._realistic else 0.0
 
     def execute_swap(self, request: SwapRequest) -> SwapResult:
         """Land now, fail, or time out (half of timeouts land anyway); idempotent per signature."""
