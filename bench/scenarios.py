@@ -124,7 +124,10 @@ def _ts(text: str) -> float:
 
 async def drain(port: int, orders: int, concurrency: int, timeout: float) -> dict:
     """Submit `orders` orders at once, each with a listener; compare the time to confirm
-    them all with the ideal computed from the venue latencies the simulator drew."""
+    them all with the ideal computed from the venue latencies the simulator drew. Also: the
+    most quotes (routing .. building) in the air at once (`quotesInFlightPeak`, at most the
+    concurrency) and how long the first `concurrency` orders' quotes all overlapped
+    (`firstQuotesOverlapMs`; negative: they were not all in the air together)."""
     pool = HttpPool(port, orders)
     try:
         results = await asyncio.gather(*(submit_and_listen(pool, port, timeout) for _ in range(orders)))
@@ -159,6 +162,7 @@ async def drain(port: int, orders: int, concurrency: int, timeout: float) -> dic
     # (k - concurrency)-th order to finish left: the gap is the engine's hand-off time.
     ends, starts = sorted(confirmed_ts), sorted(started_ts)
     handoffs = [starts[k] - ends[k - concurrency] for k in range(concurrency, len(starts))]
+    quoting = quote_spans(details)
     actual = (max(confirmed_at) - first) if len(confirmed_at) == orders else None
     ideal = list_schedule(durations, concurrency) if len(durations) == orders else None
     ideal_arrivals = list_schedule(durations, concurrency, releases) if ideal else None
@@ -175,8 +179,39 @@ async def drain(port: int, orders: int, concurrency: int, timeout: float) -> dic
         "meanQuoteSwapMs": _ms(sum(durations) / len(durations)) if durations else None,
         "queueWaitMaxMs": _ms(max(waits, default=None)),
         "handoffP50Ms": _ms(percentile(handoffs, 50)), "handoffMaxMs": _ms(max(handoffs, default=None)),
+        "quotesInFlightPeak": peak_in_flight(quoting),
+        "firstQuotesOverlapMs": _ms(overlap(sorted(quoting)[:concurrency])),
         "orderIds": [r["orderId"] for r in accepted],
     }
+
+
+def quote_spans(orders: list[dict]) -> list[tuple[float, float]]:
+    """Each order's quote span: its first `routing` to its first `building` event (epoch s)."""
+    spans = []
+    for order in orders:
+        firsts: dict[str, float] = {}
+        for event in order.get("events", []):
+            firsts.setdefault(event["status"], _ts(event["timestamp"]))
+        if "routing" in firsts and "building" in firsts:
+            spans.append((firsts["routing"], firsts["building"]))
+    return spans
+
+
+def peak_in_flight(spans: list[tuple[float, float]]) -> int:
+    """The most spans open at one time (an end at the same instant as a start closes first)."""
+    level = peak = 0
+    for _, delta in sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans]):
+        level += delta
+        peak = max(peak, level)
+    return peak
+
+
+def overlap(spans: list[tuple[float, float]]) -> float | None:
+    """How long every one of `spans` was open together (s): the earliest end minus the latest
+    start; negative when they do not all overlap (the first slots' quotes were not at once)."""
+    if not spans:
+        return None
+    return min(end for _, end in spans) - max(start for start, _ in spans)
 
 
 # ---- latency -------------------------------------------------------------------------------------
