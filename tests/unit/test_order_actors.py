@@ -3,6 +3,8 @@ scripted venues. Waits are on published events, never on sleeps."""
 from __future__ import annotations
 
 import itertools
+import logging
+import re
 import threading
 import time
 from decimal import Decimal
@@ -562,11 +564,16 @@ def test_an_expiry_whose_writer_died_is_tried_again_and_its_job_acknowledged(mak
     assert not h.worker.fatal.is_set()
 
 
-def test_a_sniper_order_waits_for_its_token_and_fires_at_the_launch(make_harness):
+def test_a_sniper_order_waits_for_its_token_and_fires_at_the_launch(make_harness, caplog):
+    """On the launch timer, set ahead of the launch: never early, and within one launch-poll
+    period (a release at the poll after the launch could be that late). The latency itself
+    is a figure of the triggers bench (bench/triggers.py), not a bound here."""
     from datetime import timedelta
 
+    from actors.trigger_book import LAUNCH_POLL_S
     from storage.records import utcnow
 
+    caplog.set_level(logging.INFO, logger="actors.trigger_book")
     h = make_harness().start()
     order_id = h.submit("1", token_in="SOL", token_out="POPCAT", type="sniper")
     h.wait_status(order_id, "waiting")
@@ -576,8 +583,11 @@ def test_a_sniper_order_waits_for_its_token_and_fires_at_the_launch(make_harness
     assert order.status == "confirmed"
     waiting, routing = order.events[1], order.events[2]
     assert waiting.meta["trigger"] == "launch" and waiting.meta["token"] == "POPCAT"
+    timers = [float(delay) for delay in re.findall(r"sniper orders wait for the launch of POPCAT in ([0-9.]+)s",
+                                                   caplog.text)]
+    assert timers and all(delay > 0 for delay in timers), f"no launch timer set ahead of the launch: {timers}"
     fired_ms = (routing.timestamp - launch_at).total_seconds() * 1000
-    assert 0 <= fired_ms < 50, f"fired {fired_ms:.1f} ms after the launch"
+    assert 0 <= fired_ms < LAUNCH_POLL_S * 1000, f"fired {fired_ms:.1f} ms after the launch"
 
 
 def test_a_market_order_that_waited_too_long_in_the_queue_fails_instead_of_executing(make_harness, monkeypatch):
