@@ -55,6 +55,25 @@ def everything_stored(settings) -> bytes:
     return dump
 
 
+def everything_in_redis(url: str) -> bytes:
+    """Every key of the test's Redis database with its value (streams entry by entry)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        dump = []
+        for key in client.scan_iter(count=1000):
+            kind = client.type(key).decode()
+            value = {"string": lambda: client.get(key), "hash": lambda: client.hgetall(key),
+                     "list": lambda: client.lrange(key, 0, -1), "set": lambda: client.smembers(key),
+                     "zset": lambda: client.zrange(key, 0, -1, withscores=True),
+                     "stream": lambda: client.xrange(key)}.get(kind, lambda: kind)()
+            dump.append(repr((key, value)).encode())
+        return b"\n".join(dump)
+    finally:
+        client.close()
+
+
 class KeyedTestCase(WebTestCase):
     """An app with two API keys."""
 
@@ -144,6 +163,10 @@ class AccessTest(KeyedTestCase):
         assert status == 200  # a second write under the key: the cancelled event
         stored = everything_stored(self.engine_settings)
         assert owner_id(KEY_A).encode() in stored  # the dump does see the order (and its owner)
+        if self.engine_settings.redis_url:  # and the bus: its job stream and whatever else it keeps
+            queued = everything_in_redis(self.engine_settings.redis_url)
+            assert answer["orderId"].encode() in queued
+            stored += queued
         for key in (KEY_A, KEY_B):
             assert key.encode() not in stored, key
 
