@@ -124,10 +124,7 @@ def _ts(text: str) -> float:
 
 async def drain(port: int, orders: int, concurrency: int, timeout: float) -> dict:
     """Submit `orders` orders at once, each with a listener; compare the time to confirm
-    them all with the ideal computed from the venue latencies the simulator drew. Also: the
-    most quotes (routing .. building) in the air at once (`quotesInFlightPeak`, at most the
-    concurrency) and how long the first `concurrency` orders' quotes all overlapped
-    (`firstQuotesOverlapMs`; negative: they were not all in the air together)."""
+    them all with the ideal computed from the venue latencies the simulator drew."""
     pool = HttpPool(port, orders)
     try:
         results = await asyncio.gather(*(submit_and_listen(pool, port, timeout) for _ in range(orders)))
@@ -162,6 +159,9 @@ async def drain(port: int, orders: int, concurrency: int, timeout: float) -> dic
     # (k - concurrency)-th order to finish left: the gap is the engine's hand-off time.
     ends, starts = sorted(confirmed_ts), sorted(started_ts)
     handoffs = [starts[k] - ends[k - concurrency] for k in range(concurrency, len(starts))]
+    # Quotes at once: the most quote spans (routing .. building) in the air together (at most
+    # the concurrency), and how long the first `concurrency` orders' quotes all overlapped
+    # (negative: they were not all in the air together).
     quoting = quote_spans(details)
     actual = (max(confirmed_at) - first) if len(confirmed_at) == orders else None
     ideal = list_schedule(durations, concurrency) if len(durations) == orders else None
