@@ -28,7 +28,7 @@ _PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
 
 THROUGHPUT_KEYS = ["ordersPerSecond", "latencyP50Ms", "latencyP99Ms", "submitP50Ms", "submitP99Ms",
                    "serverCpuMsPerOrder"]
-DRAIN_KEYS = ["actualSeconds", "idealSeconds", "ratio"]
+DRAIN_KEYS = ["actualSeconds", "idealSeconds", "ratio", "quotesInFlightPeak", "firstQuotesOverlapMs"]
 LATENCY_KEYS = ["aloneP50Ms", "aloneP99Ms", "aloneMaxMs", "pacedRate", "pacedP50Ms", "pacedP99Ms", "pacedMaxMs",
                 "pacedSubmitP50Ms", "pacedSubmitP99Ms", "serverCpuMsPerOrder"]
 ALONE_WARMUP = 5  # orders before the alone ones, left out of the figures

@@ -161,6 +161,10 @@ async def drain(port: int, orders: int, concurrency: int, timeout: float) -> dic
     # (k - concurrency)-th order to finish left: the gap is the engine's hand-off time.
     ends, starts = sorted(confirmed_ts), sorted(started_ts)
     handoffs = [starts[k] - ends[k - concurrency] for k in range(concurrency, len(starts))]
+    # Quotes at once: the most quote spans (routing .. building) in the air together (at most
+    # the concurrency), and how long the first `concurrency` orders' quotes all overlapped
+    # (negative: they were not all in the air together).
+    quoting = quote_spans(details)
     actual = (max(confirmed_at) - first) if len(confirmed_at) == orders else None
     ideal = list_schedule(durations, concurrency) if len(durations) == orders else None
     ideal_arrivals = list_schedule(durations, concurrency, releases) if ideal else None
@@ -177,8 +181,39 @@ async def drain(port: int, orders: int, concurrency: int, timeout: float) -> dic
         "meanQuoteSwapMs": _ms(sum(durations) / len(durations)) if durations else None,
         "queueWaitMaxMs": _ms(max(waits, default=None)),
         "handoffP50Ms": _ms(percentile(handoffs, 50)), "handoffMaxMs": _ms(max(handoffs, default=None)),
+        "quotesInFlightPeak": peak_in_flight(quoting),
+        "firstQuotesOverlapMs": _ms(overlap(sorted(quoting)[:concurrency])),
         "orderIds": [r["orderId"] for r in accepted],
     }
+
+
+def quote_spans(orders: list[dict]) -> list[tuple[float, float]]:
+    """Each order's quote span: its first `routing` to its first `building` event (epoch s)."""
+    spans = []
+    for order in orders:
+        firsts: dict[str, float] = {}
+        for event in order.get("events", []):
+            firsts.setdefault(event["status"], _ts(event["timestamp"]))
+        if "routing" in firsts and "building" in firsts:
+            spans.append((firsts["routing"], firsts["building"]))
+    return spans
+
+
+def peak_in_flight(spans: list[tuple[float, float]]) -> int:
+    """The most spans open at one time (an end at the same instant as a start closes first)."""
+    level = peak = 0
+    for _, delta in sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans]):
+        level += delta
+        peak = max(peak, level)
+    return peak
+
+
+def overlap(spans: list[tuple[float, float]]) -> float | None:
+    """How long every one of `spans` was open together (s): the earliest end minus the latest
+    start; negative when they do not all overlap (the first slots' quotes were not at once)."""
+    if not spans:
+        return None
+    return min(end for _, end in spans) - max(start for start, _ in spans)
 
 
 # ---- latency -------------------------------------------------------------------------------------

@@ -62,10 +62,20 @@ def test_twenty_orders_at_once_all_confirm_with_complete_ordered_lifecycles(make
             level += delta
             peak = max(peak, level)
         assert 1 < peak <= 5
-    # The first ten orders were quoted at once: their quote spans (routing .. building) overlap.
-    spans = sorted((ts(o["events"][1]), ts(o["events"][2])) for o in orders.values())[:10]
-    assert max(s for s, _ in spans) < min(e for _, e in spans)
-    assert all((e - s).total_seconds() >= 0.1 for s, e in spans)
+    # Each worker quoted orders at once, not one after another: several quotes (routing ..
+    # building) in the air together. That the first ten all overlap, and by how much, is a
+    # figure of the drain bench (bench/scenarios.py: quotesInFlightPeak, firstQuotesOverlapMs);
+    # the proof by order, on held venues, is in tests/unit/test_order_actors.py.
+    for worker in workers_used:
+        points = []
+        for o in orders.values():
+            if o["events"][1]["meta"]["worker"] == worker:
+                points += [(ts(o["events"][1]), 1), (ts(o["events"][2]), -1)]
+        level = peak = 0
+        for _, delta in sorted(points):  # at equal times an end (-1) comes before a start
+            level += delta
+            peak = max(peak, level)
+        assert 1 < peak <= 5, f"{worker}: at most {peak} quotes in the air at once"
 
 
 def test_late_and_multiple_listeners_on_any_web_process_get_every_event(make_cluster):

@@ -5,17 +5,29 @@ Every request is bad by construction (a valid order with one defect, junk, a wro
 wrong content type, a body over 64 KiB, a method or path that does not exist), so any 2xx
 to a submit or a launch is a bug too. The HTTP requests share kept-alive connections: a
 connection the server drops without saying `Connection: close` fails the test.
+
+Each run draws fresh inputs from a seed of its own and prints it (in the test's captured
+output: shown on failure, and with `-rA`), e.g. `generated from seed 1234: replay with ...`.
+To replay a run, give that seed back, by environment variable or by Hypothesis's own option:
+
+    GENERATED_REQUESTS_SEED=1234 pytest tests/e2e/test_generated_requests.py
+    pytest tests/e2e/test_generated_requests.py --hypothesis-seed=1234
+
+(the variable wins over the option). The same seed draws the same requests and frames, and
+no example database is kept, so a replay does exactly what the failing run did.
 """
 from __future__ import annotations
 
 import asyncio
 import http.client
 import json
+import os
+import random
 import string
 from urllib.parse import quote, urlencode
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
@@ -28,7 +40,8 @@ pytestmark = pytest.mark.e2e
 
 KEY, OTHER_KEY = "fuzz-key-0123456789", "fuzz-other-9876543210"
 VALID = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5"}
-RUNS = settings(max_examples=2500, deadline=None, database=None, derandomize=True,
+SEED_VARIABLE = "GENERATED_REQUESTS_SEED"
+RUNS = settings(max_examples=2500, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                        HealthCheck.data_too_large])
 ERROR_CODES = {"invalid_json", "unsupported_media_type", "payload_too_large", "missing_field", "unknown_field",
@@ -153,6 +166,15 @@ def bad_request(draw):
 
 # ---- the engine under test -------------------------------------------------------------------
 
+@pytest.fixture
+def run_seed(pytestconfig) -> int:
+    """This run's seed: GENERATED_REQUESTS_SEED, else --hypothesis-seed, else a fresh one; printed."""
+    given_seed = os.environ.get(SEED_VARIABLE) or pytestconfig.getoption("--hypothesis-seed", None)
+    chosen = int(given_seed) if given_seed else random.SystemRandom().getrandbits(64)
+    print(f"generated from seed {chosen}: replay with {SEED_VARIABLE}={chosen} (see the module docstring)")
+    return chosen
+
+
 class KeptAliveClient:
     """http.client on one kept-alive connection, opened again only when the server said
     `Connection: close`; a dropped connection is an error of the test's subject."""
@@ -211,12 +233,13 @@ def assert_still_serving_and_nothing_stored(proc, port: int, before: int) -> Non
     assert "Traceback" not in log and " ERROR " not in log and " CRITICAL " not in log, log[-3000:]
 
 
-def test_thousands_of_generated_bad_http_requests_get_no_5xx_store_nothing_and_keep_the_connection(engine):
+def test_thousands_of_generated_bad_http_requests_get_no_5xx_store_nothing_and_keep_the_connection(engine, run_seed):
     proc, port, _ = engine
     before = order_count(port)
     client = KeptAliveClient(port)
     seen: dict[int, int] = {}
 
+    @seed(run_seed)
     @RUNS
     @given(request=bad_request())
     def refused(request):
@@ -238,7 +261,7 @@ def test_thousands_of_generated_bad_http_requests_get_no_5xx_store_nothing_and_k
     assert_still_serving_and_nothing_stored(proc, port, before)
 
 
-def test_generated_bad_websocket_frames_get_error_frames_store_nothing_and_the_engine_keeps_serving(engine):
+def test_generated_bad_websocket_frames_get_error_frames_store_nothing_and_the_engine_keeps_serving(engine, run_seed):
     proc, port, theirs = engine
     before = order_count(port)
     loop = asyncio.new_event_loop()
@@ -261,6 +284,7 @@ def test_generated_bad_websocket_frames_get_error_frames_store_nothing_and_the_e
         st.sampled_from(["subscribe", "unsubscribe"]).flatmap(lambda action: st.one_of(
             st.uuids().map(str), st.text(max_size=40), st.just(theirs)).map(lambda v: json.dumps({action: v}))))
 
+    @seed(run_seed)
     @settings(RUNS, max_examples=1500)
     @given(frame=command_frames)
     def commands_refused(frame):
@@ -274,6 +298,7 @@ def test_generated_bad_websocket_frames_get_error_frames_store_nothing_and_the_e
                 assert answer["type"] == "unsubscribed", answer  # of an order it does not follow
         loop.run_until_complete(exchange())
 
+    @seed(run_seed)
     @settings(RUNS, max_examples=300)
     @given(body=bad_order())
     def submits_refused(body):
@@ -285,6 +310,7 @@ def test_generated_bad_websocket_frames_get_error_frames_store_nothing_and_the_e
             assert await read(conn) is None and conn.close_code == 1008
         loop.run_until_complete(exchange())
 
+    @seed(run_seed)
     @settings(RUNS, max_examples=300)
     @given(params=st.lists(st.tuples(st.sampled_from(["orderId", "after", "token", "x"]), query_values),
                            min_size=1, max_size=3))

@@ -67,6 +67,19 @@ def test_newman_runs_the_collection_and_every_assertion_holds(start_engine, tmp_
     assert stats["assertions"]["total"] >= 80 and stats["assertions"]["failed"] == 0
 
 
-def test_newman_runs_the_cancel_folder(make_engine_run, tmp_path):
+def test_newman_cancels_a_waiting_limit_order_and_refuses_a_confirmed_one(make_engine_run, tmp_path):
+    """The Cancel folder: a limit order out of reach waits, is cancelled (200) and reads back
+    cancelled; every one of its requests ran and every assertion of each passed."""
     _, port = make_engine_run()
-    run_newman(port, ["Orders"] + CANCEL_FOLDERS, tmp_path)
+    run = run_newman(port, ["Orders"] + CANCEL_FOLDERS, tmp_path)
+    collection = json.loads(COLLECTION.read_text())
+    (cancel,) = [folder for folder in collection["item"] if folder["name"] == "Cancel"]
+    passed: dict[str, set[str]] = {}
+    for execution in run["executions"]:
+        names = {a["assertion"] for a in execution.get("assertions", []) if not a.get("error")}
+        passed.setdefault(execution["item"]["name"], set()).update(names)
+    for item in requests_of(cancel):
+        assert passed.get(item["name"]), f"{item['name']} ran no passing assertion"
+    assert "the limit order is waiting, untouched" in passed["Read it until it waits for its trigger"]
+    assert "the order is cancelled, right after waiting" in passed["Cancel the waiting order: 200 cancelled"]
+    assert "it stays cancelled, never routed" in passed["Read it back: cancelled"]

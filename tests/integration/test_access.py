@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import uuid
 
 import pytest
@@ -20,6 +21,57 @@ KEY_A, KEY_B = "key-a-0123456789", "key-b-9876543210"
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def everything_stored(settings) -> bytes:
+    """Every byte the database holds. SQLite: each file of the data directory (the main file and
+    its `-wal` and `-shm`, where fresh rows sit until a checkpoint) and every row of every table
+    read through SQL. Postgres: every row of every table of the test database, as text."""
+    if settings.database_url:
+        import psycopg2
+
+        with psycopg2.connect(settings.database_url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
+                        " AND table_schema NOT IN ('pg_catalog', 'information_schema')")
+            tables = cur.fetchall()
+            assert any(name == "orders" for _, name in tables), tables
+            rows = []
+            for schema, name in tables:
+                cur.execute(f'SELECT t::text FROM "{schema}"."{name}" t')
+                rows += [row for (row,) in cur.fetchall()]
+        conn.close()
+        return "\n".join(rows).encode()
+    files = sorted(path for path in settings.data_dir.iterdir() if path.is_file())
+    assert any(path.name.endswith("-wal") for path in files), files  # the rows not yet checkpointed
+    dump = b"".join(path.read_bytes() for path in files)
+    database = sqlite3.connect(f"file:{settings.sqlite_path}?mode=ro", uri=True)
+    try:
+        tables = [name for (name,) in database.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        assert "orders" in tables, tables
+        for name in tables:
+            dump += repr(database.execute(f'SELECT * FROM "{name}"').fetchall()).encode()
+    finally:
+        database.close()
+    return dump
+
+
+def everything_in_redis(url: str) -> bytes:
+    """Every key of the test's Redis database with its value (streams entry by entry)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        dump = []
+        for key in client.scan_iter(count=1000):
+            kind = client.type(key).decode()
+            value = {"string": lambda: client.get(key), "hash": lambda: client.hgetall(key),
+                     "list": lambda: client.lrange(key, 0, -1), "set": lambda: client.smembers(key),
+                     "zset": lambda: client.zrange(key, 0, -1, withscores=True),
+                     "stream": lambda: client.xrange(key)}.get(kind, lambda: kind)()
+            dump.append(repr((key, value)).encode())
+        return b"\n".join(dump)
+    finally:
+        client.close()
 
 
 class KeyedTestCase(WebTestCase):
@@ -107,9 +159,16 @@ class AccessTest(KeyedTestCase):
         order = self.storage.orders.get_order(uuid.UUID(answer["orderId"]))
         assert order.owner == owner_id(KEY_A) and len(order.owner) == 16
         assert KEY_A not in order.owner and owner_id(KEY_A) != owner_id(KEY_B)
-        database = self.data_dir / "engine.sqlite3"
-        if database.exists():  # the embedded store: not one byte of a key anywhere in the file
-            assert KEY_A.encode() not in database.read_bytes()
+        status, _ = await self.call(f"/api/orders/{answer['orderId']}/cancel", "POST", "", headers=bearer(KEY_A))
+        assert status == 200  # a second write under the key: the cancelled event
+        stored = everything_stored(self.engine_settings)
+        assert owner_id(KEY_A).encode() in stored  # the dump does see the order (and its owner)
+        if self.engine_settings.redis_url:  # and the bus: its job stream and whatever else it keeps
+            queued = everything_in_redis(self.engine_settings.redis_url)
+            assert answer["orderId"].encode() in queued
+            stored += queued
+        for key in (KEY_A, KEY_B):
+            assert key.encode() not in stored, key
 
     @gen_test
     async def test_another_keys_order_is_not_found_on_every_http_endpoint_and_never_listed(self):
