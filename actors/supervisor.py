@@ -39,7 +39,6 @@ from actors.directory import Directory
 from actors.event_writer import EventWriter
 from actors.job_consumer import JobConsumer
 from actors.messages import AttachConsumer, ChildDied, Drain, InFlight, StopFetching
-from actors.order_actor import VENUES
 from actors.order_router import OrderRouter
 from actors.reconciler import Reconciler
 from actors.retry import RetryPolicy
@@ -47,6 +46,7 @@ from actors.supervision import RestartIntensity
 from actors.timers import Timers
 from actors.trigger_book import TriggerBook
 from actors.venue_gateway import VenueGateway
+from storage.venues.base import VENUES
 
 log = logging.getLogger(__name__)
 
