@@ -208,7 +208,7 @@ def claim_orders(conn: DirectConnection, claims: list[tuple[UUID, str]], worker:
             b"UPDATE orders AS o SET job_id = v.job_id, fence = o.fence + 1, worker = "
             + cursor.mogrify("%s", (worker,)) + b" FROM (VALUES " + rendered + b") AS v (id, job_id) "
             b"WHERE o.id = v.id AND (o.job_id IS NULL OR o.job_id = v.job_id) RETURNING "
-            + ", ".join(f"o.{c}" for c in ORDER_FIELDS).encode())
+            + ", ".join(f"o.{c.strip()}" for c in ORDER_COLUMNS.split(",")).encode())
     else:
         rows = []
         with conn.transaction() as tx:
