@@ -55,13 +55,12 @@ from config.logs import OrderLog
 from storage.errors import FencedOut
 from storage.records import EventDraft, OrderRecord, decimal_str, iso, ms_since, utcnow
 from storage.status import OrderEnded
-from storage.venues.base import SwapRequest
+from storage.venues.base import VENUES, SwapRequest
 from storage.venues.collar import PriceCollar
 from storage.venues.routing import choose_route
 
 log = logging.getLogger(__name__)
 
-VENUES = ("raydium", "meteora")
 QUOTE_TIMEOUT = 10.0
 STORE_TIMEOUT = 60.0
 SWAP_TIMEOUT = 30.0

@@ -31,6 +31,8 @@ from actors.order_actor import OrderActor
 from actors.supervision import SupervisedActor
 from actors.trigger_book import Arm
 from config.logs import about_order
+from storage.batching import Gatherer
+from storage.bus import Job
 from storage.errors import StorageError
 from storage.records import EventDraft
 
@@ -38,6 +40,9 @@ log = logging.getLogger(__name__)
 
 MAX_RESTARTS = 2
 RETRY_START_S = 1.0
+# Jobs acknowledged in one pipeline at most. No more than WORKER_CONCURRENCY (at most 1000)
+# orders finish between two flushes, duplicates aside: in practice one batch holds them all.
+MAX_ACKS = 1000
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,11 @@ class RetryStart:
 
 @dataclass(frozen=True)
 class FlushAcks:
-    """Acknowledge the finished jobs and free their slots (self-sent: one round trip for many)."""
+    """Acknowledge the finished jobs and free their slots (self-sent: one round trip for many).
+
+    The finished orders are gathered with `storage.batching.Gatherer`: the first to finish
+    while no flush is pending sends this, and since a pykka inbox is FIFO, every OrderFinished
+    queued before it joins the batch."""
 
 
 class OrderRouter(SupervisedActor):
@@ -73,8 +82,8 @@ class OrderRouter(SupervisedActor):
         self.draining = False
         self.in_flight: dict[str, dict] = {}
         self.idle: list[pykka.ActorRef] = []  # order actors with no order, ready for the next one
-        self.acks: list = []  # finished jobs not acknowledged yet
-        self.freed = 0  # slots freed since the last SlotFreed
+        # Orders off this worker whose slot is not freed yet: each its job to acknowledge, or None.
+        self.finished: Gatherer[Job | None] = Gatherer(MAX_ACKS)
 
     def on_receive(self, message):
         """Runs on the router's thread."""
@@ -205,17 +214,21 @@ class OrderRouter(SupervisedActor):
 
     def _ack(self, job) -> None:
         """Acknowledge `job` (None: nothing to acknowledge) and free its slot, with the others
-        finishing now: FlushAcks arrives after the OrderFinished messages already queued (a
-        pykka inbox is FIFO)."""
-        if not self.acks and not self.freed:
+        finishing now (see FlushAcks)."""
+        if self.finished.add(job):
             self.actor_ref.tell(FlushAcks())
-        if job is not None:
-            self.acks.append(job)
-        self.freed += 1
 
     def _flush_acks(self) -> None:
-        jobs, self.acks = self.acks, []
-        freed, self.freed = self.freed, 0
+        batch = self.finished.take()
+        try:
+            self._acknowledge(batch)
+        finally:
+            if self.finished.done():  # more than MAX_ACKS were waiting
+                self.actor_ref.tell(FlushAcks())
+
+    def _acknowledge(self, batch: list) -> None:
+        """Ack the batch's jobs in one pipeline, then give the consumer back their slots."""
+        jobs = [job for job in batch if job is not None]
         try:
             if jobs:
                 self.bus.ack(*jobs)
@@ -223,14 +236,15 @@ class OrderRouter(SupervisedActor):
             # The jobs stay pending with this live consumer; if we die, their orders are
             # terminal by then and whoever claims them just acks them.
             log.warning("ack of %d jobs failed: %s", len(jobs), exc)
-        if self.consumer is not None and freed:
-            self.consumer.tell(SlotFreed(freed))
+        if self.consumer is not None and batch:
+            self.consumer.tell(SlotFreed(len(batch)))
 
     def on_stop(self):
         """Runs on the router's thread: ack what finished, stop every order actor (the jobs of
         orders still running stay pending for another worker)."""
-        if self.acks:
-            self._flush_acks()
+        waiting = self.finished.drain()
+        if any(job is not None for job in waiting):
+            self._acknowledge(waiting)
         refs = self.idle + [e["ref"] for e in self.in_flight.values() if e["ref"] is not None]
         for ref in refs:
             ref.stop(block=False)

@@ -40,7 +40,6 @@ from actors.directory import Directory
 from actors.event_writer import EventWriter
 from actors.job_consumer import JobConsumer
 from actors.messages import AttachConsumer, ChildDied, Drain, InFlight, StopFetching
-from actors.order_actor import VENUES
 from actors.order_router import OrderRouter
 from actors.reconciler import Reconciler
 from actors.retry import RetryPolicy
@@ -48,6 +47,7 @@ from actors.supervision import RestartIntensity
 from actors.timers import Timers
 from actors.trigger_book import TriggerBook
 from actors.venue_gateway import VenueGateway
+from storage.venues.base import VENUES
 from storage.venues.collar import PriceCollar
 
 log = logging.getLogger(__name__)

@@ -37,13 +37,12 @@ from storage.bus import Job
 from storage.errors import StorageError
 from storage.records import EventDraft, iso, ms_since, utcnow
 from storage.status import OrderEnded
-from storage.venues.base import VenueError
+from storage.venues.base import VENUES, VenueError
 
 log = logging.getLogger(__name__)
 
 LAUNCH_POLL_S = 0.1
 EXPIRE_AGAIN_S = 0.1  # an expiry whose outcome is unknown (the writer died) is tried again this soon
-VENUES = ("raydium", "meteora")
 
 
 @dataclass(slots=True)

@@ -22,9 +22,11 @@ from storage.records import EventDraft, EventRecord, OrderRecord, expiry
 from storage.sql import Dialect
 from storage.status import TERMINAL, StatusRuleError, check_transition
 
-ORDER_COLUMNS = ("id, owner, status, type, token_in, token_out, amount, slippage_bps, limit_price, "
-                 "expires_in_seconds, client_order_id, created_at, updated_at, attempts, attempt, last_seq, "
-                 "route, fills, error, fence")
+# The columns an OrderRecord is read from, in the order `order_from_row` takes them.
+ORDER_FIELDS = ("id", "owner", "status", "type", "token_in", "token_out", "amount", "slippage_bps", "limit_price",
+                "expires_in_seconds", "client_order_id", "created_at", "updated_at", "attempts", "attempt",
+                "last_seq", "route", "fills", "error", "fence")
+ORDER_COLUMNS = ", ".join(ORDER_FIELDS)
 _INSERT_COLUMNS = ("id, owner, client_order_id, type, token_in, token_out, amount, slippage_bps, limit_price, "
                    "expires_in_seconds, expires_at, status, attempt, attempts, last_seq, fills, created_at, updated_at")
 _INSERT_COUNT = len(_INSERT_COLUMNS.split(","))
@@ -41,7 +43,9 @@ def fills_from_confirmation(meta: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def order_from_row(d: Dialect, row: Sequence[Any], events=None) -> OrderRecord:
-    """An OrderRecord from a row of ORDER_COLUMNS."""
+    """An OrderRecord from a row of ORDER_FIELDS: the one place a stored order becomes a record,
+    whether the row came from plain SQL (text or bytes as SQLite gives them) or from a Pony
+    `Order`'s attributes (storage.orders: values already typed, which the readers pass through)."""
     (oid, owner, status, type_, token_in, token_out, amount, slippage, limit_price, expires, client_id,
      created, updated, attempts, attempt, last_seq, route, fills, error, fence) = row
     return OrderRecord(

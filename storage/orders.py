@@ -11,6 +11,7 @@ from typing import Iterable, NamedTuple
 from uuid import UUID
 
 from pony.orm import db_session, desc, select
+from pony.orm.ormtypes import TrackedValue
 
 from storage import order_sql
 from storage.direct import DirectConnections
@@ -26,29 +27,11 @@ class BadCursor(ValueError):
     """A list cursor that this store did not hand out."""
 
 
-def _order_record(o, events=None) -> OrderRecord:
-    return OrderRecord(
-        id=o.id,
-        owner=o.owner,
-        status=o.status,
-        type=o.type,
-        token_in=o.token_in,
-        token_out=o.token_out,
-        amount=Decimal(o.amount),
-        slippage_bps=o.slippage_bps,
-        limit_price=Decimal(o.limit_price) if o.limit_price is not None else None,
-        expires_in_seconds=o.expires_in_seconds,
-        client_order_id=o.client_order_id,
-        created_at=o.created_at,
-        updated_at=o.updated_at,
-        attempts=o.attempts,
-        attempt=o.attempt,
-        last_seq=o.last_seq,
-        route=o.route,
-        fills=list(o.fills or []),
-        error=o.error,
-        events=events,
-    )
+def _entity_row(o) -> tuple:
+    """A Pony `Order` as a row of order_sql.ORDER_FIELDS, for `order_sql.order_from_row`; its Json
+    values as plain dicts and lists (a record holds nothing of Pony's)."""
+    return tuple(v.get_untracked() if isinstance(v, TrackedValue) else v
+                 for v in (getattr(o, name) for name in order_sql.ORDER_FIELDS))
 
 
 def _event_record(e) -> EventRecord:
@@ -113,6 +96,10 @@ class OrderStore:
         self.direct = DirectConnections(db)
         self.dialect = self.direct.dialect
 
+    def _record(self, o, events=None) -> OrderRecord:
+        """The record of a Pony `Order` (inside its db_session), mapped as a plain-SQL row is."""
+        return order_sql.order_from_row(self.dialect, _entity_row(o), events)
+
     # ---- writes -------------------------------------------------------------------------
 
     @translating_db_errors
@@ -153,7 +140,7 @@ class OrderStore:
         if client_order_id is None:
             return None
         o = self.Order.get(owner=owner, client_order_id=client_order_id)
-        return _order_record(o) if o else None
+        return self._record(o) if o else None
 
     @translating_db_errors
     def append_events(self, drafts: Iterable[EventDraft]) -> list[EventRecord | StatusRuleError]:
@@ -199,7 +186,7 @@ class OrderStore:
         events = None
         if with_events:
             events = tuple(_event_record(e) for e in o.events.order_by(self.OrderEvent.seq))
-        return _order_record(o, events)
+        return self._record(o, events)
 
     @translating_db_errors
     def events_after(self, order_id: UUID, after: int = 0) -> list[EventRecord]:
@@ -222,7 +209,7 @@ class OrderStore:
             ts, oid = decode_cursor(cursor)
             query = query.filter(lambda o: o.created_at < ts or (o.created_at == ts and o.id < oid))
         rows = list(query.order_by(desc(self.Order.created_at), desc(self.Order.id))[: limit + 1])
-        page = [_order_record(o) for o in rows[:limit]]
+        page = [self._record(o) for o in rows[:limit]]
         next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
         return page, next_cursor
 

@@ -6,12 +6,13 @@ from tornado.web import Application
 
 from config import Settings
 from storage.runtime import Storage
-from web.base import MAX_BODY_BYTES, ApiHandler, NotFoundHandler, Services, log_request
+from web.base import MAX_BODY_BYTES, ApiHandler, NotFoundHandler, log_request
 from web.dashboard import DashboardHandler
 from web.market import QuoteHandler, SimLaunchHandler, SimPoolsHandler, SimSwapsHandler, TokensHandler
 from web.openapi import OpenApiHandler
 from web.ops import HealthHandler, MetricsHandler, ReadyHandler
 from web.orders import CancelHandler, OrderHandler, OrderListHandler, SubmitHandler
+from web.services import Services
 from web.sockets import ListenSocket, SubmitSocket
 
 

@@ -1,94 +1,32 @@
-"""What every handler shares: its dependencies, the caller's key, JSON answers, errors, and
-the executor hop.
-
-Database and bus calls block, so handlers never make them on the IOLoop: `run` hands
-them to a small thread pool (Pony keeps one connection per thread, so few threads)
-with a bounded queue: past it a request answers 503 at once instead of waiting in memory.
+"""What every handler shares: the caller's key, JSON answers, errors in the spec's shape, and
+its dependencies (`Services`, in web/services.py, with the executor hop).
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any
 from urllib.parse import urlparse
 
 from tornado import iostream, websocket
 from tornado.log import access_log, app_log
 from tornado.web import RequestHandler, stream_request_body
 
-from config import Settings
 from config.logs import about_order
 from storage import codec
 from storage.runtime import Storage
-from web.access import KeyRing, redact_token
+from web.access import redact_token
 from web.errors import ApiError, is_outage, to_api_error
+from web.services import Services
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 MAX_BODY_BYTES = 64 * 1024
 # A body up to this size is read (and dropped) before any refusal is answered (401, 413,
 # 415, 429), so the client reads a JSON answer on a connection that stays usable; beyond
 # it the answer says `Connection: close` and the connection closes once it is sent.
 DRAIN_LIMIT_BYTES = 1024 * 1024
-EXECUTOR_THREADS = 8
-EXECUTOR_QUEUE_MAX = 1000  # calls waiting for an executor thread; beyond, 503 at once
 SEND_BUFFER_LIMIT = 256 * 1024  # bytes a WebSocket may have unsent; beyond, it is closed (1008)
 _TEXT = 0x1  # the WebSocket opcode of a text frame
-
-
-class Services:
-    """The dependencies handlers receive through `initialize`: storage, settings, hub, intake, metrics.
-
-    `hub_options` tune the EventHub (tests shorten its sweep interval and idle time).
-    """
-
-    def __init__(self, storage: Storage, settings: Settings, executor: ThreadPoolExecutor | None = None,
-                 **hub_options: Any):
-        from web.hub import EventHub
-        from web.intake import OrderIntake
-        from web.metrics import WebMetrics
-        from web.submit_limit import SubmissionLimiter
-
-        self.storage = storage
-        self.settings = settings
-        self.executor = executor or ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="web-io")
-        self._queued = 0  # calls handed to the executor and not finished
-        self.keys = KeyRing(settings.api_keys)
-        # KEY_RATE_LIMIT applies where keys are configured (it counts per key).
-        self.limiter = SubmissionLimiter(storage.bus, settings.key_rate_limit) if self.keys.enabled else None
-        self.metrics = WebMetrics()
-        self.hub = EventHub(storage.orders, storage.bus, self.run, self.metrics, **hub_options)
-        self.intake = OrderIntake(storage, settings.queue_max_depth,
-                                  on_pending=lambda events: self.hub.remember([e.published() for e in events]),
-                                  queue_max_wait_s=settings.queue_max_wait_s)
-        self.sockets: set[websocket.WebSocketHandler] = set()  # open WebSockets, closed on stop
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking call on the executor and await its result (IOLoop thread only);
-        a 503 `not_ready` when EXECUTOR_QUEUE_MAX calls are already waiting."""
-        if self._queued >= EXECUTOR_QUEUE_MAX:
-            raise ApiError(503, "not_ready", "the server is waiting on its database; retry later")
-        self._queued += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-        finally:
-            self._queued -= 1
-
-    def start(self) -> None:
-        """Subscribe the event hub to the bus and start its sweeper (on the IOLoop thread)."""
-        self.hub.start()
-
-    def stop(self) -> None:
-        """Close open WebSockets (1001), unsubscribe the hub, release the executor's threads."""
-        for socket in list(self.sockets):
-            socket.close(1001, "server shutting down")
-        self.hub.stop()
-        self.intake.close()
-        if self.limiter is not None:
-            self.limiter.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def json_dumps(data: Any) -> bytes:

@@ -6,14 +6,13 @@ from decimal import Decimal
 
 from config import TOKENS
 from storage.records import decimal_str, iso
-from storage.venues.base import Quote, VenueError
+from storage.venues.base import VENUES, Quote, VenueError
 from storage.venues.routing import choose_route
 from web.base import ApiHandler, JsonBodyHandler
 from web.errors import ApiError, ValidationError
 from web.orders import parse_order_id
 from web.validation import parse_json_object, parse_quote, parse_token, single_params
 
-VENUES = ("raydium", "meteora")  # routing breaks ties towards the first
 MAX_LAUNCH_DELAY_S = 7 * 24 * 3600
 
 

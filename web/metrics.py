@@ -30,7 +30,7 @@ from config.logs import about_order
 from storage.bus import QueueStats
 from storage.records import BusEvent
 from storage.status import FAILURE_CODES, STATUSES, TERMINAL
-from web.market import VENUES
+from storage.venues.base import VENUES
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,10 @@ from storage.errors import StorageError
 from storage.records import decimal_str, iso
 from storage.venues.curve import QuoteCurve
 
+# The venues the engine trades through, the one list every process uses (the worker's gateways,
+# the web's quotes and metrics, the simulator's pools). Routing breaks ties towards the first.
+VENUES = ("raydium", "meteora")
+
 
 class VenueError(StorageError):
     """A venue refused a request outright (no pool, amount too large for the pool, ...)."""

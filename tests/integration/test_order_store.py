@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from decimal import Decimal
 from uuid import uuid4
 
@@ -165,6 +166,35 @@ def test_every_claim_raises_the_fence_and_only_the_current_holder_may_append(sto
         EventDraft(order.id, "failed", 1, {"error": {"code": "x", "message": "y"}}),  # no fence: not a holder
     ])
     assert isinstance(stale, FencedOut) and current.seq == 2 and by_the_web.seq == 3
+
+
+def test_the_pony_and_the_plain_sql_reads_give_equal_records_fence_included(store):
+    """One mapping from a stored order to its record: the claim (plain SQL) and get_order,
+    list_orders and a repeated clientOrderId (Pony) agree on every field, the fence too."""
+    limit = draft(owner="k1", client_order_id="c1", type="limit", limit_price=Decimal("150.25"),
+                  expires_in_seconds=600)
+    confirmed, failed = (store.create_order(d).order for d in (limit, draft(owner="k1")))
+    store.claim_many([(confirmed.id, "job-1"), (failed.id, "job-2")])
+    route = {"legs": [{"dex": "raydium", "amountIn": "1.5"}], "amountOut": "225"}
+    store.append_events([
+        EventDraft(confirmed.id, "routing", 1, {"route": route}, fence=1),
+        EventDraft(confirmed.id, "building", 1, {}, fence=1),
+        EventDraft(confirmed.id, "submitted", 1, {"txHash": "sig"}, fence=1),
+        EventDraft(confirmed.id, "confirmed", 1, {"txHash": "sig", "dex": "raydium", "amountIn": "1.5",
+                                                  "amountOut": "225"}, fence=1),
+        EventDraft(failed.id, "failed", 1, {"error": {"code": "x", "message": "y"}}, fence=1),
+    ])
+    by_sql = store.claim_many([(confirmed.id, "job-1"), (failed.id, "job-2")])  # the fence goes to 2
+    assert {o.fence for o in by_sql.values()} == {2}
+    assert by_sql[confirmed.id].route == route and by_sql[confirmed.id].fills and by_sql[failed.id].error
+    listed = {o.id: o for o in store.list_orders("k1")[0]}
+    repeated = store.create_order(limit).order  # found by its clientOrderId
+    for oid, from_sql in by_sql.items():
+        assert store.get_order(oid) == from_sql
+        assert listed[oid] == store.get_order(oid, with_events=False) == replace(from_sql, events=None)
+    assert repeated == replace(by_sql[confirmed.id], events=None)
+    for record in (store.get_order(confirmed.id), listed[confirmed.id]):  # plain values, nothing of Pony's
+        assert type(record.route) is dict and type(record.fills) is list and type(record.fills[0]) is dict
 
 
 def test_unfinished_orders_come_oldest_first_from_before_a_time(store):

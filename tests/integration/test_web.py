@@ -31,7 +31,7 @@ from config import load_settings
 from storage.records import EventDraft
 from storage.runtime import open_storage
 from web.app import make_app
-from web.base import Services
+from web.services import Services
 
 SOL_MINT = "So11111111111111111111111111111111111111112"
 WAIT_S = 5.0
@@ -795,7 +795,7 @@ class BoundsTest(WebTestCase):
             return get_order(*args, **kwargs)
 
         self.storage.orders.get_order = stuck
-        with mock.patch("web.base.EXECUTOR_QUEUE_MAX", 2):
+        with mock.patch("web.services.EXECUTOR_QUEUE_MAX", 2):
             waiting = [asyncio.ensure_future(self.call(f"/api/orders/{order_id}")) for _ in range(2)]
             while self.services._queued < 2:
                 await asyncio.sleep(0.01)

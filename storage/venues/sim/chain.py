@@ -11,12 +11,12 @@ from pony.orm import Database, db_session, select
 
 from config import Settings, Token, find_token
 from storage.errors import translating_db_errors
-from storage.venues.base import PoolView, SimulatedChain, SwapView, Venue, VenueError
+from storage.venues.base import VENUES, PoolView, SimulatedChain, SwapView, Venue, VenueError
 from storage.venues.sim import amm
 from storage.venues.sim.ledger import Ledger
 from storage.venues.sim.schema import sim_entities
 from storage.venues.sim.venue import SimVenue
-from storage.venues.sim.world import DEXES, World, TOKEN_ORDER
+from storage.venues.sim.world import TOKEN_ORDER, World
 
 
 class SimChain(SimulatedChain):
@@ -26,7 +26,7 @@ class SimChain(SimulatedChain):
         self._world = world
         ledger = Ledger(world)
         # One RNG per venue, each seeded from `rng`, so a seeded test is reproducible per venue.
-        self._venues = {name: SimVenue(name, world, ledger, random.Random(rng.getrandbits(64))) for name in DEXES}
+        self._venues = {name: SimVenue(name, world, ledger, random.Random(rng.getrandbits(64))) for name in VENUES}
         self._ledger = ledger
 
     @property
@@ -54,7 +54,7 @@ class SimChain(SimulatedChain):
         with db_session:
             rows = [(p.dex, p.token_a, p.token_b, p.reserve_a, p.reserve_b, p.fee_bps, p.updated_at)
                     for p in select(p for p in self._world.E.SimPool)]
-        rows.sort(key=lambda r: (DEXES.index(r[0]), TOKEN_ORDER.get(r[1], 99), TOKEN_ORDER.get(r[2], 99)))
+        rows.sort(key=lambda r: (VENUES.index(r[0]), TOKEN_ORDER.get(r[1], 99), TOKEN_ORDER.get(r[2], 99)))
         views = []
         for dex, a, b, reserve_a, reserve_b, fee_bps, updated_at in rows:
             token_a, token_b = find_token(a), find_token(b)

@@ -22,12 +22,11 @@ from pony.orm.dbapiprovider import IntegrityError
 
 from config import TOKENS, Settings, Token, find_token
 from storage.direct import DirectConnections
-from storage.venues.base import VenueError
+from storage.venues.base import VENUES, VenueError
 from storage.venues.sim import amm
 
 log = logging.getLogger(__name__)
 
-DEXES = ("raydium", "meteora")
 TOKEN_ORDER = {t.symbol: i for i, t in enumerate(TOKENS)}
 WORLD_ID = 1
 # Pool depth in USD: listed pairs are deep, a fresh launch is shallow as real ones are.
@@ -66,14 +65,14 @@ def pool_spec(seed: str, dex: str, a: Token, b: Token, tvl_range: tuple[int, int
 def listed_pool_specs(seed: str) -> list[dict]:
     """Every pool of the world at creation: each pair of tradable tokens, on each venue."""
     listed = [t for t in TOKENS if t.tradable]
-    return [pool_spec(seed, dex, a, b, LISTED_TVL_USD) for dex in DEXES for a, b in combinations(listed, 2)]
+    return [pool_spec(seed, dex, a, b, LISTED_TVL_USD) for dex in VENUES for a, b in combinations(listed, 2)]
 
 
 def launch_pool_specs(seed: str, token: Token) -> list[dict]:
     """The pools a launched token gets: against every listed token, on each venue."""
     listed = [t for t in TOKENS if t.tradable]
     return [
-        pool_spec(seed, dex, *ordered_pair(token, other), LAUNCH_TVL_USD) for dex in DEXES for other in listed
+        pool_spec(seed, dex, *ordered_pair(token, other), LAUNCH_TVL_USD) for dex in VENUES for other in listed
     ]
 
 

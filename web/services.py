@@ -1,0 +1,79 @@
+"""What every handler receives through `initialize`: storage, settings, the executor hop, the
+key ring and submission limiter, metrics, the event hub and the intake.
+
+Database and bus calls block, so handlers never make them on the IOLoop: `run` hands
+them to a small thread pool (Pony keeps one connection per thread, so few threads)
+with a bounded queue: past it a request answers 503 at once instead of waiting in memory.
+
+A module of its own, below the handlers: it imports the parts it wires together and none of
+the handler modules, so `web/` has no import circle (tests/unit/test_web_imports.py checks).
+"""
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, TypeVar
+
+from tornado import websocket
+
+from config import Settings
+from storage.runtime import Storage
+from web.access import KeyRing
+from web.errors import ApiError
+from web.hub import EventHub
+from web.intake import OrderIntake
+from web.metrics import WebMetrics
+from web.submit_limit import SubmissionLimiter
+
+T = TypeVar("T")
+
+EXECUTOR_THREADS = 8
+EXECUTOR_QUEUE_MAX = 1000  # calls waiting for an executor thread; beyond, 503 at once
+
+
+class Services:
+    """The dependencies handlers receive through `initialize`: storage, settings, hub, intake, metrics.
+
+    `hub_options` tune the EventHub (tests shorten its sweep interval and idle time).
+    """
+
+    def __init__(self, storage: Storage, settings: Settings, executor: ThreadPoolExecutor | None = None,
+                 **hub_options: Any):
+        self.storage = storage
+        self.settings = settings
+        self.executor = executor or ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="web-io")
+        self._queued = 0  # calls handed to the executor and not finished
+        self.keys = KeyRing(settings.api_keys)
+        # KEY_RATE_LIMIT applies where keys are configured (it counts per key).
+        self.limiter = SubmissionLimiter(storage.bus, settings.key_rate_limit) if self.keys.enabled else None
+        self.metrics = WebMetrics()
+        self.hub = EventHub(storage.orders, storage.bus, self.run, self.metrics, **hub_options)
+        self.intake = OrderIntake(storage, settings.queue_max_depth,
+                                  on_pending=lambda events: self.hub.remember([e.published() for e in events]),
+                                  queue_max_wait_s=settings.queue_max_wait_s)
+        self.sockets: set[websocket.WebSocketHandler] = set()  # open WebSockets, closed on stop
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking call on the executor and await its result (IOLoop thread only);
+        a 503 `not_ready` when EXECUTOR_QUEUE_MAX calls are already waiting."""
+        if self._queued >= EXECUTOR_QUEUE_MAX:
+            raise ApiError(503, "not_ready", "the server is waiting on its database; retry later")
+        self._queued += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        finally:
+            self._queued -= 1
+
+    def start(self) -> None:
+        """Subscribe the event hub to the bus and start its sweeper (on the IOLoop thread)."""
+        self.hub.start()
+
+    def stop(self) -> None:
+        """Close open WebSockets (1001), unsubscribe the hub, release the executor's threads."""
+        for socket in list(self.sockets):
+            socket.close(1001, "server shutting down")
+        self.hub.stop()
+        self.intake.close()
+        if self.limiter is not None:
+            self.limiter.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
