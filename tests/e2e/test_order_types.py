@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 from datetime import datetime
 from decimal import Decimal
 
@@ -205,6 +207,63 @@ def test_a_killed_worker_s_armed_orders_each_fire_once_on_another_worker(make_cl
                 assert f"-{survivor.pid}-" in routing["meta"]["worker"], routing
             code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={order_id}")
             assert executed(swaps) == confirmed_swaps(frames[-1]), "fired once: one swap per leg"
+        client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_that_stalled_does_not_take_back_the_armed_orders_taken_from_it(make_cluster):
+    # Its book keeps the orders it armed (no refresh in the test's time), so when it wakes and
+    # the price crosses, both books fire them: only the worker that took them over may run them.
+    cluster = make_cluster(workers=2, VENUE_PROFILE="instant", TRIGGER_REFRESH_SECONDS=600, **FAST_FAILOVER)
+
+    async def scenario():
+        client = cluster.client()
+        limit = str(((await best_price(client)) * ABOVE_DRIFT).quantize(Decimal("0.000001")))
+        accepted = []
+        for _ in range(8):
+            code, body = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="0.5", type="limit",
+                                             limitPrice=limit, slippageBps=5000)
+            assert code == 202
+            accepted.append(body)
+        ids = [a["orderId"] for a in accepted]
+
+        async def all_waiting():
+            return all([await _is(client, i, "waiting") for i in ids])
+
+        await until(all_waiting, 30, "every order to wait")
+        holders = {i: (await client.order(i))[1]["events"][1]["meta"]["worker"] for i in ids}
+        stalled = next(w for w in cluster.workers if any(f"-{w.pid}-" in h for h in holders.values()))
+        survivor = next(w for w in cluster.workers if w is not stalled)
+        taken = [i for i, h in holders.items() if f"-{stalled.pid}-" in h]
+        os.kill(stalled.pid, signal.SIGSTOP)  # a stall: its heartbeat lapses, its book keeps its orders
+        try:
+            async def survivor_took_them():
+                return all(took_over(survivor.log_text(), i) for i in taken)
+
+            await until(survivor_took_them, 30, "the other worker to take over the stalled worker's armed orders")
+        finally:
+            os.kill(stalled.pid, signal.SIGCONT)
+        await push_sol_up(client)  # both books see the crossing
+        results = await asyncio.gather(*(client.listen(a["links"]["ws"], timeout=60) for a in accepted))
+        for order_id, (frames, _) in zip(ids, results):
+            assert frames[-1]["status"] == "confirmed", frames
+            routings = [f for f in frames if f["status"] == "routing"]
+            assert len(routings) == 1, routings
+            if order_id in taken:
+                assert f"-{survivor.pid}-" in routings[0]["meta"]["worker"], routings
+            code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={order_id}")
+            assert executed(swaps) == confirmed_swaps(frames[-1]), "fired once: one swap per leg"
+
+        async def stalled_dropped_them():  # its book fired them too, and its claims were refused
+            log = stalled.log_text()
+            return all(f"armed order {i} was taken over by another worker; dropped" in log for i in taken)
+
+        await until(stalled_dropped_them, 10, "the stalled worker to drop the orders it fired")
+        log = stalled.log_text()  # and it never ran one: no attempt of its own, nothing it was fenced out of
+        acted = [i for i in taken if f"order {i} attempt" in log or f"order {i} was taken over by another worker; "
+                 "this one stops acting" in log]
+        assert not acted, log[-3000:]
         client.close()
 
     asyncio.run(scenario())
