@@ -112,6 +112,7 @@ class EventFigures:
         self.events = dict.fromkeys(sorted(STATUSES), 0)
         self.routes = {(venue, kind): 0 for venue in VENUES for kind in ("single", "split")}
         self.quote_latency = {venue: _Histogram(QUOTE_BUCKETS) for venue in VENUES}
+        self.skipped = dict.fromkeys(VENUES, 0)  # quotes a venue refused with its breaker open
         self.retries: dict[str, int] = {}
         self.swaps: dict[tuple[str, str], int] = {(venue, "confirmed"): 0 for venue in VENUES}
         self.failures: dict[str, int] = {}
@@ -145,6 +146,8 @@ class EventFigures:
             seconds = _seconds(quote.get("latencyMs"))
             if seconds is not None and venue in self.quote_latency:
                 self.quote_latency[venue].observe(seconds)
+            if (quote.get("error") or {}).get("code") == "circuit_open":
+                self.skipped[_venue(venue)] = self.skipped.get(_venue(venue), 0) + 1
         legs = (meta.get("route") or {}).get("legs") or ()
         kind = "split" if len(legs) > 1 else "single"
         for leg in legs:
@@ -182,6 +185,8 @@ class EventFigures:
                        "(the venue takes the whole order) or split (it takes a part)", ["venue", "kind"], self.routes)
         yield _histogram("engine_quote_latency_seconds", "A venue's quote round trip, from the routing events' "
                          "quotes", "venue", self.quote_latency)
+        yield _counter("engine_venue_skipped", "Quotes a venue refused because its circuit breaker was open "
+                       "(it failed most of its recent swaps), from the routing events", ["venue"], self.skipped)
         yield _counter("engine_retries", "New attempts of orders (routing events with a retryReason), by the "
                        "code of that reason", ["reason"], self.retries)
         yield _counter("engine_swaps", "Swaps by venue and outcome: confirmed, or the code the swap failed with",

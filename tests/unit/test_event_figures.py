@@ -42,3 +42,14 @@ def test_a_histogram_counts_a_value_on_a_bound_in_that_bound():
         histogram.observe(value)
     assert histogram.buckets() == [("0.1", 1), ("0.2", 3), ("+Inf", 4)]
     assert histogram.sum == 0.1 + 0.15 + 0.2 + 7
+
+
+def test_a_venue_skipped_by_its_circuit_breaker_is_counted_per_venue():
+    figures = EventFigures()
+    skipped = (b'{"meta": {"quotes": {"raydium": {"error": {"code": "circuit_open", "message": "m"}}, '
+               b'"meteora": {"amountOut": "1"}}, "route": {"legs": [{"dex": "meteora"}]}}}')
+    figures.observe(event("routing", skipped))
+    figures.observe(event("routing", b'{"meta": {"quotes": {"raydium": {"error": {"code": "no_pool"}}}}}'))
+    assert figures.skipped == {"raydium": 1, "meteora": 0}
+    names = {metric.name for metric in figures.collect()}
+    assert "engine_venue_skipped" in names
