@@ -132,6 +132,36 @@ def migrated_template() -> str:
     return name
 
 
+@contextmanager
+def leased_redis(first_index: int = 14):
+    """Lease a Redis db index (lock keys set NX), flush it before and after; yield its URL."""
+    import redis
+
+    token = uuid.uuid4().hex
+    for index in [first_index] + [i for i in range(15, 0, -1) if i != first_index]:
+        client = redis.Redis.from_url(f"{REDIS_BASE_URL}/{index}")
+        if client.set(LEASE_KEY, token, nx=True, ex=LEASE_SECONDS):
+            if client.set(TEST_LEASE_KEY, token, nx=True, ex=LEASE_SECONDS):
+                break
+            client.delete(LEASE_KEY)
+        client.close()
+    else:
+        raise BenchError("no free Redis database index (1..15 all leased)")
+    url = f"{REDIS_BASE_URL}/{index}"
+
+    def flush_keeping_lease():
+        client.flushdb()
+        client.set(LEASE_KEY, token, ex=LEASE_SECONDS)
+        client.set(TEST_LEASE_KEY, token, ex=LEASE_SECONDS)
+
+    flush_keeping_lease()
+    try:
+        yield url
+    finally:
+        client.flushdb()  # also drops both lease keys
+        client.close()
+
+
 class EngineProcess:
     """One `engine <role>` process started by the bench; its output goes to a log file."""
 
