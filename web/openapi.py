@@ -9,7 +9,8 @@ from functools import lru_cache
 from typing import Any
 
 from web.base import ApiHandler, json_dumps
-from web.openapi_schemas import DEXES, ORDER_TYPES, SCHEMAS, STATUSES, ref
+from web.openapi_schemas import (CURSOR_PATTERN, DEXES, LISTED, ORDER_TYPES, SCHEMAS, STATUSES, amount_any, ref,
+                                 token_input)
 
 VERSION = "3.1.0"
 
@@ -67,6 +68,16 @@ def _query(name: str, schema: dict, description: str, required: bool = False) ->
     return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
 
 
+# What makes a GET a WebSocket handshake (RFC 6455): without these headers it answers 405.
+_HANDSHAKE = [
+    {"name": "Upgrade", "in": "header", "required": True, "schema": {"const": "websocket"}},
+    {"name": "Connection", "in": "header", "required": True, "schema": {"const": "Upgrade"}},
+    {"name": "Sec-WebSocket-Version", "in": "header", "required": True, "schema": {"const": "13"}},
+    {"name": "Sec-WebSocket-Key", "in": "header", "required": True, "description": "16 random bytes, base64",
+     "schema": {"type": "string", "pattern": "^[A-Za-z0-9+/]{22}==$"}},
+]
+_ORDER_ID = {"type": "string", "format": "uuid", "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}
+
 _WS_SUBMIT = """WebSocket upgrade (`Upgrade: websocket`). The client's first text frame is the
 submit body (SubmitRequest). The server answers an AcceptedFrame, or an ErrorFrame and then
 closes with code 1008; after an AcceptedFrame it streams that order's StatusEvents from seq 1
@@ -101,18 +112,34 @@ def _paths() -> dict[str, Any]:
     paths = _operations()
     for path in ("/api/orders/execute", "/ws"):
         paths[path]["get"]["security"] = _WS_SECURITY
+    for path, item in paths.items():
+        for method, operation in item.items():
+            operation["operationId"] = OPERATION_IDS[(path, method)]
     return paths
 
 
+# Names for generated clients (and for tools that pick operations, such as the WebSocket
+# handshakes that an HTTP fuzzer must leave out).
+OPERATION_IDS = {
+    ("/api/orders/execute", "post"): "submitOrder", ("/api/orders/execute", "get"): "submitOrderOverWebSocket",
+    ("/api/orders", "get"): "listOrders", ("/api/orders/{orderId}", "get"): "getOrder",
+    ("/api/orders/{orderId}/cancel", "post"): "cancelOrder", ("/api/quote", "get"): "getQuote",
+    ("/api/tokens", "get"): "listTokens", ("/api/sim/swaps", "get"): "listSimSwaps",
+    ("/api/sim/pools", "get"): "listSimPools", ("/api/sim/launch", "post"): "launchToken",
+    ("/ws", "get"): "listenOverWebSocket", ("/healthz", "get"): "health", ("/readyz", "get"): "readiness",
+    ("/metrics", "get"): "metrics", ("/api/openapi.json", "get"): "openapiDocument", ("/", "get"): "dashboard",
+}
+
+
 def _operations() -> dict[str, Any]:
-    order_id = {"name": "orderId", "in": "path", "required": True, "schema": {"type": "string"}}
+    order_id = {"name": "orderId", "in": "path", "required": True, "schema": _ORDER_ID}
     return {
         "/api/orders/execute": {
             "post": _op("Submit an order", _OK_SUBMIT, (400, 409, 413, 415, 429, 503),
                         _SUBMIT_DESCRIPTION, body=ref("SubmitRequest")),
             "get": _op("Submit an order over WebSocket and stream its events", _UPGRADED,
-                       (403, 405, 429), _WS_SUBMIT,
-                       params=[_query("token", {"type": "string"}, "API key, for browsers")]),
+                       (400, 403, 405, 429), _WS_SUBMIT,
+                       params=[*_HANDSHAKE, _query("token", {"type": "string"}, "API key, for browsers")]),
         },
         "/api/orders": {"get": _op(
             "List orders, newest first", {200: _json(ref("OrderList"), "One page of orders (without events).")},
@@ -120,7 +147,7 @@ def _operations() -> dict[str, Any]:
                 _query("status", {"type": "string", "enum": STATUSES}, "only orders with this status"),
                 _query("type", {"type": "string", "enum": ORDER_TYPES}, "only orders of this type"),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size, 1..500 (400 otherwise)"),
-                _query("cursor", {"type": "string"}, "the nextCursor of the previous page"),
+                _query("cursor", {"type": "string", "pattern": CURSOR_PATTERN}, "the nextCursor of the previous page"),
             ])},
         "/api/orders/{orderId}": {"get": _op(
             "Read one order with its full event history",
@@ -135,9 +162,10 @@ def _operations() -> dict[str, Any]:
             "Quote both venues and show the route the engine would take now",
             {200: _json(ref("QuoteAnswer"), "Both venues' quotes and the route; nothing is executed.")},
             (400, 503), "Validated with the same rules and codes as a submit.", params=[
-                _query("tokenIn", {"type": "string"}, "symbol or mint of the token sold", True),
-                _query("tokenOut", {"type": "string"}, "symbol or mint of the token bought", True),
-                _query("amount", {"type": "string"}, "amount of tokenIn, whole-token units", True),
+                _query("tokenIn", token_input(LISTED), "symbol (any case) or mint of the token sold", True),
+                _query("tokenOut", token_input(LISTED), "symbol or mint of the token bought (not tokenIn)", True),
+                _query("amount", amount_any(), "amount of tokenIn, whole-token units (> 0, at most its "
+                       "decimals); one the pools can fill", True),
                 _query("slippageBps", {"type": "integer", "minimum": 1, "maximum": 5000, "default": 50}, "1..5000"),
             ], tag="market")},
         "/api/tokens": {"get": _op(
@@ -146,7 +174,7 @@ def _operations() -> dict[str, Any]:
         "/api/sim/swaps": {"get": _op(
             "Swaps the simulated chain executed for an order",
             {200: _json(ref("SimSwapList"), "Every executed swap of the order.")}, (400, 404, 503),
-            params=[_query("orderId", {"type": "string"}, "the order", True)], tag="simulator")},
+            params=[_query("orderId", _ORDER_ID, "the order", True)], tag="simulator")},
         "/api/sim/pools": {"get": _op(
             "Every simulated pool, priced now", {200: _json(ref("PoolList"), "Reserves in whole tokens.")},
             (503,), tag="simulator")},
@@ -154,8 +182,9 @@ def _operations() -> dict[str, Any]:
             "Schedule the launch of a token that is not tradable yet (for sniper orders)",
             {202: _json(ref("LaunchAccepted"), "Scheduled.")}, (400, 413, 415, 503),
             body=ref("LaunchRequest"), tag="simulator")},
-        "/ws": {"get": _op("Listen to order events over WebSocket", _UPGRADED, (403, 405), _WS_LISTEN, params=[
-            _query("orderId", {"type": "string"}, "stream this order only"),
+        "/ws": {"get": _op("Listen to order events over WebSocket", _UPGRADED, (400, 403, 405), _WS_LISTEN, params=[
+            *_HANDSHAKE,
+            _query("orderId", _ORDER_ID, "stream this order only"),
             _query("after", {"type": "integer", "minimum": 0}, "with orderId: resume after this event seq"),
             _query("token", {"type": "string"}, "API key, for browsers"),
         ])},

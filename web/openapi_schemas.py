@@ -8,8 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from config import TOKENS
+from config.tokens import NATIVE_SOL_MINT
+from storage.orders import CURSOR_PATTERN
 from storage.status import FAILURE_CODES, LIFECYCLE, TERMINAL
-from web.market import VENUES
+from storage.venues.base import VENUES
+from web.validation import MAX_BASE_UNITS, MAX_EXPIRY_SECONDS
 from web.validation import ORDER_TYPES as _ORDER_TYPES
 
 # The engine's own lists, so the document cannot drift from them.
@@ -31,6 +34,31 @@ ENGINE_ERROR_CODES = [
 ]
 
 
+# ---- request values, as strict as web/validation.py (built from the same lists) -----------------
+
+def _names(token: Token) -> str:
+    """A regex alternative for one token: its symbol in any case, or its mint(s)."""
+    symbol = "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in token.symbol)
+    mints = [token.mint] + ([NATIVE_SOL_MINT] if token.symbol == "SOL" else [])
+    return "|".join([symbol, *mints])
+
+
+def token_input(tokens) -> dict[str, Any]:
+    """A token named by symbol (any case) or mint, one of `tokens`."""
+    return {"type": "string", "pattern": "^(?:" + "|".join(_names(t) for t in tokens) + ")$"}
+
+
+LISTED = [t for t in TOKENS if t.tradable]  # tradable from the start
+UNLAUNCHED = [t for t in TOKENS if not t.tradable]  # until POST /api/sim/launch: sniper orders only
+_POSITIVE = {"not": {"pattern": r"^0*\.?0*$"}}  # with a decimal pattern: not zero
+
+
+def amount_any() -> dict[str, Any]:
+    """An amount (as text) valid for whichever listed token: the fewest decimals (5) and whole
+    digits (10, for SOL's 9 decimals under 2^64-1 base units) among them."""
+    return {"type": "string", "allOf": [{"pattern": r"^[0-9]{1,10}(?:\.[0-9]{0,5}0*)?$"}, _POSITIVE]}
+
+
 def ref(name: str) -> dict[str, str]:
     """A `$ref` to a schema of this document."""
     return {"$ref": f"#/components/schemas/{name}"}
@@ -44,6 +72,45 @@ def nullable(schema: dict[str, Any]) -> dict[str, Any]:
 def _obj(required: list[str], properties: dict[str, Any], extra: bool = False, **more: Any) -> dict[str, Any]:
     return {"type": "object", "required": required, "properties": properties,
             "additionalProperties": extra, **more}
+
+
+def amount_of(token) -> dict[str, Any]:
+    """An amount of `token`: > 0, at most its decimals (trailing zeros aside), at most 2^64-1
+    base units (as text: fewer whole digits than the bound has, so every such text fits)."""
+    whole_digits = len(str(MAX_BASE_UNITS // 10 ** token.decimals)) - 1
+    text = {"type": "string", "allOf": [
+        {"pattern": rf"^[0-9]{{1,{whole_digits}}}(?:\.[0-9]{{0,{token.decimals}}}0*)?$"}, _POSITIVE]}
+    return {"oneOf": [text, {"type": "integer", "minimum": 1, "maximum": MAX_BASE_UNITS // 10 ** token.decimals}]}
+
+
+_EXPIRY = nullable({"type": "integer", "minimum": 1, "maximum": MAX_EXPIRY_SECONDS})
+
+
+def _submit(token_in, order_type: dict[str, Any], required: list[str], tokens_out, **fields: Any) -> dict[str, Any]:
+    """One kind of submit body (an alternative of SubmitRequest): selling `token_in`."""
+    return _obj(["tokenIn", "tokenOut", "amount", *required], {
+        "tokenIn": token_input([token_in]), "tokenOut": token_input([t for t in tokens_out if t != token_in]),
+        "amount": amount_of(token_in),
+        "type": order_type,
+        "slippageBps": nullable({"type": "integer", "minimum": 1, "maximum": 5000, "default": 50}),
+        "clientOrderId": nullable({"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[ -~]+$"}),
+        "limitPrice": {"type": "null"}, "expiresInSeconds": {"type": "null"}, **fields})
+
+
+def submit_kinds() -> list[dict[str, Any]]:
+    """Every kind of submit body, by the token sold (its amount's decimals and bound differ; the
+    token bought is another one): market and limit orders between listed tokens; sniper orders
+    with at most one token not launched yet (a launched one trades at once)."""
+    kinds = []
+    for token in TOKENS:
+        if token.tradable:
+            kinds += [_submit(token, {"enum": ["market", None]}, [], LISTED),
+                      _submit(token, {"const": "limit"}, ["type", "limitPrice"], LISTED,
+                              limitPrice=ref("LimitPrice"), expiresInSeconds=_EXPIRY),
+                      _submit(token, {"const": "sniper"}, ["type"], TOKENS, expiresInSeconds=_EXPIRY)]
+        else:
+            kinds.append(_submit(token, {"const": "sniper"}, ["type"], LISTED, expiresInSeconds=_EXPIRY))
+    return kinds
 
 
 DECIMAL = ref("Decimal")
@@ -127,17 +194,16 @@ SCHEMAS: dict[str, Any] = {
         "field": {"type": "string", "description": "the field at fault, where there is one"}}),
     "Error": _obj(["error"], {"error": ref("ErrorObject")},
                   description="Every error answer, 404 and 405 included; never HTML or a trace."),
-    "SubmitRequest": _obj(["tokenIn", "tokenOut", "amount"], {
-        "tokenIn": {"type": "string", "description": "symbol (any case) or mint address of the token sold"},
-        "tokenOut": {"type": "string", "description": "symbol or mint address of the token bought"},
-        "amount": ref("DecimalInput"),
-        "type": nullable(ref("OrderType")),
-        "slippageBps": nullable({"type": "integer", "minimum": 1, "maximum": 5000, "default": 50}),
-        "limitPrice": nullable(ref("DecimalInput")),
-        "expiresInSeconds": nullable({"type": "integer", "minimum": 1}),
-        "clientOrderId": nullable({"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[ -~]+$"}),
-    }, description="An unknown field is an error; limitPrice is for limit orders, expiresInSeconds for "
-                   "limit and sniper orders."),
+    "SubmitRequest": {"anyOf": submit_kinds(), "description": (
+        "A market, limit or sniper order. An unknown field is an error; null means not given. Tokens by symbol "
+        "(any case) or mint; only a sniper order may name a token that has not launched, and only one. Beyond "
+        "what JSON Schema says here: tokenIn and tokenOut differ, and the amount has at most tokenIn's decimals "
+        "(trailing zeros aside) and fits 2^64-1 base units (400 otherwise).")},
+    "LimitPrice": {"oneOf": [
+        {"type": "string", "allOf": [{"pattern": r"^[0-9]{1,14}(?:\.[0-9]{0,14})?$"}, _POSITIVE]},
+        {"type": "number", "minimum": 1e-30, "exclusiveMaximum": 1e31}],
+        "description": "the least tokenOut per 1 tokenIn: > 0, between 1e-30 and 1e30, at most 28 significant "
+                       "digits (the string form here is a strict subset)"},
     "SubmitAccepted": _obj(["orderId", "status", "clientOrderId", "links"], {
         "orderId": ORDER_ID, "status": ref("OrderStatus"), "clientOrderId": nullable({"type": "string"}),
         "links": _obj(["self", "ws"], {"self": {"type": "string"}, "ws": {"type": "string"}}),
@@ -182,7 +248,8 @@ SCHEMAS: dict[str, Any] = {
         "feeRate": DECIMAL, "price": {**DECIMAL, "description": "tokenB per tokenA, now"}}),
     "PoolList": _obj(["pools"], {"pools": {"type": "array", "items": ref("Pool")}}),
     "LaunchRequest": _obj(["token", "inSeconds"], {
-        "token": {"type": "string"}, "inSeconds": {"type": "number", "minimum": 0, "maximum": 604800}}),
+        "token": {**token_input(UNLAUNCHED), "description": "a token not launched yet (each launches once)"},
+        "inSeconds": {"type": "number", "minimum": 0, "maximum": 604800}}),
     "LaunchAccepted": _obj(["token", "launchAt"], {"token": SYMBOL, "launchAt": TIMESTAMP}),
     "Health": _obj(["status"], {"status": {"const": "ok"}}),
     "Ready": _obj(["status"], {"status": {"const": "ready"}}),

@@ -100,10 +100,14 @@ def test_the_document_is_openapi_3_1_and_covers_every_path_and_error_code_of_the
     submit = document["paths"]["/api/orders/execute"]["post"]
     assert {"400", "401", "409", "413", "415", "429", "503"} <= set(submit["responses"])
     assert "Retry-After" in submit["responses"]["429"]["headers"]
-    assert {"limitPrice", "expiresInSeconds", "type"} <= set(
-        document["components"]["schemas"]["SubmitRequest"]["properties"])
-    for path in ("/api/orders/execute", "/ws"):  # the WebSockets are described in words
-        assert "WebSocket" in document["paths"][path]["get"]["description"]
+    kinds = document["components"]["schemas"]["SubmitRequest"]["anyOf"]  # by token sold and order type
+    assert all({"limitPrice", "expiresInSeconds", "type"} <= set(kind["properties"]) for kind in kinds)
+    for path in ("/api/orders/execute", "/ws"):  # the WebSockets: described in words, and their handshake
+        operation = document["paths"][path]["get"]
+        assert "WebSocket" in operation["description"]
+        assert {"Upgrade", "Connection", "Sec-WebSocket-Key", "Sec-WebSocket-Version"} <= {
+            p["name"] for p in operation["parameters"] if p["in"] == "header" and p["required"]}
+        assert "101" in operation["responses"] and "405" in operation["responses"]
     for path in ("/healthz", "/readyz", "/metrics", "/api/openapi.json", "/"):
         assert document["paths"][path]["get"]["security"] == []
 
