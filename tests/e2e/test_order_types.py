@@ -167,28 +167,35 @@ def test_a_sniper_order_fires_on_its_launch_timer_not_a_poll_later(make_cluster)
     assert 0 <= fired_ms < LAUNCH_POLL_S * 1000, f"its routing event came {fired_ms:.1f} ms after the launch"
 
 
+async def arm_limit_orders(client, workers, count: int = 8):
+    """`count` SOL sellers' limit orders above what drift can reach, all `waiting`; (the accepted
+    answers, one worker holding some of them, the others, the ids of the orders it holds)."""
+    limit = str(((await best_price(client)) * ABOVE_DRIFT).quantize(Decimal("0.000001")))
+    accepted = []
+    for _ in range(count):
+        code, body = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="0.5", type="limit",
+                                         limitPrice=limit, slippageBps=5000)
+        assert code == 202
+        accepted.append(body)
+    ids = [a["orderId"] for a in accepted]
+
+    async def all_waiting():
+        return all([await _is(client, i, "waiting") for i in ids])
+
+    await until(all_waiting, 30, "every order to wait")
+    holders = {i: (await client.order(i))[1]["events"][1]["meta"]["worker"] for i in ids}
+    holder = next(w for w in workers if any(f"-{w.pid}-" in h for h in holders.values()))
+    others = [w for w in workers if w is not holder]
+    return accepted, holder, others, [i for i, h in holders.items() if f"-{holder.pid}-" in h]
+
+
 def test_a_killed_worker_s_armed_orders_each_fire_once_on_another_worker(make_cluster):
     cluster = make_cluster(workers=2, VENUE_PROFILE="instant", **FAST_FAILOVER)
 
     async def scenario():
         client = cluster.client()
-        limit = str(((await best_price(client)) * ABOVE_DRIFT).quantize(Decimal("0.000001")))
-        accepted = []
-        for _ in range(8):
-            code, body = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="0.5", type="limit",
-                                             limitPrice=limit, slippageBps=5000)
-            assert code == 202
-            accepted.append(body)
+        accepted, victim, (survivor,), orphans = await arm_limit_orders(client, cluster.workers)
         ids = [a["orderId"] for a in accepted]
-
-        async def all_waiting():
-            return all([await _is(client, i, "waiting") for i in ids])
-
-        await until(all_waiting, 30, "every order to wait")
-        holders = {(await client.order(i))[1]["events"][1]["meta"]["worker"] for i in ids}
-        victim = next(w for w in cluster.workers if any(f"-{w.pid}-" in h for h in holders))
-        survivor = next(w for w in cluster.workers if w is not victim)
-        orphans = [i for i in ids if f"-{victim.pid}-" in (await client.order(i))[1]["events"][1]["meta"]["worker"]]
         victim.kill()  # SIGKILL: its book is gone; its jobs stay pending in Redis
 
         async def survivor_took_them():
@@ -219,23 +226,8 @@ def test_a_worker_that_stalled_does_not_take_back_the_armed_orders_taken_from_it
 
     async def scenario():
         client = cluster.client()
-        limit = str(((await best_price(client)) * ABOVE_DRIFT).quantize(Decimal("0.000001")))
-        accepted = []
-        for _ in range(8):
-            code, body = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="0.5", type="limit",
-                                             limitPrice=limit, slippageBps=5000)
-            assert code == 202
-            accepted.append(body)
+        accepted, stalled, (survivor,), taken = await arm_limit_orders(client, cluster.workers)
         ids = [a["orderId"] for a in accepted]
-
-        async def all_waiting():
-            return all([await _is(client, i, "waiting") for i in ids])
-
-        await until(all_waiting, 30, "every order to wait")
-        holders = {i: (await client.order(i))[1]["events"][1]["meta"]["worker"] for i in ids}
-        stalled = next(w for w in cluster.workers if any(f"-{w.pid}-" in h for h in holders.values()))
-        survivor = next(w for w in cluster.workers if w is not stalled)
-        taken = [i for i, h in holders.items() if f"-{stalled.pid}-" in h]
         os.kill(stalled.pid, signal.SIGSTOP)  # a stall: its heartbeat lapses, its book keeps its orders
         try:
             async def survivor_took_them():
