@@ -137,8 +137,16 @@ def empty_database_settings(request, tmp_path):
 OWN_SERVERS = {"own_redis", "own_postgres", "make_own_cluster"}
 
 
+# The longest modules (seconds each test, --durations) start first, so that the many short
+# tests fill the xdist workers at the end instead of one long test running alone.
+LONGEST_FIRST = ("test_generated_requests", "test_schemathesis", "test_outages", "test_procfile",
+                 "test_process_faults", "test_cluster", "test_takeover")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Group the tests of a module that owns servers onto one xdist worker (`--dist loadgroup`)."""
+    """Longest modules first; the tests of a module that owns servers on one xdist worker."""
+    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)))
     for item in items:
         if OWN_SERVERS & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group(f"own-servers-{item.module.__name__}"))
