@@ -68,7 +68,8 @@ class Page:
 
         for name, value in fields.items():
             element = self.find(f"#f-{name}")
-            if element.tag_name == "select":
+            if element.tag_name == "select":  # its options come from /api/tokens: wait for them
+                self.wait().until(lambda d: any(o.get_attribute("value") == value for o in Select(element).options))
                 Select(element).select_by_value(value)
             else:
                 element.clear()

@@ -155,7 +155,10 @@ def test_procfile_release_then_honcho_then_sigterm_mid_flight_ends_every_order(e
         ids, before, seconds = asyncio.run(deploy())
         assert_clean_shutdown(first, seconds, ["web.1", "worker.1", "worker.2"])
         assert re.search(r"web\.1 +\| .* engine: listening on port", first.log())  # logs on stdout
-        assert all(code == 1001 for frames, code in before if frames[-1]["status"] != "confirmed")
+        # A listener not done got 1001 (the web process stopping), or never connected (None: it
+        # was stopping already); one that connected just before the signal may have got no frame.
+        unfinished = [code for frames, code in before if not frames or frames[-1]["status"] != "confirmed"]
+        assert all(code in (1001, None) for code in unfinished), unfinished
 
         # The next release: the same Procfile starts again and resumes what was left.
         second = Honcho(env, tmp_path / "honcho-2.log", "web", "worker")
