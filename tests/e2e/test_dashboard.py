@@ -53,6 +53,8 @@ class Page:
         self.wait = lambda timeout=20: WebDriverWait(driver, timeout, poll_frequency=0.05)
         driver.get(f"http://127.0.0.1:{port}/")
         self.wait().until(lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
+        # The form's token lists come from /api/tokens: the page is usable once they are there.
+        self.wait().until(lambda d: d.execute_script("return document.querySelectorAll('#f-tokenIn option').length"))
 
     def find(self, css: str):
         return self.driver.find_element(self.By.CSS_SELECTOR, css)
