@@ -187,17 +187,26 @@ def curve_quote(dex: str, amount_in: int, reserve_in: int, reserve_out: int) -> 
     return Quote(dex, SOL, USDC, amount_in, curve.out(amount_in), Decimal("0.0025"), 0, 1, utcnow(), curve=curve)
 
 
-def test_a_split_order_sends_each_leg_and_retries_only_the_leg_that_failed():
+SPLIT_POOLS = {"raydium": (20_000 * 10**9, 3_000_000 * 10**6), "meteora": (18_000 * 10**9, 2_700_000 * 10**6)}
+
+
+def _routed_split():
+    """A 1000 SOL order (large: splitting pays) quoted on both pools: (actor, directory, the
+    AppendEvents of its routing, building and submitted)."""
     actor, directory, router = make_actor()
     order = pending_order()
-    order = order.__class__(**{**order.__dict__, "amount": Decimal("1000")})  # large: splitting pays
-    amount = 1000 * 10**9
-    pools = {"raydium": (20_000 * 10**9, 3_000_000 * 10**6), "meteora": (18_000 * 10**9, 2_700_000 * 10**6)}
-    actor.on_receive(RunOrder(order))
+    actor.on_receive(RunOrder(order.__class__(**{**order.__dict__, "amount": Decimal("1000")})))
     requests = directory.refs["raydium"].take(RequestQuote) + directory.refs["meteora"].take(RequestQuote)
     for request, dex in zip(requests, ("raydium", "meteora")):
-        actor.on_receive(QuoteReceived(request.request_id, dex, curve_quote(dex, request.amount_in, *pools[dex])))
+        actor.on_receive(QuoteReceived(request.request_id, dex,
+                                       curve_quote(dex, request.amount_in, *SPLIT_POOLS[dex])))
     (append,) = directory.refs["event_writer"].take(AppendEvents)
+    return actor, directory, append
+
+
+def test_a_split_order_sends_each_leg_and_retries_only_the_leg_that_failed():
+    actor, directory, append = _routed_split()
+    amount = 1000 * 10**9
     routing, building, submitted = (d.meta for d in append.drafts)
     assert len(routing["route"]["legs"]) == 2 and len(building["legs"]) == 2 and len(submitted["legs"]) == 2
     assert submitted["txHash"] == submitted["legs"][0]["txHash"]
@@ -236,15 +245,7 @@ def _split_with_one_leg_filled():
     """A 1000 SOL order split over both venues, its first leg filled at the worst it may give
     and its second failed; its retry asks for quotes of the rest. (actor, directory, the
     order's minimum for the whole amount, what the filled leg gave, the retry's requests)."""
-    actor, directory, router = make_actor()
-    order = pending_order()
-    order = order.__class__(**{**order.__dict__, "amount": Decimal("1000")})
-    pools = {"raydium": (20_000 * 10**9, 3_000_000 * 10**6), "meteora": (18_000 * 10**9, 2_700_000 * 10**6)}
-    actor.on_receive(RunOrder(order))
-    requests = directory.refs["raydium"].take(RequestQuote) + directory.refs["meteora"].take(RequestQuote)
-    for request, dex in zip(requests, ("raydium", "meteora")):
-        actor.on_receive(QuoteReceived(request.request_id, dex, curve_quote(dex, request.amount_in, *pools[dex])))
-    (append,) = directory.refs["event_writer"].take(AppendEvents)
+    actor, directory, append = _routed_split()
     order_min = USDC.to_base(Decimal(append.drafts[0].meta["route"]["minAmountOut"]))
     actor.on_receive(stored(append))
     good, bad = directory.refs["raydium"].take(SendSwap) + directory.refs["meteora"].take(SendSwap)
