@@ -53,7 +53,7 @@ def _log_problems(procs) -> dict:
     return found
 
 
-BENCH_KEY = "bench-key-0123456789"
+BENCH_KEY = "bench-key-0123456789-0123456789abcd"
 
 
 def _env(base: dict, args) -> dict:

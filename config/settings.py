@@ -13,6 +13,7 @@ class ConfigError(Exception):
 
 
 VENUE_PROFILES = ("realistic", "instant")
+MIN_KEY_LENGTH = 32  # the spec's floor for API keys
 LOG_FORMATS = ("text", "json")
 
 
@@ -171,9 +172,12 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
     seed_raw = env.get("SIM_SEED", "").strip()
     sim_seed = _int(env, "SIM_SEED", None, 0) if seed_raw else None
     api_keys = _list(env, "API_KEYS")
-    for key in api_keys:
+    for n, key in enumerate(api_keys, 1):
         if not key.isascii() or not key.isprintable() or " " in key:
             raise ConfigError("API_KEYS must be printable ASCII keys without spaces, separated by commas")
+        if len(key) < MIN_KEY_LENGTH:  # a short key can be guessed (offline, from a copy of the owner ids)
+            raise ConfigError(f"API_KEYS: every key must be at least {MIN_KEY_LENGTH} characters "
+                              f"(key {n} has {len(key)})")
     level = (env.get("LOG_LEVEL", "").strip() or "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r}")
@@ -233,7 +237,7 @@ VARIABLES: dict[str, str] = {
     "VENUE_FAILURE_RATE": "share of swaps that fail transiently (default 0.05)",
     "VENUE_TIMEOUT_RATE": "share of swaps that time out, outcome unknown (default 0.02)",
     "SIM_SEED": "seed of the simulated world when it is first created (default random)",
-    "API_KEYS": "comma-separated API keys (default none)",
+    "API_KEYS": "comma-separated API keys, each at least 32 characters (default none)",
     "KEY_RATE_LIMIT": "submissions per key per 60 s where keys are configured (default 600)",
     "CORS_ORIGINS": "origins allowed to call the API from a browser (default none)",
     "LOG_LEVEL": "DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)",

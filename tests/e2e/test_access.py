@@ -14,7 +14,8 @@ from tests.e2e.cluster import Client, assert_complete_lifecycle
 
 pytestmark = pytest.mark.e2e
 
-KEY_A, KEY_B, KEY_C = "alpha-key-000000", "bravo-key-111111", "charlie-key-2222"
+KEY_A, KEY_B, KEY_C = ("alpha-key-000000-0000000000000000", "bravo-key-111111-1111111111111111",
+                       "charlie-key-2222-2222222222222222")
 SOL_USDC = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.25"}
 WAIT_S = 30.0
 

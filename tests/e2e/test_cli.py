@@ -117,8 +117,9 @@ def test_on_a_terminal_watch_shows_one_progress_line_then_the_outcome(make_engin
 
 
 def test_the_key_comes_from_ENGINE_API_KEY_and_a_missing_key_exits_2_with_the_reason(make_engine_run):
-    _, port = make_engine_run(API_KEYS="cli-key")
+    _, port = make_engine_run(API_KEYS="cli-key-0123456789-0123456789abcde")
     missing = engine(port, "tokens")
     assert missing.returncode == 2 and "ENGINE_API_KEY" in missing.stderr
-    done = engine(port, "submit", "SOL", "USDC", "0.1", "--watch", env={"ENGINE_API_KEY": "cli-key"})
+    done = engine(port, "submit", "SOL", "USDC", "0.1", "--watch",
+                  env={"ENGINE_API_KEY": "cli-key-0123456789-0123456789abcde"})
     assert done.returncode == 0 and done.stdout.splitlines()[-1].split("\t")[1] == "confirmed"

@@ -177,13 +177,13 @@ def test_api_errors_read_as_sentences_next_to_the_field_and_a_failed_order_shows
 
 
 def test_with_api_keys_the_page_asks_for_a_key_and_then_works(make_engine_run, browser):
-    _, port = make_engine_run(API_KEYS="dash-key")
+    _, port = make_engine_run(API_KEYS="dash-key-0123456789-0123456789abcd")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(f"http://127.0.0.1:{port}/")
     WebDriverWait(browser, 20).until(lambda d: "needs an API key" in d.find_element(By.ID, "notice").text)
-    browser.find_element(By.ID, "api-key").send_keys("dash-key")
+    browser.find_element(By.ID, "api-key").send_keys("dash-key-0123456789-0123456789abcd")
     browser.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
     page = Page(browser, port)  # reloads: the key is kept in the session
     page.wait().until(lambda d: "Route:" in page.text("#quote"))

@@ -91,6 +91,13 @@ def test_a_bad_setting_stops_the_process_with_a_message_naming_it(tmp_path):
     assert "WORKER_CONCURRENCY" in proc.log_text()
 
 
+def test_an_api_key_shorter_than_32_characters_stops_the_process_naming_the_variable_not_the_key(tmp_path):
+    short = "only-twenty-chars-ok"
+    proc = EngineProcess("run", {"API_KEYS": short, "ENGINE_DATA_DIR": str(tmp_path)}, tmp_path)
+    assert proc.run(timeout=30) == 2
+    assert "API_KEYS" in proc.log_text() and short not in proc.log_text(), proc.log_text()
+
+
 def test_engine_web_on_an_unmigrated_database_says_to_run_migrate(tmp_path, empty_postgres_url, redis_url):
     env = {"DATABASE_URL": empty_postgres_url, "REDIS_URL": redis_url, "ENGINE_DATA_DIR": str(tmp_path)}
     proc = EngineProcess("web", env, tmp_path)

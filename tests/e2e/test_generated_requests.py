@@ -38,7 +38,7 @@ from web.validation import ORDER_FIELDS
 
 pytestmark = pytest.mark.e2e
 
-KEY, OTHER_KEY = "fuzz-key-0123456789", "fuzz-other-9876543210"
+KEY, OTHER_KEY = "fuzz-key-0123456789-0123456789abc", "fuzz-other-9876543210-9876543210ab"
 VALID = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5"}
 SEED_VARIABLE = "GENERATED_REQUESTS_SEED"
 RUNS = settings(max_examples=2500, deadline=None, database=None,

@@ -16,7 +16,7 @@ from tornado.websocket import websocket_connect
 from tests.integration.test_web import CONFIRMED, LIFECYCLE, WebTestCase, _OnPostgresAndRedis, statuses
 from web.access import owner_id
 
-KEY_A, KEY_B = "key-a-0123456789", "key-b-9876543210"
+KEY_A, KEY_B = "key-a-0123456789-0123456789abcdef", "key-b-9876543210-fedcba9876543210"
 
 
 def bearer(key: str) -> dict[str, str]:

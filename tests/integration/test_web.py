@@ -874,7 +874,7 @@ class HttpEdgeTest(WebTestCase):
     """Answers decided before the body is read, on one kept-alive connection (a blocking
     client on another thread, so the server's IOLoop keeps running)."""
 
-    env = {"API_KEYS": "edge-key"}
+    env = {"API_KEYS": "edge-key-0123456789-0123456789abcd"}
 
     def exchange(self, requests):
         """Send (method, path, body, headers) requests on ONE connection: [(status, headers, body)]."""
@@ -892,7 +892,7 @@ class HttpEdgeTest(WebTestCase):
 
     @gen_test
     async def test_a_refusal_answered_before_the_body_is_read_leaves_the_connection_usable(self):
-        key = {"Authorization": "Bearer edge-key"}
+        key = {"Authorization": "Bearer edge-key-0123456789-0123456789abcd"}
         json_type = {"Content-Type": "application/json"}
         order = json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1"})
         junk = "x" * (300 * 1024)  # larger than socket buffers: the client is still sending when refused
@@ -919,7 +919,7 @@ class HttpEdgeTest(WebTestCase):
         def declare_huge():
             with socket.create_connection(("127.0.0.1", self.get_http_port()), timeout=WAIT_S) as sock:
                 sock.sendall(b"POST /api/orders/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                             b"Authorization: Bearer edge-key\r\nContent-Length: 2097152\r\n\r\n{")
+                             b"Authorization: Bearer edge-key-0123456789-0123456789abcd\r\nContent-Length: 2097152\r\n\r\n{")
                 received = b""
                 while chunk := sock.recv(65536):  # the answer, then the server's end of the connection
                     received += chunk

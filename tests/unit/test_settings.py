@@ -35,9 +35,17 @@ def test_a_bad_value_names_its_variable(name, value):
 
 def test_dotenv_is_read_and_the_environment_wins(tmp_path):
     env_file = tmp_path / ".env"
-    env_file.write_text("# comment\nPORT=9001\nexport WORKER_CONCURRENCY='7'\nAPI_KEYS=a, b\n")
+    a, b = "a" * 32, "b" * 40
+    env_file.write_text(f"# comment\nPORT=9001\nexport WORKER_CONCURRENCY='7'\nAPI_KEYS={a}, {b}\n")
     s = load_settings({"PORT": "9002"}, dotenv=env_file)
-    assert (s.port, s.worker_concurrency, s.api_keys) == (9002, 7, ("a", "b"))
+    assert (s.port, s.worker_concurrency, s.api_keys) == (9002, 7, (a, b))
+
+
+def test_a_key_shorter_than_32_characters_stops_the_start_naming_the_variable_never_the_key():
+    short = "s3cret-but-short"
+    with pytest.raises(ConfigError, match="API_KEYS") as refused:
+        load_settings({"API_KEYS": f"{'k' * 32},{short}"}, dotenv=None)
+    assert "key 2 has 16" in str(refused.value) and short not in str(refused.value)
 
 
 def test_postgres_and_redis_urls_are_accepted():
