@@ -119,11 +119,21 @@ CREATE INDEX orders_expiring ON orders (expires_at)
 CREATE INDEX orders_armed ON orders (worker) WHERE status = 'waiting'
 """
 
+# Secrets the engine's processes share through the database (the key derivation secret of
+# owner ids), created once by whichever process needs one first.
+_SECRETS = """
+CREATE TABLE engine_secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+)
+"""
+
 MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (1, "orders and their status events", {"postgres": _ORDERS_POSTGRES, "sqlite": _ORDERS_SQLITE}),
     (2, "the simulated chain: world, pools, swaps, launches", {"postgres": _SIM_POSTGRES, "sqlite": _SIM_SQLITE}),
     (3, "fencing tokens, the chain's nonces, an index of unfinished orders", {"postgres": _FENCING, "sqlite": _FENCING}),
     (4, "expiry of limit and sniper orders, the armed orders of each worker", {"postgres": _ARMED, "sqlite": _ARMED}),
+    (5, "secrets the processes share", {"postgres": _SECRETS, "sqlite": _SECRETS}),
 ]
 
 

@@ -2,9 +2,10 @@
 
 With `API_KEYS` set every `/api` and `/ws` request names a key (`Authorization: Bearer KEY`,
 or `?token=KEY` on a WebSocket, which browsers cannot give headers). A key's owner id is
-the first 16 hex digits of its SHA-256: that is what orders store and events carry, so a
-database or a bus message never holds a key. Without keys the owner is None: everyone
-sees every order (orders are stored with the owner "").
+the first 16 hex digits of an HMAC-SHA256 of the key under the engine's shared secret
+(`storage.secrets`): that is what orders store and events carry, so a database or a bus
+message never holds a key, and a copy of them does not let a key be guessed offline.
+Without keys the owner is None: everyone sees every order (orders are stored with the owner "").
 
 Runs on the IOLoop thread (a SHA-256 and one digest comparison per configured key).
 """
@@ -22,9 +23,9 @@ from web.errors import ApiError
 _DOMAIN = b"dex-engine api key\n"  # keeps these digests apart from any other use of the key
 
 
-def owner_id(key: str) -> str:
+def owner_id(key: str, secret: bytes) -> str:
     """The owner an API key's orders belong to (what is stored in place of the key)."""
-    return _digest(key).hex()[:16]
+    return hmac.new(secret, _DOMAIN + key.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:16]
 
 
 def _digest(key: str) -> bytes:
@@ -54,8 +55,8 @@ def redact_token(request: HTTPServerRequest) -> None:
 class KeyRing:
     """The configured API keys, as digests; `owner` answers who a request is, or raises a 401."""
 
-    def __init__(self, keys: Iterable[str]):
-        self._known = [(_digest(key), owner_id(key)) for key in keys]
+    def __init__(self, keys: Iterable[str], secret: bytes = b""):
+        self._known = [(_digest(key), owner_id(key, secret)) for key in keys]
 
     @property
     def enabled(self) -> bool:

@@ -18,6 +18,7 @@ from tornado import websocket
 
 from config import Settings
 from storage.runtime import Storage
+from storage.secrets import shared_secret
 from web.access import KeyRing
 from web.errors import ApiError
 from web.hub import EventHub
@@ -43,7 +44,8 @@ class Services:
         self.settings = settings
         self.executor = executor or ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="web-io")
         self._queued = 0  # calls handed to the executor and not finished
-        self.keys = KeyRing(settings.api_keys)
+        # Owner ids are derived under the secret every process reads from the database.
+        self.keys = KeyRing(settings.api_keys, shared_secret(storage.db) if settings.api_keys else b"")
         # KEY_RATE_LIMIT applies where keys are configured (it counts per key).
         self.limiter = SubmissionLimiter(storage.bus, settings.key_rate_limit) if self.keys.enabled else None
         self.metrics = WebMetrics()

@@ -3,6 +3,7 @@ limit, on the embedded storage (SQLite, in-process bus) and again on Postgres an
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import sqlite3
@@ -14,6 +15,7 @@ from tornado.testing import gen_test
 from tornado.websocket import websocket_connect
 
 from tests.integration.test_web import CONFIRMED, LIFECYCLE, WebTestCase, _OnPostgresAndRedis, statuses
+from storage.secrets import shared_secret
 from web.access import owner_id
 
 KEY_A, KEY_B = "key-a-0123456789-0123456789abcdef", "key-b-9876543210-fedcba9876543210"
@@ -148,7 +150,7 @@ class AccessTest(KeyedTestCase):
         accepted = await self.frame(submit)
         assert accepted["type"] == "accepted"
         order = self.storage.orders.get_order(uuid.UUID(accepted["orderId"]))
-        assert order.owner == owner_id(KEY_B)
+        assert order.owner == owner_id(KEY_B, shared_secret(self.storage.db))
         for conn in (by_token, by_header, submit):
             conn.close()
 
@@ -157,12 +159,16 @@ class AccessTest(KeyedTestCase):
         status, answer = await self.submit_as(KEY_A, clientOrderId="mine")
         assert status == 202
         order = self.storage.orders.get_order(uuid.UUID(answer["orderId"]))
-        assert order.owner == owner_id(KEY_A) and len(order.owner) == 16
-        assert KEY_A not in order.owner and owner_id(KEY_A) != owner_id(KEY_B)
+        secret = shared_secret(self.storage.db)
+        assert order.owner == owner_id(KEY_A, secret) and len(order.owner) == 16
+        assert KEY_A not in order.owner and owner_id(KEY_A, secret) != owner_id(KEY_B, secret)
+        # Derived under the engine's secret: not a hash anyone can compute from the key alone.
+        assert order.owner != hashlib.sha256(b"dex-engine api key\n" + KEY_A.encode()).hexdigest()[:16]
+        assert order.owner != owner_id(KEY_A, b"") and len(secret) == 32
         status, _ = await self.call(f"/api/orders/{answer['orderId']}/cancel", "POST", "", headers=bearer(KEY_A))
         assert status == 200  # a second write under the key: the cancelled event
         stored = everything_stored(self.engine_settings)
-        assert owner_id(KEY_A).encode() in stored  # the dump does see the order (and its owner)
+        assert owner_id(KEY_A, secret).encode() in stored  # the dump does see the order (and its owner)
         if self.engine_settings.redis_url:  # and the bus: its job stream and whatever else it keeps
             queued = everything_in_redis(self.engine_settings.redis_url)
             assert answer["orderId"].encode() in queued

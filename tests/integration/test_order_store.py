@@ -248,3 +248,13 @@ def test_a_job_claims_its_order_and_a_duplicate_job_is_refused(store):
 def test_an_unmigrated_database_is_refused_with_a_clear_message(empty_database_settings):
     with pytest.raises(SchemaNotMigrated, match="engine migrate"):
         open_database(empty_database_settings)
+
+
+def test_a_shared_secret_is_created_once_whoever_asks_first(store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from storage.secrets import shared_secret
+
+    with ThreadPoolExecutor(4) as pool:  # processes starting together race to create it
+        secrets = set(pool.map(lambda _: shared_secret(store.db), range(8)))
+    assert len(secrets) == 1 and len(secrets.pop()) == 32
