@@ -38,6 +38,7 @@ class Settings:
     venue_timeout_rate: float = 0.02
     sim_seed: int | None = None
     api_keys: tuple[str, ...] = ()
+    key_id_secret: str = ""
     key_rate_limit: int = 600
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
@@ -154,6 +155,13 @@ def _url(env, name, schemes):
     return raw
 
 
+def _secret(env, name):
+    value = env.get(name, "").strip()
+    if value and len(value) < MIN_KEY_LENGTH:
+        raise ConfigError(f"{name} must be at least {MIN_KEY_LENGTH} characters (it has {len(value)})")
+    return value
+
+
 def _list(env, name):
     raw = env.get(name, "")
     items = tuple(item.strip() for item in raw.split(",") if item.strip())
@@ -203,6 +211,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         sim_seed=sim_seed,
         api_keys=api_keys,
         key_rate_limit=_int(env, "KEY_RATE_LIMIT", 600, 1),
+        key_id_secret=_secret(env, "KEY_ID_SECRET"),
         cors_origins=_list(env, "CORS_ORIGINS"),
         log_level=level,
         log_format=log_format,
@@ -239,6 +248,8 @@ VARIABLES: dict[str, str] = {
     "SIM_SEED": "seed of the simulated world when it is first created (default random)",
     "API_KEYS": "comma-separated API keys, each at least 32 characters (default none)",
     "KEY_RATE_LIMIT": "submissions per key per 60 s where keys are configured (default 600)",
+    "KEY_ID_SECRET": "secret (32+ characters) under which API keys become stored owner ids, the same for every "
+                     "web process (default: one the engine keeps in its database)",
     "CORS_ORIGINS": "origins allowed to call the API from a browser (default none)",
     "LOG_LEVEL": "DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)",
     "LOG_FORMAT": "text, or json for one JSON object a line (default text)",

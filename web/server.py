@@ -70,6 +70,8 @@ class WebServer:
         log.info("web listening on port %s", self.port)
         if not self.services.keys.enabled:
             log.warning("API_KEYS is not set: the API is open to anyone who can reach port %s", self.port)
+        elif not self.services.settings.key_id_secret:
+            log.info("KEY_ID_SECRET is not set: owner ids are derived under a secret kept in the database")
         return self.port
 
     async def stop(self) -> None:

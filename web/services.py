@@ -32,6 +32,15 @@ EXECUTOR_THREADS = 8
 EXECUTOR_QUEUE_MAX = 1000  # calls waiting for an executor thread; beyond, 503 at once
 
 
+def key_id_secret(storage: Storage, settings: Settings) -> bytes:
+    """The secret API keys become owner ids under: KEY_ID_SECRET, the same in every web
+    process's environment (kept off the database, so a copy of it reverses no id); else one the
+    engine keeps in its database (every process reads the same one)."""
+    if settings.key_id_secret:
+        return settings.key_id_secret.encode()
+    return shared_secret(storage.db)
+
+
 class Services:
     """The dependencies handlers receive through `initialize`: storage, settings, hub, intake, metrics.
 
@@ -44,8 +53,7 @@ class Services:
         self.settings = settings
         self.executor = executor or ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="web-io")
         self._queued = 0  # calls handed to the executor and not finished
-        # Owner ids are derived under the secret every process reads from the database.
-        self.keys = KeyRing(settings.api_keys, shared_secret(storage.db) if settings.api_keys else b"")
+        self.keys = KeyRing(settings.api_keys, key_id_secret(storage, settings) if settings.api_keys else b"")
         # KEY_RATE_LIMIT applies where keys are configured (it counts per key).
         self.limiter = SubmissionLimiter(storage.bus, settings.key_rate_limit) if self.keys.enabled else None
         self.metrics = WebMetrics()

@@ -17,6 +17,7 @@ from tornado.websocket import websocket_connect
 from tests.integration.test_web import CONFIRMED, LIFECYCLE, WebTestCase, _OnPostgresAndRedis, statuses
 from storage.secrets import shared_secret
 from web.access import owner_id
+from web.services import key_id_secret
 
 KEY_A, KEY_B = "key-a-0123456789-0123456789abcdef", "key-b-9876543210-fedcba9876543210"
 
@@ -150,7 +151,7 @@ class AccessTest(KeyedTestCase):
         accepted = await self.frame(submit)
         assert accepted["type"] == "accepted"
         order = self.storage.orders.get_order(uuid.UUID(accepted["orderId"]))
-        assert order.owner == owner_id(KEY_B, shared_secret(self.storage.db))
+        assert order.owner == owner_id(KEY_B, key_id_secret(self.storage, self.engine_settings))
         for conn in (by_token, by_header, submit):
             conn.close()
 
@@ -159,12 +160,12 @@ class AccessTest(KeyedTestCase):
         status, answer = await self.submit_as(KEY_A, clientOrderId="mine")
         assert status == 202
         order = self.storage.orders.get_order(uuid.UUID(answer["orderId"]))
-        secret = shared_secret(self.storage.db)
+        secret = key_id_secret(self.storage, self.engine_settings)
         assert order.owner == owner_id(KEY_A, secret) and len(order.owner) == 16
         assert KEY_A not in order.owner and owner_id(KEY_A, secret) != owner_id(KEY_B, secret)
         # Derived under the engine's secret: not a hash anyone can compute from the key alone.
         assert order.owner != hashlib.sha256(b"dex-engine api key\n" + KEY_A.encode()).hexdigest()[:16]
-        assert order.owner != owner_id(KEY_A, b"") and len(secret) == 32
+        assert order.owner != owner_id(KEY_A, b"") and len(secret) >= 32
         status, _ = await self.call(f"/api/orders/{answer['orderId']}/cancel", "POST", "", headers=bearer(KEY_A))
         assert status == 200  # a second write under the key: the cancelled event
         stored = everything_stored(self.engine_settings)
@@ -317,3 +318,17 @@ class AccessOnPostgresAndRedisTest(_OnPostgresAndRedis, AccessTest):
 
 class KeyRateLimitOnPostgresAndRedisTest(_OnPostgresAndRedis, KeyRateLimitTest):
     pass
+
+
+class KeyIdSecretTest(AccessTest):
+    """The same, with KEY_ID_SECRET set: owner ids are derived under it, not the database's."""
+
+    env = {**AccessTest.env, "KEY_ID_SECRET": "key-id-secret-0123456789abcdefghijkl"}
+
+    @gen_test
+    async def test_owner_ids_are_derived_under_key_id_secret(self):
+        answer = (await self.submit_as(KEY_A))[1]
+        order = self.storage.orders.get_order(uuid.UUID(answer["orderId"]))
+        assert order.owner == owner_id(KEY_A, self.env["KEY_ID_SECRET"].encode())
+        assert order.owner != owner_id(KEY_A, shared_secret(self.storage.db))
+

@@ -102,3 +102,9 @@ def test_venue_latency_scale_keeps_the_realistic_shape_at_its_scale(scale):
     assert factor == 0 or (max(swaps) - min(swaps) > 0.5 * factor)  # still drawn over the range, not fixed
     instant = venue("instant")
     assert instant.quote_latency() == instant.swap_latency() == 0.0
+
+
+def test_a_key_id_secret_shorter_than_32_characters_is_refused_naming_it():
+    with pytest.raises(ConfigError, match="KEY_ID_SECRET"):
+        load_settings({"KEY_ID_SECRET": "too-short"}, dotenv=None)
+    assert load_settings({"KEY_ID_SECRET": "k" * 32}, dotenv=None).key_id_secret == "k" * 32
