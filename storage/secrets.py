@@ -1,9 +1,10 @@
 """Secrets every process of one engine shares, kept in its database.
 
-The owner id of an API key is an HMAC of the key under a server secret, so that a copy of
-the database (the owner ids of every order) does not let anyone guess a short key offline.
-Every web process must derive the same ids: the secret lives in the database, created by
-the first process that needs it (a race between two is settled by the primary key).
+The owner id of an API key is an HMAC of the key under a server secret. The operator's
+KEY_ID_SECRET (kept off the database) is that secret where it is set; without it, this one
+serves, so that every web process still derives the same ids: created by the first process
+that needs it (a race between two is settled by the primary key). A copy of the whole
+database holds this secret too: KEY_ID_SECRET is what keeps ids from being reversed.
 """
 from __future__ import annotations
 

@@ -2,9 +2,10 @@
 
 With `API_KEYS` set every `/api` and `/ws` request names a key (`Authorization: Bearer KEY`,
 or `?token=KEY` on a WebSocket, which browsers cannot give headers). A key's owner id is
-the first 16 hex digits of an HMAC-SHA256 of the key under the engine's shared secret
-(`storage.secrets`): that is what orders store and events carry, so a database or a bus
-message never holds a key, and a copy of them does not let a key be guessed offline.
+the first 16 hex digits of an HMAC-SHA256 of the key under KEY_ID_SECRET (else the secret
+kept in the database, `storage.secrets`): that is what orders store and events carry, so a
+database or a bus message never holds a key, and with KEY_ID_SECRET set a copy of them
+lets no key be guessed offline.
 Without keys the owner is None: everyone sees every order (orders are stored with the owner "").
 
 Runs on the IOLoop thread (a SHA-256 and one digest comparison per configured key).
