@@ -20,11 +20,12 @@ from web.client.api import ClientError, EngineClient
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
-LEASE_KEY = "engine-bench-lease"
-# The test suite leases indexes with its own key; holding it too keeps a concurrent
-# `pytest` from picking (and flushing) the index the bench is using.
-TEST_LEASE_KEY = "engine-test-lease"
+# Leases of Redis database indexes, shared by the bench and the test suite, live in database 0,
+# which neither ever leases: a test that flushes its own index (what a Redis restart without
+# persistence does) must not drop its lease and let a concurrent test take the index too.
+LEASE_KEY = "engine-redis-lease:{index}"
 LEASE_SECONDS = 3600
+_RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 class BenchError(Exception):
@@ -133,33 +134,31 @@ def migrated_template() -> str:
 
 
 @contextmanager
-def leased_redis(first_index: int = 14):
-    """Lease a Redis db index (lock keys set NX), flush it before and after; yield its URL."""
+def leased_redis(first_index: int = 14, base_url: str = REDIS_BASE_URL, seconds: int = LEASE_SECONDS):
+    """Lease a Redis database index (1..15) for `seconds`, flush it before and after; yield its URL.
+
+    The lease is a key set NX in database 0, outside the index it guards, so flushing the
+    leased index (as some tests do on purpose) keeps it leased."""
     import redis
 
     token = uuid.uuid4().hex
-    for index in [first_index] + [i for i in range(15, 0, -1) if i != first_index]:
-        client = redis.Redis.from_url(f"{REDIS_BASE_URL}/{index}")
-        if client.set(LEASE_KEY, token, nx=True, ex=LEASE_SECONDS):
-            if client.set(TEST_LEASE_KEY, token, nx=True, ex=LEASE_SECONDS):
-                break
-            client.delete(LEASE_KEY)
-        client.close()
-    else:
-        raise BenchError("no free Redis database index (1..15 all leased)")
-    url = f"{REDIS_BASE_URL}/{index}"
-
-    def flush_keeping_lease():
-        client.flushdb()
-        client.set(LEASE_KEY, token, ex=LEASE_SECONDS)
-        client.set(TEST_LEASE_KEY, token, ex=LEASE_SECONDS)
-
-    flush_keeping_lease()
+    leases = redis.Redis.from_url(f"{base_url}/0")
     try:
-        yield url
+        for index in [first_index] + [i for i in range(15, 0, -1) if i != first_index]:
+            if leases.set(LEASE_KEY.format(index=index), token, nx=True, ex=seconds):
+                break
+        else:
+            raise BenchError("no free Redis database index (1..15 all leased)")
+        client = redis.Redis.from_url(f"{base_url}/{index}")
+        client.flushdb()
+        try:
+            yield f"{base_url}/{index}"
+        finally:
+            client.flushdb()
+            client.close()
+            leases.eval(_RELEASE_LUA, 1, LEASE_KEY.format(index=index), token)
     finally:
-        client.flushdb()  # also drops both lease keys
-        client.close()
+        leases.close()
 
 
 class EngineProcess:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import uuid
 
 import pytest
 
@@ -87,26 +86,15 @@ def empty_postgres_url():
 def redis_url():
     """A Redis database index of its own, flushed before and after the test.
 
-    The index is leased with a lock key inside it, so test runs sharing one Redis
-    server (two checkouts, a developer and CI) never flush each other's data.
+    The index is leased (bench.cluster.leased_redis: a key in database 0), so test runs and
+    benches sharing one Redis server, and tests that flush their own index, never flush each
+    other's data.
     """
     require_server("Redis", "127.0.0.1", 6379)
-    import redis
+    from bench.cluster import leased_redis
 
-    token = uuid.uuid4().hex
-    for index in range(15, 0, -1):
-        url = f"{REDIS_BASE_URL}/{index}"
-        client = redis.Redis.from_url(url)
-        if client.set("engine-test-lease", token, nx=True, ex=900):
-            break
-        client.close()
-    else:
-        pytest.fail("no free Redis database index for this test (all 15 leased)")
-    client.flushdb()
-    client.set("engine-test-lease", token, ex=900)
-    yield url
-    client.flushdb()
-    client.close()
+    with leased_redis(first_index=15, base_url=REDIS_BASE_URL, seconds=900) as url:
+        yield url
 
 
 def _settings(tmp_path, database_url: str | None = None):
