@@ -38,6 +38,8 @@ class Settings:
     venue_timeout_rate: float = 0.02
     sim_seed: int | None = None
     api_keys: tuple[str, ...] = ()
+    admin_keys: tuple[str, ...] = ()  # operator keys: /api/admin/*, never trading
+    sim_controls: bool = True  # /api/sim/* writes (launch); SIM_CONTROLS=off answers them 404
     key_id_secret: str = ""
     key_rate_limit: int = 600
     cors_origins: tuple[str, ...] = ()
@@ -162,6 +164,19 @@ def _secret(env, name):
     return value
 
 
+def _keys(env, name):
+    """Comma-separated keys: printable ASCII, each at least MIN_KEY_LENGTH characters (a short
+    key can be guessed, offline from a copy of the owner ids)."""
+    keys = _list(env, name)
+    for n, key in enumerate(keys, 1):
+        if not key.isascii() or not key.isprintable() or " " in key:
+            raise ConfigError(f"{name} must be printable ASCII keys without spaces, separated by commas")
+        if len(key) < MIN_KEY_LENGTH:
+            raise ConfigError(f"{name}: every key must be at least {MIN_KEY_LENGTH} characters "
+                              f"(key {n} has {len(key)})")
+    return keys
+
+
 def _list(env, name):
     raw = env.get(name, "")
     items = tuple(item.strip() for item in raw.split(",") if item.strip())
@@ -179,13 +194,12 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         raise ConfigError(f"VENUE_PROFILE must be one of {', '.join(VENUE_PROFILES)}, got {profile!r}")
     seed_raw = env.get("SIM_SEED", "").strip()
     sim_seed = _int(env, "SIM_SEED", None, 0) if seed_raw else None
-    api_keys = _list(env, "API_KEYS")
-    for n, key in enumerate(api_keys, 1):
-        if not key.isascii() or not key.isprintable() or " " in key:
-            raise ConfigError("API_KEYS must be printable ASCII keys without spaces, separated by commas")
-        if len(key) < MIN_KEY_LENGTH:  # a short key can be guessed (offline, from a copy of the owner ids)
-            raise ConfigError(f"API_KEYS: every key must be at least {MIN_KEY_LENGTH} characters "
-                              f"(key {n} has {len(key)})")
+    api_keys, admin_keys = _keys(env, "API_KEYS"), _keys(env, "ADMIN_KEYS")
+    if set(api_keys) & set(admin_keys):
+        raise ConfigError("ADMIN_KEYS: an operator key must not also be one of API_KEYS")
+    sim_controls = (env.get("SIM_CONTROLS", "").strip() or "on").lower()
+    if sim_controls not in ("on", "off"):
+        raise ConfigError(f"SIM_CONTROLS must be on or off, got {sim_controls!r}")
     level = (env.get("LOG_LEVEL", "").strip() or "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r}")
@@ -210,6 +224,8 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         venue_timeout_rate=_rate(env, "VENUE_TIMEOUT_RATE", 0.02),
         sim_seed=sim_seed,
         api_keys=api_keys,
+        admin_keys=admin_keys,
+        sim_controls=sim_controls == "on",
         key_rate_limit=_int(env, "KEY_RATE_LIMIT", 600, 1),
         key_id_secret=_secret(env, "KEY_ID_SECRET"),
         cors_origins=_list(env, "CORS_ORIGINS"),
@@ -247,6 +263,9 @@ VARIABLES: dict[str, str] = {
     "VENUE_TIMEOUT_RATE": "share of swaps that time out, outcome unknown (default 0.02)",
     "SIM_SEED": "seed of the simulated world when it is first created (default random)",
     "API_KEYS": "comma-separated API keys, each at least 32 characters (default none)",
+    "ADMIN_KEYS": "comma-separated operator keys for /api/admin/*, each at least 32 characters; setting them "
+                  "turns authentication on (default none)",
+    "SIM_CONTROLS": "on, or off to answer the simulator's writes (/api/sim/launch) 404 (default on)",
     "KEY_RATE_LIMIT": "submissions per key per 60 s where keys are configured (default 600)",
     "KEY_ID_SECRET": "secret (32+ characters) under which API keys become stored owner ids, the same for every "
                      "web process (default: one the engine keeps in its database)",

@@ -128,12 +128,56 @@ CREATE TABLE engine_secrets (
 )
 """
 
+# Operators: trading keys managed through the API (stored as SHA-256 digests of random
+# 256-bit keys; a key's orders are stored under its owner, which two keys may share so a key
+# can be rotated), halts of trading (active while resumed_at is NULL; one active halt per
+# scope and target), and the audit log of every operator action.
+_OPERATORS = """
+CREATE TABLE api_keys (
+    key_id TEXT PRIMARY KEY,
+    digest TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    label TEXT NOT NULL DEFAULT '',
+    limits TEXT NOT NULL DEFAULT '{{}}',
+    created_at TIMESTAMP NOT NULL,
+    created_by TEXT NOT NULL,
+    revoked_at TIMESTAMP,
+    revoked_by TEXT
+);
+CREATE INDEX api_keys_owner ON api_keys (owner);
+CREATE TABLE halts (
+    id TEXT PRIMARY KEY,
+    scope TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    key_id TEXT,
+    reason TEXT NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    created_by TEXT NOT NULL,
+    resumed_at TIMESTAMP,
+    resumed_by TEXT
+);
+CREATE UNIQUE INDEX halts_active ON halts (scope, target) WHERE resumed_at IS NULL;
+CREATE TABLE audit_log (
+    id {serial} PRIMARY KEY,
+    at TIMESTAMP NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    request TEXT NOT NULL DEFAULT '{{}}',
+    status INTEGER NOT NULL,
+    answer TEXT NOT NULL DEFAULT '{{}}'
+);
+CREATE INDEX audit_log_at ON audit_log (at, id)
+"""
+
 MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (1, "orders and their status events", {"postgres": _ORDERS_POSTGRES, "sqlite": _ORDERS_SQLITE}),
     (2, "the simulated chain: world, pools, swaps, launches", {"postgres": _SIM_POSTGRES, "sqlite": _SIM_SQLITE}),
     (3, "fencing tokens, the chain's nonces, an index of unfinished orders", {"postgres": _FENCING, "sqlite": _FENCING}),
     (4, "expiry of limit and sniper orders, the armed orders of each worker", {"postgres": _ARMED, "sqlite": _ARMED}),
     (5, "secrets the processes share", {"postgres": _SECRETS, "sqlite": _SECRETS}),
+    (6, "operators: managed API keys, halts, the audit log",
+     {"postgres": _OPERATORS.format(serial="BIGSERIAL"), "sqlite": _OPERATORS.format(serial="INTEGER")}),
 ]
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from config import Settings
 from storage.bus import Bus
 from storage.database import open_database
+from storage.operators import OperatorStore
 from storage.orders import OrderStore
 from storage.venues.base import SimulatedChain
 from storage.venues.collar import PriceOracle, SimulatorReferencePrices
@@ -21,6 +22,11 @@ class Storage:
     bus: Bus
     chain: SimulatedChain
     oracle: PriceOracle = SimulatorReferencePrices()  # reference prices (the simulator's, for now)
+    operators: OperatorStore | None = None  # the audit log, managed keys and halts (set by open_storage)
+
+    def __post_init__(self):
+        if self.operators is None:
+            self.operators = OperatorStore(self.db)
 
     def close(self) -> None:
         """Close the bus and the database connections."""

@@ -8,12 +8,18 @@ database or a bus message never holds a key, and with KEY_ID_SECRET set a copy o
 lets no key be guessed offline.
 Without keys the owner is None: everyone sees every order (orders are stored with the owner "").
 
+Operator keys (`ADMIN_KEYS`) are known here too but are not trading keys: they act under
+`/api/admin/` (web/admin.py) and `owner` refuses them with a 403 `forbidden`. Setting either
+variable turns authentication on. Each key has a public id: a trading key's is its owner id,
+an operator key's is `op_` and the same derivation (what the audit log names as the actor).
+
 Runs on the IOLoop thread (a SHA-256 and one digest comparison per configured key).
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 from typing import Iterable
 from urllib.parse import unquote_plus
 
@@ -31,6 +37,24 @@ def owner_id(key: str, secret: bytes) -> str:
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(_DOMAIN + key.encode("utf-8", "surrogateescape")).digest()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request is: the key's public id, the owner its orders are stored under (None
+    where no keys are configured), and whether it is an operator key."""
+
+    key_id: str | None
+    owner: str | None
+    operator: bool = False
+
+
+ANONYMOUS = Caller(None, None)
+
+
+def forbidden(message: str) -> ApiError:
+    """The spec's 403: a known key that may not do this."""
+    return ApiError(403, "forbidden", message)
 
 
 def unauthorized(message: str) -> ApiError:
@@ -54,10 +78,15 @@ def redact_token(request: HTTPServerRequest) -> None:
 
 
 class KeyRing:
-    """The configured API keys, as digests; `owner` answers who a request is, or raises a 401."""
+    """The configured keys, as digests; `caller` answers who a request is, or raises a 401."""
 
-    def __init__(self, keys: Iterable[str], secret: bytes = b""):
-        self._known = [(_digest(key), owner_id(key, secret)) for key in keys]
+    def __init__(self, keys: Iterable[str], secret: bytes = b"", admin_keys: Iterable[str] = ()):
+        self._known: list[tuple[bytes, Caller]] = []
+        for key in keys:
+            owner = owner_id(key, secret)
+            self._known.append((_digest(key), Caller(owner, owner)))
+        for key in admin_keys:
+            self._known.append((_digest(key), Caller("op_" + owner_id(key, secret), None, operator=True)))
 
     @property
     def enabled(self) -> bool:
@@ -65,10 +94,18 @@ class KeyRing:
         return bool(self._known)
 
     def owner(self, request: HTTPServerRequest, allow_token: bool = False) -> str | None:
-        """The caller's owner id; None when no keys are configured. `allow_token`: a WebSocket
-        handshake, which may give the key as `?token=` instead of the header."""
+        """The trading caller's owner id; None when no keys are configured; a 403 for an
+        operator key (operators do not trade). `allow_token`: see `caller`."""
+        caller = self.caller(request, allow_token)
+        if caller.operator:
+            raise forbidden("an operator key does not trade: use a trading key here")
+        return caller.owner
+
+    def caller(self, request: HTTPServerRequest, allow_token: bool = False) -> Caller:
+        """Who the request is (ANONYMOUS when no keys are configured). `allow_token`: a
+        WebSocket handshake, which may give the key as `?token=` instead of the header."""
         if not self._known:
-            return None
+            return ANONYMOUS
         header = request.headers.get("Authorization")
         if header is not None:
             scheme, _, key = header.strip().partition(" ")
@@ -83,14 +120,14 @@ class KeyRing:
         raise unauthorized("an API key is required: Authorization: Bearer KEY"
                            + (" (or ?token=KEY on a WebSocket)" if allow_token else ""))
 
-    def _match(self, key: str) -> str:
+    def _match(self, key: str) -> Caller:
         # Digests of equal length, compared with every known key without stopping at a match:
         # the time taken says nothing about the key or about which one matched.
         digest = _digest(key)
         found = None
-        for known, owner in self._known:
+        for known, caller in self._known:
             if hmac.compare_digest(digest, known):
-                found = owner
+                found = caller
         if found is None:
             raise unauthorized("unknown API key")
         return found

@@ -6,6 +6,7 @@ from tornado.web import Application
 
 from config import Settings
 from storage.runtime import Storage
+from web.admin import AuditHandler
 from web.base import MAX_BODY_BYTES, ApiHandler, NotFoundHandler, log_request
 from web.dashboard import DashboardHandler
 from web.market import QuoteHandler, SimLaunchHandler, SimPoolsHandler, SimSwapsHandler, TokensHandler
@@ -45,6 +46,7 @@ def make_app(storage: Storage, settings: Settings, services: Services | None = N
             (r"/api/sim/swaps", SimSwapsHandler, deps),
             (r"/api/sim/pools", SimPoolsHandler, deps),
             (r"/api/sim/launch", SimLaunchHandler, deps),
+            (r"/api/admin/audit", AuditHandler, deps),
             (WebSocketUpgrade(r"/ws"), ListenSocket, deps),
             (r"/ws", UpgradeRequiredHandler, deps),
             (r"/healthz", HealthHandler, deps),

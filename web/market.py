@@ -8,8 +8,10 @@ from config import TOKENS
 from storage.records import decimal_str, iso
 from storage.venues.base import VENUES, Quote, VenueError
 from storage.venues.routing import choose_route
+from web.access import forbidden
+from web.admin import AdminHandler
 from web.base import ApiHandler, JsonBodyHandler
-from web.errors import ApiError, ValidationError
+from web.errors import ApiError, ValidationError, not_found
 from web.orders import parse_order_id
 from web.validation import parse_json_object, parse_quote, parse_token, single_params
 
@@ -96,8 +98,23 @@ class SimPoolsHandler(ApiHandler):
         self.write_json({"pools": [p.to_api() for p in pools]})
 
 
-class SimLaunchHandler(JsonBodyHandler):
-    """`POST /api/sim/launch {"token", "inSeconds"}`: schedule a token's launch (for snipers)."""
+class SimLaunchHandler(AdminHandler):
+    """`POST /api/sim/launch {"token", "inSeconds"}`: schedule a token's launch (for snipers).
+
+    It moves the simulator every process shares: where keys are configured only an operator
+    key may (audited as `sim.launch`); SIM_CONTROLS=off answers 404."""
+
+    action = "sim.launch"
+
+    def authenticate(self) -> None:
+        if self.request.method == "OPTIONS":
+            return
+        if not self.services.settings.sim_controls:
+            raise not_found("the simulator's controls are off on this engine (SIM_CONTROLS=off)")
+        self.caller = self.services.keys.caller(self.request)
+        if self.services.keys.enabled and not self.caller.operator:
+            raise forbidden("launching a token moves the shared simulator: an operator key (ADMIN_KEYS) "
+                            "is required")
 
     async def post_json(self) -> None:
         data = parse_json_object(self.body)
@@ -113,4 +130,5 @@ class SimLaunchHandler(JsonBodyHandler):
             raise ValidationError("invalid_field", f"inSeconds must be a number from 0 to {MAX_LAUNCH_DELAY_S}",
                                   "inSeconds")
         launch_at = await self.services.run(self.storage.chain.schedule_launch, token.symbol, float(delay))
-        self.write_json({"token": token.symbol, "launchAt": iso(launch_at)}, 202)
+        self.audit_target = token.symbol
+        await self.answer({"token": token.symbol, "launchAt": iso(launch_at)}, 202, data)

@@ -53,7 +53,9 @@ class Services:
         self.settings = settings
         self.executor = executor or ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="web-io")
         self._queued = 0  # calls handed to the executor and not finished
-        self.keys = KeyRing(settings.api_keys, key_id_secret(storage, settings) if settings.api_keys else b"")
+        keyed = settings.api_keys or settings.admin_keys
+        self.keys = KeyRing(settings.api_keys, key_id_secret(storage, settings) if keyed else b"",
+                            admin_keys=settings.admin_keys)
         # KEY_RATE_LIMIT applies where keys are configured (it counts per key).
         self.limiter = SubmissionLimiter(storage.bus, settings.key_rate_limit) if self.keys.enabled else None
         self.metrics = WebMetrics()

@@ -902,15 +902,15 @@ class HttpEdgeTest(WebTestCase):
             ("POST", "/api/orders/execute", junk, {**key, **json_type}),  # 413
             ("POST", "/api/orders/execute", order, {**key, **json_type}),
             ("POST", "/api/orders/execute", junk, json_type),  # 401
-            ("POST", "/api/sim/launch", junk, {**key, "Content-Type": "text/plain"}),  # 415
+            ("POST", "/api/sim/launch", junk, {**key, "Content-Type": "text/plain"}),  # 403: operators only
             ("GET", "/api/orders/execute", junk, key),  # 405
             ("POST", "/api/orders/execute", order, {**key, **json_type}),
         ]
         answers = await asyncio.get_running_loop().run_in_executor(None, self.exchange, requests)
-        assert [status for status, _, _ in answers] == [415, 202, 413, 202, 401, 415, 405, 202]
+        assert [status for status, _, _ in answers] == [415, 202, 413, 202, 401, 403, 405, 202]
         assert all(headers.get("Connection", "").lower() != "close" for _, headers, _ in answers)
         assert [json.loads(body).get("error", {}).get("code") for _, _, body in answers] == [
-            "unsupported_media_type", None, "payload_too_large", None, "unauthorized", "unsupported_media_type",
+            "unsupported_media_type", None, "payload_too_large", None, "unauthorized", "forbidden",
             "method_not_allowed", None]
         assert self.order_count() == 3
 

@@ -1,0 +1,96 @@
+"""The operator API, under `/api/admin/`: only operator keys (`ADMIN_KEYS`) pass; a trading key
+gets 403 `forbidden`, no key 401. Every action an operator takes (each POST and DELETE here,
+refused or not) is written to the audit log with who (the operator key's id), what, on
+what, the request and the answer; `GET /api/admin/audit` reads it back, newest first.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tornado.web import RequestHandler
+
+from web.access import Caller, forbidden
+from web.base import JsonBodyHandler
+from web.errors import ApiError, to_api_error
+from web.validation import parse_json_object
+
+log = logging.getLogger(__name__)
+
+
+class AdminHandler(JsonBodyHandler):
+    """An operator endpoint. Subclasses name their `action` and answer through `answer`, which
+    writes the audit entry before the client hears the answer."""
+
+    action = ""
+    caller: Caller | None = None
+    audit_target = ""  # what the action is about (a key id, a pair), set by the subclass
+
+    def prepare(self) -> Any:
+        if self.request.method not in ("POST", "OPTIONS"):
+            self.authenticate()  # POST bodies authenticate in JsonBodyHandler.prepare
+        return super().prepare()
+
+    def authenticate(self) -> None:
+        if self.request.method == "OPTIONS":
+            return
+        caller = self.services.keys.caller(self.request)
+        if not self.services.settings.admin_keys:
+            raise forbidden("no operator keys are configured on this engine (ADMIN_KEYS)")
+        if not caller.operator:
+            raise forbidden("an operator key (one of ADMIN_KEYS) is required here")
+        self.caller = caller
+
+    def json_body(self) -> dict:
+        """The POST body as a JSON object (empty body: {})."""
+        return parse_json_object(self.body) if self.body.strip() else {}
+
+    async def answer(self, body: Any, status: int = 200, request: dict | None = None) -> None:
+        """Audit the action (when this is one), then answer `body` with `status`."""
+        if self._audited():
+            await self.services.run(self.storage.operators.record, self.caller.key_id, self.action,
+                                    self.audit_target, request or {}, status, body)
+        self.write_json(body, status)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        super().write_error(status_code, **kwargs)
+        # A refused action is audited too (best effort: the refusal is already answered).
+        if self._audited():
+            exc = kwargs.get("exc_info", (None, None, None))[1]
+            error = to_api_error(exc, status_code)
+            future = self.services.executor.submit(
+                self.storage.operators.record, self.caller.key_id, self.action, self.audit_target,
+                {}, error.status, error.body())
+            future.add_done_callback(_log_failure)
+
+    def _audited(self) -> bool:
+        return bool(self.action) and self.request.method != "GET" and self.caller is not None \
+            and self.caller.operator
+
+    def allowed_methods(self) -> list[str]:
+        return [m for m in ("GET", "POST", "DELETE")
+                if getattr(type(self), m.lower()) is not getattr(RequestHandler, m.lower())]
+
+
+def _log_failure(future) -> None:
+    if future.exception() is not None:
+        log.warning("an operator's refused action could not be audited: %r", future.exception())
+
+
+class AuditHandler(AdminHandler):
+    """`GET /api/admin/audit?limit=N&before=ID`: the audit log, newest first."""
+
+    async def get(self) -> None:
+        limit = self._int_argument("limit", 100, 1, 500)
+        before = self._int_argument("before", None, 1, 2**62)
+        entries = await self.services.run(self.storage.operators.audit, limit, before)
+        next_before = entries[-1]["id"] if len(entries) == limit else None
+        self.write_json({"entries": entries, "nextBefore": next_before})
+
+    def _int_argument(self, name: str, default, low: int, high: int):
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return default
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            raise ApiError(400, "invalid_field", f"{name} must be a whole number from {low} to {high}", name)
+        return int(raw)
