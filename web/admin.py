@@ -20,16 +20,21 @@ log = logging.getLogger(__name__)
 
 class AdminHandler(JsonBodyHandler):
     """An operator endpoint. Subclasses name their `action` and answer through `answer`, which
-    writes the audit entry before the client hears the answer."""
+    writes the audit entry before the client hears the answer. A POST implements `post_json`;
+    a GET or DELETE starts with `self.check_body()` (the refusal decided from the headers)."""
 
     action = ""
     caller: Caller | None = None
     audit_target = ""  # what the action is about (a key id, a pair), set by the subclass
 
     def prepare(self) -> Any:
+        pending = super().prepare()  # a POST is authenticated there
         if self.request.method not in ("POST", "OPTIONS"):
-            self.authenticate()  # POST bodies authenticate in JsonBodyHandler.prepare
-        return super().prepare()
+            try:  # like a POST's, the refusal is answered once any body is read: check_body()
+                self.authenticate()
+            except ApiError as error:
+                self._refusal = error
+        return pending
 
     def authenticate(self) -> None:
         if self.request.method == "OPTIONS":
@@ -81,6 +86,7 @@ class AuditHandler(AdminHandler):
     """`GET /api/admin/audit?limit=N&before=ID`: the audit log, newest first."""
 
     async def get(self) -> None:
+        self.check_body()
         limit = self._int_argument("limit", 100, 1, 500)
         before = self._int_argument("before", None, 1, 2**62)
         entries = await self.services.run(self.storage.operators.audit, limit, before)
