@@ -17,6 +17,7 @@ CLIENT_VARIABLES: dict[str, str] = {
     "ENGINE_URL": "the engine's address, instead of --url (default http://localhost:$PORT)",
     "PORT": "the port of the default URL (default 8000), as `engine run` reads it",
     "ENGINE_API_KEY": "the API key, sent as `Authorization: Bearer` (where the engine has API_KEYS)",
+    "ENGINE_ADMIN_KEY": "the operator key `engine admin` sends instead (one of the engine's ADMIN_KEYS)",
 }
 
 
@@ -26,6 +27,7 @@ class ClientSettings:
 
     url: str
     api_key: str | None = None
+    admin_key: str | None = None
 
 
 def load_client_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env"),
@@ -46,4 +48,5 @@ def load_client_settings(environ: Mapping[str, str] | None = None, dotenv: Path 
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ConfigError(f"the engine URL must be http:// or https://host[:port], got {url!r} "
                           "(--url or ENGINE_URL)")
-    return ClientSettings(url=url.rstrip("/"), api_key=env.get("ENGINE_API_KEY", "").strip() or None)
+    return ClientSettings(url=url.rstrip("/"), api_key=env.get("ENGINE_API_KEY", "").strip() or None,
+                          admin_key=env.get("ENGINE_ADMIN_KEY", "").strip() or None)

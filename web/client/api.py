@@ -260,6 +260,48 @@ class Endpoints:
         """`POST /api/sim/launch`: schedule a simulated token launch (for sniper orders)."""
         return self._call("POST", "/api/sim/launch", {"token": token, "inSeconds": in_seconds})
 
+    # ---- operators (an operator key: one of the engine's ADMIN_KEYS) ----
+
+    def halt(self, scope: str = "all", key_id: str | None = None, pair: str | None = None,
+             reason: str | None = None) -> Any:
+        """`POST /api/admin/halt`: stop new orders and armed orders of a scope (all, key, pair)."""
+        return self._call("POST", "/api/admin/halt", _scope_body(scope, key_id, pair, reason))
+
+    def resume(self, scope: str = "all", key_id: str | None = None, pair: str | None = None) -> Any:
+        """`POST /api/admin/resume`: lift the halt of a scope."""
+        return self._call("POST", "/api/admin/resume", _scope_body(scope, key_id, pair, None))
+
+    def halts(self) -> Any:
+        """`GET /api/admin/halts`: the halts in force."""
+        return self._call("GET", "/api/admin/halts")
+
+    def keys(self) -> Any:
+        """`GET /api/admin/keys`: every trading key (never the key itself)."""
+        return self._call("GET", "/api/admin/keys")
+
+    def create_key(self, label: str | None = None, owner: str | None = None, limits: dict | None = None) -> Any:
+        """`POST /api/admin/keys`: a new trading key, answered once (`owner`: a keyId whose owner it shares)."""
+        body = {name: value for name, value in (("label", label), ("owner", owner), ("limits", limits))
+                if value is not None}
+        return self._call("POST", "/api/admin/keys", body)
+
+    def revoke_key(self, key_id: str) -> Any:
+        """`DELETE /api/admin/keys/{keyId}`: refused from its next request on, its streams closed."""
+        return self._call("DELETE", f"/api/admin/keys/{quote(key_id, safe='')}")
+
+    def cancel_all(self, key_id: str) -> Any:
+        """`POST /api/admin/keys/{keyId}/cancel-all`: cancel every open order of the key's owner."""
+        return self._call("POST", f"/api/admin/keys/{quote(key_id, safe='')}/cancel-all")
+
+    def audit(self, limit: int | None = None, before: int | None = None) -> Any:
+        """`GET /api/admin/audit`: operator actions, newest first."""
+        return self._call("GET", with_query("/api/admin/audit", {"limit": limit, "before": before}))
+
+
+def _scope_body(scope: str, key_id: str | None, pair: str | None, reason: str | None) -> dict[str, Any]:
+    body = {"scope": scope, "keyId": key_id, "pair": pair, "reason": reason}
+    return {name: value for name, value in body.items() if value is not None}
+
 
 # ---- the blocking client ---------------------------------------------------------------------
 

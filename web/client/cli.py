@@ -1,4 +1,7 @@
-"""`engine submit | orders | order | quote | tokens`: the engine's API from a terminal or a script.
+"""`engine submit | orders | order | quote | tokens | admin`: the engine's API from a terminal or a script.
+
+`engine admin halt | resume | halts | keys | audit` are the operator's: they send
+ENGINE_ADMIN_KEY (one of the engine's ADMIN_KEYS) instead of ENGINE_API_KEY.
 
 Exit codes: 0 done (with --watch: confirmed), 1 the order failed (or was cancelled or
 expired), 2 a bad request (the API's message is printed, never a traceback), 3 the
@@ -13,7 +16,7 @@ from typing import Any
 from config import ConfigError
 from config.client import CLIENT_VARIABLES, load_client_settings
 
-COMMANDS = ("submit", "orders", "order", "quote", "tokens")
+COMMANDS = ("submit", "orders", "order", "quote", "tokens", "admin")
 STATUSES = ("pending", "waiting", "routing", "building", "submitted", "confirmed", "failed", "cancelled", "expired")
 EXIT_OK, EXIT_FAILED, EXIT_BAD_REQUEST, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
@@ -69,6 +72,32 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     command("tokens", "the tokens, their mints and whether they trade (client)")
 
+    admin_help = "operators: halt and resume trading, manage keys, read the audit log (client; sends ENGINE_ADMIN_KEY)"
+    admin = sub.add_parser("admin", help=admin_help, description=admin_help + ".", epilog=_epilog(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)  # options go after the ACTION
+    actions = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        return actions.add_parser(name, parents=[common], help=help_text, description=help_text + ".",
+                                  epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    for name, help_text in (("halt", "halt trading: new orders get 503 trading_halted, armed orders do not fire"),
+                            ("resume", "resume trading: held and armed orders go on where they were")):
+        scoped = action(name, help_text)
+        scoped.add_argument("--key-id", help="halt one key's owner (scope key)")
+        scoped.add_argument("--pair", help="halt one pair, both directions, e.g. SOL/USDC (scope pair)")
+        if name == "halt":
+            scoped.add_argument("--reason", help="shown to clients refused while halted")
+    action("halts", "the halts in force")
+    keys = action("keys", "list trading keys, or create, revoke one, cancel its open orders")
+    keys.add_argument("verb", nargs="?", choices=("list", "create", "revoke", "cancel-all"), default="list")
+    keys.add_argument("key_id", nargs="?", metavar="KEY_ID", help="revoke, cancel-all: the keyId")
+    keys.add_argument("--label", help="create: a name for the key")
+    keys.add_argument("--owner", metavar="KEY_ID", help="create: share this key's owner (to rotate a key)")
+    audit = action("audit", "operator actions, newest first")
+    audit.add_argument("--limit", type=int, default=50, help="how many (1..500, default 50)")
+    audit.add_argument("--before", type=int, metavar="ID", help="entries older than this id (the next page)")
+
 
 def run(args: argparse.Namespace) -> int:
     """Run one client command; every error becomes a message and an exit code."""
@@ -77,10 +106,17 @@ def run(args: argparse.Namespace) -> int:
 
     out = Output.choose(args.json)
     try:
-        client = EngineClient.from_settings(load_client_settings(url=args.url))
+        settings = load_client_settings(url=args.url)
     except ConfigError as exc:
         print(f"engine: {exc}", file=out.stderr)
         return EXIT_BAD_REQUEST
+    if args.command == "admin":
+        if not settings.admin_key:
+            print("engine: set ENGINE_ADMIN_KEY to one of the engine's ADMIN_KEYS", file=out.stderr)
+            return EXIT_BAD_REQUEST
+        client = EngineClient(settings.url, settings.admin_key)
+    else:
+        client = EngineClient.from_settings(settings)
     try:
         return HANDLERS[args.command](client, args, out)
     except RequestRefused as exc:
@@ -201,4 +237,83 @@ def _tokens(client, args, out) -> int:
     return EXIT_OK
 
 
-HANDLERS = {"submit": _submit, "orders": _orders, "order": _order, "quote": _quote, "tokens": _tokens}
+def _admin(client, args, out) -> int:
+    from web.client.render import age
+
+    verb = args.admin_command
+    if verb in ("halt", "resume"):
+        scope = "key" if args.key_id else "pair" if args.pair else "all"
+        if args.key_id and args.pair:
+            print("engine: give --key-id or --pair, not both", file=out.stderr)
+            return EXIT_BAD_REQUEST
+        answer = (client.halt(scope, args.key_id, args.pair, args.reason) if verb == "halt"
+                  else client.resume(scope, args.key_id, args.pair))
+        if out.mode == "json":
+            out.json(answer)
+        else:
+            out.line(f"{'halted' if verb == 'halt' else 'resumed'}: {_scope_text(answer.get('halt', answer))}")
+        return EXIT_OK
+    if verb == "halts":
+        answer = client.halts()
+        if out.mode == "json":
+            out.json(answer)
+        else:
+            out.table(["scope", "reason", "since", "by"],
+                      [[_scope_text(h), h.get("reason", ""), age(h.get("createdAt")), h.get("createdBy", "")]
+                       for h in answer["halts"]])
+        return EXIT_OK
+    if verb == "keys":
+        return _admin_keys(client, args, out)
+    page = client.audit(limit=args.limit, before=args.before)
+    if out.mode == "json":
+        out.json(page)
+        return EXIT_OK
+    out.table(["id", "at", "actor", "action", "target", "status"],
+              [[e["id"], e["at"], e["actor"], e["action"], e["target"], e["status"]] for e in page["entries"]])
+    if page.get("nextBefore") and out.mode == "tty":
+        out.line(f"more: engine admin audit --before {page['nextBefore']}", style="dim")
+    return EXIT_OK
+
+
+def _admin_keys(client, args, out) -> int:
+    if args.verb in ("revoke", "cancel-all") and not args.key_id:
+        print(f"engine: admin keys {args.verb} needs the KEY_ID", file=out.stderr)
+        return EXIT_BAD_REQUEST
+    if args.verb == "list":
+        answer = client.keys()
+        if out.mode != "json":
+            out.table(["keyId", "owner", "label", "source", "created", "revoked"],
+                      [[k["keyId"], k.get("owner", ""), k.get("label", ""), k.get("source", ""),
+                        k.get("createdAt", ""), k.get("revokedAt") or ""] for k in answer["keys"]])
+            return EXIT_OK
+    elif args.verb == "create":
+        answer = client.create_key(label=args.label, owner=args.owner)
+        if out.mode != "json":
+            out.line(f"keyId {answer['keyId']} owner {answer['owner']}")
+            out.line(f"key {answer['key']}  (shown once: keep it now)")
+            return EXIT_OK
+    elif args.verb == "revoke":
+        answer = client.revoke_key(args.key_id)
+        if out.mode != "json":
+            out.line(f"revoked {args.key_id}")
+            return EXIT_OK
+    else:
+        answer = client.cancel_all(args.key_id)
+        if out.mode != "json":
+            out.line(f"cancelled {len(answer.get('cancelled', []))}, "
+                     f"not cancellable {len(answer.get('notCancelled', []))}")
+            return EXIT_OK
+    out.json(answer)
+    return EXIT_OK
+
+
+def _scope_text(halt: dict) -> str:
+    scope = halt.get("scope", "all")
+    if scope == "key":
+        return f"key {halt.get('keyId', '')}"
+    if scope == "pair":
+        return f"pair {halt.get('pair', '')}"
+    return "all trading"
+
+
+HANDLERS = {"admin": _admin, "submit": _submit, "orders": _orders, "order": _order, "quote": _quote, "tokens": _tokens}

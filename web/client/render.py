@@ -82,6 +82,10 @@ def error_sentence(exc: ClientError) -> str:
     field = f" [{exc.field}]" if exc.field else ""
     hint = {
         "unauthorized": " (set ENGINE_API_KEY to one of the engine's API_KEYS)",
+        "forbidden": " (operator commands send ENGINE_ADMIN_KEY, one of the engine's ADMIN_KEYS; trading needs "
+                     "a trading key)",
+        "trading_halted": " (an operator halted trading: retry once it is resumed)",
+        "overloaded": f" (retry in {exc.retry_after or 'a few'} s)",
         "rate_limited": f" (retry in {exc.retry_after or 'a few'} s)",
         "queue_full": " (retry later)",
         "not_ready": " (retry later)",
