@@ -163,5 +163,8 @@ def describe_event(event: dict, token_in: str = "", token_out: str = "") -> str:
     if status == "failed":
         error = meta.get("error") or {}
         return f"{error.get('code')}: {error.get('message')} (attempts: {meta.get('attempts', '?')})"
+    if status == "waiting" and meta.get("trigger") == "halt":
+        reason = meta.get("reason")
+        return "held: trading is halted" + (f" ({reason})" if reason else "")
     return {"pending": "accepted and queued", "waiting": "waiting for its trigger",
             "cancelled": "cancelled by its owner", "expired": "not triggered in time"}.get(status, "")

@@ -54,6 +54,7 @@ class ApiProblem extends Error {
     this.code = error.code || "error";
     this.field = error.field || null;
     this.retryAfter = retryAfter;
+    this.error = error;  // the whole error object: a halt's reason, a risk limit's figures
   }
 }
 
@@ -78,6 +79,9 @@ async function api(method, path, body) {
 
 const sentence = (text) => text ? text.charAt(0).toUpperCase() + text.slice(1).replace(/([^.])$/, "$1.") : "";
 
+const RISK_LIMITS = {maxOrderUsd: "largest order", maxOpenOrders: "orders open at once",
+                     maxNotional24hUsd: "value traded in 24 hours"};
+
 // An API error as a person wants to read it: what happened and what to do, never raw JSON.
 function describe(problem) {
   if (!(problem instanceof ApiProblem)) return "Something went wrong in the page: " + problem;
@@ -87,6 +91,14 @@ function describe(problem) {
     case "rate_limited":
       return `Too many orders for this key. Try again in ${problem.retryAfter || "a few"} seconds.`;
     case "queue_full": return "The engine is busy (too many orders waiting). Try again in a moment.";
+    case "overloaded":
+      return `The engine is overloaded: orders wait too long to start. Try again in ${problem.retryAfter || "a few"} seconds.`;
+    case "trading_halted":
+      return "Trading is halted by an operator" + (problem.error.reason ? `: ${problem.error.reason.replace(/\.$/, "")}.` : ".")
+        + " New orders are refused until it resumes; orders already placed wait and go on then.";
+    case "risk_limit":
+      return `Over this key's risk limit (${RISK_LIMITS[problem.error.limit] || problem.error.limit}): ${sentence(problem.message)}`;
+    case "forbidden": return "This key may not do that: " + sentence(problem.message);
     case "not_ready": return "The engine cannot reach its database or bus right now. Try again in a moment.";
     case "internal_error": return "The engine hit an unexpected error. Its log has the details.";
     case "unsupported_order_type": return sentence(problem.message) + " Only the types this engine runs can be submitted.";
@@ -337,7 +349,9 @@ function eventDetails(order, event) {
   const out = order.tokenOut || "";
   switch (event.status) {
     case "pending": return "accepted and queued";
-    case "waiting": return "armed, waiting for its trigger";
+    case "waiting":
+      if (m.trigger === "halt") return `held: trading is halted${m.reason ? ` (${m.reason})` : ""}; it goes on when trading resumes`;
+      return "armed, waiting for its trigger";
     case "routing": return [
       m.retryReason ? h("div", {class: "retry"}, `retry (attempt ${event.attempt}): ${m.retryReason}`) : null,
       m.bestDex ? h("div", {}, `chose ${m.bestDex}`,
