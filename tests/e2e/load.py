@@ -169,7 +169,7 @@ class Answer:
 @dataclass
 class SubmitProbe:
     """Submits one order every `every` seconds while running, each bounded by `timeout`: how the
-    engine answers while a server is down (202 or 503 `not_ready`, never a 500 or a hang)."""
+    engine answers while a server is down (202 or 503 `not_ready` or `overloaded`, never a 500 or a hang)."""
 
     port: int
     every: float = 0.5
