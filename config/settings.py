@@ -42,6 +42,12 @@ class Settings:
     sim_controls: bool = True  # /api/sim/* writes (launch); SIM_CONTROLS=off answers them 404
     key_id_secret: str = ""
     key_rate_limit: int = 600
+    # Per key (per address without keys), in any rate window: 0 turns one off (web/rate_limits.py).
+    quote_rate_limit: int = 600
+    list_rate_limit: int = 600
+    subscribe_rate_limit: int = 1200
+    connect_rate_limit: int = 6000
+    trusted_proxy_hops: int = 0  # proxies that append to X-Forwarded-For in front of the web
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     log_format: str = "text"
@@ -54,6 +60,7 @@ class Settings:
     trigger_refresh_s: float = 5.0
     venue_latency_scale: float = 1.0
     retry_max_delay_s: float = 5.0  # the longest wait before a retry (full jitter below it)
+    rate_window_s: float = 60.0  # the window of KEY_RATE_LIMIT and of the per-caller limits
 
     @property
     def heartbeat_every_s(self) -> float:
@@ -227,6 +234,11 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         admin_keys=admin_keys,
         sim_controls=sim_controls == "on",
         key_rate_limit=_int(env, "KEY_RATE_LIMIT", 600, 1),
+        quote_rate_limit=_int(env, "QUOTE_RATE_LIMIT", 600, 0),
+        list_rate_limit=_int(env, "LIST_RATE_LIMIT", 600, 0),
+        subscribe_rate_limit=_int(env, "SUBSCRIBE_RATE_LIMIT", 1200, 0),
+        connect_rate_limit=_int(env, "CONNECT_RATE_LIMIT", 6000, 0),
+        trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0, 0, 10),
         key_id_secret=_secret(env, "KEY_ID_SECRET"),
         cors_origins=_list(env, "CORS_ORIGINS"),
         log_level=level,
@@ -239,6 +251,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         trigger_refresh_s=_seconds(env, "TRIGGER_REFRESH_SECONDS", 5.0, 0.05, 3600),
         venue_latency_scale=_float(env, "VENUE_LATENCY_SCALE", 1.0, 0, 100),
         retry_max_delay_s=_seconds(env, "RETRY_MAX_DELAY_SECONDS", 5.0, 0.1, 3600),
+        rate_window_s=_seconds(env, "RATE_WINDOW_SECONDS", 60.0, 0.1, 3600),
     )
 
 
@@ -267,6 +280,16 @@ VARIABLES: dict[str, str] = {
                   "turns authentication on (default none)",
     "SIM_CONTROLS": "on, or off to answer the simulator's writes (/api/sim/launch) 404 (default on)",
     "KEY_RATE_LIMIT": "submissions per key per 60 s where keys are configured (default 600)",
+    "QUOTE_RATE_LIMIT": "GET /api/quote requests per key (per address without keys) per 60 s (default 600; "
+                        "0: off)",
+    "LIST_RATE_LIMIT": "GET /api/orders list requests per key (per address without keys) per 60 s (default 600; "
+                       "0: off)",
+    "SUBSCRIBE_RATE_LIMIT": "subscribe frames on /ws per key (per address without keys) per 60 s, all its "
+                            "connections together (default 1200; 0: off)",
+    "CONNECT_RATE_LIMIT": "WebSocket handshakes (/ws and the WebSocket submit) per key (per address without keys) "
+                          "per 60 s (default 6000; 0: off)",
+    "TRUSTED_PROXY_HOPS": "proxies in front of the web that append the client's address to X-Forwarded-For; the "
+                          "per-address limits count that address (default 0: the peer's, the header ignored)",
     "KEY_ID_SECRET": "secret (32+ characters) under which API keys become stored owner ids, the same for every "
                      "web process (default: one the engine keeps in its database)",
     "CORS_ORIGINS": "origins allowed to call the API from a browser (default none)",
@@ -283,4 +306,6 @@ VARIABLES: dict[str, str] = {
     "TRIGGER_REFRESH_SECONDS": "how often a worker forgets armed orders cancelled or taken over (default 5)",
     "VENUE_LATENCY_SCALE": "factor on the realistic venues' latency (quotes ~200 ms, swaps 2-3 s; default 1)",
     "RETRY_MAX_DELAY_SECONDS": "the longest wait before a retry: 0.1 s doubling up to this, jittered (default 5)",
+    "RATE_WINDOW_SECONDS": "the window of KEY_RATE_LIMIT and the per-key/per-address limits (default 60; tests "
+                           "shorten it)",
 }

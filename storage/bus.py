@@ -149,6 +149,16 @@ class Bus(ABC):
         `count` were allowed). One round trip for a whole fetched batch.
         """
 
+    @abstractmethod
+    def try_submit(self, owners: list[str], limit: int, window_s: float, kind: str = "submits") -> list[float]:
+        """Count one request of each of `owners` (repeats allowed) against `limit` per `window_s`
+        in `kind`'s sliding windows, all web processes together: 0.0 for each request counted,
+        else the seconds until its owner's window has room (a refused request is not counted).
+
+        Each `kind` (`submits` for KEY_RATE_LIMIT, the web's other per-caller limits) keeps its
+        own windows; one round trip for the whole batch.
+        """
+
     # ---- events --------------------------------------------------------------------------
     @abstractmethod
     def publish(self, events: list[BusEvent]) -> None:

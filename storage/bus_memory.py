@@ -74,7 +74,7 @@ class InProcessBus(Bus):
         self._locks: dict[str, tuple[str, float]] = {}  # name -> (owner, expires at)
         self._epoch: str | None = None
         self._starts: deque[float] = deque()
-        self._submits: dict[str, deque[float]] = {}  # owner -> times of its counted submissions
+        self._submits: dict[tuple[str, str], deque[float]] = {}  # (kind, owner) -> times of its counted requests
         self._subscribers: list[_MemorySubscription] = []
         self._batches: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
@@ -228,15 +228,16 @@ class InProcessBus(Bus):
             # Never 0.0 here: that value means "all allowed" to the caller.
             return allowed, max(self._starts[0] + window_s - now, 1e-6)
 
-    def try_submit(self, owners: list[str], limit: int, window_s: float) -> list[float]:
-        """Sliding-window limit per owner: 0.0 for each submission counted, else the wait."""
+    def try_submit(self, owners: list[str], limit: int, window_s: float, kind: str = "submits") -> list[float]:
+        """Sliding-window limit per owner of `kind`: 0.0 for each request counted, else the wait."""
         with self._cond:
             now = self._clock()
-            for owner in [o for o, times in self._submits.items() if not times or times[-1] <= now - window_s]:
-                del self._submits[owner]  # idle owners are forgotten: the map holds only live windows
+            for idle in [k for k, times in self._submits.items()
+                         if k[0] == kind and (not times or times[-1] <= now - window_s)]:
+                del self._submits[idle]  # idle owners are forgotten: the map holds only live windows
             waits = []
             for owner in owners:
-                times = self._submits.setdefault(owner, deque())
+                times = self._submits.setdefault((kind, owner), deque())
                 while times and times[0] <= now - window_s:
                     times.popleft()
                 if len(times) < limit:

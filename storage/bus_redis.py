@@ -12,7 +12,8 @@
 - Rate: sliding window in the sorted set `{prefix}:starts`, timed by Redis's own
   clock so every worker counts against the same window; a fetched batch is counted at once.
   Submissions per API key the same way, one sorted set per owner (`{prefix}:submits:{owner}`),
-  a whole batch of the web's submits in one script call.
+  a whole batch of the web's submits in one script call; the web's other per-caller limits
+  likewise, each kind its own sets (`{prefix}:{kind}:{caller}`, e.g. `rate:quotes`).
 - Events: one PUBLISH per batch on `{prefix}:{db}:events` (`storage.bus.encode_events`);
   best effort.
 - A web process's intake queues a batch of orders, publishes their `pending` events and
@@ -150,7 +151,6 @@ class RedisBus(Bus):
                  connect_timeout: float = 2.0):
         self._jobs = f"{prefix}:jobs"
         self._starts = f"{prefix}:starts"
-        self._submits_prefix = f"{prefix}:submits:"
         # Pub/sub channels are server-wide, not per database index: name the index so
         # deployments (and test runs) on different indexes of one server stay apart.
         db_index = redis.connection.parse_url(url).get("db", 0)
@@ -393,11 +393,11 @@ class RedisBus(Bus):
             return allowed, 0.0
         return allowed, max(float(wait), 1e-6)  # 0.0 would read as "all allowed"
 
-    def try_submit(self, owners: list[str], limit: int, window_s: float) -> list[float]:
-        """Count a batch of submissions in the owners' shared windows (one script call)."""
+    def try_submit(self, owners: list[str], limit: int, window_s: float, kind: str = "submits") -> list[float]:
+        """Count a batch of requests in the owners' shared windows of `kind` (one script call)."""
         if not owners:
             return []
-        keys = [self._submits_prefix + owner for owner in owners]
+        keys = [f"{self._prefix}:{kind}:{owner}" for owner in owners]
         member = uuid.uuid4().hex
         waits = self._call("try_submit", lambda: self._try_submit_script(
             keys=keys, args=[limit, float(window_s), member]))

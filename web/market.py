@@ -22,6 +22,7 @@ class QuoteHandler(ApiHandler):
     """`GET /api/quote`: both venues' quotes and the route the engine would take now."""
 
     async def get(self) -> None:
+        await self.services.rate_limits.admit("quotes", self.request, self.owner)  # junk counts too
         request = parse_quote(self.request.query_arguments)
         for field, token in (("tokenIn", request.token_in), ("tokenOut", request.token_out)):
             if not await self.services.run(self.storage.chain.is_tradable, token):

@@ -23,14 +23,16 @@ _ERRORS = {
     409: "Conflict: the clientOrderId names a different order, or the order can no longer be cancelled.",
     413: "The body is larger than 64 KiB.",
     415: "The body is not `application/json`.",
-    429: "Too many submissions for this API key in the last 60 s; retry after `Retry-After` seconds.",
+    429: "Too many requests of this kind (submissions, quotes, order lists, WebSocket connections) for this API "
+         "key, or from this address where no keys are configured, in the last 60 s; retry after `Retry-After` "
+         "seconds (`retryAfter` in the error says the same).",
     500: "An unexpected server error (no trace is ever shown).",
     503: "Not ready (database or bus unreachable) or `queue_full`: retry later.",
 }
 _HEADERS = {
     405: {"Allow": {"required": True, "schema": {"type": "string"}, "description": "the allowed methods"}},
     429: {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 0},
-                          "description": "seconds until a submission is accepted again"}},
+                          "description": "seconds until a request of this kind is accepted again"}},
 }
 
 
@@ -82,7 +84,9 @@ _WS_SUBMIT = """WebSocket upgrade (`Upgrade: websocket`). The client's first tex
 submit body (SubmitRequest). The server answers an AcceptedFrame, or an ErrorFrame and then
 closes with code 1008; after an AcceptedFrame it streams that order's StatusEvents from seq 1
 until a terminal status, then closes with 1000. Where API keys are configured, `?token=KEY`
-may replace the Authorization header (browsers cannot set it). Without the upgrade: 405."""
+may replace the Authorization header (browsers cannot set it). The handshake counts as a
+submission and as a WebSocket connection (429 with `Retry-After` over either limit). Without
+the upgrade: 405."""
 
 _WS_LISTEN = """WebSocket upgrade (`Upgrade: websocket`) for listeners.
 - `?orderId=ID` streams one order: every earlier event in seq order, then the live ones; after
@@ -94,7 +98,10 @@ _WS_LISTEN = """WebSocket upgrade (`Upgrade: websocket`) for listeners.
   an ErrorFrame (`not_found`) and the connection stays open.
 - Events of one order are never duplicated or reordered on one connection.
 - `?token=KEY` authenticates where keys are configured; a refused key fails the handshake
-  with 401 and the Error shape. Without the upgrade: 405."""
+  with 401 and the Error shape. Without the upgrade: 405.
+- Handshakes count against CONNECT_RATE_LIMIT (over it: 429 with `Retry-After`) and subscribe
+  frames against SUBSCRIBE_RATE_LIMIT (over it: an ErrorFrame `rate_limited` with `retryAfter`
+  seconds; the connection stays open)."""
 
 _SUBMIT_DESCRIPTION = """202 with status `pending` for a new order. A repeated `clientOrderId` from the
 same owner whose body means the same order answers 200 for the existing order (its status now);
@@ -143,7 +150,7 @@ def _operations() -> dict[str, Any]:
         },
         "/api/orders": {"get": _op(
             "List orders, newest first", {200: _json(ref("OrderList"), "One page of orders (without events).")},
-            (400, 503), "Pass `nextCursor` back as `cursor` for the next page.", params=[
+            (400, 429, 503), "Pass `nextCursor` back as `cursor` for the next page.", params=[
                 _query("status", {"type": "string", "enum": STATUSES}, "only orders with this status"),
                 _query("type", {"type": "string", "enum": ORDER_TYPES}, "only orders of this type"),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size, 1..500 (400 otherwise)"),
@@ -161,7 +168,7 @@ def _operations() -> dict[str, Any]:
         "/api/quote": {"get": _op(
             "Quote both venues and show the route the engine would take now",
             {200: _json(ref("QuoteAnswer"), "Both venues' quotes and the route; nothing is executed.")},
-            (400, 503), "Validated with the same rules and codes as a submit.", params=[
+            (400, 429, 503), "Validated with the same rules and codes as a submit.", params=[
                 _query("tokenIn", token_input(LISTED), "symbol (any case) or mint of the token sold", True),
                 _query("tokenOut", token_input(LISTED), "symbol or mint of the token bought (not tokenIn)", True),
                 _query("amount", amount_any(), "amount of tokenIn, whole-token units (> 0, at most its "
@@ -182,7 +189,7 @@ def _operations() -> dict[str, Any]:
             "Schedule the launch of a token that is not tradable yet (for sniper orders)",
             {202: _json(ref("LaunchAccepted"), "Scheduled.")}, (400, 413, 415, 503),
             body=ref("LaunchRequest"), tag="simulator")},
-        "/ws": {"get": _op("Listen to order events over WebSocket", _UPGRADED, (400, 403, 405), _WS_LISTEN, params=[
+        "/ws": {"get": _op("Listen to order events over WebSocket", _UPGRADED, (400, 403, 405, 429), _WS_LISTEN, params=[
             *_HANDSHAKE,
             _query("orderId", _ORDER_ID, "stream this order only"),
             _query("after", {"type": "integer", "minimum": 0}, "with orderId: resume after this event seq"),

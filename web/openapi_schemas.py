@@ -191,7 +191,9 @@ SCHEMAS: dict[str, Any] = {
     "OrderError": _obj(["code", "message"], {"code": ref("FailureCode"), "message": {"type": "string"}}),
     "ErrorObject": _obj(["code", "message"], {
         "code": ref("ErrorCode"), "message": {"type": "string"},
-        "field": {"type": "string", "description": "the field at fault, where there is one"}}),
+        "field": {"type": "string", "description": "the field at fault, where there is one"},
+        "retryAfter": {"type": "integer", "minimum": 1,
+                       "description": "`rate_limited`: seconds until a request of this kind is accepted again"}}),
     "Error": _obj(["error"], {"error": ref("ErrorObject")},
                   description="Every error answer, 404 and 405 included; never HTML or a trace."),
     "SubmitRequest": {"anyOf": submit_kinds(), "description": (

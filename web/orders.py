@@ -121,6 +121,7 @@ class OrderListHandler(ApiHandler):
     """`GET /api/orders?status=&type=&limit=&cursor=`: the caller's orders, newest first, paged."""
 
     async def get(self) -> None:
+        await self.services.rate_limits.admit("lists", self.request, self.owner)  # junk counts too
         params = single_params(self.request.query_arguments, LIST_PARAMS)
         status, order_type = params.get("status"), params.get("type")
         if status is not None and status not in STATUSES:

@@ -1,5 +1,5 @@
 """What every handler receives through `initialize`: storage, settings, the executor hop, the
-key ring and submission limiter, metrics, the event hub and the intake.
+key ring, the submission and per-caller rate limiters, metrics, the event hub and the intake.
 
 Database and bus calls block, so handlers never make them on the IOLoop: `run` hands
 them to a small thread pool (Pony keeps one connection per thread, so few threads)
@@ -24,6 +24,7 @@ from web.errors import ApiError
 from web.hub import EventHub
 from web.intake import OrderIntake
 from web.metrics import WebMetrics
+from web.rate_limits import CallerLimits
 from web.submit_limit import SubmissionLimiter
 
 T = TypeVar("T")
@@ -57,7 +58,10 @@ class Services:
         self.keys = KeyRing(settings.api_keys, key_id_secret(storage, settings) if keyed else b"",
                             admin_keys=settings.admin_keys)
         # KEY_RATE_LIMIT applies where keys are configured (it counts per key).
-        self.limiter = SubmissionLimiter(storage.bus, settings.key_rate_limit) if self.keys.enabled else None
+        self.limiter = (SubmissionLimiter(storage.bus, settings.key_rate_limit, settings.rate_window_s)
+                        if self.keys.enabled else None)
+        # Quotes, lists, subscribe frames, WebSocket handshakes: per key, else per address.
+        self.rate_limits = CallerLimits(storage.bus, settings, keyed=self.keys.enabled)
         self.metrics = WebMetrics()
         self.hub = EventHub(storage.orders, storage.bus, self.run, self.metrics, **hub_options)
         self.intake = OrderIntake(storage, settings.queue_max_depth,
@@ -88,4 +92,5 @@ class Services:
         self.intake.close()
         if self.limiter is not None:
             self.limiter.close()
+        self.rate_limits.close()
         self.executor.shutdown(wait=False, cancel_futures=True)

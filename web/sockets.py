@@ -26,6 +26,10 @@ _AFTER = re.compile(r"\d{1,12}")
 class _EventSocket(SocketHandler):
     """Shared connection bookkeeping and event delivery of both endpoints."""
 
+    async def admit(self) -> None:
+        """Every handshake counts against CONNECT_RATE_LIMIT (refused: 429 with Retry-After)."""
+        await self.services.rate_limits.admit("connects", self.request, self.owner)
+
     def open(self, *args: Any, **kwargs: Any) -> None:
         super().open()
         self.services.metrics.websockets.inc()
@@ -54,9 +58,10 @@ class _EventSocket(SocketHandler):
 
 class SubmitSocket(_EventSocket):
     """`GET /api/orders/execute` upgraded: the first text frame is the order, then its events.
-    The handshake counts as a submission against KEY_RATE_LIMIT."""
+    The handshake counts as a connection and as a submission against KEY_RATE_LIMIT."""
 
     async def admit(self) -> None:
+        await super().admit()
         if self.services.limiter is not None:
             await self.services.limiter.admit(self.owner)
 
@@ -121,22 +126,35 @@ class ListenSocket(_EventSocket):
             order_id = _order_id(order_id)
         return order_id, int(after_text or 0)
 
-    def on_message(self, message: str | bytes) -> None:
+    def on_message(self, message: str | bytes) -> Any:
         if getattr(self, "single", True):
-            return  # a one-order stream takes no commands
+            return None  # a one-order stream takes no commands
         try:
             action, order_id = _parse_command(message)
         except ApiError as error:
             self.send_error_frame(error, close=False)
-            return
+            return None
         if action == "subscribe":
-            try:
-                self.services.hub.follow(self, order_id, 0, self.owner)
-            except ApiError as error:  # too many subscriptions: the connection stays open
-                self.send_error_frame(error, close=False)
-        else:
-            self.services.hub.mute(self, order_id)
-            self.send_json({"type": "unsubscribed", "orderId": order_id})
+            # A coroutine only for subscribe frames: Tornado reads the next frame once it is done,
+            # so commands still take effect in the order they were sent.
+            return self._subscribe(order_id)
+        self.services.hub.mute(self, order_id)
+        self.send_json({"type": "unsubscribed", "orderId": order_id})
+        return None
+
+    async def _subscribe(self, order_id: str) -> None:
+        """Count the frame against SUBSCRIBE_RATE_LIMIT, then follow the order; a refusal (over
+        the limit, too many subscriptions, the bus down) is an error frame, the connection stays open."""
+        try:
+            await self.services.rate_limits.admit("subscribes", self.request, self.owner)
+            if self.ws_connection is None or self.ws_connection.is_closing():
+                return  # closed while it was counted
+            self.services.hub.follow(self, order_id, 0, self.owner)
+        except Exception as exc:  # noqa: BLE001 - answered as a frame, never a dropped socket
+            error = to_api_error(exc)
+            if error.code == "internal_error":
+                log.error("unexpected error in a subscribe command", exc_info=True)
+            self.send_error_frame(error, close=False)
 
     def order_found(self, order_id: str) -> None:
         if not self.single:

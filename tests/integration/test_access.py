@@ -332,3 +332,86 @@ class KeyIdSecretTest(AccessTest):
         assert order.owner == owner_id(KEY_A, self.env["KEY_ID_SECRET"].encode())
         assert order.owner != owner_id(KEY_A, shared_secret(self.storage.db))
 
+
+
+class CallerRateLimitTest(KeyedTestCase):
+    """QUOTE_RATE_LIMIT, LIST_RATE_LIMIT, SUBSCRIBE_RATE_LIMIT and CONNECT_RATE_LIMIT per key."""
+
+    env = {"API_KEYS": f"{KEY_A},{KEY_B}", "KEY_RATE_LIMIT": "1000", "QUOTE_RATE_LIMIT": "3", "LIST_RATE_LIMIT": "3",
+           "SUBSCRIBE_RATE_LIMIT": "2", "CONNECT_RATE_LIMIT": "3", "RATE_WINDOW_SECONDS": "2"}
+
+    async def limited(self, path: str, key: str, kind: str) -> None:
+        response = await self.http_client.fetch(HTTPRequest(self.get_url(path), headers=bearer(key)),
+                                                raise_error=False)
+        error = json.loads(response.body)["error"]
+        assert (response.code, error["code"]) == (429, "rate_limited"), response.body
+        assert kind in error["message"] and 1 <= int(response.headers["Retry-After"]) <= 2
+        assert error["retryAfter"] == int(response.headers["Retry-After"])
+
+    @gen_test
+    async def test_quotes_and_lists_beyond_their_limits_answer_429_and_another_key_is_unaffected(self):
+        quote = "/api/quote?tokenIn=SOL&tokenOut=USDC&amount=1"
+        assert (await self.call(quote, headers=bearer(KEY_A)))[0] == 200
+        assert (await self.call("/api/quote?tokenIn=SOL", headers=bearer(KEY_A)))[0] == 400  # junk counts too
+        assert (await self.call(quote, headers=bearer(KEY_A)))[0] == 200
+        await self.limited(quote, KEY_A, "quote requests")
+        for _ in range(3):
+            assert (await self.call("/api/orders?limit=1", headers=bearer(KEY_A)))[0] == 200
+        await self.limited("/api/orders", KEY_A, "order list requests")
+        # The other key has its own windows; other reads and submissions are not counted here.
+        assert [(await self.call(quote, headers=bearer(KEY_B)))[0] for _ in range(3)] == [200] * 3
+        assert [(await self.call("/api/orders", headers=bearer(KEY_B)))[0] for _ in range(3)] == [200] * 3
+        order_id = (await self.submit_as(KEY_A))[1]["orderId"]
+        assert (await self.call(f"/api/orders/{order_id}", headers=bearer(KEY_A)))[0] == 200
+        assert (await self.call("/api/tokens", headers=bearer(KEY_A)))[0] == 200
+
+    @gen_test
+    async def test_websocket_handshakes_beyond_the_limit_are_refused_with_429_on_both_endpoints(self):
+        order_id = (await self.submit_as(KEY_A))[1]["orderId"]
+        sockets = [await self.connect_as(KEY_A, "/ws", token=True),
+                   await self.connect_as(KEY_A, f"/ws?orderId={order_id}"),
+                   await self.connect_as(KEY_A, "/api/orders/execute")]
+        for path in ("/ws", "/api/orders/execute"):
+            status, answer, headers = await self.refused_handshake(path, bearer(KEY_A))
+            assert (status, answer["error"]["code"]) == (429, "rate_limited"), path
+            assert "WebSocket connections" in answer["error"]["message"] and 1 <= int(headers["Retry-After"]) <= 2
+        other = await self.connect_as(KEY_B, "/ws")  # another key's own window
+        # The connections already open go on.
+        submit = sockets[2]
+        await submit.write_message(json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1"}))
+        assert (await self.frame(submit))["type"] == "accepted"
+        for conn in (*sockets, other):
+            conn.close()
+
+    @gen_test
+    async def test_a_subscribe_frame_beyond_the_limit_gets_an_error_frame_and_the_connection_stays_usable(self):
+        orders = [(await self.submit_as(KEY_A))[1]["orderId"] for _ in range(3)]
+        conn = await self.connect_as(KEY_A, "/ws")
+        other = await self.connect_as(KEY_A, "/ws")  # the limit holds for the key, over its connections
+        await conn.write_message(json.dumps({"subscribe": orders[0]}))
+        assert await self.frame_of(conn, orders[:1]) == {"type": "subscribed", "orderId": orders[0]}
+        assert statuses([await self.frame_of(conn, orders[:1])]) == [(1, "pending")]
+        await other.write_message(json.dumps({"subscribe": orders[1]}))
+        assert (await self.frame_of(other, orders[1:2]))["type"] == "subscribed"
+        await conn.write_message(json.dumps({"subscribe": orders[2]}))
+        refused = await self.frame_of(conn, orders[2:])
+        assert refused["type"] == "error" and refused["error"]["code"] == "rate_limited", refused
+        assert 1 <= refused["error"]["retryAfter"] <= 2 and "subscribe frames" in refused["error"]["message"]
+        # Still open: unsubscribe works at once, a subscribe after the window does too.
+        await conn.write_message(json.dumps({"unsubscribe": orders[0]}))
+        assert await self.frame_of(conn, orders) == {"type": "unsubscribed", "orderId": orders[0]}
+        await asyncio.sleep(refused["error"]["retryAfter"])
+        await conn.write_message(json.dumps({"subscribe": orders[2]}))
+        assert await self.frame_of(conn, orders[2:]) == {"type": "subscribed", "orderId": orders[2]}
+        assert statuses([await self.frame_of(conn, orders[2:])]) == [(1, "pending")]
+        # Another key's subscribes are its own.
+        theirs = (await self.submit_as(KEY_B))[1]["orderId"]
+        conn_b = await self.connect_as(KEY_B, "/ws")
+        await conn_b.write_message(json.dumps({"subscribe": theirs}))
+        assert (await self.frame_of(conn_b, [theirs]))["type"] == "subscribed"
+        for c in (conn, other, conn_b):
+            c.close()
+
+
+class CallerRateLimitOnPostgresAndRedisTest(_OnPostgresAndRedis, CallerRateLimitTest):
+    pass

@@ -267,6 +267,15 @@ def test_submissions_are_limited_per_owner_across_two_buses(open_bus):
     assert first.try_submit([], limit=3, window_s=30) == []
 
 
+def test_each_kind_of_request_has_its_own_windows_per_owner(open_bus):
+    first, second = open_bus(), open_bus()
+    assert first.try_submit(["a"], limit=1, window_s=30) == [0.0]  # submissions of a: full
+    assert second.try_submit(["a", "a"], limit=1, window_s=30, kind="rate:quotes")[0] == 0.0
+    assert 0 < first.try_submit(["a"], limit=1, window_s=30, kind="rate:quotes")[0] <= 30
+    assert second.try_submit(["a"], limit=1, window_s=30, kind="rate:lists") == [0.0]
+    assert 0 < second.try_submit(["a"], limit=1, window_s=30)[0] <= 30
+
+
 def test_a_refused_submission_is_not_counted_and_the_window_slides(bus):
     assert bus.try_submit(["a"], limit=1, window_s=2) == [0.0]
     for _ in range(5):  # refusals do not push the owner's window further out

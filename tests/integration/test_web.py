@@ -23,7 +23,7 @@ from unittest import mock
 
 import pytest
 
-from tornado.httpclient import HTTPRequest
+from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.testing import AsyncHTTPTestCase, gen_test
 from tornado.websocket import websocket_connect
 
@@ -963,4 +963,85 @@ class ListenerOnPostgresAndRedisTest(_OnPostgresAndRedis, ListenerTest):
 
 
 class SubmitSocketOnPostgresAndRedisTest(_OnPostgresAndRedis, SubmitSocketTest):
+    pass
+
+
+class AddressRateLimitTest(WebTestCase):
+    """Without API keys the per-caller limits count per client address (here behind one trusted
+    proxy, which tells the clients apart in X-Forwarded-For)."""
+
+    env = {"QUOTE_RATE_LIMIT": "2", "LIST_RATE_LIMIT": "2", "SUBSCRIBE_RATE_LIMIT": "1", "CONNECT_RATE_LIMIT": "2",
+           "TRUSTED_PROXY_HOPS": "1", "RATE_WINDOW_SECONDS": "2"}
+
+    def by(self, address):
+        return {"X-Forwarded-For": f"203.0.113.66, {address}"}  # the first entry is the client's own say
+
+    async def status(self, path, address):
+        response = await self.http_client.fetch(HTTPRequest(self.get_url(path), headers=self.by(address)),
+                                                raise_error=False)
+        if response.code == 429:
+            assert json.loads(response.body)["error"]["code"] == "rate_limited"
+            assert "from this address" in json.loads(response.body)["error"]["message"]
+            assert 1 <= int(response.headers["Retry-After"]) <= 2
+        return response.code
+
+    async def handshake(self, path, address):
+        request = HTTPRequest(self.get_url(path).replace("http://", "ws://"), headers=self.by(address))
+        try:
+            return await websocket_connect(request)
+        except HTTPClientError as refused:
+            assert json.loads(refused.response.body)["error"]["code"] == "rate_limited"
+            assert int(refused.response.headers["Retry-After"]) >= 1
+            return refused.code
+
+    @gen_test
+    async def test_quotes_lists_and_handshakes_are_limited_per_client_address(self):
+        quote = "/api/quote?tokenIn=SOL&tokenOut=USDC&amount=1"
+        assert [await self.status(quote, "198.51.100.1") for _ in range(3)] == [200, 200, 429]
+        assert [await self.status("/api/orders", "198.51.100.1") for _ in range(3)] == [200, 200, 429]
+        assert [await self.status(quote, "198.51.100.2") for _ in range(2)] == [200, 200]
+        assert await self.status("/api/orders", "2001:db8::1") == 200  # an IPv6 client counts by its /64
+        assert await self.status("/api/orders", "2001:db8::2") == 200
+        assert await self.status("/api/orders", "2001:db8::3") == 429
+        assert await self.status("/api/orders", "2001:db8:0:1::1") == 200
+        opened = [await self.handshake("/ws", "198.51.100.1"), await self.handshake("/api/orders/execute", "198.51.100.1")]
+        assert await self.handshake("/ws", "198.51.100.1") == 429
+        assert await self.handshake("/api/orders/execute", "198.51.100.1") == 429
+        other = await self.handshake("/ws", "198.51.100.2")
+        assert not isinstance(other, int)
+        for conn in (*opened, other):
+            conn.close()
+
+    @gen_test
+    async def test_a_subscribe_frame_over_the_address_limit_gets_an_error_frame_and_the_connection_stays_open(self):
+        order_id = (await self.submit())[1]["orderId"]
+        conn = await self.handshake("/ws", "198.51.100.1")
+        for expected in ("subscribed", "error"):
+            await conn.write_message(json.dumps({"subscribe": order_id}))
+            while (frame := await self.frame(conn)).get("seq") is not None:
+                pass
+            assert frame["type"] == expected, frame
+        assert frame["error"]["code"] == "rate_limited" and frame["error"]["retryAfter"] >= 1
+        await conn.write_message(json.dumps({"unsubscribe": order_id}))
+        assert await self.frame(conn) == {"type": "unsubscribed", "orderId": order_id}
+        conn.close()
+
+
+class UntrustedForwardedForTest(WebTestCase):
+    """With no trusted proxy (the default) X-Forwarded-For is anyone's to write: ignored."""
+
+    env = {"QUOTE_RATE_LIMIT": "2"}
+
+    @gen_test
+    async def test_without_trusted_proxies_a_forged_forwarded_for_does_not_buy_a_fresh_window(self):
+        codes = []
+        for n in range(3):
+            response = await self.http_client.fetch(HTTPRequest(
+                self.get_url("/api/quote?tokenIn=SOL&tokenOut=USDC&amount=1"),
+                headers={"X-Forwarded-For": f"198.51.100.{n}"}), raise_error=False)
+            codes.append(response.code)
+        assert codes == [200, 200, 429]
+
+
+class AddressRateLimitOnPostgresAndRedisTest(_OnPostgresAndRedis, AddressRateLimitTest):
     pass

@@ -108,3 +108,34 @@ def test_a_key_id_secret_shorter_than_32_characters_is_refused_naming_it():
     with pytest.raises(ConfigError, match="KEY_ID_SECRET"):
         load_settings({"KEY_ID_SECRET": "too-short"}, dotenv=None)
     assert load_settings({"KEY_ID_SECRET": "k" * 32}, dotenv=None).key_id_secret == "k" * 32
+
+
+def test_the_per_caller_rate_limits_default_to_bounded_values_and_zero_turns_one_off():
+    s = load_settings({}, dotenv=None)
+    assert (s.quote_rate_limit, s.list_rate_limit, s.subscribe_rate_limit, s.connect_rate_limit) == (600, 600, 1200, 6000)
+    assert (s.trusted_proxy_hops, s.rate_window_s) == (0, 60.0)
+    s = load_settings({"QUOTE_RATE_LIMIT": "0", "LIST_RATE_LIMIT": "5", "SUBSCRIBE_RATE_LIMIT": " 7 ",
+                       "CONNECT_RATE_LIMIT": "0", "TRUSTED_PROXY_HOPS": "2", "RATE_WINDOW_SECONDS": "1.5"}, dotenv=None)
+    assert (s.quote_rate_limit, s.list_rate_limit, s.subscribe_rate_limit, s.connect_rate_limit) == (0, 5, 7, 0)
+    assert (s.trusted_proxy_hops, s.rate_window_s) == (2, 1.5)
+
+
+@pytest.mark.parametrize("name,value", [
+    ("QUOTE_RATE_LIMIT", "-1"), ("QUOTE_RATE_LIMIT", "lots"), ("LIST_RATE_LIMIT", "1.5"),
+    ("SUBSCRIBE_RATE_LIMIT", "-3"), ("CONNECT_RATE_LIMIT", "1e4"), ("TRUSTED_PROXY_HOPS", "-1"),
+    ("TRUSTED_PROXY_HOPS", "11"), ("RATE_WINDOW_SECONDS", "0"), ("RATE_WINDOW_SECONDS", "nan"),
+])
+def test_a_bad_rate_limit_setting_names_its_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load_settings({name: value}, dotenv=None)
+
+
+def test_the_rate_limit_variables_are_documented_and_in_env_example():
+    from pathlib import Path
+
+    from config.settings import VARIABLES
+
+    example = (Path(__file__).parents[2] / ".env.example").read_text(encoding="utf-8")
+    for name in ("QUOTE_RATE_LIMIT", "LIST_RATE_LIMIT", "SUBSCRIBE_RATE_LIMIT", "CONNECT_RATE_LIMIT",
+                 "TRUSTED_PROXY_HOPS", "RATE_WINDOW_SECONDS"):
+        assert name in VARIABLES and f"# {name}=" in example, name
