@@ -124,7 +124,7 @@ async def _serve_async(settings, with_worker: bool, sockets) -> int:
 
 # The variables each server command reads (all of them are checked at start-up).
 _WEB = ("PORT", "DATABASE_URL", "REDIS_URL", "QUEUE_MAX_DEPTH", "QUEUE_MAX_WAIT_SECONDS", "API_KEYS", "KEY_RATE_LIMIT",
-        "KEY_ID_SECRET", "CORS_ORIGINS")
+        "KEY_ID_SECRET", "CORS_ORIGINS", "RISK_MAX_ORDER_USD", "RISK_MAX_OPEN_ORDERS", "RISK_MAX_NOTIONAL_24H_USD")
 _WORKER = ("DATABASE_URL", "REDIS_URL", "WORKER_CONCURRENCY", "ORDER_RATE_LIMIT", "RETRY_ATTEMPTS",
            "MARKET_MAX_WAIT_SECONDS", "PRICE_COLLAR_BPS", "VENUE_COOL_DOWN_SECONDS", "VENUE_PROFILE",
            "VENUE_FAILURE_RATE", "VENUE_TIMEOUT_RATE",

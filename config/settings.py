@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlparse
@@ -40,6 +41,10 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     key_id_secret: str = ""
     key_rate_limit: int = 600
+    # Pre-trade risk limits, the defaults of every owner (0: no limit; see storage/risk.py).
+    risk_max_order_usd: Decimal = Decimal(0)
+    risk_max_open_orders: int = 0
+    risk_max_notional_24h_usd: Decimal = Decimal(0)
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     log_format: str = "text"
@@ -137,6 +142,23 @@ def _float(env, name, default, low, high, unit=""):
     return value
 
 
+def _usd(env, name):
+    """An amount of USD: 0 (no limit) or more, at most 6 decimals (micro-USD, what the risk
+    figures count in) and below 10^12."""
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return Decimal(0)
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ConfigError(f"{name} must be an amount of USD, got {raw!r}") from None
+    if not value.is_finite() or value < 0 or value >= 10 ** 12:
+        raise ConfigError(f"{name} must be between 0 and 10^12 USD, got {raw}")
+    if value != value.quantize(Decimal("0.000001")):
+        raise ConfigError(f"{name} must have at most 6 decimals, got {raw}")
+    return value
+
+
 def _seconds(env, name, default, low, high):
     return _float(env, name, default, low, high, "seconds")
 
@@ -212,6 +234,9 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         api_keys=api_keys,
         key_rate_limit=_int(env, "KEY_RATE_LIMIT", 600, 1),
         key_id_secret=_secret(env, "KEY_ID_SECRET"),
+        risk_max_order_usd=_usd(env, "RISK_MAX_ORDER_USD"),
+        risk_max_open_orders=_int(env, "RISK_MAX_OPEN_ORDERS", 0, 0, 10_000_000),
+        risk_max_notional_24h_usd=_usd(env, "RISK_MAX_NOTIONAL_24H_USD"),
         cors_origins=_list(env, "CORS_ORIGINS"),
         log_level=level,
         log_format=log_format,
@@ -250,6 +275,11 @@ VARIABLES: dict[str, str] = {
     "KEY_RATE_LIMIT": "submissions per key per 60 s where keys are configured (default 600)",
     "KEY_ID_SECRET": "secret (32+ characters) under which API keys become stored owner ids, the same for every "
                      "web process (default: one the engine keeps in its database)",
+    "RISK_MAX_ORDER_USD": "the largest order an owner may place, valued in USDC at the reference price "
+                          "(default 0: no limit)",
+    "RISK_MAX_OPEN_ORDERS": "most orders an owner may have open at once, pending to submitted (default 0: no limit)",
+    "RISK_MAX_NOTIONAL_24H_USD": "most USD value an owner may submit in any 24 h, cancelled and expired orders "
+                                 "aside (default 0: no limit)",
     "CORS_ORIGINS": "origins allowed to call the API from a browser (default none)",
     "LOG_LEVEL": "DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)",
     "LOG_FORMAT": "text, or json for one JSON object a line (default text)",

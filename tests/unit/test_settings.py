@@ -27,6 +27,9 @@ def test_log_format_json_is_read_in_any_case():
     ("TRIGGER_TICK_MS", "0"), ("TRIGGER_TICK_MS", "0.5"), ("TRIGGER_REFRESH_SECONDS", "0"),
     ("VENUE_LATENCY_SCALE", "-0.1"), ("VENUE_LATENCY_SCALE", "fast"), ("VENUE_LATENCY_SCALE", "1000"),
     ("RETRY_MAX_DELAY_SECONDS", "0"), ("RETRY_MAX_DELAY_SECONDS", "5 s"),
+    ("RISK_MAX_ORDER_USD", "-1"), ("RISK_MAX_ORDER_USD", "ten"), ("RISK_MAX_ORDER_USD", "nan"),
+    ("RISK_MAX_ORDER_USD", "0.0000001"), ("RISK_MAX_NOTIONAL_24H_USD", "1e13"), ("RISK_MAX_OPEN_ORDERS", "-1"),
+    ("RISK_MAX_OPEN_ORDERS", "2.5"),
 ])
 def test_a_bad_value_names_its_variable(name, value):
     with pytest.raises(ConfigError, match=name):
@@ -108,3 +111,12 @@ def test_a_key_id_secret_shorter_than_32_characters_is_refused_naming_it():
     with pytest.raises(ConfigError, match="KEY_ID_SECRET"):
         load_settings({"KEY_ID_SECRET": "too-short"}, dotenv=None)
     assert load_settings({"KEY_ID_SECRET": "k" * 32}, dotenv=None).key_id_secret == "k" * 32
+
+
+def test_risk_limits_default_to_none_and_read_usd_amounts_exactly():
+    defaults = load_settings({}, dotenv=None)
+    assert (defaults.risk_max_order_usd, defaults.risk_max_open_orders, defaults.risk_max_notional_24h_usd) == (0, 0, 0)
+    settings = load_settings({"RISK_MAX_ORDER_USD": "1000.50", "RISK_MAX_OPEN_ORDERS": "5",
+                              "RISK_MAX_NOTIONAL_24H_USD": "250000"}, dotenv=None)
+    assert str(settings.risk_max_order_usd) == "1000.50" and settings.risk_max_open_orders == 5
+    assert settings.risk_max_notional_24h_usd == 250000
