@@ -12,7 +12,7 @@ from uuid import UUID
 from pony.orm import db_session, desc, select
 from pony.orm.ormtypes import TrackedValue
 
-from storage import order_sql
+from storage import order_sql, risk_sql
 from storage.direct import DirectConnections
 from storage.errors import (ClientOrderIdConflict, OrderNotFound, StorageError, StorageUnavailable,
                             translating_db_errors)
@@ -234,6 +234,12 @@ class OrderStore:
     def counts_by_status(self) -> dict[str, int]:
         """How many orders are in each status (for /metrics)."""
         return {s: n for s, n in self.db.select("SELECT status, COUNT(*) FROM orders GROUP BY status")}
+
+    @translating_db_errors
+    def risk_figures(self, owner: str) -> tuple[int, int]:
+        """The owner's kept risk figures: (orders open, micro-USD accepted in the last 24 h), as
+        counted for the limits that applied when its orders were accepted."""
+        return risk_sql.figures(self.direct.get(), owner, risk_sql.epoch_minute(utcnow()))
 
     @translating_db_errors
     def unfinished_orders(self, created_before: datetime | None = None, limit: int = 10_000,

@@ -72,6 +72,16 @@ def lock_and_read(tx: Transaction, owners: Sequence[str], client_ids: Sequence[t
     return open_orders, notional, repeats
 
 
+def figures(conn, owner: str, minute: int) -> tuple[int, int]:
+    """An owner's kept figures now, without a lock: (open orders, micro-USD of the 24 h window)."""
+    d = conn.dialect
+    rows = conn.execute(f"SELECT (SELECT open_orders FROM risk_open_orders WHERE owner = {d.ph}), "
+                        f"(SELECT SUM(usd_micros) FROM risk_usage WHERE owner = {d.ph} AND minute >= {d.ph})",
+                        (owner, owner, minute - WINDOW_MINUTES))
+    open_orders, used = rows[0]
+    return int(open_orders or 0), int(used or 0)
+
+
 def add(tx: Transaction, opened: dict[str, int], used: dict[str, int], minute: int,
         notional_owners: Sequence[str]) -> None:
     """Count a batch's accepted orders in (`opened`: orders per owner, `used`: micro-USD per
