@@ -4,6 +4,7 @@ terminal events; the limits hold under concurrent submits. On SQLite and on Post
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import uuid
@@ -25,6 +26,25 @@ from web.services import Services
 pytestmark = pytest.mark.integration
 
 
+@functools.lru_cache(maxsize=1)
+def _api():
+    from openapi_core import OpenAPI
+
+    from web.openapi import openapi_document
+
+    return OpenAPI.from_dict(json.loads(openapi_document()))
+
+
+def assert_documented(answer: dict) -> None:
+    """The refusal is a 422 of the submit operation as the OpenAPI document describes it."""
+    from openapi_core.testing import MockRequest, MockResponse
+
+    api = _api()
+    request = MockRequest("http://localhost", "post", "/api/orders/execute")
+    api.validate_response(request, MockResponse(json.dumps(answer).encode(), status_code=422,
+                                                content_type="application/json"))
+
+
 class _RiskTestCase(WebTestCase):
     def stored(self) -> tuple[int, tuple[int, int]]:
         """(orders stored, the owner ""'s kept figures): what a refusal must leave unchanged."""
@@ -35,6 +55,7 @@ class _RiskTestCase(WebTestCase):
         status, answer = await self.submit(**fields)
         assert status == 422 and answer["error"]["code"] == "risk_limit", (status, answer)
         assert self.stored() == before, "a refused order stores nothing"
+        assert_documented(answer)
         return answer["error"]
 
 
