@@ -6,7 +6,10 @@ event and a third of a worker's CPU. Here every path takes a whole batch of orde
   on Postgres), whatever the batch size;
 - appends: lock the batch's orders, then insert the events and update the orders, and
   commit: two round trips on Postgres for the whole batch;
-- claims: one UPDATE ... RETURNING binds a batch of orders to their jobs.
+- claims: one UPDATE ... RETURNING binds a batch of orders to their jobs;
+- risk limits (storage/risk_sql.py): a batch with owners that have kept limits is decided and
+  counted in its insert transaction; an order's terminal event gives back what it counted.
+  Owners without such limits add no statement to either path.
 The same code serves Postgres and SQLite; `Dialect` holds what differs.
 """
 from __future__ import annotations
