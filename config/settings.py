@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlparse
@@ -48,6 +49,10 @@ class Settings:
     subscribe_rate_limit: int = 1200
     connect_rate_limit: int = 6000
     trusted_proxy_hops: int = 0  # proxies that append to X-Forwarded-For in front of the web
+    # Pre-trade risk limits, the defaults of every owner (0: no limit; see storage/risk.py).
+    risk_max_order_usd: Decimal = Decimal(0)
+    risk_max_open_orders: int = 0
+    risk_max_notional_24h_usd: Decimal = Decimal(0)
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     log_format: str = "text"
@@ -146,6 +151,23 @@ def _float(env, name, default, low, high, unit=""):
     return value
 
 
+def _usd(env, name):
+    """An amount of USD: 0 (no limit) or more, at most 6 decimals (micro-USD, what the risk
+    figures count in) and below 10^12."""
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return Decimal(0)
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ConfigError(f"{name} must be an amount of USD, got {raw!r}") from None
+    if not value.is_finite() or value < 0 or value >= 10 ** 12:
+        raise ConfigError(f"{name} must be between 0 and 10^12 USD, got {raw}")
+    if value != value.quantize(Decimal("0.000001")):
+        raise ConfigError(f"{name} must have at most 6 decimals, got {raw}")
+    return value
+
+
 def _seconds(env, name, default, low, high):
     return _float(env, name, default, low, high, "seconds")
 
@@ -240,6 +262,9 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         connect_rate_limit=_int(env, "CONNECT_RATE_LIMIT", 6000, 0),
         trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0, 0, 10),
         key_id_secret=_secret(env, "KEY_ID_SECRET"),
+        risk_max_order_usd=_usd(env, "RISK_MAX_ORDER_USD"),
+        risk_max_open_orders=_int(env, "RISK_MAX_OPEN_ORDERS", 0, 0, 10_000_000),
+        risk_max_notional_24h_usd=_usd(env, "RISK_MAX_NOTIONAL_24H_USD"),
         cors_origins=_list(env, "CORS_ORIGINS"),
         log_level=level,
         log_format=log_format,
@@ -292,6 +317,11 @@ VARIABLES: dict[str, str] = {
                           "per-address limits count that address (default 0: the peer's, the header ignored)",
     "KEY_ID_SECRET": "secret (32+ characters) under which API keys become stored owner ids, the same for every "
                      "web process (default: one the engine keeps in its database)",
+    "RISK_MAX_ORDER_USD": "the largest order an owner may place, valued in USDC at the reference price "
+                          "(default 0: no limit)",
+    "RISK_MAX_OPEN_ORDERS": "most orders an owner may have open at once, pending to submitted (default 0: no limit)",
+    "RISK_MAX_NOTIONAL_24H_USD": "most USD value an owner may submit in any 24 h, cancelled and expired orders "
+                                 "aside (default 0: no limit)",
     "CORS_ORIGINS": "origins allowed to call the API from a browser (default none)",
     "LOG_LEVEL": "DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)",
     "LOG_FORMAT": "text, or json for one JSON object a line (default text)",

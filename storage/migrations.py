@@ -170,6 +170,26 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_at ON audit_log (at, id)
 """
 
+# Pre-trade risk limits (storage/risk.py), kept figures so a check reads a few rows, never 24 h
+# of orders: the open orders of each owner (a counter, raised by the intake, lowered by the
+# order's terminal event), and the USD value accepted per owner and minute (epoch minutes; the
+# 24 h notional is the sum of the last 1,441 minutes). Each order records what it added
+# (`risk_open`, `risk_usd_micros`) so that its end takes back exactly that.
+_RISK = """
+ALTER TABLE orders ADD COLUMN risk_open SMALLINT NOT NULL DEFAULT 0;
+ALTER TABLE orders ADD COLUMN risk_usd_micros BIGINT;
+CREATE TABLE risk_open_orders (
+    owner TEXT PRIMARY KEY,
+    open_orders INTEGER NOT NULL
+);
+CREATE TABLE risk_usage (
+    owner TEXT NOT NULL,
+    minute BIGINT NOT NULL,
+    usd_micros BIGINT NOT NULL,
+    PRIMARY KEY (owner, minute)
+)
+"""
+
 MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (1, "orders and their status events", {"postgres": _ORDERS_POSTGRES, "sqlite": _ORDERS_SQLITE}),
     (2, "the simulated chain: world, pools, swaps, launches", {"postgres": _SIM_POSTGRES, "sqlite": _SIM_SQLITE}),
@@ -178,6 +198,7 @@ MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (5, "secrets the processes share", {"postgres": _SECRETS, "sqlite": _SECRETS}),
     (6, "operators: managed API keys, halts, the audit log",
      {"postgres": _OPERATORS.format(serial="BIGSERIAL"), "sqlite": _OPERATORS.format(serial="INTEGER")}),
+    (7, "risk limits: open orders and notional per minute, per owner", {"postgres": _RISK, "sqlite": _RISK}),
 ]
 
 

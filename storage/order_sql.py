@@ -6,19 +6,24 @@ event and a third of a worker's CPU. Here every path takes a whole batch of orde
   on Postgres), whatever the batch size;
 - appends: lock the batch's orders, then insert the events and update the orders, and
   commit: two round trips on Postgres for the whole batch;
-- claims: one UPDATE ... RETURNING binds a batch of orders to their jobs.
+- claims: one UPDATE ... RETURNING binds a batch of orders to their jobs;
+- risk limits (storage/risk_sql.py): a batch with owners that have kept limits is decided and
+  counted in its insert transaction; an order's terminal event gives back what it counted.
+  Owners without such limits add no statement to either path.
 The same code serves Postgres and SQLite; `Dialect` holds what differs.
 """
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Sequence
 from uuid import UUID
 
-from storage import codec
+from storage import codec, risk_sql
 from storage.direct import DirectConnection, Transaction
 from storage.errors import FencedOut
-from storage.records import EventDraft, EventRecord, OrderRecord, expiry
+from storage.risk import RiskBook, RiskLimitExceeded, RiskTicket, counted
+from storage.records import EventDraft, EventRecord, OrderRecord, expiry, utcnow
 from storage.sql import Dialect
 from storage.status import TERMINAL, StatusRuleError, check_transition
 
@@ -28,7 +33,8 @@ ORDER_FIELDS = ("id", "owner", "status", "type", "token_in", "token_out", "amoun
                 "last_seq", "route", "fills", "error", "fence")
 ORDER_COLUMNS = ", ".join(ORDER_FIELDS)
 _INSERT_COLUMNS = ("id, owner, client_order_id, type, token_in, token_out, amount, slippage_bps, limit_price, "
-                   "expires_in_seconds, expires_at, status, attempt, attempts, last_seq, fills, created_at, updated_at")
+                   "expires_in_seconds, expires_at, status, attempt, attempts, last_seq, fills, created_at, updated_at, "
+                   "risk_open, risk_usd_micros")
 _INSERT_COUNT = len(_INSERT_COLUMNS.split(","))
 _CREATED_AT = [c.strip() for c in _INSERT_COLUMNS.split(",")].index("created_at")
 _EVENT_COLUMNS = "order_id, seq, status, attempt, created_at, meta"
@@ -61,35 +67,87 @@ def order_from_row(d: Dialect, row: Sequence[Any], events=None) -> OrderRecord:
 
 # ---- intake -----------------------------------------------------------------------------------
 
-def insert_orders(conn: DirectConnection, rows: list[dict[str, Any]]) -> set[UUID]:
-    """Insert orders with their `pending` event (seq 1), in one transaction; the ids inserted.
+def _insert_values(d: Dialect, rows: list[dict[str, Any]]) -> list[tuple]:
+    return [(d.uuid(r["id"]), r["owner"], r["client_order_id"], r["type"], r["token_in"], r["token_out"],
+             r["amount"], r["slippage_bps"], r["limit_price"], r["expires_in_seconds"],
+             None if (expires := expiry(r["created_at"], r["expires_in_seconds"])) is None else d.ts(expires),
+             "pending", 1, 0, 1, "[]", d.ts(r["created_at"]), d.ts(r["created_at"]), r.get("risk_open", 0),
+             r.get("risk_usd_micros")) for r in rows]
+
+
+def insert_orders(conn: DirectConnection, rows: list[dict[str, Any]], tx: Transaction | None = None) -> set[UUID]:
+    """Insert orders with their `pending` event (seq 1), in one transaction (`tx` when given,
+    else one of their own); the ids inserted.
 
     An order whose (owner, clientOrderId) is taken is skipped, not an error: the caller
     looks up the existing one. Two rows of one batch with the same key: the first wins.
     """
     d = conn.dialect
-    values = [(d.uuid(r["id"]), r["owner"], r["client_order_id"], r["type"], r["token_in"], r["token_out"],
-               r["amount"], r["slippage_bps"], r["limit_price"], r["expires_in_seconds"],
-               None if (expires := expiry(r["created_at"], r["expires_in_seconds"])) is None else d.ts(expires),
-               "pending", 1, 0, 1, "[]", d.ts(r["created_at"]), d.ts(r["created_at"])) for r in rows]
+    values = _insert_values(d, rows)
     conflict = "ON CONFLICT (owner, client_order_id) DO NOTHING"
     if d.postgres:  # one statement, so atomic on its own: one round trip, no BEGIN/COMMIT
         rendered = d.values(conn.cursor(), "(" + ", ".join(["%s"] * _INSERT_COUNT) + ")", values)
-        inserted = conn.execute(
+        inserted = (tx or conn).execute(
             b"WITH ins AS (INSERT INTO orders (" + _INSERT_COLUMNS.encode() + b") VALUES " + rendered
             + b" " + conflict.encode() + b" RETURNING id, created_at), "
             b"ev AS (INSERT INTO order_events (" + _EVENT_COLUMNS.encode() + b") "
             b"SELECT id, 1, 'pending', 1, created_at, '{}' FROM ins) SELECT id FROM ins")
         return {d.read_uuid(row[0]) for row in inserted}
+    if tx is None:
+        with conn.transaction() as own:
+            return _insert_sqlite(own, d, values, conflict)
+    return _insert_sqlite(tx, d, values, conflict)
+
+
+def _insert_sqlite(tx: Transaction, d: Dialect, values: list[tuple], conflict: str) -> set[UUID]:
     inserted = set()
-    with conn.transaction() as tx:
-        for value in values:
-            if tx.execute(f"INSERT INTO orders ({_INSERT_COLUMNS}) VALUES ({d.placeholders(_INSERT_COUNT)}) "
-                          f"{conflict} RETURNING id", value):
-                inserted.add(d.read_uuid(value[0]))
-        tx.executemany(f"INSERT INTO order_events ({_EVENT_COLUMNS}) VALUES (?, 1, 'pending', 1, ?, '{{}}')",
-                       [(v[0], v[_CREATED_AT]) for v in values if d.read_uuid(v[0]) in inserted])
+    for value in values:
+        if tx.execute(f"INSERT INTO orders ({_INSERT_COLUMNS}) VALUES ({d.placeholders(_INSERT_COUNT)}) "
+                      f"{conflict} RETURNING id", value):
+            inserted.add(d.read_uuid(value[0]))
+    tx.executemany(f"INSERT INTO order_events ({_EVENT_COLUMNS}) VALUES (?, 1, 'pending', 1, ?, '{{}}')",
+                   [(v[0], v[_CREATED_AT]) for v in values if d.read_uuid(v[0]) in inserted])
     return inserted
+
+
+def insert_within_limits(conn: DirectConnection, rows: list[dict[str, Any]], tickets: list[RiskTicket | None],
+                         now: datetime) -> tuple[set[UUID], dict[int, RiskLimitExceeded]]:
+    """`insert_orders` for a batch some of whose owners have kept risk limits (a ticket each):
+    lock and read those owners' figures, decide their orders in batch order (a repeat of a
+    stored clientOrderId is never refused), insert the others and count them in, in one
+    transaction (three round trips on Postgres). The ids inserted, and the refusals by index."""
+    d = conn.dialect
+    mine = [(i, row, t) for i, (row, t) in enumerate(zip(rows, tickets)) if t is not None]
+    owners = sorted({row["owner"] for _, row, _ in mine})
+    client_ids = sorted({(row["owner"], row["client_order_id"]) for _, row, _ in mine
+                         if row["client_order_id"] is not None})
+    minute = risk_sql.epoch_minute(now)
+    refused: dict[int, RiskLimitExceeded] = {}
+    with conn.transaction() as tx:
+        open_orders, notional, repeats = risk_sql.lock_and_read(tx, owners, client_ids, minute)
+        book = RiskBook(open_orders, notional)
+        for i, row, ticket in mine:
+            key = (row["owner"], row["client_order_id"])
+            if row["client_order_id"] is not None and key in repeats:
+                continue  # found, not created: answered with the stored order
+            error = book.admit(row["owner"], ticket)
+            if error is not None:
+                refused[i] = error
+                continue
+            repeats.add(key)
+            row["risk_open"], row["risk_usd_micros"] = counted(ticket)
+        keep = [row for i, row in enumerate(rows) if i not in refused]
+        inserted = insert_orders(conn, keep, tx) if keep else set()
+        opened: dict[str, int] = {}
+        used: dict[str, int] = {}
+        for row in keep:
+            if row["id"] in inserted and row.get("risk_open"):
+                opened[row["owner"]] = opened.get(row["owner"], 0) + 1
+            if row["id"] in inserted and row.get("risk_usd_micros") is not None:
+                used[row["owner"]] = used.get(row["owner"], 0) + row["risk_usd_micros"]
+        notional_owners = sorted({row["owner"] for _, row, t in mine if t.limits.max_notional_24h_usd})
+        risk_sql.add(tx, opened, used, minute, notional_owners)
+    return inserted, refused
 
 
 # ---- appends ----------------------------------------------------------------------------------
@@ -104,17 +162,32 @@ def append_events(conn: DirectConnection, drafts: list[EventDraft]
     d = conn.dialect
     ids = sorted({draft.order_id for draft in drafts})  # lock in one order: no deadlocks between writers
     with conn.transaction() as tx:
-        rows = tx.execute(f"SELECT id, status, attempt, attempts, last_seq, owner, fence FROM orders "
-                          f"WHERE id IN ({d.placeholders(len(ids))}) ORDER BY id{' FOR UPDATE' if d.postgres else ''}",
-                          [d.uuid(i) for i in ids])
+        rows = tx.execute(f"SELECT id, status, attempt, attempts, last_seq, owner, fence, created_at, risk_open, "
+                          f"risk_usd_micros FROM orders WHERE id IN ({d.placeholders(len(ids))}) "
+                          f"ORDER BY id{' FOR UPDATE' if d.postgres else ''}", [d.uuid(i) for i in ids])
         state = {d.read_uuid(r[0]): {"status": r[1], "attempt": r[2], "attempts": r[3], "last_seq": r[4],
-                                     "owner": r[5] or "", "fence": r[6]} for r in rows}
+                                     "owner": r[5] or "", "fence": r[6], "created_at": r[7], "risk_open": r[8],
+                                     "risk_usd_micros": r[9]} for r in rows}
         results, events, changed = _check_and_apply(d, state, drafts)
         if events:
-            _write(tx, d, events, changed)
+            _write(tx, d, events, changed, _risk_released(d, state, drafts, results))
         else:
             tx.commit()
     return results
+
+
+def _risk_released(d: Dialect, state: dict, drafts: list[EventDraft], results: list):
+    """What the orders ended by this batch give back to their owners' risk figures (nothing,
+    and no statement, for orders that were not counted: owners without kept limits)."""
+    ended = []
+    for draft, result in zip(drafts, results):
+        order = state.get(draft.order_id)
+        if draft.status not in TERMINAL or not isinstance(result, EventRecord) or order is None:
+            continue
+        if order["risk_open"] or order["risk_usd_micros"] is not None:
+            ended.append((order["owner"], order["risk_open"], order["risk_usd_micros"],
+                          d.read_ts(order["created_at"]), draft.status in ("cancelled", "expired")))
+    return risk_sql.releases(ended, utcnow()) if ended else ([], [])
 
 
 def _check_and_apply(d: Dialect, state: dict, drafts: list[EventDraft]):
@@ -162,7 +235,8 @@ def _apply(order: dict, draft: EventDraft) -> None:
             order["attempts"] = max(order["attempts"], tried)
 
 
-def _write(tx: Transaction, d: Dialect, events: list[tuple], changed: dict[UUID, dict]) -> None:
+def _write(tx: Transaction, d: Dialect, events: list[tuple], changed: dict[UUID, dict],
+           released: tuple[list, list] = ([], [])) -> None:
     # route, fills and error are only ever set, never cleared: COALESCE keeps the old value.
     updates = [(d.uuid(oid), o["status"], o["attempt"], o["attempts"], o["last_seq"], d.ts(o["updated_at"]),
                 d.json(o.get("route")), d.json(o.get("fills")), d.json(o.get("error")))
@@ -177,13 +251,15 @@ def _write(tx: Transaction, d: Dialect, events: list[tuple], changed: dict[UUID,
             b"last_seq = v.last_seq, updated_at = v.updated_at, route = COALESCE(v.route::jsonb, o.route), "
             b"fills = COALESCE(v.fills::jsonb, o.fills), error = COALESCE(v.error::jsonb, o.error) "
             b"FROM (VALUES " + values + b") AS v (id, status, attempt, attempts, last_seq, updated_at, "
-            b"route, fills, error) WHERE o.id = v.id")
+            b"route, fills, error) WHERE o.id = v.id"
+            + (b"; " + risk_sql.upsert_sql(d, cursor, *released) if released[0] or released[1] else b""))
         return
     tx.executemany(f"INSERT INTO order_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", events)
     tx.executemany("""
         UPDATE orders SET status = ?, attempt = ?, attempts = ?, last_seq = ?, updated_at = ?,
             route = COALESCE(?, route), fills = COALESCE(?, fills), error = COALESCE(?, error)
         WHERE id = ?""", [u[1:] + (u[0],) for u in updates])
+    risk_sql.upsert_sqlite(tx, *released)
     tx.commit()
 
 

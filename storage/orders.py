@@ -12,11 +12,12 @@ from uuid import UUID
 from pony.orm import db_session, desc, select
 from pony.orm.ormtypes import TrackedValue
 
-from storage import order_sql
+from storage import order_sql, risk_sql
 from storage.direct import DirectConnections
 from storage.errors import (ClientOrderIdConflict, OrderNotFound, StorageError, StorageUnavailable,
                             translating_db_errors)
 from storage.records import EventDraft, EventRecord, OrderDraft, OrderRecord, decimal_str, utcnow
+from storage.risk import RiskLimitExceeded, RiskTicket
 from storage.status import TERMINAL, StatusRuleError
 
 log = logging.getLogger(__name__)
@@ -108,18 +109,28 @@ class OrderStore:
     # ---- writes -------------------------------------------------------------------------
 
     @translating_db_errors
-    def create_orders(self, drafts: list[OrderDraft]) -> list[Created | StorageError]:
+    def create_orders(self, drafts: list[OrderDraft],
+                      tickets: list[RiskTicket | None] | None = None) -> list[Created | StorageError]:
         """Store new orders with their `pending` events in one transaction (group commit).
 
         Per draft: Created(order, pending_event, created=True), or, when its clientOrderId
         names an order of the same owner already, Created(that order, None, False) if it
         means the same order, else ClientOrderIdConflict. Racing repeats create one order.
+        A draft with a `tickets` entry (its owner has kept risk limits) is decided under its
+        owner's lock in the same transaction: RiskLimitExceeded when refused (nothing stored).
         """
         now = utcnow()
         rows = [_order_row(draft, now) for draft in drafts]
-        inserted = order_sql.insert_orders(self.direct.get(), rows)
+        refused: dict[int, RiskLimitExceeded] = {}
+        if tickets is not None and any(t is not None for t in tickets):
+            inserted, refused = order_sql.insert_within_limits(self.direct.get(), rows, tickets, now)
+        else:  # no limit kept for anyone here: the one-statement insert, nothing more
+            inserted = order_sql.insert_orders(self.direct.get(), rows)
         results: list[Created | StorageError] = []
-        for draft, row in zip(drafts, rows):
+        for i, (draft, row) in enumerate(zip(drafts, rows)):
+            if i in refused:
+                results.append(refused[i])
+                continue
             if row["id"] in inserted:
                 order = _new_order(row, draft)
                 results.append(Created(order, EventRecord(order.id, 1, "pending", 1, now, {}, draft.owner), True))
@@ -223,6 +234,12 @@ class OrderStore:
     def counts_by_status(self) -> dict[str, int]:
         """How many orders are in each status (for /metrics)."""
         return {s: n for s, n in self.db.select("SELECT status, COUNT(*) FROM orders GROUP BY status")}
+
+    @translating_db_errors
+    def risk_figures(self, owner: str) -> tuple[int, int]:
+        """The owner's kept risk figures: (orders open, micro-USD accepted in the last 24 h), as
+        counted for the limits that applied when its orders were accepted."""
+        return risk_sql.figures(self.direct.get(), owner, risk_sql.epoch_minute(utcnow()))
 
     @translating_db_errors
     def unfinished_orders(self, created_before: datetime | None = None, limit: int = 10_000,

@@ -1,7 +1,8 @@
 """The web layer's errors, and the ONE place that maps any error to the spec's shape.
 
 Every error a client sees is `{"error": {"code", "message", "field"?}}` with a proper
-status code; `to_api_error` turns our own, storage's and Tornado's exceptions into it.
+status code (a code may add fields of its own: `risk_limit` adds `limit`, `value` and the
+order's figures); `to_api_error` turns our own, storage's and Tornado's exceptions into it.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from tornado.web import HTTPError
 
 from storage.errors import BusError, ClientOrderIdConflict, OrderNotFound, StorageError
+from storage.risk import RiskLimitExceeded
 from storage.venues.base import VenueError
 
 
@@ -22,19 +24,21 @@ class ApiError(WebError):
     """An error answered to the client as-is: status, spec code, message, optional field."""
 
     def __init__(self, status: int, code: str, message: str, field: str | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
         self.headers = headers or {}
+        self.extra = extra or {}  # fields a code adds to the shape (`risk_limit`: limit, value, figures)
 
     def to_api(self) -> dict[str, Any]:
         """The spec's error object (the value of the `error` key)."""
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.field is not None:
             error["field"] = self.field
+        error.update(self.extra)
         return error
 
     def body(self) -> dict[str, Any]:
@@ -80,6 +84,9 @@ def to_api_error(exc: BaseException | None, status: int = 500) -> ApiError:
     if isinstance(exc, ClientOrderIdConflict):
         return ApiError(409, "conflict", "clientOrderId is already used by a different order",
                         field="clientOrderId")
+    if isinstance(exc, RiskLimitExceeded):
+        return ApiError(422, "risk_limit", exc.message, exc.field,
+                        extra={"limit": exc.limit, "value": exc.value, **exc.figures})
     if isinstance(exc, BusError):
         return ApiError(503, "not_ready", "the job and event bus cannot be reached")
     if isinstance(exc, VenueError):

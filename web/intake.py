@@ -8,6 +8,11 @@ still answers only after its own order is stored and queued (or handed to the re
 below). While a batch is in flight the next one gathers: under load a batch holds what
 arrived during one commit.
 
+Risk limits (storage/risk.py) are checked here for new orders only (a retry or a re-queue never
+comes through the intake): what the order alone decides before storage, the open-orders and 24 h
+notional limits in the store's insert transaction, under a lock per owner. An owner without
+limits costs nothing more.
+
 The stored order is the commit point: an order whose row is committed is answered 202 even
 when its queue write then fails (`web.requeue.Requeuer` queues it again), and a 503 means
 nothing was stored.
@@ -22,6 +27,7 @@ from config import find_token
 from storage.errors import BusError
 from storage.orders import Created
 from storage.records import EventRecord, OrderDraft
+from storage.risk import NO_LIMITS, LimitsProvider, RiskLimitExceeded, RiskLimits, RiskTicket, screen
 from storage.runtime import Storage
 from web.errors import ApiError, ValidationError
 from web.loop_batches import LoopBatcher
@@ -37,11 +43,12 @@ class OrderIntake:
 
     def __init__(self, storage: Storage, queue_max_depth: int,
                  on_pending: Callable[[list[EventRecord]], None] = lambda events: None,
-                 queue_max_wait_s: float = 0.0):
+                 queue_max_wait_s: float = 0.0, limits_for: LimitsProvider = lambda owner: NO_LIMITS):
         self._storage = storage
         self._max_depth = queue_max_depth
         self._max_wait_s = queue_max_wait_s  # 0: market orders are never refused as overloaded
         self._on_pending = on_pending  # IOLoop thread: the pending events of a stored batch
+        self._limits_for = limits_for  # intake thread: an owner's risk limits
         self._batches: LoopBatcher[OrderDraft, Created] = LoopBatcher(
             self._process, "web-intake", MAX_BATCH, MAX_WAITING, on_results=self._stored)
         self._stats = (0, 0.0, float("-inf"))  # (queue depth, oldest job's age, monotonic time read)
@@ -62,13 +69,16 @@ class OrderIntake:
     def _process(self, drafts: list[OrderDraft]) -> list[Created | Exception]:
         """Check, store, queue and announce a batch; per draft its Created or its error."""
         results: list[Created | Exception | None] = [self._check(draft) for draft in drafts]
+        tickets = self._screen(drafts, results)
         if self._requeue.waiting:  # stored orders wait for the bus: store no more until it takes them
             refused = BusError("the queue is not taking orders now (orders stored earlier wait for it)")
             return [r if r is not None else refused for r in results]
         self._check_queue(drafts, results)
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
-            stored = self._storage.orders.create_orders([drafts[i] for i in todo])
+            batch = [drafts[i] for i in todo]
+            stored = (self._storage.orders.create_orders(batch, tickets=[tickets[i] for i in todo]) if tickets
+                      else self._storage.orders.create_orders(batch))
             for i, result in zip(todo, stored):
                 results[i] = result
             self._queue([r for r in stored if isinstance(r, Created) and r.created], results)
@@ -85,6 +95,28 @@ class OrderIntake:
         field, symbol = closed[-1]
         return ValidationError("invalid_field", f"{symbol} is not tradable yet (it has not launched): only a "
                                                 f"sniper order can wait for its launch", field)
+
+    def _screen(self, drafts: list[OrderDraft], results: list) -> list[RiskTicket | None] | None:
+        """Risk limits, what the order alone decides (its value, maxOrderUsd: refusals go into
+        `results`); per draft the ticket the store decides the kept limits with, or None when
+        no owner of the batch has any (then the store does nothing more than without limits)."""
+        tickets: list[RiskTicket | None] | None = None
+        limits_of: dict[str, RiskLimits] = {}
+        for i, draft in enumerate(drafts):
+            if results[i] is not None:
+                continue
+            limits = limits_of.get(draft.owner)
+            if limits is None:
+                limits = limits_of[draft.owner] = self._limits_for(draft.owner)
+            if not limits.any:
+                continue
+            outcome = screen(draft, limits, self._storage.oracle)
+            if isinstance(outcome, RiskLimitExceeded):
+                results[i] = outcome
+            elif limits.kept:
+                tickets = tickets or [None] * len(drafts)
+                tickets[i] = outcome
+        return tickets
 
     def _check_queue(self, drafts: list[OrderDraft], results: list) -> None:
         """Refuse what would overfill the queue (`queue_full`), and new market orders while its

@@ -26,6 +26,8 @@ _ERRORS = {
     429: "Too many requests of this kind (submissions, quotes, order lists, WebSocket connections) for this API "
          "key, or from this address where no keys are configured, in the last 60 s; retry after `Retry-After` "
          "seconds (`retryAfter` in the error says the same).",
+    422: "Refused by a risk limit of the caller (`risk_limit`): `limit` names it, `value` is the limit, and the "
+         "order's figures follow (`orderValue`, `openOrders`, `notional24hUsd`). Nothing was stored.",
     500: "An unexpected server error (no trace is ever shown).",
     503: "Not ready (database or bus unreachable) or `queue_full`: retry later.",
 }
@@ -142,7 +144,7 @@ def _operations() -> dict[str, Any]:
     order_id = {"name": "orderId", "in": "path", "required": True, "schema": _ORDER_ID}
     return {
         "/api/orders/execute": {
-            "post": _op("Submit an order", _OK_SUBMIT, (400, 409, 413, 415, 429, 503),
+            "post": _op("Submit an order", _OK_SUBMIT, (400, 409, 413, 415, 422, 429, 503),
                         _SUBMIT_DESCRIPTION, body=ref("SubmitRequest")),
             "get": _op("Submit an order over WebSocket and stream its events", _UPGRADED,
                        (400, 403, 405, 429), _WS_SUBMIT,

@@ -26,7 +26,7 @@ SPEC_ERROR_CODES = [
     "invalid_json", "unsupported_media_type", "payload_too_large", "missing_field", "unknown_field",
     "invalid_field", "invalid_amount", "too_many_decimals", "amount_too_large", "unknown_token", "same_token",
     "unsupported_order_type", "unauthorized", "not_found", "method_not_allowed", "conflict", "rate_limited",
-    "queue_full", "not_ready",
+    "queue_full", "not_ready", "risk_limit",
 ]
 ENGINE_ERROR_CODES = [
     "forbidden", "internal_error", "no_route", "no_pool", "not_tradable", "insufficient_liquidity",
@@ -193,7 +193,19 @@ SCHEMAS: dict[str, Any] = {
         "code": ref("ErrorCode"), "message": {"type": "string"},
         "field": {"type": "string", "description": "the field at fault, where there is one"},
         "retryAfter": {"type": "integer", "minimum": 1,
-                       "description": "`rate_limited`: seconds until a request of this kind is accepted again"}}),
+                       "description": "`rate_limited`: seconds until a request of this kind is accepted again"},
+        # risk_limit (422) only: which limit, its configured value, and the order's figures
+        "limit": {"type": "string", "enum": ["maxOrderUsd", "maxOpenOrders", "maxNotional24hUsd"],
+                  "description": "`risk_limit`: the limit that refused the order"},
+        "value": {"oneOf": [DECIMAL, {"type": "integer", "minimum": 1}],
+                  "description": "`risk_limit`: the limit as configured (USD as a decimal string, orders as an integer)"},
+        "orderValue": {**DECIMAL,
+                       "description": "`risk_limit`: the order's value in USDC at the reference price"},
+        "openOrders": {"type": "integer", "minimum": 0,
+                       "description": "`risk_limit` (maxOpenOrders): the owner's orders open now"},
+        "notional24hUsd": {**DECIMAL,
+                           "description": "`risk_limit` (maxNotional24hUsd): what the owner's orders of the last 24 h "
+                                          "are worth, cancelled and expired ones aside"}}),
     "Error": _obj(["error"], {"error": ref("ErrorObject")},
                   description="Every error answer, 404 and 405 included; never HTML or a trace."),
     "SubmitRequest": {"anyOf": submit_kinds(), "description": (

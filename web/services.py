@@ -17,6 +17,7 @@ from typing import Any, Callable, TypeVar
 from tornado import websocket
 
 from config import Settings
+from storage.risk import LimitsProvider, default_limits
 from storage.runtime import Storage
 from storage.secrets import shared_secret
 from web.access import KeyRing
@@ -45,11 +46,12 @@ def key_id_secret(storage: Storage, settings: Settings) -> bytes:
 class Services:
     """The dependencies handlers receive through `initialize`: storage, settings, hub, intake, metrics.
 
-    `hub_options` tune the EventHub (tests shorten its sweep interval and idle time).
+    `limits_for` gives an owner's risk limits (default: the settings' for everyone; managed keys
+    will bring their own). `hub_options` tune the EventHub (tests shorten its sweep interval and idle time).
     """
 
     def __init__(self, storage: Storage, settings: Settings, executor: ThreadPoolExecutor | None = None,
-                 **hub_options: Any):
+                 limits_for: LimitsProvider | None = None, **hub_options: Any):
         self.storage = storage
         self.settings = settings
         self.executor = executor or ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="web-io")
@@ -66,7 +68,8 @@ class Services:
         self.hub = EventHub(storage.orders, storage.bus, self.run, self.metrics, **hub_options)
         self.intake = OrderIntake(storage, settings.queue_max_depth,
                                   on_pending=lambda events: self.hub.remember([e.published() for e in events]),
-                                  queue_max_wait_s=settings.queue_max_wait_s)
+                                  queue_max_wait_s=settings.queue_max_wait_s,
+                                  limits_for=limits_for or default_limits(settings))
         self.sockets: set[websocket.WebSocketHandler] = set()  # open WebSockets, closed on stop
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

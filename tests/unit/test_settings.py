@@ -27,6 +27,9 @@ def test_log_format_json_is_read_in_any_case():
     ("TRIGGER_TICK_MS", "0"), ("TRIGGER_TICK_MS", "0.5"), ("TRIGGER_REFRESH_SECONDS", "0"),
     ("VENUE_LATENCY_SCALE", "-0.1"), ("VENUE_LATENCY_SCALE", "fast"), ("VENUE_LATENCY_SCALE", "1000"),
     ("RETRY_MAX_DELAY_SECONDS", "0"), ("RETRY_MAX_DELAY_SECONDS", "5 s"),
+    ("RISK_MAX_ORDER_USD", "-1"), ("RISK_MAX_ORDER_USD", "ten"), ("RISK_MAX_ORDER_USD", "nan"),
+    ("RISK_MAX_ORDER_USD", "0.0000001"), ("RISK_MAX_NOTIONAL_24H_USD", "1e13"), ("RISK_MAX_OPEN_ORDERS", "-1"),
+    ("RISK_MAX_OPEN_ORDERS", "2.5"),
 ])
 def test_a_bad_value_names_its_variable(name, value):
     with pytest.raises(ConfigError, match=name):
@@ -139,3 +142,10 @@ def test_the_rate_limit_variables_are_documented_and_in_env_example():
     for name in ("QUOTE_RATE_LIMIT", "LIST_RATE_LIMIT", "SUBSCRIBE_RATE_LIMIT", "CONNECT_RATE_LIMIT",
                  "TRUSTED_PROXY_HOPS", "RATE_WINDOW_SECONDS"):
         assert name in VARIABLES and f"# {name}=" in example, name
+def test_risk_limits_default_to_none_and_read_usd_amounts_exactly():
+    defaults = load_settings({}, dotenv=None)
+    assert (defaults.risk_max_order_usd, defaults.risk_max_open_orders, defaults.risk_max_notional_24h_usd) == (0, 0, 0)
+    settings = load_settings({"RISK_MAX_ORDER_USD": "1000.50", "RISK_MAX_OPEN_ORDERS": "5",
+                              "RISK_MAX_NOTIONAL_24H_USD": "250000"}, dotenv=None)
+    assert str(settings.risk_max_order_usd) == "1000.50" and settings.risk_max_open_orders == 5
+    assert settings.risk_max_notional_24h_usd == 250000
