@@ -338,14 +338,16 @@ class CallerRateLimitTest(KeyedTestCase):
     """QUOTE_RATE_LIMIT, LIST_RATE_LIMIT, SUBSCRIBE_RATE_LIMIT and CONNECT_RATE_LIMIT per key."""
 
     env = {"API_KEYS": f"{KEY_A},{KEY_B}", "KEY_RATE_LIMIT": "1000", "QUOTE_RATE_LIMIT": "3", "LIST_RATE_LIMIT": "3",
-           "SUBSCRIBE_RATE_LIMIT": "2", "CONNECT_RATE_LIMIT": "3", "RATE_WINDOW_SECONDS": "2"}
+           "SUBSCRIBE_RATE_LIMIT": "2", "CONNECT_RATE_LIMIT": "3", "RATE_WINDOW_SECONDS": "30"}
+    # A window far longer than the test: a slow machine cannot spread its requests over two
+    # windows (that windows slide is the bus tests' part: test_bus.py).
 
     async def limited(self, path: str, key: str, kind: str) -> None:
         response = await self.http_client.fetch(HTTPRequest(self.get_url(path), headers=bearer(key)),
                                                 raise_error=False)
         error = json.loads(response.body)["error"]
         assert (response.code, error["code"]) == (429, "rate_limited"), response.body
-        assert kind in error["message"] and 1 <= int(response.headers["Retry-After"]) <= 2
+        assert kind in error["message"] and 1 <= int(response.headers["Retry-After"]) <= 30
         assert error["retryAfter"] == int(response.headers["Retry-After"])
 
     @gen_test
@@ -374,7 +376,7 @@ class CallerRateLimitTest(KeyedTestCase):
         for path in ("/ws", "/api/orders/execute"):
             status, answer, headers = await self.refused_handshake(path, bearer(KEY_A))
             assert (status, answer["error"]["code"]) == (429, "rate_limited"), path
-            assert "WebSocket connections" in answer["error"]["message"] and 1 <= int(headers["Retry-After"]) <= 2
+            assert "WebSocket connections" in answer["error"]["message"] and 1 <= int(headers["Retry-After"]) <= 30
         other = await self.connect_as(KEY_B, "/ws")  # another key's own window
         # The connections already open go on.
         submit = sockets[2]
@@ -396,14 +398,13 @@ class CallerRateLimitTest(KeyedTestCase):
         await conn.write_message(json.dumps({"subscribe": orders[2]}))
         refused = await self.frame_of(conn, orders[2:])
         assert refused["type"] == "error" and refused["error"]["code"] == "rate_limited", refused
-        assert 1 <= refused["error"]["retryAfter"] <= 2 and "subscribe frames" in refused["error"]["message"]
-        # Still open: unsubscribe works at once, a subscribe after the window does too.
+        assert 1 <= refused["error"]["retryAfter"] <= 30 and "subscribe frames" in refused["error"]["message"]
+        # Still open and answering: unsubscribe works at once, events of its order still come.
         await conn.write_message(json.dumps({"unsubscribe": orders[0]}))
         assert await self.frame_of(conn, orders) == {"type": "unsubscribed", "orderId": orders[0]}
-        await asyncio.sleep(refused["error"]["retryAfter"])
-        await conn.write_message(json.dumps({"subscribe": orders[2]}))
-        assert await self.frame_of(conn, orders[2:]) == {"type": "subscribed", "orderId": orders[2]}
-        assert statuses([await self.frame_of(conn, orders[2:])]) == [(1, "pending")]
+        self.advance(orders[1], ("routing", {}))
+        assert statuses([await self.frame_of(other, orders[1:2])]) == [(1, "pending")]
+        assert statuses([await self.frame_of(other, orders[1:2])]) == [(1, "routing")]
         # Another key's subscribes are its own.
         theirs = (await self.submit_as(KEY_B))[1]["orderId"]
         conn_b = await self.connect_as(KEY_B, "/ws")
