@@ -31,15 +31,20 @@ class AdminHandler(JsonBodyHandler):
         pending = super().prepare()  # a POST is authenticated there
         if self.request.method not in ("POST", "OPTIONS"):
             try:  # like a POST's, the refusal is answered once any body is read: check_body()
-                self.authenticate()
+                lookup = self.authenticate()
+                if lookup is not None:  # a managed (trading) key: looked up, then refused
+                    return self._refuse_later(lookup)
             except ApiError as error:
                 self._refusal = error
         return pending
 
-    def authenticate(self) -> None:
-        if self.request.method == "OPTIONS":
-            return
-        caller = self.services.keys.caller(self.request)
+    async def _refuse_later(self, lookup) -> None:
+        try:
+            await lookup
+        except ApiError as error:
+            self._refusal = error
+
+    def admit_caller(self, caller: Caller) -> None:
         if not self.services.settings.admin_keys:
             raise forbidden("no operator keys are configured on this engine (ADMIN_KEYS)")
         if not caller.operator:
