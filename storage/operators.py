@@ -145,7 +145,14 @@ class OperatorStore:
                 "SELECT id, status FROM orders WHERE owner = $owner"
                 " AND status IN ('pending', 'waiting', 'routing', 'building', 'submitted')"
                 " ORDER BY created_at, id", {"owner": owner})
-        return [(str(uuid.UUID(str(row[0]))), row[1]) for row in rows]
+        return [(str(_uuid(row[0])), row[1]) for row in rows]
+
+
+def _uuid(value) -> uuid.UUID:
+    """An order id as read back: a UUID from Postgres, 16 bytes from SQLite (as Pony writes it)."""
+    if isinstance(value, uuid.UUID):
+        return value
+    return uuid.UUID(bytes=bytes(value)) if isinstance(value, (bytes, memoryview)) else uuid.UUID(str(value))
 
 
 _KEY_COLUMNS = "key_id, owner, label, limits, created_at, created_by, revoked_at, revoked_by"

@@ -105,8 +105,13 @@ class KeyRing:
         self.operator_ids = {"op_" + owner_id(key, secret) for key in admin_keys}
         for key in admin_keys:
             self._known.append((_digest(key), Caller("op_" + owner_id(key, secret), None, operator=True)))
+        self._secret = secret
         self.managed = managed  # web.managed_keys.ManagedKeys, or None: no managed keys
         self._enabled = enabled or bool(self._known)  # `enabled`: managed keys exist
+
+    def id_of(self, key: str) -> str:
+        """The public id of a (new) trading key: derived as an API_KEYS key's."""
+        return owner_id(key, self._secret)
 
     @property
     def enabled(self) -> bool:

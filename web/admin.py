@@ -55,11 +55,14 @@ class AdminHandler(JsonBodyHandler):
         """The POST body as a JSON object (empty body: {})."""
         return parse_json_object(self.body) if self.body.strip() else {}
 
-    async def answer(self, body: Any, status: int = 200, request: dict | None = None) -> None:
-        """Audit the action (when this is one), then answer `body` with `status`."""
+    async def answer(self, body: Any, status: int = 200, request: dict | None = None,
+                     audited: Any = None) -> None:
+        """Audit the action (when this is one), then answer `body` with `status`. `audited`: what
+        the audit log keeps of the answer when it must not keep all of it (a created key)."""
         if self._audited():
             await self.services.run(self.storage.operators.record, self.caller.key_id, self.action,
-                                    self.audit_target, request or {}, status, body)
+                                    self.audit_target, request or {}, status,
+                                    body if audited is None else audited)
         self.write_json(body, status)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
