@@ -21,6 +21,7 @@ from typing import Callable
 from storage.records import BusEvent
 
 EventBatchHandler = Callable[[list[BusEvent]], None]
+ControlHandler = Callable[[dict], None]
 
 
 def encode_events(events: list[BusEvent]) -> bytes:
@@ -167,6 +168,16 @@ class Bus(ABC):
     @abstractmethod
     def subscribe(self, handler: EventBatchHandler) -> Subscription:
         """Call `handler(batch)` for every published batch, from a bus thread."""
+
+    # ---- control ---------------------------------------------------------------------------
+    @abstractmethod
+    def publish_control(self, message: dict) -> None:
+        """Broadcast one control message (a JSON object with a `topic`) to every control
+        subscriber, best effort, as events are."""
+
+    @abstractmethod
+    def subscribe_control(self, handler: ControlHandler) -> Subscription:
+        """Call `handler(message)` for every later control message, from a bus thread."""
 
     # ---- lifecycle -----------------------------------------------------------------------
     @abstractmethod

@@ -5,8 +5,8 @@ Semantics match `storage.bus_redis.RedisBus` so the same tests run on both:
 - a consumer is alive while its last `heartbeat` has not expired. A consumer holding
   jobs that never sent a heartbeat counts as dead too (as on Redis, where its
   heartbeat key is simply absent): workers heartbeat before their first fetch;
-- event batches (immutable BusEvents) reach subscribers on one dispatcher thread, in
-  publish order, so a publisher never runs subscriber code inline.
+- event batches (immutable BusEvents) and control messages reach subscribers on one
+  dispatcher thread, in publish order, so a publisher never runs subscriber code inline.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import uuid
 from collections import deque
 from typing import Callable
 
-from storage.bus import Accepted, Bus, EventBatchHandler, Job, QueueStats, Subscription
+from storage import codec
+from storage.bus import Accepted, Bus, ControlHandler, EventBatchHandler, Job, QueueStats, Subscription
 from storage.errors import BusError
 from storage.records import BusEvent
 
@@ -31,21 +32,23 @@ _STOP = object()  # tells the dispatcher thread to exit
 class _MemorySubscription(Subscription):
     """One handler registered on an `InProcessBus`."""
 
-    def __init__(self, bus: InProcessBus, handler: EventBatchHandler):
+    def __init__(self, bus: InProcessBus, handler: EventBatchHandler | ControlHandler, control: bool = False):
         self._bus = bus
         self._handler = handler
+        self.control = control  # a control subscriber (messages) rather than an event one (batches)
         # Held while the handler runs, so close() from another thread returns only
         # after any delivery in progress; re-entrant so a handler may close itself.
         self._lock = threading.RLock()
         self._closed = False
 
-    def deliver(self, batch: list[BusEvent]) -> None:
-        """Run the handler on one batch (dispatcher thread); its errors are logged, not raised."""
+    def deliver(self, batch: list[BusEvent] | dict) -> None:
+        """Run the handler on one batch or control message (dispatcher thread); its errors are
+        logged, not raised."""
         with self._lock:
             if self._closed:
                 return
             try:
-                self._handler(list(batch))
+                self._handler(list(batch) if not self.control else batch)
             except Exception:
                 log.exception("event subscriber failed on a batch; it stays subscribed")
 
@@ -257,7 +260,21 @@ class InProcessBus(Bus):
 
     def subscribe(self, handler: EventBatchHandler) -> Subscription:
         """Register `handler`; it runs on the dispatcher thread for every later batch."""
-        subscription = _MemorySubscription(self, handler)
+        return self._subscribe(_MemorySubscription(self, handler))
+
+    # ---- control -------------------------------------------------------------------------
+    def publish_control(self, message: dict) -> None:
+        """Hand a copy of the message (as Redis would carry it: JSON) to the dispatcher thread."""
+        self._check_open()
+        if not isinstance(message, dict):
+            raise BusError("a control message is a JSON object")
+        self._batches.put(codec.loads(codec.dumps(message)))
+
+    def subscribe_control(self, handler: ControlHandler) -> Subscription:
+        """Register `handler`; it runs on the dispatcher thread for every later control message."""
+        return self._subscribe(_MemorySubscription(self, handler, control=True))
+
+    def _subscribe(self, subscription: _MemorySubscription) -> Subscription:
         with self._cond:
             self._check_open()
             self._subscribers.append(subscription)
@@ -273,8 +290,9 @@ class InProcessBus(Bus):
             batch = self._batches.get()
             if batch is _STOP:
                 return
+            control = isinstance(batch, dict)
             with self._cond:
-                targets = list(self._subscribers)
+                targets = [s for s in self._subscribers if s.control == control]
             for subscription in targets:
                 subscription.deliver(batch)
 

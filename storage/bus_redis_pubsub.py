@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import backoff
 import redis
@@ -65,14 +65,18 @@ def _reconnect_delays():
 
 
 class RedisSubscription(Subscription):
-    """Delivers each batch published on `channel` to `handler`, on its own thread."""
+    """Delivers each batch published on `channel` to `handler`, on its own thread (`decode`
+    turns a message into what the handler takes: a batch of events unless told otherwise)."""
 
     def __init__(self, client: redis.Redis, channel: str, pubsub: redis.client.PubSub,
-                 handler: EventBatchHandler, on_close: Callable[[RedisSubscription], None]):
+                 handler: EventBatchHandler | Callable[[Any], None],
+                 on_close: Callable[[RedisSubscription], None],
+                 decode: Callable[[bytes], Any] = decode_events):
         self._client = client
         self._channel = channel
         self._pubsub = pubsub
         self._handler = handler
+        self._decode = decode
         self._on_close = on_close
         self._stop = threading.Event()
         # Held while the handler runs, so close() from another thread returns only after
@@ -123,9 +127,9 @@ class RedisSubscription(Subscription):
 
     def _deliver(self, data: bytes) -> None:
         try:
-            batch = decode_events(data)
+            batch = self._decode(data)
         except (ValueError, UnicodeDecodeError):
-            log.warning("ignoring a message on %s that is not a batch of events", self._channel)
+            log.warning("ignoring a message on %s that is not what the channel carries", self._channel)
             return
         with self._lock:
             if self._stop.is_set():

@@ -9,18 +9,26 @@ lets no key be guessed offline.
 Without keys the owner is None: everyone sees every order (orders are stored with the owner "").
 
 Operator keys (`ADMIN_KEYS`) are known here too but are not trading keys: they act under
-`/api/admin/` (web/admin.py) and `owner` refuses them with a 403 `forbidden`. Setting either
-variable turns authentication on. Each key has a public id: a trading key's is its owner id,
-an operator key's is `op_` and the same derivation (what the audit log names as the actor).
+`/api/admin/` (web/admin.py) and handlers refuse them with a 403 `forbidden` (they may only
+read orders). Setting either variable turns authentication on. Each key has a public id: a
+trading key's is its owner id, an operator key's is `op_` and the same derivation (what the
+audit log names as the actor).
 
-Runs on the IOLoop thread (a SHA-256 and one digest comparison per configured key).
+Managed trading keys (created through `/api/admin/keys`, web/admin_keys.py) are kept in the
+database as digests and found through `web.managed_keys.ManagedKeys`, a cache with batched
+lookups: a key from the environment is matched exactly as before (a SHA-256 and one digest
+comparison per configured key, nothing more), a managed key is looked up only when no
+environment key matched. A managed key's id is derived like an environment key's; its owner
+is its own id, or the owner of the key it was created to replace (rotation).
+
+Runs on the IOLoop thread.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Awaitable, Iterable
 from urllib.parse import unquote_plus
 
 from tornado.httputil import HTTPServerRequest
@@ -37,6 +45,11 @@ def owner_id(key: str, secret: bytes) -> str:
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(_DOMAIN + key.encode("utf-8", "surrogateescape")).digest()
+
+
+def key_digest(key: str) -> str:
+    """What the database keeps of a managed key: its SHA-256 digest, in hex."""
+    return _digest(key).hex()
 
 
 @dataclass(frozen=True)
@@ -78,33 +91,39 @@ def redact_token(request: HTTPServerRequest) -> None:
 
 
 class KeyRing:
-    """The configured keys, as digests; `caller` answers who a request is, or raises a 401."""
+    """The configured keys, as digests, and the managed ones (`managed`, when given); `caller`
+    answers who a request is, or raises a 401."""
 
-    def __init__(self, keys: Iterable[str], secret: bytes = b"", admin_keys: Iterable[str] = ()):
+    def __init__(self, keys: Iterable[str], secret: bytes = b"", admin_keys: Iterable[str] = (),
+                 managed=None, enabled: bool = False):
         self._known: list[tuple[bytes, Caller]] = []
+        self.environment_ids: list[str] = []  # the API_KEYS keys' ids, in their order
         for key in keys:
             owner = owner_id(key, secret)
             self._known.append((_digest(key), Caller(owner, owner)))
+            self.environment_ids.append(owner)
+        self.operator_ids = {"op_" + owner_id(key, secret) for key in admin_keys}
         for key in admin_keys:
             self._known.append((_digest(key), Caller("op_" + owner_id(key, secret), None, operator=True)))
+        self._secret = secret
+        self.managed = managed  # web.managed_keys.ManagedKeys, or None: no managed keys
+        self._enabled = enabled or bool(self._known)  # `enabled`: managed keys exist
+
+    def id_of(self, key: str) -> str:
+        """The public id of a (new) trading key: derived as an API_KEYS key's."""
+        return owner_id(key, self._secret)
 
     @property
     def enabled(self) -> bool:
-        """True when keys are configured (requests must name one)."""
-        return bool(self._known)
+        """True when keys are configured (requests must name one): API_KEYS or ADMIN_KEYS set,
+        or managed keys created (turning them off would open the API to everyone)."""
+        return self._enabled
 
-    def owner(self, request: HTTPServerRequest, allow_token: bool = False) -> str | None:
-        """The trading caller's owner id; None when no keys are configured; a 403 for an
-        operator key (operators do not trade). `allow_token`: see `caller`."""
-        caller = self.caller(request, allow_token)
-        if caller.operator:
-            raise forbidden("an operator key does not trade: use a trading key here")
-        return caller.owner
-
-    def caller(self, request: HTTPServerRequest, allow_token: bool = False) -> Caller:
-        """Who the request is (ANONYMOUS when no keys are configured). `allow_token`: a
-        WebSocket handshake, which may give the key as `?token=` instead of the header."""
-        if not self._known:
+    def caller(self, request: HTTPServerRequest, allow_token: bool = False) -> Caller | Awaitable[Caller]:
+        """Who the request is (ANONYMOUS when no keys are configured), or an awaitable of it when
+        a managed key must be looked up. `allow_token`: a WebSocket handshake, which may give
+        the key as `?token=` instead of the header."""
+        if not self._enabled:
             return ANONYMOUS
         header = request.headers.get("Authorization")
         if header is not None:
@@ -120,7 +139,7 @@ class KeyRing:
         raise unauthorized("an API key is required: Authorization: Bearer KEY"
                            + (" (or ?token=KEY on a WebSocket)" if allow_token else ""))
 
-    def _match(self, key: str) -> Caller:
+    def _match(self, key: str) -> Caller | Awaitable[Caller]:
         # Digests of equal length, compared with every known key without stopping at a match:
         # the time taken says nothing about the key or about which one matched.
         digest = _digest(key)
@@ -128,6 +147,22 @@ class KeyRing:
         for known, caller in self._known:
             if hmac.compare_digest(digest, known):
                 found = caller
+        if found is not None:
+            return found
+        if self.managed is None:
+            raise unauthorized("unknown API key")
+        # A managed key: a dict lookup of its digest (a hash of a hash: its timing tells nothing
+        # useful about the key), else the database.
+        hexdigest = digest.hex()
+        cached = self.managed.cached(hexdigest)
+        if cached is None:
+            return self._look_up(hexdigest)
+        if cached is False:
+            raise unauthorized("unknown API key")
+        return Caller(cached[0], cached[1])
+
+    async def _look_up(self, hexdigest: str) -> Caller:
+        found = await self.managed.find(hexdigest)
         if found is None:
             raise unauthorized("unknown API key")
-        return found
+        return Caller(found[0], found[1])

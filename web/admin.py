@@ -31,15 +31,20 @@ class AdminHandler(JsonBodyHandler):
         pending = super().prepare()  # a POST is authenticated there
         if self.request.method not in ("POST", "OPTIONS"):
             try:  # like a POST's, the refusal is answered once any body is read: check_body()
-                self.authenticate()
+                lookup = self.authenticate()
+                if lookup is not None:  # a managed (trading) key: looked up, then refused
+                    return self._refuse_later(lookup)
             except ApiError as error:
                 self._refusal = error
         return pending
 
-    def authenticate(self) -> None:
-        if self.request.method == "OPTIONS":
-            return
-        caller = self.services.keys.caller(self.request)
+    async def _refuse_later(self, lookup) -> None:
+        try:
+            await lookup
+        except ApiError as error:
+            self._refusal = error
+
+    def admit_caller(self, caller: Caller) -> None:
         if not self.services.settings.admin_keys:
             raise forbidden("no operator keys are configured on this engine (ADMIN_KEYS)")
         if not caller.operator:
@@ -50,11 +55,14 @@ class AdminHandler(JsonBodyHandler):
         """The POST body as a JSON object (empty body: {})."""
         return parse_json_object(self.body) if self.body.strip() else {}
 
-    async def answer(self, body: Any, status: int = 200, request: dict | None = None) -> None:
-        """Audit the action (when this is one), then answer `body` with `status`."""
+    async def answer(self, body: Any, status: int = 200, request: dict | None = None,
+                     audited: Any = None) -> None:
+        """Audit the action (when this is one), then answer `body` with `status`. `audited`: what
+        the audit log keeps of the answer when it must not keep all of it (a created key)."""
         if self._audited():
             await self.services.run(self.storage.operators.record, self.caller.key_id, self.action,
-                                    self.audit_target, request or {}, status, body)
+                                    self.audit_target, request or {}, status,
+                                    body if audited is None else audited)
         self.write_json(body, status)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:

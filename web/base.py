@@ -4,7 +4,7 @@ its dependencies (`Services`, in web/services.py, with the executor hop).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Awaitable
 from urllib.parse import urlparse
 
 from tornado import iostream, websocket
@@ -14,7 +14,7 @@ from tornado.web import RequestHandler, stream_request_body
 from config.logs import about_order
 from storage import codec
 from storage.runtime import Storage
-from web.access import redact_token
+from web.access import Caller, forbidden, redact_token
 from web.errors import ApiError, is_outage, to_api_error
 from web.services import Services
 
@@ -53,11 +53,14 @@ def log_request(handler: RequestHandler) -> None:
 class ApiHandler(RequestHandler):
     """A JSON endpoint: errors in the spec's shape, never HTML or a stack trace.
 
-    `prepare` authenticates the caller (`owner`: its key's id, None where no keys are
-    configured); a `public` handler needs no key.
+    `prepare` authenticates the caller (`caller`; `owner`: whose orders it acts on, None where
+    no keys are configured); a `public` handler needs no key. Operator keys are refused (403)
+    unless the handler `operators_read` (then `owner` is None: every order).
     """
 
     public = False
+    operators_read = False
+    caller: Caller | None = None
     owner: str | None = None
     log_reason: str | None = None  # why an expected outage answered 5xx (for the access log)
     log_order_id: Any = None  # the order the request is about (its id, made text only if logged)
@@ -84,13 +87,30 @@ class ApiHandler(RequestHandler):
             self.set_header("Vary", "Origin")
 
     def prepare(self) -> Any:
-        self.authenticate()
+        return self.authenticate()
 
-    def authenticate(self) -> None:
-        """Set `owner` from the request's API key, or raise the 401 (public handlers and CORS
-        preflights, which browsers send without credentials, need none)."""
-        if not self.public and self.request.method != "OPTIONS":
-            self.owner = self.services.keys.owner(self.request)
+    def authenticate(self) -> Awaitable[None] | None:
+        """Identify the caller from the request's API key and `admit_caller` it, or raise the 401
+        (public handlers and CORS preflights, which browsers send without credentials, need
+        none). A managed key not in the cache is looked up: then an awaitable is returned."""
+        if self.public or self.request.method == "OPTIONS":
+            return None
+        found = self.services.keys.caller(self.request)
+        if isinstance(found, Caller):
+            self.admit_caller(found)
+            return None
+        return self._admit_later(found)
+
+    async def _admit_later(self, found: Awaitable[Caller]) -> None:
+        self.admit_caller(await found)
+
+    def admit_caller(self, caller: Caller) -> None:
+        """Decide whether this caller may use this endpoint (raise 403 if not); set `caller`
+        and `owner`."""
+        if caller.operator and not self.operators_read:
+            raise forbidden("an operator key does not trade: use a trading key here")
+        self.caller = caller
+        self.owner = None if caller.operator else caller.owner
 
     def options(self, *args: Any) -> None:
         """CORS preflight: which methods and headers a browser may use here."""
@@ -142,9 +162,13 @@ class NotFoundHandler(ApiHandler):
     """`default_handler_class`: every unknown path gets the spec's 404 (under `/api` and `/ws`,
     once the key is checked, as every request there)."""
 
-    def prepare(self) -> None:
+    operators_read = True  # an operator's typo is a 404 too
+
+    async def prepare(self) -> None:
         if self.request.path.startswith(("/api/", "/ws")):
-            self.authenticate()
+            pending = self.authenticate()
+            if pending is not None:
+                await pending
         raise ApiError(404, "not_found", f"no such resource: {self.request.path}")
 
 
@@ -174,17 +198,20 @@ class JsonBodyHandler(ApiHandler):
             raise too_large
         self.request.connection.set_max_body_size(DRAIN_LIMIT_BYTES)
         try:
-            self.authenticate()
-            if self.counts_submissions and self.services.limiter is not None:
-                return self._admit()  # a coroutine only where keys are on: Tornado awaits it
+            pending = self.authenticate()
+            if pending is not None or (self.counts_submissions and self.services.limiter is not None):
+                return self._admit(pending)  # a coroutine only where keys are on: Tornado awaits it
             self._check_media_type()
         except ApiError as error:
             self._refusal = error
         return None
 
-    async def _admit(self) -> None:
+    async def _admit(self, pending: Awaitable[None] | None) -> None:
         try:
-            await self.services.limiter.admit(self.owner)
+            if pending is not None:  # a managed key being looked up
+                await pending
+            if self.counts_submissions and self.services.limiter is not None:
+                await self.services.limiter.admit(self.owner)
             self._check_media_type()
         except Exception as exc:  # answered once the body is read (BusError: 503)
             self._refusal = exc
@@ -231,6 +258,7 @@ class SocketHandler(websocket.WebSocketHandler):
     the spec's shape, and a bounded send buffer (a client that stops reading is closed, 1008)."""
 
     owner: str | None = None
+    key_id: str | None = None  # the key it authenticated with: closed when that key is revoked
     log_reason: str | None = None
 
     def initialize(self, services: Services) -> None:
@@ -238,9 +266,14 @@ class SocketHandler(websocket.WebSocketHandler):
         redact_token(self.request)
 
     async def prepare(self) -> None:
-        """Refuse the handshake (401 for the key, and what `admit` refuses) in the spec's shape."""
+        """Refuse the handshake (401 for the key, 403 for an operator key, and what `admit`
+        refuses) in the spec's shape."""
         try:
-            self.owner = self.services.keys.owner(self.request, allow_token=True)
+            found = self.services.keys.caller(self.request, allow_token=True)
+            caller = found if isinstance(found, Caller) else await found
+            if caller.operator:
+                raise forbidden("an operator key does not trade: use a trading key here")
+            self.owner, self.key_id = caller.owner, caller.key_id
             await self.admit()
         except Exception as exc:  # the handshake fails with the error's status and shape
             error = to_api_error(exc)

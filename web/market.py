@@ -107,13 +107,14 @@ class SimLaunchHandler(AdminHandler):
 
     action = "sim.launch"
 
-    def authenticate(self) -> None:
-        if self.request.method == "OPTIONS":
-            return
-        if not self.services.settings.sim_controls:
+    def authenticate(self):
+        if self.request.method != "OPTIONS" and not self.services.settings.sim_controls:
             raise not_found("the simulator's controls are off on this engine (SIM_CONTROLS=off)")
-        self.caller = self.services.keys.caller(self.request)
-        if self.services.keys.enabled and not self.caller.operator:
+        return super().authenticate()
+
+    def admit_caller(self, caller) -> None:
+        self.caller = caller
+        if self.services.keys.enabled and not caller.operator:
             raise forbidden("launching a token moves the shared simulator: an operator key (ADMIN_KEYS) "
                             "is required")
 

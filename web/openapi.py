@@ -16,11 +16,14 @@ VERSION = "3.1.0"
 
 _ERRORS = {
     400: "Invalid input: the body, a field or a query parameter breaks a rule (`field` names it).",
-    401: "An API key is configured and this request has none, or an unknown one.",
-    403: "A browser page from an origin not in `CORS_ORIGINS` opened a WebSocket.",
-    404: "No such order of the caller (or no such resource).",
+    401: "An API key is configured and this request has none, or an unknown (or revoked) one.",
+    403: "Forbidden (`forbidden`): an operator key where a trading key is needed, a trading key (or no "
+         "ADMIN_KEYS at all) on an operator endpoint, or a browser page from an origin not in "
+         "`CORS_ORIGINS` opening a WebSocket.",
+    404: "No such order of the caller, no such key (or no such resource).",
     405: "This method is not allowed on this path (`Allow` lists the ones that are).",
-    409: "Conflict: the clientOrderId names a different order, or the order can no longer be cancelled.",
+    409: "Conflict: the clientOrderId names a different order, the order can no longer be cancelled, or "
+         "the key is set in the environment (API_KEYS, ADMIN_KEYS) and cannot be revoked here.",
     413: "The body is larger than 64 KiB.",
     415: "The body is not `application/json`.",
     429: "Too many requests of this kind (submissions, quotes, order lists, WebSocket connections) for this API "
@@ -137,11 +140,22 @@ OPERATION_IDS = {
     ("/api/sim/pools", "get"): "listSimPools", ("/api/sim/launch", "post"): "launchToken",
     ("/ws", "get"): "listenOverWebSocket", ("/healthz", "get"): "health", ("/readyz", "get"): "readiness",
     ("/metrics", "get"): "metrics", ("/api/openapi.json", "get"): "openapiDocument", ("/", "get"): "dashboard",
+    ("/api/admin/keys", "get"): "listKeys", ("/api/admin/keys", "post"): "createKey",
+    ("/api/admin/keys/{keyId}", "delete"): "revokeKey",
+    ("/api/admin/keys/{keyId}/cancel-all", "post"): "cancelAllOrdersOfKey", ("/api/admin/audit", "get"): "readAudit",
 }
+# The operator API: an operator key (ADMIN_KEYS) only.
+ADMIN_OPERATIONS = ("listKeys", "createKey", "revokeKey", "cancelAllOrdersOfKey", "readAudit")
+
+_ADMIN = """Operators only: an operator key (one of ADMIN_KEYS) as the bearer token; a trading key, or an
+engine without ADMIN_KEYS, gets 403 `forbidden`. Every POST and DELETE is written to the audit log
+(refused or not)."""
 
 
 def _operations() -> dict[str, Any]:
     order_id = {"name": "orderId", "in": "path", "required": True, "schema": _ORDER_ID}
+    key_id = {"name": "keyId", "in": "path", "required": True, "schema": {"type": "string"},
+              "description": "a key's id (as listed)"}
     return {
         "/api/orders/execute": {
             "post": _op("Submit an order", _OK_SUBMIT, (400, 409, 413, 415, 422, 429, 503),
@@ -152,7 +166,10 @@ def _operations() -> dict[str, Any]:
         },
         "/api/orders": {"get": _op(
             "List orders, newest first", {200: _json(ref("OrderList"), "One page of orders (without events).")},
-            (400, 429, 503), "Pass `nextCursor` back as `cursor` for the next page.", params=[
+            (400, 429, 503), "Pass `nextCursor` back as `cursor` for the next page. An operator key lists every "
+            "order; it may add `keyId=ID` for the orders of that trading key's owner only (400 `invalid_field` "
+            "for an id that is no trading key's). For a trading key `keyId` is an unknown parameter (400 "
+            "`unknown_field`), like any other; so it is not among the parameters listed here.", params=[
                 _query("status", {"type": "string", "enum": STATUSES}, "only orders with this status"),
                 _query("type", {"type": "string", "enum": ORDER_TYPES}, "only orders of this type"),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size, 1..500 (400 otherwise)"),
@@ -161,7 +178,7 @@ def _operations() -> dict[str, Any]:
         "/api/orders/{orderId}": {"get": _op(
             "Read one order with its full event history",
             {200: _json(ref("OrderWithEvents"), "The order, its route, fills, error and events by seq.")},
-            (404, 503), params=[order_id])},
+            (404, 503), "An operator key reads any order.", params=[order_id])},
         "/api/orders/{orderId}/cancel": {"post": _op(
             "Cancel an order that has not reached building",
             {200: _json(ref("OrderWithEvents"), "Cancelled (or already cancelled): the order as GET shows it.")},
@@ -197,6 +214,31 @@ def _operations() -> dict[str, Any]:
             _query("after", {"type": "integer", "minimum": 0}, "with orderId: resume after this event seq"),
             _query("token", {"type": "string"}, "API key, for browsers"),
         ])},
+        "/api/admin/keys": {
+            "get": _op("List every trading key (never the keys themselves)",
+                       {200: _json(ref("KeyList"), "API_KEYS ones (`environment`) first, then managed ones, "
+                                   "revoked included, oldest first.")}, (403, 503), _ADMIN, tag="operators"),
+            "post": _op("Create a trading key (usable at once on every web process)",
+                        {201: _json(ref("CreatedKey"), "The new key, shown this once.")},
+                        (400, 403, 413, 415, 503), _ADMIN + " Audited as `keys.create`, the key as `***`.",
+                        body=ref("KeyCreateRequest"), tag="operators"),
+        },
+        "/api/admin/keys/{keyId}": {"delete": _op(
+            "Revoke a managed trading key", {200: _json(ref("ApiKey"), "Revoked (again: the same answer).")},
+            (403, 404, 409, 503), _ADMIN + " Every web process refuses the key (401) from its next request and "
+            "closes its WebSockets (1008). Audited as `keys.revoke`.", params=[key_id], tag="operators")},
+        "/api/admin/keys/{keyId}/cancel-all": {"post": _op(
+            "Cancel every open order of the key's owner",
+            {200: _json(ref("CancelAllAnswer"), "What was cancelled, and what could not be (already building "
+                        "or further).")},
+            (400, 403, 404, 415, 503), _ADMIN + " No body. As the owner's own cancel: orders not yet `building`. "
+            "Audited as `keys.cancel_all`.", params=[key_id], tag="operators")},
+        "/api/admin/audit": {"get": _op(
+            "Read the audit log, newest first", {200: _json(ref("AuditPage"), "A page of entries.")},
+            (400, 403, 503), _ADMIN + " Pass `nextBefore` back as `before` for the next page.", params=[
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}, "page size"),
+                _query("before", {"type": "integer", "minimum": 1}, "entries older than this id"),
+            ], tag="operators")},
         "/healthz": {"get": _op("The process is alive", {200: _json(ref("Health"), "Alive.")}, (),
                                 public=True, tag="operations")},
         "/readyz": {"get": _op("The database and the bus answer", {200: _json(ref("Ready"), "Ready.")},
@@ -230,13 +272,15 @@ def openapi_document() -> str:
         "info": {"title": "DEX order execution engine", "version": "1", "description": _DESCRIPTION},
         "servers": [{"url": "/", "description": "the engine serving this document"}],
         "security": [{}, {"bearerAuth": []}],
-        "tags": [{"name": "orders"}, {"name": "market"}, {"name": "simulator"}, {"name": "operations"}],
+        "tags": [{"name": "orders"}, {"name": "market"}, {"name": "simulator"}, {"name": "operations"},
+                 {"name": "operators"}],
         "paths": _paths(),
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer",
-                               "description": "one of API_KEYS, where keys are configured"},
+                               "description": "a trading key (API_KEYS, or created through /api/admin/keys), "
+                                              "or an operator key (ADMIN_KEYS) for /api/admin/ and reading orders"},
                 "tokenQuery": {"type": "apiKey", "in": "query", "name": "token",
                                "description": "the same key on a WebSocket URL (browsers)"},
             },

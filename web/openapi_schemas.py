@@ -170,6 +170,16 @@ EVENT_META = {
     "additionalProperties": True,
 }
 
+_NON_NEGATIVE_INPUT = {"oneOf": [{"type": "string", "pattern": r"^[0-9]{1,20}(\.[0-9]{1,18})?$"},
+                                  {"type": "integer", "minimum": 0, "maximum": 10**18}]}
+_KEY_FIELDS = {
+    "keyId": {"type": "string"}, "owner": {"type": "string", "description": "whose orders the key acts on"},
+    "label": {"type": "string"}, "limits": ref("Limits"),
+    "createdAt": nullable(ref("Timestamp")), "createdBy": nullable({"type": "string"}),
+    "revokedAt": nullable(ref("Timestamp")), "revokedBy": nullable({"type": "string"}),
+    "source": {"type": "string", "enum": ["environment", "managed"]},
+}
+
 _LATENCY_MS = {"type": "number", "minimum": 0,
                "description": "on a routing event: the venue's answer came this long after the request"}
 
@@ -267,6 +277,38 @@ SCHEMAS: dict[str, Any] = {
     "LaunchAccepted": _obj(["token", "launchAt"], {"token": SYMBOL, "launchAt": TIMESTAMP}),
     "Health": _obj(["status"], {"status": {"const": "ok"}}),
     "Ready": _obj(["status"], {"status": {"const": "ready"}}),
+    # The operator API (/api/admin/): managed trading keys and the audit log.
+    "LimitsInput": _obj([], {
+        "maxOrderUsd": _NON_NEGATIVE_INPUT, "maxNotional24hUsd": _NON_NEGATIVE_INPUT,
+        "maxOpenOrders": {"type": "integer", "minimum": 0, "maximum": 10**9}},
+        description="The owner's risk limits, each optional and non-negative (USD amounts as decimal strings "
+                    "or numbers)."),
+    "Limits": _obj([], {"maxOrderUsd": DECIMAL, "maxNotional24hUsd": DECIMAL,
+                        "maxOpenOrders": {"type": "integer", "minimum": 0}}),
+    "KeyCreateRequest": _obj([], {
+        "label": {"type": "string", "maxLength": 200, "description": "what the key is for (printable text)"},
+        "owner": {"type": "string", "description": "the keyId of an existing trading key whose owner (and "
+                  "orders) the new key shares: rotation without downtime"},
+        "limits": ref("LimitsInput")}),
+    "ApiKey": _obj(list(_KEY_FIELDS), _KEY_FIELDS, description=(
+        "A trading key, never the key itself. `source`: `environment` (API_KEYS; revoked by removing it "
+        "there) or `managed` (created through this API).")),
+    "CreatedKey": _obj(["key", *_KEY_FIELDS], {"key": {
+        "type": "string", "minLength": 32, "description": "the new key: shown this once, stored only as a digest"},
+        **_KEY_FIELDS}),
+    "KeyList": _obj(["keys"], {"keys": {"type": "array", "items": ref("ApiKey")}}),
+    "CancelAllAnswer": _obj(["keyId", "owner", "cancelled", "notCancelled"], {
+        "keyId": {"type": "string"}, "owner": {"type": "string"},
+        "cancelled": {"type": "array", "items": ORDER_ID},
+        "notCancelled": {"type": "array", "items": _obj(["orderId", "status"], {
+            "orderId": ORDER_ID, "status": ref("OrderStatus")})}}),
+    "AuditEntry": _obj(["id", "at", "actor", "action", "target", "request", "status", "answer"], {
+        "id": {"type": "integer"}, "at": TIMESTAMP, "actor": {"type": "string", "description": "the operator "
+        "key's id"}, "action": {"type": "string", "description": "e.g. keys.create, keys.revoke, "
+        "keys.cancel_all, sim.launch"}, "target": {"type": "string"}, "request": {"type": "object"},
+        "status": {"type": "integer"}, "answer": {"description": "the answer's body (a created key as ***)"}}),
+    "AuditPage": _obj(["entries", "nextBefore"], {
+        "entries": {"type": "array", "items": ref("AuditEntry")}, "nextBefore": nullable({"type": "integer"})}),
     # WebSocket frames (described in words on the WebSocket paths).
     "AcceptedFrame": _obj(["type", "orderId", "links"], {
         "type": {"const": "accepted"}, "orderId": ORDER_ID, "status": ref("OrderStatus"),

@@ -63,8 +63,22 @@ def parse_order_id(text: str) -> UUID:
         raise not_found("no such order") from None
 
 
+async def owner_of_key(services: Services, key_id: str) -> str | None:
+    """The owner whose orders a trading key acts on (an API_KEYS key's, or a managed key's,
+    revoked or not); None for an id that is no trading key's."""
+    if key_id in services.keys.environment_ids:
+        return key_id
+    if not key_id or key_id.startswith("op_"):
+        return None
+    record = await services.run(services.storage.operators.key, key_id)
+    return record["owner"] if record is not None else None
+
+
 class OrderHandler(ApiHandler):
-    """`GET /api/orders/{orderId}`: the order with its events (404 for another key's order)."""
+    """`GET /api/orders/{orderId}`: the order with its events (404 for another key's order; an
+    operator key reads any order)."""
+
+    operators_read = True
 
     async def get(self, order_id: str) -> None:
         oid = self.log_order_id = parse_order_id(order_id)
@@ -82,32 +96,36 @@ class CancelHandler(ApiHandler):
 
     async def post(self, order_id: str) -> None:
         oid = self.log_order_id = parse_order_id(order_id)
-        order = await self.services.run(self._cancel, oid)
+        order = await self.services.run(cancel_order, self.storage, oid, self.owner)
         self.write_json(order.to_api())
 
-    def _cancel(self, oid: UUID) -> OrderRecord:
-        """Executor thread: append `cancelled` (once), publish it; the order as stored after."""
-        orders, owner = self.storage.orders, self.owner
-        order = orders.get_order(oid, owner, with_events=False)  # another key's order: 404
-        if order.status != "cancelled":
-            if order.status not in ("pending", "waiting"):
-                raise _too_late(order.status)
-            meta = {"reason": "cancelled by its owner", "latencyMs": ms_since(order.created_at)}
-            (result,) = orders.append_events([EventDraft(oid, "cancelled", order.attempt, meta)])
-            if isinstance(result, Exception):  # it moved on meanwhile: the store decided
-                now = orders.get_order(oid, with_events=False)
-                if now.status != "cancelled":
-                    raise _too_late(now.status)
-            else:
-                self._publish(result)
-        return orders.get_order(oid, owner)
 
-    def _publish(self, record) -> None:
-        try:
-            self.storage.bus.publish([record.published()])
-        except BusError:  # listeners find the stored event (gap fill, sweeper)
-            log.warning("could not publish the cancellation of order %s", record.order_id,
-                        extra=about_order(record.order_id))
+def cancel_order(storage, oid: UUID, owner: str | None, reason: str = "cancelled by its owner") -> OrderRecord:
+    """Executor thread: append `cancelled` (once) and publish it; the order as stored after.
+    The owner's own cancel and an operator's cancel-all both go this way; 404 for an order not
+    of `owner` (None: anyone's), 409 once it has reached `building` or ended otherwise."""
+    orders = storage.orders
+    order = orders.get_order(oid, owner, with_events=False)  # another key's order: 404
+    if order.status != "cancelled":
+        if order.status not in ("pending", "waiting"):
+            raise _too_late(order.status)
+        meta = {"reason": reason, "latencyMs": ms_since(order.created_at)}
+        (result,) = orders.append_events([EventDraft(oid, "cancelled", order.attempt, meta)])
+        if isinstance(result, Exception):  # it moved on meanwhile: the store decided
+            now = orders.get_order(oid, with_events=False)
+            if now.status != "cancelled":
+                raise _too_late(now.status)
+        else:
+            _publish(storage, result)
+    return orders.get_order(oid, owner)
+
+
+def _publish(storage, record) -> None:
+    try:
+        storage.bus.publish([record.published()])
+    except BusError:  # listeners find the stored event (gap fill, sweeper)
+        log.warning("could not publish the cancellation of order %s", record.order_id,
+                    extra=about_order(record.order_id))
 
 
 def _too_late(status: str) -> ApiError:
@@ -115,14 +133,23 @@ def _too_late(status: str) -> ApiError:
 
 
 LIST_PARAMS = ("status", "type", "limit", "cursor")
+OPERATOR_LIST_PARAMS = LIST_PARAMS + ("keyId",)
 
 
 class OrderListHandler(ApiHandler):
-    """`GET /api/orders?status=&type=&limit=&cursor=`: the caller's orders, newest first, paged."""
+    """`GET /api/orders?status=&type=&limit=&cursor=`: the caller's orders, newest first, paged.
+    An operator key lists every order, or with `keyId=` those of that key's owner."""
+
+    operators_read = True
 
     async def get(self) -> None:
         await self.services.rate_limits.admit("lists", self.request, self.owner)  # junk counts too
-        params = single_params(self.request.query_arguments, LIST_PARAMS)
+        operator = self.caller is not None and self.caller.operator
+        params = single_params(self.request.query_arguments, OPERATOR_LIST_PARAMS if operator else LIST_PARAMS)
+        if params.get("keyId") is not None:
+            self.owner = await owner_of_key(self.services, params["keyId"])
+            if self.owner is None:
+                raise ValidationError("invalid_field", "keyId is not the id of a trading key", "keyId")
         status, order_type = params.get("status"), params.get("type")
         if status is not None and status not in STATUSES:
             raise ValidationError("invalid_field", f"status must be one of {', '.join(sorted(STATUSES))}", "status")

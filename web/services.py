@@ -24,6 +24,8 @@ from web.access import KeyRing
 from web.errors import ApiError
 from web.hub import EventHub
 from web.intake import OrderIntake
+from web.key_watch import KeyWatch
+from web.managed_keys import ManagedKeys
 from web.metrics import WebMetrics
 from web.rate_limits import CallerLimits
 from web.submit_limit import SubmissionLimiter
@@ -56,9 +58,13 @@ class Services:
         self.settings = settings
         self.executor = executor or ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="web-io")
         self._queued = 0  # calls handed to the executor and not finished
-        keyed = settings.api_keys or settings.admin_keys
+        # Managed keys (created by operators) need the operator API, or ones created before.
+        managed = bool(settings.admin_keys) or storage.operators.has_keys()
+        keyed = settings.api_keys or settings.admin_keys or managed
         self.keys = KeyRing(settings.api_keys, key_id_secret(storage, settings) if keyed else b"",
-                            admin_keys=settings.admin_keys)
+                            admin_keys=settings.admin_keys, enabled=managed,
+                            managed=ManagedKeys(storage.operators.live_keys_by_digest) if managed else None)
+        self.key_watch = KeyWatch(self) if managed else None
         # KEY_RATE_LIMIT applies where keys are configured (it counts per key).
         self.limiter = (SubmissionLimiter(storage.bus, settings.key_rate_limit, settings.rate_window_s)
                         if self.keys.enabled else None)
@@ -84,11 +90,16 @@ class Services:
             self._queued -= 1
 
     def start(self) -> None:
-        """Subscribe the event hub to the bus and start its sweeper (on the IOLoop thread)."""
+        """Subscribe the event hub to the bus and start its sweeper, and follow the changes of
+        managed keys (on the IOLoop thread)."""
         self.hub.start()
+        if self.key_watch is not None:
+            self.key_watch.start()
 
     def stop(self) -> None:
         """Close open WebSockets (1001), unsubscribe the hub, release the executor's threads."""
+        if self.key_watch is not None:
+            self.key_watch.stop()
         for socket in list(self.sockets):
             socket.close(1001, "server shutting down")
         self.hub.stop()

@@ -183,6 +183,12 @@ def test_real_answers_of_every_endpoint_match_the_document_errors_included(start
     for path in ("/healthz", "/readyz", "/metrics", "/api/openapi.json", "/"):
         c.check("GET", path, 200)
 
+    # The operator API, closed without ADMIN_KEYS (its answers with keys: below).
+    for method, path, body in [("GET", "/api/admin/keys", None), ("POST", "/api/admin/keys", {}),
+                               ("DELETE", "/api/admin/keys/someone", None),
+                               ("POST", "/api/admin/keys/someone/cancel-all", None), ("GET", "/api/admin/audit", None)]:
+        c.check(method, path, 403, body, code="forbidden")
+
     # What the document does not list still answers its Error shape.
     c.check_error_shape("GET", "/api/nowhere", 404)
     assert "Allow" in c.check_error_shape("DELETE", "/api/orders", 405)
@@ -215,3 +221,34 @@ def test_requests_without_a_valid_key_answer_401_as_documented_and_public_paths_
     c.check("GET", "/api/tokens", 200, headers={"Authorization": f"Bearer {KEY_ONE}"})
     for path in ("/healthz", "/readyz", "/metrics", "/"):
         c.check("GET", path, 200)
+
+
+OPERATOR = "openapi-operator-key-0123456789abcdef"
+
+
+def test_operator_answers_match_the_document(make_engine_run):
+    _, port = make_engine_run(API_KEYS=KEY_ONE, ADMIN_KEYS=OPERATOR)
+    c = Checker(port)
+    op, one = {"Authorization": f"Bearer {OPERATOR}"}, {"Authorization": f"Bearer {KEY_ONE}"}
+    created = c.check("POST", "/api/admin/keys", 201, {"label": "doc", "limits": {"maxOrderUsd": "100",
+                                                                                   "maxOpenOrders": 3}}, op)
+    c.check("POST", "/api/admin/keys", 400, {"limits": {"maxOrderUsd": "-1"}}, op, code="invalid_field")
+    c.check("POST", "/api/admin/keys", 400, {"colour": "red"}, op, code="unknown_field")
+    c.check("POST", "/api/admin/keys", 403, {}, one, code="forbidden")
+    c.check("GET", "/api/admin/keys", 200, headers=op)
+    c.check("GET", "/api/admin/keys", 401, code="unauthorized")
+    mine = {"Authorization": f"Bearer {created['key']}"}
+    order = c.check("POST", "/api/orders/execute", 202, SOL_USDC, mine)
+    c.check("GET", f"/api/orders?keyId={created['keyId']}", 200, headers=op)
+    c.check("GET", f"/api/orders/{order['orderId']}", 200, headers=op)
+    c.check("POST", f"/api/admin/keys/{created['keyId']}/cancel-all", 200, headers=op)
+    c.check("POST", "/api/admin/keys/nobody/cancel-all", 404, headers=op, code="not_found")
+    c.check("DELETE", f"/api/admin/keys/{created['keyId']}", 200, headers=op)
+    c.check("DELETE", "/api/admin/keys/nobody", 404, headers=op, code="not_found")
+    listed = c.check("GET", "/api/admin/keys", 200, headers=op)
+    environment = [k["keyId"] for k in listed["keys"] if k["source"] == "environment"]
+    c.check("DELETE", f"/api/admin/keys/{environment[0]}", 409, headers=op, code="conflict")
+    c.check("GET", "/api/orders", 401, headers=mine, code="unauthorized")
+    page = c.check("GET", "/api/admin/audit?limit=2", 200, headers=op)
+    assert created["key"] not in json.dumps(page)
+    c.check("GET", "/api/admin/audit?limit=0", 400, headers=op, code="invalid_field")

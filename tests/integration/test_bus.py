@@ -362,6 +362,40 @@ def test_a_failing_subscriber_keeps_receiving(bus):
     assert collector.wait_for(lambda got: len(got) == 2)
 
 
+# ---- control messages -------------------------------------------------------------------
+
+def test_control_messages_reach_every_control_subscriber_of_every_bus_and_no_event_subscriber(open_bus):
+    publisher, other = open_bus(), open_bus()
+    here, there, events = Collector(), Collector(), Collector()
+    publisher.subscribe_control(here)
+    other.subscribe_control(there)
+    other.subscribe(events)
+    sent = [{"topic": "keys", "keyId": f"k{n}", "revoked": n % 2 == 0} for n in range(5)]
+    for message in sent:
+        publisher.publish_control(message)
+    publisher.publish([ev(1)])
+    assert events.wait_for(lambda got: len(got) == 1)
+    for collector in (here, there):
+        assert collector.wait_for(lambda got: len(got) >= 5)
+        assert collector.batches == sent
+        assert threading.current_thread() not in collector.threads
+    assert events.batches == [[ev(1)]]
+    with pytest.raises(BusError):
+        publisher.publish_control(["not", "an", "object"])
+
+
+def test_a_closed_control_subscription_gets_nothing_more_and_a_failing_one_keeps_receiving(bus):
+    closed, failing = Collector(), Collector(fail_first=True)
+    subscription = bus.subscribe_control(closed)
+    bus.subscribe_control(failing)
+    bus.publish_control({"topic": "keys", "n": 1})
+    assert closed.wait_for(lambda got: len(got) == 1)
+    subscription.close()
+    bus.publish_control({"topic": "keys", "n": 2})
+    assert failing.wait_for(lambda got: len(got) == 2)
+    assert closed.batches == [{"topic": "keys", "n": 1}]
+
+
 def test_a_closed_bus_refuses_work_with_bus_error(bus):
     bus.ping()
     bus.close()
