@@ -13,6 +13,10 @@ import pytest
 
 REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# tornado.testing's bound on one gen_test (read when the test modules are imported): its 5 s
+# default is a clock a loaded 2-core machine running five tests at once can miss; a test
+# still waits on conditions, this only bounds a hung one.
+os.environ.setdefault("ASYNC_TEST_TIMEOUT", "30")
 
 
 def _reachable(host: str, port: int) -> bool:
