@@ -11,6 +11,8 @@ Delivery guarantees callers rely on:
   database first, and listeners fill gaps in `seq` from there. A batch of events travels
   as one message; each event carries its JSON text, encoded once by the writer and sent
   to listeners as is, and what a web process routes it by (order, seq, status, owner).
+- control messages (halts changed) are broadcast to every process the same way, best effort
+  too: whoever listens also reloads what they announce periodically.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Callable
 from storage.records import BusEvent
 
 EventBatchHandler = Callable[[list[BusEvent]], None]
+ControlHandler = Callable[[bytes], None]
 
 
 def encode_events(events: list[BusEvent]) -> bytes:
@@ -157,6 +160,15 @@ class Bus(ABC):
     @abstractmethod
     def subscribe(self, handler: EventBatchHandler) -> Subscription:
         """Call `handler(batch)` for every published batch, from a bus thread."""
+
+    # ---- control -------------------------------------------------------------------------
+    @abstractmethod
+    def publish_control(self, message: bytes) -> None:
+        """Broadcast a control message (a few bytes: what changed) to every control subscriber."""
+
+    @abstractmethod
+    def subscribe_control(self, handler: ControlHandler) -> Subscription:
+        """Call `handler(message)` for every control message published, from a bus thread."""
 
     # ---- lifecycle -----------------------------------------------------------------------
     @abstractmethod

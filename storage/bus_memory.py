@@ -19,7 +19,7 @@ import uuid
 from collections import deque
 from typing import Callable
 
-from storage.bus import Accepted, Bus, EventBatchHandler, Job, QueueStats, Subscription
+from storage.bus import Accepted, Bus, ControlHandler, EventBatchHandler, Job, QueueStats, Subscription
 from storage.errors import BusError
 from storage.records import BusEvent
 
@@ -28,12 +28,17 @@ log = logging.getLogger(__name__)
 _STOP = object()  # tells the dispatcher thread to exit
 
 
+class _Control(bytes):
+    """A control message in the dispatcher's queue (events travel as tuples)."""
+
+
 class _MemorySubscription(Subscription):
     """One handler registered on an `InProcessBus`."""
 
-    def __init__(self, bus: InProcessBus, handler: EventBatchHandler):
+    def __init__(self, bus: InProcessBus, handler: EventBatchHandler | ControlHandler, control: bool = False):
         self._bus = bus
         self._handler = handler
+        self.control = control  # receives control messages, not event batches
         # Held while the handler runs, so close() from another thread returns only
         # after any delivery in progress; re-entrant so a handler may close itself.
         self._lock = threading.RLock()
@@ -45,9 +50,9 @@ class _MemorySubscription(Subscription):
             if self._closed:
                 return
             try:
-                self._handler(list(batch))
+                self._handler(bytes(batch) if self.control else list(batch))
             except Exception:
-                log.exception("event subscriber failed on a batch; it stays subscribed")
+                log.exception("bus subscriber failed on a message; it stays subscribed")
 
     def close(self) -> None:
         """Stop delivery; after this returns the handler is not called again."""
@@ -262,6 +267,20 @@ class InProcessBus(Bus):
             self._subscribers.append(subscription)
         return subscription
 
+    # ---- control -------------------------------------------------------------------------
+    def publish_control(self, message: bytes) -> None:
+        """Hand the message to the dispatcher thread, behind the event batches published before."""
+        self._check_open()
+        self._batches.put(_Control(message))
+
+    def subscribe_control(self, handler: ControlHandler) -> Subscription:
+        """Register `handler`; it runs on the dispatcher thread for every later control message."""
+        subscription = _MemorySubscription(self, handler, control=True)
+        with self._cond:
+            self._check_open()
+            self._subscribers.append(subscription)
+        return subscription
+
     def _forget(self, subscription: _MemorySubscription) -> None:
         with self._cond:
             if subscription in self._subscribers:
@@ -272,8 +291,9 @@ class InProcessBus(Bus):
             batch = self._batches.get()
             if batch is _STOP:
                 return
+            control = isinstance(batch, _Control)
             with self._cond:
-                targets = list(self._subscribers)
+                targets = [s for s in self._subscribers if s.control == control]
             for subscription in targets:
                 subscription.deliver(batch)
 

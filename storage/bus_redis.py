@@ -14,7 +14,7 @@
   Submissions per API key the same way, one sorted set per owner (`{prefix}:submits:{owner}`),
   a whole batch of the web's submits in one script call.
 - Events: one PUBLISH per batch on `{prefix}:{db}:events` (`storage.bus.encode_events`);
-  best effort.
+  best effort. Control messages (halts changed) on `{prefix}:{db}:control`, the same way.
 - A web process's intake queues a batch of orders, publishes their `pending` events and
   reads the queue depth in one pipeline (`accept`).
 """
@@ -28,7 +28,8 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 
-from storage.bus import Accepted, Bus, EventBatchHandler, Job, QueueStats, Subscription, encode_events
+from storage.bus import (Accepted, Bus, ControlHandler, EventBatchHandler, Job, QueueStats, Subscription,
+                         decode_events, encode_events)
 from storage.bus_redis_pubsub import RedisSubscription, open_pubsub
 from storage.errors import BusError
 from storage.records import BusEvent
@@ -155,6 +156,7 @@ class RedisBus(Bus):
         # deployments (and test runs) on different indexes of one server stay apart.
         db_index = redis.connection.parse_url(url).get("db", 0)
         self._channel = f"{prefix}:{db_index}:events"
+        self._control_channel = f"{prefix}:{db_index}:control"
         self._consumer_prefix = f"{prefix}:consumer:"
         self._epoch_key = f"{prefix}:epoch"
         # A blocking XREADGROUP must come back before the socket times out.
@@ -411,13 +413,25 @@ class RedisBus(Bus):
 
     def subscribe(self, handler: EventBatchHandler) -> Subscription:
         """Subscribe now (BusError if Redis is down), then deliver from a daemon thread."""
+        return self._subscribe(self._channel, handler, decode_events)
+
+    # ---- control -------------------------------------------------------------------------
+    def publish_control(self, message: bytes) -> None:
+        """PUBLISH the message on the control channel."""
+        self._call("publish_control", lambda: self._client.publish(self._control_channel, message))
+
+    def subscribe_control(self, handler: ControlHandler) -> Subscription:
+        """Subscribe to the control channel now (BusError if Redis is down); deliver from a thread."""
+        return self._subscribe(self._control_channel, handler, bytes)
+
+    def _subscribe(self, channel: str, handler, decode) -> Subscription:
         self._check_open()
         try:
-            pubsub = open_pubsub(self._pubsub_client, self._channel)
+            pubsub = open_pubsub(self._pubsub_client, channel)
         except redis.RedisError as exc:
             raise BusError(f"redis unavailable for subscribe: {exc}") from exc
-        subscription = RedisSubscription(self._pubsub_client, self._channel, pubsub, handler,
-                                         on_close=self._forget)
+        subscription = RedisSubscription(self._pubsub_client, channel, pubsub, handler,
+                                         on_close=self._forget, decode=decode)
         with self._lock:
             self._subscriptions.add(subscription)
         subscription.start()

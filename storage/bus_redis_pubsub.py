@@ -15,7 +15,7 @@ from typing import Callable
 import backoff
 import redis
 
-from storage.bus import EventBatchHandler, Subscription, decode_events
+from storage.bus import Subscription, decode_events
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,13 @@ class RedisSubscription(Subscription):
     """Delivers each batch published on `channel` to `handler`, on its own thread."""
 
     def __init__(self, client: redis.Redis, channel: str, pubsub: redis.client.PubSub,
-                 handler: EventBatchHandler, on_close: Callable[[RedisSubscription], None]):
+                 handler: Callable, on_close: Callable[[RedisSubscription], None],
+                 decode: Callable[[bytes], object] = decode_events):
         self._client = client
         self._channel = channel
         self._pubsub = pubsub
         self._handler = handler
+        self._decode = decode  # a message's payload to what the handler takes (a batch of events)
         self._on_close = on_close
         self._stop = threading.Event()
         # Held while the handler runs, so close() from another thread returns only after
@@ -123,9 +125,9 @@ class RedisSubscription(Subscription):
 
     def _deliver(self, data: bytes) -> None:
         try:
-            batch = decode_events(data)
+            batch = self._decode(data)
         except (ValueError, UnicodeDecodeError):
-            log.warning("ignoring a message on %s that is not a batch of events", self._channel)
+            log.warning("ignoring a message on %s that is not what the channel carries", self._channel)
             return
         with self._lock:
             if self._stop.is_set():
@@ -133,4 +135,4 @@ class RedisSubscription(Subscription):
             try:
                 self._handler(batch)
             except Exception:
-                log.exception("event subscriber failed on a batch; it stays subscribed")
+                log.exception("bus subscriber failed on a message; it stays subscribed")

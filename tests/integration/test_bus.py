@@ -353,6 +353,35 @@ def test_a_failing_subscriber_keeps_receiving(bus):
     assert collector.wait_for(lambda got: len(got) == 2)
 
 
+# ---- control ----------------------------------------------------------------------------
+
+def test_a_control_message_reaches_every_control_subscriber_of_every_view_and_no_event_handler(open_bus):
+    publisher, listener = open_bus(), open_bus()  # two processes' views of one bus
+    first, second, events = Collector(), Collector(), Collector()
+    listener.subscribe_control(first)
+    publisher.subscribe_control(second)
+    listener.subscribe(events)
+    publisher.publish_control(b"halts")
+    publisher.publish([ev(1)])
+    for collector in (first, second):
+        assert collector.wait_for(lambda got: got == [b"halts"])
+        assert threading.current_thread() not in collector.threads
+    assert events.wait_for(lambda got: len(got) == 1)
+    assert events.batches == [[ev(1)]], "a control message is not an event batch"
+
+
+def test_a_closed_control_subscription_gets_nothing_more(bus):
+    closed, open_ = Collector(), Collector()
+    subscription = bus.subscribe_control(closed)
+    bus.subscribe_control(open_)
+    bus.publish_control(b"one")
+    assert closed.wait_for(lambda got: len(got) == 1)
+    subscription.close()
+    bus.publish_control(b"two")
+    assert open_.wait_for(lambda got: len(got) == 2)
+    assert closed.batches == [b"one"]
+
+
 def test_a_closed_bus_refuses_work_with_bus_error(bus):
     bus.ping()
     bus.close()
