@@ -7,6 +7,7 @@ from tornado.web import Application
 from config import Settings
 from storage.runtime import Storage
 from web.admin import AuditHandler
+from web.admin_halts import HaltHandler, HaltsHandler, ResumeHandler
 from web.base import MAX_BODY_BYTES, ApiHandler, NotFoundHandler, log_request
 from web.dashboard import DashboardHandler
 from web.market import QuoteHandler, SimLaunchHandler, SimPoolsHandler, SimSwapsHandler, TokensHandler
@@ -47,6 +48,9 @@ def make_app(storage: Storage, settings: Settings, services: Services | None = N
             (r"/api/sim/pools", SimPoolsHandler, deps),
             (r"/api/sim/launch", SimLaunchHandler, deps),
             (r"/api/admin/audit", AuditHandler, deps),
+            (r"/api/admin/halt", HaltHandler, deps),
+            (r"/api/admin/resume", ResumeHandler, deps),
+            (r"/api/admin/halts", HaltsHandler, deps),
             (WebSocketUpgrade(r"/ws"), ListenSocket, deps),
             (r"/ws", UpgradeRequiredHandler, deps),
             (r"/healthz", HealthHandler, deps),

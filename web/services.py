@@ -17,6 +17,7 @@ from typing import Any, Callable, TypeVar
 from tornado import websocket
 
 from config import Settings
+from storage.halt_watch import HaltWatch
 from storage.runtime import Storage
 from storage.secrets import shared_secret
 from web.access import KeyRing
@@ -64,6 +65,11 @@ class Services:
                                   on_pending=lambda events: self.hub.remember([e.published() for e in events]),
                                   queue_max_wait_s=settings.queue_max_wait_s)
         self.sockets: set[websocket.WebSocketHandler] = set()  # open WebSockets, closed on stop
+        # The active halts (checked on every submit: a lookup in memory), kept current from the bus.
+        self.halts = HaltWatch(storage.halts, storage.bus, settings.halt_refresh_s)
+        # A key id to the owner its orders are stored under: a trading key's id is its owner id
+        # (web/access.py); managed keys replace this with their lookup.
+        self.owner_of: Callable[[str], str | None] = lambda key_id: key_id
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking call on the executor and await its result (IOLoop thread only);
@@ -77,14 +83,17 @@ class Services:
             self._queued -= 1
 
     def start(self) -> None:
-        """Subscribe the event hub to the bus and start its sweeper (on the IOLoop thread)."""
+        """Subscribe the event hub to the bus and start its sweeper (on the IOLoop thread); read
+        the active halts (before the first submit is served) and keep them current."""
         self.hub.start()
+        self.halts.start()
 
     def stop(self) -> None:
         """Close open WebSockets (1001), unsubscribe the hub, release the executor's threads."""
         for socket in list(self.sockets):
             socket.close(1001, "server shutting down")
         self.hub.stop()
+        self.halts.stop()
         self.intake.close()
         if self.limiter is not None:
             self.limiter.close()
