@@ -17,15 +17,17 @@ VERSION = "3.1.0"
 _ERRORS = {
     400: "Invalid input: the body, a field or a query parameter breaks a rule (`field` names it).",
     401: "An API key is configured and this request has none, or an unknown one.",
-    403: "A browser page from an origin not in `CORS_ORIGINS` opened a WebSocket.",
-    404: "No such order of the caller (or no such resource).",
+    403: "Forbidden: an operator endpoint without an operator key (`ADMIN_KEYS`), an operator key trading, "
+         "or a browser page from an origin not in `CORS_ORIGINS` opening a WebSocket.",
+    404: "No such order of the caller (or no such resource; for a resume: nothing halted there).",
     405: "This method is not allowed on this path (`Allow` lists the ones that are).",
     409: "Conflict: the clientOrderId names a different order, or the order can no longer be cancelled.",
     413: "The body is larger than 64 KiB.",
     415: "The body is not `application/json`.",
     429: "Too many submissions for this API key in the last 60 s; retry after `Retry-After` seconds.",
     500: "An unexpected server error (no trace is ever shown).",
-    503: "Not ready (database or bus unreachable) or `queue_full`: retry later.",
+    503: "Not ready (database or bus unreachable) or `queue_full`: retry later; `trading_halted` (with the "
+         "halt's `reason`): an operator halted trading that covers this order, nothing was stored.",
 }
 _HEADERS = {
     405: {"Allow": {"required": True, "schema": {"type": "string"}, "description": "the allowed methods"}},
@@ -128,7 +130,18 @@ OPERATION_IDS = {
     ("/api/sim/pools", "get"): "listSimPools", ("/api/sim/launch", "post"): "launchToken",
     ("/ws", "get"): "listenOverWebSocket", ("/healthz", "get"): "health", ("/readyz", "get"): "readiness",
     ("/metrics", "get"): "metrics", ("/api/openapi.json", "get"): "openapiDocument", ("/", "get"): "dashboard",
+    ("/api/admin/halt", "post"): "haltTrading", ("/api/admin/resume", "post"): "resumeTrading",
+    ("/api/admin/halts", "get"): "listHalts",
 }
+
+_HALT = """Operators only (an `ADMIN_KEYS` key; a trading key gets 403). `all` halts every order, `key` the
+orders of the key's owner, `pair` both directions of a pair. While a halt covers an order: a new submit
+answers 503 `trading_halted` with the halt's reason and stores nothing; an armed limit or sniper order does
+not fire (it fires once resumed, if its condition holds); a queued order does not start (a market order
+held longer than MARKET_MAX_WAIT_SECONDS fails `stale_order` on resume). Swaps already sent settle.
+Halting what is halted answers 200 with the existing halt; a new halt 201. Audited as `halt`."""
+_RESUME = """Operators only. Ends the halt of this scope and target: held orders go on where they were.
+404 when nothing is halted there. Audited as `resume`."""
 
 
 def _operations() -> dict[str, Any]:
@@ -182,6 +195,16 @@ def _operations() -> dict[str, Any]:
             "Schedule the launch of a token that is not tradable yet (for sniper orders)",
             {202: _json(ref("LaunchAccepted"), "Scheduled.")}, (400, 413, 415, 503),
             body=ref("LaunchRequest"), tag="simulator")},
+        "/api/admin/halt": {"post": _op(
+            "Halt trading (the kill switch)", {201: _json(ref("Halt"), "Halted."),
+                                               200: _json(ref("Halt"), "Already halted: the existing halt.")},
+            (400, 403, 404, 413, 415, 503), _HALT, body=ref("HaltRequest"), tag="operators")},
+        "/api/admin/resume": {"post": _op(
+            "Resume trading halted by /api/admin/halt", {200: _json(ref("Halt"), "Resumed: the halt ended.")},
+            (400, 403, 404, 413, 415, 503), _RESUME, body=ref("HaltRequest"), tag="operators")},
+        "/api/admin/halts": {"get": _op(
+            "The active halts, oldest first", {200: _json(ref("HaltList"), "Every active halt.")},
+            (403, 503), "Operators only.", tag="operators")},
         "/ws": {"get": _op("Listen to order events over WebSocket", _UPGRADED, (400, 403, 405), _WS_LISTEN, params=[
             *_HANDSHAKE,
             _query("orderId", _ORDER_ID, "stream this order only"),
@@ -221,7 +244,8 @@ def openapi_document() -> str:
         "info": {"title": "DEX order execution engine", "version": "1", "description": _DESCRIPTION},
         "servers": [{"url": "/", "description": "the engine serving this document"}],
         "security": [{}, {"bearerAuth": []}],
-        "tags": [{"name": "orders"}, {"name": "market"}, {"name": "simulator"}, {"name": "operations"}],
+        "tags": [{"name": "orders"}, {"name": "market"}, {"name": "simulator"}, {"name": "operators"},
+                 {"name": "operations"}],
         "paths": _paths(),
         "components": {
             "schemas": SCHEMAS,
