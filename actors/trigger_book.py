@@ -18,8 +18,9 @@ halt's end). When the halts change (`HaltsChanged`), the held orders no halt cov
 are released; a held limit order quotes again then and waits again if the price moved back.
 
 Expiry is the book's too: at `expires_at` it stores `expired` (under the order's fence)
-and acknowledges the job (held orders expire too). Every TRIGGER_REFRESH_SECONDS it asks the database which of its orders are
-still armed by it, and forgets the others (cancelled by their owner, or taken over).
+and acknowledges the job (held orders expire too). Every TRIGGER_REFRESH_SECONDS it asks the
+database which of its orders are still armed by it, and forgets the others (cancelled by
+their owner, or taken over).
 """
 from __future__ import annotations
 

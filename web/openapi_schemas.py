@@ -275,7 +275,8 @@ SCHEMAS: dict[str, Any] = {
     "Halt": _obj(["id", "scope", "reason", "createdAt", "createdBy"], {
         "id": {"type": "string"}, "scope": {"type": "string", "enum": list(SCOPES)},
         "keyId": {"type": "string", "description": "scope key: the key halted"},
-        "pair": {"type": "string", "description": "scope pair: the pair halted, as TOKEN/TOKEN in the token list's order"},
+        "pair": {"type": "string",
+                 "description": "scope pair: the pair halted, as TOKEN/TOKEN in the token list's order"},
         "reason": {"type": "string"}, "createdAt": TIMESTAMP,
         "createdBy": {"type": "string", "description": "the operator key's id"},
         "resumedAt": TIMESTAMP, "resumedBy": {"type": "string"}}),
