@@ -310,7 +310,8 @@ class TriggerBook(SupervisedActor):
                 continue
             delay = max(0.0, (at - now).total_seconds())
             ref, launched = self.actor_ref, _Launched(symbol)
-            self.launch_timers[symbol] = self.timers.call_later(delay, lambda: ref.tell(launched))
+            # Bound now: a closure over the loop's variable would launch the last symbol every time.
+            self.launch_timers[symbol] = self.timers.call_later(delay, lambda launched=launched: ref.tell(launched))
             log.info("%d sniper orders wait for the launch of %s in %.3fs", len(waiting), symbol, delay)
         self._poll_launches()
 
