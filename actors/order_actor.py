@@ -48,6 +48,7 @@ from actors.messages import (
     SwapSettled,
 )
 from actors.execution import Execution, LegRun
+from actors.halts import HALT_RECHECK_S, NoHalts, covering
 from actors.retry import PERMANENT_ERRORS, RetryPolicy, exponential
 from actors.trigger_book import ArmedOrder
 from config import find_token
@@ -81,8 +82,9 @@ class OrderActor(pykka.ThreadingActor):
 
     def __init__(self, *, directory, timers, router, policy: RetryPolicy,
                  new_signature: Callable[[], str], worker_id: str = "", market_max_wait_s: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic, collar: PriceCollar | None = None):
+                 clock: Callable[[], float] = time.monotonic, collar: PriceCollar | None = None, halts=None):
         super().__init__()
+        self.halts = halts or NoHalts()  # the worker's HaltWatch: `current` is read at each attempt's start
         self.collar = collar  # refuses a route too far below the reference price (None: no collar)
         self.clock = clock  # times the quotes' round trips
         self.market_max_wait_s = market_max_wait_s
@@ -203,6 +205,9 @@ class OrderActor(pykka.ThreadingActor):
     def _start_attempt(self, attempt: int, retry_reason: str | None) -> None:
         if self.draining:  # a stopping worker starts no attempt: another worker will
             return self._finish(handed_back=True)
+        halt = covering(self.halts.current, self.order.owner, self.token_in.symbol, self.token_out.symbol)
+        if halt is not None:
+            return self._held(halt, attempt, retry_reason)
         self.attempt = attempt
         self.retry_reason = retry_reason
         self.quotes = {}
@@ -274,6 +279,17 @@ class OrderActor(pykka.ThreadingActor):
         self._append([("routing", routing, self.quote_started), ("building", building, None),
                       ("submitted", submitted, None)], self._send)
 
+    def _held(self, halt, attempt: int, retry_reason: str | None) -> None:
+        """A halt covers the order: start nothing. Nothing of it sent yet: it waits in the trigger
+        book (no thread, no slot) for the halt's end. Partly sent: it waits here, looking again
+        every HALT_RECHECK_S, and its next attempt starts once the halt ends."""
+        if self.status in ("pending", "waiting"):
+            self.log.info("order %s held by a halt (%s): waiting for the resume", self.order.id, halt.reason)
+            return self._arm({"trigger": "halt", "reason": halt.reason})
+        self.retry_reason = retry_reason
+        self._wait("retry", None)
+        self._later(HALT_RECHECK_S, RetryDue(attempt, self.step))
+
     def _requote_later(self) -> bool:
         """No venue can quote now (an outage, such as the database the simulator keeps its pools
         in): quote again with backoff, within the same attempt, for up to the market-order wait
@@ -309,7 +325,8 @@ class OrderActor(pykka.ThreadingActor):
             created_at=self.order.created_at, expires_at=expires_at,
             min_out=self._limit_min_out() if self.order.type == "limit" else 0,
             limit_price=float(self.order.limit_price) if self.order.type == "limit" else 0.0,
-            launch=trigger.get("token") if self.order.type == "sniper" else None)
+            launch=trigger.get("token") if self.order.type == "sniper" else None,
+            owner=self.order.owner, held=trigger["trigger"] == "halt")
         self._cancel_watchdog()
         if self.status == "waiting":
             return self._finish(armed=armed)

@@ -67,8 +67,9 @@ class OrderRouter(SupervisedActor):
     child_name = "order_router"
 
     def __init__(self, orders, bus, directory, timers, policy, new_signature, worker_id, supervisor=None,
-                 market_max_wait_s: float = 30.0, collar=None):
+                 market_max_wait_s: float = 30.0, collar=None, halts=None):
         super().__init__(supervisor)
+        self.halts = halts  # the worker's HaltWatch, for its order actors (None: nothing is halted)
         self.market_max_wait_s = market_max_wait_s
         self.collar = collar
         self.orders = orders
@@ -143,7 +144,7 @@ class OrderRouter(SupervisedActor):
                 return ref
         return OrderActor.start(directory=self.directory, timers=self.timers, router=self.actor_ref,
                                 policy=self.policy, new_signature=self.new_signature, worker_id=self.worker_id,
-                                market_max_wait_s=self.market_max_wait_s, collar=self.collar)
+                                market_max_wait_s=self.market_max_wait_s, collar=self.collar, halts=self.halts)
 
     def _armed(self, order_id: str, armed) -> None:
         """The order waits for its trigger: the book watches it; its job stays ours, its slot is freed."""

@@ -11,7 +11,9 @@ order and stops them in reverse.
      ├── JobConsumer            pulls jobs under the concurrency and rate limits, claims their orders
      └── Reconciler             queues again the unfinished orders whose jobs were lost
 
-(plus one `Timers` thread, started first and stopped last, that delivers every delay.)
+(plus one `Timers` thread, started first and stopped last, that delivers every delay, and the
+`HaltWatch`, started before the tree and stopped after it, that keeps the active halts current:
+the TriggerBook and the order actors read it, and it wakes the book when they change.)
 
 The TriggerBook's armed orders are rebuilt by a successor from what it hands over; a new
 worker's book fills as it claims the jobs of armed orders (a dead worker's included).
@@ -37,6 +39,7 @@ import pykka
 
 from actors.circuit_breaker import CircuitBreaker
 from actors.directory import Directory
+from actors.halts import HaltsChanged
 from actors.event_writer import EventWriter
 from actors.job_consumer import JobConsumer
 from actors.messages import AttachConsumer, ChildDied, Drain, InFlight, StopFetching
@@ -47,6 +50,7 @@ from actors.supervision import RestartIntensity
 from actors.timers import Timers
 from actors.trigger_book import TriggerBook
 from actors.venue_gateway import VenueGateway
+from storage.halt_watch import HaltWatch
 from storage.venues.base import VENUES
 from storage.venues.collar import PriceCollar
 
@@ -59,8 +63,9 @@ RESTARTABLE = ("event_writer", *VENUES, "trigger_book")
 class RootSupervisor(pykka.ThreadingActor):
     """Starts the worker's children in order, restarts the restartable ones, stops them in reverse."""
 
-    def __init__(self, storage, settings, timers: Timers, fatal: threading.Event, new_signature):
+    def __init__(self, storage, settings, timers: Timers, fatal: threading.Event, new_signature, halts=None):
         super().__init__()
+        self.halts = halts  # the worker's HaltWatch (None: nothing is ever halted)
         self.storage = storage
         self.settings = settings
         self.timers = timers
@@ -84,12 +89,13 @@ class RootSupervisor(pykka.ThreadingActor):
                 breaker=breakers[dex]))
         self._start_child("trigger_book", lambda: TriggerBook.start(
             storage.orders, storage.bus, storage.chain, self.timers, self.directory, self.worker_id, supervisor=me,
-            settings=self.settings))
+            settings=self.settings, halts=self.halts))
         policy = RetryPolicy(attempts=self.settings.retry_attempts, max_delay=self.settings.retry_max_delay_s)
         router = self._start_child("order_router", lambda: OrderRouter.start(
             storage.orders, storage.bus, self.directory, self.timers, policy, self.new_signature,
             self.worker_id, supervisor=me, market_max_wait_s=self.settings.market_max_wait_s,
-            collar=PriceCollar(storage.oracle, self.settings.price_collar_bps) if self.settings.price_collar_bps else None))
+            collar=PriceCollar(storage.oracle, self.settings.price_collar_bps) if self.settings.price_collar_bps else None,
+            halts=self.halts))
         consumer = self._start_child("job_consumer", lambda: JobConsumer.start(
             storage.bus, storage.orders, router, self.timers, self.settings, self.worker_id, supervisor=me))
         router.tell(AttachConsumer(consumer))
@@ -151,10 +157,19 @@ class Worker:
         self.settings = settings
         self.fatal = threading.Event()
         self.timers = Timers().start()
-        self.root = RootSupervisor.start(storage, settings, self.timers, self.fatal, new_signature)
+        self.halts = HaltWatch(storage.halts, storage.bus, settings.halt_refresh_s).start()
+        self.root = RootSupervisor.start(storage, settings, self.timers, self.fatal, new_signature, halts=self.halts)
         proxy = self.root.proxy()
         self.directory = proxy.directory.get(timeout=ASK_TIMEOUT)
         self.worker_id = proxy.worker_id.get(timeout=ASK_TIMEOUT)
+        self.halts.listen(self._halts_changed)
+
+    def _halts_changed(self, _halts) -> None:
+        """The watch's thread: wake the trigger book (held orders may go now)."""
+        try:
+            self.directory.get("trigger_book").tell(HaltsChanged())
+        except (pykka.ActorDeadError, KeyError):  # being restarted: its successor reads them when arming
+            log.warning("halts changed while the trigger book was away")
 
     def in_flight(self) -> int:
         """Orders in flight in this worker now."""
@@ -194,6 +209,7 @@ class Worker:
             pass
         finally:
             self.timers.stop()
+            self.halts.stop()
         try:
             self.storage.bus.retire(self.worker_id)
         except Exception as exc:  # noqa: BLE001 - its heartbeat expires anyway

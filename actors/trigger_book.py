@@ -12,9 +12,15 @@ them again if the price moved back. An order is removed from the book when relea
 it is released once; its job stays pending with this worker until the order ends, so if
 the worker dies another one claims the job and arms the order again.
 
+Halts (actors/halts.py): an order a halt covers is not released when its trigger fires; it
+stays here, held, and so does an order held at its start (`held`: it waits only for the
+halt's end). When the halts change (`HaltsChanged`), the held orders no halt covers any more
+are released; a held limit order quotes again then and waits again if the price moved back.
+
 Expiry is the book's too: at `expires_at` it stores `expired` (under the order's fence)
-and acknowledges the job. Every TRIGGER_REFRESH_SECONDS it asks the database which of its orders are
-still armed by it, and forgets the others (cancelled by their owner, or taken over).
+and acknowledges the job (held orders expire too). Every TRIGGER_REFRESH_SECONDS it asks the
+database which of its orders are still armed by it, and forgets the others (cancelled by
+their owner, or taken over).
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from uuid import UUID
 import pykka
 
 from actors.event_writer import WriterDied
+from actors.halts import HaltsChanged, NoHalts, covering
 from actors.messages import AppendEvents, EventsStored, Triggered
 from actors.supervision import SupervisedActor
 from config import Token
@@ -61,6 +68,8 @@ class ArmedOrder:
     limit_price: float = 0.0  # limit: only to keep the pair's orders sorted
     launch: str | None = None  # sniper: the token whose launch fires it
     expires_at: datetime | None = None
+    owner: str = ""  # whose order (a halt may cover one owner's orders)
+    held: bool = False  # held at its start by a halt: released when no halt covers it
 
 
 @dataclass(frozen=True)
@@ -108,8 +117,10 @@ class TriggerBook(SupervisedActor):
 
     child_name = "trigger_book"
 
-    def __init__(self, orders, bus, chain, timers, directory, worker_id: str, supervisor=None, settings=None):
+    def __init__(self, orders, bus, chain, timers, directory, worker_id: str, supervisor=None, settings=None,
+                 halts=None):
         super().__init__(supervisor)
+        self.halts = halts or NoHalts()  # its `current` HaltSet is read at each release
         settings = settings or Settings()
         self.tick_s = settings.trigger_tick_ms / 1000
         self.refresh_s = settings.trigger_refresh_s
@@ -123,6 +134,7 @@ class TriggerBook(SupervisedActor):
         self.pairs: dict[tuple[str, str], _Pair] = {}
         self.launches: dict[str, set[str]] = {}  # symbol -> sniper order ids
         self.launch_timers: dict[str, object] = {}
+        self.held: set[str] = set()  # armed orders a halt holds (their trigger fired, or held at start)
         self.expiries: list[tuple[datetime, str]] = []
         self.expiry_timer = None
         self.ticking = self.polling = False
@@ -155,14 +167,25 @@ class TriggerBook(SupervisedActor):
         elif isinstance(message, _Refresh):
             self._refresh()
             self._later(self.refresh_s, _Refresh())
+        elif isinstance(message, HaltsChanged):
+            if self.held:
+                self._release(list(self.held))  # those a halt still covers stay held
         elif message == "size":
             return len(self.armed)
+        elif message == "held":
+            return set(self.held)
 
     # ---- arming -------------------------------------------------------------------------
 
     def _arm(self, order: ArmedOrder) -> None:
         self._forget(order.order_id)  # armed again (released, and the price moved back)
         self.armed[order.order_id] = order
+        if order.expires_at is not None:
+            heapq.heappush(self.expiries, (order.expires_at, order.order_id))
+            self._schedule_expiry()
+        if order.held:
+            self.held.add(order.order_id)
+            return self._release([order.order_id])  # unless the halt is still on
         if order.launch is not None:
             self.launches.setdefault(order.launch, set()).add(order.order_id)
             self._poll_launches()
@@ -172,14 +195,20 @@ class TriggerBook(SupervisedActor):
             if pair.probe is None or order.amount_in < pair.probe.amount_in:
                 pair.probe = order
             self._start_ticking()
-        if order.expires_at is not None:
-            heapq.heappush(self.expiries, (order.expires_at, order.order_id))
-            self._schedule_expiry()
 
     def _forget(self, order_id: str) -> ArmedOrder | None:
         order = self.armed.pop(order_id, None)
         if order is None:
             return None
+        self._unindex(order)
+        return order  # its expiry entry goes when it comes due (lazily)
+
+    def _unindex(self, order: ArmedOrder) -> None:
+        """Stop watching the order's trigger (it stays armed, if it is, for the halt's end)."""
+        order_id = order.order_id
+        self.held.discard(order_id)
+        if order.held:
+            return
         if order.launch is not None:
             waiting = self.launches.get(order.launch)
             if waiting is not None:
@@ -190,11 +219,22 @@ class TriggerBook(SupervisedActor):
                 i = bisect.bisect_left(pair.keys, (order.limit_price, order_id))
                 if i < len(pair.keys) and pair.keys[i] == (order.limit_price, order_id):
                     del pair.keys[i]
-        return order  # its expiry entry goes when it comes due (lazily)
 
     def _release(self, order_ids: list[str]) -> None:
-        """Hand these orders to the consumer, which starts them under the usual limits."""
-        jobs = [order.job for order in (self._forget(i) for i in order_ids) if order is not None]
+        """Hand these orders to the consumer, which starts them under the usual limits; those a
+        halt covers stay here, held, until it ends."""
+        halts, go = self.halts.current, []
+        for order_id in order_ids:
+            order = self.armed.get(order_id)
+            if order is None:
+                continue
+            if covering(halts, order.owner, order.token_in.symbol, order.token_out.symbol) is None:
+                go.append(order_id)
+            elif order_id not in self.held:
+                self._unindex(order)
+                self.held.add(order_id)
+                log.info("order %s fired during a halt: held until it ends", order_id, extra=about_order(order_id))
+        jobs = [order.job for order in (self._forget(i) for i in go) if order is not None]
         if jobs:
             log.info("released %d armed orders", len(jobs))
             self.directory.get("job_consumer").tell(Triggered(jobs))
@@ -270,7 +310,8 @@ class TriggerBook(SupervisedActor):
                 continue
             delay = max(0.0, (at - now).total_seconds())
             ref, launched = self.actor_ref, _Launched(symbol)
-            self.launch_timers[symbol] = self.timers.call_later(delay, lambda: ref.tell(launched))
+            # Bound now: a closure over the loop's variable would launch the last symbol every time.
+            self.launch_timers[symbol] = self.timers.call_later(delay, lambda launched=launched: ref.tell(launched))
             log.info("%d sniper orders wait for the launch of %s in %.3fs", len(waiting), symbol, delay)
         self._poll_launches()
 

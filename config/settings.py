@@ -63,6 +63,7 @@ class Settings:
     reconcile_min_age_s: float = 10.0
     trigger_tick_ms: int = 50
     trigger_refresh_s: float = 5.0
+    halt_refresh_s: float = 5.0  # every process reloads the active halts this often (a missed broadcast)
     venue_latency_scale: float = 1.0
     retry_max_delay_s: float = 5.0  # the longest wait before a retry (full jitter below it)
     rate_window_s: float = 60.0  # the window of KEY_RATE_LIMIT and of the per-caller limits
@@ -274,6 +275,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         reconcile_min_age_s=_seconds(env, "RECONCILE_MIN_AGE_SECONDS", 10.0, 0.1, 86400),
         trigger_tick_ms=_int(env, "TRIGGER_TICK_MS", 50, 1, 60000),
         trigger_refresh_s=_seconds(env, "TRIGGER_REFRESH_SECONDS", 5.0, 0.05, 3600),
+        halt_refresh_s=_seconds(env, "HALT_REFRESH_SECONDS", 5.0, 0.05, 3600),
         venue_latency_scale=_float(env, "VENUE_LATENCY_SCALE", 1.0, 0, 100),
         retry_max_delay_s=_seconds(env, "RETRY_MAX_DELAY_SECONDS", 5.0, 0.1, 3600),
         rate_window_s=_seconds(env, "RATE_WINDOW_SECONDS", 60.0, 0.1, 3600),
@@ -334,6 +336,8 @@ VARIABLES: dict[str, str] = {
                                  "(default 10)",
     "TRIGGER_TICK_MS": "how often armed limit orders are priced while any are armed (default 50)",
     "TRIGGER_REFRESH_SECONDS": "how often a worker forgets armed orders cancelled or taken over (default 5)",
+    "HALT_REFRESH_SECONDS": "how often every process reads the active halts again, in case it missed the "
+                            "broadcast of a halt or resume (default 5)",
     "VENUE_LATENCY_SCALE": "factor on the realistic venues' latency (quotes ~200 ms, swaps 2-3 s; default 1)",
     "RETRY_MAX_DELAY_SECONDS": "the longest wait before a retry: 0.1 s doubling up to this, jittered (default 5)",
     "RATE_WINDOW_SECONDS": "the window of KEY_RATE_LIMIT and the per-key/per-address limits (default 60; tests "

@@ -151,6 +151,11 @@ class OrderStore:
             raise result
         return result
 
+    @translating_db_errors
+    def find_by_client_id(self, owner: str, client_order_id: str) -> OrderRecord | None:
+        """The owner's order stored under this clientOrderId, if there is one."""
+        return self._find_by_client_id(owner, client_order_id)
+
     @db_session
     def _find_by_client_id(self, owner: str, client_order_id: str | None) -> OrderRecord | None:
         if client_order_id is None:

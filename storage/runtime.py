@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from config import Settings
 from storage.bus import Bus
 from storage.database import open_database
+from storage.halts import HaltStore
 from storage.operators import OperatorStore
 from storage.orders import OrderStore
 from storage.venues.base import SimulatedChain
@@ -23,10 +24,13 @@ class Storage:
     chain: SimulatedChain
     oracle: PriceOracle = SimulatorReferencePrices()  # reference prices (the simulator's, for now)
     operators: OperatorStore | None = None  # the audit log, managed keys and halts (set by open_storage)
+    halts: HaltStore | None = None  # the halts of trading (storage/halts.py)
 
     def __post_init__(self):
         if self.operators is None:
             self.operators = OperatorStore(self.db)
+        if self.halts is None:
+            self.halts = HaltStore(self.db)
 
     def close(self) -> None:
         """Close the bus and the database connections."""

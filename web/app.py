@@ -8,6 +8,7 @@ from config import Settings
 from storage.runtime import Storage
 from web.admin import AuditHandler
 from web.admin_keys import CancelAllHandler, KeyHandler, KeysHandler
+from web.admin_halts import HaltHandler, HaltsHandler, ResumeHandler
 from web.base import MAX_BODY_BYTES, ApiHandler, NotFoundHandler, log_request
 from web.dashboard import DashboardHandler
 from web.market import QuoteHandler, SimLaunchHandler, SimPoolsHandler, SimSwapsHandler, TokensHandler
@@ -51,6 +52,9 @@ def make_app(storage: Storage, settings: Settings, services: Services | None = N
             (r"/api/admin/keys", KeysHandler, deps),
             (r"/api/admin/keys/([^/]+)", KeyHandler, deps),
             (r"/api/admin/keys/([^/]+)/cancel-all", CancelAllHandler, deps),
+            (r"/api/admin/halt", HaltHandler, deps),
+            (r"/api/admin/resume", ResumeHandler, deps),
+            (r"/api/admin/halts", HaltsHandler, deps),
             (WebSocketUpgrade(r"/ws"), ListenSocket, deps),
             (r"/ws", UpgradeRequiredHandler, deps),
             (r"/healthz", HealthHandler, deps),

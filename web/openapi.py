@@ -20,7 +20,7 @@ _ERRORS = {
     403: "Forbidden (`forbidden`): an operator key where a trading key is needed, a trading key (or no "
          "ADMIN_KEYS at all) on an operator endpoint, or a browser page from an origin not in "
          "`CORS_ORIGINS` opening a WebSocket.",
-    404: "No such order of the caller, no such key (or no such resource).",
+    404: "No such order of the caller, no such key (or no such resource; for a resume: nothing halted there).",
     405: "This method is not allowed on this path (`Allow` lists the ones that are).",
     409: "Conflict: the clientOrderId names a different order, the order can no longer be cancelled, or "
          "the key is set in the environment (API_KEYS, ADMIN_KEYS) and cannot be revoked here.",
@@ -32,7 +32,8 @@ _ERRORS = {
     422: "Refused by a risk limit of the caller (`risk_limit`): `limit` names it, `value` is the limit, and the "
          "order's figures follow (`orderValue`, `openOrders`, `notional24hUsd`). Nothing was stored.",
     500: "An unexpected server error (no trace is ever shown).",
-    503: "Not ready (database or bus unreachable) or `queue_full`: retry later.",
+    503: "Not ready (database or bus unreachable) or `queue_full`: retry later; `trading_halted` (with the "
+         "halt's `reason`): an operator halted trading that covers this order, nothing was stored.",
 }
 _HEADERS = {
     405: {"Allow": {"required": True, "schema": {"type": "string"}, "description": "the allowed methods"}},
@@ -143,6 +144,8 @@ OPERATION_IDS = {
     ("/api/admin/keys", "get"): "listKeys", ("/api/admin/keys", "post"): "createKey",
     ("/api/admin/keys/{keyId}", "delete"): "revokeKey",
     ("/api/admin/keys/{keyId}/cancel-all", "post"): "cancelAllOrdersOfKey", ("/api/admin/audit", "get"): "readAudit",
+    ("/api/admin/halt", "post"): "haltTrading", ("/api/admin/resume", "post"): "resumeTrading",
+    ("/api/admin/halts", "get"): "listHalts",
 }
 # The operator API: an operator key (ADMIN_KEYS) only.
 ADMIN_OPERATIONS = ("listKeys", "createKey", "revokeKey", "cancelAllOrdersOfKey", "readAudit")
@@ -150,6 +153,15 @@ ADMIN_OPERATIONS = ("listKeys", "createKey", "revokeKey", "cancelAllOrdersOfKey"
 _ADMIN = """Operators only: an operator key (one of ADMIN_KEYS) as the bearer token; a trading key, or an
 engine without ADMIN_KEYS, gets 403 `forbidden`. Every POST and DELETE is written to the audit log
 (refused or not)."""
+
+_HALT = """Operators only (an `ADMIN_KEYS` key; a trading key gets 403). `all` halts every order, `key` the
+orders of the key's owner, `pair` both directions of a pair. While a halt covers an order: a new submit
+answers 503 `trading_halted` with the halt's reason and stores nothing; an armed limit or sniper order does
+not fire (it fires once resumed, if its condition holds); a queued order does not start (a market order
+held longer than MARKET_MAX_WAIT_SECONDS fails `stale_order` on resume). Swaps already sent settle.
+Halting what is halted answers 200 with the existing halt; a new halt 201. Audited as `halt`."""
+_RESUME = """Operators only. Ends the halt of this scope and target: held orders go on where they were.
+404 when nothing is halted there. Audited as `resume`."""
 
 
 def _operations() -> dict[str, Any]:
@@ -208,7 +220,17 @@ def _operations() -> dict[str, Any]:
             "Schedule the launch of a token that is not tradable yet (for sniper orders)",
             {202: _json(ref("LaunchAccepted"), "Scheduled.")}, (400, 413, 415, 503),
             body=ref("LaunchRequest"), tag="simulator")},
-        "/ws": {"get": _op("Listen to order events over WebSocket", _UPGRADED, (400, 403, 405, 429), _WS_LISTEN, params=[
+        "/api/admin/halt": {"post": _op(
+            "Halt trading (the kill switch)", {201: _json(ref("Halt"), "Halted."),
+                                               200: _json(ref("Halt"), "Already halted: the existing halt.")},
+            (400, 403, 404, 413, 415, 503), _HALT, body=ref("HaltRequest"), tag="operators")},
+        "/api/admin/resume": {"post": _op(
+            "Resume trading halted by /api/admin/halt", {200: _json(ref("Halt"), "Resumed: the halt ended.")},
+            (400, 403, 404, 413, 415, 503), _RESUME, body=ref("HaltRequest"), tag="operators")},
+        "/api/admin/halts": {"get": _op(
+            "The active halts, oldest first", {200: _json(ref("HaltList"), "Every active halt.")},
+            (403, 503), "Operators only.", tag="operators")},
+                "/ws": {"get": _op("Listen to order events over WebSocket", _UPGRADED, (400, 403, 405, 429), _WS_LISTEN, params=[
             *_HANDSHAKE,
             _query("orderId", _ORDER_ID, "stream this order only"),
             _query("after", {"type": "integer", "minimum": 0}, "with orderId: resume after this event seq"),

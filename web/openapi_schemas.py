@@ -10,6 +10,7 @@ from typing import Any
 from config import TOKENS
 from config.tokens import NATIVE_SOL_MINT
 from storage.orders import CURSOR_PATTERN
+from storage.halts import SCOPES
 from storage.status import FAILURE_CODES, LIFECYCLE, TERMINAL
 from storage.venues.base import VENUES
 from web.validation import MAX_BASE_UNITS, MAX_EXPIRY_SECONDS
@@ -26,7 +27,7 @@ SPEC_ERROR_CODES = [
     "invalid_json", "unsupported_media_type", "payload_too_large", "missing_field", "unknown_field",
     "invalid_field", "invalid_amount", "too_many_decimals", "amount_too_large", "unknown_token", "same_token",
     "unsupported_order_type", "unauthorized", "not_found", "method_not_allowed", "conflict", "rate_limited",
-    "queue_full", "not_ready", "risk_limit",
+    "queue_full", "not_ready", "risk_limit", "trading_halted",
 ]
 ENGINE_ERROR_CODES = [
     "forbidden", "internal_error", "no_route", "no_pool", "not_tradable", "insufficient_liquidity",
@@ -57,6 +58,22 @@ def amount_any() -> dict[str, Any]:
     """An amount (as text) valid for whichever listed token: the fewest decimals (5) and whole
     digits (10, for SOL's 9 decimals under 2^64-1 base units) among them."""
     return {"type": "string", "allOf": [{"pattern": r"^[0-9]{1,10}(?:\.[0-9]{0,5}0*)?$"}, _POSITIVE]}
+
+
+_REASON = {"type": "string", "minLength": 1, "maxLength": 500, "pattern": r"\S",
+           "description": "why (shown to the traders refused); default: halted by an operator"}
+
+
+def halt_kinds() -> list[dict[str, Any]]:
+    """A halt or resume body per scope: keyId only with scope key, pair only with scope pair."""
+    any_token = "(?:" + "|".join(_names(t) for t in TOKENS) + ")"
+    return [
+        _obj(["scope"], {"scope": {"const": "all"}, "reason": _REASON}),
+        _obj(["scope", "keyId"], {"scope": {"const": "key"}, "reason": _REASON,
+                                  "keyId": {"type": "string", "pattern": "^[!-~]{1,64}$"}}),
+        _obj(["scope", "pair"], {"scope": {"const": "pair"}, "reason": _REASON,
+                                 "pair": {"type": "string", "pattern": f"^{any_token}/{any_token}$"}}),
+    ]
 
 
 def ref(name: str) -> dict[str, str]:
@@ -215,7 +232,8 @@ SCHEMAS: dict[str, Any] = {
                        "description": "`risk_limit` (maxOpenOrders): the owner's orders open now"},
         "notional24hUsd": {**DECIMAL,
                            "description": "`risk_limit` (maxNotional24hUsd): what the owner's orders of the last 24 h "
-                                          "are worth, cancelled and expired ones aside"}}),
+                                          "are worth, cancelled and expired ones aside"},
+        "reason": {"type": "string", "description": "`trading_halted`: the halt's reason"}}),
     "Error": _obj(["error"], {"error": ref("ErrorObject")},
                   description="Every error answer, 404 and 405 included; never HTML or a trace."),
     "SubmitRequest": {"anyOf": submit_kinds(), "description": (
@@ -275,6 +293,18 @@ SCHEMAS: dict[str, Any] = {
         "token": {**token_input(UNLAUNCHED), "description": "a token not launched yet (each launches once)"},
         "inSeconds": {"type": "number", "minimum": 0, "maximum": 604800}}),
     "LaunchAccepted": _obj(["token", "launchAt"], {"token": SYMBOL, "launchAt": TIMESTAMP}),
+    "HaltRequest": {"oneOf": halt_kinds(), "description": (
+        "What to halt or resume: everything, one key's orders (its owner's), or a pair in both directions "
+        "(SOL/USDC halts USDC to SOL too; two different tokens, by symbol in any case or mint).")},
+    "Halt": _obj(["id", "scope", "reason", "createdAt", "createdBy"], {
+        "id": {"type": "string"}, "scope": {"type": "string", "enum": list(SCOPES)},
+        "keyId": {"type": "string", "description": "scope key: the key halted"},
+        "pair": {"type": "string",
+                 "description": "scope pair: the pair halted, as TOKEN/TOKEN in the token list's order"},
+        "reason": {"type": "string"}, "createdAt": TIMESTAMP,
+        "createdBy": {"type": "string", "description": "the operator key's id"},
+        "resumedAt": TIMESTAMP, "resumedBy": {"type": "string"}}),
+    "HaltList": _obj(["halts"], {"halts": {"type": "array", "items": ref("Halt")}}),
     "Health": _obj(["status"], {"status": {"const": "ok"}}),
     "Ready": _obj(["status"], {"status": {"const": "ready"}}),
     # The operator API (/api/admin/): managed trading keys and the audit log.

@@ -7,12 +7,13 @@ from typing import Any
 from uuid import UUID
 
 from config.logs import about_order
-from storage.errors import BusError
+from storage.errors import BusError, ClientOrderIdConflict
 from storage.orders import BadCursor
 from storage.records import EventDraft, OrderRecord, ms_since
 from storage.status import STATUSES
 from web.base import ApiHandler, JsonBodyHandler, Services
 from web.errors import ApiError, ValidationError, not_found
+from web.halted import TradingHalted, halt_covering
 from web.validation import ORDER_TYPES, parse_int_param, parse_order, single_params
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,25 @@ class Acceptance:
 async def submit_order(services: Services, body: bytes | str, owner: str = "") -> Acceptance:
     """Validate, store and queue one order (HTTP and WebSocket submits); raise ApiError."""
     draft = parse_order(body, owner)
+    halt = halt_covering(services.halts.current, draft)
+    if halt is not None:
+        return await _while_halted(services, draft, halt)
     created = await services.intake.submit(draft)
     return Acceptance(created.order, created.created)
+
+
+async def _while_halted(services: Services, draft, halt) -> Acceptance:
+    """A halt covers this order: 503 `trading_halted`, nothing stored. A repeat of an order
+    accepted before the halt (its clientOrderId) is still answered as a repeat (200), so a
+    client retrying a lost answer learns that its order exists."""
+    if draft.client_order_id is not None:
+        existing = await services.run(services.storage.orders.find_by_client_id, draft.owner,
+                                      draft.client_order_id)
+        if existing is not None:
+            if not draft.same_order_as(existing):
+                raise ClientOrderIdConflict(existing)
+            return Acceptance(existing, False)
+    raise TradingHalted(halt)
 
 
 class SubmitHandler(JsonBodyHandler):

@@ -18,6 +18,7 @@ from tornado import websocket
 
 from config import Settings
 from storage.risk import LimitsProvider, default_limits
+from storage.halt_watch import HaltWatch
 from storage.runtime import Storage
 from storage.secrets import shared_secret
 from web.access import KeyRing
@@ -77,6 +78,8 @@ class Services:
                                   queue_max_wait_s=settings.queue_max_wait_s,
                                   limits_for=limits_for or default_limits(settings))
         self.sockets: set[websocket.WebSocketHandler] = set()  # open WebSockets, closed on stop
+        # The active halts (checked on every submit: a lookup in memory), kept current from the bus.
+        self.halts = HaltWatch(storage.halts, storage.bus, settings.halt_refresh_s)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking call on the executor and await its result (IOLoop thread only);
@@ -90,11 +93,13 @@ class Services:
             self._queued -= 1
 
     def start(self) -> None:
-        """Subscribe the event hub to the bus and start its sweeper, and follow the changes of
-        managed keys (on the IOLoop thread)."""
+        """Subscribe the event hub to the bus and start its sweeper, follow the changes of
+        managed keys (on the IOLoop thread); read the active halts (before the first submit is
+        served) and keep them current."""
         self.hub.start()
         if self.key_watch is not None:
             self.key_watch.start()
+        self.halts.start()
 
     def stop(self) -> None:
         """Close open WebSockets (1001), unsubscribe the hub, release the executor's threads."""
@@ -103,6 +108,7 @@ class Services:
         for socket in list(self.sockets):
             socket.close(1001, "server shutting down")
         self.hub.stop()
+        self.halts.stop()
         self.intake.close()
         if self.limiter is not None:
             self.limiter.close()

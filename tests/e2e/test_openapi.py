@@ -25,12 +25,13 @@ SPEC_ERROR_CODES = {
     "invalid_json", "unsupported_media_type", "payload_too_large", "missing_field", "unknown_field",
     "invalid_field", "invalid_amount", "too_many_decimals", "amount_too_large", "unknown_token", "same_token",
     "unsupported_order_type", "unauthorized", "not_found", "method_not_allowed", "conflict", "rate_limited",
-    "queue_full", "not_ready", "risk_limit",
+    "queue_full", "not_ready", "risk_limit", "trading_halted",
 }
 UPGRADE = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
 SOL_USDC = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.5"}
 KEY_ONE, KEY_TWO = "openapi-key-one-0123456789abcdefgh", "openapi-key-two-0123456789abcdefgh"
+OPERATOR = "openapi-operator-0123456789abcdefgh"
 
 
 class Checker:
@@ -177,6 +178,11 @@ def test_real_answers_of_every_endpoint_match_the_document_errors_included(start
     c.check("POST", "/api/sim/launch", 400, {"token": "POPCAT", "inSeconds": -1}, code="invalid_field")
     c.check("POST", "/api/sim/launch", 415, b"{}", {"Content-Type": "text/plain"})
 
+    # The operators' endpoints: closed where no operator key is configured.
+    c.check("POST", "/api/admin/halt", 403, {"scope": "all"}, code="forbidden")
+    c.check("POST", "/api/admin/resume", 403, {"scope": "all"}, code="forbidden")
+    c.check("GET", "/api/admin/halts", 403, code="forbidden")
+
     # Listeners, operations, the document itself and the dashboard.
     c.check("GET", "/ws", 405, code="method_not_allowed")
     c.check("GET", f"/ws?orderId={order_id}", 101, headers=UPGRADE)
@@ -252,3 +258,21 @@ def test_operator_answers_match_the_document(make_engine_run):
     page = c.check("GET", "/api/admin/audit?limit=2", 200, headers=op)
     assert created["key"] not in json.dumps(page)
     c.check("GET", "/api/admin/audit?limit=0", 400, headers=op, code="invalid_field")
+
+
+def test_halt_answers_match_the_document_trading_halted_included(make_engine_run):
+    _, port = make_engine_run(API_KEYS=KEY_ONE, ADMIN_KEYS=OPERATOR)
+    c = Checker(port)
+    op, trader = {"Authorization": f"Bearer {OPERATOR}"}, {"Authorization": f"Bearer {KEY_ONE}"}
+    halt = c.check("POST", "/api/admin/halt", 201, {"scope": "pair", "pair": "SOL/USDC", "reason": "test"}, op)
+    c.check("POST", "/api/admin/halt", 200, {"scope": "pair", "pair": "usdc/sol"}, op)
+    c.check("POST", "/api/admin/halt", 201, {"scope": "key", "keyId": "0123456789abcdef"}, op)
+    c.check("POST", "/api/admin/halt", 400, {"scope": "pair", "pair": "SOL/SOL"}, op, code="same_token")
+    c.check("POST", "/api/admin/halt", 403, {"scope": "all"}, trader, code="forbidden")
+    assert c.check("GET", "/api/admin/halts", 200, headers=op)["halts"][0] == halt
+    refused = c.check("POST", "/api/orders/execute", 503, SOL_USDC, trader, code="trading_halted")
+    assert refused["error"]["reason"] == "test"
+    c.check("POST", "/api/admin/resume", 200, {"scope": "pair", "pair": "SOL/USDC"}, op)
+    c.check("POST", "/api/admin/resume", 404, {"scope": "pair", "pair": "SOL/USDC"}, op, code="not_found")
+    c.check("POST", "/api/admin/resume", 400, {"scope": "all", "keyId": "x"}, op, code="invalid_field")
+    c.check("POST", "/api/orders/execute", 202, SOL_USDC, trader)

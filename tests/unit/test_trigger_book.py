@@ -88,3 +88,78 @@ def test_snipers_of_two_tokens_each_fire_at_their_own_launch(book):
     assert "popcat" not in consumer.released, "POPCAT has no launch yet"
     chain.launches["POPCAT"] = utcnow() + timedelta(seconds=0.1)
     assert consumer.wait_for("popcat")
+
+
+def test_snipers_of_two_tokens_launching_together_each_fire(book):
+    ref, chain, consumer = book
+    ref.tell(sniper("popcat"))
+    ref.tell(sniper("mew", "MEW"))
+    chain.launches["POPCAT"] = chain.launches["MEW"] = utcnow() + timedelta(seconds=0.2)  # one check sets both timers
+    assert consumer.wait_for("mew") and consumer.wait_for("popcat"), "each timer launches its own token"
+
+
+class Halts:
+    """Stands for the worker's HaltWatch: `current` is what the book reads at each release."""
+
+    def __init__(self):
+        from storage.halts import NOTHING_HALTED
+        self.current = NOTHING_HALTED
+
+    def set(self, *halts):
+        from storage.halts import HaltSet
+        self.current = HaltSet.of(halts)
+
+
+def a_halt(scope="all", target=""):
+    from storage.halts import Halt
+    return Halt("h1", scope, target, None, "incident", utcnow(), "op")
+
+
+@pytest.fixture
+def halted_book():
+    chain = ScriptedChain(ScriptedVenue("raydium", "0.15"), ScriptedVenue("meteora", "0.15"))
+    consumer, halts, timers = Consumer(), Halts(), Timers().start()
+    ref = TriggerBook.start(Orders(), None, chain, timers, Directory(consumer), "worker-1", halts=halts)
+    yield ref, chain, consumer, halts
+    ref.stop()
+    timers.stop()
+
+
+def test_a_sniper_launched_during_a_halt_is_held_and_released_when_the_halts_change(halted_book):
+    from actors.halts import HaltsChanged
+
+    ref, chain, consumer, halts = halted_book
+    halts.set(a_halt("pair", "POPCAT/SOL"))
+    ref.tell(sniper("held"))
+    ref.tell(sniper("other-pair", "MEW"))
+    chain.launches["POPCAT"] = chain.launches["MEW"] = utcnow()
+    assert consumer.wait_for("other-pair"), "a pair halt leaves other pairs alone"
+    deadline = time.monotonic() + 5
+    while "held" not in ref.ask("held", timeout=5):
+        assert time.monotonic() < deadline, "the launch fired and the order is held"
+        time.sleep(0.01)
+    assert "held" not in consumer.released
+    ref.tell(HaltsChanged())  # still halted: it stays
+    assert ref.ask("held", timeout=5) == {"held"}
+    halts.set()
+    ref.tell(HaltsChanged())
+    assert consumer.wait_for("held"), "released once no halt covers it"
+    assert consumer.released.count("held") == 1 and ref.ask("size", timeout=5) == 0
+
+
+def test_an_order_held_at_its_start_waits_for_the_resume_only(halted_book):
+    from dataclasses import replace
+
+    from actors.halts import HaltsChanged
+
+    ref, chain, consumer, halts = halted_book
+    halts.set(a_halt())
+    market = replace(sniper("market").armed, launch=None, token_out=find_token("USDC"), held=True)
+    ref.tell(Arm(market))
+    assert ref.ask("held", timeout=5) == {"market"} and consumer.released == []
+    halts.set()
+    ref.tell(HaltsChanged())
+    assert consumer.wait_for("market")
+    again = replace(market, order_id="resumed-already", job=Job("job-again", "resumed-already"))
+    ref.tell(Arm(again))  # no halt now: released at once
+    assert consumer.wait_for("resumed-already")
