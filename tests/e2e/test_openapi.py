@@ -229,9 +229,6 @@ def test_requests_without_a_valid_key_answer_401_as_documented_and_public_paths_
         c.check("GET", path, 200)
 
 
-OPERATOR = "openapi-operator-key-0123456789abcdef"
-
-
 def test_operator_answers_match_the_document(make_engine_run):
     _, port = make_engine_run(API_KEYS=KEY_ONE, ADMIN_KEYS=OPERATOR)
     c = Checker(port)
@@ -266,7 +263,9 @@ def test_halt_answers_match_the_document_trading_halted_included(make_engine_run
     op, trader = {"Authorization": f"Bearer {OPERATOR}"}, {"Authorization": f"Bearer {KEY_ONE}"}
     halt = c.check("POST", "/api/admin/halt", 201, {"scope": "pair", "pair": "SOL/USDC", "reason": "test"}, op)
     c.check("POST", "/api/admin/halt", 200, {"scope": "pair", "pair": "usdc/sol"}, op)
-    c.check("POST", "/api/admin/halt", 201, {"scope": "key", "keyId": "0123456789abcdef"}, op)
+    key_id = c.check("GET", "/api/admin/keys", 200, headers=op)["keys"][0]["keyId"]
+    c.check("POST", "/api/admin/halt", 201, {"scope": "key", "keyId": key_id, "reason": "test"}, op)
+    c.check("POST", "/api/admin/halt", 404, {"scope": "key", "keyId": "0123456789abcdef"}, op, code="not_found")
     c.check("POST", "/api/admin/halt", 400, {"scope": "pair", "pair": "SOL/SOL"}, op, code="same_token")
     c.check("POST", "/api/admin/halt", 403, {"scope": "all"}, trader, code="forbidden")
     assert c.check("GET", "/api/admin/halts", 200, headers=op)["halts"][0] == halt
@@ -275,4 +274,5 @@ def test_halt_answers_match_the_document_trading_halted_included(make_engine_run
     c.check("POST", "/api/admin/resume", 200, {"scope": "pair", "pair": "SOL/USDC"}, op)
     c.check("POST", "/api/admin/resume", 404, {"scope": "pair", "pair": "SOL/USDC"}, op, code="not_found")
     c.check("POST", "/api/admin/resume", 400, {"scope": "all", "keyId": "x"}, op, code="invalid_field")
+    c.check("POST", "/api/admin/resume", 200, {"scope": "key", "keyId": key_id}, op)
     c.check("POST", "/api/orders/execute", 202, SOL_USDC, trader)

@@ -14,8 +14,11 @@ pytestmark = pytest.mark.e2e
 POSTMAN = REPO / "docs" / "postman"
 COLLECTION = POSTMAN / "dex-engine.postman_collection.json"
 ENVIRONMENT = POSTMAN / "embedded-default.postman_environment.json"
+OPERATORS_ENVIRONMENT = POSTMAN / "operators.postman_environment.json"
 READY_FOLDERS = ["Market", "Orders", "Errors", "Simulator", "Operations"]
 CANCEL_FOLDERS = ["Cancel"]  # run apart, after Orders, on an engine of its own
+OPERATOR_FOLDERS = ["Operators"]  # on an engine with API_KEYS, ADMIN_KEYS and a risk limit
+API_KEY, ADMIN_KEY = "postman-trading-key-0123456789abcdef", "postman-operator-key-0123456789abcdef"
 
 
 def requests_of(folder: dict) -> list[dict]:
@@ -25,7 +28,7 @@ def requests_of(folder: dict) -> list[dict]:
 def test_the_collection_has_tested_requests_for_every_area_and_an_environment_for_the_default():
     collection = json.loads(COLLECTION.read_text())
     folders = {folder["name"]: folder for folder in collection["item"]}
-    assert list(folders) == READY_FOLDERS + CANCEL_FOLDERS
+    assert list(folders) == READY_FOLDERS + CANCEL_FOLDERS + OPERATOR_FOLDERS
     items = [item for folder in folders.values() for item in requests_of(folder)]
     assert len(items) >= 12
     for item in items:
@@ -37,18 +40,22 @@ def test_the_collection_has_tested_requests_for_every_area_and_an_environment_fo
     assert variables["baseUrl"] == "http://localhost:8000"
     paths = {item["request"]["url"]["raw"].split("?")[0] for item in items}
     for path in ("/api/orders/execute", "/api/orders/{{orderId}}", "/api/orders", "/api/quote", "/api/tokens",
-                 "/api/orders/{{cancelOrderId}}/cancel", "/api/sim/pools", "/api/sim/swaps", "/api/sim/launch"):
+                 "/api/orders/{{cancelOrderId}}/cancel", "/api/sim/pools", "/api/sim/swaps", "/api/sim/launch",
+                 "/api/admin/halt", "/api/admin/resume", "/api/admin/halts", "/api/admin/keys",
+                 "/api/admin/keys/{{newKeyId}}", "/api/admin/keys/{{newKeyId}}/cancel-all", "/api/admin/audit"):
         assert "{{baseUrl}}" + path in paths
     environment = json.loads(ENVIRONMENT.read_text())
     assert {v["key"]: v["value"] for v in environment["values"]}["baseUrl"] == "http://localhost:8000"
 
 
-def run_newman(port: int, folders: list[str], tmp_path) -> dict:
+def run_newman(port: int, folders: list[str], tmp_path, environment=ENVIRONMENT, **variables: str) -> dict:
     """newman over the given folders; the JSON report's run section."""
     (newman,) = require_tool("newman (npm install -g newman)", "newman")
     report = tmp_path / "newman.json"
-    command = [newman, "run", str(COLLECTION), "-e", str(ENVIRONMENT), "--env-var", f"baseUrl=http://127.0.0.1:{port}",
+    command = [newman, "run", str(COLLECTION), "-e", str(environment), "--env-var", f"baseUrl=http://127.0.0.1:{port}",
                "--reporters", "cli,json", "--reporter-json-export", str(report), "--color", "off"]
+    for name, value in variables.items():
+        command += ["--env-var", f"{name}={value}"]
     for folder in folders:
         command += ["--folder", folder]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -83,3 +90,14 @@ def test_newman_cancels_a_waiting_limit_order_and_refuses_a_confirmed_one(make_e
     assert "the limit order is waiting, untouched" in passed["Read it until it waits for its trigger"]
     assert "the order is cancelled, right after waiting" in passed["Cancel the waiting order: 200 cancelled"]
     assert "it stays cancelled, never routed" in passed["Read it back: cancelled"]
+
+
+def test_newman_halts_resumes_manages_a_key_and_reads_the_audit_log(make_engine_run, tmp_path):
+    """The Operators folder: every request ran and every one of its assertions passed."""
+    _, port = make_engine_run(API_KEYS=API_KEY, ADMIN_KEYS=ADMIN_KEY, RISK_MAX_ORDER_USD="1000")
+    run = run_newman(port, OPERATOR_FOLDERS, tmp_path, OPERATORS_ENVIRONMENT, apiKey=API_KEY, adminKey=ADMIN_KEY)
+    collection = json.loads(COLLECTION.read_text())
+    (operators,) = [folder for folder in collection["item"] if folder["name"] == "Operators"]
+    ran = {execution["item"]["name"] for execution in run["executions"]
+           if any(not a.get("error") for a in execution.get("assertions", []))}
+    assert {item["name"] for item in requests_of(operators)} <= ran
