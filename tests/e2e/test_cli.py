@@ -123,3 +123,41 @@ def test_the_key_comes_from_ENGINE_API_KEY_and_a_missing_key_exits_2_with_the_re
     done = engine(port, "submit", "SOL", "USDC", "0.1", "--watch",
                   env={"ENGINE_API_KEY": "cli-key-0123456789-0123456789abcde"})
     assert done.returncode == 0 and done.stdout.splitlines()[-1].split("\t")[1] == "confirmed"
+
+
+def test_engine_admin_halts_resumes_manages_keys_and_reads_the_audit_log(make_engine_run):
+    trading, operator = "cli-trading-key-0123456789abcdefgh", "cli-operator-key-0123456789abcdefg"
+    _, port = make_engine_run(API_KEYS=trading, ADMIN_KEYS=operator)
+    admin = {"ENGINE_ADMIN_KEY": operator}
+
+    unset = engine(port, "admin", "halts")
+    assert unset.returncode == 2 and "ENGINE_ADMIN_KEY" in unset.stderr
+    wrong = engine(port, "admin", "halts", env={"ENGINE_ADMIN_KEY": trading})
+    assert wrong.returncode == 2 and "(forbidden)" in wrong.stderr and "ENGINE_ADMIN_KEY" in wrong.stderr
+
+    halted = engine(port, "admin", "halt", "--pair", "SOL/USDC", "--reason", "depeg drill", env=admin)
+    assert halted.returncode == 0 and halted.stdout.strip() == "halted: pair SOL/USDC", halted.stderr
+    listed = engine(port, "admin", "halts", env=admin)
+    assert listed.returncode == 0 and "pair SOL/USDC\tdepeg drill\t" in listed.stdout
+    refused = engine(port, "submit", "USDC", "SOL", "10", env={"ENGINE_API_KEY": trading})
+    assert refused.returncode == 3, refused  # retry later: 503
+    assert "depeg drill" in refused.stderr and "(trading_halted)" in refused.stderr
+    assert engine(port, "admin", "resume", "--pair", "SOL/USDC", env=admin).stdout.strip() == "resumed: pair SOL/USDC"
+    assert engine(port, "submit", "USDC", "SOL", "10", env={"ENGINE_API_KEY": trading}).returncode == 0
+
+    created = json.loads(engine(port, "admin", "keys", "create", "--label", "cli", "--json", env=admin).stdout)
+    assert len(created["key"]) >= 32
+    keys = engine(port, "admin", "keys", env=admin).stdout
+    assert created["keyId"] in keys and "cli" in keys and created["key"] not in keys
+    placed = engine(port, "submit", "SOL", "USDC", "0.1", "--type", "limit", "--limit-price", "100000",
+                    env={"ENGINE_API_KEY": created["key"]})
+    assert placed.returncode == 0, placed.stderr
+    cancelled = engine(port, "admin", "keys", "cancel-all", created["keyId"], env=admin)
+    assert cancelled.returncode == 0 and cancelled.stdout.startswith("cancelled 1,"), cancelled.stdout
+    assert engine(port, "admin", "keys", "revoke", created["keyId"], env=admin).returncode == 0
+    revoked = engine(port, "orders", env={"ENGINE_API_KEY": created["key"]})
+    assert revoked.returncode == 2 and "(unauthorized)" in revoked.stderr
+
+    audit = engine(port, "admin", "audit", env=admin).stdout.splitlines()
+    actions = [line.split("\t")[3] for line in audit[1:]]
+    assert actions == ["keys.revoke", "keys.cancel_all", "keys.create", "resume", "halt"], audit

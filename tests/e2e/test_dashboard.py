@@ -203,3 +203,50 @@ def test_the_cancel_button_cancels_an_order_that_has_not_started(make_engine_run
     page.driver.execute_script(f"document.querySelector('#orders tr[data-order-id=\"{waiting}\"] button').click()")
     page.wait().until(lambda d: page.row_status(waiting) == "cancelled")
     assert page.timeline()[-1] == "cancelled"
+
+
+def test_a_halt_and_a_risk_limit_refusal_read_as_sentences(make_engine_run, browser):
+    """Refusals a trader meets from operators' controls, in words: a risk limit names the limit
+    and the figures, a halt its reason and what happens to the orders already placed."""
+    import json
+    import urllib.request
+
+    key, operator = "dash-key-0123456789-0123456789abcd", "dash-operator-0123456789-0123456789"
+    _, port = make_engine_run(API_KEYS=key, ADMIN_KEYS=operator, RISK_MAX_ORDER_USD="100")
+
+    def admin(path, body):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(), method="POST",
+                                         headers={"Authorization": f"Bearer {operator}",
+                                                  "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status
+
+    browser.get(f"http://127.0.0.1:{port}/")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 20).until(lambda d: "needs an API key" in d.find_element(By.ID, "notice").text)
+    browser.find_element(By.ID, "api-key").send_keys(key)
+    browser.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
+    page = Page(browser, port)
+    page.fill(tokenIn="SOL", tokenOut="USDC", amount="10")  # ~1,500 USDC, over 100
+    page.submit()
+    page.wait().until(lambda d: page.find("#form-error").is_displayed())
+    refused = page.text("#form-error")
+    assert refused.startswith("Over this key's risk limit (largest order): ") and "{" not in refused, refused
+    assert "100" in refused, refused
+
+    assert admin("/api/admin/halt", {"scope": "all", "reason": "exchange maintenance"}) == 201
+    page.fill(amount="0.1")
+    page.submit()
+    page.wait().until(lambda d: "halted" in (page.text("#form-error") or ""))
+    assert page.text("#form-error") == ("Trading is halted by an operator: exchange maintenance. New orders are "
+                                        "refused until it resumes; orders already placed wait and go on then.")
+    page.screenshot("dashboard-halted.png")
+
+    assert admin("/api/admin/resume", {"scope": "all"}) == 200
+    page.submit()
+    order_id = page.selected_order()
+    page.wait().until(lambda d: page.row_status(order_id) == "confirmed")
+    # The one expected: the first page, before the key was entered, had its /ws refused (401).
+    assert [e for e in page.console_errors() if "Authentication failed" not in e] == []
