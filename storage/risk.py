@@ -55,9 +55,48 @@ class RiskLimits:
 
 NO_LIMITS = RiskLimits()
 
-# Who may place what: an owner's limits. Today the settings' defaults for every owner; managed
-# API keys will give each key its own (the provider is handed to the web's Services).
+# Who may place what: an owner's limits (the provider is handed to the web's Services).
 LimitsProvider = Callable[[str], RiskLimits]
+_LIMIT_FIELDS = {"maxOrderUsd": "max_order_usd", "maxOpenOrders": "max_open_orders",
+                 "maxNotional24hUsd": "max_notional_24h_usd"}
+
+
+class KeyLimits:
+    """The provider where keys are managed: an owner's limits are the settings' defaults, each
+    replaced by the one its managed key gives (`limits` of its newest live key; "0" lifts it).
+
+    Called on the intake's thread, once per owner of a batch: the database is asked again at
+    most every `ttl_s` per owner (a key's new limits apply within that), and never for the
+    owner "" (no keys)."""
+
+    def __init__(self, limits_of: Callable[[str], dict], defaults: RiskLimits, ttl_s: float = 2.0,
+                 clock: Callable[[], float] | None = None, max_owners: int = 10_000):
+        import time
+
+        self._limits_of = limits_of
+        self._defaults = defaults
+        self._ttl_s = ttl_s
+        self._clock = clock or time.monotonic
+        self._max_owners = max_owners
+        self._known: dict[str, tuple[float, RiskLimits]] = {}
+
+    def __call__(self, owner: str) -> RiskLimits:
+        if not owner:
+            return self._defaults
+        now = self._clock()
+        known = self._known.get(owner)
+        if known is not None and now - known[0] < self._ttl_s:
+            return known[1]
+        stored = self._limits_of(owner)
+        limits = self._defaults
+        if stored:
+            given = {_LIMIT_FIELDS[name]: (int(value) if name == "maxOpenOrders" else Decimal(str(value)))
+                     for name, value in stored.items() if name in _LIMIT_FIELDS}
+            limits = RiskLimits(**{**self._defaults.__dict__, **given})
+        if len(self._known) >= self._max_owners:
+            self._known.clear()
+        self._known[owner] = (now, limits)
+        return limits
 
 
 def default_limits(settings: Settings) -> LimitsProvider:

@@ -17,7 +17,7 @@ from typing import Any, Callable, TypeVar
 from tornado import websocket
 
 from config import Settings
-from storage.risk import LimitsProvider, default_limits
+from storage.risk import KeyLimits, LimitsProvider, default_limits
 from storage.halt_watch import HaltWatch
 from storage.runtime import Storage
 from storage.secrets import shared_secret
@@ -49,8 +49,8 @@ def key_id_secret(storage: Storage, settings: Settings) -> bytes:
 class Services:
     """The dependencies handlers receive through `initialize`: storage, settings, hub, intake, metrics.
 
-    `limits_for` gives an owner's risk limits (default: the settings' for everyone; managed keys
-    will bring their own). `hub_options` tune the EventHub (tests shorten its sweep interval and idle time).
+    `limits_for` gives an owner's risk limits (default: the settings', each replaced by its
+    managed key's own where keys are managed). `hub_options` tune the EventHub (tests shorten its sweep interval and idle time).
     """
 
     def __init__(self, storage: Storage, settings: Settings, executor: ThreadPoolExecutor | None = None,
@@ -76,10 +76,18 @@ class Services:
         self.intake = OrderIntake(storage, settings.queue_max_depth,
                                   on_pending=lambda events: self.hub.remember([e.published() for e in events]),
                                   queue_max_wait_s=settings.queue_max_wait_s,
-                                  limits_for=limits_for or default_limits(settings))
+                                  limits_for=limits_for or self._limits_provider(managed))
         self.sockets: set[websocket.WebSocketHandler] = set()  # open WebSockets, closed on stop
         # The active halts (checked on every submit: a lookup in memory), kept current from the bus.
         self.halts = HaltWatch(storage.halts, storage.bus, settings.halt_refresh_s)
+
+    def _limits_provider(self, managed: bool) -> LimitsProvider:
+        """The settings' limits for everyone; where keys are managed, a managed key's own limits
+        replace them for its owner (read again at most every 2 s)."""
+        defaults = default_limits(self.settings)
+        if not managed:
+            return defaults
+        return KeyLimits(self.storage.operators.limits_of, defaults(""))
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking call on the executor and await its result (IOLoop thread only);

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from decimal import Decimal
 
 from tornado.testing import gen_test
 
@@ -100,6 +101,17 @@ class ManagedKeysTest(KeyedTestCase):
         await self.call(f"/api/admin/keys/{second['keyId']}", "DELETE", headers=OP)
         assert self.storage.operators.limits_of(first["owner"]) == {"maxOrderUsd": "10"}
         assert self.storage.operators.limits_of("nobody") == {}
+
+    @gen_test
+    async def test_a_managed_key_s_own_risk_limits_refuse_its_orders_and_no_other_key_s(self):
+        created = await self.create(limits={"maxOrderUsd": "50"})  # 1.5 SOL is worth ~225 USDC
+        status, refused = await self.submit_as(created["key"])
+        assert status == 422, refused
+        error = refused["error"]
+        assert (error["code"], error["limit"], error["value"]) == ("risk_limit", "maxOrderUsd", "50")
+        assert Decimal(error["orderValue"]) > 50
+        assert (await self.submit_as(KEY_A))[0] == 202  # the settings' limits (none) for the others
+        assert (await self.submit_as(created["key"], amount="0.1"))[0] == 202  # ~15 USDC
 
     @gen_test
     async def test_a_revoked_key_is_refused_at_once_and_its_websockets_are_closed(self):

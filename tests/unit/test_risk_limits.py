@@ -114,3 +114,26 @@ def test_the_window_is_24_hours_of_minutes_and_owner_locks_are_stable_32_bit_key
     assert WINDOW_MINUTES == 24 * 60
     assert epoch_minute(datetime(1970, 1, 1, 0, 2, 59)) == 2
     assert lock_key("a") == lock_key("a") != lock_key("b") and -2 ** 31 <= lock_key("") < 2 ** 31
+
+
+def test_a_managed_key_s_limits_replace_the_defaults_one_by_one_and_are_read_again_after_the_ttl():
+    from decimal import Decimal
+
+    from storage.risk import KeyLimits, RiskLimits
+
+    stored = {"desk": {"maxOrderUsd": "50"}}
+    asked = []
+
+    def limits_of(owner):
+        asked.append(owner)
+        return stored.get(owner, {})
+
+    now = [0.0]
+    defaults = RiskLimits(Decimal(1000), 5, Decimal(0))
+    provider = KeyLimits(limits_of, defaults, ttl_s=2.0, clock=lambda: now[0])
+    assert provider("desk") == RiskLimits(Decimal(50), 5, Decimal(0))
+    assert provider("other") == defaults and provider("") == defaults
+    assert provider("desk").max_order_usd == 50 and asked == ["desk", "other"]  # cached; "" never asked
+    stored["desk"] = {"maxOrderUsd": "0", "maxOpenOrders": 1}  # "0" lifts a default
+    now[0] = 2.5
+    assert provider("desk") == RiskLimits(Decimal(0), 1, Decimal(0))
