@@ -839,7 +839,10 @@ class BoundsTest(WebTestCase):
                 assert (await self.frame(reader))["seq"] == 1  # the reading listener keeps up
                 for _ in range(15):
                     await self.frame(reader)
-                assert len(asyncio.all_tasks()) < 50  # no task per unsent frame
+                # No task per unsent frame (the hub's reads of each fake order's history, one per
+                # order at most, pile up on a loaded machine: not frames, not counted).
+                assert len([t for t in asyncio.all_tasks()
+                            if t.get_coro().__qualname__ != "EventHub._fill"]) < 50
             assert any(r.getMessage().startswith("closing a WebSocket whose client does not read") for r in records)
             for _ in range(800):  # the client never answers the close: Tornado lets it go after 5 s
                 if server_side not in self.services.sockets:
