@@ -40,7 +40,7 @@ def require_server(name: str, host: str, port: int) -> None:
 def require_tool(name: str, *commands: str) -> list[str]:
     """Paths of the commands a test needs: skip (laptop) or fail (CI) when one is missing.
 
-    `.ci/run` installs them (chromium, chromium-driver, newman), so in CI a missing one is a
+    `.ci/run` installs them (chromium, chromium-driver, newman, promtool), so in CI a missing one is a
     broken install step, never a reason to skip.
     """
     paths = [shutil.which(command) for command in commands]

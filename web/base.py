@@ -128,6 +128,7 @@ class ApiHandler(RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         error = to_api_error(exc, status_code)  # never a traceback in the answer
+        self.services.metrics.answered_error(error.code)
         self.clear()
         self.set_status(error.status)
         for name, value in error.headers.items():
@@ -277,6 +278,7 @@ class SocketHandler(websocket.WebSocketHandler):
             await self.admit()
         except Exception as exc:  # the handshake fails with the error's status and shape
             error = to_api_error(exc)
+            self.services.metrics.answered_error(error.code)
             if error.code == "internal_error":
                 log.error("unexpected error in a WebSocket handshake", exc_info=True)
             elif is_outage(error):
@@ -305,6 +307,7 @@ class SocketHandler(websocket.WebSocketHandler):
         if isinstance(chunk, str) and status >= 400 and self.ws_connection is None:
             self.set_header("Content-Type", "application/json; charset=utf-8")
             code = to_api_error(None, status).code
+            self.services.metrics.answered_error(code)
             chunk = json_dumps({"error": {"code": code, "message": chunk}})
         return super().finish(chunk)
 
@@ -329,10 +332,12 @@ class SocketHandler(websocket.WebSocketHandler):
         except iostream.StreamBufferFullError:
             log.info("closing a WebSocket whose client does not read (over %d bytes unsent)", SEND_BUFFER_LIMIT)
             connection.stream.max_write_buffer_size = None  # room for the close frame
+            self.services.metrics.listener_too_slow()
             self.close(1008, "too slow: the client does not read its events")
 
     def send_error_frame(self, error: ApiError, close: bool = True) -> None:
         """An error frame; with `close`, then close 1008 (policy violation)."""
+        self.services.metrics.answered_error(error.code)
         self.send_json({"type": "error", "error": error.to_api()})
         if close:
             self.close(1008, error.code)

@@ -157,7 +157,7 @@ class EventHub:
         if loop is None:
             return
         try:
-            loop.call_soon_threadsafe(self._dispatch, batch)
+            loop.call_soon_threadsafe(self._dispatch, batch, self._clock())
         except RuntimeError:  # the loop is closed: we are shutting down
             pass
 
@@ -282,7 +282,9 @@ class EventHub:
         for event in events:
             self.recent.add(event)
 
-    def _dispatch(self, batch: list[BusEvent]) -> None:
+    def _dispatch(self, batch: list[BusEvent], handed_at: float | None = None) -> None:
+        if handed_at is not None:  # once per batch: how long the IOLoop kept it waiting
+            self._metrics.observe_dispatch_lag(self._clock() - handed_at)
         for event in batch:
             order_id = event.order_id
             self.recent.add(event)
@@ -295,6 +297,7 @@ class EventHub:
                 continue
             for feed in list(feeds):
                 if feed.offer(event):
+                    self._metrics.listener_gap()
                     self._spawn(self._fill(feed))
                 self._after_offer(feed)
 

@@ -8,7 +8,10 @@ Two sources, and no read of its own per order or per event:
   dict update, not a lock. Measured for a five-event order: 6.2 µs, both parses included
   (3.6 µs before these figures, 12.5 µs with prometheus_client's own counters and histograms);
 - storage, read when /metrics is scraped (at most every REFRESH_S): orders by status and the
-  queue, the same figures on every process.
+  queue, the same figures on every process; whether those reads (and /readyz's) reached the
+  database and the bus (`engine_ready`);
+- this process's own operations (`OpsFigures`): error answers by code, how late the hub fans a
+  bus batch out, listeners' gaps and the ones closed for not reading; plain ints as well.
 
 Label values are bounded: venues are the engine's two (anything else is "other"), statuses
 are the lifecycle's, and error codes are the engine's own and its venues' (ERROR_CODES; any
@@ -31,6 +34,7 @@ from storage.bus import QueueStats
 from storage.records import BusEvent
 from storage.status import FAILURE_CODES, STATUSES, TERMINAL
 from storage.venues.base import VENUES
+from web.openapi_schemas import ENGINE_ERROR_CODES, SPEC_ERROR_CODES
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,12 @@ QUOTE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 
 # the simulated chain's swaps). Any other code is counted as "other".
 ERROR_CODES = frozenset(FAILURE_CODES)
 OTHER = "other"
+# The codes of error answers (HTTP, WebSocket handshakes and error frames): the API's, and
+# the intake's `overloaded` (QUEUE_MAX_WAIT_SECONDS), which the OpenAPI document's list lacks.
+ANSWER_CODES = frozenset(SPEC_ERROR_CODES + ENGINE_ERROR_CODES + ["overloaded"])
+READY_CHECKS = ("database", "bus")
+# From the bus thread to the IOLoop fanning a batch out: well under a millisecond when idle.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 def error_code(code: Any) -> str:
@@ -196,12 +206,45 @@ class EventFigures:
                          "terminal status", "status", self.latency)
 
 
+class OpsFigures:
+    """What this web process itself answers and delivers, as a Prometheus collector (IOLoop
+    thread, like `EventFigures`): error answers by code, the hub's dispatch lag, listeners'
+    gaps and the listeners closed because they did not read."""
+
+    def __init__(self):
+        self.error_answers: dict[str, int] = {}
+        self.dispatch_lag = _Histogram(LAG_BUCKETS)
+        self.gaps = 0
+        self.too_slow = 0
+
+    def answered_error(self, code: Any) -> None:
+        """Count one error answered (an HTTP error, a refused handshake, an error frame)."""
+        code = code if isinstance(code, str) and code in ANSWER_CODES else OTHER
+        self.error_answers[code] = self.error_answers.get(code, 0) + 1
+
+    def collect(self):
+        """The metric families (called by the registry when scraped)."""
+        yield _counter("engine_error_answers", "Error answers of this process (HTTP, WebSocket handshakes, error "
+                       "frames), by error code: rate_limited, unauthorized, queue_full, overloaded ...", ["code"],
+                       self.error_answers)
+        lag = HistogramMetricFamily("engine_event_dispatch_lag_seconds", "How long a batch of bus events waited "
+                                    "between the bus thread and the hub's fan-out to listeners (this process)")
+        lag.add_metric([], self.dispatch_lag.buckets(), self.dispatch_lag.sum)
+        yield lag
+        yield CounterMetricFamily("engine_listener_gaps", "Events that reached a listener's feed ahead of an "
+                                  "earlier one the bus lost or had not yet brought: the feed reads the database",
+                                  value=self.gaps)
+        yield CounterMetricFamily("engine_listeners_too_slow", "WebSockets closed (1008) because the client "
+                                  "stopped reading its events (too much unsent)", value=self.too_slow)
+
+
 class WebMetrics:
     """What an operator graphs: the event figures, the storage-backed gauges and this process's
     WebSocket connections (`refresh` reads the storage on an executor thread; the metrics are
     thread-safe)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic, halts: Callable[[], float] = lambda: 0):
+        """`halts`: how many halts are in force (read when scraped; 0 until halts are wired in)."""
         registry = self.registry = CollectorRegistry(auto_describe=True)
         self.orders = Gauge("engine_orders", "Orders by current status (from the database)", ["status"],
                             registry=registry)
@@ -211,9 +254,19 @@ class WebMetrics:
                                       "start has waited, 0 when none waits (from the bus)", registry=registry)
         self.websockets = Gauge("engine_websocket_connections", "Open WebSocket connections of this process",
                                 registry=registry)
+        self.ready = Gauge("engine_ready", "1 when the last check (a /readyz or a /metrics scrape's reads) "
+                           "reached it, else 0", ["check"], registry=registry)
+        for check in READY_CHECKS:
+            self.ready.labels(check=check).set(0)
+        self.halts_active = Gauge("engine_halts_active", "Halts in force (trading stopped by an operator)",
+                                  registry=registry)
+        self.halts_active.set_function(halts)
         self.figures = EventFigures()
         registry.register(self.figures)
         self.observe_event: Callable[[BusEvent], None] = self.figures.observe  # the hub's, once per event
+        self.ops = OpsFigures()
+        registry.register(self.ops)
+        self.answered_error = self.ops.answered_error
         for status in STATUSES:
             self.orders.labels(status=status).set(0)
         self._clock = clock
@@ -223,14 +276,34 @@ class WebMetrics:
         """True when the storage-backed gauges are older than REFRESH_S."""
         return self._refreshed_at is None or self._clock() - self._refreshed_at >= REFRESH_S
 
-    def refresh(self, counts: dict[str, int], queue: QueueStats | None) -> None:
-        """Set the gauges read from storage (counts by status; the queue's unless unknown)."""
-        for status in STATUSES | set(counts):
-            self.orders.labels(status=status).set(counts.get(status, 0))
+    def refresh(self, counts: dict[str, int] | None, queue: QueueStats | None) -> None:
+        """Set the gauges read from storage (None: that read failed, the old values stay and
+        `engine_ready` says the database or the bus was not reached)."""
+        if counts is not None:
+            for status in STATUSES | set(counts):
+                self.orders.labels(status=status).set(counts.get(status, 0))
         if queue is not None:
             self.queue_depth.set(queue.depth)
             self.queue_oldest_age.set(queue.oldest_age_s)
+        self.set_ready("database", counts is not None)
+        self.set_ready("bus", queue is not None)
         self._refreshed_at = self._clock()
+
+    def set_ready(self, check: str, ok: bool) -> None:
+        """Record whether `check` ("database" or "bus") answered its last read."""
+        self.ready.labels(check=check).set(1 if ok else 0)
+
+    def observe_dispatch_lag(self, seconds: float) -> None:
+        """The hub fanned out a batch `seconds` after the bus handed it over (IOLoop thread)."""
+        self.ops.dispatch_lag.observe(max(seconds, 0.0))
+
+    def listener_gap(self) -> None:
+        """A listener's feed met a gap and reads the database for it (IOLoop thread)."""
+        self.ops.gaps += 1
+
+    def listener_too_slow(self) -> None:
+        """A WebSocket was closed because its client did not read (IOLoop thread)."""
+        self.ops.too_slow += 1
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

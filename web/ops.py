@@ -36,6 +36,7 @@ class ReadyHandler(ApiHandler):
             except Exception as exc:  # any failure to answer means not ready
                 failed.append(name)
                 causes.append(f"{name}: {exc!r}")
+            self.services.metrics.set_ready(name, name not in failed)
         if failed:
             self.log_reason = "; ".join(causes)
             raise ApiError(503, "not_ready", f"cannot reach: {', '.join(failed)}")
@@ -55,13 +56,14 @@ class MetricsHandler(ApiHandler):
         self.finish(metrics.render())
 
     def _refresh(self) -> None:
-        """Executor thread: read the gauges that live in storage; a failing store keeps old values."""
+        """Executor thread: read the gauges that live in storage; a failing store keeps old values
+        (and `engine_ready` says which one failed)."""
         storage, metrics = self.storage, self.services.metrics
         try:
             counts = storage.orders.counts_by_status()
         except StorageError as exc:  # an outage: one line, the gauges keep their values
             log.warning("metrics: cannot count orders: %s", exc)
-            return
+            counts = None
         try:
             queue = storage.bus.queue_stats()
         except StorageError as exc:

@@ -13,7 +13,7 @@ from tornado.testing import gen_test
 
 from storage.records import EventDraft
 from tests.integration.test_web import WebTestCase, _OnPostgresAndRedis
-from web.metrics import ERROR_CODES
+from web.metrics import ANSWER_CODES, ERROR_CODES
 
 QUOTES = {"raydium": {"amountOut": "150", "feeRate": "0.0025", "feeAmount": "0.01", "priceImpactBps": 1,
                       "latencyMs": 12.5},
@@ -37,6 +37,8 @@ def value(found, name, **labels) -> float:
 
 
 class MetricsTest(WebTestCase):
+    closed_bus_fails_reads = False  # the embedded bus lives in the process: its queue still reads when closed
+
     def store(self, order_id, *steps):
         """Play the worker: store (status, attempt, meta) events and publish them."""
         oid = uuid.UUID(order_id)
@@ -113,7 +115,8 @@ class MetricsTest(WebTestCase):
     async def test_label_values_stay_within_the_venues_statuses_and_the_engines_codes(self):
         (await self.play_three_orders()).close()
         allowed = {"venue": {"raydium", "meteora", "other"}, "kind": {"single", "split"},
-                   "reason": ERROR_CODES | {"other"}, "code": ERROR_CODES | {"other"},
+                   "reason": ERROR_CODES | {"other"}, "code": ERROR_CODES | ANSWER_CODES | {"other"},
+                   "check": {"database", "bus"},
                    "outcome": ERROR_CODES | {"confirmed", "other"},
                    "status": {"pending", "waiting", "routing", "building", "submitted", "confirmed", "failed",
                               "cancelled", "expired", "other"}}
@@ -133,6 +136,42 @@ class MetricsTest(WebTestCase):
         assert value(found, "engine_queue_depth") == 2
         assert 0.3 <= value(found, "engine_queue_oldest_age_seconds") <= time.monotonic() - started + 0.01
 
+    @gen_test
+    async def test_error_answers_are_counted_by_code_and_the_hub_shows_its_dispatch_lag(self):
+        probe = await self.play_three_orders()
+        assert (await self.call("/api/orders/" + str(uuid.uuid4())))[0] == 404
+        assert (await self.call("/api/nowhere"))[0] == 404
+        assert (await self.submit(amount="-1"))[0] == 400
+        probe.write_message('{"subscribe": "not an order id"}')  # an error frame, the connection stays
+        assert (await self.frame(probe))["error"]["code"] == "not_found"
+        found = await self.scrape()
+        probe.close()
+        assert value(found, "engine_error_answers_total", code="not_found") == 3
+        assert value(found, "engine_error_answers_total", code="invalid_amount") == 1
+        assert sum(v for (name, labels), v in found.items() if name == "engine_error_answers_total") == 4
+        assert value(found, "engine_event_dispatch_lag_seconds_count") >= 1, "every batch fanned out is timed"
+        assert value(found, "engine_listener_gaps_total") >= 0
+        assert value(found, "engine_listeners_too_slow_total") == 0
+
+    @gen_test
+    async def test_readiness_shows_on_metrics_and_no_halt_is_in_force_until_halts_are_wired(self):
+        assert (await self.call("/readyz"))[0] == 200
+        found = await self.scrape()
+        assert value(found, "engine_ready", check="database") == 1
+        assert value(found, "engine_ready", check="bus") == 1
+        assert value(found, "engine_halts_active") == 0
+        self.storage.bus.close()
+        with self.assertLogs(level="WARNING"):  # one line for the 503
+            assert (await self.call("/readyz"))[0] == 503
+        found = await self.scrape()  # within a second of the last: the gauges /readyz set
+        assert value(found, "engine_ready", check="bus") == 0
+        assert value(found, "engine_ready", check="database") == 1
+        if self.closed_bus_fails_reads:
+            self.services.metrics._refreshed_at = None  # the next scrape reads storage itself
+            with self.assertLogs("web.ops", level="WARNING"):
+                found = await self.scrape()
+            assert (value(found, "engine_ready", check="bus"), value(found, "engine_ready", check="database")) == (0, 1)
+
 
 class MetricsOnPostgresAndRedisTest(_OnPostgresAndRedis, MetricsTest):
-    pass
+    closed_bus_fails_reads = True

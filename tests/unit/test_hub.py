@@ -26,6 +26,12 @@ class NoMetrics:
     def observe_event(self, event) -> None:
         pass
 
+    def observe_dispatch_lag(self, seconds) -> None:
+        pass
+
+    def listener_gap(self) -> None:
+        pass
+
 
 class Recorder:
     def __init__(self):
@@ -77,5 +83,43 @@ def test_a_subscription_dropped_before_its_ownership_check_cannot_show_another_k
         bus.close()
         assert bob.delivered == [], "another key's events"
         assert ALICES in bob.missing
+
+    asyncio.run(scenario())
+
+
+class CountingMetrics(NoMetrics):
+    def __init__(self):
+        self.lags: list[float] = []
+        self.gaps = 0
+
+    def observe_dispatch_lag(self, seconds) -> None:
+        self.lags.append(seconds)
+
+    def listener_gap(self) -> None:
+        self.gaps += 1
+
+
+def test_the_hub_times_each_batch_it_fans_out_and_counts_a_listener_s_gap_once():
+    async def scenario():
+        bus, metrics = InProcessBus(), CountingMetrics()
+
+        async def run(fn, *args):
+            return fn(*args)
+
+        hub = EventHub(AlicesOrderStore(), bus, run, metrics)
+        hub.start()
+        everyone = Recorder()
+        hub.add_firehose(everyone)
+        bus.publish([BusEvent(ALICES, 1, "pending", "alice", b"{}")])
+        bus.publish([BusEvent(ALICES, 3, "building", "alice", b"{}")])  # 2 was lost on the way
+        for _ in range(200):
+            if len(metrics.lags) == 2:
+                break
+            await asyncio.sleep(0.01)
+        hub.stop()
+        bus.close()
+        assert len(metrics.lags) == 2 and all(0 <= lag < 5 for lag in metrics.lags)
+        assert metrics.gaps == 1
+        assert [e.seq for e in everyone.delivered] == [1]
 
     asyncio.run(scenario())
