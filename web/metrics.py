@@ -244,7 +244,7 @@ class WebMetrics:
     thread-safe)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, halts: Callable[[], float] = lambda: 0):
-        """`halts`: how many halts are in force (read when scraped; 0 until halts are wired in)."""
+        """`halts`: how many halts are in force, read when scraped (the web's HaltWatch; 0 by default)."""
         registry = self.registry = CollectorRegistry(auto_describe=True)
         self.orders = Gauge("engine_orders", "Orders by current status (from the database)", ["status"],
                             registry=registry)

@@ -71,7 +71,7 @@ class Services:
                         if self.keys.enabled else None)
         # Quotes, lists, subscribe frames, WebSocket handshakes: per key, else per address.
         self.rate_limits = CallerLimits(storage.bus, settings, keyed=self.keys.enabled)
-        self.metrics = WebMetrics()
+        self.metrics = WebMetrics(halts=lambda: len(self.halts.current.halts))  # read when scraped
         self.hub = EventHub(storage.orders, storage.bus, self.run, self.metrics, **hub_options)
         self.intake = OrderIntake(storage, settings.queue_max_depth,
                                   on_pending=lambda events: self.hub.remember([e.published() for e in events]),

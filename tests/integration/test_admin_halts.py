@@ -40,6 +40,20 @@ class HaltTest(KeyedTestCase):
         assert status == 202, answer
         return answer
 
+    async def halts_active(self) -> float:
+        response = await self.http_client.fetch(self.get_url("/metrics"))
+        (line,) = [line for line in response.body.decode().splitlines() if line.startswith("engine_halts_active ")]
+        return float(line.split()[1])
+
+    @gen_test
+    async def test_metrics_count_the_halts_in_force_for_the_alert_rules(self):
+        assert await self.halts_active() == 0
+        await self.halt(scope="all")
+        await self.halt(scope="pair", pair="SOL/USDC")
+        assert await self.halts_active() == 2
+        await self.halt(200, "/api/admin/resume", scope="all")
+        assert await self.halts_active() == 1
+
     @gen_test
     async def test_halting_all_refuses_every_new_order_with_its_reason_until_resumed(self):
         halt = await self.halt(scope="all", reason="exchange incident #12")
