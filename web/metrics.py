@@ -49,9 +49,8 @@ QUOTE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 
 # the simulated chain's swaps). Any other code is counted as "other".
 ERROR_CODES = frozenset(FAILURE_CODES)
 OTHER = "other"
-# The codes of error answers (HTTP, WebSocket handshakes and error frames): the API's, and
-# the intake's `overloaded` (QUEUE_MAX_WAIT_SECONDS), which the OpenAPI document's list lacks.
-ANSWER_CODES = frozenset(SPEC_ERROR_CODES + ENGINE_ERROR_CODES + ["overloaded"])
+# The codes of error answers (HTTP, WebSocket handshakes and error frames): the API's.
+ANSWER_CODES = frozenset(SPEC_ERROR_CODES + ENGINE_ERROR_CODES)
 READY_CHECKS = ("database", "bus")
 # From the bus thread to the IOLoop fanning a batch out: well under a millisecond when idle.
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

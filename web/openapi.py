@@ -32,8 +32,10 @@ _ERRORS = {
     422: "Refused by a risk limit of the caller (`risk_limit`): `limit` names it, `value` is the limit, and the "
          "order's figures follow (`orderValue`, `openOrders`, `notional24hUsd`). Nothing was stored.",
     500: "An unexpected server error (no trace is ever shown).",
-    503: "Not ready (database or bus unreachable) or `queue_full`: retry later; `trading_halted` (with the "
-         "halt's `reason`): an operator halted trading that covers this order, nothing was stored.",
+    503: "Not ready (database or bus unreachable), `queue_full`, or `overloaded` (a market order while the "
+         "queue's oldest order has waited past QUEUE_MAX_WAIT_SECONDS, with `Retry-After`): retry later; "
+         "`trading_halted` (with the halt's `reason`): an operator halted trading that covers this order, "
+         "nothing was stored.",
 }
 _HEADERS = {
     405: {"Allow": {"required": True, "schema": {"type": "string"}, "description": "the allowed methods"}},
