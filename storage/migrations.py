@@ -192,23 +192,30 @@ CREATE TABLE risk_usage (
 
 # Reads that cost the same at any history (issue 13): an index for every list's filter and sort,
 # newest first, with the (created_at, id) keyset last so a page after a cursor is one range of
-# one index: every order (operators), by status and type (a status-only list merges one range
-# per type, a type-only list one per status: storage/order_sql.py `list_page`), and the same
-# under an owner (`orders_owner_created` already serves an owner's unfiltered list). The bare
-# status index served only COUNT(*) GROUP BY status, which the kept counts replace. The indexes
-# of every owner's orders hold every row but are partial on a condition only the operators'
-# lists state (order_sql.EVERY_OWNER), so the planner can never walk everyone's newest orders to
-# find one owner's (an owner whose orders are all old would cost a scan of the history).
+# one index. An owner's unfiltered list reads `orders_owner_created`; every other list is a merge
+# of ranges, one per (status, type) pair its filter allows (storage/order_sql.py `list_page`), on
+# `orders_owner_status_type_created`, or for every owner's orders (operators)
+# `orders_status_type_created`. The first and the last hold every row but are partial on an
+# always-true condition that only the lists meant for them state (order_sql.LIST_GUARD): the
+# planner can never serve a filtered list by walking the newest orders of everyone, or of the
+# owner, and filtering them (a filter matching only old orders would cost a scan of the history).
+# The bare status index served only COUNT(*) GROUP BY status, which the kept counts replace; the
+# index of unfinished orders gets the id too, so the reconciler's keyset pages need no sort.
+# On an existing database this migration builds four indexes and counts the orders once.
 # `order_counts` keeps how many orders are in each status, in shards (a writer adds to the shard
 # of its own Postgres backend, so concurrent writers never wait for one another's row); /metrics
 # sums the shards. Filled here from the orders that exist (one scan, at migration time only).
 # Version 9: versions 6-8 belong to other work, and nothing here depends on 8.
 _READS_INDEXES = """
 DROP INDEX IF EXISTS orders_status;
-CREATE INDEX orders_created ON orders (created_at{desc}, id{desc}) WHERE created_at > '1970-01-01';
 CREATE INDEX orders_status_type_created ON orders (status, type, created_at{desc}, id{desc})
     WHERE created_at > '1970-01-01';
+DROP INDEX orders_owner_created;
+CREATE INDEX orders_owner_created ON orders (owner, created_at{desc}, id{desc}) WHERE created_at > '1970-01-01';
 CREATE INDEX orders_owner_status_type_created ON orders (owner, status, type, created_at{desc}, id{desc});
+DROP INDEX orders_unfinished;
+CREATE INDEX orders_unfinished ON orders (created_at, id)
+    WHERE status IN ('pending', 'waiting', 'routing', 'building', 'submitted');
 CREATE TABLE order_counts (
     status TEXT NOT NULL,
     shard INTEGER NOT NULL,

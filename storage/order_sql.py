@@ -331,9 +331,10 @@ def _attach_events(conn: DirectConnection, found: dict) -> None:
 
 # ---- reads --------------------------------------------------------------------------------------
 
-# Always true; the predicate of the indexes of every owner's orders (migration 9), stated only by
-# the operators' lists so that an owner's list can never be planned on them.
-EVERY_OWNER = "created_at > '1970-01-01'"
+# Always true: the predicate of `orders_owner_created` and `orders_status_type_created`
+# (migration 9), stated only by the lists each is meant for, so that no other list can be
+# planned on them (see the migration).
+LIST_GUARD = "created_at > '1970-01-01'"
 
 
 def list_page(conn: DirectConnection, owner: str | None, status: str | None, type_: str | None, limit: int,
@@ -341,18 +342,19 @@ def list_page(conn: DirectConnection, owner: str | None, status: str | None, typ
     """Up to `limit` orders, newest first (created_at, id), after the keyset position `after`;
     only `owner`'s (None: everyone's), of `status` and `type_` when given.
 
-    Each branch is one range of one index (migration 9): unfiltered on `orders_owner_created`
-    or `orders_created` (EVERY_OWNER); with a status, a type or both on `orders_[owner_]status_type_created`,
-    one branch per (status, type) pair the filter allows, merged newest first. A page reads
-    about `limit` rows per branch, whatever the history (no sort of the matching orders)."""
+    Every branch is one range of one index (migration 9): an owner's unfiltered list on
+    `orders_owner_created`; any other list one branch per (status, type) pair the filter allows
+    (up to 27 for an operator's unfiltered list), each on `orders_[owner_]status_type_created`,
+    merged newest first. A page reads about `limit` rows per branch, whatever the history."""
     d, p = conn.dialect, conn.dialect.ph
-    where = [EVERY_OWNER] if owner is None else [f"owner = {p}"]
+    unfiltered = status is None and type_ is None
+    where = [LIST_GUARD] if owner is None else [f"owner = {p}"] + ([LIST_GUARD] if unfiltered else [])
     params: list = [] if owner is None else [owner]
     if after is not None:
         where.append(f"(created_at, id) < ({p}, {p})")
         params += [d.ts(after[0]), d.uuid(after[1])]
     order = f"ORDER BY created_at DESC, id DESC LIMIT {int(limit)}"
-    if status is None and type_ is None:
+    if owner is not None and unfiltered:
         sql = f"SELECT {ORDER_COLUMNS} FROM orders {_where(where)} {order}"
     else:
         pairs = [(s, t) for s in ([status] if status else sorted(STATUSES))
@@ -361,7 +363,7 @@ def list_page(conn: DirectConnection, owner: str | None, status: str | None, typ
         if len(pairs) == 1:
             sql = branch
         else:  # SQLite wants each branch with its own ORDER BY ... LIMIT in a subquery
-            sql = (f"SELECT * FROM (" + " UNION ALL ".join(f"SELECT * FROM ({branch}) AS b{i}" for i in range(len(pairs)))
+            sql = ("SELECT * FROM (" + " UNION ALL ".join(f"SELECT * FROM ({branch}) AS b{i}" for i in range(len(pairs)))
                    + f") AS page {order}")
         params = [v for pair in pairs for v in (*params, *pair)]
     return [order_from_row(d, row) for row in conn.execute(sql, params)]
