@@ -13,8 +13,9 @@ A counter row would be a hot row (every writer's transaction holding it until co
 each status has shards: a writer on Postgres adds to the shard of its backend
 (pg_backend_pid() % SHARDS), so two connections meet on a row only when their pids collide,
 and then wait, never deadlock: every transaction writes its count rows in status order, after
-the order rows and before the risk figures (storage/risk_sql.py), intake and appender alike. SQLite has one writer: shard 0. A shard may go negative (orders
-counted in by the web's backend, out by a worker's); the sum per status is the count.
+the order rows and before the risk figures (storage/risk_sql.py), intake and appender alike.
+SQLite has one writer: shard 0. A shard may go negative (orders counted in by the web's
+backend, out by a worker's); the sum per status is the count.
 """
 from __future__ import annotations
 
