@@ -317,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--armed", type=int, default=10000, help="triggers: limit orders armed on one worker (10000)")
     parser.add_argument("--crossing", type=int, default=1000, help="triggers: how many of them the push crosses (1000)")
     parser.add_argument("--snipers", type=int, default=100, help="triggers: sniper orders waiting for a launch (100)")
-    parser.add_argument("--history-orders", type=int, default=1_000_000,
-                        help="history: finished orders generated in the database (1,000,000; ~4.6 events each)")
+    parser.add_argument("--history-orders", type=int, default=10_000_000,
+                        help="history: finished orders generated in the database (10,000,000; ~4.6 events each)")
     parser.add_argument("--read-samples", type=int, default=200, help="history: requests per read (200)")
     parser.add_argument("--timeout", type=float, default=300, help="hard limit of one run's load, seconds (300)")
     parser.add_argument("--profile", action="store_true",
