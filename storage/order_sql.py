@@ -331,10 +331,11 @@ def _attach_events(conn: DirectConnection, found: dict) -> None:
 
 # ---- reads --------------------------------------------------------------------------------------
 
-# Always true: the predicate of `orders_owner_created` and `orders_status_type_created`
-# (migration 9), stated only by the lists each is meant for, so that no other list can be
-# planned on them (see the migration).
+# Always true: the predicates of `orders_owner_created` and `orders_status_type_created` (the
+# first), of `orders_created` (the second) (migration 9), each stated only by the lists its
+# indexes are meant for, so that no other list can be planned on them (see the migration).
 LIST_GUARD = "created_at > '1970-01-01'"
+EVERY_ORDER = "created_at < 'infinity'"
 
 
 def list_page(conn: DirectConnection, owner: str | None, status: str | None, type_: str | None, limit: int,
@@ -342,19 +343,22 @@ def list_page(conn: DirectConnection, owner: str | None, status: str | None, typ
     """Up to `limit` orders, newest first (created_at, id), after the keyset position `after`;
     only `owner`'s (None: everyone's), of `status` and `type_` when given.
 
-    Every branch is one range of one index (migration 9): an owner's unfiltered list on
-    `orders_owner_created`; any other list one branch per (status, type) pair the filter allows
-    (up to 27 for an operator's unfiltered list), each on `orders_[owner_]status_type_created`,
-    merged newest first. A page reads about `limit` rows per branch, whatever the history."""
+    Every branch is one range of one index (migration 9): an unfiltered list on
+    `orders_owner_created` (everyone's: `orders_created`); a filtered one a branch per (status,
+    type) pair the filter allows (3 for a status, 9 for a type), each on
+    `orders_[owner_]status_type_created`, merged newest first. A page reads about `limit` rows
+    per branch, whatever the history."""
     d, p = conn.dialect, conn.dialect.ph
     unfiltered = status is None and type_ is None
-    where = [LIST_GUARD] if owner is None else [f"owner = {p}"] + ([LIST_GUARD] if unfiltered else [])
-    params: list = [] if owner is None else [owner]
+    if owner is None:  # the guard that lets the list use its index (see LIST_GUARD)
+        where, params = [EVERY_ORDER if unfiltered else LIST_GUARD], []
+    else:
+        where, params = [f"owner = {p}"] + ([LIST_GUARD] if unfiltered else []), [owner]
     if after is not None:
         where.append(f"(created_at, id) < ({p}, {p})")
         params += [d.ts(after[0]), d.uuid(after[1])]
     order = f"ORDER BY created_at DESC, id DESC LIMIT {int(limit)}"
-    if owner is not None and unfiltered:
+    if unfiltered:
         sql = f"SELECT {ORDER_COLUMNS} FROM orders {_where(where)} {order}"
     else:
         pairs = [(s, t) for s in ([status] if status else sorted(STATUSES))

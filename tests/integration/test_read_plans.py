@@ -41,6 +41,11 @@ ANALYZE orders; ANALYZE order_events
 UNFINISHED_ONLY = ("orders_unfinished", "orders_armed", "orders_expiring")
 
 
+# The index each list shape is meant to read: (every owner's, unfiltered) -> index name.
+LIST_INDEX = {(True, True): "orders_created", (True, False): "orders_status_type_created",
+              (False, True): "orders_owner_created", (False, False): "orders_owner_status_type_created"}
+
+
 class Recording:
     """A stand-in for a direct connection: records each statement, answers no rows."""
 
@@ -74,7 +79,8 @@ def _hot_queries() -> list[tuple[str, str, tuple]]:
     for owner in (None, "", "alice"):
         for status, type_ in ((None, None), ("confirmed", None), (None, "limit"), ("failed", "sniper")):
             for after in (None, middle):
-                record(f"list owner={owner!r} status={status} type={type_} after={after is not None}",
+                record(f"list owner={owner!r} status={status} type={type_} after={after is not None} "
+                       f"on {LIST_INDEX[owner is None, status is None and type_ is None]}",
                        lambda c: order_sql.list_page(c, owner, status, type_, 21, after))
     record("one order's events after a seq (listeners)", lambda c: order_sql.events_after(c, order_id, 2))
     record("orders' events (claims)", lambda c: order_sql.events_of(c, [order_id, UUID(int=8)]))
@@ -110,3 +116,5 @@ def test_every_hot_read_is_one_ordered_index_range_of_orders_and_events(history)
                 assert node["Node Type"] in ("Index Scan", "Index Only Scan"), (what, json.dumps(plan, indent=1))
                 if node.get("Index Name") not in UNFINISHED_ONLY:
                     assert "Filter" not in node, (what, node.get("Index Name"), node["Filter"])
+                    if what.startswith("list"):
+                        assert what.endswith(" on " + node["Index Name"]), (what, node["Index Name"])
