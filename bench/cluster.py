@@ -14,6 +14,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 from web.client.api import ClientError, EngineClient
 
@@ -251,12 +252,14 @@ def wait_ready(port: int, proc: EngineProcess, timeout: float = 60) -> None:
 
 
 @contextmanager
-def cluster(env: dict, workers: int, log_dir: Path, database_settings: dict[str, str] | None = None):
+def cluster(env: dict, workers: int, log_dir: Path, database_settings: dict[str, str] | None = None,
+            prepare: Callable[[str], None] | None = None):
     """Fresh database + leased Redis, `engine migrate`, `workers` workers and one web.
 
     Yields (port, {name: EngineProcess}, database_url). Every process started here is
     stopped in the `finally`, whatever happened. `database_settings` go to the fresh
-    database (see `fresh_database`).
+    database (see `fresh_database`); `prepare(database_url)`, if given, runs after the
+    migration and before any process starts (the history scenario fills the database there).
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     with fresh_database(settings=database_settings) as database_url, leased_redis() as redis_url:
@@ -267,6 +270,8 @@ def cluster(env: dict, workers: int, log_dir: Path, database_settings: dict[str,
             started.append(migrate)
             if migrate.run() != 0:
                 raise BenchError(f"engine migrate failed:\n{migrate.log_text()[-4000:]}")
+            if prepare is not None:
+                prepare(database_url)
             for n in range(workers):
                 started.append(EngineProcess("worker", base, log_dir, f"worker{n}").start())
             port = free_port()

@@ -297,8 +297,8 @@ def _run_many(label: str, count: int, runner, stamp: str) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the scenarios, print a table and write JSON results."""
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=["throughput", "drain", "latency", "triggers", "all"], default="all",
-                        help="all = throughput, drain and latency (triggers runs alone)")
+    parser.add_argument("--scenario", choices=["throughput", "drain", "latency", "triggers", "history", "all"],
+                        default="all", help="all = throughput, drain and latency (triggers and history run alone)")
     parser.add_argument("--orders", type=int, default=2000, help="orders per throughput run (2000)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of a throughput or latency run (2)")
     parser.add_argument("--runs", type=int, default=3,
@@ -317,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--armed", type=int, default=10000, help="triggers: limit orders armed on one worker (10000)")
     parser.add_argument("--crossing", type=int, default=1000, help="triggers: how many of them the push crosses (1000)")
     parser.add_argument("--snipers", type=int, default=100, help="triggers: sniper orders waiting for a launch (100)")
+    parser.add_argument("--history-orders", type=int, default=10_000_000,
+                        help="history: finished orders generated in the database (10,000,000; ~4.6 events each)")
+    parser.add_argument("--read-samples", type=int, default=200, help="history: requests per read (200)")
     parser.add_argument("--timeout", type=float, default=300, help="hard limit of one run's load, seconds (300)")
     parser.add_argument("--profile", action="store_true",
                         help="one extra throughput run with py-spy on every process (reported apart)")
@@ -334,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--profile needs py-spy (pip install py-spy)")
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    history_failed = False
     report = {"machine": machine_info(), "command": " ".join([os.path.basename(sys.executable), "-m", "bench.run"]
                                                               + (argv if argv is not None else sys.argv[1:])),
               "startedAt": stamp, "scenarios": {},
@@ -375,6 +379,19 @@ def main(argv: list[str] | None = None) -> int:
                                            "median": {k: _median(good, k) for k in TRIGGER_KEYS}, "runs": runs}
         tables.append(_table(f"triggers ({args.armed} armed limit orders on 1 worker, {args.crossing} crossed; "
                              f"{args.snipers} sniper orders)", runs, TRIGGER_KEYS))
+    if args.scenario == "history" and args.runs > 0:
+        from bench.reads import history_table, run_history
+
+        empty, full = [], []
+        for i in range(args.runs):  # interleaved: empty, history, empty, history, ...
+            empty += _run_many(f"history-empty-{i + 1}", 1, lambda d: run_history(args, d, 0, BENCH_KEY), stamp)
+            full += _run_many(f"history-full-{i + 1}", 1,
+                              lambda d: run_history(args, d, args.history_orders, BENCH_KEY), stamp)
+        report["scenarios"]["history"] = {"historyOrders": args.history_orders, "empty": empty, "history": full,
+                                          "runs": []}  # checked here: no `db` check applies
+        history_failed = any("error" in r or r.get("incompleteStreams") for r in empty + full)
+        tables.append(history_table([r for r in empty if "error" not in r], [r for r in full if "error" not in r],
+                                    args.history_orders))
     if args.profile:
         profile_dir = RESULTS / "profiles" / stamp
         [profiled] = _run_many("profiled-throughput", 1, lambda d: run_throughput(args, d, profile_dir), stamp)
@@ -392,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     runs += [report["profiledThroughput"]] if args.profile else []
     failed = any("error" in r or r.get("incompleteStreams") or not r.get("db", {}).get("ok")
                  for r in runs)
-    return 1 if failed else 0
+    return 1 if failed or history_failed else 0
 
 
 if __name__ == "__main__":

@@ -190,6 +190,43 @@ CREATE TABLE risk_usage (
 )
 """
 
+# Reads that cost the same at any history (issue 13): an index for every list's filter and sort,
+# newest first, with the (created_at, id) keyset last so a page after a cursor is one range of
+# one index. An unfiltered list reads `orders_owner_created`, or for every owner's orders (no
+# API keys, operators) `orders_created`; a filtered list is a merge of ranges, one per (status,
+# type) pair its filter allows (storage/order_sql.py `list_page`), on
+# `orders_owner_status_type_created`, or for every owner's orders `orders_status_type_created`.
+# Three of them hold every row but are partial on an always-true condition that only the lists
+# meant for them state (order_sql.LIST_GUARD, order_sql.EVERY_ORDER): the planner can never
+# serve a list by walking the newest orders of everyone, or of the owner, and filtering them (a
+# filter matching only old orders would cost a scan of the history).
+# The bare status index served only COUNT(*) GROUP BY status, which the kept counts replace; the
+# index of unfinished orders gets the id too, so the reconciler's keyset pages need no sort.
+# On an existing database this migration builds five indexes and counts the orders once.
+# `order_counts` keeps how many orders are in each status, in shards (a writer adds to the shard
+# of its own Postgres backend, so concurrent writers never wait for one another's row); /metrics
+# sums the shards. Filled here from the orders that exist (one scan, at migration time only).
+# Version 9: versions 6-8 belong to other work, and nothing here depends on 8.
+_READS_INDEXES = """
+DROP INDEX IF EXISTS orders_status;
+CREATE INDEX orders_status_type_created ON orders (status, type, created_at{desc}, id{desc})
+    WHERE created_at > '1970-01-01';
+CREATE INDEX orders_created ON orders (created_at{desc}, id{desc}) WHERE created_at < 'infinity';
+DROP INDEX orders_owner_created;
+CREATE INDEX orders_owner_created ON orders (owner, created_at{desc}, id{desc}) WHERE created_at > '1970-01-01';
+CREATE INDEX orders_owner_status_type_created ON orders (owner, status, type, created_at{desc}, id{desc});
+DROP INDEX orders_unfinished;
+CREATE INDEX orders_unfinished ON orders (created_at, id)
+    WHERE status IN ('pending', 'waiting', 'routing', 'building', 'submitted');
+CREATE TABLE order_counts (
+    status TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    orders BIGINT NOT NULL,
+    PRIMARY KEY (status, shard)
+);
+INSERT INTO order_counts (status, shard, orders) SELECT status, 0, COUNT(*) FROM orders GROUP BY status
+"""
+
 MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (1, "orders and their status events", {"postgres": _ORDERS_POSTGRES, "sqlite": _ORDERS_SQLITE}),
     (2, "the simulated chain: world, pools, swaps, launches", {"postgres": _SIM_POSTGRES, "sqlite": _SIM_SQLITE}),
@@ -199,6 +236,8 @@ MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (6, "operators: managed API keys, halts, the audit log",
      {"postgres": _OPERATORS.format(serial="BIGSERIAL"), "sqlite": _OPERATORS.format(serial="INTEGER")}),
     (7, "risk limits: open orders and notional per minute, per owner", {"postgres": _RISK, "sqlite": _RISK}),
+    (9, "reads flat in history: list indexes, kept order counts per status",
+     {"postgres": _READS_INDEXES.format(desc=" DESC"), "sqlite": _READS_INDEXES.format(desc="")}),
 ]
 
 

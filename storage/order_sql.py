@@ -19,13 +19,13 @@ from decimal import Decimal
 from typing import Any, Sequence
 from uuid import UUID
 
-from storage import codec, risk_sql
+from storage import codec, count_sql, risk_sql
 from storage.direct import DirectConnection, Transaction
 from storage.errors import FencedOut
 from storage.risk import RiskBook, RiskLimitExceeded, RiskTicket, counted
-from storage.records import EventDraft, EventRecord, OrderRecord, expiry, utcnow
+from storage.records import ORDER_TYPES, EventDraft, EventRecord, OrderRecord, expiry, utcnow
 from storage.sql import Dialect
-from storage.status import TERMINAL, StatusRuleError, check_transition
+from storage.status import STATUSES, TERMINAL, StatusRuleError, check_transition
 
 # The columns an OrderRecord is read from, in the order `order_from_row` takes them.
 ORDER_FIELDS = ("id", "owner", "status", "type", "token_in", "token_out", "amount", "slippage_bps", "limit_price",
@@ -91,7 +91,8 @@ def insert_orders(conn: DirectConnection, rows: list[dict[str, Any]], tx: Transa
             b"WITH ins AS (INSERT INTO orders (" + _INSERT_COLUMNS.encode() + b") VALUES " + rendered
             + b" " + conflict.encode() + b" RETURNING id, created_at), "
             b"ev AS (INSERT INTO order_events (" + _EVENT_COLUMNS.encode() + b") "
-            b"SELECT id, 1, 'pending', 1, created_at, '{}' FROM ins) SELECT id FROM ins")
+            b"SELECT id, 1, 'pending', 1, created_at, '{}' FROM ins), " + count_sql.INTAKE_CTE.encode()
+            + b" SELECT id FROM ins")
         return {d.read_uuid(row[0]) for row in inserted}
     if tx is None:
         with conn.transaction() as own:
@@ -107,6 +108,7 @@ def _insert_sqlite(tx: Transaction, d: Dialect, values: list[tuple], conflict: s
             inserted.add(d.read_uuid(value[0]))
     tx.executemany(f"INSERT INTO order_events ({_EVENT_COLUMNS}) VALUES (?, 1, 'pending', 1, ?, '{{}}')",
                    [(v[0], v[_CREATED_AT]) for v in values if d.read_uuid(v[0]) in inserted])
+    count_sql.upsert_sqlite(tx, [("pending", len(inserted))] if inserted else [])
     return inserted
 
 
@@ -168,9 +170,11 @@ def append_events(conn: DirectConnection, drafts: list[EventDraft]
         state = {d.read_uuid(r[0]): {"status": r[1], "attempt": r[2], "attempts": r[3], "last_seq": r[4],
                                      "owner": r[5] or "", "fence": r[6], "created_at": r[7], "risk_open": r[8],
                                      "risk_usd_micros": r[9]} for r in rows}
+        before = {oid: order["status"] for oid, order in state.items()}
         results, events, changed = _check_and_apply(d, state, drafts)
         if events:
-            _write(tx, d, events, changed, _risk_released(d, state, drafts, results))
+            moved = count_sql.deltas((before[oid], order["status"]) for oid, order in changed.items())
+            _write(tx, d, events, changed, _risk_released(d, state, drafts, results), moved)
         else:
             tx.commit()
     return results
@@ -236,7 +240,10 @@ def _apply(order: dict, draft: EventDraft) -> None:
 
 
 def _write(tx: Transaction, d: Dialect, events: list[tuple], changed: dict[UUID, dict],
-           released: tuple[list, list] = ([], [])) -> None:
+           released: tuple[list, list] = ([], []), moved: list[tuple[str, int]] = ()) -> None:
+    """Store the events and the orders they changed, the batch's net change of the counts per
+    status (`moved`), what ended orders give back to their owners' risk figures, and commit. The
+    counts come after the orders and before the risk figures, as in the intake (no lock cycle)."""
     # route, fills and error are only ever set, never cleared: COALESCE keeps the old value.
     updates = [(d.uuid(oid), o["status"], o["attempt"], o["attempts"], o["last_seq"], d.ts(o["updated_at"]),
                 d.json(o.get("route")), d.json(o.get("fills")), d.json(o.get("error")))
@@ -252,6 +259,7 @@ def _write(tx: Transaction, d: Dialect, events: list[tuple], changed: dict[UUID,
             b"fills = COALESCE(v.fills::jsonb, o.fills), error = COALESCE(v.error::jsonb, o.error) "
             b"FROM (VALUES " + values + b") AS v (id, status, attempt, attempts, last_seq, updated_at, "
             b"route, fills, error) WHERE o.id = v.id"
+            + (b"; " + count_sql.upsert_sql(d, cursor, moved) if moved else b"")
             + (b"; " + risk_sql.upsert_sql(d, cursor, *released) if released[0] or released[1] else b""))
         return
     tx.executemany(f"INSERT INTO order_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", events)
@@ -259,6 +267,7 @@ def _write(tx: Transaction, d: Dialect, events: list[tuple], changed: dict[UUID,
         UPDATE orders SET status = ?, attempt = ?, attempts = ?, last_seq = ?, updated_at = ?,
             route = COALESCE(?, route), fills = COALESCE(?, fills), error = COALESCE(?, error)
         WHERE id = ?""", [u[1:] + (u[0],) for u in updates])
+    count_sql.upsert_sqlite(tx, list(moved))
     risk_sql.upsert_sqlite(tx, *released)
     tx.commit()
 
@@ -321,6 +330,52 @@ def _attach_events(conn: DirectConnection, found: dict) -> None:
 
 
 # ---- reads --------------------------------------------------------------------------------------
+
+# Always true: the predicates of `orders_owner_created` and `orders_status_type_created` (the
+# first), of `orders_created` (the second) (migration 9), each stated only by the lists its
+# indexes are meant for, so that no other list can be planned on them (see the migration).
+LIST_GUARD = "created_at > '1970-01-01'"
+EVERY_ORDER = "created_at < 'infinity'"
+
+
+def list_page(conn: DirectConnection, owner: str | None, status: str | None, type_: str | None, limit: int,
+              after: tuple[datetime, UUID] | None) -> list[OrderRecord]:
+    """Up to `limit` orders, newest first (created_at, id), after the keyset position `after`;
+    only `owner`'s (None: everyone's), of `status` and `type_` when given.
+
+    Every branch is one range of one index (migration 9): an unfiltered list on
+    `orders_owner_created` (everyone's: `orders_created`); a filtered one a branch per (status,
+    type) pair the filter allows (3 for a status, 9 for a type), each on
+    `orders_[owner_]status_type_created`, merged newest first. A page reads about `limit` rows
+    per branch, whatever the history."""
+    d, p = conn.dialect, conn.dialect.ph
+    unfiltered = status is None and type_ is None
+    if owner is None:  # the guard that lets the list use its index (see LIST_GUARD)
+        where, params = [EVERY_ORDER if unfiltered else LIST_GUARD], []
+    else:
+        where, params = [f"owner = {p}"] + ([LIST_GUARD] if unfiltered else []), [owner]
+    if after is not None:
+        where.append(f"(created_at, id) < ({p}, {p})")
+        params += [d.ts(after[0]), d.uuid(after[1])]
+    order = f"ORDER BY created_at DESC, id DESC LIMIT {int(limit)}"
+    if unfiltered:
+        sql = f"SELECT {ORDER_COLUMNS} FROM orders {_where(where)} {order}"
+    else:
+        pairs = [(s, t) for s in ([status] if status else sorted(STATUSES))
+                 for t in ([type_] if type_ else ORDER_TYPES)]
+        branch = f"SELECT {ORDER_COLUMNS} FROM orders {_where(where + [f'status = {p}', f'type = {p}'])} {order}"
+        if len(pairs) == 1:
+            sql = branch
+        else:  # SQLite wants each branch with its own ORDER BY ... LIMIT in a subquery
+            sql = ("SELECT * FROM (" + " UNION ALL ".join(f"SELECT * FROM ({branch}) AS b{i}" for i in range(len(pairs)))
+                   + f") AS page {order}")
+        params = [v for pair in pairs for v in (*params, *pair)]
+    return [order_from_row(d, row) for row in conn.execute(sql, params)]
+
+
+def _where(conditions: list[str]) -> str:
+    return ("WHERE " + " AND ".join(conditions)) if conditions else ""
+
 
 def unfinished(conn: DirectConnection, created_before, limit: int, after: tuple | None = None) -> list[tuple]:
     """(id, job_id, worker, created_at) of the unfinished orders, oldest first, on the partial

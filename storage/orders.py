@@ -9,10 +9,10 @@ from decimal import Decimal
 from typing import Iterable, NamedTuple
 from uuid import UUID
 
-from pony.orm import db_session, desc, select
+from pony.orm import db_session
 from pony.orm.ormtypes import TrackedValue
 
-from storage import order_sql, risk_sql
+from storage import count_sql, order_sql, risk_sql
 from storage.direct import DirectConnections
 from storage.errors import (ClientOrderIdConflict, OrderNotFound, StorageError, StorageUnavailable,
                             translating_db_errors)
@@ -215,30 +215,19 @@ class OrderStore:
         return order_sql.events_after(self.direct.get(), order_id, after)
 
     @translating_db_errors
-    @db_session
     def list_orders(self, owner: str | None, status: str | None = None, type: str | None = None,
                     limit: int = 50, cursor: str | None = None) -> tuple[list[OrderRecord], str | None]:
         """Newest first, `limit` per page; the cursor continues after the last one returned."""
-        query = select(o for o in self.Order)
-        if owner is not None:
-            query = query.filter(lambda o: o.owner == owner)
-        if status is not None:
-            query = query.filter(lambda o: o.status == status)
-        if type is not None:
-            query = query.filter(lambda o: o.type == type)
-        if cursor is not None:
-            ts, oid = decode_cursor(cursor)
-            query = query.filter(lambda o: o.created_at < ts or (o.created_at == ts and o.id < oid))
-        rows = list(query.order_by(desc(self.Order.created_at), desc(self.Order.id))[: limit + 1])
-        page = [self._record(o) for o in rows[:limit]]
-        next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+        after = decode_cursor(cursor) if cursor is not None else None
+        rows = order_sql.list_page(self.direct.get(), owner, status, type, limit + 1, after)
+        page = rows[:limit]
+        next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
         return page, next_cursor
 
     @translating_db_errors
-    @db_session
     def counts_by_status(self) -> dict[str, int]:
-        """How many orders are in each status (for /metrics)."""
-        return {s: n for s, n in self.db.select("SELECT status, COUNT(*) FROM orders GROUP BY status")}
+        """How many orders are in each status (for /metrics): the kept counts, never a scan."""
+        return count_sql.counts(self.direct.get())
 
     @translating_db_errors
     def risk_figures(self, owner: str) -> tuple[int, int]:

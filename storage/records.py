@@ -10,6 +10,11 @@ from uuid import UUID
 from storage import codec
 
 
+# The order types, here because storage lists an order type at a time (order_sql.list_page); the
+# web validates against this same tuple.
+ORDER_TYPES = ("market", "limit", "sniper")
+
+
 def utcnow() -> datetime:
     """Naive UTC now: what every timestamp column stores (see STACK-FACTS: time zones)."""
     return datetime.now(timezone.utc).replace(tzinfo=None)

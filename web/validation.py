@@ -13,14 +13,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
 from config import Token, find_token
-from storage.records import OrderDraft
+from storage.records import ORDER_TYPES, OrderDraft
 from web.errors import ValidationError
 
 __all__ = ["ValidationError", "QuoteRequest", "parse_json_object", "parse_order", "parse_quote",
            "parse_amount", "parse_token"]
 
 MAX_BASE_UNITS = 2**64 - 1  # amounts are u64 on Solana
-ORDER_TYPES = ("market", "limit", "sniper")
 ORDER_FIELDS = ("tokenIn", "tokenOut", "amount", "type", "slippageBps", "limitPrice",
                 "expiresInSeconds", "clientOrderId")
 REQUIRED_FIELDS = ("tokenIn", "tokenOut", "amount")
