@@ -1,4 +1,4 @@
-"""Kept order counts per status (migration 9), in plain SQL on the hot paths' connections.
+"""Kept order counts per status (migration 8), in plain SQL on the hot paths' connections.
 
 /metrics reads how many orders are in each status once a second per web process: a COUNT(*)
 over the history cost 84 ms of Postgres at a million orders. Instead `order_counts` is kept up

@@ -206,7 +206,6 @@ CREATE TABLE risk_usage (
 # `order_counts` keeps how many orders are in each status, in shards (a writer adds to the shard
 # of its own Postgres backend, so concurrent writers never wait for one another's row); /metrics
 # sums the shards. Filled here from the orders that exist (one scan, at migration time only).
-# Version 9: versions 6-8 belong to other work, and nothing here depends on 8.
 _READS_INDEXES = """
 DROP INDEX IF EXISTS orders_status;
 CREATE INDEX orders_status_type_created ON orders (status, type, created_at{desc}, id{desc})
@@ -236,7 +235,7 @@ MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (6, "operators: managed API keys, halts, the audit log",
      {"postgres": _OPERATORS.format(serial="BIGSERIAL"), "sqlite": _OPERATORS.format(serial="INTEGER")}),
     (7, "risk limits: open orders and notional per minute, per owner", {"postgres": _RISK, "sqlite": _RISK}),
-    (9, "reads flat in history: list indexes, kept order counts per status",
+    (8, "reads flat in history: list indexes, kept order counts per status",
      {"postgres": _READS_INDEXES.format(desc=" DESC"), "sqlite": _READS_INDEXES.format(desc="")}),
 ]
 

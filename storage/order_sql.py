@@ -332,7 +332,7 @@ def _attach_events(conn: DirectConnection, found: dict) -> None:
 # ---- reads --------------------------------------------------------------------------------------
 
 # Always true: the predicates of `orders_owner_created` and `orders_status_type_created` (the
-# first), of `orders_created` (the second) (migration 9), each stated only by the lists its
+# first), of `orders_created` (the second) (migration 8), each stated only by the lists its
 # indexes are meant for, so that no other list can be planned on them (see the migration).
 LIST_GUARD = "created_at > '1970-01-01'"
 EVERY_ORDER = "created_at < 'infinity'"
@@ -343,7 +343,7 @@ def list_page(conn: DirectConnection, owner: str | None, status: str | None, typ
     """Up to `limit` orders, newest first (created_at, id), after the keyset position `after`;
     only `owner`'s (None: everyone's), of `status` and `type_` when given.
 
-    Every branch is one range of one index (migration 9): an unfiltered list on
+    Every branch is one range of one index (migration 8): an unfiltered list on
     `orders_owner_created` (everyone's: `orders_created`); a filtered one a branch per (status,
     type) pair the filter allows (3 for a status, 9 for a type), each on
     `orders_[owner_]status_type_created`, merged newest first. A page reads about `limit` rows

@@ -1,4 +1,4 @@
-"""Reads that cost the same at any history (migration 9): the kept order counts stay equal to the
+"""Reads that cost the same at any history (migration 8): the kept order counts stay equal to the
 real ones through every kind of write, and lists page on (created_at, id) row cursors exactly
 as the newest-first ordering says. On SQLite and on the real Postgres: the same tests on both."""
 from __future__ import annotations
