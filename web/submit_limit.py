@@ -19,7 +19,8 @@ class SubmissionLimiter(RequestLimiter):
     """Counts each key's submissions on the bus, in batches; `admit` is called on the IOLoop thread."""
 
     def __init__(self, bus: Bus, limit: int, window_s: float = WINDOW_S):
-        super().__init__(bus, "submits", limit, window_s, "submissions")
+        # Exact, as the spec states it: every submission counted on the bus, never leased.
+        super().__init__(bus, "submits", limit, window_s, "submissions", exact=True)
 
     async def admit(self, owner: str, whose: str = " for this API key") -> None:
         """Count one submission of `owner`; raise the 429 when its window is full (BusError when
