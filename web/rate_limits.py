@@ -14,6 +14,7 @@ Everything here runs on the IOLoop thread but the bus calls (the batcher's threa
 """
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 import time
@@ -72,25 +73,41 @@ class RequestLimiter:
         self._clock = clock
         self.lease = 1 if exact else max(1, limit // LEASE_SHARE)  # exact: each request counted alone
         self._held: dict[str, tuple[int, float]] = {}  # caller -> (tokens left, spendable until)
+        self._counting: dict[str, asyncio.Future] = {}  # caller -> its lease being counted
         self._batches: LoopBatcher[str, tuple[int, float]] = LoopBatcher(
             self._count, f"web-limit-{kind.rsplit(':', 1)[-1]}", MAX_BATCH, MAX_WAITING)
 
     async def admit(self, caller: str, whose: str = "") -> None:
         """Count one request of `caller`; raise the 429 (naming what, and `whose`) when its window
-        is full (BusError when the bus cannot count: the caller answers 503)."""
-        now = self._clock()
-        held = self._held.get(caller)
-        if held is not None and held[0] > 0 and now < held[1]:
-            self._held[caller] = (held[0] - 1, held[1])
+        is full (BusError when the bus cannot count: the caller answers 503). The requests of a
+        caller that arrive while its lease is being counted wait for that lease and share it."""
+        if self.lease == 1:  # exact: every request is its own count, batched per loop turn
+            granted, wait = await self._batches.submit(caller)
+            if granted == 0:
+                raise rate_limited(wait, f"{self._what}{whose}")
             return
-        granted, wait = await self._batches.submit(caller)
+        while True:
+            now = self._clock()
+            held = self._held.get(caller)
+            if held is not None and held[0] > 0 and now < held[1]:
+                self._held[caller] = (held[0] - 1, held[1])
+                return
+            counting = self._counting.get(caller)
+            if counting is None:
+                break
+            await counting  # another request of this caller is leasing: share its lease
+        done = self._counting[caller] = asyncio.get_running_loop().create_future()
+        try:
+            granted, wait = await self._batches.submit(caller)
+        finally:
+            del self._counting[caller]
+            done.set_result(None)
         if granted == 0:
             raise rate_limited(wait, f"{self._what}{whose}")
-        # Counted on the bus no earlier than `now`: spendable until its window ends.
-        if granted > 1 or caller in self._held:
-            self._held[caller] = (granted - 1, now + self._window_s)
-            if len(self._held) > MAX_WAITING:
-                self._forget_spent(now)
+        # Counted on the bus no earlier than `now`: spendable until that window ends.
+        self._held[caller] = (granted - 1, now + self._window_s)
+        if len(self._held) > MAX_WAITING:
+            self._forget_spent(now)
 
     def _forget_spent(self, now: float) -> None:
         for caller, (left, until) in list(self._held.items()):

@@ -70,3 +70,18 @@ def test_a_limit_under_the_lease_share_and_submissions_count_every_request_alone
     assert submits.lease == 1  # KEY_RATE_LIMIT is exact, as the spec states it
     lists.close()
     submits.close()
+
+
+def test_requests_arriving_together_share_one_lease_instead_of_each_leasing():
+    bus = InProcessBus()
+    calls = []
+    counted = bus.try_submit
+    bus.try_submit = lambda owners, *args: calls.append(len(owners)) or counted(owners, *args)
+
+    async def scenario():
+        limiter = RequestLimiter(bus, "rate:connects", 6000, 60.0, "WebSocket connections")
+        await asyncio.gather(*[limiter.admit("10.0.0.1") for _ in range(120)])
+        limiter.close()
+
+    asyncio.run(scenario())
+    assert sum(calls) == 120 and all(n == 60 for n in calls), calls  # two leases of 60, not 120
