@@ -285,7 +285,7 @@ def test_generated_bad_websocket_frames_get_error_frames_store_nothing_and_the_e
             st.uuids().map(str), st.text(max_size=40), st.just(theirs)).map(lambda v: json.dumps({action: v}))))
 
     @seed(run_seed)
-    @settings(RUNS, max_examples=1500)
+    @settings(RUNS, max_examples=1000)
     @given(frame=command_frames)
     def commands_refused(frame):
         async def exchange():
@@ -299,7 +299,7 @@ def test_generated_bad_websocket_frames_get_error_frames_store_nothing_and_the_e
         loop.run_until_complete(exchange())
 
     @seed(run_seed)
-    @settings(RUNS, max_examples=300)
+    @settings(RUNS, max_examples=200)
     @given(body=bad_order())
     def submits_refused(body):
         async def exchange():
@@ -311,7 +311,7 @@ def test_generated_bad_websocket_frames_get_error_frames_store_nothing_and_the_e
         loop.run_until_complete(exchange())
 
     @seed(run_seed)
-    @settings(RUNS, max_examples=300)
+    @settings(RUNS, max_examples=200)
     @given(params=st.lists(st.tuples(st.sampled_from(["orderId", "after", "token", "x"]), query_values),
                            min_size=1, max_size=3))
     def listener_queries_refused(params):
