@@ -118,7 +118,6 @@ def insert_within_limits(conn: DirectConnection, rows: list[dict[str, Any]], tic
     lock and read those owners' figures, decide their orders in batch order (a repeat of a
     stored clientOrderId is never refused), insert the others and count them in, in one
     transaction (three round trips on Postgres). The ids inserted, and the refusals by index."""
-    d = conn.dialect
     mine = [(i, row, t) for i, (row, t) in enumerate(zip(rows, tickets)) if t is not None]
     owners = sorted({row["owner"] for _, row, _ in mine})
     client_ids = sorted({(row["owner"], row["client_order_id"]) for _, row, _ in mine

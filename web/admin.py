@@ -8,8 +8,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from tornado.web import RequestHandler
-
 from web.access import Caller, forbidden
 from web.base import JsonBodyHandler
 from web.errors import ApiError, to_api_error
@@ -79,10 +77,6 @@ class AdminHandler(JsonBodyHandler):
     def _audited(self) -> bool:
         return bool(self.action) and self.request.method != "GET" and self.caller is not None \
             and self.caller.operator
-
-    def allowed_methods(self) -> list[str]:
-        return [m for m in ("GET", "POST", "DELETE")
-                if getattr(type(self), m.lower()) is not getattr(RequestHandler, m.lower())]
 
 
 def _log_failure(future) -> None:

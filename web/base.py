@@ -155,7 +155,7 @@ class ApiHandler(RequestHandler):
 
     def allowed_methods(self) -> list[str]:
         """Methods this handler implements (for the 405 `Allow` header)."""
-        return [m for m in ("GET", "POST")
+        return [m for m in ("GET", "POST", "DELETE")
                 if getattr(type(self), m.lower()) is not getattr(RequestHandler, m.lower())]
 
 

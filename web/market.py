@@ -10,7 +10,7 @@ from storage.venues.base import VENUES, Quote, VenueError
 from storage.venues.routing import choose_route
 from web.access import forbidden
 from web.admin import AdminHandler
-from web.base import ApiHandler, JsonBodyHandler
+from web.base import ApiHandler
 from web.errors import ApiError, ValidationError, not_found
 from web.orders import parse_order_id
 from web.validation import parse_json_object, parse_quote, parse_token, single_params

@@ -9,7 +9,6 @@ import pytest
 import redis
 
 from storage.bus import QueueStats
-from storage.bus_memory import InProcessBus
 from storage.bus_redis import RedisBus
 from storage.errors import BusError
 from storage.records import BusEvent
@@ -17,28 +16,6 @@ from storage.records import BusEvent
 pytestmark = pytest.mark.integration
 
 DEADLINE_S = 5.0
-
-
-@pytest.fixture(params=["memory", "redis"])
-def open_bus(request):
-    """Open a view of one shared backend: the same InProcessBus, or a new RedisBus client."""
-    opened = []
-    if request.param == "memory":
-        shared = InProcessBus()
-        opened.append(shared)
-
-        def factory():
-            return shared
-    else:
-        url = request.getfixturevalue("redis_url")
-        prefix = f"test-{uuid.uuid4().hex[:8]}"
-
-        def factory():
-            opened.append(RedisBus(url, prefix=prefix))
-            return opened[-1]
-    yield factory
-    for bus in opened:
-        bus.close()
 
 
 @pytest.fixture

@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import threading
-import uuid
 
 import pytest
 
-from storage.bus_memory import InProcessBus
-from storage.bus_redis import RedisBus
 from storage.database import open_database
 from storage.halt_watch import HaltWatch
 from storage.halts import Halt, HaltSet, HaltStore, pair_target
@@ -69,27 +66,10 @@ def test_a_halt_set_covers_its_scope_a_pair_in_both_directions_and_nothing_else(
     assert HaltSet.of([key, everything]).covering("owner-b", "SOL", "USDT") is everything
 
 
-@pytest.fixture(params=["memory", "redis"])
-def shared_bus(request):
-    if request.param == "memory":
-        bus = InProcessBus()
-        yield lambda: bus
-        bus.close()
-    else:
-        url, prefix, opened = request.getfixturevalue("redis_url"), f"test-{uuid.uuid4().hex[:8]}", []
-
-        def factory():
-            opened.append(RedisBus(url, prefix=prefix))
-            return opened[-1]
-        yield factory
-        for bus in opened:
-            bus.close()
-
-
 def test_a_halt_announced_by_one_process_reaches_another_on_the_bus_not_by_its_periodic_reload(
-        halts, shared_bus):
-    here = HaltWatch(halts, shared_bus(), refresh_s=3600).start()  # the periodic reload never runs here
-    there = HaltWatch(halts, shared_bus(), refresh_s=3600).start()
+        halts, open_bus):
+    here = HaltWatch(halts, open_bus(), refresh_s=3600).start()  # the periodic reload never runs here
+    there = HaltWatch(halts, open_bus(), refresh_s=3600).start()
     changed = threading.Event()
     there.listen(lambda current: changed.set())
     try:
@@ -107,8 +87,8 @@ def test_a_halt_announced_by_one_process_reaches_another_on_the_bus_not_by_its_p
         there.stop()
 
 
-def test_a_process_that_missed_the_broadcast_sees_the_halt_at_its_periodic_reload(halts, shared_bus):
-    watch = HaltWatch(halts, shared_bus(), refresh_s=0.1).start()
+def test_a_process_that_missed_the_broadcast_sees_the_halt_at_its_periodic_reload(halts, open_bus):
+    watch = HaltWatch(halts, open_bus(), refresh_s=0.1).start()
     changed = threading.Event()
     watch.listen(lambda current: changed.set())
     try:

@@ -10,20 +10,11 @@ import pytest
 
 from storage.database import open_database
 from storage.errors import ClientOrderIdConflict, OrderNotFound, SchemaNotMigrated
-from storage.orders import BadCursor, OrderStore
+from storage.orders import BadCursor
 from storage.records import EventDraft, OrderDraft
 from storage.status import StatusRuleError
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def store(database_settings):
-    db, entities = open_database(database_settings, migrate=True)
-    store = OrderStore(db, entities)
-    yield store
-    store.close()
-    db.disconnect()
 
 
 def draft(**kw):

@@ -10,22 +10,12 @@ from uuid import UUID
 
 import pytest
 
-from storage.database import open_database
 from storage.orders import OrderStore, decode_cursor, encode_cursor
 from storage.records import ORDER_TYPES, EventDraft, OrderDraft
 from storage.risk import RiskLimits, RiskTicket
 from storage.status import StatusRuleError
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def store(database_settings):
-    db, entities = open_database(database_settings, migrate=True)
-    store = OrderStore(db, entities)
-    yield store
-    store.close()
-    db.disconnect()
 
 
 def draft(**kw) -> OrderDraft:
