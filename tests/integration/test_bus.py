@@ -63,13 +63,21 @@ def eventually(probe, timeout: float = DEADLINE_S, pause: float = 0.02):
 
 # ---- jobs -------------------------------------------------------------------------------
 
+def sharded(bus) -> bool:
+    """Whether the bus spreads jobs over several streams (oldest first then holds per stream)."""
+    return getattr(bus, "shards", 1) > 1
+
+
 def test_jobs_are_fetched_oldest_first(bus):
     for order_id in ("a", "b", "c"):
         bus.enqueue(order_id)
     first = bus.fetch("w1", count=2, block_ms=0)
     second = bus.fetch("w2", count=2, block_ms=0)
-    assert [job.order_id for job in first] == ["a", "b"]
-    assert [job.order_id for job in second] == ["c"]
+    if sharded(bus):
+        assert len(first) == 2 and sorted(job.order_id for job in first + second) == ["a", "b", "c"]
+    else:
+        assert [job.order_id for job in first] == ["a", "b"]
+        assert [job.order_id for job in second] == ["c"]
     assert bus.fetch("w1", count=2, block_ms=0) == []
 
 
@@ -164,11 +172,11 @@ def test_claim_never_takes_the_jobs_of_a_live_consumer(bus):
     bus.heartbeat("live", ttl_s=30)
     bus.fetch("live", count=2, block_ms=0)
     bus.heartbeat("dead", ttl_s=0.05)
-    bus.fetch("dead", count=1, block_ms=0)
+    held = bus.fetch("dead", count=1, block_ms=0)
 
     claimed = eventually(lambda: bus.claim_abandoned("rescuer", count=10))
 
-    assert [job.order_id for job in claimed] == ["dead-1"]
+    assert len(held) == 1 and claimed == held
     assert bus.claim_abandoned("rescuer", count=10) == []
 
 
@@ -178,8 +186,8 @@ def test_claim_takes_no_more_than_count(bus):
     bus.fetch("gone", count=3, block_ms=0)
     bus.heartbeat("w1", ttl_s=30)
     bus.heartbeat("w2", ttl_s=30)
-    assert [job.order_id for job in bus.claim_abandoned("w1", count=2)] == ["a", "b"]
-    assert [job.order_id for job in bus.claim_abandoned("w2", count=2)] == ["c"]
+    first, second = bus.claim_abandoned("w1", count=2), bus.claim_abandoned("w2", count=2)
+    assert len(first) == 2 and sorted(job.order_id for job in first + second) == ["a", "b", "c"]
 
 
 # ---- rate -------------------------------------------------------------------------------
@@ -267,9 +275,11 @@ def test_accept_queues_the_orders_publishes_their_events_and_reads_the_depth(bus
     events = [ev(1, order_id="a"), ev(1, order_id="b")]
     accepted = bus.accept(["a", "b"], events)
     assert len(accepted.job_ids) == 2 and accepted.queue_depth == 2
-    assert [job.order_id for job in bus.fetch("w", 10, 0)] == ["a", "b"]
-    assert collector.wait_for(lambda got: len(got) == 1)
-    assert collector.batches == [events]
+    assert sorted(job.order_id for job in bus.fetch("w", 10, 0)) == ["a", "b"]
+    # One message a batch (on a cluster, one a shard: a and b may be on two)
+    assert collector.wait_for(lambda got: sum(map(len, got)) == 2)
+    assert sorted((e for batch in collector.batches for e in batch), key=lambda e: e.order_id) == events
+    assert len(collector.batches) == 1 or sharded(bus)
 
 
 def test_a_retired_consumer_is_dead_at_once_and_its_jobs_can_be_taken(bus):
