@@ -466,18 +466,33 @@ class RedisBus(Bus):
     def queued_order_ids(self) -> set[str]:
         """The order of every entry in the jobs stream (it holds only waiting and pending jobs)."""
         def scan() -> set[str]:
-            found = set()
-            for stream in self._streams:
-                start = "-"
-                while True:
-                    entries = self._client.xrange(stream, min=start, count=1000)
-                    found.update(fields.get("order_id") for _, fields in entries)
-                    if len(entries) < 1000:
-                        break
-                    start = "(" + entries[-1][0]  # exclusive: after the last one read
-            return found
+            return set().union(*(self._scan_stream(stream, "-") for stream in self._streams))
 
         return self._call("queued_order_ids", scan)
+
+    def waiting_order_ids(self) -> set[str]:
+        """The order of every entry after its stream's last delivered one (never fetched)."""
+        def scan() -> set[str]:
+            pipe = self._client.pipeline(transaction=False)
+            for stream in self._streams:
+                pipe.xinfo_groups(stream)
+            found = set()
+            for stream, groups in zip(self._streams, pipe.execute()):
+                last = next((g["last-delivered-id"] for g in groups if g["name"] == GROUP), "0-0")
+                found.update(self._scan_stream(stream, "(" + last))
+            return found
+
+        return self._call("waiting_order_ids", scan, needs_group=True)
+
+    def _scan_stream(self, stream: str, start: str) -> set[str]:
+        """The orders of a stream's entries from `start` on, read a thousand at a time."""
+        found = set()
+        while True:
+            entries = self._client.xrange(stream, min=start, count=1000)
+            found.update(fields.get("order_id") for _, fields in entries)
+            if len(entries) < 1000:
+                return found
+            start = "(" + entries[-1][0]  # exclusive: after the last one read
 
     def try_lock(self, name: str, owner: str, ttl_s: float) -> bool:
         """SET NX PX: the lock is ours unless someone holds it (ours again if we do)."""

@@ -253,7 +253,11 @@ class RedisClusterServers:
         for _ in range(self.masters * (1 + self.replicas)):
             node = RedisServer(port=_free_cluster_port())
             node.extra_args = ["--cluster-enabled", "yes", "--cluster-config-file", str(node.dir / "nodes.conf"),
-                               "--cluster-node-timeout", str(self.node_timeout_ms)]
+                               "--cluster-node-timeout", str(self.node_timeout_ms),
+                               # a replica takes over however long since it last heard its master
+                               "--cluster-replica-validity-factor", "0",
+                               # replicas sync at once (the default waits 5 s for more of them)
+                               "--repl-diskless-sync-delay", "0"]
             self.nodes.append(node)
             node.start()
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
@@ -272,19 +276,36 @@ class RedisClusterServers:
         return done.stdout if done.returncode == 0 else ""
 
     def wait_ok(self, timeout: float = START_TIMEOUT_S) -> None:
-        """Until every running node reports `cluster_state:ok` and its share of masters."""
+        """Until every running node reports `cluster_state:ok` and every replica is in sync."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             running = [n for n in self.nodes if n.running]
-            if all("cluster_state:ok" in self.info(n) for n in running):
+            replicas = [n for n in running if "role:slave" in self.info(n, "INFO replication")]
+            if all("cluster_state:ok" in self.info(n) for n in running) and all(
+                    "master_link_status:up" in self.info(n, "INFO replication") for n in replicas):
                 return
             time.sleep(0.1)
-        raise ServerError("the cluster did not become ok:\n" + "\n".join(self.info(n) for n in self.nodes))
+        raise ServerError("the cluster did not become ok:\n" + "\n".join(
+            f"==== node {n.port}\n{self.info(n, 'CLUSTER NODES') if n.running else ''}{n.log()[-1500:]}"
+            for n in self.nodes))
+
+    def wait_failed_over(self, dead: RedisServer, timeout: float = START_TIMEOUT_S) -> None:
+        """Until the running nodes agree that `dead` failed and its slots are served again."""
+        deadline = time.monotonic() + timeout
+        witness = next(n for n in self.nodes if n.running)
+        while time.monotonic() < deadline:
+            nodes = self.info(witness, "CLUSTER NODES")
+            fields = next((line.split() for line in nodes.splitlines() if f":{dead.port}@" in line), [])
+            if len(fields) > 2 and "fail" in fields[2].split(","):  # confirmed, not just suspected ("fail?")
+                break
+            time.sleep(0.05)
+        self.wait_ok(max(deadline - time.monotonic(), 1))
 
     def master_of(self, key: str) -> RedisServer:
         """The node serving `key`'s slot as master now."""
-        slot = int(self.info(self.nodes[0], f"CLUSTER KEYSLOT {key}").strip())
-        for line in self.info(self.nodes[0], "CLUSTER NODES").splitlines():
+        witness = next(n for n in self.nodes if n.running)
+        slot = int(self.info(witness, f"CLUSTER KEYSLOT {key}").strip())
+        for line in self.info(witness, "CLUSTER NODES").splitlines():
             fields = line.split()
             if "master" not in fields[2] or "fail" in fields[2]:
                 continue

@@ -296,10 +296,14 @@ def test_a_retired_consumer_is_dead_at_once_and_its_jobs_can_be_taken(bus):
 def test_queued_order_ids_are_those_waiting_or_held(bus):
     for order_id in ("a", "b", "c"):
         bus.enqueue(order_id)
-    (held,) = bus.fetch("w", 1, 0)
-    bus.ack(held)
-    bus.fetch("w", 1, 0)  # held, not acknowledged
-    assert bus.queued_order_ids() == {"b", "c"}
+    (done,) = bus.fetch("w", 1, 0)
+    bus.ack(done)
+    (held,) = bus.fetch("w", 1, 0)  # held, not acknowledged
+    (waiting,) = {"a", "b", "c"} - {done.order_id, held.order_id}
+    assert bus.queued_order_ids() == {held.order_id, waiting}
+    assert bus.waiting_order_ids() == {waiting}
+    if not sharded(bus):
+        assert (done.order_id, held.order_id) == ("a", "b")
 
 
 def test_a_lock_has_one_holder_until_it_is_released_or_expires(bus):
