@@ -208,6 +208,7 @@ class RedisBus(Bus):
                                     **{**options, "decode_responses": False})
         self._url = url
         self._pubsub_client = None if self._cluster else redis.Redis.from_url(url, **self._pubsub_options)
+        self._node_clients: dict[tuple[str, int], redis.Redis] = {}  # a cluster's subscriber clients, by node
         self._prefix = prefix
         self._claim_script = self._client.register_script(_CLAIM_LUA)
         self._unlock_script = self._client.register_script(_UNLOCK_LUA)
@@ -652,7 +653,7 @@ class RedisBus(Bus):
         self._check_open()
         if self._cluster:
             def reopen():
-                return open_sharded(self._client, self._url, channel, self._pubsub_options)
+                return open_sharded(self._client, self._node_client, channel)
         else:
             def reopen():
                 return open_pubsub(self._pubsub_client, channel)
@@ -665,6 +666,17 @@ class RedisBus(Bus):
             self._subscriptions.add(subscription)
         subscription.start()
         return subscription
+
+    def _node_client(self, host: str, port: int) -> redis.Redis:
+        """The subscriber client of one cluster node (kept: see `open_sharded`)."""
+        with self._lock:
+            client = self._node_clients.get((host, port))
+            if client is None:
+                scheme, rest = self._url.split("://", 1)
+                userinfo = rest.split("@", 1)[0] + "@" if "@" in rest.split("/", 1)[0] else ""
+                client = redis.Redis.from_url(f"{scheme}://{userinfo}{host}:{port}", **self._pubsub_options)
+                self._node_clients[(host, port)] = client
+            return client
 
     def _forget(self, subscription: RedisSubscription) -> None:
         with self._lock:
@@ -687,3 +699,7 @@ class RedisBus(Bus):
         self._client.close()
         if self._pubsub_client is not None:
             self._pubsub_client.close()
+        with self._lock:
+            node_clients, self._node_clients = list(self._node_clients.values()), {}
+        for client in node_clients:
+            client.close()

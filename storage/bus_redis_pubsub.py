@@ -175,18 +175,18 @@ class Subscriptions(Subscription):
             part.close()
 
 
-def open_sharded(cluster: redis.RedisCluster, url: str, channel: str, options: dict) -> redis.client.PubSub:
-    """SSUBSCRIBE to `channel` on the master that owns its slot now, on a connection of its own.
+def open_sharded(cluster: redis.RedisCluster, client_for: Callable[[str, int], redis.Redis],
+                 channel: str) -> redis.client.PubSub:
+    """SSUBSCRIBE to `channel` on the master that owns its slot now, on a connection of its own
+    from `client_for(host, port)` (a client the caller keeps: a client garbage-collected closes
+    its pool, the subscription's connection with it).
 
     When that fails (the master died, or the slot moved), the cluster client's slot map is
     read again before the caller's next try, so a reconnect finds the promoted replica.
     """
     try:
         node = cluster.get_node_from_key(channel)
-        scheme, rest = url.split("://", 1)
-        userinfo = rest.split("@", 1)[0] + "@" if "@" in rest.split("/", 1)[0] else ""
-        client = redis.Redis.from_url(f"{scheme}://{userinfo}{node.host}:{node.port}", **options)
-        return open_pubsub(client, channel, sharded=True)
+        return open_pubsub(client_for(node.host, node.port), channel, sharded=True)
     except REDIS_ERRORS:
         try:
             cluster.nodes_manager.initialize()
