@@ -167,7 +167,7 @@ def _group_missing(exc: redis.ResponseError) -> bool:
 
 
 class RedisBus(Bus):
-    """The bus on one Redis server; every method may raise BusError."""
+    """The bus on one Redis server or a Redis Cluster; every method may raise BusError."""
 
     def __init__(self, url: str, prefix: str = "engine", *, shards: int = 1, socket_timeout: float = 10.0,
                  connect_timeout: float = 2.0):
