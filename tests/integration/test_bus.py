@@ -198,6 +198,7 @@ def test_live_consumers_are_those_whose_heartbeat_has_not_expired(bus):
     assert eventually(lambda: bus.live_consumers() == {"alive"})
 
 
+@pytest.mark.one_slot
 def test_the_epoch_is_created_once_and_then_read(open_bus):
     first, second = open_bus(), open_bus()
     epoch, created = first.ensure_epoch()
@@ -206,6 +207,7 @@ def test_the_epoch_is_created_once_and_then_read(open_bus):
     assert first.ensure_epoch() == (epoch, False)
 
 
+@pytest.mark.one_slot
 def test_try_start_enforces_the_limit_across_two_buses(open_bus):
     buses = [open_bus(), open_bus()]
     results: list[float] = []
@@ -227,6 +229,7 @@ def test_try_start_enforces_the_limit_across_two_buses(open_bus):
     assert all(0 < wait <= 30 for wait in results if wait != 0.0)
 
 
+@pytest.mark.one_slot
 def test_try_start_allows_again_once_the_oldest_start_leaves_the_window(bus):
     assert bus.try_start(limit=1, window_s=0.3) == (1, 0.0)
     allowed, wait = bus.try_start(limit=1, window_s=0.3)
@@ -234,6 +237,7 @@ def test_try_start_allows_again_once_the_oldest_start_leaves_the_window(bus):
     assert eventually(lambda: bus.try_start(limit=1, window_s=0.3) == (1, 0.0))
 
 
+@pytest.mark.one_slot
 def test_try_start_counts_a_whole_batch_at_once_up_to_the_limit(bus):
     assert bus.try_start(limit=5, window_s=30, count=3) == (3, 0.0)
     allowed, wait = bus.try_start(limit=5, window_s=30, count=4)
@@ -261,6 +265,7 @@ def test_each_kind_of_request_has_its_own_windows_per_owner(open_bus):
     assert 0 < second.try_submit(["a"], limit=1, window_s=30)[0] <= 30
 
 
+@pytest.mark.one_slot
 def test_a_refused_submission_is_not_counted_and_the_window_slides(bus):
     assert bus.try_submit(["a"], limit=1, window_s=2) == [0.0]
     for _ in range(5):  # refusals do not push the owner's window further out
@@ -306,6 +311,7 @@ def test_queued_order_ids_are_those_waiting_or_held(bus):
         assert (done.order_id, held.order_id) == ("a", "b")
 
 
+@pytest.mark.one_slot
 def test_a_lock_has_one_holder_until_it_is_released_or_expires(bus):
     assert bus.try_lock("job", "w1", 30)
     assert not bus.try_lock("job", "w2", 30)
@@ -345,6 +351,7 @@ def test_a_closed_subscription_gets_nothing_more(bus):
     assert closed.batches == [[ev(1)]]
 
 
+@pytest.mark.one_slot
 def test_a_failing_subscriber_keeps_receiving(bus):
     collector = Collector(fail_first=True)
     bus.subscribe(collector)
@@ -387,6 +394,7 @@ def test_a_closed_control_subscription_gets_nothing_more_and_a_failing_one_keeps
     assert closed.batches == [{"topic": "keys", "n": 1}]
 
 
+@pytest.mark.one_slot
 def test_a_closed_bus_refuses_work_with_bus_error(bus):
     bus.ping()
     bus.close()
