@@ -183,7 +183,6 @@ class RedisBus(Bus):
         self._starts = f"{prefix}:starts"
         self._channel = self._layout.event_channels[0]
         self._control_channel = self._layout.control_channel
-        self._consumer_prefix = self._layout.consumer_prefix
         self._epoch_key = f"{prefix}:epoch"
         self._next_shard = 0  # where a spread fetch starts: each shard gets its turn first
         # A blocking XREADGROUP must come back before the socket times out.
@@ -513,8 +512,8 @@ class RedisBus(Bus):
     def live_consumers(self) -> set[str]:
         """Names of the consumers whose heartbeat key still exists."""
         def scan() -> set[str]:
-            keys = self._client.scan_iter(match=self._consumer_prefix + "*", count=500)
-            return {key[len(self._consumer_prefix):] for key in keys}
+            keys = self._client.scan_iter(match=self._layout.consumer_pattern, count=500)
+            return {self._layout.consumer_of(key) for key in keys}
         return self._call("live_consumers", scan)
 
     def ensure_epoch(self) -> tuple[str, bool]:

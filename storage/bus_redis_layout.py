@@ -88,9 +88,15 @@ class Layout:
         return keys[shard] if self.cluster else keys[0]
 
     @property
-    def consumer_prefix(self) -> str:
-        """What every heartbeat key read by `live_consumers` starts with (shard 0's copies on a cluster)."""
-        return f"{self._tags[0]}:consumer:" if self.cluster else f"{self.prefix}:consumer:"
+    def consumer_pattern(self) -> str:
+        """A SCAN pattern of every heartbeat key (on a cluster, every shard's copies: a consumer
+        is alive while any copy is, so one master's lost data does not hide it)."""
+        return f"{{{self.prefix}:*}}:consumer:*" if self.cluster else f"{self.prefix}:consumer:*"
+
+    @staticmethod
+    def consumer_of(key: str) -> str:
+        """The consumer a heartbeat key is of."""
+        return key.split(":consumer:", 1)[1]
 
     # ---- events --------------------------------------------------------------------------
     @property
