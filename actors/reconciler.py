@@ -111,8 +111,14 @@ class Reconciler(SupervisedActor):
                 break
             if live is None:
                 live, queued = self.bus.live_consumers(), self.bus.queued_order_ids()
+                waiting = self.bus.waiting_order_ids()
             for order_id, job_id, worker, _ in page:
-                if str(order_id) in queued:
+                if job_id is None and str(order_id) in queued and str(order_id) not in waiting:
+                    # Fetched this long ago and never claimed: a fetch whose reply was lost (a
+                    # connection cut, a Redis Cluster failover) left the job with a consumer that
+                    # never saw it. A second job is harmless: the first claim binds the order.
+                    log.warning("order %s: its job was fetched but never started; queueing it again", order_id)
+                elif str(order_id) in queued:
                     continue  # waiting, or held by a consumer (a dead one's jobs are claimed, not requeued)
                 if job_id is not None:
                     if worker in live or not self.orders.release_job(order_id, job_id):

@@ -252,6 +252,25 @@ def wait_ready(port: int, proc: EngineProcess, timeout: float = 60) -> None:
 
 
 @contextmanager
+def _redis():
+    """A leased index of the shared Redis; or, when BENCH_REDIS_CLUSTER names a Redis Cluster of
+    the caller's own (`redis+cluster://host:port`), that cluster, emptied before the run."""
+    url = os.environ.get("BENCH_REDIS_CLUSTER")
+    if not url:
+        with leased_redis() as leased:
+            yield leased
+        return
+    import redis
+
+    client = redis.RedisCluster.from_url(url.replace("+cluster", "", 1))
+    try:
+        client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)
+    finally:
+        client.close()
+    yield url
+
+
+@contextmanager
 def cluster(env: dict, workers: int, log_dir: Path, database_settings: dict[str, str] | None = None,
             prepare: Callable[[str], None] | None = None):
     """Fresh database + leased Redis, `engine migrate`, `workers` workers and one web.
@@ -262,7 +281,7 @@ def cluster(env: dict, workers: int, log_dir: Path, database_settings: dict[str,
     migration and before any process starts (the history scenario fills the database there).
     """
     log_dir.mkdir(parents=True, exist_ok=True)
-    with fresh_database(settings=database_settings) as database_url, leased_redis() as redis_url:
+    with fresh_database(settings=database_settings) as database_url, _redis() as redis_url:
         base = {**env, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
         started: list[EngineProcess] = []
         try:

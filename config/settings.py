@@ -16,6 +16,7 @@ class ConfigError(Exception):
 VENUE_PROFILES = ("realistic", "instant")
 MIN_KEY_LENGTH = 32  # the spec's floor for API keys
 LOG_FORMATS = ("text", "json")
+CLUSTER_SHARDS = 6  # BUS_SHARDS's default on a Redis Cluster: even over 1, 2, 3 or 6 masters
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Settings:
     database_url: str | None = None
     data_dir: Path = Path("./var")
     redis_url: str | None = None
+    bus_shards: int = 1  # job streams (and, on a Redis Cluster, event channels); 6 by default on a cluster
     worker_concurrency: int = 10
     order_rate_limit: int = 100
     queue_max_depth: int = 10000
@@ -236,11 +238,16 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
     log_format = (env.get("LOG_FORMAT", "").strip() or "text").lower()
     if log_format not in LOG_FORMATS:
         raise ConfigError(f"LOG_FORMAT must be text or json, got {log_format!r}")
+    redis_url = _url(env, "REDIS_URL", ("redis", "rediss", "redis+cluster", "rediss+cluster"))
+    cluster = redis_url is not None and "+cluster://" in redis_url.lower()
+    if cluster and urlparse(redis_url).path.strip("/") not in ("", "0"):
+        raise ConfigError("REDIS_URL: a Redis Cluster has only database 0")
     return Settings(
         port=_int(env, "PORT", 8000, 1, 65535),
         database_url=_url(env, "DATABASE_URL", ("postgres", "postgresql")),
         data_dir=Path(env.get("ENGINE_DATA_DIR", "").strip() or "./var"),
-        redis_url=_url(env, "REDIS_URL", ("redis", "rediss")),
+        redis_url=redis_url,
+        bus_shards=_int(env, "BUS_SHARDS", CLUSTER_SHARDS if cluster else 1, 1, 1024),
         worker_concurrency=_int(env, "WORKER_CONCURRENCY", 10, 1, 1000),
         order_rate_limit=_int(env, "ORDER_RATE_LIMIT", 100, 1),
         queue_max_depth=_int(env, "QUEUE_MAX_DEPTH", 10000, 1),
@@ -287,7 +294,10 @@ VARIABLES: dict[str, str] = {
     "PORT": "HTTP port of `web` and `run` (default 8000)",
     "DATABASE_URL": "postgresql://user:pass@host:port/db (default: SQLite in ENGINE_DATA_DIR)",
     "ENGINE_DATA_DIR": "where the embedded default keeps its files (default ./var)",
-    "REDIS_URL": "redis://host:port/db (default: an in-process bus, single process only)",
+    "REDIS_URL": "redis://host:port/db, or redis+cluster://host:port for a Redis Cluster (default: an in-process "
+                 "bus, single process only)",
+    "BUS_SHARDS": f"job streams the orders are spread over (on a Redis Cluster also event channels); every "
+                  f"process must use the same (default 1; {CLUSTER_SHARDS} on a Redis Cluster)",
     "WORKER_CONCURRENCY": "orders in flight per worker (default 10)",
     "ORDER_RATE_LIMIT": "orders started per 60 s, all workers together (default 100)",
     "QUEUE_MAX_DEPTH": "orders waiting to start before submits answer 503 queue_full (default 10000)",

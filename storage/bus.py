@@ -118,6 +118,10 @@ class Bus(ABC):
         """The orders that have a job in the queue, waiting or held by a consumer."""
 
     @abstractmethod
+    def waiting_order_ids(self) -> set[str]:
+        """The orders that have a job waiting in the queue (not yet fetched by any consumer)."""
+
+    @abstractmethod
     def try_lock(self, name: str, owner: str, ttl_s: float) -> bool:
         """Take the lock `name` for `ttl_s` seconds unless someone else holds it."""
 

@@ -164,6 +164,11 @@ class InProcessBus(Bus):
             held = [job for jobs in self._pending.values() for job in jobs.values()]
             return {job.order_id for job in list(self._waiting) + held}
 
+    def waiting_order_ids(self) -> set[str]:
+        """Orders of the waiting jobs."""
+        with self._cond:
+            return {job.order_id for job in self._waiting}
+
     def try_lock(self, name: str, owner: str, ttl_s: float) -> bool:
         """Take `name` for `ttl_s` seconds unless another owner holds it."""
         with self._cond:

@@ -1,5 +1,11 @@
 """The Redis bus: production transport between web processes and workers.
 
+- Shards and a Redis Cluster: `storage.bus_redis_layout` names the keys. With BUS_SHARDS
+  above 1 there is a job stream per shard (an order's is chosen from its id), a worker reads
+  them all (`_fetch_spread`), and each stream keeps the semantics below. A `redis+cluster://`
+  URL opens a cluster client: each script's keys share their shard's hash slot, events go
+  out on each shard's sharded channel (SPUBLISH), and pipelined scripts are sent as EVAL
+  (a promoted replica may lack a loaded script; the script cache is per node).
 - Jobs: stream `{prefix}:jobs`, consumer group `workers`. `ack` removes the entry
   (XACK + XDEL), so the stream holds only waiting and pending jobs and
   `queue_depth` = XLEN - pending. The oldest waiting job is the first entry after the
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 
 import redis
@@ -32,7 +39,8 @@ from redis.retry import Retry
 from storage import codec
 from storage.bus import (Accepted, Bus, ControlHandler, EventBatchHandler, Job, QueueStats, Subscription,
                          decode_events, encode_events)
-from storage.bus_redis_pubsub import RedisSubscription, open_pubsub
+from storage.bus_redis_layout import CLUSTER_SCHEMES, Layout, is_cluster_url
+from storage.bus_redis_pubsub import REDIS_ERRORS, RedisSubscription, Subscriptions, open_pubsub, open_sharded
 from storage.errors import BusError
 from storage.records import BusEvent
 
@@ -131,6 +139,10 @@ for _, entry in ipairs(redis.call('XRANGE', KEYS[1], last, '+', 'COUNT', 2)) do
 end
 return {math.max(length - pending, 0), age}
 """
+# With several shards an idle worker blocks on one stream at a time, this long, then looks at
+# all of them again (a blocking read cannot span hash slots): the most a job waits for an idle
+# worker when it lands on another shard.
+SPREAD_BLOCK_MS = 20
 MAX_STARTS_PER_CALL = 1000  # Lua's unpack takes a few thousand arguments at most
 
 # Delete a lock only if the caller still holds it. KEYS: lock. ARGV: owner.
@@ -155,34 +167,47 @@ def _group_missing(exc: redis.ResponseError) -> bool:
 
 
 class RedisBus(Bus):
-    """The bus on one Redis server; every method may raise BusError."""
+    """The bus on one Redis server or a Redis Cluster; every method may raise BusError."""
 
-    def __init__(self, url: str, prefix: str = "engine", *, socket_timeout: float = 10.0,
+    def __init__(self, url: str, prefix: str = "engine", *, shards: int = 1, socket_timeout: float = 10.0,
                  connect_timeout: float = 2.0):
-        self._jobs = f"{prefix}:jobs"
+        self._cluster = is_cluster_url(url)
+        if self._cluster:
+            scheme, rest = url.split("://", 1)
+            url = f"{CLUSTER_SCHEMES[scheme.lower()]}://{rest}"
+        # Pub/sub channels are server-wide, not per database index: the layout names the index
+        # so deployments (and test runs) on different indexes of one server stay apart.
+        self._layout = Layout(prefix, shards, self._cluster, redis.connection.parse_url(url).get("db", 0))
+        self._streams = self._layout.streams
+        self._jobs = self._streams[0]
         self._starts = f"{prefix}:starts"
-        # Pub/sub channels are server-wide, not per database index: name the index so
-        # deployments (and test runs) on different indexes of one server stay apart.
-        db_index = redis.connection.parse_url(url).get("db", 0)
-        self._channel = f"{prefix}:{db_index}:events"
-        self._control_channel = f"{prefix}:{db_index}:control"
-        self._consumer_prefix = f"{prefix}:consumer:"
+        self._channel = self._layout.event_channels[0]
+        self._control_channel = self._layout.control_channel
         self._epoch_key = f"{prefix}:epoch"
+        self._next_shard = 0  # where a spread fetch starts: each shard gets its turn first
         # A blocking XREADGROUP must come back before the socket times out.
         self._max_block_ms = int((socket_timeout - 1.0) * 1000)
         options = dict(socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
                        health_check_interval=15, decode_responses=True)
         # Retry briefly (a pooled socket may be stale after a Redis restart), then let
         # BusError reach the caller instead of redis-py's default ~10 retries.
-        self._client = redis.Redis.from_url(
-            url, retry=Retry(ExponentialWithJitterBackoff(cap=0.25, base=0.01), 2), **options)
+        if self._cluster:
+            # A failover takes the cluster's node timeout and an election: retry across it (the
+            # client refreshes its slot map between tries) rather than fail the caller at once.
+            self._client = redis.RedisCluster.from_url(
+                url, retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 8), **options)
+        else:
+            self._client = redis.Redis.from_url(
+                url, retry=Retry(ExponentialWithJitterBackoff(cap=0.25, base=0.01), 2), **options)
         # Subscriptions do their own reconnecting (with backoff, logged), so their
         # client must surface a dropped connection instead of hiding it. Messages stay
         # bytes: each event's JSON goes to listeners as it came.
         # Named, so an operator (or a test) can find these connections in CLIENT LIST.
-        self._pubsub_client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0),
-                                                   client_name=f"{prefix}-subscriber",
-                                                   **{**options, "decode_responses": False})
+        self._pubsub_options = dict(retry=Retry(NoBackoff(), 0), client_name=f"{prefix}-subscriber",
+                                    **{**options, "decode_responses": False})
+        self._url = url
+        self._pubsub_client = None if self._cluster else redis.Redis.from_url(url, **self._pubsub_options)
+        self._node_clients: dict[tuple[str, int], redis.Redis] = {}  # a cluster's subscriber clients, by node
         self._prefix = prefix
         self._claim_script = self._client.register_script(_CLAIM_LUA)
         self._unlock_script = self._client.register_script(_UNLOCK_LUA)
@@ -193,6 +218,11 @@ class RedisBus(Bus):
         self._subscriptions: set[RedisSubscription] = set()
         self._lock = threading.Lock()
         self._closed = False
+
+    @property
+    def shards(self) -> int:
+        """How many job streams (BUS_SHARDS) this bus spreads orders over."""
+        return len(self._streams)
 
     # ---- plumbing ------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -214,25 +244,39 @@ class RedisBus(Bus):
                     self._group_ready = False
                     continue
                 raise BusError(f"redis refused {action}: {exc}") from exc
-            except redis.RedisError as exc:
+            except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
                 raise BusError(f"redis unavailable for {action}: {exc}") from exc
 
     def _create_group(self) -> None:
-        try:
-            # Id 0: jobs added before the group existed (e.g. right after a restart) count.
-            self._client.xgroup_create(self._jobs, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for stream in self._streams:
+            try:
+                # Id 0: jobs added before the group existed (e.g. right after a restart) count.
+                self._client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
         self._group_ready = True
 
-    def _heartbeat_key(self, consumer: str) -> str:
-        return self._consumer_prefix + consumer
+    def _heartbeat_key(self, consumer: str, shard: int = 0) -> str:
+        return self._layout.heartbeat_key(consumer, shard)
+
+    def _script(self, script, keys: list, args: list, pipe) -> None:
+        """Queue a script call on `pipe`: EVALSHA on one server; EVAL on a cluster, where a
+        cluster pipeline has no script support and a promoted replica may lack the script."""
+        if self._cluster:
+            pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
+        else:
+            script(keys=keys, args=args, client=pipe)
+
+    def _shard_of_job(self, job: Job) -> int:
+        return self._layout.entry_of(job.job_id)[0]
 
     # ---- jobs ----------------------------------------------------------------------------
     def enqueue(self, order_id: str) -> str:
         """XADD the order to the jobs stream; the entry id is the job id."""
-        return self._call("enqueue", lambda: self._client.xadd(self._jobs, {"order_id": order_id}))
+        shard = self._layout.shard_of(order_id)
+        return self._call("enqueue", lambda: self._layout.job_id(
+            shard, self._client.xadd(self._streams[shard], {"order_id": order_id})))
 
     def accept(self, order_ids: list[str], events: list[BusEvent]) -> Accepted:
         """XADD each order, PUBLISH the events and read the queue's stats (depth, oldest
@@ -243,31 +287,39 @@ class RedisBus(Bus):
         (redis-py may send the pipeline again after a connection error: a job added twice
         runs its order once, the first job to claim it binds it.)
         """
+        shards = [self._layout.shard_of(order_id) for order_id in order_ids]
+        n_streams = len(self._streams)
+
         def run() -> Accepted:
             pipe = self._client.pipeline(transaction=False)
-            for order_id in order_ids:
-                pipe.xadd(self._jobs, {"order_id": order_id})
-            if events:
-                pipe.publish(self._channel, encode_events(events))
-            self._queue_stats_script(keys=[self._jobs], args=[GROUP], client=pipe)
+            for order_id, shard in zip(order_ids, shards):
+                pipe.xadd(self._streams[shard], {"order_id": order_id})
+            published = self._queue_publish(pipe, events) if events else 0
+            for stream in self._streams:
+                self._script(self._queue_stats_script, [stream], [GROUP], pipe)
             replies = pipe.execute(raise_on_error=False)
-            failed = next((r for r in replies[:-1] if isinstance(r, Exception)), None)
+            failed = next((r for r in replies[:-n_streams] if isinstance(r, Exception)), None)
             if failed is not None:
                 raise failed
-            stats = replies[-1]
-            if isinstance(stats, redis.ResponseError) and _group_missing(stats):
+            job_ids = [self._layout.job_id(shard, entry) for shard, entry in zip(shards, replies[:len(order_ids)])]
+            all_stats = replies[len(order_ids) + published:]
+            if any(isinstance(stats, redis.ResponseError) and _group_missing(stats) for stats in all_stats):
                 self._group_ready = False
                 self._create_group()
-                return Accepted(replies[:len(order_ids)], len(order_ids))
-            if isinstance(stats, Exception):
-                raise stats
-            depth, age_ms = stats
-            return Accepted(replies[:len(order_ids)], int(depth), int(age_ms) / 1000.0)
+                return Accepted(job_ids, len(order_ids))
+            failed = next((stats for stats in all_stats if isinstance(stats, Exception)), None)
+            if failed is not None:
+                raise failed
+            depth = sum(int(stats[0]) for stats in all_stats)
+            return Accepted(job_ids, depth, max(int(stats[1]) for stats in all_stats) / 1000.0)
 
         return self._call("accept", run)
 
     def queue_depth(self) -> int:
         """Entries in the stream minus those delivered and not yet acknowledged."""
+        if len(self._streams) > 1:
+            return self.queue_stats().depth
+
         def depth() -> int:
             pipe = self._client.pipeline(transaction=True)
             pipe.xlen(self._jobs)
@@ -279,64 +331,168 @@ class RedisBus(Bus):
 
     def queue_stats(self) -> QueueStats:
         """The depth as `queue_depth` counts it and the oldest waiting job's age (one script call)."""
-        depth, age_ms = self._call("queue_stats", lambda: self._queue_stats_script(keys=[self._jobs], args=[GROUP]),
-                                   needs_group=True)
-        return QueueStats(int(depth), int(age_ms) / 1000.0)
+        if len(self._streams) == 1:
+            depth, age_ms = self._call("queue_stats", lambda: self._queue_stats_script(keys=[self._jobs], args=[GROUP]),
+                                       needs_group=True)
+            return QueueStats(int(depth), int(age_ms) / 1000.0)
+
+        def read() -> list:
+            pipe = self._client.pipeline(transaction=False)
+            for stream in self._streams:
+                self._script(self._queue_stats_script, [stream], [GROUP], pipe)
+            return pipe.execute()
+
+        all_stats = self._call("queue_stats", read, needs_group=True)
+        return QueueStats(sum(int(depth) for depth, _ in all_stats), max(int(age) for _, age in all_stats) / 1000.0)
 
     def fetch(self, consumer: str, count: int, block_ms: int) -> list[Job]:
         """XREADGROUP new entries; waits at most `block_ms` (capped below the socket timeout)."""
         # BLOCK 0 would mean "forever" to Redis; 0 here means "do not wait".
         block = min(block_ms, self._max_block_ms) if block_ms > 0 else None
+        if len(self._streams) > 1:
+            return self._call("fetch", lambda: self._fetch_spread(consumer, count, block), needs_group=True)
+        return self._call("fetch", lambda: self._read(consumer, 0, count, block), needs_group=True)
 
-        def read() -> list[Job]:
-            try:
-                reply = self._client.xreadgroup(GROUP, consumer, {self._jobs: ">"}, count=count, block=block)
-            except redis.ResponseError as exc:
-                if "UNBLOCKED" not in str(exc):
-                    raise
-                # The stream vanished under a blocked read (Redis flushed or restarted):
-                # nothing to hand out; the next call recreates the group.
-                self._group_ready = False
-                return []
-            return [Job(job_id, fields["order_id"]) for _, entries in reply or [] for job_id, fields in entries]
+    def _read(self, consumer: str, shard: int, count: int, block: int | None) -> list[Job]:
+        try:
+            reply = self._client.xreadgroup(GROUP, consumer, {self._streams[shard]: ">"}, count=count, block=block)
+        except redis.ResponseError as exc:
+            if "UNBLOCKED" not in str(exc):
+                raise
+            # The stream vanished under a blocked read (Redis flushed or restarted):
+            # nothing to hand out; the next call recreates the group.
+            self._group_ready = False
+            return []
+        return self._jobs_of(shard, reply)
 
-        return self._call("fetch", read, needs_group=True)
+    def _jobs_of(self, shard: int, reply) -> list[Job]:
+        job_id = self._layout.job_id
+        return [Job(job_id(shard, entry), fields["order_id"]) for _, entries in reply or [] for entry, fields in entries]
+
+    def _fetch_spread(self, consumer: str, count: int, block: int | None) -> list[Job]:
+        """Several shards: read the streams without waiting, `count` split between them (never
+        more jobs than asked); while none had a job, wait on one stream at a time, each shard in
+        turn, at most SPREAD_BLOCK_MS before reading all again (a blocking read cannot span hash
+        slots), until `block` ms have passed."""
+        n = len(self._streams)
+        first, self._next_shard = self._next_shard, (self._next_shard + 1) % n
+        deadline = time.monotonic() + (block or 0) / 1000
+        waiting_on = first
+        while True:
+            jobs = self._read_spread(consumer, count, [(first + k) % n for k in range(n)])
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if jobs or left_ms <= 0:
+                return jobs
+            jobs = self._read(consumer, waiting_on, count, min(left_ms, SPREAD_BLOCK_MS))
+            if jobs:
+                return jobs
+            waiting_on = (waiting_on + 1) % n
+
+    def _read_spread(self, consumer: str, count: int, order: list[int]) -> list[Job]:
+        """Up to `count` waiting jobs from the streams in `order`, a pipelined read of them all a
+        round: the count left is split between the streams that may hold more (a stream that
+        gave fewer than asked is empty), until it is reached or every stream is empty."""
+        jobs: list[Job] = []
+        candidates = order
+        while candidates and len(jobs) < count:
+            left = count - len(jobs)
+            shares = {i: left // len(candidates) + (1 if k < left % len(candidates) else 0)
+                      for k, i in enumerate(candidates)}
+            asked = [i for i in candidates if shares[i]]
+            pipe = self._client.pipeline(transaction=False)
+            for i in asked:
+                pipe.xreadgroup(GROUP, consumer, {self._streams[i]: ">"}, count=shares[i])
+            replies = pipe.execute(raise_on_error=False)
+            failed = next((r for r in replies if isinstance(r, Exception)), None)
+            if failed is not None:
+                if jobs:  # those are ours now: hand them out; the next fetch meets the error again
+                    return jobs
+                raise failed
+            candidates = [i for i in candidates if i not in shares or not shares[i]]
+            for i, reply in zip(asked, replies):
+                got = self._jobs_of(i, reply)
+                jobs.extend(got)
+                if len(got) == shares[i]:
+                    candidates.append(i)
+        return jobs
 
     def ack(self, *jobs: Job) -> None:
         """XACK and XDEL together, so the stream keeps only unfinished jobs."""
         if not jobs:
             return
-        ids = [job.job_id for job in jobs]
+        by_shard: dict[int, list[str]] = {}
+        for job in jobs:
+            shard, entry = self._layout.entry_of(job.job_id)
+            if shard < len(self._streams):  # else from a larger BUS_SHARDS: that stream is not read any more
+                by_shard.setdefault(shard, []).append(entry)
 
         def forget() -> None:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.xack(self._jobs, GROUP, *ids)
-            pipe.xdel(self._jobs, *ids)
-            pipe.execute()
+            for shard, ids in by_shard.items():  # a transaction cannot span hash slots
+                pipe = self._client.pipeline(transaction=True)
+                pipe.xack(self._streams[shard], GROUP, *ids)
+                pipe.xdel(self._streams[shard], *ids)
+                pipe.execute()
 
         self._call("ack", forget, needs_group=True)
 
     def heartbeat(self, consumer: str, ttl_s: float) -> None:
         """SET the consumer's liveness key with a TTL of `ttl_s`."""
         ttl_ms = max(int(ttl_s * 1000), 1)
-        self._call("heartbeat", lambda: self._client.set(self._heartbeat_key(consumer), "1", px=ttl_ms))
+        keys = self._layout.heartbeat_keys(consumer)
+        if len(keys) == 1:
+            self._call("heartbeat", lambda: self._client.set(keys[0], "1", px=ttl_ms))
+            return
+
+        def beat() -> None:  # a copy in each shard's slot, for that shard's claim script
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.set(key, "1", px=ttl_ms)
+            pipe.execute()
+
+        self._call("heartbeat", beat)
 
     def retire(self, consumer: str) -> None:
         """DEL the consumer's liveness key: it counts as dead at once."""
-        self._call("retire", lambda: self._client.delete(self._heartbeat_key(consumer)))
+        keys = self._layout.heartbeat_keys(consumer)
+
+        def forget() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.delete(key)
+            pipe.execute()
+
+        self._call("retire", forget if len(keys) > 1 else lambda: self._client.delete(keys[0]))
 
     def queued_order_ids(self) -> set[str]:
         """The order of every entry in the jobs stream (it holds only waiting and pending jobs)."""
         def scan() -> set[str]:
-            found, start = set(), "-"
-            while True:
-                entries = self._client.xrange(self._jobs, min=start, count=1000)
-                found.update(fields.get("order_id") for _, fields in entries)
-                if len(entries) < 1000:
-                    return found
-                start = "(" + entries[-1][0]  # exclusive: after the last one read
+            return set().union(*(self._scan_stream(stream, "-") for stream in self._streams))
 
         return self._call("queued_order_ids", scan)
+
+    def waiting_order_ids(self) -> set[str]:
+        """The order of every entry after its stream's last delivered one (never fetched)."""
+        def scan() -> set[str]:
+            pipe = self._client.pipeline(transaction=False)
+            for stream in self._streams:
+                pipe.xinfo_groups(stream)
+            found = set()
+            for stream, groups in zip(self._streams, pipe.execute()):
+                last = next((g["last-delivered-id"] for g in groups if g["name"] == GROUP), "0-0")
+                found.update(self._scan_stream(stream, "(" + last))
+            return found
+
+        return self._call("waiting_order_ids", scan, needs_group=True)
+
+    def _scan_stream(self, stream: str, start: str) -> set[str]:
+        """The orders of a stream's entries from `start` on, read a thousand at a time."""
+        found = set()
+        while True:
+            entries = self._client.xrange(stream, min=start, count=1000)
+            found.update(fields.get("order_id") for _, fields in entries)
+            if len(entries) < 1000:
+                return found
+            start = "(" + entries[-1][0]  # exclusive: after the last one read
 
     def try_lock(self, name: str, owner: str, ttl_s: float) -> bool:
         """SET NX PX: the lock is ours unless someone holds it (ours again if we do)."""
@@ -356,8 +512,8 @@ class RedisBus(Bus):
     def live_consumers(self) -> set[str]:
         """Names of the consumers whose heartbeat key still exists."""
         def scan() -> set[str]:
-            keys = self._client.scan_iter(match=self._consumer_prefix + "*", count=500)
-            return {key[len(self._consumer_prefix):] for key in keys}
+            keys = self._client.scan_iter(match=self._layout.consumer_pattern, count=500)
+            return {self._layout.consumer_of(key) for key in keys}
         return self._call("live_consumers", scan)
 
     def ensure_epoch(self) -> tuple[str, bool]:
@@ -372,23 +528,27 @@ class RedisBus(Bus):
     def claim_abandoned(self, consumer: str, count: int) -> list[Job]:
         """XCLAIM for `consumer` the jobs of group members whose heartbeat key is gone."""
         def claim() -> list[Job]:
+            pipe = self._client.pipeline(transaction=False)
+            for stream in self._streams:
+                pipe.xinfo_consumers(stream, GROUP)
             jobs: list[Job] = []
-            for member in self._client.xinfo_consumers(self._jobs, GROUP):
-                name = member["name"]
-                if len(jobs) >= count:
-                    break
-                if name == consumer or (member["pending"] == 0 and member["idle"] < _IDLE_CONSUMER_MS):
-                    continue
-                claimed = self._claim_script(
-                    keys=[self._jobs, self._heartbeat_key(name)],
-                    args=[GROUP, name, consumer, count - len(jobs)])
-                for entry in claimed:
-                    if entry:  # entries deleted meanwhile come back empty on older Redis
-                        job_id, flat = entry
-                        fields = dict(zip(flat[::2], flat[1::2]))
-                        jobs.append(Job(job_id, fields["order_id"]))
-                if claimed:
-                    log.warning("consumer %s took %d job(s) of dead consumer %s", consumer, len(claimed), name)
+            for shard, members in enumerate(pipe.execute()):
+                for member in members:
+                    name = member["name"]
+                    if len(jobs) >= count:
+                        return jobs
+                    if name == consumer or (member["pending"] == 0 and member["idle"] < _IDLE_CONSUMER_MS):
+                        continue
+                    claimed = self._claim_script(
+                        keys=[self._streams[shard], self._heartbeat_key(name, shard)],
+                        args=[GROUP, name, consumer, count - len(jobs)])
+                    for entry in claimed:
+                        if entry:  # entries deleted meanwhile come back empty on older Redis
+                            entry_id, flat = entry
+                            fields = dict(zip(flat[::2], flat[1::2]))
+                            jobs.append(Job(self._layout.job_id(shard, entry_id), fields["order_id"]))
+                    if claimed:
+                        log.warning("consumer %s took %d job(s) of dead consumer %s", consumer, len(claimed), name)
             return jobs
 
         return self._call("claim_abandoned", claim, needs_group=True)
@@ -410,19 +570,69 @@ class RedisBus(Bus):
             return []
         keys = [f"{self._prefix}:{kind}:{owner}" for owner in owners]
         member = uuid.uuid4().hex
+        if self._cluster:
+            return self._call("try_submit", lambda: self._try_submit_per_key(keys, limit, window_s, member))
         waits = self._call("try_submit", lambda: self._try_submit_script(
             keys=keys, args=[limit, float(window_s), member]))
         return [float(wait) for wait in waits]
 
+    def _try_submit_per_key(self, keys: list[str], limit: int, window_s: float, member: str) -> list[float]:
+        """On a cluster each owner's window is in its own slot: a script call per owner (its
+        repeats in order, as one call counts them), all in one pipeline."""
+        positions: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            positions.setdefault(key, []).append(i)
+        pipe = self._client.pipeline(transaction=False)
+        for n, (key, where) in enumerate(positions.items()):
+            self._script(self._try_submit_script, [key] * len(where), [limit, float(window_s), f"{member}.{n}"], pipe)
+        waits = [0.0] * len(keys)
+        for where, answers in zip(positions.values(), pipe.execute()):
+            for i, wait in zip(where, answers):
+                waits[i] = float(wait)
+        return waits
+
     # ---- events --------------------------------------------------------------------------
     def publish(self, events: list[BusEvent]) -> None:
         """PUBLISH the batch as one message."""
-        payload = encode_events(events)
-        self._call("publish", lambda: self._client.publish(self._channel, payload))
+        if not self._cluster:
+            payload = encode_events(events)
+            self._call("publish", lambda: self._client.publish(self._channel, payload))
+            return
+
+        def send() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            self._queue_publish(pipe, events)
+            pipe.execute()
+
+        self._call("publish", send)
+
+    def _queue_publish(self, pipe, events: list[BusEvent]) -> int:
+        """Queue the batch's PUBLISH on `pipe`; on a cluster an SPUBLISH per shard the events are
+        of, each on its shard's channel. The number of commands queued."""
+        if not self._cluster:
+            pipe.publish(self._channel, encode_events(events))
+            return 1
+        by_channel: dict[int, list[BusEvent]] = {}
+        for event in events:
+            by_channel.setdefault(self._layout.channel_of(event.order_id), []).append(event)
+        for channel, batch in by_channel.items():
+            pipe.spublish(self._layout.event_channels[channel], encode_events(batch))
+        return len(by_channel)
 
     def subscribe(self, handler: EventBatchHandler) -> Subscription:
-        """Subscribe now (BusError if Redis is down), then deliver from a daemon thread."""
-        return self._subscribe(self._channel, handler, decode_events)
+        """Subscribe now (BusError if Redis is down), then deliver from a daemon thread (on a
+        cluster, a thread per shard's channel)."""
+        if not self._cluster:
+            return self._subscribe(self._channel, handler, decode_events)
+        parts = []
+        try:
+            for channel in self._layout.event_channels:
+                parts.append(self._subscribe(channel, handler, decode_events))
+        except BusError:
+            for part in parts:
+                part.close()
+            raise
+        return Subscriptions(parts)
 
     # ---- control -------------------------------------------------------------------------
     def publish_control(self, message: dict) -> None:
@@ -430,7 +640,8 @@ class RedisBus(Bus):
         if not isinstance(message, dict):
             raise BusError("a control message is a JSON object")
         payload = codec.dumps(message)
-        self._call("publish_control", lambda: self._client.publish(self._control_channel, payload))
+        send = self._client.spublish if self._cluster else self._client.publish
+        self._call("publish_control", lambda: send(self._control_channel, payload))
 
     def subscribe_control(self, handler: ControlHandler) -> Subscription:
         """Subscribe now to the control channel (BusError if Redis is down), then deliver from a
@@ -439,16 +650,32 @@ class RedisBus(Bus):
 
     def _subscribe(self, channel: str, handler, decode) -> Subscription:
         self._check_open()
+        if self._cluster:
+            def reopen():
+                return open_sharded(self._client, self._node_client, channel)
+        else:
+            def reopen():
+                return open_pubsub(self._pubsub_client, channel)
         try:
-            pubsub = open_pubsub(self._pubsub_client, channel)
-        except redis.RedisError as exc:
+            pubsub = reopen()
+        except REDIS_ERRORS as exc:
             raise BusError(f"redis unavailable for subscribe: {exc}") from exc
-        subscription = RedisSubscription(self._pubsub_client, channel, pubsub, handler,
-                                         on_close=self._forget, decode=decode)
+        subscription = RedisSubscription(reopen, channel, pubsub, handler, on_close=self._forget, decode=decode)
         with self._lock:
             self._subscriptions.add(subscription)
         subscription.start()
         return subscription
+
+    def _node_client(self, host: str, port: int) -> redis.Redis:
+        """The subscriber client of one cluster node (kept: see `open_sharded`)."""
+        with self._lock:
+            client = self._node_clients.get((host, port))
+            if client is None:
+                scheme, rest = self._url.split("://", 1)
+                userinfo = rest.split("@", 1)[0] + "@" if "@" in rest.split("/", 1)[0] else ""
+                client = redis.Redis.from_url(f"{scheme}://{userinfo}{host}:{port}", **self._pubsub_options)
+                self._node_clients[(host, port)] = client
+            return client
 
     def _forget(self, subscription: RedisSubscription) -> None:
         with self._lock:
@@ -469,4 +696,9 @@ class RedisBus(Bus):
         for subscription in subscriptions:
             subscription.close()
         self._client.close()
-        self._pubsub_client.close()
+        if self._pubsub_client is not None:
+            self._pubsub_client.close()
+        with self._lock:
+            node_clients, self._node_clients = list(self._node_clients.values()), {}
+        for client in node_clients:
+            client.close()

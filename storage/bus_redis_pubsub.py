@@ -4,6 +4,11 @@ After a Redis restart or a killed connection the thread subscribes again, waitin
 between attempts with backoff's exponential sequence and full jitter. Whatever was
 published while it was away is lost (pub/sub keeps nothing); listeners fill gaps
 from the database, so a reconnect only has to be logged.
+
+On a Redis Cluster a subscription is to one sharded channel (SSUBSCRIBE, Redis 7): it is
+opened on the master that owns the channel's slot, found afresh at each reconnect, so after a
+failover it follows the slot to the promoted replica. A master that gives a slot away
+unsubscribes its clients from it (`sunsubscribe`): that is a reconnect too.
 """
 from __future__ import annotations
 
@@ -25,22 +30,29 @@ _RECONNECT_FACTOR_S = 0.05
 _RECONNECT_MAX_S = 5.0
 
 
-def open_pubsub(client: redis.Redis, channel: str) -> redis.client.PubSub:
-    """SUBSCRIBE on a new connection and wait for Redis to confirm it.
+# What a lost connection or a cluster in transition raises (a cluster's slot trouble is no RedisError).
+REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
+_DELIVERED = ("message", b"message", "smessage", b"smessage")
+_UNSUBSCRIBED = ("unsubscribe", b"unsubscribe", "sunsubscribe", b"sunsubscribe")
 
-    Once this returns, every later PUBLISH on `channel` reaches this connection.
+
+def open_pubsub(client: redis.Redis, channel: str, sharded: bool = False) -> redis.client.PubSub:
+    """SUBSCRIBE (SSUBSCRIBE when `sharded`) on a new connection and wait for Redis to confirm it.
+
+    Once this returns, every later PUBLISH (SPUBLISH) on `channel` reaches this connection.
     Raises a redis error when Redis is unreachable or does not confirm in time.
     """
     pubsub = client.pubsub()
+    confirmed = ("ssubscribe", b"ssubscribe") if sharded else ("subscribe", b"subscribe")
     try:
-        pubsub.subscribe(channel)
+        (pubsub.ssubscribe if sharded else pubsub.subscribe)(channel)
         deadline = time.monotonic() + _SUBSCRIBE_TIMEOUT_S
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise redis.TimeoutError(f"no confirmation of SUBSCRIBE {channel}")
             message = pubsub.get_message(timeout=remaining)
-            if message and message["type"] in ("subscribe", b"subscribe"):
+            if message and message["type"] in confirmed:
                 return pubsub
     except BaseException:
         _close_quietly(pubsub)
@@ -66,13 +78,14 @@ def _reconnect_delays():
 
 class RedisSubscription(Subscription):
     """Delivers each batch published on `channel` to `handler`, on its own thread (`decode`
-    turns a message into what the handler takes: a batch of events unless told otherwise)."""
+    turns a message into what the handler takes: a batch of events unless told otherwise);
+    `reopen()` subscribes again on a new connection after one dropped."""
 
-    def __init__(self, client: redis.Redis, channel: str, pubsub: redis.client.PubSub,
+    def __init__(self, reopen: Callable[[], redis.client.PubSub], channel: str, pubsub: redis.client.PubSub,
                  handler: EventBatchHandler | Callable[[Any], None],
                  on_close: Callable[[RedisSubscription], None],
                  decode: Callable[[bytes], Any] = decode_events):
-        self._client = client
+        self._reopen = reopen
         self._channel = channel
         self._pubsub = pubsub
         self._handler = handler
@@ -87,6 +100,10 @@ class RedisSubscription(Subscription):
     def start(self) -> None:
         """Start the delivery thread."""
         self._thread.start()
+
+    def stop_soon(self) -> None:
+        """Ask the thread to stop without waiting for it (`close` then waits less)."""
+        self._stop.set()
 
     def close(self) -> None:
         """Stop delivery; after this returns the handler is not called again (idempotent)."""
@@ -103,8 +120,8 @@ class RedisSubscription(Subscription):
             while not self._stop.is_set():
                 if pubsub is None:
                     try:
-                        pubsub = open_pubsub(self._client, self._channel)
-                    except redis.RedisError as exc:
+                        pubsub = self._reopen()
+                    except REDIS_ERRORS as exc:
                         delays = delays or _reconnect_delays()
                         wait = next(delays)
                         log.warning("resubscribing to %s failed (%s); next try in %.2fs",
@@ -120,8 +137,12 @@ class RedisSubscription(Subscription):
                     _close_quietly(pubsub)
                     pubsub = None
                     continue
-                if message and message["type"] in ("message", b"message"):
+                if message and message["type"] in _DELIVERED:
                     self._deliver(message["data"])
+                elif message and message["type"] in _UNSUBSCRIBED:  # the slot moved to another master
+                    log.warning("unsubscribed from %s by the server; subscribing again", self._channel)
+                    _close_quietly(pubsub)
+                    pubsub = None
         finally:
             _close_quietly(pubsub)
 
@@ -138,3 +159,37 @@ class RedisSubscription(Subscription):
                 self._handler(batch)
             except Exception:
                 log.exception("event subscriber failed on a batch; it stays subscribed")
+
+
+class Subscriptions(Subscription):
+    """Several subscriptions closed as one (a cluster's subscription: one per shard's channel)."""
+
+    def __init__(self, parts: list[RedisSubscription]):
+        self._parts = parts
+
+    def close(self) -> None:
+        """Close every part (idempotent): all asked to stop first, so they stop together."""
+        for part in self._parts:
+            part.stop_soon()
+        for part in self._parts:
+            part.close()
+
+
+def open_sharded(cluster: redis.RedisCluster, client_for: Callable[[str, int], redis.Redis],
+                 channel: str) -> redis.client.PubSub:
+    """SSUBSCRIBE to `channel` on the master that owns its slot now, on a connection of its own
+    from `client_for(host, port)` (a client the caller keeps: a client garbage-collected closes
+    its pool, the subscription's connection with it).
+
+    When that fails (the master died, or the slot moved), the cluster client's slot map is
+    read again before the caller's next try, so a reconnect finds the promoted replica.
+    """
+    try:
+        node = cluster.get_node_from_key(channel)
+        return open_pubsub(client_for(node.host, node.port), channel, sharded=True)
+    except REDIS_ERRORS:
+        try:
+            cluster.nodes_manager.initialize()
+        except REDIS_ERRORS as exc:
+            log.info("reading the cluster's slot map failed (%s); trying again later", exc)
+        raise

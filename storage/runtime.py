@@ -45,7 +45,7 @@ def open_bus(settings: Settings) -> Bus:
     if settings.redis_url:
         from storage.bus_redis import RedisBus
 
-        return RedisBus(settings.redis_url)
+        return RedisBus(settings.redis_url, shards=settings.bus_shards)
     from storage.bus_memory import InProcessBus
 
     return InProcessBus()

@@ -126,7 +126,7 @@ def empty_database_settings(request, tmp_path):
 
 # Fixtures that stop and start servers of a module's own: the tests that use them run on one
 # xdist worker, one at a time, sharing the module's servers (and never racing each other).
-OWN_SERVERS = {"own_redis", "own_postgres", "make_own_cluster"}
+OWN_SERVERS = {"own_redis", "own_postgres", "make_own_cluster", "redis_cluster"}
 
 
 # The longest modules (seconds each test, --durations) start first, so that the many short

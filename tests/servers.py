@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -54,12 +55,13 @@ class ServerError(Exception):
 class RedisServer:
     """A `redis-server` on its own port and directory; nothing is saved, so a restart loses all data."""
 
-    def __init__(self, binary: str = "redis-server"):
+    def __init__(self, binary: str = "redis-server", port: int | None = None):
         self.binary = binary
-        self.port = free_port()
+        self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="engine-test-redis-"))
         self.log_path = self.dir / "redis.log"
         self.proc: subprocess.Popen | None = None
+        self.extra_args: list[str] = []  # e.g. cluster mode
 
     def url(self, db: int = 0) -> str:
         """The URL of database `db` on this server."""
@@ -76,7 +78,7 @@ class RedisServer:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", str(self.dir), "--daemonize", "no"],
+                 "--dir", str(self.dir), "--daemonize", "no", *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -104,6 +106,12 @@ class RedisServer:
         try:
             self.proc.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL by pid: the server dies as a crashed machine's would, without a word to its peers."""
+        if self.running:
             self.proc.kill()
             self.proc.wait(10)
 
@@ -209,3 +217,106 @@ class PostgresCluster:
             time.sleep(0.1)
         if self.pid == pid:
             os.kill(pid, signal.SIGKILL)
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (10000 above) is free too, as Redis Cluster needs."""
+    for _ in range(100):
+        port = random.randint(20000, 55535)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise ServerError("no free port pair for a cluster node")
+
+
+class RedisClusterServers:
+    """A Redis Cluster of our own: `masters` masters and as many replicas (`replicas` each), each
+    a RedisServer on a free port with cluster mode on and nothing saved, joined by
+    `redis-cli --cluster create`. `node_timeout_ms` is how long a master may be silent before
+    its replica takes over (the test's failover time)."""
+
+    def __init__(self, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000):
+        self.masters, self.replicas, self.node_timeout_ms = masters, replicas, node_timeout_ms
+        self.nodes: list[RedisServer] = []
+
+    @property
+    def url(self) -> str:
+        """The engine's REDIS_URL for this cluster (one seed node; the client finds the rest)."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:1])
+
+    def start(self) -> "RedisClusterServers":
+        """Start every node, create the cluster and wait until every node says it is ok."""
+        for _ in range(self.masters * (1 + self.replicas)):
+            node = RedisServer(port=_free_cluster_port())
+            node.extra_args = ["--cluster-enabled", "yes", "--cluster-config-file", str(node.dir / "nodes.conf"),
+                               "--cluster-node-timeout", str(self.node_timeout_ms),
+                               # a replica takes over however long since it last heard its master
+                               "--cluster-replica-validity-factor", "0",
+                               # replicas sync at once (the default waits 5 s for more of them)
+                               "--repl-diskless-sync-delay", "0"]
+            self.nodes.append(node)
+            node.start()
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        done = subprocess.run(["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas",
+                               str(self.replicas), "--cluster-yes"], capture_output=True, text=True,
+                              timeout=START_TIMEOUT_S)
+        if done.returncode != 0:
+            raise ServerError(f"redis-cli --cluster create failed:\n{done.stdout}{done.stderr}")
+        self.wait_ok()
+        return self
+
+    def info(self, node: RedisServer, section: str = "CLUSTER INFO") -> str:
+        """A node's answer to `section` (a command), as text; '' when it does not answer."""
+        done = subprocess.run(["redis-cli", "-p", str(node.port), *section.split()], capture_output=True,
+                              text=True, timeout=10)
+        return done.stdout if done.returncode == 0 else ""
+
+    def wait_ok(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Until every running node reports `cluster_state:ok` and every replica is in sync."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            running = [n for n in self.nodes if n.running]
+            replicas = [n for n in running if "role:slave" in self.info(n, "INFO replication")]
+            if all("cluster_state:ok" in self.info(n) for n in running) and all(
+                    "master_link_status:up" in self.info(n, "INFO replication") for n in replicas):
+                return
+            time.sleep(0.1)
+        raise ServerError("the cluster did not become ok:\n" + "\n".join(
+            f"==== node {n.port}\n{self.info(n, 'CLUSTER NODES') if n.running else ''}{n.log()[-1500:]}"
+            for n in self.nodes))
+
+    def wait_failed_over(self, dead: RedisServer, timeout: float = START_TIMEOUT_S) -> None:
+        """Until the running nodes agree that `dead` failed and its slots are served again."""
+        deadline = time.monotonic() + timeout
+        witness = next(n for n in self.nodes if n.running)
+        while time.monotonic() < deadline:
+            nodes = self.info(witness, "CLUSTER NODES")
+            fields = next((line.split() for line in nodes.splitlines() if f":{dead.port}@" in line), [])
+            if len(fields) > 2 and "fail" in fields[2].split(","):  # confirmed, not just suspected ("fail?")
+                break
+            time.sleep(0.05)
+        self.wait_ok(max(deadline - time.monotonic(), 1))
+
+    def master_of(self, key: str) -> RedisServer:
+        """The node serving `key`'s slot as master now."""
+        witness = next(n for n in self.nodes if n.running)
+        slot = int(self.info(witness, f"CLUSTER KEYSLOT {key}").strip())
+        for line in self.info(witness, "CLUSTER NODES").splitlines():
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            for span in fields[8:]:
+                low, _, high = span.partition("-")
+                if low.isdigit() and int(low) <= slot <= int(high or low):
+                    port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+                    return next(n for n in self.nodes if n.port == port)
+        raise ServerError(f"no master serves slot {slot}")
+
+    def close(self) -> None:
+        """Stop every node and remove their directories."""
+        for node in self.nodes:
+            node.close()

@@ -29,8 +29,9 @@ class Orders:
 
 
 class Bus:
-    def __init__(self, queued: set[str], live: set[str]):
+    def __init__(self, queued: set[str], live: set[str], waiting: set[str] | None = None):
         self.queued, self.live, self.enqueued = queued, live, []
+        self.waiting = queued if waiting is None else waiting
 
     def try_lock(self, name, owner, ttl_s):
         return True
@@ -43,6 +44,9 @@ class Bus:
 
     def queued_order_ids(self):
         return self.queued
+
+    def waiting_order_ids(self):
+        return self.waiting
 
     def enqueue(self, order_id):
         self.enqueued.append(order_id)
@@ -58,3 +62,17 @@ def test_a_lost_order_behind_ten_thousand_armed_ones_is_queued_again():
     reconciler = Reconciler(orders, bus, timers=None)  # not started: its pass is called directly
     assert reconciler._reconcile(utcnow() - timedelta(seconds=10)) == 1
     assert bus.enqueued == [str(lost[0])] and orders.released == [lost[0]]
+
+
+def test_an_order_whose_job_was_fetched_but_never_claimed_is_queued_again():
+    # A fetch whose reply was lost (a connection cut, a Redis Cluster failover) leaves the job
+    # with a live consumer that never saw it: held, not waiting, and the order never claimed.
+    old = utcnow() - timedelta(minutes=1)
+    stranded = (UUID(int=1), None, None, old)
+    waiting = (UUID(int=2), None, None, old)
+    running = (UUID(int=3), "job-3", "worker-live", old)
+    ids = {str(row[0]) for row in (stranded, waiting, running)}
+    bus = Bus(queued=ids, live={"worker-live"}, waiting={str(waiting[0])})
+    reconciler = Reconciler(Orders([stranded, waiting, running]), bus, timers=None)
+    assert reconciler._reconcile(utcnow() - timedelta(seconds=10)) == 1
+    assert bus.enqueued == [str(stranded[0])]

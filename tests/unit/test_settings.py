@@ -56,6 +56,17 @@ def test_postgres_and_redis_urls_are_accepted():
     assert not s.embedded
 
 
+def test_a_redis_cluster_url_gets_six_bus_shards_unless_told_and_only_database_0():
+    assert load_settings({"REDIS_URL": "redis://r:6379/0"}, dotenv=None).bus_shards == 1
+    cluster = load_settings({"REDIS_URL": "redis+cluster://r:7000"}, dotenv=None)
+    assert (cluster.redis_url, cluster.bus_shards) == ("redis+cluster://r:7000", 6)
+    assert load_settings({"REDIS_URL": "rediss+cluster://r:7000/0", "BUS_SHARDS": "12"}, dotenv=None).bus_shards == 12
+    with pytest.raises(ConfigError, match="only database 0"):
+        load_settings({"REDIS_URL": "redis+cluster://r:7000/3"}, dotenv=None)
+    with pytest.raises(ConfigError, match="BUS_SHARDS"):
+        load_settings({"REDIS_URL": "redis://r:6379/0", "BUS_SHARDS": "0"}, dotenv=None)
+
+
 def test_the_intervals_default_to_production_values():
     s = load_settings({}, dotenv=None)
     assert (s.heartbeat_ttl_s, s.heartbeat_every_s, s.claim_interval_s) == (10.0, 1.0, 5.0)
