@@ -5,8 +5,10 @@ Every subscription of a web process to the same key shares its topic, so one pri
 costs one computation and one JSON encoding per topic, whatever its number of subscribers;
 each subscriber's frame is that encoding with its own `subscriptionId` spliced in front.
 
-When a topic is computed again (one ticker per process, every QUOTE_STREAM_INTERVAL_MS: at
-most one frame per subscription per tick, so pool changes are coalesced):
+When a topic is computed again (one ticker per process, at most every QUOTE_STREAM_INTERVAL_MS,
+so at most one frame per subscription per interval and pool changes are coalesced; it runs
+when something is due, so a notice after a quiet spell is answered without waiting for a
+fixed beat):
 - a "pools changed" notice names one of its tokens (storage/pool_notices.py: workers send
   it on the bus's control channel after a block of swaps lands); the topic is computed at the
   first tick NOTICE_SETTLE_S after the notice, so the simulator's quote cache (rows up to
@@ -31,7 +33,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Protocol
 
-from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.ioloop import IOLoop
 
 from storage import codec
 from storage.bus import Bus, Subscription
@@ -120,15 +122,19 @@ class QuoteStream:
         self.frames = 0  # frames handed to subscribers
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subscription: Subscription | None = None
-        self._ticker: PeriodicCallback | None = None
+        self._started = False
+        self._last_tick = float("-inf")
+        self._timer: asyncio.TimerHandle | None = None  # the next tick, when one is scheduled
+        self._timer_at = float("inf")
         self._task: asyncio.Task | None = None  # the running computation (a reference keeps it alive)
 
     # ---- lifecycle (IOLoop thread) -----------------------------------------------------
 
     def start(self) -> None:
-        """Listen for pools notices and start the ticker (idempotent)."""
-        if self._ticker is not None:
+        """Listen for pools notices and start ticking (idempotent)."""
+        if self._started:
             return
+        self._started = True
         self._loop = IOLoop.current().asyncio_loop
         if self._bus is not None:
             try:
@@ -136,13 +142,14 @@ class QuoteStream:
             except StorageError as exc:  # the refresh stands in for the notices
                 log.warning("streamed quotes: no pools notices (%s); refreshing every %.2fs only", exc,
                             self.refresh_s)
-        self._ticker = PeriodicCallback(self.tick, self.interval_s * 1000)
-        self._ticker.start()
+        self._wake(self._clock())
 
     def stop(self) -> None:
-        """Stop the ticker and the notices; a running computation is cancelled."""
-        if self._ticker is not None:
-            self._ticker.stop()
+        """Stop ticking and listening; a running computation is cancelled."""
+        self._started = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._subscription is not None:
             self._subscription.close()
             self._subscription = None
@@ -178,6 +185,7 @@ class QuoteStream:
             topic = self._topics[key] = _Topic(key, request)
             for token in key[:2]:
                 self._by_token.setdefault(token, set()).add(key)
+            self._wake(self._clock())
         topic.subscribers[(listener, subscription_id)] = None
         held[subscription_id] = topic
         return subscription_id
@@ -235,11 +243,38 @@ class QuoteStream:
             topic = self._topics[key]
             if topic.due_at is None or topic.due_at > at:
                 topic.due_at = at
+        if keys:
+            self._wake(at)
 
     def due(self, now: float) -> list[_Topic]:
         """The topics to compute at `now`."""
         return [t for t in self._topics.values()
                 if (t.due_at is not None and t.due_at <= now) or now - t.computed_at >= self.refresh_s]
+
+    def _wake(self, at: float) -> None:
+        """Tick at `at` (clock time), but not within QUOTE_STREAM_INTERVAL_MS of the last tick,
+        unless a tick is already due sooner or a computation runs (it schedules the next)."""
+        if not self._started or self.computing:
+            return
+        at = max(at, self._last_tick + self.interval_s)
+        if at >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = self._loop or asyncio.get_running_loop()
+        self._timer_at = at
+        self._timer = loop.call_later(max(at - self._clock(), 0.0), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, float("inf")
+        if self.tick() is None:
+            self._wake_next()
+
+    def _wake_next(self) -> None:
+        """Schedule the tick for the topic due first (a notice, or its refresh)."""
+        if self._topics:
+            self._wake(min(t.computed_at + self.refresh_s if t.due_at is None else
+                           min(t.due_at, t.computed_at + self.refresh_s) for t in self._topics.values()))
 
     def tick(self) -> asyncio.Task | None:
         """Compute every due topic in one executor call, then push what changed; nothing while
@@ -250,6 +285,7 @@ class QuoteStream:
         topics = self.due(now)
         if not topics:
             return None
+        self._last_tick = now
         for topic in topics:  # a notice from now on makes it due again
             topic.due_at = None
             topic.computed_at = now
@@ -270,6 +306,7 @@ class QuoteStream:
             return
         finally:
             self.computing = False
+            self._wake_next()
         self.computations += len(topics)
         if self._metrics is not None:
             self._metrics.quotes_computed(len(topics))
