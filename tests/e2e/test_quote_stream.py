@@ -3,10 +3,16 @@ pools on Redis, and the real `engine web` pushes the new quote to a subscriber."
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
 
+from bench.cluster import REPO
 from tests.e2e.cluster import until
 
 pytestmark = pytest.mark.e2e
@@ -32,6 +38,21 @@ def test_a_swap_by_an_order_moves_the_pool_and_a_quote_subscriber_receives_the_n
         client.close()
 
     asyncio.run(scenario())
+
+    # The command line watches the same stream: a JSON frame a line, until interrupted.
+    env = {**os.environ, "ENGINE_URL": cluster.client().base}
+    env.pop("ENGINE_API_KEY", None)
+    watch = subprocess.Popen([sys.executable, "-m", "engine", "quote", "SOL", "USDC", "1.5", "--watch", "--json"],
+                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = json.loads(watch.stdout.readline())
+        assert (line["type"], line["tokenIn"], line["amountIn"]) == ("quote", "SOL", "1.5"), line
+    finally:
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(timeout=10) == 130
+    bad = subprocess.run([sys.executable, "-m", "engine", "quote", "SOL", "SOL", "1", "--watch"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "same_token" in bad.stderr, bad
 
 
 async def _confirmed(client, order_id: str):
