@@ -31,7 +31,7 @@ QUOTES_ENV = {"VENUE_FAILURE_RATE": "0", "VENUE_TIMEOUT_RATE": "0", "SIM_SEED": 
               "KEY_RATE_LIMIT": "1000000", "CONNECT_RATE_LIMIT": "0", "SUBSCRIBE_RATE_LIMIT": "0",
               "QUOTE_RATE_LIMIT": "0"}  # the defaults of QUOTE_STREAM_INTERVAL_MS and _REFRESH_MS
 PAIRS = [("SOL", "USDC", "1"), ("USDC", "SOL", "150"), ("BONK", "USDC", "1000000"), ("JUP", "USDC", "100")]
-MOVED = 0.01  # a frame showing SOL->USDC 1% lower than before the push: the push's
+MOVED = 0.01  # a frame showing SOL->USDC 1% off its price before the push: the push's (drift: < 0.1%/s)
 CONNECT_AT_ONCE = 200
 PUSHES = 5  # pushes per step (the latency depends on where the push falls between two ticks)
 
@@ -63,7 +63,7 @@ class Subscriber:
                 elif kind == "quote":
                     self.frames += 1
                     out = float(frame["route"]["amountOut"])
-                    if self.armed is not None and out < self.armed * (1 - MOVED):
+                    if self.armed is not None and abs(out / self.armed - 1) > MOVED:
                         self.moved_at, self.armed = time.time(), None
                     self.last_out = out
                 elif kind == "error":
@@ -87,26 +87,33 @@ async def _computations(client: AsyncEngineClient) -> float:
     return 0.0
 
 
-async def _push(trader: AsyncEngineClient, subscribers: list[Subscriber], timeout: float) -> tuple[int, list[float]]:
-    """Sell SOL for USDC (1% of the SOL/USDC pools' SOL: the price moves ~2%): how many SOL->USDC
+async def _push(trader: AsyncEngineClient, subscribers: list[Subscriber], timeout: float,
+                sell: bool) -> tuple[int, list[float]]:
+    """Sell SOL for USDC (1% of the SOL/USDC pools' SOL: the price moves ~2%), or buy it back with
+    as much USDC (pushes alternate, so the price stays inside the collar): how many SOL->USDC
     subscribers watched, and each one's latency (ms) from the swap landing to the frame that shows it."""
     await asyncio.sleep(0.5)  # apart from the last push: its frames went out less than an interval ago
     code, pools = await trader.request("GET", "/api/sim/pools")
-    sol = sum(Decimal(p["reserveA"]) for p in pools["pools"] if (p["tokenA"], p["tokenB"]) == ("SOL", "USDC"))
+    sol_usdc = [p for p in pools["pools"] if (p["tokenA"], p["tokenB"]) == ("SOL", "USDC")]
+    sol = sum(Decimal(p["reserveA"]) for p in sol_usdc) * Decimal("0.01")
+    usdc = sum(Decimal(p["reserveB"]) for p in sol_usdc) * Decimal("0.01")
     watching = [s for s in subscribers if s.pair == 0 and s.last_out is not None]
     for s in watching:
         s.armed, s.moved_at = s.last_out, None
-    code, accepted = await trader.submit(tokenIn="SOL", tokenOut="USDC", amount=str((sol * Decimal("0.01")).quantize(
-        Decimal("0.001"))), slippageBps=5000)
+    body = ({"tokenIn": "SOL", "tokenOut": "USDC", "amount": str(sol.quantize(Decimal("0.001")))} if sell else
+             {"tokenIn": "USDC", "tokenOut": "SOL", "amount": str(usdc.quantize(Decimal("0.01")))})
+    code, accepted = await trader.submit(slippageBps=5000, **body)
     if code != 202:
         raise RuntimeError(f"the push was refused: {code} {accepted}")
-    deadline = time.monotonic() + timeout
+    deadline, order = time.monotonic() + timeout, {}
     while time.monotonic() < deadline:
         code, order = await trader.order(accepted["orderId"])
         if order.get("status") in ("confirmed", "failed"):
             break
         await asyncio.sleep(0.05)
     code, swaps = await trader.request("GET", f"/api/sim/swaps?orderId={accepted['orderId']}")
+    if not swaps.get("swaps"):
+        raise RuntimeError(f"the push did not execute: {body} -> {order}")
     landed = min(_epoch(s["executedAt"]) for s in swaps["swaps"])
     while time.monotonic() < deadline and any(s.moved_at is None for s in watching):
         await asyncio.sleep(0.05)
@@ -156,7 +163,7 @@ async def quotes(port: int, pids: dict[str, int], steps: list[int], window_s: fl
                     "connectSeconds": round(connect_s, 1), "webCores": cpu.get("web0"), "clientCores": cpu.get("client"),
                     "machineBusyCores": cpu.get("machine busy"),
                     "framesPerSecond": round(frames / window_s), "computationsPerSecond": round(computed / window_s, 1),
-                    **_push_figures([await _push(trader, subscribers, timeout) for _ in range(PUSHES)])}
+                    **_push_figures([await _push(trader, subscribers, timeout, n % 2 == 0) for n in range(PUSHES)])}
             print(f"  quotes: {step}", flush=True)
             results.append(step)
     finally:

@@ -6,6 +6,7 @@ import json
 import uuid
 from decimal import Decimal
 
+from openapi_schema_validator import OAS31Validator
 from tornado.testing import gen_test
 
 from config import find_token
@@ -56,6 +57,11 @@ class QuoteStreamTest(WebTestCase):
         assert self.services.quotes.topic_count == 1 and self.services.quotes.subscription_count == 2
         unsubscribed = await self.command(conn, {"action": "unsubscribeQuote", "subscriptionId": "q1"})
         assert unsubscribed == {"type": "quoteUnsubscribed", "subscriptionId": "q1"}
+        _, document = await self.call("/api/openapi.json")  # the frames as the document describes them
+        for name, frame in (("SubscribeQuoteCommand", SUBSCRIBE), ("QuoteSubscribedFrame", subscribed),
+                            ("QuoteFrame", first), ("QuoteFrame", moved), ("QuoteUnsubscribedFrame", unsubscribed)):
+            OAS31Validator({"$ref": f"#/components/schemas/{name}", "components": document["components"]}).validate(
+                frame)
         second.close()
         for _ in range(500):  # the server sees the close
             if not self.services.quotes.subscription_count:
