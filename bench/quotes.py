@@ -16,6 +16,7 @@ reported too.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -39,12 +40,12 @@ PUSHES = 5  # pushes per step (the latency depends on where the push falls betwe
 class Subscriber:
     """One connection with one quote subscription: its frames and what it saw of the push."""
 
-    __slots__ = ("pair", "frames", "last_out", "armed", "moved_at", "error")
+    __slots__ = ("pair", "frames", "last", "armed", "moved_at", "error")
 
     def __init__(self, pair: int):
         self.pair = pair
         self.frames = 0
-        self.last_out: float | None = None
+        self.last: str | None = None  # the last quote frame, as received
         self.armed: float | None = None  # the amountOut before the push, while waiting for the move
         self.moved_at: float | None = None
         self.error: str | None = None
@@ -56,23 +57,30 @@ class Subscriber:
                 stream = await client.connect("/ws")
                 await stream.send({"action": "subscribeQuote", "tokenIn": token_in, "tokenOut": token_out,
                                    "amount": amount})
-            async for frame in stream:
-                kind = frame.get("type")
-                if kind == "quoteSubscribed":
-                    subscribed.append(self)
-                elif kind == "quote":
-                    self.frames += 1
-                    out = float(frame["route"]["amountOut"])
-                    if self.armed is not None and abs(out / self.armed - 1) > MOVED:
+            # Parsed only while a push is awaited: the client shares the cores with the web.
+            while (message := await stream.conn.read_message()) is not None:
+                if '"type":"quote"' not in message[:40]:
+                    frame = json.loads(message)
+                    if frame.get("type") == "quoteSubscribed":
+                        subscribed.append(self)
+                    elif frame.get("type") == "error":
+                        self.error = str(frame.get("error"))
+                    continue
+                self.frames += 1
+                self.last = message
+                if self.armed is not None:
+                    out = _amount_out(message)
+                    if abs(out / self.armed - 1) > MOVED:
                         self.moved_at, self.armed = time.time(), None
-                    self.last_out = out
-                elif kind == "error":
-                    self.error = str(frame.get("error"))
             self.error = self.error or f"closed {stream.close_code}"
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - counted, reported
             self.error = repr(exc)
+
+
+def _amount_out(message: str) -> float:
+    return float(json.loads(message)["route"]["amountOut"])
 
 
 def _epoch(text: str) -> float:
@@ -97,9 +105,9 @@ async def _push(trader: AsyncEngineClient, subscribers: list[Subscriber], timeou
     sol_usdc = [p for p in pools["pools"] if (p["tokenA"], p["tokenB"]) == ("SOL", "USDC")]
     sol = sum(Decimal(p["reserveA"]) for p in sol_usdc) * Decimal("0.01")
     usdc = sum(Decimal(p["reserveB"]) for p in sol_usdc) * Decimal("0.01")
-    watching = [s for s in subscribers if s.pair == 0 and s.last_out is not None]
+    watching = [s for s in subscribers if s.pair == 0 and s.last is not None]
     for s in watching:
-        s.armed, s.moved_at = s.last_out, None
+        s.armed, s.moved_at = _amount_out(s.last), None
     body = ({"tokenIn": "SOL", "tokenOut": "USDC", "amount": str(sol.quantize(Decimal("0.001")))} if sell else
              {"tokenIn": "USDC", "tokenOut": "SOL", "amount": str(usdc.quantize(Decimal("0.01")))})
     code, accepted = await trader.submit(slippageBps=5000, **body)
@@ -146,9 +154,15 @@ async def quotes(port: int, pids: dict[str, int], steps: list[int], window_s: fl
                 subscriber = Subscriber(n % len(PAIRS))
                 subscribers.append(subscriber)
                 tasks.append(asyncio.create_task(subscriber.run(client, ready, subscribed)))
+            shown = time.monotonic()
             while len(subscribed) + sum(1 for s in subscribers if s.error) < total:
                 if time.monotonic() - started > timeout:
                     raise RuntimeError(f"only {len(subscribed)} of {total} subscribed after {timeout}s")
+                if time.monotonic() - shown > 5:
+                    errors = [s.error for s in subscribers if s.error]
+                    print(f"  quotes: {len(subscribed)} of {total} subscribed, {len(errors)} errors "
+                          f"{errors[:2]}", flush=True)
+                    shown = time.monotonic()
                 await asyncio.sleep(0.1)
             connect_s = time.monotonic() - started
             await asyncio.sleep(2 * 1.0)  # every quote computed and pushed once since the last connection
