@@ -135,6 +135,8 @@ class VenueGateway(SupervisedActor):
                 self.announce(pools_changed(self.venue.name, moved))
             except StorageError as exc:  # best effort: streamed quotes catch up at their refresh
                 log.warning("%s: could not announce moved pools: %s", self.venue.name, exc)
+            except Exception:  # a notice must never take the gateway down
+                log.exception("%s: could not announce moved pools", self.venue.name)
 
     def leftovers(self) -> list:
         """Runs on this gateway's thread as it dies: the block being sent has an unknown outcome
