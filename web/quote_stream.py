@@ -170,8 +170,8 @@ class QuoteStream:
 
     def subscribe(self, listener: QuoteListener, request: QuoteRequest) -> str:
         """Add a subscription; return its id (unique on the connection). Past
-        MAX_QUOTE_SUBSCRIPTIONS on the connection: ValidationError. The topic's last answer,
-        if any, is sent at once; else it comes with the next tick."""
+        MAX_QUOTE_SUBSCRIPTIONS on the connection: ValidationError. A new quote is computed at
+        the next tick; a quote already streamed has its last answer (`send_last`)."""
         held = self._by_listener.setdefault(listener, {})
         if len(held) >= MAX_QUOTE_SUBSCRIPTIONS:
             raise ValidationError("invalid_field", f"a connection holds at most {MAX_QUOTE_SUBSCRIPTIONS} quote "
