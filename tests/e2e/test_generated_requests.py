@@ -311,7 +311,7 @@ def test_generated_bad_websocket_frames_get_error_frames_store_nothing_and_the_e
                   "side": json_values}).map(json.dumps)
 
     @seed(run_seed)
-    @settings(RUNS, max_examples=100)
+    @settings(RUNS, max_examples=50)
     @given(frame=quote_commands)
     def quote_commands_answered(frame):
         async def exchange():
