@@ -86,7 +86,7 @@ class RootSupervisor(pykka.ThreadingActor):
         for dex in VENUES:
             self._start_child(dex, lambda dex=dex: VenueGateway.start(
                 storage.chain.venue(dex), self.timers, supervisor=me, current=lambda: self.directory.get(dex),
-                breaker=breakers[dex]))
+                breaker=breakers[dex], announce=storage.bus.publish_control))
         self._start_child("trigger_book", lambda: TriggerBook.start(
             storage.orders, storage.bus, storage.chain, self.timers, self.directory, self.worker_id, supervisor=me,
             settings=self.settings, halts=self.halts))

@@ -29,7 +29,8 @@ from actors.circuit_breaker import CircuitBreaker
 from actors.supervision import SupervisedActor
 from config.logs import about_order
 from storage.batching import Gatherer
-from storage.errors import StorageUnavailable
+from storage.errors import StorageError, StorageUnavailable
+from storage.pool_notices import pools_changed
 from storage.venues.base import SignatureStatus, SwapResult, Venue, VenueError
 
 log = logging.getLogger(__name__)
@@ -43,16 +44,19 @@ class VenueGateway(SupervisedActor):
 
     `current` gives the venue's gateway now (the Directory's entry), so a call whose latency
     ends after this gateway was replaced reaches its successor instead of getting lost.
+    `announce` broadcasts a control message (the bus's `publish_control`): after a block lands,
+    which tokens' pools moved (for streamed quotes).
     """
 
     def __init__(self, venue: Venue, timers, supervisor=None, current: Callable[[], pykka.ActorRef] | None = None,
-                 breaker: CircuitBreaker | None = None):
+                 breaker: CircuitBreaker | None = None, announce: Callable[[dict], None] | None = None):
         super().__init__(supervisor)
         self.child_name = venue.name
         self.venue = venue
         self.breaker = breaker or CircuitBreaker(COOL_DOWN_S)  # the supervisor's: a successor keeps it
         self.timers = timers
         self.current = current
+        self.announce = announce
         self.swaps: Gatherer[tuple[SendSwap, float]] = Gatherer(MAX_BLOCK)
         self.block: list[tuple[SendSwap, float]] = []  # the swaps being sent, until their senders are told
 
@@ -117,8 +121,22 @@ class VenueGateway(SupervisedActor):
             self.breaker.record(settled.status, settled.error_code)
             self._reply(send.reply_to, SwapSettled(settled, latency))
         self.block = []
+        self._announce_pools(requests, results)
         if self.swaps.done():
             self.actor_ref.tell(LandBlock())
+
+    def _announce_pools(self, requests, results) -> None:
+        """Tell the web processes which pools moved (swaps that landed, or may have: timeouts)."""
+        moved = {t for request, result in zip(requests, results)
+                 if isinstance(result, SwapResult) and result.status in ("confirmed", "timeout")
+                 for t in (request.token_in.symbol, request.token_out.symbol)}
+        if moved and self.announce is not None:
+            try:
+                self.announce(pools_changed(self.venue.name, moved))
+            except StorageError as exc:  # best effort: streamed quotes catch up at their refresh
+                log.warning("%s: could not announce moved pools: %s", self.venue.name, exc)
+            except Exception:  # a notice must never take the gateway down
+                log.exception("%s: could not announce moved pools", self.venue.name)
 
     def leftovers(self) -> list:
         """Runs on this gateway's thread as it dies: the block being sent has an unknown outcome

@@ -130,6 +130,36 @@ def run_triggers(args, log_dir: Path) -> dict:
         return result
 
 
+QUOTE_KEYS = ["subscribers", "subscribed", "errors", "webCores", "clientCores", "framesPerSecond",
+              "computationsPerSecond", "pushSubscribers", "pushReached", "pushP50Ms", "pushP99Ms", "pushMaxMs"]
+
+
+def run_quotes(args, log_dir: Path) -> dict:
+    """One quotes run: one web, one worker, subscribers in steps; see bench/quotes.py."""
+    from bench.quotes import QUOTES_ENV, quotes
+
+    steps = [int(n) for n in args.subscribers.split(",")]
+    with cluster(QUOTES_ENV, workers=1, log_dir=log_dir) as (port, procs, database_url):
+        pids = {name: proc.pid for name, proc in procs.items()}
+        result = _run_client(asyncio.wait_for(quotes(port, pids, steps, args.window, args.timeout),
+                                              args.timeout * (len(steps) + 1)))
+        result["logProblems"] = _log_problems(procs)
+        result["db"] = {"ok": True}  # nothing to verify: no order is the point here
+        return result
+
+
+def _quotes_table(runs: list[dict]) -> str:
+    """One line per step of each run."""
+    lines = ["quotes (1 web + 1 worker; subscribers on 4 pairs, one subscription per connection)",
+             "  ".join(QUOTE_KEYS)]
+    for run in runs:
+        for step in run.get("steps", []):
+            lines.append("  ".join(str(step.get(k)) for k in QUOTE_KEYS))
+        if "error" in run:
+            lines.append(f"error: {run['error']}")
+    return "\n".join(lines)
+
+
 def _write_samples(path: Path, samples: list[dict]) -> None:
     """One row per order, in submit order: its id, its send time (s since the part's first),
     then in ms submit -> confirmed frame, the HTTP submit, how late it was sent (paced) and each stage."""
@@ -297,8 +327,9 @@ def _run_many(label: str, count: int, runner, stamp: str) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the scenarios, print a table and write JSON results."""
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=["throughput", "drain", "latency", "triggers", "history", "all"],
-                        default="all", help="all = throughput, drain and latency (triggers and history run alone)")
+    parser.add_argument("--scenario", choices=["throughput", "drain", "latency", "triggers", "history", "quotes", "all"],
+                        default="all", help="all = throughput, drain and latency (triggers, history and quotes run "
+                        "alone)")
     parser.add_argument("--orders", type=int, default=2000, help="orders per throughput run (2000)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of a throughput or latency run (2)")
     parser.add_argument("--runs", type=int, default=3,
@@ -320,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history-orders", type=int, default=10_000_000,
                         help="history: finished orders generated in the database (10,000,000; ~4.6 events each)")
     parser.add_argument("--read-samples", type=int, default=200, help="history: requests per read (200)")
+    parser.add_argument("--subscribers", default="1000,5000,10000",
+                        help="quotes: quote subscribers in all at each step (1000,5000,10000)")
+    parser.add_argument("--window", type=float, default=10, help="quotes: seconds of each step's steady window (10)")
     parser.add_argument("--timeout", type=float, default=300, help="hard limit of one run's load, seconds (300)")
     parser.add_argument("--profile", action="store_true",
                         help="one extra throughput run with py-spy on every process (reported apart)")
@@ -392,6 +426,10 @@ def main(argv: list[str] | None = None) -> int:
         history_failed = any("error" in r or r.get("incompleteStreams") for r in empty + full)
         tables.append(history_table([r for r in empty if "error" not in r], [r for r in full if "error" not in r],
                                     args.history_orders))
+    if args.scenario == "quotes" and args.runs > 0:
+        runs = _run_many("quotes", args.runs, lambda d: run_quotes(args, d), stamp)
+        report["scenarios"]["quotes"] = {"subscribers": args.subscribers, "window": args.window, "runs": runs}
+        tables.append(_quotes_table(runs))
     if args.profile:
         profile_dir = RESULTS / "profiles" / stamp
         [profiled] = _run_many("profiled-throughput", 1, lambda d: run_throughput(args, d, profile_dir), stamp)

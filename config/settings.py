@@ -65,6 +65,8 @@ class Settings:
     reconcile_min_age_s: float = 10.0
     trigger_tick_ms: int = 50
     trigger_refresh_s: float = 5.0
+    quote_stream_interval_ms: int = 250  # streamed quotes: at most one frame per subscription this often
+    quote_stream_refresh_ms: int = 1000  # ... and computed again this often without a pools notice (drift)
     halt_refresh_s: float = 5.0  # every process reloads the active halts this often (a missed broadcast)
     venue_latency_scale: float = 1.0
     retry_max_delay_s: float = 5.0  # the longest wait before a retry (full jitter below it)
@@ -282,6 +284,8 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         reconcile_min_age_s=_seconds(env, "RECONCILE_MIN_AGE_SECONDS", 10.0, 0.1, 86400),
         trigger_tick_ms=_int(env, "TRIGGER_TICK_MS", 50, 1, 60000),
         trigger_refresh_s=_seconds(env, "TRIGGER_REFRESH_SECONDS", 5.0, 0.05, 3600),
+        quote_stream_interval_ms=_int(env, "QUOTE_STREAM_INTERVAL_MS", 250, 10, 60000),
+        quote_stream_refresh_ms=_int(env, "QUOTE_STREAM_REFRESH_MS", 1000, 10, 600000),
         halt_refresh_s=_seconds(env, "HALT_REFRESH_SECONDS", 5.0, 0.05, 3600),
         venue_latency_scale=_float(env, "VENUE_LATENCY_SCALE", 1.0, 0, 100),
         retry_max_delay_s=_seconds(env, "RETRY_MAX_DELAY_SECONDS", 5.0, 0.1, 3600),
@@ -346,6 +350,10 @@ VARIABLES: dict[str, str] = {
                                  "(default 10)",
     "TRIGGER_TICK_MS": "how often armed limit orders are priced while any are armed (default 50)",
     "TRIGGER_REFRESH_SECONDS": "how often a worker forgets armed orders cancelled or taken over (default 5)",
+    "QUOTE_STREAM_INTERVAL_MS": "streamed quotes (subscribeQuote on /ws): each subscription gets at most one "
+                                "frame this often; pool changes are coalesced to it (default 250)",
+    "QUOTE_STREAM_REFRESH_MS": "streamed quotes are computed again this often even when no swap moved their pools "
+                               "(the simulated prices drift; default 1000)",
     "HALT_REFRESH_SECONDS": "how often every process reads the active halts again, in case it missed the "
                             "broadcast of a halt or resume (default 5)",
     "VENUE_LATENCY_SCALE": "factor on the realistic venues' latency (quotes ~200 ms, swaps 2-3 s; default 1)",

@@ -11,7 +11,7 @@ from web.admin_keys import CancelAllHandler, KeyHandler, KeysHandler
 from web.admin_halts import HaltHandler, HaltsHandler, ResumeHandler
 from web.base import MAX_BODY_BYTES, ApiHandler, NotFoundHandler, log_request
 from web.dashboard import DashboardHandler
-from web.market import QuoteHandler, SimLaunchHandler, SimPoolsHandler, SimSwapsHandler, TokensHandler
+from web.market import QuoteHandler, SimLaunchHandler, SimPoolsHandler, SimSwapsHandler, TokensHandler, quote_now
 from web.openapi import OpenApiHandler
 from web.ops import HealthHandler, MetricsHandler, ReadyHandler
 from web.orders import CancelHandler, OrderHandler, OrderListHandler, SubmitHandler
@@ -35,6 +35,8 @@ class UpgradeRequiredHandler(ApiHandler):
 def make_app(storage: Storage, settings: Settings, services: Services | None = None) -> Application:
     """The application; `app.services` holds what handlers share (start it on the IOLoop)."""
     services = services or Services(storage, settings)
+    if services.quotes is None:
+        services.stream_quotes(lambda request: quote_now(storage.chain, request))
     deps = {"services": services}
     app = Application(
         [

@@ -1,7 +1,6 @@
 """Market and simulator endpoints: quote, tokens, and the `/api/sim` explorer."""
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
 from config import TOKENS
@@ -13,7 +12,7 @@ from web.admin import AdminHandler
 from web.base import ApiHandler
 from web.errors import ApiError, ValidationError, not_found
 from web.orders import parse_order_id
-from web.validation import parse_json_object, parse_quote, parse_token, single_params
+from web.validation import QuoteRequest, parse_json_object, parse_quote, parse_token, single_params
 
 MAX_LAUNCH_DELAY_S = 7 * 24 * 3600
 
@@ -24,41 +23,47 @@ class QuoteHandler(ApiHandler):
     async def get(self) -> None:
         await self.services.rate_limits.admit("quotes", self.request, self.owner)  # junk counts too
         request = parse_quote(self.request.query_arguments)
-        for field, token in (("tokenIn", request.token_in), ("tokenOut", request.token_out)):
-            if not await self.services.run(self.storage.chain.is_tradable, token):
-                raise ValidationError("invalid_field", f"{token.symbol} is not tradable yet (it has not launched)",
-                                      field)
-        results = await asyncio.gather(
-            *(self.services.run(self._quote, name, request) for name in VENUES), return_exceptions=True)
-        quotes: dict[str, dict] = {}
-        usable: list[Quote] = []
-        refusals: list[VenueError] = []
-        for name, result in zip(VENUES, results):
-            if isinstance(result, VenueError):
-                refusals.append(result)
-                quotes[name] = {"error": {"code": result.code, "message": result.message}}
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                usable.append(result)
-                quotes[name] = result.to_api()
-        try:
-            route = choose_route(usable, request.slippage_bps)
-        except ValueError:
-            if refusals:
-                raise refusals[0] from None
-            raise ApiError(400, "no_route", "no venue can fill this order") from None
-        self.write_json({
-            "tokenIn": request.token_in.symbol,
-            "tokenOut": request.token_out.symbol,
-            "amountIn": decimal_str(request.amount),
-            "slippageBps": request.slippage_bps,
-            "quotes": quotes,
-            "route": route.to_api(),
-        })
+        await require_tradable(self.services, request)
+        self.write_json(await self.services.run(quote_now, self.storage.chain, request))
 
-    def _quote(self, name: str, request) -> Quote:
-        return self.storage.chain.venue(name).quote(request.token_in, request.token_out, request.amount_base)
+
+async def require_tradable(services, request: QuoteRequest) -> None:
+    """400 `invalid_field` when a token of the quote has not launched yet (IOLoop thread)."""
+    for field, token in (("tokenIn", request.token_in), ("tokenOut", request.token_out)):
+        if not await services.run(services.storage.chain.is_tradable, token):
+            raise ValidationError("invalid_field", f"{token.symbol} is not tradable yet (it has not launched)", field)
+
+
+def quote_now(chain, request: QuoteRequest) -> dict:
+    """The body of `GET /api/quote` (both venues' quotes and the route the engine would take now);
+    blocking (an executor thread). The quote stream (web/quote_stream.py) pushes the same body.
+    Raises the venue's refusal, or 400 `no_route`, when no venue can fill it."""
+    quotes: dict[str, dict] = {}
+    usable: list[Quote] = []
+    refusals: list[VenueError] = []
+    for name in VENUES:
+        try:
+            result = chain.venue(name).quote(request.token_in, request.token_out, request.amount_base)
+        except VenueError as exc:
+            refusals.append(exc)
+            quotes[name] = {"error": {"code": exc.code, "message": exc.message}}
+        else:
+            usable.append(result)
+            quotes[name] = result.to_api()
+    try:
+        route = choose_route(usable, request.slippage_bps)
+    except ValueError:
+        if refusals:
+            raise refusals[0] from None
+        raise ApiError(400, "no_route", "no venue can fill this order") from None
+    return {
+        "tokenIn": request.token_in.symbol,
+        "tokenOut": request.token_out.symbol,
+        "amountIn": decimal_str(request.amount),
+        "slippageBps": request.slippage_bps,
+        "quotes": quotes,
+        "route": route.to_api(),
+    }
 
 
 class TokensHandler(ApiHandler):

@@ -24,7 +24,7 @@ import time
 from bisect import bisect_left
 from typing import Any, Callable
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
@@ -257,6 +257,10 @@ class WebMetrics:
                            "reached it, else 0", ["check"], registry=registry)
         for check in READY_CHECKS:
             self.ready.labels(check=check).set(0)
+        self.quote_subscriptions = Gauge("engine_quote_subscriptions", "Quote subscriptions (subscribeQuote) "
+                                         "open on this process", registry=registry)
+        self.quote_computations = Counter("engine_quote_computations", "Streamed quotes computed: one per "
+                                          "distinct quote and tick, whatever its subscribers", registry=registry)
         self.halts_active = Gauge("engine_halts_active", "Halts in force (trading stopped by an operator)",
                                   registry=registry)
         self.halts_active.set_function(halts)
@@ -299,6 +303,10 @@ class WebMetrics:
     def listener_gap(self) -> None:
         """A listener's feed met a gap and reads the database for it (IOLoop thread)."""
         self.ops.gaps += 1
+
+    def quotes_computed(self, count: int) -> None:
+        """The quote stream computed `count` quotes in one tick (IOLoop thread)."""
+        self.quote_computations.inc(count)
 
     def listener_too_slow(self) -> None:
         """A WebSocket was closed because its client did not read (IOLoop thread)."""

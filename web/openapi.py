@@ -104,6 +104,16 @@ _WS_LISTEN = """WebSocket upgrade (`Upgrade: websocket`) for listeners.
   SubscribeCommand (answered by a SubscribedFrame, then that order's history) and
   UnsubscribeCommand (answered by an UnsubscribedFrame) frames; an order of another key gets
   an ErrorFrame (`not_found`) and the connection stays open.
+- Streamed quotes, on `/ws` without an order id: SubscribeQuoteCommand
+  (`{"action": "subscribeQuote", "tokenIn", "tokenOut", "amount", "slippageBps"?}`, validated as
+  GET /api/quote) is answered by a QuoteSubscribedFrame with its `subscriptionId`, then a
+  QuoteFrame (the body of GET /api/quote with `type` and `subscriptionId`) whenever the quote
+  changes: when a swap moves a pool it depends on, or as prices drift; at most one frame per
+  subscription per QUOTE_STREAM_INTERVAL_MS (250 ms). A quote that cannot be given for a while
+  is a QuoteErrorFrame (the subscription stays). UnsubscribeQuoteCommand ends one
+  (QuoteUnsubscribedFrame). At most 20 quote subscriptions per connection; subscribeQuote
+  frames count against SUBSCRIBE_RATE_LIMIT; a refused one is an ErrorFrame, the connection
+  stays open.
 - Events of one order are never duplicated or reordered on one connection.
 - `?token=KEY` authenticates where keys are configured; a refused key fails the handshake
   with 401 and the Error shape. Without the upgrade: 405.

@@ -200,6 +200,9 @@ _KEY_FIELDS = {
 _LATENCY_MS = {"type": "number", "minimum": 0,
                "description": "on a routing event: the venue's answer came this long after the request"}
 
+_SUBSCRIPTION_ID = {"type": "string", "minLength": 1, "maxLength": 64,
+                    "description": "a quote subscription's id, unique on its connection (e.g. q1)"}
+
 SCHEMAS: dict[str, Any] = {
     "Decimal": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$",
                 "description": "an exact decimal number as a string, e.g. \"1.5\"", "examples": ["1.5"]},
@@ -348,4 +351,23 @@ SCHEMAS: dict[str, Any] = {
     "UnsubscribedFrame": _obj(["type", "orderId"], {"type": {"const": "unsubscribed"}, "orderId": ORDER_ID}),
     "SubscribeCommand": _obj(["subscribe"], {"subscribe": ORDER_ID}),
     "UnsubscribeCommand": _obj(["unsubscribe"], {"unsubscribe": ORDER_ID}),
+    "SubscribeQuoteCommand": _obj(["action", "tokenIn", "tokenOut", "amount"], {
+        "action": {"const": "subscribeQuote"}, "tokenIn": {"type": "string"}, "tokenOut": {"type": "string"},
+        "amount": {"type": ["string", "number"]}, "slippageBps": {"type": "integer", "minimum": 1, "maximum": 5000},
+    }, description="Stream the quote GET /api/quote gives for these fields (validated as there)."),
+    "UnsubscribeQuoteCommand": _obj(["action", "subscriptionId"], {
+        "action": {"const": "unsubscribeQuote"}, "subscriptionId": _SUBSCRIPTION_ID}),
+    "QuoteSubscribedFrame": _obj(["type", "subscriptionId", "tokenIn", "tokenOut", "amount", "slippageBps"], {
+        "type": {"const": "quoteSubscribed"}, "subscriptionId": _SUBSCRIPTION_ID, "tokenIn": SYMBOL,
+        "tokenOut": SYMBOL, "amount": DECIMAL, "slippageBps": {"type": "integer", "minimum": 1, "maximum": 5000}}),
+    "QuoteUnsubscribedFrame": _obj(["type", "subscriptionId"], {
+        "type": {"const": "quoteUnsubscribed"}, "subscriptionId": _SUBSCRIPTION_ID}),
+    "QuoteErrorFrame": _obj(["type", "subscriptionId", "error"], {
+        "type": {"const": "error"}, "subscriptionId": _SUBSCRIPTION_ID, "error": ref("ErrorObject")},
+        description="The subscription's quote cannot be given now (e.g. no_route); it stays subscribed."),
 }
+# A pushed quote: the body of GET /api/quote with the frame's type and the subscription's id.
+SCHEMAS["QuoteFrame"] = _obj(
+    ["type", "subscriptionId", *SCHEMAS["QuoteAnswer"]["required"]],
+    {"type": {"const": "quote"}, "subscriptionId": _SUBSCRIPTION_ID, **SCHEMAS["QuoteAnswer"]["properties"]},
+    description="Pushed when the subscription's quote changed (at most once per QUOTE_STREAM_INTERVAL_MS).")

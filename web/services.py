@@ -28,6 +28,7 @@ from web.intake import OrderIntake
 from web.key_watch import KeyWatch
 from web.managed_keys import ManagedKeys
 from web.metrics import WebMetrics
+from web.quote_stream import QuoteStream
 from web.rate_limits import CallerLimits
 from web.submit_limit import SubmissionLimiter
 
@@ -78,6 +79,7 @@ class Services:
                                   queue_max_wait_s=settings.queue_max_wait_s,
                                   limits_for=limits_for or self._limits_provider(managed))
         self.sockets: set[websocket.WebSocketHandler] = set()  # open WebSockets, closed on stop
+        self.quotes: QuoteStream | None = None  # streamed quotes: make_app gives it the quote function
         # The active halts (checked on every submit: a lookup in memory), kept current from the bus.
         self.halts = HaltWatch(storage.halts, storage.bus, settings.halt_refresh_s)
 
@@ -100,11 +102,22 @@ class Services:
         finally:
             self._queued -= 1
 
+    def stream_quotes(self, quote: Callable[..., dict]) -> QuoteStream:
+        """Serve streamed quotes computed by `quote` (a QuoteRequest -> the body of GET /api/quote;
+        the handlers' module has it, and this one may not import it)."""
+        settings = self.settings
+        self.quotes = QuoteStream(quote, self.run, self.storage.bus, settings.quote_stream_interval_ms / 1000,
+                                  settings.quote_stream_refresh_ms / 1000, metrics=self.metrics)
+        self.metrics.quote_subscriptions.set_function(lambda: self.quotes.subscription_count)
+        return self.quotes
+
     def start(self) -> None:
         """Subscribe the event hub to the bus and start its sweeper, follow the changes of
         managed keys (on the IOLoop thread); read the active halts (before the first submit is
-        served) and keep them current."""
+        served) and keep them current; start the quote stream's ticker."""
         self.hub.start()
+        if self.quotes is not None:
+            self.quotes.start()
         if self.key_watch is not None:
             self.key_watch.start()
         self.halts.start()
@@ -116,6 +129,8 @@ class Services:
         for socket in list(self.sockets):
             socket.close(1001, "server shutting down")
         self.hub.stop()
+        if self.quotes is not None:
+            self.quotes.stop()
         self.halts.stop()
         self.intake.close()
         if self.limiter is not None:

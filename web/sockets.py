@@ -13,10 +13,12 @@ import re
 from typing import Any
 from uuid import UUID
 
-from storage.records import BusEvent
+from storage.records import BusEvent, decimal_str
 from web.base import SocketHandler
 from web.errors import ApiError, ValidationError, is_outage, not_found, to_api_error
+from web.market import require_tradable
 from web.orders import submit_order
+from web.validation import QuoteRequest, parse_json_object, parse_quote_command
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ class _EventSocket(SocketHandler):
 
     def on_close(self) -> None:
         self.services.hub.detach(self)
+        if self.services.quotes is not None:
+            self.services.quotes.detach(self)
         if self in self.services.sockets:
             self.services.sockets.discard(self)
             self.services.metrics.websockets.dec()
@@ -131,6 +135,10 @@ class ListenSocket(_EventSocket):
             return None  # a one-order stream takes no commands
         try:
             action, order_id = _parse_command(message)
+            if action == "subscribeQuote":
+                return self._subscribe_quote(parse_quote_command(order_id))
+            if action == "unsubscribeQuote":
+                return self._unsubscribe_quote(order_id)
         except ApiError as error:
             self.send_error_frame(error, close=False)
             return None
@@ -156,6 +164,32 @@ class ListenSocket(_EventSocket):
                 log.error("unexpected error in a subscribe command", exc_info=True)
             self.send_error_frame(error, close=False)
 
+    async def _subscribe_quote(self, request: QuoteRequest) -> None:
+        """Count the frame against SUBSCRIBE_RATE_LIMIT, check the tokens trade, then stream the
+        quote (web/quote_stream.py); a refusal is an error frame, the connection stays open."""
+        try:
+            await self.services.rate_limits.admit("subscribes", self.request, self.owner)
+            await require_tradable(self.services, request)
+            if self.ws_connection is None or self.ws_connection.is_closing():
+                return  # closed while it was checked
+            quotes = self.services.quotes
+            subscription_id = quotes.subscribe(self, request)
+        except Exception as exc:  # noqa: BLE001 - answered as a frame, never a dropped socket
+            error = to_api_error(exc)
+            if error.code == "internal_error":
+                log.error("unexpected error in a subscribeQuote command", exc_info=True)
+            self.send_error_frame(error, close=False)
+            return
+        self.send_json({"type": "quoteSubscribed", "subscriptionId": subscription_id,
+                        "tokenIn": request.token_in.symbol, "tokenOut": request.token_out.symbol,
+                        "amount": decimal_str(request.amount), "slippageBps": request.slippage_bps})
+        quotes.send_last(self, subscription_id)
+
+    def _unsubscribe_quote(self, subscription_id: str) -> None:
+        """End a quote subscription (one this connection does not hold changes nothing)."""
+        self.services.quotes.unsubscribe(self, subscription_id)
+        self.send_json({"type": "quoteUnsubscribed", "subscriptionId": subscription_id})
+
     def order_found(self, order_id: str) -> None:
         if not self.single:
             self.send_json({"type": "subscribed", "orderId": order_id})
@@ -175,15 +209,38 @@ def _order_id(text: str) -> str:
         raise not_found(f"no such order: {text[:64]}") from None
 
 
-def _parse_command(message: str | bytes) -> tuple[str, str]:
-    """`{"subscribe": ID}` or `{"unsubscribe": ID}` -> (action, canonical order id)."""
+QUOTE_ACTIONS = ("subscribeQuote", "unsubscribeQuote")
+
+
+def _parse_command(message: str | bytes) -> tuple[str, Any]:
+    """`{"subscribe": ID}` or `{"unsubscribe": ID}` -> (action, canonical order id);
+    `{"action": "subscribeQuote", ...}` -> (action, the frame parsed exactly);
+    `{"action": "unsubscribeQuote", "subscriptionId": ID}` -> (action, ID)."""
     try:
         data = json.loads(message)
     except (ValueError, RecursionError):
         raise ValidationError("invalid_json", "commands are JSON objects such as {\"subscribe\": ID}") from None
+    if isinstance(data, dict) and "action" in data:
+        return _quote_command(parse_json_object(message))  # again, exactly: amounts are decimals
     if not isinstance(data, dict) or len(data) != 1 or next(iter(data)) not in ("subscribe", "unsubscribe"):
         raise ValidationError("invalid_field", "send {\"subscribe\": ID} or {\"unsubscribe\": ID}")
     action, value = next(iter(data.items()))
     if not isinstance(value, str):
         raise ValidationError("invalid_field", f"{action} takes an order id string", action)
     return action, _order_id(value)
+
+
+def _quote_command(data: dict[str, Any]) -> tuple[str, Any]:
+    action = data["action"]
+    if action not in QUOTE_ACTIONS:
+        raise ValidationError("invalid_field", "action must be subscribeQuote or unsubscribeQuote", "action")
+    if action == "subscribeQuote":
+        return action, data
+    for name in data:
+        if name not in ("action", "subscriptionId"):
+            raise ValidationError("unknown_field", f"unknown field {name[:64]!r}", name[:64])
+    subscription_id = data.get("subscriptionId")
+    if not isinstance(subscription_id, str) or not 1 <= len(subscription_id) <= 64:
+        raise ValidationError("invalid_field", "subscriptionId must be the id a quoteSubscribed frame gave",
+                              "subscriptionId")
+    return action, subscription_id

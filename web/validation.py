@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
@@ -17,7 +17,7 @@ from storage.records import ORDER_TYPES, OrderDraft
 from web.errors import ValidationError
 
 __all__ = ["ValidationError", "QuoteRequest", "parse_json_object", "parse_order", "parse_quote",
-           "parse_amount", "parse_token"]
+           "parse_quote_command", "parse_amount", "parse_token"]
 
 MAX_BASE_UNITS = 2**64 - 1  # amounts are u64 on Solana
 ORDER_FIELDS = ("tokenIn", "tokenOut", "amount", "type", "slippageBps", "limitPrice",
@@ -222,16 +222,36 @@ def parse_int_param(params: Mapping[str, str], name: str, default: int, low: int
     return int(raw)
 
 
+QUOTE_COMMAND_FIELDS = ("action", "tokenIn", "tokenOut", "amount", "slippageBps")
+
+
+def parse_quote_command(data: Mapping[str, Any]) -> QuoteRequest:
+    """Validate a `subscribeQuote` frame (a parsed JSON object) with the rules and codes of
+    `/api/quote`; the amount may be a string or a JSON number, as in a submit."""
+    for name in data:
+        if name not in QUOTE_COMMAND_FIELDS:
+            raise ValidationError("unknown_field", f"unknown field {name[:64]!r}", name[:64])
+    request = _quote_request(data)
+    if data.get("slippageBps") is None:
+        return request
+    return replace(request, slippage_bps=_as_int(data["slippageBps"], "slippageBps", 1, 5000))
+
+
+def _quote_request(values: Mapping[str, Any], slippage_bps: int = DEFAULT_SLIPPAGE_BPS) -> QuoteRequest:
+    """The pair and amount of a quote (query parameters or a frame's fields), checked."""
+    for name in ("tokenIn", "tokenOut", "amount"):
+        if name not in values:
+            raise ValidationError("missing_field", f"{name} is required", name)
+    token_in = parse_token(values["tokenIn"], "tokenIn")
+    token_out = parse_token(values["tokenOut"], "tokenOut")
+    if token_in == token_out:
+        raise ValidationError("same_token", f"tokenIn and tokenOut are both {token_in.symbol}", "tokenOut")
+    amount, base = parse_amount(values["amount"], token_in)
+    return QuoteRequest(token_in, token_out, amount, base, slippage_bps)
+
+
 def parse_quote(arguments: Mapping[str, list[bytes]]) -> QuoteRequest:
     """Validate `/api/quote` query arguments with the same rules and codes as a submit."""
     params = single_params(arguments, QUOTE_PARAMS)
-    for name in ("tokenIn", "tokenOut", "amount"):
-        if name not in params:
-            raise ValidationError("missing_field", f"{name} is required", name)
-    token_in = parse_token(params["tokenIn"], "tokenIn")
-    token_out = parse_token(params["tokenOut"], "tokenOut")
-    if token_in == token_out:
-        raise ValidationError("same_token", f"tokenIn and tokenOut are both {token_in.symbol}", "tokenOut")
-    amount, base = parse_amount(params["amount"], token_in)
-    slippage = parse_int_param(params, "slippageBps", DEFAULT_SLIPPAGE_BPS, 1, 5000)
-    return QuoteRequest(token_in, token_out, amount, base, slippage)
+    request = _quote_request(params)
+    return replace(request, slippage_bps=parse_int_param(params, "slippageBps", DEFAULT_SLIPPAGE_BPS, 1, 5000))

@@ -198,7 +198,7 @@ class KeptAliveClient:
 
 @pytest.fixture
 def engine(make_engine_run):
-    proc, port = make_engine_run(API_KEYS=f"{KEY},{OTHER_KEY}", KEY_RATE_LIMIT=1_000_000)
+    proc, port = make_engine_run(API_KEYS=f"{KEY},{OTHER_KEY}", KEY_RATE_LIMIT=1_000_000, SUBSCRIBE_RATE_LIMIT=0)
     status, _, body = fetch(port, "POST", "/api/orders/execute", VALID, {"Authorization": f"Bearer {OTHER_KEY}"})
     assert status == 202  # another key's order, for the WebSocket commands to be refused
     return proc, port, json.loads(body)["orderId"]
@@ -274,8 +274,12 @@ def test_generated_bad_websocket_frames_get_error_frames_store_nothing_and_the_e
     commands = loop.run_until_complete(connect("/ws"))
 
     async def read(conn):
-        message = await asyncio.wait_for(conn.read_message(), 30)
-        return None if message is None else json.loads(message)
+        """The next answer to a command (streamed quotes pushed meanwhile are passed over)."""
+        while True:
+            message = await asyncio.wait_for(conn.read_message(), 30)
+            frame = None if message is None else json.loads(message)
+            if frame is None or not ("subscriptionId" in frame and frame["type"] in ("quote", "error")):
+                return frame
 
     command_frames = st.one_of(
         bad_order().map(lambda b: b.decode("utf-8", "replace")), st.binary(max_size=100),
@@ -296,6 +300,28 @@ def test_generated_bad_websocket_frames_get_error_frames_store_nothing_and_the_e
                 assert answer["error"]["code"] in ("invalid_json", "invalid_field", "not_found"), answer
             else:
                 assert answer["type"] == "unsubscribed", answer  # of an order it does not follow
+        loop.run_until_complete(exchange())
+
+    quote_commands = st.fixed_dictionaries(
+        {"action": st.one_of(st.sampled_from(["subscribeQuote", "unsubscribeQuote"]), json_values)},
+        optional={"tokenIn": st.one_of(st.sampled_from(["SOL", "usdc", "POPCAT"]), json_values),
+                  "tokenOut": st.one_of(st.sampled_from(["USDC", "SOL", "BONK"]), json_values),
+                  "amount": st.one_of(st.sampled_from(["1.5", "0", "1e400", "0.0000000001"]), json_values),
+                  "slippageBps": json_values, "subscriptionId": st.one_of(st.text(max_size=70), json_values),
+                  "side": json_values}).map(json.dumps)
+
+    @seed(run_seed)
+    @settings(RUNS, max_examples=50)
+    @given(frame=quote_commands)
+    def quote_commands_answered(frame):
+        async def exchange():
+            await commands.write_message(frame)
+            answer = await read(commands)
+            assert answer is not None, f"the connection was closed after {frame!r}"
+            if answer["type"] == "error":
+                assert answer["error"]["code"] in ERROR_CODES, answer
+            else:
+                assert answer["type"] in ("quoteSubscribed", "quoteUnsubscribed"), answer
         loop.run_until_complete(exchange())
 
     @seed(run_seed)
@@ -329,6 +355,7 @@ def test_generated_bad_websocket_frames_get_error_frames_store_nothing_and_the_e
 
     try:
         commands_refused()
+        quote_commands_answered()
         submits_refused()
         listener_queries_refused()
         # The command connection is still open and still answers.

@@ -92,7 +92,7 @@ def test_every_variable_read_is_documented_and_in_env_example():
     example = (Path(__file__).parents[2] / ".env.example").read_text(encoding="utf-8")
     for name in ("HEARTBEAT_TTL_SECONDS", "CLAIM_INTERVAL_SECONDS", "RECONCILE_EVERY_SECONDS",
                  "RECONCILE_MIN_AGE_SECONDS", "TRIGGER_TICK_MS", "TRIGGER_REFRESH_SECONDS", "VENUE_LATENCY_SCALE",
-                 "RETRY_MAX_DELAY_SECONDS"):
+                 "RETRY_MAX_DELAY_SECONDS", "QUOTE_STREAM_INTERVAL_MS", "QUOTE_STREAM_REFRESH_MS"):
         assert name in VARIABLES and f"# {name}=" in example, name
 
 

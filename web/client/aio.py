@@ -186,6 +186,43 @@ class AsyncEngineClient(Endpoints):
                 raise EngineUnreachable(f"lost the event stream of order {order_id}: {reason}")
             await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S)) - 1])
 
+    async def watch_quote(self, token_in: str, token_out: str, amount: Any,
+                          slippage_bps: int | None = None) -> AsyncIterator[dict]:
+        """The quote's frames as the engine streams them (`subscribeQuote` on `/ws`): each a
+        `quote` frame (the body of GET /api/quote) or an `error` frame of the subscription (no
+        venue can fill it now), each only when it changed; endless. A refused subscription raises
+        RequestRefused; a dropped stream is opened and subscribed again (RECONNECTS failures in a
+        row: EngineUnreachable)."""
+        command = {"action": "subscribeQuote", "tokenIn": token_in, "tokenOut": token_out, "amount": str(amount)}
+        if slippage_bps is not None:
+            command["slippageBps"] = slippage_bps
+        failures = 0
+        while True:
+            try:
+                async with await self.connect("/ws") as stream:
+                    await stream.send(command)
+                    subscription = None
+                    async for frame in stream:
+                        kind = frame.get("type")
+                        if kind == "quoteSubscribed" and subscription is None:
+                            subscription = frame["subscriptionId"]
+                        elif kind == "error" and subscription is None:
+                            raise frame_refusal(frame)
+                        elif kind in ("quote", "error") and frame.get("subscriptionId") == subscription:
+                            failures = 0
+                            yield frame
+                    reason: Any = f"the stream closed ({stream.close_code} {stream.close_reason or ''})".strip()
+            except RequestRefused as exc:
+                if not exc.retryable:
+                    raise
+                reason = exc
+            except EngineUnreachable as exc:
+                reason = exc
+            failures += 1
+            if failures > RECONNECTS:
+                raise EngineUnreachable(f"lost the quote stream: {reason}")
+            await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S)) - 1])
+
     def close(self) -> None:
         """Close the connections this client holds (its WebSockets are the caller's to close)."""
         if self._http is not None:

@@ -193,9 +193,12 @@ def refusal(status: int, body: Any, raw: bytes = b"", retry_after: str | None = 
         return RequestRefused(status, f"http_{status}", text, retry_after=retry_after)
 
 
+FRAME_STATUS = {"not_found": 404, "rate_limited": 429, "not_ready": 503}  # an error frame's code as HTTP would answer
+
+
 def frame_refusal(frame: dict) -> RequestRefused:
     """An error frame of a stream (unknown order, bad parameter) as a RequestRefused."""
-    status = 404 if frame.get("error", {}).get("code") == "not_found" else 400
+    status = FRAME_STATUS.get(frame.get("error", {}).get("code"), 400)
     return refusal(status, frame, json.dumps(frame).encode())
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from typing import Any
 
 from config import ConfigError
@@ -69,6 +70,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     quote.add_argument("token_out", metavar="TOKEN_OUT")
     quote.add_argument("amount", metavar="AMOUNT")
     quote.add_argument("--slippage-bps", type=int, help="for the minimum output (default 50)")
+    quote.add_argument("--watch", action="store_true", help="stream the quote: a line each time it changes "
+                       "(at most a few a second), until interrupted")
 
     command("tokens", "the tokens, their mints and whether they trade (client)")
 
@@ -208,6 +211,8 @@ def _orders(client, args, out) -> int:
 def _quote(client, args, out) -> int:
     from web.client.render import amount
 
+    if args.watch:
+        return _watch_quote(client, args, out)
     quote = client.quote(args.token_in, args.token_out, args.amount, args.slippage_bps)
     if out.mode == "json":
         out.json(quote)
@@ -224,6 +229,35 @@ def _quote(client, args, out) -> int:
               title=f"{quote['amountIn']} {quote['tokenIn']} -> {quote['tokenOut']}")
     out.line(f"route: {best} -> {amount(route['amountOut'])} {quote['tokenOut']} "
              f"(min {amount(route['minAmountOut'])} at {quote.get('slippageBps', 50)} bps slippage)")
+    return EXIT_OK
+
+
+def _watch_quote(client, args, out) -> int:
+    """`engine quote ... --watch`: a line per streamed quote (`subscribeQuote` on /ws), until Ctrl-C."""
+    from web.client.aio import AsyncEngineClient
+    from web.client.render import amount
+
+    async def watch() -> None:
+        async with AsyncEngineClient(client.url, client.api_key, client.timeout) as streams:
+            async for frame in streams.watch_quote(args.token_in, args.token_out, args.amount, args.slippage_bps):
+                if out.mode == "json":
+                    out.json(frame)
+                    continue
+                now = time.strftime("%H:%M:%S")
+                if frame["type"] == "error":
+                    out.line(f"{now}\t{frame['error']['code']}\t{frame['error']['message']}")
+                    continue
+                route = frame["route"]
+                venues = ", ".join(f"{dex} {amount(q['amountOut'])}" for dex, q in frame["quotes"].items()
+                                   if "amountOut" in q)
+                dexes = "+".join(leg["dex"] for leg in route["legs"])
+                out.line(f"{now}\t{frame['amountIn']} {frame['tokenIn']} -> {amount(route['amountOut'])} "
+                         f"{frame['tokenOut']}\tvia {dexes}\tmin {amount(route['minAmountOut'])}\t{venues}"
+                         if out.mode == "plain" else
+                         f"{now}  {frame['amountIn']} {frame['tokenIn']} -> {amount(route['amountOut'])} "
+                         f"{frame['tokenOut']} via {dexes} (min {amount(route['minAmountOut'])}; {venues})")
+
+    asyncio.run(watch())
     return EXIT_OK
 
 

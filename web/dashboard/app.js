@@ -20,6 +20,7 @@ const state = {
   retryMs: 1000,
   series: {pair: "", points: []},
   quote: null,
+  quoteStream: {wanted: 0, pending: [], id: null},  // the form's quote subscription on the socket
 };
 
 const $ = (id) => document.getElementById(id);
@@ -272,10 +273,13 @@ function connect() {
     state.retryMs = 1000;
     setConnection("live", "live");
     loadOrders();  // what happened while we were away
+    state.quoteStream = {wanted: state.quoteStream.wanted, pending: [], id: null};
+    streamQuote();  // the form's quote, streamed on this connection
   };
   socket.onmessage = (message) => {
     let frame;
     try { frame = JSON.parse(message.data); } catch (err) { return; }
+    if (onQuoteFrame(frame)) return;
     if (frame.type === "error") showNotice(describe(new ApiProblem(400, frame.error)));
     else if (frame.seq !== undefined) onEvent(frame);
   };
@@ -435,34 +439,83 @@ function showFormError(problem) {
   if (input) input.classList.add("invalid");
 }
 
-async function refreshQuote() {
+function quoteRequest() {
   const body = formValues();
-  const panel = $("quote");
-  if (!body.amount) { panel.textContent = "Enter an amount to see a quote."; return; }
-  const query = new URLSearchParams({tokenIn: body.tokenIn, tokenOut: body.tokenOut, amount: body.amount,
-                                     slippageBps: String(body.slippageBps || 50)});
+  if (!body.amount) return null;
+  return {tokenIn: body.tokenIn, tokenOut: body.tokenOut, amount: body.amount, slippageBps: body.slippageBps || 50};
+}
+
+// The live quote comes from the socket (`subscribeQuote`: the engine pushes it when it changes);
+// while the socket is down, from GET /api/quote.
+function streamQuote() {
+  const stream = state.quoteStream;
+  const socket = state.socket;
+  const request = quoteRequest();
+  stream.wanted += 1;
+  if (!socket || socket.readyState !== WebSocket.OPEN) { refreshQuote(); return; }
+  if (stream.id) socket.send(JSON.stringify({action: "unsubscribeQuote", subscriptionId: stream.id}));
+  stream.id = null;
+  if (!request) { showQuote(null, null); return; }
+  stream.pending.push(stream.wanted);  // answered in the order sent
+  socket.send(JSON.stringify({action: "subscribeQuote", ...request}));
+}
+
+// True when the frame belongs to the quote stream (handled here).
+function onQuoteFrame(frame) {
+  const stream = state.quoteStream;
+  if (frame.type === "quoteSubscribed" || (frame.type === "error" && !frame.subscriptionId && stream.pending.length)) {
+    const asked = stream.pending.shift();
+    if (asked !== stream.wanted) {  // the form changed since: not wanted any more
+      if (frame.subscriptionId) state.socket.send(JSON.stringify({action: "unsubscribeQuote", subscriptionId: frame.subscriptionId}));
+    } else if (frame.type === "error") {
+      showQuote(null, new ApiProblem(400, frame.error));
+    } else {
+      stream.id = frame.subscriptionId;
+    }
+    return true;
+  }
+  if (frame.type === "quoteUnsubscribed") return true;
+  if (frame.subscriptionId === undefined) return false;
+  if (frame.subscriptionId !== stream.id) return true;  // an earlier subscription's last frame
+  if (frame.type === "quote") showQuote(frame, null);
+  else if (frame.type === "error") showQuote(null, new ApiProblem(400, frame.error));
+  return true;
+}
+
+async function refreshQuote() {
+  const request = quoteRequest();
+  if (!request) { showQuote(null, null); return; }
+  const query = new URLSearchParams({...request, slippageBps: String(request.slippageBps)});
   try {
-    const quote = await api("GET", `/api/quote?${query}`);
-    state.quote = quote;
-    const route = quote.route;
-    panel.replaceChildren(
-      quotesTable(quote.quotes, route.legs[0].dex),
-      h("div", {class: "route", id: "quote-route"},
-        `Route: ${route.legs.map((l) => l.dex).join(" + ")} → ${number(route.amountOut, 9)} ${quote.tokenOut}`,
-        h("span", {class: "muted"}, ` (at least ${number(route.minAmountOut, 9)} after slippage)`)));
-    panel.dataset.state = "ok";
-    addQuotePoint(quote);
+    showQuote(await api("GET", `/api/quote?${query}`), null);
   } catch (problem) {
-    state.quote = null;
+    showQuote(null, problem);
+  }
+}
+
+function showQuote(quote, problem) {
+  const panel = $("quote");
+  state.quote = quote;
+  if (problem) {
     panel.replaceChildren(h("span", {class: "error-text"}, describe(problem)));
     panel.dataset.state = "error";
+    return;
   }
+  if (!quote) { panel.textContent = "Enter an amount to see a quote."; return; }
+  const route = quote.route;
+  panel.replaceChildren(
+    quotesTable(quote.quotes, route.legs[0].dex),
+    h("div", {class: "route", id: "quote-route"},
+      `Route: ${route.legs.map((l) => l.dex).join(" + ")} → ${number(route.amountOut, 9)} ${quote.tokenOut}`,
+      h("span", {class: "muted"}, ` (at least ${number(route.minAmountOut, 9)} after slippage)`)));
+  panel.dataset.state = "ok";
+  addQuotePoint(quote);
 }
 
 let quoteTimer = null;
 function quoteSoon() {
   clearTimeout(quoteTimer);
-  quoteTimer = setTimeout(refreshQuote, 250);
+  quoteTimer = setTimeout(streamQuote, 250);
   resetChartIfPairChanged();
 }
 
@@ -642,7 +695,9 @@ function start() {
   loadTokens();
   samplePools();
   setInterval(samplePools, 2000);
-  setInterval(() => { if (!document.hidden) refreshQuote(); }, 3000);
+  setInterval(() => {  // the socket streams the quote; while it is down, poll
+    if (!document.hidden && (!state.socket || state.socket.readyState !== WebSocket.OPEN)) refreshQuote();
+  }, 3000);
   setInterval(tickAges, 1000);
 }
 
