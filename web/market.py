@@ -1,13 +1,12 @@
 """Market and simulator endpoints: quote, tokens, and the `/api/sim` explorer."""
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
 from config import TOKENS
 from storage.records import decimal_str, iso
-from storage.venues.base import VENUES, Quote, VenueError
-from storage.venues.routing import choose_route
+from storage.venues.base import Quote, VenueError
+from storage.venues.paths import best_route, quote_all
 from web.access import forbidden
 from web.admin import AdminHandler
 from web.base import ApiHandler
@@ -28,25 +27,26 @@ class QuoteHandler(ApiHandler):
             if not await self.services.run(self.storage.chain.is_tradable, token):
                 raise ValidationError("invalid_field", f"{token.symbol} is not tradable yet (it has not launched)",
                                       field)
-        results = await asyncio.gather(
-            *(self.services.run(self._quote, name, request) for name in VENUES), return_exceptions=True)
+        chain = self.storage.chain
+        answers = await self.services.run(quote_all, chain.venue, request.token_in, request.token_out,
+                                          request.amount_base)
         quotes: dict[str, dict] = {}
         usable: list[Quote] = []
         refusals: list[VenueError] = []
-        for name, result in zip(VENUES, results):
+        for i, name, result in answers:
             if isinstance(result, VenueError):
                 refusals.append(result)
-                quotes[name] = {"error": {"code": result.code, "message": result.message}}
-            elif isinstance(result, BaseException):
-                raise result
             else:
                 usable.append(result)
-                quotes[name] = result.to_api()
+            if i == 0:  # the pair's own pools: both venues' quotes, as the spec shows them
+                quotes[name] = ({"error": {"code": result.code, "message": result.message}}
+                                if isinstance(result, VenueError) else result.to_api())
         try:
-            route = choose_route(usable, request.slippage_bps)
+            route = best_route(usable, request.token_in, request.token_out, request.amount_base,
+                               request.slippage_bps)
         except ValueError:
             if refusals:
-                raise refusals[0] from None
+                raise next((r for r in refusals if r.code != "no_pool"), refusals[0]) from None
             raise ApiError(400, "no_route", "no venue can fill this order") from None
         self.write_json({
             "tokenIn": request.token_in.symbol,
@@ -56,9 +56,6 @@ class QuoteHandler(ApiHandler):
             "quotes": quotes,
             "route": route.to_api(),
         })
-
-    def _quote(self, name: str, request) -> Quote:
-        return self.storage.chain.venue(name).quote(request.token_in, request.token_out, request.amount_base)
 
 
 class TokensHandler(ApiHandler):
