@@ -55,13 +55,15 @@ def best_route(quotes: list[Quote], token_in: Token, token_out: Token, amount_in
     Raises ValueError when no route gives anything.
     """
     by_pair: dict[tuple[str, str], list[Quote]] = {}
-    for quote in quotes:
-        if quote.amount_out > 0:
-            by_pair.setdefault((quote.token_in.symbol, quote.token_out.symbol), []).append(quote)
+    for quote in quotes:  # a second hop's quote counts by its curve, whatever it quoted
+        by_pair.setdefault((quote.token_in.symbol, quote.token_out.symbol), []).append(quote)
     best = None
     direct = [q for q in by_pair.get((token_in.symbol, token_out.symbol), ()) if q.amount_in == amount_in]
     if direct:
-        best = choose_route(direct, slippage_bps, min_total_out=min_total_out)
+        try:
+            best = choose_route(direct, slippage_bps, min_total_out=min_total_out)
+        except ValueError:
+            best = None
     for hub in hubs_between(token_in, token_out):
         first = [q for q in by_pair.get((token_in.symbol, hub.symbol), ()) if q.amount_in == amount_in]
         second = by_pair.get((hub.symbol, token_out.symbol), [])

@@ -142,12 +142,13 @@ def choose_route(quotes: list[Quote], slippage_bps: int, *, min_total_out: int |
 
     Raises ValueError when no quote is usable (every venue refused or quoted 0).
     """
-    usable = [q for q in quotes if q.amount_out > 0]
-    if not usable:
+    if not quotes:
         raise ValueError("no venue can fill this order")
-    amount = max(usable, key=lambda q: q.amount_out).amount_in
-    parts, total = best_parts([(q.dex, q.amount_out, q.curve) for q in usable if q.amount_in == amount], amount)
-    return Route(usable[0].token_in, usable[0].token_out, _legs(parts, total, slippage_bps, min_total_out))
+    amount = max(quotes, key=lambda q: q.amount_out).amount_in
+    parts, total = best_parts([(q.dex, q.amount_out, q.curve) for q in quotes if q.amount_in == amount], amount)
+    if not total:
+        raise ValueError("no venue can fill this order")
+    return Route(quotes[0].token_in, quotes[0].token_out, _legs(parts, total, slippage_bps, min_total_out))
 
 
 def best_parts(options: list[tuple[str, int, QuoteCurve | None]], amount_in: int):
@@ -156,19 +157,21 @@ def best_parts(options: list[tuple[str, int, QuoteCurve | None]], amount_in: int
     the best venue (ties to the first listed), or a split of two when strictly better. None
     when no option gives anything."""
     usable = [o for o in options if o[1] > 0]
-    if not usable:
-        return None, 0
-    best = max(usable, key=lambda o: o[1])  # max keeps the first of equal keys
-    parts = [(best[0], amount_in, best[1])]
-    total = best[1]
-    for other in usable:
-        if other is best or best[2] is None or other[2] is None:
+    parts, total = [], 0
+    if usable:
+        best = max(usable, key=lambda o: o[1])  # max keeps the first of equal keys
+        parts, total = [(best[0], amount_in, best[1])], best[1]
+        pairs = [(best, other) for other in options if other is not best]
+    else:  # no venue takes it all: two may, split
+        pairs = [(a, b) for i, a in enumerate(options) for b in options[i + 1:]]
+    for first, second in pairs:
+        if first[2] is None or second[2] is None:
             continue
-        split = best_split(best[2], other[2], amount_in)
+        split = best_split(first[2], second[2], amount_in)
         if split is not None and split[1] + split[2] > total:
-            x, out_best, out_other = split
-            parts = [(best[0], x, out_best), (other[0], amount_in - x, out_other)]
-            total = out_best + out_other
+            x, out_first, out_second = split
+            parts = [(first[0], x, out_first), (second[0], amount_in - x, out_second)]
+            total = out_first + out_second
     return parts, total
 
 
