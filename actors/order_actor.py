@@ -67,8 +67,8 @@ STORE_TIMEOUT = 60.0
 SWAP_TIMEOUT = 30.0
 SIGNATURE_CHECKS = 3
 RESEND_S = 0.05  # a child being restarted by the root is back within this long
-RECHECK_S = (0.5, 5.0)
-QUOTES_PER_STEP = 100  # quote request ids: step × this + the request's index (at most 5 pairs × 2 venues)  # first and longest wait before asking an unavailable venue again
+RECHECK_S = (0.5, 5.0)  # first and longest wait before asking an unavailable venue again
+QUOTES_PER_STEP = 100  # quote request ids: step × this + the request's index (at most 5 pairs × 2 venues)
 
 
 def executed_price(amount_in: Decimal, amount_out: Decimal) -> str:
@@ -580,9 +580,9 @@ class OrderActor(pykka.ThreadingActor):
             self.watchdog = self._later(STORE_TIMEOUT, StepExpired(self.step))
             return
         if self.waiting == "quotes":
-            missing = {VENUES[key % len(VENUES)] for key in range(len(VENUES) * len(self.quote_pairs))} - {
-                q.dex for q in self.quotes.values()}
-            self.log.warning("order %s: quotes missing from %s", self.order.id, missing or "some pairs")
+            missing = {VENUES[key % len(VENUES)] for key in range(len(VENUES) * len(self.quote_pairs))
+                       if key not in self.quotes}
+            self.log.warning("order %s: quotes missing from %s", self.order.id, missing)
             return self._route()
         if self.waiting in ("swap", "signature") and self.signature_checks < SIGNATURE_CHECKS:
             self.signature_checks += 1
