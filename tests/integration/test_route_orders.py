@@ -118,3 +118,15 @@ def test_hops_survive_the_round_trip_through_an_events_meta():
 
     hop = HopSwap(BONK, SOL, (("raydium", 10**11, 6_600_000), ("meteora", 5, 1)))
     assert hop_from_api(hop.to_api()) == hop
+
+
+def test_a_sniper_order_on_a_pair_that_will_have_no_pool_fires_at_the_launch_through_a_hub(sim_harness):
+    h = sim_harness.start()
+    order_id = h.submit("1000000", "BONK", "POPCAT", type="sniper")
+    h.wait_status(order_id, "waiting")  # POPCAT has not launched: armed for its launch
+    h.chain.schedule_launch("POPCAT", 0.2)
+    (order,) = h.wait_terminal([order_id])
+    assert order.status == "confirmed", order.error
+    (fill,) = order.fills
+    assert [hop["tokenIn"] for hop in fill["hops"]] == ["BONK", fill["hops"][1]["tokenIn"]]
+    assert fill["hops"][1]["tokenIn"] in ("SOL", "USDC") and fill["hops"][1]["tokenOut"] == "POPCAT"
