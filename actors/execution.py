@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from config import Token
+from config import Token, find_token
 from storage.records import decimal_str
+from storage.venues.base import HopSwap
 
 
 @dataclass
@@ -29,6 +30,9 @@ class LegRun:
     error_code: str | None = None
     message: str | None = None
     retriable: bool = True
+    # A route through an intermediate token: its hops (planned, then as executed). The whole
+    # route is this one transaction, one signature: all its hops land or none does.
+    hops: tuple[HopSwap, ...] = ()
 
 
 @dataclass
@@ -39,15 +43,28 @@ class Fill:
     amount_in: int
     amount_out: int
     signature: str
+    hops: tuple[HopSwap, ...] = ()  # a route through an intermediate token: each hop as executed
 
     def to_api(self, token_in: Token, token_out: Token) -> dict[str, Any]:
-        return {"dex": self.dex, "amountIn": decimal_str(token_in.to_whole(self.amount_in)),
-                "amountOut": decimal_str(token_out.to_whole(self.amount_out)), "txHash": self.signature}
+        api = {"dex": self.dex, "amountIn": decimal_str(token_in.to_whole(self.amount_in)),
+               "amountOut": decimal_str(token_out.to_whole(self.amount_out)), "txHash": self.signature}
+        if self.hops:
+            api["hops"] = [hop.to_api() for hop in self.hops]
+        return api
 
     @classmethod
     def from_api(cls, data: dict, token_in: Token, token_out: Token) -> "Fill":
         return cls(data["dex"], token_in.to_base(Decimal(data["amountIn"])),
-                   token_out.to_base(Decimal(data["amountOut"])), data["txHash"])
+                   token_out.to_base(Decimal(data["amountOut"])), data["txHash"],
+                   tuple(hop_from_api(hop) for hop in data.get("hops", ())))
+
+
+def hop_from_api(data: dict) -> HopSwap:
+    """A hop from its API shape (an event's meta)."""
+    token_in, token_out = find_token(data["tokenIn"]), find_token(data["tokenOut"])
+    return HopSwap(token_in, token_out, tuple(
+        (leg["dex"], token_in.to_base(Decimal(leg["amountIn"])), token_out.to_base(Decimal(leg.get("amountOut", 0))))
+        for leg in data["legs"]))
 
 
 @dataclass
@@ -90,7 +107,7 @@ class Execution:
         (None when every leg was filled). Call only when `open_legs()` is empty."""
         for leg in self.legs:
             if leg.state == "confirmed":
-                self.filled.append(Fill(leg.dex, leg.amount_in, leg.amount_out, leg.signature))
+                self.filled.append(Fill(leg.dex, leg.amount_in, leg.amount_out, leg.signature, leg.hops))
         failed = next((leg for leg in self.legs if leg.state == "failed"), None)
         self.legs = []
         return failed

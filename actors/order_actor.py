@@ -56,9 +56,9 @@ from config.logs import OrderLog
 from storage.errors import FencedOut
 from storage.records import EventDraft, OrderRecord, decimal_str, iso, ms_since, utcnow
 from storage.status import OrderEnded
-from storage.venues.base import VENUES, SwapRequest
+from storage.venues.base import VENUES, HopSwap, SwapRequest
 from storage.venues.collar import PriceCollar
-from storage.venues.routing import choose_route
+from storage.venues.paths import best_route, quote_requests
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ SWAP_TIMEOUT = 30.0
 SIGNATURE_CHECKS = 3
 RESEND_S = 0.05  # a child being restarted by the root is back within this long
 RECHECK_S = (0.5, 5.0)  # first and longest wait before asking an unavailable venue again
+QUOTES_PER_STEP = 100  # quote request ids: step × this + the request's index (at most 5 pairs × 2 venues)
 
 
 def executed_price(amount_in: Decimal, amount_out: Decimal) -> str:
@@ -112,8 +113,9 @@ class OrderActor(pykka.ThreadingActor):
         self.status = order.status
         self.stored_attempt = order.attempt  # the attempt of the last event stored
         self.on_stored = None
-        self.quotes: dict[str, QuoteReceived] = {}
+        self.quotes: dict[int, QuoteReceived] = {}  # by request index: pair × len(VENUES) + venue
         self.quote_ms: dict[str, float] = {}  # each venue's quote round trip, as this actor saw it
+        self.quote_pairs: list = []  # (token_in, token_out, amount) of each pair quoted this attempt
         self.quote_started = None
         self.quote_sent = 0.0
         self.failed_swaps: list[dict] = []  # swaps that failed and no stored event names yet
@@ -167,7 +169,7 @@ class OrderActor(pykka.ThreadingActor):
             self._reset(message.order)
             self._begin()
         elif isinstance(message, QuoteReceived):
-            if self.waiting == "quotes" and message.request_id // 10 == self.step:
+            if self.waiting == "quotes" and message.request_id // QUOTES_PER_STEP == self.step:
                 self._quote_received(message)
         elif isinstance(message, SwapSettled):
             leg = self.execution.leg(message.result.signature) if self.waiting == "swap" else None
@@ -215,14 +217,19 @@ class OrderActor(pykka.ThreadingActor):
         self.quote_started = utcnow()
         self.quote_sent = self.clock()
         self._wait("quotes", QUOTE_TIMEOUT)
-        for request_id, dex in enumerate(VENUES):
-            self._tell(dex, RequestQuote(self.step * 10 + request_id, self.token_in, self.token_out,
-                                         self.execution.remaining_in, self.actor_ref))
+        # The pair's own pools, and each hop of the routes through an intermediate token.
+        self.quote_pairs = quote_requests(self.token_in, self.token_out, self.execution.remaining_in)
+        for i, (token_in, token_out, amount) in enumerate(self.quote_pairs):
+            for j, dex in enumerate(VENUES):
+                self._tell(dex, RequestQuote(self.step * QUOTES_PER_STEP + i * len(VENUES) + j, token_in,
+                                             token_out, amount, self.actor_ref))
 
     def _quote_received(self, message: QuoteReceived) -> None:
-        self.quotes[message.dex] = message
-        self.quote_ms[message.dex] = round((self.clock() - self.quote_sent) * 1000, 1)
-        if len(self.quotes) == len(VENUES):
+        key = message.request_id % QUOTES_PER_STEP
+        self.quotes[key] = message
+        if key < len(VENUES):  # the pair's own quotes: their round trips are in the routing event
+            self.quote_ms[message.dex] = round((self.clock() - self.quote_sent) * 1000, 1)
+        if len(self.quotes) == len(VENUES) * len(self.quote_pairs):
             self._route()
 
     def _route(self) -> None:
@@ -230,26 +237,32 @@ class OrderActor(pykka.ThreadingActor):
         self._cancel_watchdog()
         usable = [q.quote for q in self.quotes.values() if q.quote is not None]
         errors = [q for q in self.quotes.values() if q.quote is None]
+        own = [q for key, q in self.quotes.items() if key < len(VENUES)]  # the pair's own pools
         arming = self.status in ("pending", "waiting") and self.order.type in ("limit", "sniper")
-        if arming and self.order.type == "sniper" and not usable and errors and all(
-                q.error_code == "not_tradable" for q in errors):
-            return self._arm({"trigger": "launch", "token": self._launch_token().symbol})
-        if not usable and errors and all(q.error_code == "venue_unavailable" for q in errors) \
-                and self._requote_later():
-            return
+        remaining, slippage = self.execution.remaining_in, self.order.slippage_bps
         try:
-            route = choose_route(usable, self.order.slippage_bps)
+            route = best_route(usable, self.token_in, self.token_out, remaining, slippage)
         except ValueError:
+            route = None
+        if route is None and arming and self.order.type == "sniper" and own and all(
+                q.error_code == "not_tradable" for q in own):
+            return self._arm({"trigger": "launch", "token": self._launch_token().symbol})
+        if route is None and errors and any(q.error_code == "venue_unavailable" for q in errors) and all(
+                q.error_code in ("venue_unavailable", "no_pool") for q in errors) and self._requote_later():
+            return
+        if route is None:
             if not errors:  # no venue answered in time: transient, worth another attempt
                 return self._attempt_failed("venue_timeout", "no venue answered with a quote in time", True)
-            # Permanent only when every venue said so: one that did not answer may yet quote.
-            permanent = len(errors) == len(VENUES) and all(q.error_code in PERMANENT_ERRORS for q in errors)
-            return self._attempt_failed(errors[0].error_code, errors[0].message, not permanent)
+            # Permanent only when every quote was refused so: one that did not answer may yet quote.
+            permanent = len(errors) == len(VENUES) * len(self.quote_pairs) and all(
+                q.error_code in PERMANENT_ERRORS or q.error_code == "no_pool" for q in errors)
+            error = next((q for q in errors if q.error_code != "no_pool"), errors[0])
+            return self._attempt_failed(error.error_code, error.message, not permanent)
         if self.order.type == "limit":
             # The limit sets the floor of the output (of what is left to fill), whatever the
             # slippage tolerance says; each leg's minimum carries its share of it.
             floor = max(0, self._limit_min_out() - self.execution.filled_out, self.execution.rest_min_out)
-            route = choose_route(usable, self.order.slippage_bps, min_total_out=floor)
+            route = best_route(usable, self.token_in, self.token_out, remaining, slippage, min_total_out=floor)
             if route.amount_out < floor:  # not met: wait for the price (or fail this retry)
                 if arming:
                     return self._arm({"trigger": "price", "limitPrice": decimal_str(self.order.limit_price),
@@ -260,7 +273,7 @@ class OrderActor(pykka.ThreadingActor):
             # Part is filled: the rest must bring the whole amount to the order's minimum,
             # whatever the price has done since (each leg's minimum carries its share of it).
             floor = self.execution.rest_min_out
-            route = choose_route(usable, self.order.slippage_bps, min_total_out=floor)
+            route = best_route(usable, self.token_in, self.token_out, remaining, slippage, min_total_out=floor)
             if route.amount_out < floor:
                 return self._attempt_failed("slippage_exceeded", "the rest would fill the order below its minimum "
                                             "for the whole amount", True)
@@ -274,6 +287,8 @@ class OrderActor(pykka.ThreadingActor):
         building = self._build()
         first = self.execution.legs[0]
         submitted = {"txHash": first.signature, "dex": first.dex}
+        if route.hops:
+            submitted["via"] = route.via.symbol
         if route.is_split:
             submitted["legs"] = self.execution.legs_api(with_tx=True)
         self._append([("routing", routing, self.quote_started), ("building", building, None),
@@ -337,8 +352,8 @@ class OrderActor(pykka.ThreadingActor):
 
     def _routing_meta(self, route) -> dict:
         quotes = {}
-        for dex in VENUES:
-            answer = self.quotes.get(dex)
+        for i, dex in enumerate(VENUES):
+            answer = self.quotes.get(i)
             if answer is None or answer.quote is None:
                 quotes[dex] = {"error": {"code": answer.error_code if answer else "venue_timeout",
                                          "message": answer.message if answer else "no quote in time"}}
@@ -347,9 +362,12 @@ class OrderActor(pykka.ThreadingActor):
             if dex in self.quote_ms:
                 quotes[dex]["latencyMs"] = self.quote_ms[dex]
         drawn = max((q.latency for q in self.quotes.values()), default=0.0)
-        meta = {"bestDex": route.best_dex, "quotes": quotes, "route": route.to_api(),
+        api = route.to_api()
+        meta = {"bestDex": route.best_dex, "quotes": quotes, "route": api,
                 "quoteMs": round((utcnow() - self.quote_started).total_seconds() * 1000, 1),
                 "venueLatencyMs": round(drawn * 1000, 1)}
+        if route.hops:  # a route through an intermediate token: each hop, its venue(s) and amounts
+            meta["hops"] = api["hops"]
         if self.worker_id:
             meta["worker"] = self.worker_id
         if self.retry_reason:
@@ -370,10 +388,18 @@ class OrderActor(pykka.ThreadingActor):
         sent, and a resumed order asks the venues about them instead of ever sending a
         second transaction."""
         route = self.route
-        self.execution.legs = [LegRun(leg.dex, leg.amount_in, leg.min_amount_out, self.new_signature())
-                               for leg in route.legs]
+        if route.hops:  # one transaction for the whole route: one signature, one minimum output
+            hops = tuple(HopSwap(hop.token_in, hop.token_out, tuple((leg.dex, leg.amount_in, leg.amount_out)
+                                                                    for leg in hop.legs)) for hop in route.hops)
+            self.execution.legs = [LegRun(route.best_dex, route.amount_in, route.min_amount_out, self.new_signature(),
+                                          hops=hops)]
+        else:
+            self.execution.legs = [LegRun(leg.dex, leg.amount_in, leg.min_amount_out, self.new_signature())
+                                   for leg in route.legs]
         building = {"dex": route.best_dex, "amountIn": decimal_str(self.token_in.to_whole(route.amount_in)),
                     "minAmountOut": decimal_str(self.token_out.to_whole(route.min_amount_out))}
+        if route.hops:
+            building["hops"] = [hop.to_api() for hop in self.execution.legs[0].hops]
         if route.is_split:
             building["legs"] = self.execution.legs_api(with_min=True)
         if self.token_in.symbol == "SOL":
@@ -386,12 +412,12 @@ class OrderActor(pykka.ThreadingActor):
         self._wait("swap", SWAP_TIMEOUT)
         for leg in self.execution.legs:
             request = SwapRequest(leg.signature, str(self.order.id), leg.dex, self.token_in, self.token_out,
-                                  leg.amount_in, leg.min_out)
+                                  leg.amount_in, leg.min_out, leg.hops)
             self._tell(leg.dex, SendSwap(request, self.actor_ref))
 
     def _swap_settled(self, leg: LegRun, result) -> None:
         if result.status == "confirmed":
-            leg.state, leg.amount_out = "confirmed", result.amount_out
+            leg.state, leg.amount_out, leg.hops = "confirmed", result.amount_out, result.hops
         elif result.status == "failed":
             leg.state, leg.error_code = "failed", result.error_code or "swap_failed"
             leg.message, leg.retriable = result.message or "swap failed", result.retriable
@@ -416,7 +442,7 @@ class OrderActor(pykka.ThreadingActor):
         if status.status == "unknown":  # the venue cannot answer now (an outage): ask again later
             leg.state = "recheck"
         elif status.status == "confirmed":
-            leg.state, leg.amount_out = "confirmed", status.amount_out
+            leg.state, leg.amount_out, leg.hops = "confirmed", status.amount_out, status.hops
         elif status.status == "failed":
             # _attempt_failed decides retriability (permanent codes never retry).
             leg.state, leg.error_code = "failed", status.error_code or "swap_failed"
@@ -457,6 +483,8 @@ class OrderActor(pykka.ThreadingActor):
                 "latencyMs": self._latency_ms(), "venueLatencyMs": round(self.swap_latency * 1000, 1)}
         if len(fills) > 1:
             meta["legs"] = self.execution.fills_api()
+        elif fills[0].hops:  # a route through an intermediate token: each hop as executed
+            meta["hops"] = [hop.to_api() for hop in fills[0].hops]
         self._append([("confirmed", meta, None)], self._finish)
 
     def _attempt_failed(self, code: str, message: str, retriable: bool) -> None:
@@ -552,7 +580,9 @@ class OrderActor(pykka.ThreadingActor):
             self.watchdog = self._later(STORE_TIMEOUT, StepExpired(self.step))
             return
         if self.waiting == "quotes":
-            self.log.warning("order %s: quotes missing from %s", self.order.id, set(VENUES) - set(self.quotes))
+            missing = {VENUES[key % len(VENUES)] for key in range(len(VENUES) * len(self.quote_pairs))
+                       if key not in self.quotes}
+            self.log.warning("order %s: quotes missing from %s", self.order.id, missing)
             return self._route()
         if self.waiting in ("swap", "signature") and self.signature_checks < SIGNATURE_CHECKS:
             self.signature_checks += 1

@@ -44,7 +44,8 @@ from storage.bus import Job
 from storage.errors import StorageError
 from storage.records import EventDraft, iso, ms_since, utcnow
 from storage.status import OrderEnded
-from storage.venues.base import VENUES, VenueError
+from storage.venues.base import VenueError
+from storage.venues.paths import best_route, quote_all
 
 log = logging.getLogger(__name__)
 
@@ -279,16 +280,18 @@ class TriggerBook(SupervisedActor):
         return crossed
 
     def _best_out(self, order: ArmedOrder) -> int | None:
-        outs = []
-        for dex in VENUES:
-            try:
-                outs.append(self.chain.venue(dex).quote(order.token_in, order.token_out, order.amount_in).amount_out)
-            except VenueError:
-                continue
-            except StorageError as exc:  # an outage: look again at the next tick
-                log.warning("trigger book: quotes unavailable (%s)", exc)
-                return None
-        return max(outs) if outs else None
+        """What the order's full size gets now on its best route (through an intermediate token
+        where that gives more); None when nothing can fill it or the quotes are unavailable."""
+        try:
+            answers = quote_all(self.chain.venue, order.token_in, order.token_out, order.amount_in)
+        except StorageError as exc:  # an outage: look again at the next tick
+            log.warning("trigger book: quotes unavailable (%s)", exc)
+            return None
+        quotes = [quote for _, _, quote in answers if not isinstance(quote, VenueError)]
+        try:
+            return best_route(quotes, order.token_in, order.token_out, order.amount_in, 0).amount_out
+        except ValueError:
+            return None
 
     # ---- sniper orders ------------------------------------------------------------------
 

@@ -226,6 +226,10 @@ CREATE TABLE order_counts (
 INSERT INTO order_counts (status, shard, orders) SELECT status, 0, COUNT(*) FROM orders GROUP BY status
 """
 
+# A route through an intermediate token lands as one transaction, one signature: its row keeps
+# the route's totals and, here, every hop as executed (JSON, exact integers as text).
+_SIM_ROUTES = "ALTER TABLE sim_swaps ADD COLUMN hops TEXT"
+
 MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (1, "orders and their status events", {"postgres": _ORDERS_POSTGRES, "sqlite": _ORDERS_SQLITE}),
     (2, "the simulated chain: world, pools, swaps, launches", {"postgres": _SIM_POSTGRES, "sqlite": _SIM_SQLITE}),
@@ -237,6 +241,7 @@ MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (7, "risk limits: open orders and notional per minute, per owner", {"postgres": _RISK, "sqlite": _RISK}),
     (8, "reads flat in history: list indexes, kept order counts per status",
      {"postgres": _READS_INDEXES.format(desc=" DESC"), "sqlite": _READS_INDEXES.format(desc="")}),
+    (13, "the simulated chain: routes through an intermediate token", {"postgres": _SIM_ROUTES, "sqlite": _SIM_ROUTES}),
 ]
 
 

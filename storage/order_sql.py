@@ -42,10 +42,10 @@ _EVENT_COLUMNS = "order_id, seq, status, attempt, created_at, meta"
 
 def fills_from_confirmation(meta: dict[str, Any]) -> list[dict[str, Any]]:
     """One fill per executed swap, from a `confirmed` event's meta."""
-    legs = meta.get("legs")
-    if legs:
-        return [{k: leg.get(k) for k in ("dex", "amountIn", "amountOut", "txHash")} for leg in legs]
-    return [{k: meta.get(k) for k in ("dex", "amountIn", "amountOut", "txHash")}]
+    legs = meta.get("legs") or [meta]
+    # A route through an intermediate token is one fill (one transaction) that lists its hops.
+    return [{k: leg.get(k) for k in ("dex", "amountIn", "amountOut", "txHash", "hops") if k != "hops" or "hops" in leg}
+            for leg in legs]
 
 
 def order_from_row(d: Dialect, row: Sequence[Any], events=None) -> OrderRecord:

@@ -5,8 +5,8 @@ from decimal import Decimal
 
 from config import TOKENS
 from storage.records import decimal_str, iso
-from storage.venues.base import VENUES, Quote, VenueError
-from storage.venues.routing import choose_route
+from storage.venues.base import Quote, VenueError
+from storage.venues.paths import best_route, quote_all
 from web.access import forbidden
 from web.admin import AdminHandler
 from web.base import ApiHandler
@@ -35,26 +35,28 @@ async def require_tradable(services, request: QuoteRequest) -> None:
 
 
 def quote_now(chain, request: QuoteRequest) -> dict:
-    """The body of `GET /api/quote` (both venues' quotes and the route the engine would take now);
-    blocking (an executor thread). The quote stream (web/quote_stream.py) pushes the same body.
-    Raises the venue's refusal, or 400 `no_route`, when no venue can fill it."""
+    """The body of `GET /api/quote` (both venues' quotes of the pair and the route the engine would
+    take now, direct or through a hub); blocking (an executor thread). The quote stream
+    (web/quote_stream.py) pushes the same body. Raises the venue's refusal, or 400 `no_route`,
+    when no route can fill it."""
+    answers = quote_all(chain.venue, request.token_in, request.token_out, request.amount_base)
     quotes: dict[str, dict] = {}
     usable: list[Quote] = []
     refusals: list[VenueError] = []
-    for name in VENUES:
-        try:
-            result = chain.venue(name).quote(request.token_in, request.token_out, request.amount_base)
-        except VenueError as exc:
-            refusals.append(exc)
-            quotes[name] = {"error": {"code": exc.code, "message": exc.message}}
+    for i, name, result in answers:
+        if isinstance(result, VenueError):
+            refusals.append(result)
         else:
             usable.append(result)
-            quotes[name] = result.to_api()
+        if i == 0:  # the pair's own pools: both venues' quotes, as the spec shows them
+            quotes[name] = ({"error": {"code": result.code, "message": result.message}}
+                            if isinstance(result, VenueError) else result.to_api())
     try:
-        route = choose_route(usable, request.slippage_bps)
+        route = best_route(usable, request.token_in, request.token_out, request.amount_base,
+                           request.slippage_bps)
     except ValueError:
         if refusals:
-            raise refusals[0] from None
+            raise next((r for r in refusals if r.code != "no_pool"), refusals[0]) from None
         raise ApiError(400, "no_route", "no venue can fill this order") from None
     return {
         "tokenIn": request.token_in.symbol,

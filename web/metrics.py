@@ -119,7 +119,7 @@ class EventFigures:
 
     def __init__(self):
         self.events = dict.fromkeys(sorted(STATUSES), 0)
-        self.routes = {(venue, kind): 0 for venue in VENUES for kind in ("single", "split")}
+        self.routes = {(venue, kind): 0 for venue in VENUES for kind in ("single", "split", "hop")}
         self.quote_latency = {venue: _Histogram(QUOTE_BUCKETS) for venue in VENUES}
         self.skipped = dict.fromkeys(VENUES, 0)  # quotes a venue refused with its breaker open
         self.retries: dict[str, int] = {}
@@ -157,8 +157,11 @@ class EventFigures:
                 self.quote_latency[venue].observe(seconds)
             if (quote.get("error") or {}).get("code") == "circuit_open":
                 self.skipped[_venue(venue)] = self.skipped.get(_venue(venue), 0) + 1
-        legs = (meta.get("route") or {}).get("legs") or ()
+        route = meta.get("route") or {}
+        legs = route.get("legs") or ()
         kind = "split" if len(legs) > 1 else "single"
+        if route.get("hops"):  # a route through an intermediate token: each venue of each hop
+            legs, kind = [leg for hop in route["hops"] for leg in hop.get("legs") or ()], "hop"
         for leg in legs:
             key = (_venue(leg.get("dex")), kind)
             self.routes[key] = self.routes.get(key, 0) + 1
@@ -191,7 +194,8 @@ class EventFigures:
         """The metric families, built from the figures (called by the registry when scraped)."""
         yield _counter("engine_events", "Status events received from the bus, by status", ["status"], self.events)
         yield _counter("engine_routes_won", "Routes chosen (routing events), by venue given a leg: kind single "
-                       "(the venue takes the whole order) or split (it takes a part)", ["venue", "kind"], self.routes)
+                       "(the venue takes the whole order), split (it takes a part) or hop (a part of a route through an "
+                       "intermediate token)", ["venue", "kind"], self.routes)
         yield _histogram("engine_quote_latency_seconds", "A venue's quote round trip, from the routing events' "
                          "quotes", "venue", self.quote_latency)
         yield _counter("engine_venue_skipped", "Quotes a venue refused because its circuit breaker was open "

@@ -177,6 +177,9 @@ EVENT_META = {
         "amountOut": DECIMAL,
         "executedPrice": DECIMAL,
         "legs": {"type": "array", "items": {"type": "object"}},
+        "hops": {"type": "array", "items": ref("Hop"), "description": "a route through an intermediate token "
+                 "(routing, building, confirmed): each hop with its pair and its legs"},
+        "via": {**SYMBOL, "description": "submitted: the intermediate token of the route's one transaction"},
         "error": ref("OrderError"),
         "attempts": {"type": "integer", "minimum": 0},
         "worker": {"type": "string"},
@@ -253,13 +256,25 @@ SCHEMAS: dict[str, Any] = {
         "orderId": ORDER_ID, "status": ref("OrderStatus"), "clientOrderId": nullable({"type": "string"}),
         "links": _obj(["self", "ws"], {"self": {"type": "string"}, "ws": {"type": "string"}}),
     }),
-    "Route": _obj(["legs", "amountOut", "minAmountOut"], {
-        "legs": {"type": "array", "minItems": 1, "items": _obj(["dex", "amountIn", "amountOut"], {
-            "dex": DEX, "amountIn": DECIMAL, "amountOut": DECIMAL})},
+    "Route": {"oneOf": [ref("DirectRoute"), ref("HopRoute")],
+              "description": "the pair's own pools (legs: one venue or a split), or a route through an "
+                             "intermediate token (hops), which executes as one transaction"},
+    "DirectRoute": _obj(["legs", "amountOut", "minAmountOut"], {
+        "legs": {"type": "array", "minItems": 1, "items": ref("RouteLeg")},
         "amountOut": DECIMAL, "minAmountOut": DECIMAL,
     }),
+    "HopRoute": _obj(["hops", "amountOut", "minAmountOut"], {
+        "hops": {"type": "array", "minItems": 2, "maxItems": 2, "items": ref("Hop")},
+        "amountOut": DECIMAL, "minAmountOut": {**DECIMAL, "description": "the one minimum of the whole route"},
+    }),
+    "Hop": _obj(["tokenIn", "tokenOut", "legs"], {
+        "tokenIn": SYMBOL, "tokenOut": SYMBOL, "legs": {"type": "array", "minItems": 1, "items": ref("RouteLeg")}},
+        description="one hop of a route through an intermediate token: its pair and its venue(s)"),
+    "RouteLeg": _obj(["dex", "amountIn", "amountOut"], {"dex": DEX, "amountIn": DECIMAL, "amountOut": DECIMAL}),
     "Fill": _obj(["dex", "amountIn", "amountOut", "txHash"], {
-        "dex": DEX, "amountIn": DECIMAL, "amountOut": DECIMAL, "txHash": {"type": "string"}}),
+        "dex": DEX, "amountIn": DECIMAL, "amountOut": DECIMAL, "txHash": {"type": "string"},
+        "hops": {"type": "array", "items": ref("Hop"),
+                 "description": "a route through an intermediate token: each hop as executed, in this one transaction"}}),
     "Order": _obj(list(_ORDER_FIELDS), _ORDER_FIELDS, description="An order without its events (list items)."),
     "OrderWithEvents": _obj(list(_ORDER_FIELDS) + ["events"], {
         **_ORDER_FIELDS, "events": {"type": "array", "items": ref("StatusEvent")}}),

@@ -66,8 +66,40 @@ class Quote:
 
 
 @dataclass(frozen=True)
+class HopSwap:
+    """One hop of a route through an intermediate token, inside its one transaction: its pair
+    and its legs, each (dex, amount in, amount out). In a request the amounts are the plan (the
+    chain splits what the previous hop really gave in the same proportions); in a result or a
+    signature's status, what was executed."""
+
+    token_in: Token
+    token_out: Token
+    legs: tuple[tuple[str, int, int], ...]
+
+    def to_api(self) -> dict[str, Any]:
+        """The spec's hop (whole-token decimal strings)."""
+        return {"tokenIn": self.token_in.symbol, "tokenOut": self.token_out.symbol,
+                "legs": [{"dex": dex, "amountIn": decimal_str(self.token_in.to_whole(amount_in)),
+                          "amountOut": decimal_str(self.token_out.to_whole(amount_out))}
+                         for dex, amount_in, amount_out in self.legs]}
+
+    def to_record(self) -> list:
+        """What the chain stores of it (JSON: symbols and exact integers)."""
+        return [self.token_in.symbol, self.token_out.symbol, [[d, str(i), str(o)] for d, i, o in self.legs]]
+
+    @classmethod
+    def from_record(cls, data: list, find) -> "HopSwap":
+        token_in, token_out, legs = data
+        return cls(find(token_in), find(token_out), tuple((d, int(i), int(o)) for d, i, o in legs))
+
+
+@dataclass(frozen=True)
 class SwapRequest:
-    """A signed swap transaction: the signature is chosen (and stored) before it is sent."""
+    """A signed swap transaction: the signature is chosen (and stored) before it is sent.
+
+    With `hops`, a route through an intermediate token: every hop in this one transaction
+    (all land or none does), `min_amount_out` guarding the last hop's total, `dex` the venue
+    it is sent through."""
 
     signature: str
     order_id: str
@@ -76,6 +108,7 @@ class SwapRequest:
     token_out: Token
     amount_in: int
     min_amount_out: int
+    hops: tuple[HopSwap, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,6 +127,7 @@ class SwapResult:
     error_code: str | None = None
     message: str | None = None
     retriable: bool = False
+    hops: tuple[HopSwap, ...] = ()  # a route's hops as executed (confirmed only)
 
 
 @dataclass(frozen=True)
@@ -107,6 +141,7 @@ class SignatureStatus:
     amount_out: int | None = None
     executed_at: datetime | None = None
     error_code: str | None = None
+    hops: tuple[HopSwap, ...] = ()  # a route's hops as executed (confirmed only)
 
 
 @dataclass(frozen=True)

@@ -45,21 +45,14 @@ class Leg:
 
 
 @dataclass(frozen=True)
-class Route:
-    """The chosen route: one leg, or two legs when splitting gives more. Legs in order of
-    preference: the first is the venue whose own quote was best (`best_dex`)."""
+class Hop:
+    """One hop of a route through an intermediate token: its pair and its legs (one venue, or a
+    split). Only the route's last output is guarded (`Route.min_amount_out`): its legs' own
+    minimums are 0, and the next hop sells whatever this one gives."""
 
     token_in: Token
     token_out: Token
     legs: tuple[Leg, ...]
-
-    @property
-    def best_dex(self) -> str:
-        return self.legs[0].dex
-
-    @property
-    def is_split(self) -> bool:
-        return len(self.legs) > 1
 
     @property
     def amount_in(self) -> int:
@@ -69,22 +62,67 @@ class Route:
     def amount_out(self) -> int:
         return sum(leg.amount_out for leg in self.legs)
 
+    def to_api(self) -> dict[str, Any]:
+        return {"tokenIn": self.token_in.symbol, "tokenOut": self.token_out.symbol,
+                "legs": legs_api(self.legs, self.token_in, self.token_out)}
+
+
+@dataclass(frozen=True)
+class Route:
+    """The chosen route: one leg, or two legs when splitting gives more. Legs in order of
+    preference: the first is the venue whose own quote was best (`best_dex`).
+
+    A route through an intermediate token has `hops` instead (and no `legs`): it executes as
+    one transaction whose only guard is `hop_min_out` on the last hop's total output."""
+
+    token_in: Token
+    token_out: Token
+    legs: tuple[Leg, ...]
+    hops: tuple[Hop, ...] = ()
+    hop_min_out: int = 0
+
+    @property
+    def best_dex(self) -> str:
+        return (self.hops[0].legs if self.hops else self.legs)[0].dex
+
+    @property
+    def is_split(self) -> bool:
+        return len(self.legs) > 1
+
+    @property
+    def via(self) -> Token | None:
+        """The intermediate token of a route through one; None for a direct route."""
+        return self.hops[0].token_out if self.hops else None
+
+    @property
+    def amount_in(self) -> int:
+        return self.hops[0].amount_in if self.hops else sum(leg.amount_in for leg in self.legs)
+
+    @property
+    def amount_out(self) -> int:
+        return self.hops[-1].amount_out if self.hops else sum(leg.amount_out for leg in self.legs)
+
     @property
     def min_amount_out(self) -> int:
-        """The least the whole route may give: the sum of its legs' minimums."""
-        return sum(leg.min_amount_out for leg in self.legs)
+        """The least the whole route may give: the sum of its legs' minimums (of a route through
+        an intermediate token: its one minimum)."""
+        return self.hop_min_out if self.hops else sum(leg.min_amount_out for leg in self.legs)
 
     def to_api(self) -> dict[str, Any]:
-        token_in, token_out = self.token_in, self.token_out
+        token_out = self.token_out
+        head = ({"hops": [hop.to_api() for hop in self.hops]} if self.hops
+                else {"legs": legs_api(self.legs, self.token_in, token_out)})
         return {
-            "legs": [
-                {"dex": leg.dex, "amountIn": decimal_str(token_in.to_whole(leg.amount_in)),
-                 "amountOut": decimal_str(token_out.to_whole(leg.amount_out))}
-                for leg in self.legs
-            ],
+            **head,
             "amountOut": decimal_str(token_out.to_whole(self.amount_out)),
             "minAmountOut": decimal_str(token_out.to_whole(self.min_amount_out)),
         }
+
+
+def legs_api(legs, token_in: Token, token_out: Token) -> list[dict[str, Any]]:
+    """Legs in the API's shape (whole-token decimal strings)."""
+    return [{"dex": leg.dex, "amountIn": decimal_str(token_in.to_whole(leg.amount_in)),
+             "amountOut": decimal_str(token_out.to_whole(leg.amount_out))} for leg in legs]
 
 
 def min_out(amount_out: int, slippage_bps: int) -> int:
@@ -104,21 +142,37 @@ def choose_route(quotes: list[Quote], slippage_bps: int, *, min_total_out: int |
 
     Raises ValueError when no quote is usable (every venue refused or quoted 0).
     """
-    usable = [q for q in quotes if q.amount_out > 0]
-    if not usable:
+    if not quotes:
         raise ValueError("no venue can fill this order")
-    best = max(usable, key=lambda q: q.amount_out)  # max keeps the first of equal keys
-    parts = [(best.dex, best.amount_in, best.amount_out)]
-    total = best.amount_out
-    for other in usable:
-        if other is best or best.curve is None or other.curve is None or other.amount_in != best.amount_in:
+    amount = max(quotes, key=lambda q: q.amount_out).amount_in
+    parts, total = best_parts([(q.dex, q.amount_out, q.curve) for q in quotes if q.amount_in == amount], amount)
+    if not total:
+        raise ValueError("no venue can fill this order")
+    return Route(quotes[0].token_in, quotes[0].token_out, _legs(parts, total, slippage_bps, min_total_out))
+
+
+def best_parts(options: list[tuple[str, int, QuoteCurve | None]], amount_in: int):
+    """The best way to sell `amount_in` on these venues, each option (dex, its output for the
+    whole amount, its curve): ([(dex, amount in, amount out)], total out); the whole amount on
+    the best venue (ties to the first listed), or a split of two when strictly better. None
+    when no option gives anything."""
+    usable = [o for o in options if o[1] > 0]
+    parts, total = [], 0
+    if usable:
+        best = max(usable, key=lambda o: o[1])  # max keeps the first of equal keys
+        parts, total = [(best[0], amount_in, best[1])], best[1]
+        pairs = [(best, other) for other in options if other is not best]
+    else:  # no venue takes it all: two may, split
+        pairs = [(a, b) for i, a in enumerate(options) for b in options[i + 1:]]
+    for first, second in pairs:
+        if first[2] is None or second[2] is None:
             continue
-        split = best_split(best.curve, other.curve, best.amount_in)
+        split = best_split(first[2], second[2], amount_in)
         if split is not None and split[1] + split[2] > total:
-            x, out_best, out_other = split
-            parts = [(best.dex, x, out_best), (other.dex, best.amount_in - x, out_other)]
-            total = out_best + out_other
-    return Route(best.token_in, best.token_out, _legs(parts, total, slippage_bps, min_total_out))
+            x, out_first, out_second = split
+            parts = [(first[0], x, out_first), (second[0], amount_in - x, out_second)]
+            total = out_first + out_second
+    return parts, total
 
 
 def _legs(parts, total: int, slippage_bps: int, min_total_out: int | None) -> tuple[Leg, ...]:

@@ -52,7 +52,7 @@ async def order_problems(client, follower: Follower) -> tuple[list[str], dict | 
     code, answer = await client.request("GET", f"/api/sim/swaps?orderId={follower.order_id}")
     if code != 200:
         return problems + [f"GET /api/sim/swaps answered {code}: {answer}"], order
-    executed = sorted(swap["txHash"] for swap in answer["swaps"])
+    executed = transactions(answer)
     filled = sorted(fill["txHash"] for fill in order["fills"])
     legs = max(1, len(filled))  # one swap per leg: a split order has two
     if len(executed) > legs:
@@ -71,6 +71,12 @@ def confirmed_swaps(confirmed: dict) -> list[str]:
 def executed(swaps: dict) -> list[str]:
     """The swaps an answer of GET /api/sim/swaps lists, sorted."""
     return sorted(swap["txHash"] for swap in swaps["swaps"])
+
+
+def transactions(swaps: dict) -> list[str]:
+    """The transactions an answer of GET /api/sim/swaps lists, sorted: a route through an
+    intermediate token is one transaction (one signature) of several swaps."""
+    return sorted({swap["txHash"] for swap in swaps["swaps"]})
 
 
 def _attempt(order: dict) -> int:

@@ -5,6 +5,7 @@ Screenshots go to tests/artifacts/ (git-ignored; TEST_ARTIFACTS_DIR elsewhere)."
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -166,6 +167,18 @@ def test_api_errors_read_as_sentences_next_to_the_field_and_a_failed_order_shows
     page.wait().until(lambda d: page.row_status(order_id) == "failed")
     page.wait().until(lambda d: "insufficient_liquidity" in page.text("#timeline"))
     assert "Too small to buy" in page.text("#timeline") or "too small to buy" in page.text("#timeline")
+
+    # A pair without a pool of its own: the quote and the timeline show the route's hops.
+    page.fill(tokenIn="BONK", tokenOut="JUP", amount="1000000")
+    page.wait().until(lambda d: re.search(r"Route: BONK → .+ → (SOL|USDC) → .+ → JUP", page.text("#quote")))
+    page.submit()
+    page.wait().until(lambda d: page.selected_order() != order_id)
+    routed = page.selected_order()
+    page.wait().until(lambda d: page.row_status(routed) == "confirmed")
+    page.wait().until(lambda d: "fill on BONK → " in page.text("#timeline-summary"))
+    timeline = page.text("#timeline")
+    assert re.search(r"through (SOL|USDC)", timeline) and re.search(r"BONK → (SOL|USDC): (raydium|meteora) ", timeline)
+    page.screenshot("dashboard-route.png")
 
     page.find("#l-inSeconds").clear()
     page.find("#l-inSeconds").send_keys("1")

@@ -144,6 +144,7 @@ def test_real_answers_of_every_endpoint_match_the_document_errors_included(start
     c.check("GET", "/api/orders/execute", 101, headers=UPGRADE)
     failed = c.check("POST", "/api/orders/execute", 202, {"tokenIn": "BONK", "tokenOut": "USDC",
                                                             "amount": "0.00001"})
+    routed = c.check("POST", "/api/orders/execute", 202, {"tokenIn": "BONK", "tokenOut": "JUP", "amount": "1000000"})
 
     # Read and list: a confirmed order (route, fills, events) and a failed one (error, no route).
     order_id = accepted["orderId"]
@@ -152,6 +153,9 @@ def test_real_answers_of_every_endpoint_match_the_document_errors_included(start
     order = c.check("GET", f"/api/orders/{order_id}", 200)
     assert order["status"] == "confirmed" and order["events"][-1]["meta"]["executedPrice"]
     c.check("GET", f"/api/orders/{failed['orderId']}", 200)
+    wait_terminal(c.port, routed["orderId"])
+    through = c.check("GET", f"/api/orders/{routed['orderId']}", 200)  # a route through a hub: its hops
+    assert through["status"] == "confirmed" and through["route"]["hops"] and through["fills"][0]["hops"]
     c.check("GET", "/api/orders/00000000-0000-0000-0000-000000000000", 404, code="not_found")
     c.check("GET", "/api/orders/not-an-id", 404, code="not_found")
     listing = c.check("GET", "/api/orders?limit=1", 200)
@@ -166,6 +170,7 @@ def test_real_answers_of_every_endpoint_match_the_document_errors_included(start
     # Market and simulator.
     c.check("GET", "/api/quote?tokenIn=SOL&tokenOut=USDC&amount=1.5&slippageBps=100", 200)
     c.check("GET", "/api/quote?tokenIn=SOL&tokenOut=USDC", 400, code="missing_field")
+    assert len(c.check("GET", "/api/quote?tokenIn=BONK&tokenOut=JUP&amount=1000000", 200)["route"]["hops"]) == 2
     c.check("GET", "/api/quote?tokenIn=BONK&tokenOut=USDC&amount=0.00001", 400, code="insufficient_liquidity")
     c.check("GET", "/api/tokens", 200)
     swaps = c.check("GET", f"/api/sim/swaps?orderId={order_id}", 200)

@@ -114,7 +114,7 @@ class MetricsTest(WebTestCase):
     @gen_test
     async def test_label_values_stay_within_the_venues_statuses_and_the_engines_codes(self):
         (await self.play_three_orders()).close()
-        allowed = {"venue": {"raydium", "meteora", "other"}, "kind": {"single", "split"},
+        allowed = {"venue": {"raydium", "meteora", "other"}, "kind": {"single", "split", "hop"},
                    "reason": ERROR_CODES | {"other"}, "code": ERROR_CODES | ANSWER_CODES | {"other"},
                    "check": {"database", "bus"},
                    "outcome": ERROR_CODES | {"confirmed", "other"},

@@ -21,7 +21,7 @@ from web.client.api import (Answer, Call, EngineClient, EngineUnreachable, Reque
                             build_call, order_stream_path, read_answer, refusal)
 from web.client.cli import COMMANDS
 from web.client.progress import WatchView
-from web.client.render import Output, age, amount, describe_event, error_sentence
+from web.client.render import Output, age, amount, describe_event, error_sentence, route_text, venue_of
 
 
 def test_the_url_comes_from_the_flag_then_ENGINE_URL_then_localhost_and_PORT():
@@ -87,6 +87,23 @@ def test_events_are_described_with_quotes_choice_retry_reason_and_outcome():
     failed = {"status": "failed", "attempt": 1, "meta": {"error": {"code": "slippage_exceeded", "message": "m"},
                                                           "attempts": 3}}
     assert describe_event(failed) == "slippage_exceeded: m (attempts: 3)"
+
+
+HOPS = [{"tokenIn": "BONK", "tokenOut": "SOL", "legs": [{"dex": "raydium", "amountIn": "1000000", "amountOut": "0.13"}]},
+        {"tokenIn": "SOL", "tokenOut": "JUP", "legs": [{"dex": "meteora", "amountIn": "0.1", "amountOut": "19"},
+                                                       {"dex": "raydium", "amountIn": "0.03", "amountOut": "5.7"}]}]
+
+
+def test_a_route_through_an_intermediate_token_is_described_hop_by_hop():
+    routing = {"status": "routing", "attempt": 1, "meta": {
+        "bestDex": "raydium", "hops": HOPS, "route": {"hops": HOPS, "amountOut": "24.7", "minAmountOut": "24.5"},
+        "quotes": {"raydium": {"error": {"code": "no_pool"}}, "meteora": {"error": {"code": "no_pool"}}}}}
+    assert describe_event(routing, "BONK", "JUP") == "BONK -raydium-> SOL -meteora+raydium-> JUP (min 24.5 JUP)"
+    confirmed = {"status": "confirmed", "attempt": 1, "meta": {
+        "amountIn": "1000000", "amountOut": "24.7", "executedPrice": "0.0000247", "txHash": "T", "hops": HOPS}}
+    assert " on BONK -raydium-> SOL -meteora+raydium-> JUP at " in describe_event(confirmed, "BONK", "JUP")
+    assert route_text({"legs": [{"dex": "meteora"}, {"dex": "raydium"}]}) == "meteora+raydium"
+    assert venue_of({"route": {"hops": HOPS}}) == "raydium"
 
 
 def test_api_errors_read_as_sentences_with_what_to_do():

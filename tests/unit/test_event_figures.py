@@ -53,3 +53,12 @@ def test_a_venue_skipped_by_its_circuit_breaker_is_counted_per_venue():
     assert figures.skipped == {"raydium": 1, "meteora": 0}
     names = {metric.name for metric in figures.collect()}
     assert "engine_venue_skipped" in names
+
+
+def test_a_route_through_an_intermediate_token_counts_each_venue_of_each_hop_as_a_hop():
+    figures = EventFigures()
+    hops = (b'{"meta": {"route": {"hops": [{"tokenIn": "BONK", "tokenOut": "SOL", "legs": [{"dex": "raydium"}]}, '
+            b'{"tokenIn": "SOL", "tokenOut": "JUP", "legs": [{"dex": "raydium"}, {"dex": "meteora"}]}]}}}')
+    figures.observe(event("routing", hops))
+    assert figures.routes[("raydium", "hop")] == 2 and figures.routes[("meteora", "hop")] == 1
+    assert figures.routes[("raydium", "single")] == figures.routes[("raydium", "split")] == 0

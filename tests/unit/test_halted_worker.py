@@ -51,7 +51,8 @@ def test_a_market_order_queued_during_a_halt_waits_without_a_slot_and_executes_o
     assert eventually(lambda: order_id in held(h), "the held order waits in the trigger book")
     (other,) = h.wait_terminal([h.submit(token_out="USDT")])  # the only slot is free; another pair trades
     assert other.status == "confirmed"
-    assert ray.quote_calls == 1 and len(ray.swaps) == 1, "the held order was neither quoted nor sent"
+    # SOL -> USDT quotes its own pair and the two hops through USDC: the held order nothing.
+    assert ray.quote_calls == 3 and len(ray.swaps) == 1, "the held order was neither quoted nor sent"
     resume(h, "pair", "SOL/USDC")
     (order,) = h.wait_terminal([order_id])
     assert [e.status for e in order.events] == ["pending", "waiting", "routing", "building", "submitted",

@@ -209,7 +209,7 @@ def _orders(client, args, out) -> int:
 
 
 def _quote(client, args, out) -> int:
-    from web.client.render import amount
+    from web.client.render import amount, first_dex, route_text
 
     if args.watch:
         return _watch_quote(client, args, out)
@@ -218,7 +218,7 @@ def _quote(client, args, out) -> int:
         out.json(quote)
         return EXIT_OK
     route = quote["route"]
-    best = route["legs"][0]["dex"]
+    best = "" if route.get("hops") else first_dex(route)  # through a hub: neither venue's own quote
     rows = []
     for dex, q in quote["quotes"].items():
         if "error" in q:
@@ -227,7 +227,8 @@ def _quote(client, args, out) -> int:
             rows.append([dex, amount(q["amountOut"]), q["feeRate"], q["priceImpactBps"], "best" if dex == best else ""])
     out.table(["venue", "amountOut", "feeRate", "impactBps", "route"], rows,
               title=f"{quote['amountIn']} {quote['tokenIn']} -> {quote['tokenOut']}")
-    out.line(f"route: {best} -> {amount(route['amountOut'])} {quote['tokenOut']} "
+    out.line(f"route: {route_text(route) if route.get('hops') else first_dex(route)} -> "
+             f"{amount(route['amountOut'])} {quote['tokenOut']} "
              f"(min {amount(route['minAmountOut'])} at {quote.get('slippageBps', 50)} bps slippage)")
     return EXIT_OK
 

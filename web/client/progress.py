@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from web.client.render import STATUS_STYLE, Output, amount, describe_event
+from web.client.render import STATUS_STYLE, Output, amount, describe_event, hops_text
 
 
 class WatchView:
@@ -34,7 +34,8 @@ class WatchView:
         self.statuses.append(event["status"])
         meta = event.get("meta") or {}
         if event["status"] == "routing" and meta.get("route"):
-            self.route = f"{meta.get('bestDex')}, min {amount(meta['route']['minAmountOut'])} {self.token_out}"
+            where = hops_text(meta["hops"]) if meta.get("hops") else meta.get("bestDex")
+            self.route = f"{where}, min {amount(meta['route']['minAmountOut'])} {self.token_out}"
         if self.out.mode == "json":
             self.out.json(event)
         elif self.out.mode == "plain":

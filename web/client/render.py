@@ -129,7 +129,28 @@ def venue_of(order: dict) -> str:
     """The venue that filled the order, else the one it was routed to."""
     if order.get("fills"):
         return order["fills"][0]["dex"]
-    return order["route"]["legs"][0]["dex"] if order.get("route") else ""
+    return first_dex(order["route"]) if order.get("route") else ""
+
+
+def first_dex(route: dict) -> str:
+    """The route's first venue: its first leg's, or its first hop's."""
+    legs = route["hops"][0]["legs"] if route.get("hops") else route.get("legs") or [{}]
+    return legs[0].get("dex", "")
+
+
+def hops_text(hops: list[dict]) -> str:
+    """A route through an intermediate token in a line: `BONK -raydium-> SOL -meteora+raydium-> JUP`."""
+    text = hops[0]["tokenIn"]
+    for hop in hops:
+        text += f" -{'+'.join(leg['dex'] for leg in hop['legs'])}-> {hop['tokenOut']}"
+    return text
+
+
+def route_text(route: dict) -> str:
+    """The venue(s) of a direct route (`raydium`, `meteora+raydium`), or its hops."""
+    if route.get("hops"):
+        return hops_text(route["hops"])
+    return "+".join(leg["dex"] for leg in route.get("legs", ()))
 
 
 def executed_price(order: dict) -> str:
@@ -148,6 +169,8 @@ def describe_event(event: dict, token_in: str = "", token_out: str = "") -> str:
         quotes = meta.get("quotes") or {}
         offers = ", ".join(f"{dex} {amount(q.get('amountOut'))}" for dex, q in quotes.items() if "amountOut" in q)
         text = f"{offers} -> {meta.get('bestDex', '?')}"
+        if meta.get("hops"):
+            text = f"{offers + ' -> ' if offers else ''}{hops_text(meta['hops'])}"
         if meta.get("route"):
             text += f" (min {amount(meta['route']['minAmountOut'])} {token_out})".rstrip()
         if meta.get("retryReason"):
@@ -158,8 +181,9 @@ def describe_event(event: dict, token_in: str = "", token_out: str = "") -> str:
     if status == "submitted":
         return f"tx {meta.get('txHash', '')}"
     if status == "confirmed":
+        where = hops_text(meta["hops"]) if meta.get("hops") else meta.get("dex")
         return (f"{amount(meta.get('amountIn'))} {token_in} -> {amount(meta.get('amountOut'))} {token_out} "
-                f"on {meta.get('dex')} at {amount(meta.get('executedPrice'))} tx {meta.get('txHash', '')}")
+                f"on {where} at {amount(meta.get('executedPrice'))} tx {meta.get('txHash', '')}")
     if status == "failed":
         error = meta.get("error") or {}
         return f"{error.get('code')}: {error.get('message')} (attempts: {meta.get('attempts', '?')})"

@@ -150,7 +150,22 @@ function executedPrice(order) {
 function venue(order) {
   if (order.venue) return order.venue;
   if (order.fills && order.fills.length) return order.fills[0].dex;
-  return order.route ? order.route.legs[0].dex : "";
+  return order.route ? routeLegs(order.route)[0].dex : "";
+}
+
+// A route is direct (legs) or through an intermediate token (hops, each with its legs).
+function routeLegs(route) {
+  return route.hops ? route.hops[0].legs : route.legs;
+}
+
+// "BONK → raydium → SOL → meteora + raydium → JUP": each hop, its venue(s).
+function hopsText(hops) {
+  return hops.reduce((text, hop) => `${text} → ${hop.legs.map((l) => l.dex).join(" + ")} → ${hop.tokenOut}`,
+                     hops[0].tokenIn);
+}
+
+function routeText(route) {
+  return route.hops ? hopsText(route.hops) : route.legs.map((l) => l.dex).join(" + ");
 }
 
 // ---- orders and their events -------------------------------------------------------------
@@ -348,6 +363,13 @@ function quotesTable(quotes, best) {
     }));
 }
 
+// Each hop of a route through an intermediate token: its pair, and each leg's venue and amounts.
+function hopsList(hops) {
+  return h("ol", {class: "hops"}, hops.map((hop) => h("li", {},
+    `${hop.tokenIn} → ${hop.tokenOut}: `,
+    hop.legs.map((l) => `${l.dex} ${number(l.amountIn, 9)} → ${number(l.amountOut, 9)}`).join(", "))));
+}
+
 function eventDetails(order, event) {
   const m = event.meta || {};
   const out = order.tokenOut || "";
@@ -358,9 +380,10 @@ function eventDetails(order, event) {
       return "armed, waiting for its trigger";
     case "routing": return [
       m.retryReason ? h("div", {class: "retry"}, `retry (attempt ${event.attempt}): ${m.retryReason}`) : null,
-      m.bestDex ? h("div", {}, `chose ${m.bestDex}`,
+      m.bestDex ? h("div", {}, m.hops ? `through ${m.hops[0].tokenOut}: ` : "", `chose ${m.route ? routeText(m.route) : m.bestDex}`,
         m.route ? ` for ${number(m.route.amountOut, 9)} ${out} (min ${number(m.route.minAmountOut, 9)})` : "") : null,
-      quotesTable(m.quotes, m.bestDex)];
+      m.hops ? hopsList(m.hops) : null,
+      quotesTable(m.quotes, m.hops ? null : m.bestDex)];
     case "building": return [
       h("div", {}, `minAmountOut ${number(m.minAmountOut, 9)} ${out}`, m.dex ? ` on ${m.dex}` : ""),
       m.wrapSol ? h("div", {class: "muted"}, "wraps SOL") : null,
@@ -368,7 +391,8 @@ function eventDetails(order, event) {
     case "submitted": return h("div", {}, "signature ", h("code", {title: m.txHash}, m.txHash || ""));
     case "confirmed": return [
       h("div", {}, `${number(m.amountIn, 9)} ${order.tokenIn || ""} → ${number(m.amountOut, 9)} ${out}`,
-        ` on ${m.dex} at ${number(m.executedPrice, 9)}`),
+        ` on ${m.hops ? hopsText(m.hops) : m.dex} at ${number(m.executedPrice, 9)}`),
+      m.hops ? hopsList(m.hops) : null,
       h("div", {}, "tx ", h("code", {title: m.txHash}, m.txHash || ""))];
     case "failed": return h("div", {class: "error-text"},
       m.error ? `${m.error.code}: ${sentence(m.error.message)}` : "failed",
@@ -395,7 +419,8 @@ function renderTimeline() {
     ["attempts", order.attempts],
   ].filter(([, v]) => v !== null && v !== undefined && v !== "");
   const fills = (order.fills || []).map((f) => h("div", {class: "fill"},
-    `fill on ${f.dex}: ${number(f.amountIn, 9)} → ${number(f.amountOut, 9)} `, h("code", {title: f.txHash}, f.txHash)));
+    `fill on ${f.hops ? hopsText(f.hops) : f.dex}: ${number(f.amountIn, 9)} → ${number(f.amountOut, 9)} `,
+    h("code", {title: f.txHash}, f.txHash), f.hops ? hopsList(f.hops) : null));
   $("timeline-summary").replaceChildren(
     h("dl", {}, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
     ...fills,
@@ -504,10 +529,11 @@ function showQuote(quote, problem) {
   if (!quote) { panel.textContent = "Enter an amount to see a quote."; return; }
   const route = quote.route;
   panel.replaceChildren(
-    quotesTable(quote.quotes, route.legs[0].dex),
+    quotesTable(quote.quotes, route.hops ? null : route.legs[0].dex),
     h("div", {class: "route", id: "quote-route"},
-      `Route: ${route.legs.map((l) => l.dex).join(" + ")} → ${number(route.amountOut, 9)} ${quote.tokenOut}`,
-      h("span", {class: "muted"}, ` (at least ${number(route.minAmountOut, 9)} after slippage)`)));
+      `Route: ${routeText(route)} → ${number(route.amountOut, 9)} ${quote.tokenOut}`,
+      h("span", {class: "muted"}, ` (at least ${number(route.minAmountOut, 9)} after slippage)`)),
+    route.hops ? hopsList(route.hops) : null);
   panel.dataset.state = "ok";
   addQuotePoint(quote);
 }

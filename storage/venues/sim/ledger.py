@@ -8,6 +8,7 @@ a repeated signature is answered from the row and never executes twice:
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -16,7 +17,7 @@ from pony.orm import db_session, select
 from config import find_token
 from storage.direct import Transaction
 from storage.sql import IntegrityErrors
-from storage.venues.base import SignatureStatus, SwapRequest, SwapResult, SwapView, VenueError
+from storage.venues.base import HopSwap, SignatureStatus, SwapRequest, SwapResult, SwapView, VenueError
 from storage.venues.sim import amm
 from storage.venues.sim.world import RACE_ERRORS as WORLD_RACE_ERRORS, World, to_datetime
 
@@ -27,10 +28,16 @@ RETRIABLE = frozenset({"transient", "slippage_exceeded", "expired"})
 EXPIRED_MESSAGE = "blockhash expired: the transaction timed out and can never land"
 
 
+def hops_of(text: str | None) -> tuple[HopSwap, ...]:
+    """A route's hops from their stored JSON (none for a plain swap)."""
+    return tuple(HopSwap.from_record(hop, find_token) for hop in json.loads(text)) if text else ()
+
+
 def result_of(row) -> SwapResult:
     """The SwapResult a recorded row stands for (what a repeated send gets back)."""
     if row.status == "confirmed":
-        return SwapResult(row.signature, "confirmed", amount_out=int(row.amount_out), executed_at=row.executed_at)
+        return SwapResult(row.signature, "confirmed", amount_out=int(row.amount_out), executed_at=row.executed_at,
+                          hops=hops_of(row.hops))
     if row.status == "dropped":
         return SwapResult(row.signature, "failed", error_code="expired", message=EXPIRED_MESSAGE, retriable=True)
     return SwapResult(row.signature, "failed", error_code=row.error_code, message=row.message,
@@ -76,8 +83,10 @@ class Ledger:
         pairs = {}
         for entry in entries:
             if entry.kind == "land":
+                request = entry.request
                 try:
-                    pairs[id(entry)] = self.world.require_pair(entry.request.token_in, entry.request.token_out)
+                    pairs[id(entry)] = ([self.world.require_pair(hop.token_in, hop.token_out) for hop in request.hops]
+                                        or [self.world.require_pair(request.token_in, request.token_out)])
                 except VenueError as error:
                     entry.kind, entry.error_code, entry.message = "failed", error.code, error.message
         conn = self.direct.get()
@@ -102,31 +111,47 @@ class Ledger:
             return SignatureStatus(str(signature), "not_found")
         d, conn = self.dialect, self.direct.get()
         expired = conn.execute(
-            f"INSERT INTO sim_swaps ({_SWAP_COLUMNS}) VALUES ({d.placeholders(11)}) "
+            f"INSERT INTO sim_swaps ({_SWAP_COLUMNS}) VALUES ({d.placeholders(12)}) "
             f"ON CONFLICT (signature) DO NOTHING RETURNING signature",
-            (signature, "", "", "", "", "0", None, "dropped", "expired", EXPIRED_MESSAGE, d.ts(self.world.now())))
+            (signature, "", "", "", "", "0", None, "dropped", "expired", EXPIRED_MESSAGE, d.ts(self.world.now()), None))
         if expired:
             return SignatureStatus(signature, "not_found")
         # It exists (committed: a concurrent landing was waited for by the INSERT); read it now.
-        (status, dex, amount_in, amount_out, executed_at, error_code), = conn.execute(
-            f"SELECT status, dex, amount_in, amount_out, executed_at, error_code FROM sim_swaps "
+        (status, dex, amount_in, amount_out, executed_at, error_code, hops), = conn.execute(
+            f"SELECT status, dex, amount_in, amount_out, executed_at, error_code, hops FROM sim_swaps "
             f"WHERE signature = {d.ph}", (signature,))
         if status == "dropped":
             return SignatureStatus(signature, "not_found")
+        confirmed = status == "confirmed"
         return SignatureStatus(signature, status, dex=dex, amount_in=int(amount_in),
-                               amount_out=int(amount_out) if status == "confirmed" else None,
-                               executed_at=d.read_ts(executed_at), error_code=error_code)
+                               amount_out=int(amount_out) if confirmed else None,
+                               executed_at=d.read_ts(executed_at), error_code=error_code,
+                               hops=hops_of(hops) if confirmed else ())
 
     def swaps_for_order(self, order_id) -> list[SwapView]:
         """Confirmed swaps of one order, oldest first."""
         with db_session:
             rows = select(s for s in self.E.SimSwap if s.order_id == str(order_id) and s.status == "confirmed")
             rows = sorted(rows, key=lambda s: (s.executed_at, s.signature))
-            return [
-                SwapView(s.signature, s.dex, s.order_id, find_token(s.token_in), find_token(s.token_out),
-                         int(s.amount_in), int(s.amount_out), s.executed_at)
-                for s in rows
-            ]
+            views = []
+            for s in rows:
+                hops = hops_of(s.hops)
+                if not hops:
+                    views.append(SwapView(s.signature, s.dex, s.order_id, find_token(s.token_in),
+                                          find_token(s.token_out), int(s.amount_in), int(s.amount_out), s.executed_at))
+                # A route is one transaction: each of its hops' swaps under the one signature.
+                views += [SwapView(s.signature, dex, s.order_id, hop.token_in, hop.token_out, amount_in, amount_out,
+                                   s.executed_at) for hop in hops for dex, amount_in, amount_out in hop.legs]
+            return views
+
+
+def _shares(amount: int, planned: list[int]) -> list[int]:
+    """`amount` split in the proportions of `planned` (rounded down; the last takes the rest)."""
+    whole = sum(planned)
+    if whole <= 0:
+        return [amount] + [0] * (len(planned) - 1)
+    shares = [amount * part // whole for part in planned[:-1]]
+    return shares + [amount - sum(shares)]
 
 
 @dataclass
@@ -140,7 +165,7 @@ class BlockEntry:
 
 
 _SWAP_COLUMNS = ("signature, dex, order_id, token_in, token_out, amount_in, amount_out, status, "
-                 "error_code, message, executed_at")
+                 "error_code, message, executed_at, hops")
 
 
 class _Block:
@@ -171,8 +196,8 @@ class _Block:
         return results
 
     def _lock_pools(self) -> None:
-        keys = sorted({(e.request.dex, a.symbol, b.symbol) for e in self.entries if id(e) in self.pairs
-                       for a, b in [self.pairs[id(e)]]})
+        keys = sorted({(dex, a.symbol, b.symbol) for e in self.entries if id(e) in self.pairs
+                       for dex, (a, b) in self._pools_of(e)})
         if not keys:
             return
         d, p = self.d, self.d.ph
@@ -186,47 +211,86 @@ class _Block:
     def _recorded(self) -> dict[str, SwapResult]:
         signatures = sorted({e.request.signature for e in self.entries})
         d = self.d
-        rows = self.tx.execute(f"SELECT signature, status, amount_out, error_code, message, executed_at "
+        rows = self.tx.execute(f"SELECT signature, status, amount_out, error_code, message, executed_at, hops "
                                f"FROM sim_swaps WHERE signature IN ({d.placeholders(len(signatures))})", signatures)
         return {sig: result_of(SimpleNamespace(signature=sig, status=status, amount_out=out, error_code=code,
-                                               message=message, executed_at=d.read_ts(at)))
-                for sig, status, out, code, message, at in rows}
+                                               message=message, executed_at=d.read_ts(at), hops=hops))
+                for sig, status, out, code, message, at, hops in rows}
+
+    def _pools_of(self, entry: BlockEntry) -> list[tuple[str, tuple]]:
+        """(dex, (token_a, token_b)) of every pool the entry's swap touches."""
+        pairs, hops = self.pairs[id(entry)], entry.request.hops
+        if not hops:
+            return [(entry.request.dex, pairs[0])]
+        return [(leg[0], pair) for hop, pair in zip(hops, pairs) for leg in hop.legs]
 
     def _apply(self, entry: BlockEntry) -> SwapResult:
         request = entry.request
         if entry.kind != "land":
             return self._record(request, entry.kind, None, entry.error_code, entry.message)
-        token_a, token_b = self.pairs[id(entry)]
-        key = (request.dex, token_a.symbol, token_b.symbol)
-        pool = self.pools.get(key)
-        if pool is None:
-            return self._record(request, "failed", None, "no_pool", "no pool for this pair")
-        reserve_a, reserve_b, fee_bps, updated_at = pool
-        eff_a, eff_b, root = self.ledger.world.pool_now(key, reserve_a, reserve_b, updated_at, self.clock)
-        sells_a = request.token_in.symbol == token_a.symbol
+        if request.hops:
+            return self._apply_route(entry)
+        (token_a, token_b), = self.pairs[id(entry)]
+        staged: dict[tuple[str, str, str], list] = {}
         try:
-            math = amm.swap_out(*((eff_a, eff_b) if sells_a else (eff_b, eff_a)), request.amount_in, fee_bps)
-            new_a, new_b = (math.reserve_in, math.reserve_out) if sells_a else (math.reserve_out, math.reserve_in)
-            new_a, new_b = amm.stored(new_a, new_b, root)
-            if max(new_a, new_b) > amm.MAX_RESERVE:
-                raise VenueError("insufficient_liquidity", "the pool cannot absorb an order this large")
+            amount_out = self._swap(staged, request.dex, token_a, token_b, request.token_in, request.amount_in)
         except VenueError as error:
             return self._record(request, "failed", None, error.code, error.message)
-        if math.amount_out < request.min_amount_out:
-            message = (f"slippage tolerance exceeded: output {math.amount_out} is below the minimum "
-                       f"{request.min_amount_out}")
-            return self._record(request, "failed", math.amount_out, "slippage_exceeded", message)
-        pool[0], pool[1], pool[3] = new_a, new_b, self.now  # relaxed up to now: the next swap starts here
-        self.moved.add(key)
-        return self._record(request, "confirmed", math.amount_out, None, None)
+        return self._settle(request, staged, amount_out)
 
-    def _record(self, request: SwapRequest, status, amount_out, error_code, message) -> SwapResult:
+    def _apply_route(self, entry: BlockEntry) -> SwapResult:
+        """Every hop of a route, in order, on staged pools: the next hop sells what the last one
+        gave, split as planned; the pools move only if the last hop's total meets the minimum."""
+        request, staged, amount = entry.request, {}, entry.request.amount_in
+        executed = []
+        try:
+            for hop, (token_a, token_b) in zip(request.hops, self.pairs[id(entry)]):
+                legs = []
+                for (dex, _, _), leg_in in zip(hop.legs, _shares(amount, [leg[1] for leg in hop.legs])):
+                    if leg_in > 0:
+                        legs.append((dex, leg_in, self._swap(staged, dex, token_a, token_b, hop.token_in, leg_in)))
+                amount = sum(out for _, _, out in legs)
+                executed.append(HopSwap(hop.token_in, hop.token_out, tuple(legs)))
+        except VenueError as error:
+            return self._record(request, "failed", None, error.code, error.message)
+        return self._settle(request, staged, amount, tuple(executed))
+
+    def _swap(self, staged: dict, dex: str, token_a, token_b, token_in, amount_in: int) -> int:
+        """Sell `amount_in` into the pool, moving its staged copy; its output (VenueError if it cannot)."""
+        key = (dex, token_a.symbol, token_b.symbol)
+        pool = staged.get(key) or self.pools.get(key)
+        if pool is None:
+            raise VenueError("no_pool", "no pool for this pair")
+        reserve_a, reserve_b, fee_bps, updated_at = pool
+        eff_a, eff_b, root = self.ledger.world.pool_now(key, reserve_a, reserve_b, updated_at, self.clock)
+        sells_a = token_in.symbol == token_a.symbol
+        math = amm.swap_out(*((eff_a, eff_b) if sells_a else (eff_b, eff_a)), amount_in, fee_bps)
+        new_a, new_b = (math.reserve_in, math.reserve_out) if sells_a else (math.reserve_out, math.reserve_in)
+        new_a, new_b = amm.stored(new_a, new_b, root)
+        if max(new_a, new_b) > amm.MAX_RESERVE:
+            raise VenueError("insufficient_liquidity", "the pool cannot absorb an order this large")
+        staged[key] = [new_a, new_b, fee_bps, self.now]  # relaxed up to now: the next swap starts here
+        return math.amount_out
+
+    def _settle(self, request: SwapRequest, staged: dict, amount_out: int, hops=()) -> SwapResult:
+        """Confirm (moving the staged pools) when the output meets the minimum, else fail it all."""
+        if amount_out < request.min_amount_out:
+            message = (f"slippage tolerance exceeded: output {amount_out} is below the minimum "
+                       f"{request.min_amount_out}")
+            return self._record(request, "failed", amount_out, "slippage_exceeded", message)
+        for key, pool in staged.items():
+            self.pools[key][:] = pool
+            self.moved.add(key)
+        return self._record(request, "confirmed", amount_out, None, None, hops)
+
+    def _record(self, request: SwapRequest, status, amount_out, error_code, message, hops=()) -> SwapResult:
         out = None if amount_out is None else str(amount_out)
+        text = json.dumps([hop.to_record() for hop in hops]) if hops else None
         self.rows.append((request.signature, request.dex, str(request.order_id), request.token_in.symbol,
                           request.token_out.symbol, str(request.amount_in), out, status, error_code, message,
-                          self.d.ts(self.now)))
+                          self.d.ts(self.now), text))
         return result_of(SimpleNamespace(signature=request.signature, status=status, amount_out=out,
-                                         error_code=error_code, message=message, executed_at=self.now))
+                                         error_code=error_code, message=message, executed_at=self.now, hops=text))
 
     def write(self) -> None:
         """Insert the block's records and move its pools; commit."""
@@ -237,14 +301,14 @@ class _Block:
         if d.postgres:
             cursor = self.tx.cursor
             sql = (b"INSERT INTO sim_swaps (" + _SWAP_COLUMNS.encode() + b") VALUES "
-                   + d.values(cursor, "(" + ", ".join(["%s"] * 11) + ")", self.rows))
+                   + d.values(cursor, "(" + ", ".join(["%s"] * 12) + ")", self.rows))
             if updates:
                 sql += (b"; UPDATE sim_pools AS p SET reserve_a = v.ra, reserve_b = v.rb, updated_at = v.at "
                         b"FROM (VALUES " + d.values(cursor, "(%s::bigint, %s::bigint, %s::timestamp, %s, %s, %s)",
                                                     updates)
                         + b") AS v (ra, rb, at, dex, a, b) WHERE p.dex = v.dex AND p.token_a = v.a AND p.token_b = v.b")
             return self.tx.commit(sql)
-        self.tx.executemany(f"INSERT INTO sim_swaps ({_SWAP_COLUMNS}) VALUES ({d.placeholders(11)})", self.rows)
+        self.tx.executemany(f"INSERT INTO sim_swaps ({_SWAP_COLUMNS}) VALUES ({d.placeholders(12)})", self.rows)
         if updates:
             self.tx.executemany("UPDATE sim_pools SET reserve_a = ?, reserve_b = ?, updated_at = ? "
                                 "WHERE dex = ? AND token_a = ? AND token_b = ?", updates)

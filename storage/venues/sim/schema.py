@@ -43,6 +43,7 @@ def define_sim_entities(db: Database) -> SimpleNamespace:
         error_code = Optional(str, nullable=True)
         message = Optional(str, nullable=True)
         executed_at = Required(datetime, precision=6)
+        hops = Optional(str, nullable=True)  # a route's hops as executed, JSON (migration 13)
 
     class SimLaunch(db.Entity):
         _table_ = "sim_launches"

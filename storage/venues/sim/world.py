@@ -23,6 +23,7 @@ from pony.orm.dbapiprovider import IntegrityError
 from config import TOKENS, Settings, Token, find_token
 from storage.direct import DirectConnections
 from storage.venues.base import VENUES, VenueError
+from storage.venues.paths import HUBS
 from storage.venues.sim import amm
 
 log = logging.getLogger(__name__)
@@ -62,18 +63,23 @@ def pool_spec(seed: str, dex: str, a: Token, b: Token, tvl_range: tuple[int, int
     }
 
 
+def has_pool(a: Token, b: Token) -> bool:
+    """Whether a world created now gives the pair a pool: as on mainnet, tokens pool with SOL and
+    with USDC (the hubs), not with each other; other pairs route through a hub."""
+    return a.symbol in HUBS or b.symbol in HUBS
+
+
 def listed_pool_specs(seed: str) -> list[dict]:
-    """Every pool of the world at creation: each pair of tradable tokens, on each venue."""
+    """Every pool of the world at creation: each pair of tradable tokens with a hub in it, on each venue."""
     listed = [t for t in TOKENS if t.tradable]
-    return [pool_spec(seed, dex, a, b, LISTED_TVL_USD) for dex in VENUES for a, b in combinations(listed, 2)]
+    return [pool_spec(seed, dex, a, b, LISTED_TVL_USD) for dex in VENUES for a, b in combinations(listed, 2)
+            if has_pool(a, b)]
 
 
 def launch_pool_specs(seed: str, token: Token) -> list[dict]:
-    """The pools a launched token gets: against every listed token, on each venue."""
-    listed = [t for t in TOKENS if t.tradable]
-    return [
-        pool_spec(seed, dex, *ordered_pair(token, other), LAUNCH_TVL_USD) for dex in VENUES for other in listed
-    ]
+    """The pools a launched token gets: against each hub, on each venue."""
+    return [pool_spec(seed, dex, *ordered_pair(token, find_token(hub)), LAUNCH_TVL_USD)
+            for dex in VENUES for hub in HUBS]
 
 
 def to_datetime(epoch: float) -> datetime:
