@@ -1,0 +1,139 @@
+"""Retention on both stores: archive, restore, the archived answer, what is never archived, counts."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from storage import retention
+from storage.archive_job import ArchiveJob
+from storage.errors import OrderArchived, OrderNotFound
+from storage.records import EventDraft, OrderDraft, utcnow
+
+pytestmark = pytest.mark.integration
+
+NOW = utcnow()
+OLD = retention.month_of(retention.month_of(NOW) - timedelta(days=70))  # the month before last's, or older
+NAME = retention.name_of(OLD)
+CUTOFF = NOW - timedelta(days=1)
+
+
+def _order(store, owner="", status="cancelled", client_order_id=None):
+    """An order of `owner` driven to `status` (cancelled, waiting or pending)."""
+    draft = OrderDraft("SOL", "USDC", Decimal("1"), type="limit" if status == "waiting" else "market",
+                       limit_price=Decimal("500") if status == "waiting" else None, owner=owner,
+                       client_order_id=client_order_id)
+    order = store.create_order(draft).order
+    if status != "pending":
+        (result,) = store.append_events([EventDraft(order.id, status, 1, {})])
+        assert not isinstance(result, Exception), result
+    return order.id
+
+
+def _backdate(store, order_ids, when: datetime, updated: datetime | None = None):
+    """Move orders (and their events) back in time, as a history that grew over months."""
+    conn = store.direct.get()
+    d, p = conn.dialect, conn.dialect.ph
+    for oid in order_ids:
+        conn.execute(f"UPDATE orders SET created_at = {p}, updated_at = {p} WHERE id = {p}",
+                     (d.ts(when), d.ts(updated or when), d.uuid(oid)))
+        conn.execute(f"UPDATE order_events SET created_at = {p}, order_created_at = {p} WHERE order_id = {p}",
+                     (d.ts(when), d.ts(when), d.uuid(oid)))
+
+
+@pytest.fixture
+def history(store):
+    """In an old month: three finished orders, an armed one, an unfinished one, and one that
+    finished only now (within the retention); on Postgres the month has its partition."""
+    retention.ensure_partition(store.direct.get(), OLD)
+    done = [_order(store) for _ in range(3)]
+    armed, unfinished, recent = _order(store, status="waiting"), _order(store, status="pending"), _order(store)
+    when = OLD + timedelta(days=3)
+    _backdate(store, done + [armed, unfinished], when)
+    _backdate(store, [recent], when, updated=NOW)
+    return {"done": done, "kept": [armed, unfinished, recent]}
+
+
+def test_the_job_archives_finished_orders_of_an_old_month_and_never_unfinished_or_armed_ones(store, history):
+    before = store.counts_by_status()
+    job = ArchiveJob(store, retention_days=1, every_s=0.05).start()
+    try:
+        deadline = time.monotonic() + 30
+        while not store.archives() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        job.stop()
+    (archive,) = store.archives()
+    assert (archive["name"], archive["orders"], archive["events"]) == (NAME, 3, 6)
+    assert archive["detached"] == store.dialect.postgres  # the month's partition left whole
+    for oid in history["done"]:
+        with pytest.raises(OrderArchived) as caught:
+            store.get_order(oid)
+        assert caught.value.archive == NAME
+    for oid in history["kept"]:
+        order = store.get_order(oid)
+        assert [e.seq for e in order.events] == list(range(1, order.last_seq + 1))
+    listed, _ = store.list_orders(None, limit=50)
+    assert {o.id for o in listed} == set(history["kept"])
+    after = store.counts_by_status()
+    assert after.get("cancelled", 0) == before["cancelled"] - 3
+    assert after.get("waiting") == before["waiting"] and after.get("pending") == before["pending"]
+    # the kept orders go on: the armed one is cancelled, its event stored with the others
+    (cancelled,) = store.append_events([EventDraft(history["kept"][0], "cancelled", 1, {})])
+    assert not isinstance(cancelled, Exception)
+    assert [e.status for e in store.get_order(history["kept"][0]).events] == ["pending", "waiting", "cancelled"]
+
+
+def test_a_restore_brings_the_orders_back_with_their_events_and_counts(store, history):
+    before = store.counts_by_status()
+    originals = {oid: store.get_order(oid) for oid in history["done"]}
+    (month,) = store.archive(CUTOFF)
+    assert (month.name, month.orders) == (NAME, 3)
+    (back,) = store.restore(f"{NAME}..{NAME}")
+    assert (back.name, back.orders, back.events) == (NAME, 3, 6)
+    for oid, original in originals.items():
+        assert store.get_order(oid) == original
+    assert store.counts_by_status() == before
+    assert store.archives()[0]["restoredAt"] is not None
+    assert store.archive(CUTOFF, skip_restored=True) == []  # the job leaves a restored month alone
+    (again,) = store.archive(CUTOFF)  # the operator archives it again
+    assert again.orders == 3
+    with pytest.raises(retention.RetentionError):
+        store.restore("1999-01")
+
+
+def test_another_owners_archived_order_is_not_found_and_a_repeated_client_order_id_is_no_new_order(store):
+    retention.ensure_partition(store.direct.get(), OLD)
+    oid = _order(store, owner="alice", client_order_id="once")
+    _backdate(store, [oid], OLD + timedelta(days=1))
+    store.archive(CUTOFF)
+    with pytest.raises(OrderArchived):
+        store.get_order(oid, owner="alice")
+    with pytest.raises(OrderNotFound) as caught:
+        store.get_order(oid, owner="bob")
+    assert not isinstance(caught.value, OrderArchived)  # never a leak of another key's order
+    repeat = OrderDraft("SOL", "USDC", Decimal("1"), owner="alice", client_order_id="once")
+    (result,) = store.create_orders([repeat])
+    assert isinstance(result, OrderArchived) and result.order_id == oid
+    other = store.create_order(OrderDraft("SOL", "USDC", Decimal("1"), owner="bob", client_order_id="once"))
+    assert other.created  # bob's own key space
+
+
+def test_nothing_younger_than_a_day_is_archived(store):
+    with pytest.raises(retention.RetentionError):
+        store.archive(NOW - timedelta(hours=23))
+
+
+def test_two_archivers_never_run_at_once(store, history):
+    if not store.dialect.postgres:
+        pytest.skip("SQLite has one process, and one writer at a time")
+    other = store.direct._connect()
+    try:
+        other.cursor().execute("SELECT pg_advisory_lock(%s)", (retention.LOCK_KEY,))
+        with pytest.raises(retention.ArchiveBusy):
+            store.archive(CUTOFF)
+        assert store.archives() == [] and store.get_order(history["done"][0])
+    finally:
+        other.close()
