@@ -1,16 +1,21 @@
 """Retention on both stores: archive, restore, the archived answer, what is never archived, counts."""
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from tornado.testing import gen_test
 
 from storage import retention
 from storage.archive_job import ArchiveJob
 from storage.errors import OrderArchived, OrderNotFound
 from storage.records import EventDraft, OrderDraft, utcnow
+from tests.integration.test_access import KEY_A, KEY_B, KeyedTestCase, bearer
+from web.hub import RecentEvents
 
 pytestmark = pytest.mark.integration
 
@@ -121,9 +126,11 @@ def test_another_owners_archived_order_is_not_found_and_a_repeated_client_order_
     assert other.created  # bob's own key space
 
 
-def test_nothing_younger_than_a_day_is_archived(store):
+def test_nothing_younger_than_a_day_is_archived():
     with pytest.raises(retention.RetentionError):
-        store.archive(NOW - timedelta(hours=23))
+        retention.check_cutoff(NOW - timedelta(hours=23), NOW)  # every archive checks it first
+    with pytest.raises(retention.RetentionError):
+        retention.parse_range("2026-11..2026-09")
 
 
 def test_two_archivers_never_run_at_once(store, history):
@@ -137,3 +144,34 @@ def test_two_archivers_never_run_at_once(store, history):
         assert store.archives() == [] and store.get_order(history["done"][0])
     finally:
         other.close()
+
+
+class ArchivedAnswerTest(KeyedTestCase):
+    """The web layer on an archived order: 410 `archived` naming the archive for its owner, on
+    every endpoint and WebSocket; `not_found` for another key, as for any order of another key."""
+
+    @gen_test
+    async def test_an_archived_order_answers_archived_to_its_owner_and_not_found_to_another_key(self):
+        status, answer = await self.submit_as(KEY_A, clientOrderId="kept-for-a-month")
+        oid = answer["orderId"]
+        assert (await self.call(f"/api/orders/{oid}/cancel", "POST", "", headers=bearer(KEY_A)))[0] == 200
+        orders = self.storage.orders
+        retention.ensure_partition(orders.direct.get(), OLD)
+        _backdate(orders, [uuid.UUID(oid)], OLD + timedelta(days=1))
+        orders.archive(CUTOFF)
+        self.services.hub.recent = RecentEvents()  # an archived order is older than any the process holds
+        for path, method in ((f"/api/orders/{oid}", "GET"), (f"/api/orders/{oid}/cancel", "POST")):
+            status, answer = await self.call(path, method, "" if method == "POST" else None, headers=bearer(KEY_A))
+            assert (status, answer["error"]["code"], answer["error"]["archive"]) == (410, "archived", NAME), path
+            status, answer = await self.call(path, method, "" if method == "POST" else None, headers=bearer(KEY_B))
+            assert (status, answer["error"]["code"]) == (404, "not_found"), path
+        status, answer = await self.submit_as(KEY_A, clientOrderId="kept-for-a-month")
+        assert (status, answer["error"]["code"]) == (410, "archived")  # never a second order
+        conn = await self.connect_as(KEY_A, f"/ws?orderId={oid}")
+        frames = await self.frames_until_close(conn)
+        assert [f["error"]["code"] for f in frames] == ["archived"] and conn.close_code == 1008
+        for key, code in ((KEY_A, "archived"), (KEY_B, "not_found")):
+            firehose = await self.connect_as(key, "/ws")
+            await firehose.write_message(json.dumps({"subscribe": oid}))
+            assert (await self.frame(firehose))["error"]["code"] == code
+            firehose.close()
