@@ -143,6 +143,10 @@ def ensure_partition(conn: DirectConnection, month: datetime) -> bool:
         if _attached(tx, month):
             return False
         table, lo, hi = partition_name(month), f"{month:%Y-%m-%d}", f"{next_month(month):%Y-%m-%d}"
+        # The ATTACH locks the default partition anyway: lock it first, so that no event lands
+        # there in the month's range between the move and the ATTACH (events routed to the
+        # monthly partitions never wait for it)
+        tx.execute("LOCK TABLE order_events_default IN ACCESS EXCLUSIVE MODE")
         tx.execute(f"CREATE TABLE {table} (LIKE order_events INCLUDING DEFAULTS)")
         tx.execute(f"WITH moved AS (DELETE FROM order_events_default WHERE order_created_at >= %s AND "
                    f"order_created_at < %s RETURNING {EVENT_COLUMNS}) INSERT INTO {table} ({EVENT_COLUMNS}) "

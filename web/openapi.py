@@ -218,7 +218,7 @@ def _operations() -> dict[str, Any]:
             (503,), tag="market")},
         "/api/sim/swaps": {"get": _op(
             "Swaps the simulated chain executed for an order",
-            {200: _json(ref("SimSwapList"), "Every executed swap of the order.")}, (400, 404, 503),
+            {200: _json(ref("SimSwapList"), "Every executed swap of the order.")}, (400, 404, 410, 503),
             params=[_query("orderId", _ORDER_ID, "the order", True)], tag="simulator")},
         "/api/sim/pools": {"get": _op(
             "Every simulated pool, priced now", {200: _json(ref("PoolList"), "Reserves in whole tokens.")},

@@ -175,3 +175,45 @@ class ArchivedAnswerTest(KeyedTestCase):
             await firehose.write_message(json.dumps({"subscribe": oid}))
             assert (await self.frame(firehose))["error"]["code"] == code
             firehose.close()
+
+
+def test_migration_9_keeps_every_event_of_an_existing_history_in_its_months_partition(empty_database_settings,
+                                                                                     monkeypatch):
+    from storage import migrations
+    from storage.database import bind, open_database
+    from storage.direct import DirectConnections
+    from storage.orders import OrderStore
+
+    full = migrations.MIGRATIONS
+    monkeypatch.setattr(migrations, "MIGRATIONS", [m for m in full if m[0] < 9])
+    db = bind(empty_database_settings)
+    migrations.migrate(db)  # yesterday's schema, with orders of three months
+    direct = DirectConnections(db)
+    conn = direct.get()
+    d, p = conn.dialect, conn.dialect.ph
+    months = [retention.month_of(NOW - timedelta(days=31 * n)) + timedelta(days=2) for n in (0, 1, 2)]
+    ids = [uuid.uuid4() for _ in months]
+    for oid, when in zip(ids, months):
+        conn.execute(f"INSERT INTO orders (id, owner, type, token_in, token_out, amount, slippage_bps, status, "
+                     f"attempt, attempts, last_seq, fills, created_at, updated_at) VALUES ({p}, '', 'market', 'SOL', "
+                     f"'USDC', '1', 50, 'cancelled', 1, 0, 2, '[]', {p}, {p})", (d.uuid(oid), d.ts(when), d.ts(when)))
+        for seq, status in ((1, "pending"), (2, "cancelled")):
+            conn.execute(f"INSERT INTO order_events (order_id, seq, status, attempt, created_at, meta) VALUES "
+                         f"({p}, {p}, {p}, 1, {p}, '{{}}')", (d.uuid(oid), seq, status, d.ts(when)))
+    direct.close()
+    monkeypatch.setattr(migrations, "MIGRATIONS", full)
+    assert migrations.migrate(db) == [9]
+    db.disconnect()
+    db, entities = open_database(empty_database_settings)
+    store = OrderStore(db, entities)
+    try:
+        for oid, when in zip(ids, months):
+            order = store.get_order(oid)
+            assert [(e.seq, e.status, e.timestamp) for e in order.events] == [(1, "pending", when),
+                                                                               (2, "cancelled", when)]
+        if store.dialect.postgres:
+            homes = store.direct.get().execute("SELECT tableoid::regclass::text, COUNT(*) FROM order_events GROUP BY 1")
+            assert sorted(homes) == sorted((retention.partition_name(retention.month_of(m)), 2) for m in months)
+    finally:
+        store.close()
+        db.disconnect()
