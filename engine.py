@@ -53,6 +53,10 @@ def cmd_archive(settings, args) -> int:
     from storage.retention import RetentionError
     from storage.runtime import open_storage
 
+    if args.dry_run and (args.list or args.restore):
+        print("engine: --dry-run goes with an archive (alone or with --before), not with --list or --restore",
+              file=sys.stderr)
+        return 2
     storage = open_storage(settings)
     orders = storage.orders
     try:
@@ -100,8 +104,8 @@ def _add_archive_command(sub) -> None:
                                                    + _LOGS),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_mutually_exclusive_group()
-    what.add_argument("--before", metavar="DATE", help="archive the months ended before DATE (YYYY-MM-DD, at "
-                      "least a day ago) instead of now - ORDER_RETENTION_DAYS")
+    what.add_argument("--before", metavar="DATE", help="archive the months ended before DATE (YYYY-MM-DD, UTC, "
+                      "at least a day ago) instead of now - ORDER_RETENTION_DAYS")
     what.add_argument("--restore", metavar="NAME|FIRST..LAST", help="bring archives back, e.g. 2026-09 or "
                       "2026-09..2026-11")
     what.add_argument("--list", action="store_true", help="list the archives")

@@ -28,7 +28,9 @@ per minute in `risk_usage`, never read from orders (and retention is at least a 
 """
 from __future__ import annotations
 
+import logging
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -37,6 +39,8 @@ from storage.direct import DirectConnection, Transaction
 from storage.errors import StorageError
 from storage.records import utcnow
 from storage.status import TERMINAL
+
+log = logging.getLogger(__name__)
 
 AHEAD_MONTHS = 3  # partitions kept ready ahead of now (the job and `engine archive` keep them)
 MIN_AGE = timedelta(days=1)  # never archive anything younger: the 24 h risk window, clock skew
@@ -242,14 +246,15 @@ def archive_month(conn: DirectConnection, month: datetime, cutoff: datetime, now
         orders, events = sum(int(r[1]) for r in by_status), sum(int(r[2]) for r in by_status)  # seq 1..last_seq
         tx.execute("DELETE FROM orders WHERE id IN (SELECT id FROM archiving)")
         detached = d.postgres and _attached(tx, month)
-        if detached:
-            _detach(tx, month, events_table, lo, hi)
-        else:
+        began = _detach(tx, month, events_table, lo, hi) if detached else None
+        if not detached:
             _move_events(tx, events_table, lo, hi)
         _count(tx, d.postgres, [(s, -int(n)) for s, n, _ in by_status])
         _catalog(tx, d, name, month, orders, events, detached, now)
         if not d.postgres:
             tx.execute("DROP TABLE archiving")
+    if began is not None:
+        log.info("archive %s: the events table was held %.3f s (detach to commit)", name, time.monotonic() - began)
     return MonthResult(name, orders, events, detached)
 
 
@@ -285,23 +290,30 @@ def _sync_columns(tx: Transaction, postgres: bool, orders_table: str) -> str:
     return ", ".join(name for name, _ in hot)
 
 
-def _detach(tx: Transaction, month: datetime, events_table: str, lo, hi) -> None:
+def _detach(tx: Transaction, month: datetime, events_table: str, lo, hi) -> float:
     """Postgres: detach the month's partition into the archive; its events of orders kept hot go
-    back to the events table (the default partition: the month has no partition any more)."""
+    back to the events table (the default partition: the month has no partition any more).
+    The orders kept are found before the DETACH, whose lock holds every writer of events until
+    the commit: under it, only index probes for those few orders. When the DETACH began."""
     part, (schema, table) = partition_name(month), events_table.split(".")
+    tx.execute("CREATE TEMP TABLE keeping ON COMMIT DROP AS SELECT id, created_at FROM orders WHERE "
+               "created_at >= %s AND created_at < %s AND created_at < 'infinity'", (lo, hi))
+    tx.execute("ANALYZE keeping")  # its true size (a few rows), so the planner probes the partition's key
+    began = time.monotonic()
     tx.execute(f"ALTER TABLE order_events DETACH PARTITION {part}")
     tx.execute(f"ALTER TABLE {part} SET SCHEMA {schema}")
     if tx.execute("SELECT to_regclass(%s)", (events_table,))[0][0] is None:
         tx.execute(f"ALTER TABLE {schema}.{part} RENAME TO {table}")
         source = events_table
-    else:  # restored once, archived again: add to the archive there is
+    else:  # the archive exists already (a partition made again by hand for an archived month)
         source = f"{schema}.{part}"
-    tx.execute(f"WITH kept AS (DELETE FROM {source} e USING orders o WHERE o.id = e.order_id AND o.created_at >= %s "
-               f"AND o.created_at < %s AND o.created_at < 'infinity' RETURNING e.*) INSERT INTO order_events "
-               f"({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM kept", (lo, hi))
+    tx.execute(f"WITH kept AS (DELETE FROM {source} e USING keeping k WHERE e.order_id = k.id AND "
+               f"e.order_created_at = k.created_at RETURNING e.*) INSERT INTO order_events ({EVENT_COLUMNS}) "
+               f"SELECT {EVENT_COLUMNS} FROM kept")
     if source != events_table:
         tx.execute(f"INSERT INTO {events_table} ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM {source}")
         tx.execute(f"DROP TABLE {source}")
+    return began
 
 
 def _move_events(tx: Transaction, events_table: str, lo, hi) -> None:
