@@ -237,7 +237,9 @@ INSERT INTO order_counts (status, shard, orders) SELECT status, 0, COUNT(*) FROM
 # key would probe every partition per deleted order), and events are only ever written in the
 # transaction that locks and updates their order (order_sql.append_events) or inserts it.
 # Existing events are copied once (run it with the engine stopped on a large database: the copy
-# holds every event's row and rewrites the table). Partitions: one per month from the oldest
+# rewrites every event), joined with their orders for the partition key; the foreign key made
+# every event have its order, and a division by zero aborts the migration should the copy hold
+# fewer events than the table it replaces. Partitions: one per month from the oldest
 # order's to three months ahead (storage/retention.py keeps three ahead), and a default one.
 # `archived_orders` answers "was this order archived, and where" in one probe (its owner, so
 # another key's archived order stays not_found; its clientOrderId, so a repeat is never a new
@@ -285,6 +287,7 @@ _RETENTION_POSTGRES_TAIL = """
 INSERT INTO order_events (order_id, seq, status, attempt, created_at, meta, order_created_at)
     SELECT e.order_id, e.seq, e.status, e.attempt, e.created_at, e.meta, o.created_at
     FROM order_events_unpartitioned e JOIN orders o ON o.id = e.order_id;
+SELECT 1 / (SELECT (SELECT COUNT(*) FROM order_events) = (SELECT COUNT(*) FROM order_events_unpartitioned))::int;
 DROP TABLE order_events_unpartitioned;
 ANALYZE order_events
 """
