@@ -15,8 +15,9 @@ copy of its events), then gives the events of the orders it keeps (unfinished, r
 the hot table, where they land in the default partition. Later runs archive such stragglers row
 by row into the same archive. The heavy part (moving the orders) runs before the DETACH, whose
 exclusive lock on the events table is held only for the re-homing of the kept orders' events
-and the commit; it waits at most LOCK_TIMEOUT for the writers and fails (retried next run) rather
-than queue every writer behind it.
+and the commit. While the DETACH waits for the writers in flight (milliseconds: theirs are
+short transactions), new writers of events queue behind it; it waits at most LOCK_TIMEOUT, then
+the month fails and the next run tries again, so writers never wait longer than that.
 
 One archiver at a time, whoever runs it (the periodic job of every worker, `engine archive`):
 a transaction-level advisory lock; a second archiver finding it taken skips (ArchiveBusy).
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 AHEAD_MONTHS = 3  # partitions kept ready ahead of now (the job and `engine archive` keep them)
 MIN_AGE = timedelta(days=1)  # never archive anything younger: the 24 h risk window, clock skew
 LOCK_KEY = 7243009  # the archiver's advisory lock (migrations use 7243001)
-LOCK_TIMEOUT = "5s"
+LOCK_TIMEOUT = "2s"
 EVENT_COLUMNS = "order_id, seq, status, attempt, created_at, meta, order_created_at"
 _NAME = re.compile(r"^(\d{4})-(\d{2})$")
 _TERMINAL = ", ".join(f"'{s}'" for s in sorted(TERMINAL))
