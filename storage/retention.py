@@ -47,6 +47,7 @@ AHEAD_MONTHS = 3  # partitions kept ready ahead of now (the job and `engine arch
 MIN_AGE = timedelta(days=1)  # never archive anything younger: the 24 h risk window, clock skew
 LOCK_KEY = 7243009  # the archiver's advisory lock (migrations use 7243001)
 LOCK_TIMEOUT = "2s"
+SQLITE_CHUNK = 5000  # orders archived per transaction on SQLite
 EVENT_COLUMNS = "order_id, seq, status, attempt, created_at, meta, order_created_at"
 _NAME = re.compile(r"^(\d{4})-(\d{2})$")
 _TERMINAL = ", ".join(f"'{s}'" for s in sorted(TERMINAL))
@@ -222,13 +223,28 @@ _CANDIDATES = ("created_at >= {p} AND created_at < {p} AND created_at < 'infinit
 
 
 def archive_month(conn: DirectConnection, month: datetime, cutoff: datetime, now: datetime) -> MonthResult:
-    """Move `month`'s archivable orders and their events into its archive, in one transaction."""
-    d, p = conn.dialect, conn.dialect.ph
+    """Move `month`'s archivable orders and their events into its archive: on Postgres in one
+    transaction; on SQLite SQLITE_CHUNK orders a transaction (its one writer lock is never held
+    long: the engine's own writers wait for it at most their busy timeout)."""
     check_cutoff(cutoff, now)
+    if next_month(month) > cutoff:
+        raise RetentionError(f"{name_of(month)} has not ended before the cutoff {cutoff:%Y-%m-%d}")
+    if conn.dialect.postgres:
+        return _archive_pass(conn, month, cutoff, now, None)
+    done = MonthResult(name_of(month), 0, 0)
+    while True:
+        step = _archive_pass(conn, month, cutoff, now, SQLITE_CHUNK)
+        done = MonthResult(done.name, done.orders + step.orders, done.events + step.events)
+        if step.orders < SQLITE_CHUNK:
+            return done
+
+
+def _archive_pass(conn: DirectConnection, month: datetime, cutoff: datetime, now: datetime,
+                  limit: int | None) -> MonthResult:
+    """One transaction of `archive_month`: its archivable orders (up to `limit`)."""
+    d, p = conn.dialect, conn.dialect.ph
     name, lo, hi = name_of(month), d.ts(month), d.ts(next_month(month))
     orders_table, events_table = _tables(conn, month)
-    if next_month(month) > cutoff:
-        raise RetentionError(f"{name} has not ended before the cutoff {cutoff:%Y-%m-%d}")
     with conn.transaction() as tx:
         if d.postgres:
             _lock(tx)
@@ -236,8 +252,8 @@ def archive_month(conn: DirectConnection, month: datetime, cutoff: datetime, now
         columns = _sync_columns(tx, d.postgres, orders_table)
         tx.execute("CREATE TEMP TABLE archiving (id " + ("UUID" if d.postgres else "BLOB") + " PRIMARY KEY)"
                    + (" ON COMMIT DROP" if d.postgres else ""))
-        tx.execute(f"INSERT INTO archiving (id) SELECT id FROM orders WHERE {_CANDIDATES.format(p=p)}",
-                   (lo, hi, d.ts(cutoff)))
+        tx.execute(f"INSERT INTO archiving (id) SELECT id FROM orders WHERE {_CANDIDATES.format(p=p)}"
+                   + (f" LIMIT {int(limit)}" if limit else ""), (lo, hi, d.ts(cutoff)))
         tx.execute(f"INSERT INTO {orders_table} ({columns}) SELECT {columns} FROM orders WHERE id IN "
                    f"(SELECT id FROM archiving)")
         tx.execute(f"INSERT INTO archived_orders (id, owner, client_order_id, archive) SELECT id, owner, "

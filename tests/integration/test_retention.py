@@ -106,7 +106,8 @@ def test_the_job_archives_finished_orders_of_an_old_month_and_never_unfinished_o
     assert [e.status for e in store.get_order(history["kept"][0]).events] == ["pending", "waiting", "cancelled"]
 
 
-def test_a_restore_brings_the_orders_back_with_their_events_and_counts(store, history):
+def test_a_restore_brings_the_orders_back_with_their_events_and_counts(store, history, monkeypatch):
+    monkeypatch.setattr(retention, "SQLITE_CHUNK", 2)  # SQLite: a month in transactions of 2 orders
     before = store.counts_by_status()
     originals = {oid: store.get_order(oid) for oid in history["done"]}
     (month,) = store.archive(CUTOFF)
