@@ -2,7 +2,8 @@
 
 Every error a client sees is `{"error": {"code", "message", "field"?}}` with a proper
 status code (a code may add fields of its own: `risk_limit` adds `limit`, `value` and the
-order's figures, `archived` the archive's name); `to_api_error` turns our own, storage's and Tornado's exceptions into it.
+order's figures, `archived` the archive's name); `to_api_error` turns our own, storage's and
+Tornado's exceptions into it.
 """
 from __future__ import annotations
 
