@@ -6,7 +6,8 @@ Builds a fresh database with `orders` finished orders created over `days` (bench
 generator, the events in their months' partitions), then times, in a process of its own as an
 operator runs it, `engine archive` at now - `retention-days` (every month that ended before it:
 its orders moved, its partition detached) and `engine archive --restore` of the oldest month.
-Prints one JSON line (with the log lines saying how long each DETACH held the events table). The database is dropped afterwards.
+Prints one JSON line (with the log lines saying how long each DETACH held the events table).
+The database is dropped afterwards.
 """
 from __future__ import annotations
 

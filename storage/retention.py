@@ -211,8 +211,8 @@ def archivable_months(conn: DirectConnection, cutoff: datetime, skip_restored: b
 def pending(conn: DirectConnection, month: datetime, cutoff: datetime) -> tuple[int, int]:
     """(orders, events) that archiving `month` at `cutoff` would move (a dry run)."""
     d, p = conn.dialect, conn.dialect.ph
-    (n, events), = conn.execute(f"SELECT COUNT(*), COALESCE(SUM(last_seq), 0) FROM orders WHERE {_CANDIDATES.format(p=p)}",
-                                (d.ts(month), d.ts(next_month(month)), d.ts(cutoff)))
+    (n, events), = conn.execute(f"SELECT COUNT(*), COALESCE(SUM(last_seq), 0) FROM orders WHERE "
+                                f"{_CANDIDATES.format(p=p)}", (d.ts(month), d.ts(next_month(month)), d.ts(cutoff)))
     return int(n), int(events)
 
 
