@@ -4,6 +4,7 @@
     engine web       HTTP + WebSocket (needs DATABASE_URL and REDIS_URL)
     engine worker    order execution (needs DATABASE_URL and REDIS_URL)
     engine migrate   apply the schema migrations (the Procfile's release phase)
+    engine archive   move finished old orders to monthly archives, list them, restore one
     engine submit | orders | order | quote | tokens
                      a client of a running engine's public API (web/client/)
 """
@@ -42,6 +43,73 @@ def cmd_migrate(settings) -> int:
     storage.close()
     log.info("database schema is up to date")
     return 0
+
+
+def cmd_archive(settings, args) -> int:
+    """`engine archive [--before DATE] [--dry-run] | --restore NAME|FIRST..LAST | --list`."""
+    from datetime import datetime, timedelta
+
+    from storage.records import utcnow
+    from storage.retention import RetentionError
+    from storage.runtime import open_storage
+
+    if args.dry_run and (args.list or args.restore):
+        print("engine: --dry-run goes with an archive (alone or with --before), not with --list or --restore",
+              file=sys.stderr)
+        return 2
+    storage = open_storage(settings)
+    orders = storage.orders
+    try:
+        if args.list:
+            for a in orders.archives():
+                state = f"restored {a['restoredAt']:%Y-%m-%d %H:%M}" if a["restoredAt"] else "archived"
+                print(f"{a['name']}\t{a['orders']} orders\t{a['events']} events\t{state}"
+                      f"{' (partition detached)' if a['detached'] else ''}")
+            return 0
+        if args.restore:
+            for month in orders.restore(args.restore):
+                print(f"restored {month.name}: {month.orders} orders, {month.events} events")
+            if settings.order_retention_days:
+                print("the archive job leaves restored months alone; `engine archive` archives them again")
+            return 0
+        if args.before:
+            cutoff = datetime.fromisoformat(args.before)
+        elif settings.order_retention_days:
+            cutoff = utcnow() - timedelta(days=settings.order_retention_days)
+        else:
+            print("engine: ORDER_RETENTION_DAYS is 0 (keep everything): say which orders with --before DATE",
+                  file=sys.stderr)
+            return 2
+        months = orders.archive_plan(cutoff) if args.dry_run else orders.archive(cutoff)
+        verb = "would archive" if args.dry_run else "archived"
+        for month in months:
+            print(f"{verb} {month.name}: {month.orders} orders, {month.events} events"
+                  f"{' (partition detached)' if month.detached else ''}")
+        if not months:
+            print(f"nothing to archive before {cutoff:%Y-%m-%d %H:%M}")
+        return 0
+    except (RetentionError, ValueError) as exc:
+        print(f"engine: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        storage.close()
+
+
+def _add_archive_command(sub) -> None:
+    text = "move finished orders of months past the retention to archives, list them, restore them"
+    parser = sub.add_parser("archive", help=text, description=text + ". Unfinished and armed orders stay, "
+                            "whatever their age; an archive is the finished orders created in one month "
+                            "(YYYY-MM) with their events, in the same database.",
+                            epilog=_variables_help(("DATABASE_URL", "ENGINE_DATA_DIR", "ORDER_RETENTION_DAYS")
+                                                   + _LOGS),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--before", metavar="DATE", help="archive the months ended before DATE (YYYY-MM-DD, UTC, "
+                      "at least a day ago) instead of now - ORDER_RETENTION_DAYS")
+    what.add_argument("--restore", metavar="NAME|FIRST..LAST", help="bring archives back, e.g. 2026-09 or "
+                      "2026-09..2026-11")
+    what.add_argument("--list", action="store_true", help="list the archives")
+    parser.add_argument("--dry-run", action="store_true", help="say what would be archived, change nothing")
 
 
 def _install_stop_handlers(on_stop) -> None:
@@ -163,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, names) in SERVER_COMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text + ".", epilog=_variables_help(names),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_archive_command(sub)
     add_commands(sub)
     return parser
 
@@ -170,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, check the settings, run the command."""
     args = build_parser().parse_args(argv)
-    if args.command not in SERVER_COMMANDS:  # a client command: no server settings involved
+    if args.command not in SERVER_COMMANDS and args.command != "archive":  # a client command
         from web.client.cli import run
 
         return run(args)
@@ -187,13 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     from storage.errors import BusError, SchemaNotMigrated, StorageUnavailable
 
     plain: tuple[type[Exception], ...] = (SchemaNotMigrated, StorageUnavailable, BusError)
-    if args.command in ("run", "web"):  # a worker or a migration loads no web server
+    if args.command in ("run", "web"):  # a worker, a migration or an archive loads no web server
         from web.server import PortUnavailable
 
         plain += (PortUnavailable,)
     try:
         if args.command == "migrate":
             return cmd_migrate(settings)
+        if args.command == "archive":
+            return cmd_archive(settings, args)
         if args.command == "worker":
             return cmd_worker(settings)
         return _serve(settings, with_worker=args.command == "run")

@@ -11,9 +11,11 @@ order and stops them in reverse.
      ├── JobConsumer            pulls jobs under the concurrency and rate limits, claims their orders
      └── Reconciler             queues again the unfinished orders whose jobs were lost
 
-(plus one `Timers` thread, started first and stopped last, that delivers every delay, and the
+(plus one `Timers` thread, started first and stopped last, that delivers every delay, the
 `HaltWatch`, started before the tree and stopped after it, that keeps the active halts current:
-the TriggerBook and the order actors read it, and it wakes the book when they change.)
+the TriggerBook and the order actors read it, and it wakes the book when they change, and the
+`ArchiveJob`, started after the tree and stopped before the timers: retention, every
+ARCHIVE_INTERVAL_SECONDS, one worker at a time.)
 
 The TriggerBook's armed orders are rebuilt by a successor from what it hands over; a new
 worker's book fills as it claims the jobs of armed orders (a dead worker's included).
@@ -50,6 +52,7 @@ from actors.supervision import RestartIntensity
 from actors.timers import Timers
 from actors.trigger_book import TriggerBook
 from actors.venue_gateway import VenueGateway
+from storage.archive_job import ArchiveJob
 from storage.halt_watch import HaltWatch
 from storage.venues.base import VENUES
 from storage.venues.collar import PriceCollar
@@ -163,6 +166,8 @@ class Worker:
         self.directory = proxy.directory.get(timeout=ASK_TIMEOUT)
         self.worker_id = proxy.worker_id.get(timeout=ASK_TIMEOUT)
         self.halts.listen(self._halts_changed)
+        self.archive_job = ArchiveJob(storage.orders, settings.order_retention_days,
+                                      settings.archive_every_s).start()
 
     def _halts_changed(self, _halts) -> None:
         """The watch's thread: wake the trigger book (held orders may go now)."""
@@ -208,6 +213,7 @@ class Worker:
         except (pykka.ActorDeadError, pykka.Timeout):
             pass
         finally:
+            self.archive_job.stop()
             self.timers.stop()
             self.halts.stop()
         try:

@@ -42,7 +42,7 @@ FROM generate_series(1, %(orders)s) AS i,
 """
 
 _EVENTS = """
-INSERT INTO order_events (order_id, seq, status, attempt, created_at, meta)
+INSERT INTO order_events (order_id, seq, status, attempt, created_at, meta, order_created_at)
 SELECT o.id, n, (CASE o.status
         WHEN 'confirmed' THEN ARRAY['pending', 'routing', 'building', 'submitted', 'confirmed']
         WHEN 'failed' THEN ARRAY['pending', 'routing', 'failed']
@@ -51,7 +51,8 @@ SELECT o.id, n, (CASE o.status
     1, o.created_at + n * interval '10 milliseconds',
     CASE WHEN n = o.last_seq AND o.status = 'confirmed'
          THEN '{"dex": "raydium", "amountIn": "0.1", "amountOut": "15.2", "txHash": "5j7s"}'::jsonb
-         ELSE '{}'::jsonb END
+         ELSE '{}'::jsonb END,
+    o.created_at
 FROM orders o, generate_series(1, o.last_seq) AS n
 """
 
@@ -70,6 +71,21 @@ def _indexes(cur) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
     return constraints, cur.fetchall()
 
 
+def _partitions(cur, days: int) -> None:
+    """The events' monthly partitions (migration 9) for the months the history covers, as a
+    database that grew over those months has them (the migration made the months ahead only)."""
+    from datetime import timedelta
+
+    from storage.records import utcnow
+    from storage.retention import months_between, partition_ddl, partition_name
+
+    now = utcnow()
+    for month in months_between(now - timedelta(days=days + 1), now):
+        cur.execute("SELECT to_regclass(%s)", (partition_name(month),))
+        if cur.fetchone()[0] is None:
+            cur.execute(partition_ddl(month))
+
+
 def build_history(database_url: str, orders: int, key_owner: str, days: int = 100) -> dict:
     """Fill the (migrated, empty) database with `orders` finished orders and their events;
     what was built and how long each step took."""
@@ -85,6 +101,7 @@ def build_history(database_url: str, orders: int, key_owner: str, days: int = 10
                 cur.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
             for name, _ in indexes:
                 cur.execute(f'DROP INDEX "{name}"')
+            _partitions(cur, days)
             cur.execute("SELECT setseed(0.13)")  # the same history every time
             cur.execute(_ORDERS, {"orders": orders, "key_owner": key_owner, "days": days})
             steps["ordersSeconds"] = round(time.monotonic() - started, 1)

@@ -71,6 +71,10 @@ class Settings:
     venue_latency_scale: float = 1.0
     retry_max_delay_s: float = 5.0  # the longest wait before a retry (full jitter below it)
     rate_window_s: float = 60.0  # the window of KEY_RATE_LIMIT and of the per-caller limits
+    # Retention (storage/retention.py): 0 keeps every order; else finished orders leave the hot
+    # tables for archives once their month ended more than this many days ago (at least 1).
+    order_retention_days: int = 0
+    archive_every_s: float = 3600.0  # how often a worker runs the archive job (one at a time)
 
     @property
     def heartbeat_every_s(self) -> float:
@@ -290,6 +294,8 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         venue_latency_scale=_float(env, "VENUE_LATENCY_SCALE", 1.0, 0, 100),
         retry_max_delay_s=_seconds(env, "RETRY_MAX_DELAY_SECONDS", 5.0, 0.1, 3600),
         rate_window_s=_seconds(env, "RATE_WINDOW_SECONDS", 60.0, 0.1, 3600),
+        order_retention_days=_int(env, "ORDER_RETENTION_DAYS", 0, 0, 36500),
+        archive_every_s=_seconds(env, "ARCHIVE_INTERVAL_SECONDS", 3600.0, 0.05, 86400),
     )
 
 
@@ -360,4 +366,9 @@ VARIABLES: dict[str, str] = {
     "RETRY_MAX_DELAY_SECONDS": "the longest wait before a retry: 0.1 s doubling up to this, jittered (default 5)",
     "RATE_WINDOW_SECONDS": "the window of KEY_RATE_LIMIT and the per-key/per-address limits (default 60; tests "
                            "shorten it)",
+    "ORDER_RETENTION_DAYS": "finished orders leave the hot tables for monthly archives once their month ended "
+                            "more than this many days ago; unfinished and armed orders never (default 0: keep "
+                            "everything)",
+    "ARCHIVE_INTERVAL_SECONDS": "how often the workers run the archive job, one at a time; it also keeps the "
+                                "events' monthly partitions ready (default 3600)",
 }

@@ -55,6 +55,7 @@ def define_entities(db: Database) -> SimpleNamespace:
         attempt = Required(int)
         created_at = Required(datetime, precision=6)
         meta = Required(Json)
+        order_created_at = Optional(datetime, precision=6)  # its order's: the partition (migration 9)
         PrimaryKey(order, seq)
 
     return SimpleNamespace(Order=Order, OrderEvent=OrderEvent)

@@ -13,6 +13,16 @@ class OrderNotFound(StorageError):
     """No such order (of this owner)."""
 
 
+class OrderArchived(OrderNotFound):
+    """The order left the hot tables for an archive (storage/retention.py): `archive` names it.
+    A subclass of OrderNotFound, so whatever treats a missing order as missing still does."""
+
+    def __init__(self, order_id, archive: str):
+        super().__init__(f"order {order_id} was archived in {archive}")
+        self.order_id = order_id
+        self.archive = archive
+
+
 class ClientOrderIdConflict(StorageError):
     """The clientOrderId is taken by a different order of the same owner."""
 

@@ -7,6 +7,7 @@ the missing ones in order, each in its own transaction, recorded in
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from pony.orm import Database, db_session
 
@@ -230,7 +231,98 @@ INSERT INTO order_counts (status, shard, orders) SELECT status, 0, COUNT(*) FROM
 # the route's totals and, here, every hop as executed (JSON, exact integers as text).
 _SIM_ROUTES = "ALTER TABLE sim_swaps ADD COLUMN hops TEXT"
 
-MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
+
+# Retention (issue 13, storage/retention.py): finished orders older than ORDER_RETENTION_DAYS
+# leave the hot tables for archive tables, named by the month the orders were created in.
+# Postgres: `order_events` becomes a table partitioned by month on `order_created_at`, a copy of
+# its order's created_at, so that every event of an order lives in one partition: the key
+# (order_id, seq, order_created_at) is as unique as (order_id, seq) was (a partitioned table's
+# unique keys must hold the partition key). A month's partition, once old, is detached whole into
+# the `archive` schema. The foreign key to `orders` goes: archiving deletes orders in bulk (the
+# key would probe every partition per deleted order), and events are only ever written in the
+# transaction that locks and updates their order (order_sql.append_events) or inserts it.
+# Existing events are copied once (run it with the engine stopped on a large database: the copy
+# rewrites every event), joined with their orders for the partition key; the foreign key made
+# every event have its order, and a division by zero aborts the migration should the copy hold
+# fewer events than the table it replaces. Partitions: one per month from the oldest
+# order's to three months ahead (storage/retention.py keeps three ahead), and a default one.
+# `archived_orders` answers "was this order archived, and where" in one probe (its owner, so
+# another key's archived order stays not_found; its clientOrderId, so a repeat is never a new
+# order); `order_archives` lists the archives.
+_RETENTION_COMMON = """
+CREATE TABLE archived_orders (
+    id {uuid} PRIMARY KEY,
+    owner TEXT NOT NULL,
+    client_order_id TEXT,
+    archive TEXT NOT NULL
+);
+CREATE UNIQUE INDEX archived_orders_client ON archived_orders (owner, client_order_id)
+    WHERE client_order_id IS NOT NULL;
+CREATE INDEX archived_orders_archive ON archived_orders (archive);
+CREATE TABLE order_archives (
+    name TEXT PRIMARY KEY,
+    range_start TIMESTAMP NOT NULL,
+    range_end TIMESTAMP NOT NULL,
+    orders BIGINT NOT NULL,
+    events BIGINT NOT NULL,
+    detached BOOLEAN NOT NULL,
+    archived_at TIMESTAMP NOT NULL,
+    restored_at TIMESTAMP
+)
+"""
+
+_RETENTION_POSTGRES_HEAD = """
+CREATE SCHEMA IF NOT EXISTS archive;
+ALTER TABLE order_events RENAME TO order_events_unpartitioned;
+ALTER TABLE order_events_unpartitioned RENAME CONSTRAINT order_events_pkey TO order_events_unpartitioned_pkey;
+CREATE TABLE order_events (
+    order_id UUID NOT NULL,
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    meta JSONB NOT NULL,
+    order_created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (order_id, seq, order_created_at)
+) PARTITION BY RANGE (order_created_at);
+CREATE TABLE order_events_default PARTITION OF order_events DEFAULT
+"""
+
+_RETENTION_POSTGRES_TAIL = """
+INSERT INTO order_events (order_id, seq, status, attempt, created_at, meta, order_created_at)
+    SELECT e.order_id, e.seq, e.status, e.attempt, e.created_at, e.meta, o.created_at
+    FROM order_events_unpartitioned e JOIN orders o ON o.id = e.order_id;
+SELECT 1 / (SELECT (SELECT COUNT(*) FROM order_events) = (SELECT COUNT(*) FROM order_events_unpartitioned))::int;
+DROP TABLE order_events_unpartitioned;
+ANALYZE order_events
+"""
+
+_RETENTION_SQLITE = """
+ALTER TABLE order_events ADD COLUMN order_created_at TIMESTAMP;
+UPDATE order_events SET order_created_at = (SELECT o.created_at FROM orders o WHERE o.id = order_events.order_id)
+"""
+
+
+class _RetentionPostgres:
+    """Migration 9 on Postgres: the partitioned events table with a partition for every month
+    from the oldest order's to three ahead (computed from the database: a function of it, with
+    a repr that names its SQL, as the template's digest wants), then the copy."""
+
+    def __call__(self, db: Database) -> list[str]:
+        from storage.records import utcnow
+        from storage.retention import AHEAD_MONTHS, months_between, partition_ddl
+
+        oldest = db.select("SELECT MIN(created_at) FROM orders")[0]
+        now = utcnow()
+        months = months_between(oldest or now, now, ahead=AHEAD_MONTHS)
+        return (_statements(_RETENTION_POSTGRES_HEAD) + [partition_ddl(m) for m in months]
+                + _statements(_RETENTION_POSTGRES_TAIL) + _statements(_RETENTION_COMMON.format(uuid="UUID")))
+
+    def __repr__(self) -> str:
+        return repr((_RETENTION_POSTGRES_HEAD, "monthly partitions", _RETENTION_POSTGRES_TAIL, _RETENTION_COMMON))
+
+
+MIGRATIONS: list[tuple[int, str, dict[str, Any]]] = [
     (1, "orders and their status events", {"postgres": _ORDERS_POSTGRES, "sqlite": _ORDERS_SQLITE}),
     (2, "the simulated chain: world, pools, swaps, launches", {"postgres": _SIM_POSTGRES, "sqlite": _SIM_SQLITE}),
     (3, "fencing tokens, the chain's nonces, an index of unfinished orders", {"postgres": _FENCING, "sqlite": _FENCING}),
@@ -241,6 +333,8 @@ MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (7, "risk limits: open orders and notional per minute, per owner", {"postgres": _RISK, "sqlite": _RISK}),
     (8, "reads flat in history: list indexes, kept order counts per status",
      {"postgres": _READS_INDEXES.format(desc=" DESC"), "sqlite": _READS_INDEXES.format(desc="")}),
+    (9, "retention: events partitioned by month, the archived orders and the archives",
+     {"postgres": _RetentionPostgres(), "sqlite": _RETENTION_SQLITE + ";" + _RETENTION_COMMON.format(uuid="BLOB")}),
     (13, "the simulated chain: routes through an intermediate token", {"postgres": _SIM_ROUTES, "sqlite": _SIM_ROUTES}),
 ]
 
@@ -278,7 +372,8 @@ def migrate(db: Database) -> list[int]:
                 db.execute("SELECT pg_advisory_xact_lock(7243001)")
             if db.select("SELECT version FROM schema_migrations WHERE version = $version"):
                 continue
-            for statement in _statements(sql[dialect]):
+            step = sql[dialect]  # SQL, or a function of the database giving its statements
+            for statement in (step(db) if callable(step) else _statements(step)):
                 db.execute(statement)
             db.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($version, $name, CURRENT_TIMESTAMP)"

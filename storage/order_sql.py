@@ -37,7 +37,7 @@ _INSERT_COLUMNS = ("id, owner, client_order_id, type, token_in, token_out, amoun
                    "risk_open, risk_usd_micros")
 _INSERT_COUNT = len(_INSERT_COLUMNS.split(","))
 _CREATED_AT = [c.strip() for c in _INSERT_COLUMNS.split(",")].index("created_at")
-_EVENT_COLUMNS = "order_id, seq, status, attempt, created_at, meta"
+_EVENT_COLUMNS = "order_id, seq, status, attempt, created_at, meta, order_created_at"  # the last: its partition
 
 
 def fills_from_confirmation(meta: dict[str, Any]) -> list[dict[str, Any]]:
@@ -91,7 +91,7 @@ def insert_orders(conn: DirectConnection, rows: list[dict[str, Any]], tx: Transa
             b"WITH ins AS (INSERT INTO orders (" + _INSERT_COLUMNS.encode() + b") VALUES " + rendered
             + b" " + conflict.encode() + b" RETURNING id, created_at), "
             b"ev AS (INSERT INTO order_events (" + _EVENT_COLUMNS.encode() + b") "
-            b"SELECT id, 1, 'pending', 1, created_at, '{}' FROM ins), " + count_sql.INTAKE_CTE.encode()
+            b"SELECT id, 1, 'pending', 1, created_at, '{}', created_at FROM ins), " + count_sql.INTAKE_CTE.encode()
             + b" SELECT id FROM ins")
         return {d.read_uuid(row[0]) for row in inserted}
     if tx is None:
@@ -106,8 +106,8 @@ def _insert_sqlite(tx: Transaction, d: Dialect, values: list[tuple], conflict: s
         if tx.execute(f"INSERT INTO orders ({_INSERT_COLUMNS}) VALUES ({d.placeholders(_INSERT_COUNT)}) "
                       f"{conflict} RETURNING id", value):
             inserted.add(d.read_uuid(value[0]))
-    tx.executemany(f"INSERT INTO order_events ({_EVENT_COLUMNS}) VALUES (?, 1, 'pending', 1, ?, '{{}}')",
-                   [(v[0], v[_CREATED_AT]) for v in values if d.read_uuid(v[0]) in inserted])
+    tx.executemany(f"INSERT INTO order_events ({_EVENT_COLUMNS}) VALUES (?, 1, 'pending', 1, ?, '{{}}', ?)",
+                   [(v[0], v[_CREATED_AT], v[_CREATED_AT]) for v in values if d.read_uuid(v[0]) in inserted])
     count_sql.upsert_sqlite(tx, [("pending", len(inserted))] if inserted else [])
     return inserted
 
@@ -214,7 +214,7 @@ def _check_and_apply(d: Dialect, state: dict, drafts: list[EventDraft]):
         _apply(order, draft)
         changed[draft.order_id] = order
         events.append((d.uuid(draft.order_id), order["last_seq"], draft.status, draft.attempt,
-                       d.ts(draft.timestamp), meta_json.decode()))
+                       d.ts(draft.timestamp), meta_json.decode(), order["created_at"]))
         results.append(EventRecord(draft.order_id, order["last_seq"], draft.status, draft.attempt,
                                    draft.timestamp, draft.meta, order["owner"], meta_json))
     return results, events, changed
@@ -249,7 +249,7 @@ def _write(tx: Transaction, d: Dialect, events: list[tuple], changed: dict[UUID,
                for oid, o in changed.items()]
     if d.postgres:
         cursor = tx.cursor
-        inserts = d.values(cursor, "(%s, %s, %s, %s, %s, %s::jsonb)", events)
+        inserts = d.values(cursor, "(%s, %s, %s, %s, %s, %s::jsonb, %s)", events)
         values = d.values(cursor, "(%s::uuid, %s, %s::int, %s::int, %s::int, %s::timestamp, %s, %s, %s)", updates)
         tx.commit(
             b"INSERT INTO order_events (" + _EVENT_COLUMNS.encode() + b") VALUES " + inserts + b"; "
@@ -261,7 +261,7 @@ def _write(tx: Transaction, d: Dialect, events: list[tuple], changed: dict[UUID,
             + (b"; " + count_sql.upsert_sql(d, cursor, moved) if moved else b"")
             + (b"; " + risk_sql.upsert_sql(d, cursor, *released) if released[0] or released[1] else b""))
         return
-    tx.executemany(f"INSERT INTO order_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", events)
+    tx.executemany(f"INSERT INTO order_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", events)
     tx.executemany("""
         UPDATE orders SET status = ?, attempt = ?, attempts = ?, last_seq = ?, updated_at = ?,
             route = COALESCE(?, route), fills = COALESCE(?, fills), error = COALESCE(?, error)
@@ -319,7 +319,7 @@ def claim_orders(conn: DirectConnection, claims: list[tuple[UUID, str]], worker:
 
 def _attach_events(conn: DirectConnection, found: dict) -> None:
     """Give each claimed order its history: a fresh order's one event is `pending` (no read)."""
-    resumed = [o.id for o in found.values() if isinstance(o, OrderRecord) and o.last_seq > 1]
+    resumed = [(o.id, o.created_at) for o in found.values() if isinstance(o, OrderRecord) and o.last_seq > 1]
     history = events_of(conn, resumed) if resumed else {}
     for oid, order in list(found.items()):
         if isinstance(order, OrderRecord):
@@ -409,13 +409,21 @@ def armed_by(conn: DirectConnection, worker: str, order_ids: list[str]) -> tuple
     return still, ended
 
 
-def events_of(conn: DirectConnection, order_ids: list[UUID]) -> dict[UUID, list[EventRecord]]:
-    """Every stored event of these orders, in seq order."""
+def _pruned(d: Dialect) -> str:
+    """Postgres: the join condition that confines an order's events to its partition (every
+    event carries its order's created_at, migration 9): one partition read, not one per month."""
+    return " AND e.order_created_at = o.created_at" if d.postgres else ""
+
+
+def events_of(conn: DirectConnection, orders: list[tuple[UUID, datetime]]) -> dict[UUID, list[EventRecord]]:
+    """Every stored event of these orders, (id, created_at) each, in seq order; on Postgres read
+    in their orders' partitions only (every event carries its order's created_at, migration 9)."""
     d = conn.dialect
+    prune = (f" AND e.order_created_at IN ({d.placeholders(len(orders))})" if d.postgres else "")
     rows = conn.execute(f"SELECT e.order_id, e.seq, e.status, e.attempt, e.created_at, e.meta, o.owner "
                         f"FROM order_events e JOIN orders o ON o.id = e.order_id "
-                        f"WHERE e.order_id IN ({d.placeholders(len(order_ids))}) ORDER BY e.order_id, e.seq",
-                        [d.uuid(o) for o in order_ids])
+                        f"WHERE e.order_id IN ({d.placeholders(len(orders))}){prune} ORDER BY e.order_id, e.seq",
+                        [d.uuid(o) for o, _ in orders] + ([d.ts(c) for _, c in orders] if d.postgres else []))
     events: dict[UUID, list[EventRecord]] = {}
     for oid, seq, status, attempt, ts, meta, owner in rows:
         oid = d.read_uuid(oid)
@@ -428,7 +436,8 @@ def events_after(conn: DirectConnection, order_id: UUID, after: int) -> list[Eve
     """Stored events of one order with seq > after, in seq order."""
     d, p = conn.dialect, conn.dialect.ph
     rows = conn.execute(f"SELECT e.seq, e.status, e.attempt, e.created_at, e.meta, o.owner FROM order_events e "
-                        f"JOIN orders o ON o.id = e.order_id WHERE e.order_id = {p} AND e.seq > {p} "
+                        f"JOIN orders o ON o.id = e.order_id{_pruned(d)} WHERE e.order_id = {p} "
+                        f"AND e.seq > {p} "
                         f"ORDER BY e.seq", (d.uuid(order_id), after))
     return [EventRecord(order_id, seq, status, attempt, d.read_ts(ts), d.read_json(meta) or {}, owner or "")
             for seq, status, attempt, ts, meta, owner in rows]

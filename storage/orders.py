@@ -12,9 +12,9 @@ from uuid import UUID
 from pony.orm import db_session
 from pony.orm.ormtypes import TrackedValue
 
-from storage import count_sql, order_sql, risk_sql
+from storage import count_sql, order_sql, retention, risk_sql
 from storage.direct import DirectConnections
-from storage.errors import (ClientOrderIdConflict, OrderNotFound, StorageError, StorageUnavailable,
+from storage.errors import (ClientOrderIdConflict, OrderArchived, OrderNotFound, StorageError, StorageUnavailable,
                             translating_db_errors)
 from storage.records import EventDraft, EventRecord, OrderDraft, OrderRecord, decimal_str, utcnow
 from storage.risk import RiskLimitExceeded, RiskTicket
@@ -32,10 +32,6 @@ def _entity_row(o) -> tuple:
     values as plain dicts and lists (a record holds nothing of Pony's)."""
     return tuple(v.get_untracked() if isinstance(v, TrackedValue) else v
                  for v in (getattr(o, name) for name in order_sql.ORDER_FIELDS))
-
-
-def _event_record(e) -> EventRecord:
-    return EventRecord(e.order.id, e.seq, e.status, e.attempt, e.created_at, e.meta, e.order.owner)
 
 
 class Created(NamedTuple):
@@ -121,7 +117,13 @@ class OrderStore:
         """
         now = utcnow()
         rows = [_order_row(draft, now) for draft in drafts]
-        refused: dict[int, RiskLimitExceeded] = {}
+        refused: dict[int, RiskLimitExceeded | StorageError] = self._archived_repeats(drafts)
+        if refused:  # a repeat of an archived order's clientOrderId: never a second order
+            rows = [row for i, row in enumerate(rows) if i not in refused]
+            drafts_left = [draft for i, draft in enumerate(drafts) if i not in refused]
+            tickets = None if tickets is None else [t for i, t in enumerate(tickets) if i not in refused]
+            results = iter(self.create_orders(drafts_left, tickets) if drafts_left else [])
+            return [refused[i] if i in refused else next(results) for i in range(len(drafts))]
         if tickets is not None and any(t is not None for t in tickets):
             inserted, refused = order_sql.insert_within_limits(self.direct.get(), rows, tickets, now)
         else:  # no limit kept for anyone here: the one-statement insert, nothing more
@@ -143,6 +145,15 @@ class OrderStore:
             else:
                 results.append(ClientOrderIdConflict(existing))
         return results
+
+    def _archived_repeats(self, drafts: list[OrderDraft]) -> dict[int, StorageError]:
+        """The drafts whose clientOrderId names an archived order of their owner: OrderArchived
+        each (a repeat after the retention must not create the order again). One indexed read
+        per batch that carries clientOrderIds, none otherwise."""
+        keys = sorted({(d.owner, d.client_order_id) for d in drafts if d.client_order_id is not None})
+        found = retention.archived_client_ids(self.direct.get(), keys) if keys else {}
+        return {i: OrderArchived(*found[(d.owner, d.client_order_id)]) for i, d in enumerate(drafts)
+                if (d.owner, d.client_order_id) in found}
 
     def create_order(self, draft: OrderDraft) -> Created:
         """`create_orders` for one draft; raises its error."""
@@ -203,10 +214,11 @@ class OrderStore:
         """The order with its events; OrderNotFound if absent or owned by someone else."""
         o = self.Order.get(id=order_id)
         if o is None or (owner is not None and o.owner != owner):
-            raise OrderNotFound(str(order_id))
+            archive = retention.archived_in(self.direct.get(), order_id, owner)
+            raise OrderArchived(order_id, archive) if archive else OrderNotFound(str(order_id))
         events = None
-        if with_events:
-            events = tuple(_event_record(e) for e in o.events.order_by(self.OrderEvent.seq))
+        if with_events:  # in plain SQL: read in the order's partition only (order_sql._pruned)
+            events = tuple(order_sql.events_of(self.direct.get(), [(order_id, o.created_at)]).get(order_id, ()))
         return self._record(o, events)
 
     @translating_db_errors
@@ -259,6 +271,40 @@ class OrderStore:
         o.job_id = None
         o.worker = None
         return True
+
+    # ---- retention (storage/retention.py) ---------------------------------------------------
+
+    @translating_db_errors
+    def archive(self, cutoff: datetime, skip_restored: bool = False) -> list[retention.MonthResult]:
+        """Archive the finished orders of every month that ended before `cutoff` (and made its
+        partitions ahead); what each month moved. ArchiveBusy if another archiver runs."""
+        conn = self.direct.get()
+        retention.ensure_ahead(conn)
+        return retention.archive(conn, cutoff, skip_restored=skip_restored)
+
+    @translating_db_errors
+    def ensure_partitions(self) -> list[str]:
+        """Postgres: partitions of the events for this month and the next ones (the names made)."""
+        return retention.ensure_ahead(self.direct.get())
+
+    @translating_db_errors
+    def archive_plan(self, cutoff: datetime) -> list[retention.MonthResult]:
+        """What `archive(cutoff)` would move now, month by month (a dry run: nothing changes)."""
+        conn = self.direct.get()
+        retention.check_cutoff(cutoff, utcnow())
+        plan = [retention.MonthResult(retention.name_of(m), *retention.pending(conn, m, cutoff))
+                for m in retention.archivable_months(conn, cutoff, False)]
+        return [month for month in plan if month.orders]
+
+    @translating_db_errors
+    def restore(self, text: str) -> list[retention.MonthResult]:
+        """Bring back the archives `NAME` or `FIRST..LAST` (YYYY-MM)."""
+        return retention.restore(self.direct.get(), text)
+
+    @translating_db_errors
+    def archives(self) -> list[dict]:
+        """The archives made, oldest first."""
+        return retention.archives(self.direct.get())
 
     @translating_db_errors
     def ping(self) -> None:

@@ -2,7 +2,8 @@
 
 Every error a client sees is `{"error": {"code", "message", "field"?}}` with a proper
 status code (a code may add fields of its own: `risk_limit` adds `limit`, `value` and the
-order's figures); `to_api_error` turns our own, storage's and Tornado's exceptions into it.
+order's figures, `archived` the archive's name); `to_api_error` turns our own, storage's and
+Tornado's exceptions into it.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from tornado.web import HTTPError
 
-from storage.errors import BusError, ClientOrderIdConflict, OrderNotFound, StorageError
+from storage.errors import BusError, ClientOrderIdConflict, OrderArchived, OrderNotFound, StorageError
 from storage.risk import RiskLimitExceeded
 from storage.venues.base import VenueError
 
@@ -79,6 +80,9 @@ def to_api_error(exc: BaseException | None, status: int = 500) -> ApiError:
     """The ApiError a client gets for `exc` (or for a bare status when exc is None)."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, OrderArchived):  # before OrderNotFound, its base: never "never existed"
+        return ApiError(410, "archived", f"order {exc.order_id} was archived in {exc.archive}; an operator can "
+                        f"bring it back with `engine archive --restore {exc.archive}`", extra={"archive": exc.archive})
     if isinstance(exc, OrderNotFound):
         return not_found("no such order")
     if isinstance(exc, ClientOrderIdConflict):

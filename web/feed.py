@@ -22,8 +22,9 @@ class Listener(Protocol):
     def order_found(self, order_id: str) -> None:
         """The order exists; its history follows (a firehose answers `subscribed` here)."""
 
-    def order_missing(self, order_id: str) -> None:
-        """The order does not exist (or is not the caller's)."""
+    def order_missing(self, order_id: str, reason: Exception | None = None) -> None:
+        """The order does not exist (or is not the caller's); `reason`: OrderArchived when it
+        was archived (answered as such), else None."""
 
     def order_finished(self, order_id: str) -> None:
         """The order's terminal event has been delivered: nothing more will come."""

@@ -36,7 +36,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 
 from config.logs import about_order
 from storage.bus import Bus, Subscription
-from storage.errors import OrderNotFound, StorageError
+from storage.errors import OrderArchived, OrderNotFound, StorageError
 from storage.orders import OrderStore
 from storage.records import BusEvent
 from storage.status import TERMINAL
@@ -324,7 +324,7 @@ class EventHub:
                     return
                 if not found:
                     self._drop(feed)
-                    feed.listener.order_missing(feed.order_id)
+                    feed.listener.order_missing(feed.order_id, order)  # order: OrderArchived or None
                     return
                 if check:
                     feed.initial = False
@@ -349,7 +349,8 @@ class EventHub:
             feed.filling = False
 
     def _load(self, order_id: str, after: int, check: bool, owner: str | None):
-        """Executor thread: (found, order or None, events after `after`).
+        """Executor thread: (found, order or None, events after `after`); not found: the order
+        slot holds OrderArchived when the order was archived.
 
         The order itself is read only when there are no events to show for it: then it
         tells whether the order exists (for `owner`) and whether it has already ended.
@@ -365,6 +366,8 @@ class EventHub:
         if check and not events:
             try:
                 order = self._orders.get_order(oid, owner, with_events=False)
+            except OrderArchived as archived:  # said so, in the error's shape (410 `archived`)
+                return False, archived, []
             except OrderNotFound:
                 return False, None, []
         return True, order, events

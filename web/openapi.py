@@ -24,6 +24,10 @@ _ERRORS = {
     405: "This method is not allowed on this path (`Allow` lists the ones that are).",
     409: "Conflict: the clientOrderId names a different order, the order can no longer be cancelled, or "
          "the key is set in the environment (API_KEYS, ADMIN_KEYS) and cannot be revoked here.",
+    410: "The order was archived (`archived`, ORDER_RETENTION_DAYS): it existed, finished, and left the hot "
+         "tables; `archive` names the archive an operator restores it from (`engine archive --restore NAME`). "
+         "On a submit: its clientOrderId names such an order (never a second order). Another key's archived "
+         "order is `not_found`, as any order of another key.",
     413: "The body is larger than 64 KiB.",
     415: "The body is not `application/json`.",
     429: "Too many requests of this kind (submissions, quotes, order lists, WebSocket connections) for this API "
@@ -103,7 +107,8 @@ _WS_LISTEN = """WebSocket upgrade (`Upgrade: websocket`) for listeners.
 - Without an order id: every order of the caller (of its API key), live. The client may send
   SubscribeCommand (answered by a SubscribedFrame, then that order's history) and
   UnsubscribeCommand (answered by an UnsubscribedFrame) frames; an order of another key gets
-  an ErrorFrame (`not_found`) and the connection stays open.
+  an ErrorFrame (`not_found`) and the connection stays open. An archived order of the caller
+  gets an ErrorFrame `archived` (with `archive`), as GET answers it with 410.
 - Streamed quotes, on `/ws` without an order id: SubscribeQuoteCommand
   (`{"action": "subscribeQuote", "tokenIn", "tokenOut", "amount", "slippageBps"?}`, validated as
   GET /api/quote) is answered by a QuoteSubscribedFrame with its `subscriptionId`, then a
@@ -182,7 +187,7 @@ def _operations() -> dict[str, Any]:
               "description": "a key's id (as listed)"}
     return {
         "/api/orders/execute": {
-            "post": _op("Submit an order", _OK_SUBMIT, (400, 409, 413, 415, 422, 429, 503),
+            "post": _op("Submit an order", _OK_SUBMIT, (400, 409, 410, 413, 415, 422, 429, 503),
                         _SUBMIT_DESCRIPTION, body=ref("SubmitRequest")),
             "get": _op("Submit an order over WebSocket and stream its events", _UPGRADED,
                        (400, 403, 405, 429), _WS_SUBMIT,
@@ -202,11 +207,11 @@ def _operations() -> dict[str, Any]:
         "/api/orders/{orderId}": {"get": _op(
             "Read one order with its full event history",
             {200: _json(ref("OrderWithEvents"), "The order, its route, fills, error and events by seq.")},
-            (404, 503), "An operator key reads any order.", params=[order_id])},
+            (404, 410, 503), "An operator key reads any order.", params=[order_id])},
         "/api/orders/{orderId}/cancel": {"post": _op(
             "Cancel an order that has not reached building",
             {200: _json(ref("OrderWithEvents"), "Cancelled (or already cancelled): the order as GET shows it.")},
-            (404, 409, 503), "No body. 409 once the order has reached `building` or ended otherwise.",
+            (404, 409, 410, 503), "No body. 409 once the order has reached `building` or ended otherwise.",
             params=[order_id])},
         "/api/quote": {"get": _op(
             "Quote both venues and show the route the engine would take now",
@@ -223,7 +228,7 @@ def _operations() -> dict[str, Any]:
             (503,), tag="market")},
         "/api/sim/swaps": {"get": _op(
             "Swaps the simulated chain executed for an order",
-            {200: _json(ref("SimSwapList"), "Every executed swap of the order.")}, (400, 404, 503),
+            {200: _json(ref("SimSwapList"), "Every executed swap of the order.")}, (400, 404, 410, 503),
             params=[_query("orderId", _ORDER_ID, "the order", True)], tag="simulator")},
         "/api/sim/pools": {"get": _op(
             "Every simulated pool, priced now", {200: _json(ref("PoolList"), "Reserves in whole tokens.")},

@@ -30,7 +30,7 @@ SPEC_ERROR_CODES = [
     "queue_full", "not_ready", "risk_limit", "trading_halted", "overloaded",
 ]
 ENGINE_ERROR_CODES = [
-    "forbidden", "internal_error", "no_route", "no_pool", "not_tradable", "insufficient_liquidity",
+    "forbidden", "internal_error", "archived", "no_route", "no_pool", "not_tradable", "insufficient_liquidity",
     "already_tradable", "invalid_launch_time",
 ]
 
@@ -239,7 +239,9 @@ SCHEMAS: dict[str, Any] = {
         "notional24hUsd": {**DECIMAL,
                            "description": "`risk_limit` (maxNotional24hUsd): what the owner's orders of the last 24 h "
                                           "are worth, cancelled and expired ones aside"},
-        "reason": {"type": "string", "description": "`trading_halted`: the halt's reason"}}),
+        "reason": {"type": "string", "description": "`trading_halted`: the halt's reason"},
+        "archive": {"type": "string", "pattern": r"^[0-9]{4}-[0-9]{2}$",
+                    "description": "`archived` (410): the archive holding the order (YYYY-MM, its month)"}}),
     "Error": _obj(["error"], {"error": ref("ErrorObject")},
                   description="Every error answer, 404 and 405 included; never HTML or a trace."),
     "SubmitRequest": {"anyOf": submit_kinds(), "description": (

@@ -53,8 +53,8 @@ class _EventSocket(SocketHandler):
     def order_found(self, order_id: str) -> None:
         pass
 
-    def order_missing(self, order_id: str) -> None:
-        self.send_error_frame(not_found(f"no such order: {order_id}"))
+    def order_missing(self, order_id: str, reason: Exception | None = None) -> None:
+        self.send_error_frame(to_api_error(reason) if reason else not_found(f"no such order: {order_id}"))
 
     def order_finished(self, order_id: str) -> None:
         self.close(1000, "order finished")
@@ -194,8 +194,9 @@ class ListenSocket(_EventSocket):
         if not self.single:
             self.send_json({"type": "subscribed", "orderId": order_id})
 
-    def order_missing(self, order_id: str) -> None:
-        self.send_error_frame(not_found(f"no such order: {order_id}"), close=self.single)
+    def order_missing(self, order_id: str, reason: Exception | None = None) -> None:
+        self.send_error_frame(to_api_error(reason) if reason else not_found(f"no such order: {order_id}"),
+                              close=self.single)
 
     def order_finished(self, order_id: str) -> None:
         if self.single:

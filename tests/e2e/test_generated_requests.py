@@ -48,7 +48,8 @@ ERROR_CODES = {"invalid_json", "unsupported_media_type", "payload_too_large", "m
                "invalid_field", "invalid_amount", "too_many_decimals", "amount_too_large", "unknown_token",
                "same_token", "unsupported_order_type", "unauthorized", "not_found", "method_not_allowed",
                "conflict", "rate_limited", "queue_full", "not_ready", "already_tradable", "invalid_launch_time",
-               "insufficient_liquidity", "no_pool", "not_tradable", "no_route", "forbidden", "risk_limit", "trading_halted"}
+               "insufficient_liquidity", "no_pool", "not_tradable", "no_route", "forbidden", "risk_limit", "trading_halted",
+               "archived"}
 
 # ---- values that no field accepts ------------------------------------------------------------
 

@@ -25,7 +25,7 @@ SPEC_ERROR_CODES = {
     "invalid_json", "unsupported_media_type", "payload_too_large", "missing_field", "unknown_field",
     "invalid_field", "invalid_amount", "too_many_decimals", "amount_too_large", "unknown_token", "same_token",
     "unsupported_order_type", "unauthorized", "not_found", "method_not_allowed", "conflict", "rate_limited",
-    "queue_full", "not_ready", "risk_limit", "trading_halted", "overloaded",
+    "queue_full", "not_ready", "risk_limit", "trading_halted", "overloaded", "archived",
 }
 UPGRADE = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}

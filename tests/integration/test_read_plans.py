@@ -30,8 +30,8 @@ SELECT gen_random_uuid(), (ARRAY['', 'alice', 'bob', 'carol'])[1 + i % 4], (ARRA
             ELSE 'confirmed' END,
        3, 'w' || (i % 3), now()::timestamp - make_interval(secs => i), now()::timestamp
 FROM generate_series(1, 20000) AS i;
-INSERT INTO order_events (order_id, seq, status, attempt, created_at, meta)
-SELECT id, n, 'pending', 1, created_at, '{}' FROM orders, generate_series(1, 3) AS n;
+INSERT INTO order_events (order_id, seq, status, attempt, created_at, meta, order_created_at)
+SELECT id, n, 'pending', 1, created_at, '{}', created_at FROM orders, generate_series(1, 3) AS n;
 ANALYZE orders; ANALYZE order_events
 """
 
@@ -83,7 +83,7 @@ def _hot_queries() -> list[tuple[str, str, tuple]]:
                        f"on {LIST_INDEX[owner is None, status is None and type_ is None]}",
                        lambda c: order_sql.list_page(c, owner, status, type_, 21, after))
     record("one order's events after a seq (listeners)", lambda c: order_sql.events_after(c, order_id, 2))
-    record("orders' events (claims)", lambda c: order_sql.events_of(c, [order_id, UUID(int=8)]))
+    record("orders' events (claims)", lambda c: order_sql.events_of(c, [(order_id, middle[0]), (UUID(int=8), middle[0])]))
     record("reconciler, first page", lambda c: order_sql.unfinished(c, datetime(2100, 1, 1), 1000))
     record("reconciler, a later page", lambda c: order_sql.unfinished(c, datetime(2100, 1, 1), 1000, middle))
     record("trigger book: a worker's armed orders", lambda c: order_sql.armed_by(c, "w1", []))

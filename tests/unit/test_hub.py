@@ -44,7 +44,7 @@ class Recorder:
     def order_found(self, order_id: str) -> None:
         pass
 
-    def order_missing(self, order_id: str) -> None:
+    def order_missing(self, order_id: str, reason: Exception | None = None) -> None:
         self.missing.append(order_id)
 
     def order_finished(self, order_id: str) -> None:
