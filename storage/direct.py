@@ -88,13 +88,21 @@ class DirectConnection:
             raise
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        """One statement in its own (autocommit) transaction; its rows, if it returns any."""
+        """One statement in its own (autocommit) transaction; its rows, if it returns any.
+
+        A read that fails on a connection opened earlier is sent once more on a new one: after a
+        database restart every thread's link is stale, and a read (unlike a write, which may have
+        landed before the link broke) is safe to repeat, as Pony's sessions repeat theirs.
+        """
+        stale_possible = self._conn is not None
         try:
             cursor = self.cursor()
             cursor.execute(sql, (params or None) if self.dialect.postgres else params)
             return cursor.fetchall() if cursor.description is not None else []
         except _BROKEN as exc:
             self.close()
+            if stale_possible and _is_read(sql):
+                return self.execute(sql, params)
             raise StorageUnavailable(f"database unavailable: {exc}") from exc
 
     def close(self) -> None:
@@ -169,6 +177,12 @@ class Transaction:
             self.cursor.execute("ROLLBACK")
         except Exception:  # the connection is broken: the server rolls back on its own
             pass
+
+
+def _is_read(sql: str | bytes) -> bool:
+    """Whether one statement only reads (a SELECT), so that sending it twice changes nothing."""
+    head = sql[:16].lstrip()
+    return (head.decode() if isinstance(head, bytes) else head)[:6].upper() == "SELECT"
 
 
 def _join(first: str | bytes, second: str | bytes) -> str | bytes:

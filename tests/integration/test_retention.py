@@ -205,7 +205,7 @@ def test_migration_9_keeps_every_event_of_an_existing_history_in_its_months_part
                          f"({p}, {p}, {p}, 1, {p}, '{{}}')", (d.uuid(oid), seq, status, d.ts(when)))
     direct.close()
     monkeypatch.setattr(migrations, "MIGRATIONS", full)
-    assert migrations.migrate(db) == [9]
+    assert migrations.migrate(db)[0] == 9  # (and every later one)
     db.disconnect()
     db, entities = open_database(empty_database_settings)
     store = OrderStore(db, entities)
