@@ -226,6 +226,34 @@ CREATE TABLE order_counts (
 INSERT INTO order_counts (status, shard, orders) SELECT status, 0, COUNT(*) FROM orders GROUP BY status
 """
 
+# Webhooks (issue 12): an order may name a callbackUrl (a managed key may name a default one); each
+# of its events is then recorded as a delivery in the transaction that stores the event, so a
+# crash between the two loses nothing. Workers send the oldest pending delivery of each order
+# (`head`), leased (`lease_token`, `lease_until`) so one worker sends it and a dead worker's
+# lease expires into another's hands. `webhook_pending` holds only what is still to be sent.
+_WEBHOOKS = """
+ALTER TABLE orders ADD COLUMN callback_url TEXT;
+ALTER TABLE api_keys ADD COLUMN callback_url TEXT;
+CREATE TABLE webhook_deliveries (
+    order_id {uuid} NOT NULL REFERENCES orders (id),
+    seq INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    owner TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at TIMESTAMP NOT NULL,
+    next_at TIMESTAMP NOT NULL,
+    lease_token TEXT,
+    lease_until TIMESTAMP,
+    last_attempt_at TIMESTAMP,
+    delivered_at TIMESTAMP,
+    response_status INTEGER,
+    error TEXT,
+    PRIMARY KEY (order_id, seq)
+);
+CREATE INDEX webhook_pending ON webhook_deliveries (order_id, seq) WHERE state = 'pending'
+"""
+
 MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (1, "orders and their status events", {"postgres": _ORDERS_POSTGRES, "sqlite": _ORDERS_SQLITE}),
     (2, "the simulated chain: world, pools, swaps, launches", {"postgres": _SIM_POSTGRES, "sqlite": _SIM_SQLITE}),
@@ -237,6 +265,8 @@ MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (7, "risk limits: open orders and notional per minute, per owner", {"postgres": _RISK, "sqlite": _RISK}),
     (8, "reads flat in history: list indexes, kept order counts per status",
      {"postgres": _READS_INDEXES.format(desc=" DESC"), "sqlite": _READS_INDEXES.format(desc="")}),
+    (10, "webhooks: callback URLs of orders and keys, deliveries recorded with their events",
+     {"postgres": _WEBHOOKS.format(uuid="UUID"), "sqlite": _WEBHOOKS.format(uuid="TEXT")}),
 ]
 
 
