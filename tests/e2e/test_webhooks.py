@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from bench.cluster import free_port
-from tests.e2e.cluster import until
+from tests.e2e.cluster import Client, until
 
 pytestmark = pytest.mark.e2e
 
@@ -109,3 +109,32 @@ def test_a_receiver_down_for_a_while_gets_every_event_in_order_once_it_is_back(m
                 first_seen.append(event["seq"])
         assert first_seen == [e["seq"] for e in order["events"]], (first_seen, order["events"])
         assert {e["seq"]: e for _, _, e in mine} == {e["seq"]: e for e in order["events"]}
+
+
+def test_the_cli_submits_with_a_callback_url_and_reads_the_deliveries_on_engine_run(make_engine_run):
+    from tests.e2e.test_cli import engine
+
+    _, port = make_engine_run(WEBHOOK_ALLOW_PRIVATE="on", WEBHOOK_POLL_SECONDS="0.05")
+    receiver = Receiver(free_port())
+    receiver.start()
+    try:
+        url = f"http://127.0.0.1:{receiver.port}/hook"
+        done = engine(port, "submit", "SOL", "USDC", "0.1", "--callback-url", url, "--watch")
+        assert done.returncode == 0, done.stderr
+        order_id = done.stdout.splitlines()[0].split("\t")[0]
+
+        async def delivered():
+            answer = (await Client(port).deliveries(order_id))[1]["deliveries"]
+            return len(answer) == 5 and all(d["status"] == "delivered" for d in answer)
+
+        asyncio.run(until(delivered, 20, "the order's five events delivered"))
+        header, *rows = [line.split("\t") for line in engine(port, "deliveries", order_id).stdout.splitlines()]
+        assert header[:3] == ["seq", "status", "attempts"] and [r[:2] for r in rows] == [
+            [str(n), "delivered"] for n in range(1, 6)]
+        secret = engine(port, "deliveries", "--secret").stdout.strip()
+        headers, body, event = receiver.received[-1]
+        signed = f"{headers['X-Engine-Timestamp']}.".encode() + body
+        assert headers["X-Engine-Signature"] == "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+        assert [e["seq"] for _, _, e in receiver.received] == [1, 2, 3, 4, 5] and event["status"] == "confirmed"
+    finally:
+        receiver.stop()
