@@ -11,14 +11,16 @@ so an order's events go out in `seq` order.
 
 Nothing here runs on an order's path: the order actors never wait for it, its database work
 is on its own thread's connection, and a receiver that hangs holds one sender thread for
-at most the timeout. A lease lasts twice the timeout and a second: a worker that dies
-holding one loses it then, and another worker sends the delivery (perhaps a second time).
+at most the timeout per step. A lease lasts three timeouts and a second: a worker that dies
+holding one loses it then, and another worker sends the delivery (perhaps a second time). A
+worker that stops (SIGTERM) lets its sends in flight end and records them, for up to
+STOP_WAIT_S.
 """
 from __future__ import annotations
 
 import logging
 import random
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -33,6 +35,7 @@ from storage.webhooks import Delivery
 log = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 1.0
+STOP_WAIT_S = 4.0  # under the root's 5 s for stopping a child
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,11 @@ class WebhookDispatcher(SupervisedActor):
         self.timers = timers
         self.settings = settings
         self.post = post
-        self.lease_s = 2 * settings.webhook_timeout_s + 1
+        self.lease_s = 3 * settings.webhook_timeout_s + 1  # resolving, connecting, reading: a timeout each
         self.senders = ThreadPoolExecutor(settings.webhook_concurrency, thread_name_prefix="webhook-sender")
         self.in_flight = 0
+        self.sending: set = set()  # the sends' futures
+        self.unheard: list[Sent] = []  # outcomes that came after this actor stopped taking messages
         self._timer = None
 
     def on_start(self):
@@ -101,7 +106,9 @@ class WebhookDispatcher(SupervisedActor):
                 log.warning("no webhook secret now: %s", exc)
                 return
             self.in_flight += 1
-            self.senders.submit(self._send, delivery, secret)
+            future = self.senders.submit(self._send, delivery, secret)
+            self.sending.add(future)
+            future.add_done_callback(self.sending.discard)
 
     def _send(self, delivery: Delivery, secret: str) -> None:
         """Runs on a sender thread."""
@@ -112,8 +119,8 @@ class WebhookDispatcher(SupervisedActor):
             outcome = Outcome(None, f"{type(exc).__name__}: {exc}")
         try:
             self.actor_ref.tell(Sent(delivery, outcome))
-        except pykka.ActorDeadError:  # its lease expires and another dispatcher sends it again
-            pass
+        except pykka.ActorDeadError:  # stopping: on_stop records it (dead: its lease expires, it is sent again)
+            self.unheard.append(Sent(delivery, outcome))
 
     def _record(self, delivery: Delivery, outcome: Outcome) -> None:
         now = utcnow()
@@ -135,10 +142,15 @@ class WebhookDispatcher(SupervisedActor):
             log.warning("recording webhook %s #%d failed: %s", delivery.order_id, delivery.seq, exc)
 
     def on_stop(self):
-        """Runs on the dispatcher's thread: no new sends; those in flight end within the timeout."""
+        """Runs on the dispatcher's thread: no new sends; record those in flight that end within
+        STOP_WAIT_S (the others' leases expire and another worker sends them again)."""
         if self._timer is not None:
             self._timer.cancel()
         self.senders.shutdown(wait=False, cancel_futures=True)
+        wait(list(self.sending), timeout=STOP_WAIT_S)
+        for message in self.drain_inbox() + self.unheard:
+            if isinstance(message, Sent):
+                self._record(message.delivery, message.outcome)
 
     def on_failure(self, exception_type, exception_value, traceback):
         """Runs on the dispatcher's thread as it dies: stop the senders, tell the root."""

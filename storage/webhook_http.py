@@ -1,8 +1,10 @@
 """Sending one webhook: resolve, check every address, connect to the one checked, POST, read the status.
 
 Runs on a sender thread of the worker's WebhookDispatcher (never an actor's), bounded by
-WEBHOOK_TIMEOUT_SECONDS for the connection and for each read. Redirects are not followed
-(a 3xx is a failed try, like any answer other than 2xx).
+WEBHOOK_TIMEOUT_SECONDS for resolving (nothing is sent after a slower resolution), for the
+connection and for each read (a receiver that drips its answer byte by byte can hold a sender
+longer: the lease, three timeouts, then lets another worker send the event again). Redirects
+are not followed (a 3xx is a failed try, like any answer other than 2xx).
 """
 from __future__ import annotations
 
@@ -71,6 +73,7 @@ def post_event(delivery: Delivery, secret: str, timeout_s: float, allow_private:
     if delivery.event is None:
         return Outcome(None, "the event is no longer stored", permanent=True)
     body = delivery.event.to_json()
+    started = time.monotonic()
     try:
         scheme, host, port, path = check_url(delivery.url, allow_private)
         address = resolve(host, port, allow_private)
@@ -78,6 +81,8 @@ def post_event(delivery: Delivery, secret: str, timeout_s: float, allow_private:
         return Outcome(None, str(exc), permanent=True)
     except OSError as exc:
         return Outcome(None, str(exc))
+    if time.monotonic() - started > timeout_s:  # the resolver has no timeout of its own: send nothing late
+        return Outcome(None, f"resolving {host} took longer than {timeout_s:g} s")
     timestamp = int(time.time())
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
                "X-Engine-Signature": signature(secret, timestamp, body), "X-Engine-Timestamp": str(timestamp),

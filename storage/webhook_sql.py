@@ -32,6 +32,8 @@ INTAKE_CTE = ("wh AS (INSERT INTO webhook_deliveries (" + _COLUMNS + ") SELECT i
 def deliveries(d: Dialect, state: dict, results: list) -> list[tuple]:
     """The delivery rows of the events just accepted whose order has a callbackUrl (a row per
     event: order id, seq, url, owner, created at, due at)."""
+    if not any(order["callback_url"] for order in state.values()):  # the usual batch: nothing to do
+        return []
     rows = []
     for result in results:
         if isinstance(result, EventRecord):

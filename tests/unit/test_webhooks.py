@@ -95,4 +95,4 @@ def test_the_dispatcher_delivers_on_2xx_retries_later_and_gives_up_after_the_ret
     assert d2[1] == "pending" and timedelta(seconds=1.9) < d2[2] - utcnow() <= timedelta(seconds=4)
     assert d3[1] == "failed" and d3[3] == 503
     assert d4[1] == "failed" and "private" in d4[4]
-    assert Decimal(actor.lease_s) == Decimal(2 * actor.settings.webhook_timeout_s + 1)
+    assert Decimal(actor.lease_s) == Decimal(3 * actor.settings.webhook_timeout_s + 1)
