@@ -129,11 +129,12 @@ class WebhookDispatcher(SupervisedActor):
         elif outcome.permanent or now - delivery.created_at >= timedelta(seconds=self.settings.webhook_retry_s):
             state, next_at = "failed", now
         else:
-            wait = retry_delay(delivery.attempt, self.settings.webhook_backoff_max_s)
-            state, next_at = "pending", now + timedelta(seconds=wait)
+            delay = retry_delay(delivery.attempt, self.settings.webhook_backoff_max_s)
+            state, next_at = "pending", now + timedelta(seconds=delay)
         if state != "delivered":
-            log.info("webhook %s #%d try %d: %s (%s)", delivery.order_id, delivery.seq, delivery.attempt,
-                     outcome.error, "given up" if state == "failed" else "tried again later")
+            log.log(logging.WARNING if state == "failed" else logging.INFO, "webhook %s #%d try %d: %s (%s)",
+                    delivery.order_id, delivery.seq, delivery.attempt, outcome.error,
+                    "given up" if state == "failed" else "tried again later")
         try:
             if not self.webhooks.settle(delivery, state, next_at, outcome.status, outcome.error):
                 log.warning("webhook %s #%d: its lease was lost before its outcome was recorded",
