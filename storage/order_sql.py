@@ -37,6 +37,7 @@ _INSERT_COLUMNS = ("id, owner, client_order_id, type, token_in, token_out, amoun
                    "risk_open, risk_usd_micros, callback_url")
 _INSERT_COUNT = len(_INSERT_COLUMNS.split(","))
 _CREATED_AT = [c.strip() for c in _INSERT_COLUMNS.split(",")].index("created_at")
+_CALLBACK_URL = [c.strip() for c in _INSERT_COLUMNS.split(",")].index("callback_url")
 _EVENT_COLUMNS = "order_id, seq, status, attempt, created_at, meta"
 
 
@@ -111,8 +112,8 @@ def _insert_sqlite(tx: Transaction, d: Dialect, values: list[tuple], conflict: s
     tx.executemany(f"INSERT INTO order_events ({_EVENT_COLUMNS}) VALUES (?, 1, 'pending', 1, ?, '{{}}')",
                    [(v[0], v[_CREATED_AT]) for v in values if d.read_uuid(v[0]) in inserted])
     count_sql.upsert_sqlite(tx, [("pending", len(inserted))] if inserted else [])
-    webhook_sql.insert_sqlite(tx, [(v[0], 1, v[-1], v[1], v[_CREATED_AT], v[_CREATED_AT]) for v in values
-                                   if v[-1] and d.read_uuid(v[0]) in inserted])
+    webhook_sql.insert_sqlite(tx, [(v[0], 1, v[_CALLBACK_URL], v[1], v[_CREATED_AT], v[_CREATED_AT]) for v in values
+                                   if v[_CALLBACK_URL] and d.read_uuid(v[0]) in inserted])
     return inserted
 
 
