@@ -71,7 +71,7 @@ class WebhookDispatcher(SupervisedActor):
         self.lease_s = 3 * settings.webhook_timeout_s + 1  # resolving, connecting, reading: a timeout each
         self.senders = ThreadPoolExecutor(settings.webhook_concurrency, thread_name_prefix="webhook-sender")
         self.in_flight = 0
-        self.sending: set = set()  # the sends' futures
+        self.sending: list = []  # the sends' futures (this actor's thread only)
         self.unheard: list[Sent] = []  # outcomes that came after this actor stopped taking messages
         self._timer = None
 
@@ -99,6 +99,7 @@ class WebhookDispatcher(SupervisedActor):
         except StorageError as exc:  # the database is away: the next tick tries again
             log.warning("looking for webhook deliveries failed: %s", exc)
             return
+        self.sending = [future for future in self.sending if not future.done()]
         for delivery in due:
             try:
                 secret = self.webhooks.secret_for(delivery.owner)
@@ -106,9 +107,7 @@ class WebhookDispatcher(SupervisedActor):
                 log.warning("no webhook secret now: %s", exc)
                 return
             self.in_flight += 1
-            future = self.senders.submit(self._send, delivery, secret)
-            self.sending.add(future)
-            future.add_done_callback(self.sending.discard)
+            self.sending.append(self.senders.submit(self._send, delivery, secret))
 
     def _send(self, delivery: Delivery, secret: str) -> None:
         """Runs on a sender thread."""
@@ -148,7 +147,7 @@ class WebhookDispatcher(SupervisedActor):
         if self._timer is not None:
             self._timer.cancel()
         self.senders.shutdown(wait=False, cancel_futures=True)
-        wait(list(self.sending), timeout=STOP_WAIT_S)
+        wait(self.sending, timeout=STOP_WAIT_S)
         for message in self.drain_inbox() + self.unheard:
             if isinstance(message, Sent):
                 self._record(message.delivery, message.outcome)

@@ -96,3 +96,29 @@ def test_the_dispatcher_delivers_on_2xx_retries_later_and_gives_up_after_the_ret
     assert d3[1] == "failed" and d3[3] == 503
     assert d4[1] == "failed" and "private" in d4[4]
     assert Decimal(actor.lease_s) == Decimal(3 * actor.settings.webhook_timeout_s + 1)
+
+
+def test_a_stopping_dispatcher_records_the_send_in_flight_instead_of_leaving_it_to_a_resend():
+    import threading
+
+    from actors.timers import Timers
+
+    store, started, release = FakeWebhooks(), threading.Event(), threading.Event()
+    pending = [delivery()]
+    store.claim = lambda now, lease_s, limit: [pending.pop()] if pending else []
+    store.secret_for = lambda owner: "s"
+
+    def post(d, secret, timeout_s, allow_private):
+        started.set()
+        release.wait(5)
+        return Outcome(200)
+
+    timers = Timers().start()
+    try:
+        ref = WebhookDispatcher.start(store, timers, Settings(webhook_poll_s=0.01), post=post)
+        assert started.wait(5)
+        threading.Timer(0.1, release.set).start()  # the answer comes while the dispatcher stops
+        ref.stop(timeout=5)
+    finally:
+        timers.stop()
+    assert [(seq, state, status) for seq, state, _, status, _ in store.settled] == [(3, "delivered", 200)]
