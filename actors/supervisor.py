@@ -9,7 +9,8 @@ order and stops them in reverse.
      ├── OrderRouter            router pool: an OrderActor for each in-flight order
      │    └── OrderActor × ≤ WORKER_CONCURRENCY   kept in a pool, one order at a time
      ├── JobConsumer            pulls jobs under the concurrency and rate limits, claims their orders
-     └── Reconciler             queues again the unfinished orders whose jobs were lost
+     ├── Reconciler             queues again the unfinished orders whose jobs were lost
+     └── WebhookDispatcher      sends the webhook deliveries due, in order per order, on its own senders
 
 (plus one `Timers` thread, started first and stopped last, that delivers every delay, the
 `HaltWatch`, started before the tree and stopped after it, that keeps the active halts current:
@@ -52,6 +53,7 @@ from actors.supervision import RestartIntensity
 from actors.timers import Timers
 from actors.trigger_book import TriggerBook
 from actors.venue_gateway import VenueGateway
+from actors.webhook_dispatcher import WebhookDispatcher
 from storage.archive_job import ArchiveJob
 from storage.halt_watch import HaltWatch
 from storage.venues.base import VENUES
@@ -60,7 +62,7 @@ from storage.venues.collar import PriceCollar
 log = logging.getLogger(__name__)
 
 ASK_TIMEOUT = 5.0
-RESTARTABLE = ("event_writer", *VENUES, "trigger_book")
+RESTARTABLE = ("event_writer", *VENUES, "trigger_book", "webhook_dispatcher")
 
 
 class RootSupervisor(pykka.ThreadingActor):
@@ -104,6 +106,8 @@ class RootSupervisor(pykka.ThreadingActor):
         router.tell(AttachConsumer(consumer))
         self._start_child("reconciler", lambda: Reconciler.start(
             storage.orders, storage.bus, self.timers, self.worker_id, supervisor=me, settings=self.settings))
+        self._start_child("webhook_dispatcher", lambda: WebhookDispatcher.start(
+            storage.webhooks, self.timers, self.settings, supervisor=me))
         log.info("worker %s started: concurrency %d, rate limit %d/min, %d attempts", self.worker_id,
                  self.settings.worker_concurrency, self.settings.order_rate_limit, self.settings.retry_attempts)
 

@@ -56,6 +56,12 @@ class Settings:
     risk_max_open_orders: int = 0
     risk_max_notional_24h_usd: Decimal = Decimal(0)
     cors_origins: tuple[str, ...] = ()
+    # Webhooks (storage/webhooks.py, actors/webhook_dispatcher.py).
+    webhook_secret: str = ""  # the master secret owners' signing secrets derive from ("": one in the database)
+    webhook_allow_private: bool = False  # callbacks may reach loopback and private addresses (tests, intranets)
+    webhook_retry_s: float = 86400.0  # a delivery is retried this long after its event, then given up
+    webhook_timeout_s: float = 10.0  # one POST: connect and answer
+    webhook_concurrency: int = 8  # POSTs in flight per worker
     log_level: str = "INFO"
     log_format: str = "text"
     # Intervals: production defaults; tests set them short (tests/e2e/conftest.py).
@@ -75,6 +81,8 @@ class Settings:
     # tables for archives once their month ended more than this many days ago (at least 1).
     order_retention_days: int = 0
     archive_every_s: float = 3600.0  # how often a worker runs the archive job (one at a time)
+    webhook_poll_s: float = 0.5  # how often a worker looks for deliveries due
+    webhook_backoff_max_s: float = 300.0  # the longest wait between two tries of a delivery
 
     @property
     def heartbeat_every_s(self) -> float:
@@ -241,6 +249,9 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
     level = (env.get("LOG_LEVEL", "").strip() or "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r}")
+    allow_private = (env.get("WEBHOOK_ALLOW_PRIVATE", "").strip() or "off").lower()
+    if allow_private not in ("on", "off"):
+        raise ConfigError(f"WEBHOOK_ALLOW_PRIVATE must be on or off, got {allow_private!r}")
     log_format = (env.get("LOG_FORMAT", "").strip() or "text").lower()
     if log_format not in LOG_FORMATS:
         raise ConfigError(f"LOG_FORMAT must be text or json, got {log_format!r}")
@@ -280,6 +291,11 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         risk_max_open_orders=_int(env, "RISK_MAX_OPEN_ORDERS", 0, 0, 10_000_000),
         risk_max_notional_24h_usd=_usd(env, "RISK_MAX_NOTIONAL_24H_USD"),
         cors_origins=_list(env, "CORS_ORIGINS"),
+        webhook_secret=_secret(env, "WEBHOOK_SECRET"),
+        webhook_allow_private=allow_private == "on",
+        webhook_retry_s=_seconds(env, "WEBHOOK_RETRY_SECONDS", 86400.0, 1, 30 * 86400),
+        webhook_timeout_s=_seconds(env, "WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.1, 300),
+        webhook_concurrency=_int(env, "WEBHOOK_CONCURRENCY", 8, 1, 256),
         log_level=level,
         log_format=log_format,
         heartbeat_ttl_s=_seconds(env, "HEARTBEAT_TTL_SECONDS", 10.0, 0.5, 3600),
@@ -296,6 +312,8 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         rate_window_s=_seconds(env, "RATE_WINDOW_SECONDS", 60.0, 0.1, 3600),
         order_retention_days=_int(env, "ORDER_RETENTION_DAYS", 0, 0, 36500),
         archive_every_s=_seconds(env, "ARCHIVE_INTERVAL_SECONDS", 3600.0, 0.05, 86400),
+        webhook_poll_s=_seconds(env, "WEBHOOK_POLL_SECONDS", 0.5, 0.01, 60),
+        webhook_backoff_max_s=_seconds(env, "WEBHOOK_BACKOFF_MAX_SECONDS", 300.0, 0.05, 86400),
     )
 
 
@@ -344,6 +362,16 @@ VARIABLES: dict[str, str] = {
     "RISK_MAX_OPEN_ORDERS": "most orders an owner may have open at once, pending to submitted (default 0: no limit)",
     "RISK_MAX_NOTIONAL_24H_USD": "most USD value an owner may submit in any 24 h, cancelled and expired orders "
                                  "aside (default 0: no limit)",
+    "WEBHOOK_SECRET": "master secret (32+ characters) each owner's webhook signing secret derives from, the same "
+                      "for every process (default: one the engine keeps in its database)",
+    "WEBHOOK_ALLOW_PRIVATE": "on lets callbackUrl reach loopback, private and link-local addresses (default off)",
+    "WEBHOOK_RETRY_SECONDS": "a webhook delivery is retried with backoff this long after its event, then given up "
+                             "(default 86400)",
+    "WEBHOOK_TIMEOUT_SECONDS": "one webhook POST, connecting and answering (default 10)",
+    "WEBHOOK_CONCURRENCY": "webhook POSTs in flight per worker (default 8)",
+    "WEBHOOK_POLL_SECONDS": "how often a worker looks for webhook deliveries due (default 0.5)",
+    "WEBHOOK_BACKOFF_MAX_SECONDS": "the longest wait between two tries of a webhook delivery: 1 s doubling up to "
+                                   "this, jittered (default 300)",
     "CORS_ORIGINS": "origins allowed to call the API from a browser (default none)",
     "LOG_LEVEL": "DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)",
     "LOG_FORMAT": "text, or json for one JSON object a line (default text)",

@@ -42,6 +42,7 @@ def define_entities(db: Database) -> SimpleNamespace:
         route = Optional(Json, nullable=True)
         fills = Optional(Json)
         error = Optional(Json, nullable=True)
+        callback_url = Optional(str, nullable=True)  # webhooks (storage/webhooks.py)
         created_at = Required(datetime, precision=6)
         updated_at = Required(datetime, precision=6)
         events = Set("OrderEvent")

@@ -322,6 +322,37 @@ class _RetentionPostgres:
         return repr((_RETENTION_POSTGRES_HEAD, "monthly partitions", _RETENTION_POSTGRES_TAIL, _RETENTION_COMMON))
 
 
+
+# Webhooks (issue 12): an order may name a callbackUrl (a managed key may name a default one); each
+# of its events is then recorded as a delivery in the transaction that stores the event, so a
+# crash between the two loses nothing. Workers send the oldest pending delivery of each order
+# (`head`), leased (`lease_token`, `lease_until`) so one worker sends it and a dead worker's
+# lease expires into another's hands. `webhook_pending` holds only what is still to be sent.
+# No foreign key to orders: whatever archives or deletes orders deletes their deliveries with them
+# (a key would make such a DELETE fail for every order that had a callbackUrl).
+_WEBHOOKS = """
+ALTER TABLE orders ADD COLUMN callback_url TEXT;
+ALTER TABLE api_keys ADD COLUMN callback_url TEXT;
+CREATE TABLE webhook_deliveries (
+    order_id {uuid} NOT NULL,
+    seq INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    owner TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at TIMESTAMP NOT NULL,
+    next_at TIMESTAMP NOT NULL,
+    lease_token TEXT,
+    lease_until TIMESTAMP,
+    last_attempt_at TIMESTAMP,
+    delivered_at TIMESTAMP,
+    response_status INTEGER,
+    error TEXT,
+    PRIMARY KEY (order_id, seq)
+);
+CREATE INDEX webhook_pending ON webhook_deliveries (order_id, seq) WHERE state = 'pending'
+"""
+
 MIGRATIONS: list[tuple[int, str, dict[str, Any]]] = [
     (1, "orders and their status events", {"postgres": _ORDERS_POSTGRES, "sqlite": _ORDERS_SQLITE}),
     (2, "the simulated chain: world, pools, swaps, launches", {"postgres": _SIM_POSTGRES, "sqlite": _SIM_SQLITE}),
@@ -335,6 +366,8 @@ MIGRATIONS: list[tuple[int, str, dict[str, Any]]] = [
      {"postgres": _READS_INDEXES.format(desc=" DESC"), "sqlite": _READS_INDEXES.format(desc="")}),
     (9, "retention: events partitioned by month, the archived orders and the archives",
      {"postgres": _RetentionPostgres(), "sqlite": _RETENTION_SQLITE + ";" + _RETENTION_COMMON.format(uuid="BLOB")}),
+    (10, "webhooks: callback URLs of orders and keys, deliveries recorded with their events",
+     {"postgres": _WEBHOOKS.format(uuid="UUID"), "sqlite": _WEBHOOKS.format(uuid="TEXT")}),
     (13, "the simulated chain: routes through an intermediate token", {"postgres": _SIM_ROUTES, "sqlite": _SIM_ROUTES}),
 ]
 

@@ -64,14 +64,15 @@ class OperatorStore:
 
     @translating_db_errors
     def create_key(self, key_id: str, digest: str, owner: str, label: str, limits: dict,
-                   created_by: str) -> dict:
+                   created_by: str, callback_url: str | None = None) -> dict:
         """Store a new managed key (its digest only); its record as `keys` lists it."""
         with db_session:
             self.db.execute(
-                "INSERT INTO api_keys (key_id, digest, owner, label, limits, created_at, created_by)"
-                " VALUES ($key_id, $digest, $owner, $label, $limits, $at, $by)",
+                "INSERT INTO api_keys (key_id, digest, owner, label, limits, created_at, created_by, callback_url)"
+                " VALUES ($key_id, $digest, $owner, $label, $limits, $at, $by, $callback_url)",
                 {"key_id": key_id, "digest": digest, "owner": owner, "label": label,
-                 "limits": codec.dumps_text(limits), "at": utcnow(), "by": created_by})
+                 "limits": codec.dumps_text(limits), "at": utcnow(), "by": created_by,
+                 "callback_url": callback_url})
         return self.key(key_id)
 
     @translating_db_errors
@@ -138,6 +139,15 @@ class OperatorStore:
         return json.loads(rows[0]) if rows else {}
 
     @translating_db_errors
+    def callback_url_of(self, owner: str) -> str | None:
+        """The default callbackUrl of an owner's orders: that of its most recently created key
+        not revoked (None when it names none), as for its limits."""
+        with db_session:
+            rows = self.db.select("SELECT callback_url FROM api_keys WHERE owner = $owner AND revoked_at IS NULL"
+                                  " ORDER BY created_at DESC, key_id DESC LIMIT 1", {"owner": owner})
+        return rows[0] if rows else None
+
+    @translating_db_errors
     def open_orders_of(self, owner: str) -> list[tuple[str, str]]:
         """(order id, status) of the owner's orders not in a terminal status, oldest first."""
         with db_session:
@@ -155,11 +165,11 @@ def _uuid(value) -> uuid.UUID:
     return uuid.UUID(bytes=bytes(value)) if isinstance(value, (bytes, memoryview)) else uuid.UUID(str(value))
 
 
-_KEY_COLUMNS = "key_id, owner, label, limits, created_at, created_by, revoked_at, revoked_by"
+_KEY_COLUMNS = "key_id, owner, label, limits, created_at, created_by, revoked_at, revoked_by, callback_url"
 
 
 def _key_record(row) -> dict:
     return {"keyId": row[0], "owner": row[1], "label": row[2], "limits": json.loads(row[3]),
             "createdAt": iso(read_ts(row[4])), "createdBy": row[5],
             "revokedAt": iso(read_ts(row[6])) if row[6] is not None else None, "revokedBy": row[7],
-            "source": "managed"}
+            "callbackUrl": row[8], "source": "managed"}

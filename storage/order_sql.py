@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, Sequence
 from uuid import UUID
 
-from storage import codec, count_sql, risk_sql
+from storage import codec, count_sql, risk_sql, webhook_sql
 from storage.direct import DirectConnection, Transaction
 from storage.errors import FencedOut
 from storage.risk import RiskBook, RiskLimitExceeded, RiskTicket, counted
@@ -30,13 +30,14 @@ from storage.status import STATUSES, TERMINAL, StatusRuleError, check_transition
 # The columns an OrderRecord is read from, in the order `order_from_row` takes them.
 ORDER_FIELDS = ("id", "owner", "status", "type", "token_in", "token_out", "amount", "slippage_bps", "limit_price",
                 "expires_in_seconds", "client_order_id", "created_at", "updated_at", "attempts", "attempt",
-                "last_seq", "route", "fills", "error", "fence")
+                "last_seq", "route", "fills", "error", "fence", "callback_url")
 ORDER_COLUMNS = ", ".join(ORDER_FIELDS)
 _INSERT_COLUMNS = ("id, owner, client_order_id, type, token_in, token_out, amount, slippage_bps, limit_price, "
                    "expires_in_seconds, expires_at, status, attempt, attempts, last_seq, fills, created_at, updated_at, "
-                   "risk_open, risk_usd_micros")
+                   "risk_open, risk_usd_micros, callback_url")
 _INSERT_COUNT = len(_INSERT_COLUMNS.split(","))
 _CREATED_AT = [c.strip() for c in _INSERT_COLUMNS.split(",")].index("created_at")
+_CALLBACK_URL = [c.strip() for c in _INSERT_COLUMNS.split(",")].index("callback_url")
 _EVENT_COLUMNS = "order_id, seq, status, attempt, created_at, meta, order_created_at"  # the last: its partition
 
 
@@ -53,7 +54,7 @@ def order_from_row(d: Dialect, row: Sequence[Any], events=None) -> OrderRecord:
     whether the row came from plain SQL (text or bytes as SQLite gives them) or from a Pony
     `Order`'s attributes (storage.orders: values already typed, which the readers pass through)."""
     (oid, owner, status, type_, token_in, token_out, amount, slippage, limit_price, expires, client_id,
-     created, updated, attempts, attempt, last_seq, route, fills, error, fence) = row
+     created, updated, attempts, attempt, last_seq, route, fills, error, fence, callback_url) = row
     return OrderRecord(
         id=d.read_uuid(oid), owner=owner or "", status=status, type=type_, token_in=token_in,
         token_out=token_out, amount=Decimal(amount), slippage_bps=slippage,
@@ -61,7 +62,7 @@ def order_from_row(d: Dialect, row: Sequence[Any], events=None) -> OrderRecord:
         expires_in_seconds=expires, client_order_id=client_id, created_at=d.read_ts(created),
         updated_at=d.read_ts(updated), attempts=attempts, attempt=attempt, last_seq=last_seq,
         route=d.read_json(route), fills=d.read_json(fills) or [], error=d.read_json(error), events=events,
-        fence=fence,
+        fence=fence, callback_url=callback_url,
     )
 
 
@@ -72,7 +73,7 @@ def _insert_values(d: Dialect, rows: list[dict[str, Any]]) -> list[tuple]:
              r["amount"], r["slippage_bps"], r["limit_price"], r["expires_in_seconds"],
              None if (expires := expiry(r["created_at"], r["expires_in_seconds"])) is None else d.ts(expires),
              "pending", 1, 0, 1, "[]", d.ts(r["created_at"]), d.ts(r["created_at"]), r.get("risk_open", 0),
-             r.get("risk_usd_micros")) for r in rows]
+             r.get("risk_usd_micros"), r.get("callback_url")) for r in rows]
 
 
 def insert_orders(conn: DirectConnection, rows: list[dict[str, Any]], tx: Transaction | None = None) -> set[UUID]:
@@ -87,10 +88,12 @@ def insert_orders(conn: DirectConnection, rows: list[dict[str, Any]], tx: Transa
     conflict = "ON CONFLICT (owner, client_order_id) DO NOTHING"
     if d.postgres:  # one statement, so atomic on its own: one round trip, no BEGIN/COMMIT
         rendered = d.values(conn.cursor(), "(" + ", ".join(["%s"] * _INSERT_COUNT) + ")", values)
+        hooked = any(r.get("callback_url") for r in rows)  # an order without one adds nothing here
         inserted = (tx or conn).execute(
             b"WITH ins AS (INSERT INTO orders (" + _INSERT_COLUMNS.encode() + b") VALUES " + rendered
-            + b" " + conflict.encode() + b" RETURNING id, created_at), "
-            b"ev AS (INSERT INTO order_events (" + _EVENT_COLUMNS.encode() + b") "
+            + b" " + conflict.encode() + b" RETURNING id, created_at"
+            + (b", owner, callback_url), " + webhook_sql.INTAKE_CTE.encode() if hooked else b"), ")
+            + b"ev AS (INSERT INTO order_events (" + _EVENT_COLUMNS.encode() + b") "
             b"SELECT id, 1, 'pending', 1, created_at, '{}', created_at FROM ins), " + count_sql.INTAKE_CTE.encode()
             + b" SELECT id FROM ins")
         return {d.read_uuid(row[0]) for row in inserted}
@@ -109,6 +112,8 @@ def _insert_sqlite(tx: Transaction, d: Dialect, values: list[tuple], conflict: s
     tx.executemany(f"INSERT INTO order_events ({_EVENT_COLUMNS}) VALUES (?, 1, 'pending', 1, ?, '{{}}', ?)",
                    [(v[0], v[_CREATED_AT], v[_CREATED_AT]) for v in values if d.read_uuid(v[0]) in inserted])
     count_sql.upsert_sqlite(tx, [("pending", len(inserted))] if inserted else [])
+    webhook_sql.insert_sqlite(tx, [(v[0], 1, v[_CALLBACK_URL], v[1], v[_CREATED_AT], v[_CREATED_AT]) for v in values
+                                   if v[_CALLBACK_URL] and d.read_uuid(v[0]) in inserted])
     return inserted
 
 
@@ -164,16 +169,17 @@ def append_events(conn: DirectConnection, drafts: list[EventDraft]
     ids = sorted({draft.order_id for draft in drafts})  # lock in one order: no deadlocks between writers
     with conn.transaction() as tx:
         rows = tx.execute(f"SELECT id, status, attempt, attempts, last_seq, owner, fence, created_at, risk_open, "
-                          f"risk_usd_micros FROM orders WHERE id IN ({d.placeholders(len(ids))}) "
+                          f"risk_usd_micros, callback_url FROM orders WHERE id IN ({d.placeholders(len(ids))}) "
                           f"ORDER BY id{' FOR UPDATE' if d.postgres else ''}", [d.uuid(i) for i in ids])
         state = {d.read_uuid(r[0]): {"status": r[1], "attempt": r[2], "attempts": r[3], "last_seq": r[4],
                                      "owner": r[5] or "", "fence": r[6], "created_at": r[7], "risk_open": r[8],
-                                     "risk_usd_micros": r[9]} for r in rows}
+                                     "risk_usd_micros": r[9], "callback_url": r[10]} for r in rows}
         before = {oid: order["status"] for oid, order in state.items()}
         results, events, changed = _check_and_apply(d, state, drafts)
         if events:
             moved = count_sql.deltas((before[oid], order["status"]) for oid, order in changed.items())
-            _write(tx, d, events, changed, _risk_released(d, state, drafts, results), moved)
+            _write(tx, d, events, changed, _risk_released(d, state, drafts, results), moved,
+                   webhook_sql.deliveries(d, state, results))
         else:
             tx.commit()
     return results
@@ -239,9 +245,11 @@ def _apply(order: dict, draft: EventDraft) -> None:
 
 
 def _write(tx: Transaction, d: Dialect, events: list[tuple], changed: dict[UUID, dict],
-           released: tuple[list, list] = ([], []), moved: list[tuple[str, int]] = ()) -> None:
+           released: tuple[list, list] = ([], []), moved: list[tuple[str, int]] = (),
+           hooks: list[tuple] = ()) -> None:
     """Store the events and the orders they changed, the batch's net change of the counts per
-    status (`moved`), what ended orders give back to their owners' risk figures, and commit. The
+    status (`moved`), what ended orders give back to their owners' risk figures, the webhook
+    deliveries of the events (`hooks`: none for orders without a callbackUrl), and commit. The
     counts come after the orders and before the risk figures, as in the intake (no lock cycle)."""
     # route, fills and error are only ever set, never cleared: COALESCE keeps the old value.
     updates = [(d.uuid(oid), o["status"], o["attempt"], o["attempts"], o["last_seq"], d.ts(o["updated_at"]),
@@ -259,7 +267,8 @@ def _write(tx: Transaction, d: Dialect, events: list[tuple], changed: dict[UUID,
             b"FROM (VALUES " + values + b") AS v (id, status, attempt, attempts, last_seq, updated_at, "
             b"route, fills, error) WHERE o.id = v.id"
             + (b"; " + count_sql.upsert_sql(d, cursor, moved) if moved else b"")
-            + (b"; " + risk_sql.upsert_sql(d, cursor, *released) if released[0] or released[1] else b""))
+            + (b"; " + risk_sql.upsert_sql(d, cursor, *released) if released[0] or released[1] else b"")
+            + (b"; " + webhook_sql.insert_sql(d, cursor, hooks) if hooks else b""))
         return
     tx.executemany(f"INSERT INTO order_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", events)
     tx.executemany("""
@@ -268,6 +277,7 @@ def _write(tx: Transaction, d: Dialect, events: list[tuple], changed: dict[UUID,
         WHERE id = ?""", [u[1:] + (u[0],) for u in updates])
     count_sql.upsert_sqlite(tx, list(moved))
     risk_sql.upsert_sqlite(tx, *released)
+    webhook_sql.insert_sqlite(tx, hooks)
     tx.commit()
 
 

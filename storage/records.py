@@ -58,6 +58,7 @@ class OrderDraft:
     expires_in_seconds: int | None = None
     client_order_id: str | None = None
     owner: str = ""
+    callback_url: str | None = None  # webhooks: where its events are POSTed (storage/webhooks.py)
 
     def same_order_as(self, order: "OrderRecord") -> bool:
         """True when a repeated clientOrderId means the same order (compared after parsing)."""
@@ -69,6 +70,7 @@ class OrderDraft:
             and self.slippage_bps == order.slippage_bps
             and self.limit_price == order.limit_price
             and self.expires_in_seconds == order.expires_in_seconds
+            and self.callback_url == order.callback_url
         )
 
 
@@ -161,6 +163,7 @@ class OrderRecord:
     error: dict[str, Any] | None
     events: tuple[EventRecord, ...] | None = None
     fence: int = 0  # the fence of the latest claim (see storage.order_sql.claim_orders)
+    callback_url: str | None = None  # webhooks: where its events are POSTed
 
     @property
     def terminal(self) -> bool:
@@ -193,6 +196,7 @@ class OrderRecord:
             "fills": self.fills,
             "error": self.error,
             "attempts": self.attempts,
+            "callbackUrl": self.callback_url,
         }
         if self.events is not None:
             data["events"] = [e.to_api() for e in self.events]

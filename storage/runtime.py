@@ -10,6 +10,7 @@ from storage.halts import HaltStore
 from storage.operators import OperatorStore
 from storage.orders import OrderStore
 from storage.venues.base import SimulatedChain
+from storage.webhooks import WebhookStore
 from storage.venues.collar import PriceOracle, SimulatorReferencePrices
 
 
@@ -25,12 +26,15 @@ class Storage:
     oracle: PriceOracle = SimulatorReferencePrices()  # reference prices (the simulator's, for now)
     operators: OperatorStore | None = None  # the audit log, managed keys and halts (set by open_storage)
     halts: HaltStore | None = None  # the halts of trading (storage/halts.py)
+    webhooks: WebhookStore | None = None  # webhook deliveries and secrets (storage/webhooks.py)
 
     def __post_init__(self):
         if self.operators is None:
             self.operators = OperatorStore(self.db)
         if self.halts is None:
             self.halts = HaltStore(self.db)
+        if self.webhooks is None:
+            self.webhooks = WebhookStore(self.db, self.orders.direct, getattr(self.settings, "webhook_secret", ""))
 
     def close(self) -> None:
         """Close the bus and the database connections."""

@@ -1,13 +1,14 @@
 """Trading keys managed by operators, without a restart (`/api/admin/keys`):
 
-- `POST /api/admin/keys` `{"label"?, "owner"?, "limits"?}` creates a key and answers it once
+- `POST /api/admin/keys` `{"label"?, "owner"?, "limits"?, "callbackUrl"?}` creates a key and answers it once
   (201): 43 random URL-safe characters (`secrets.token_urlsafe(32)`, 256 bits), its `keyId` and
   its `owner`. Only its SHA-256 digest is stored; the audit log keeps the answer with the key
   replaced by `***`. `owner`: the id of an existing trading key (from API_KEYS or managed,
   revoked or not) whose owner the new key shares: it sees and cancels the same orders, so a
   key is rotated without downtime (create the new one, move clients, revoke the old one).
   `limits`: the owner's risk limits (`maxOrderUsd`, `maxOpenOrders`, `maxNotional24hUsd`,
-  each optional and non-negative; see `OperatorStore.limits_of`).
+  each optional and non-negative; see `OperatorStore.limits_of`). `callbackUrl`: the webhook URL of
+  the owner's orders that name none (its newest live key's, as for limits: web/webhooks.py).
 - `GET /api/admin/keys`: every key, API_KEYS ones included (`source: "environment"`; they are
   revoked by removing them from API_KEYS, so DELETE answers them 409), never a key or a digest.
 - `DELETE /api/admin/keys/{keyId}`: revokes a managed key (idempotent; unknown 404); every web
@@ -32,7 +33,7 @@ from web.admin import AdminHandler
 from web.errors import ApiError, ValidationError, not_found
 from web.key_watch import keys_changed
 from web.orders import cancel_order, owner_of_key, parse_order_id
-from web.validation import _as_decimal, _as_int
+from web.validation import _as_decimal, _as_int, parse_callback_url
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ KEY_BYTES = 32  # secrets.token_urlsafe(32): 43 characters
 LABEL_MAX = 200
 USD_LIMITS = ("maxOrderUsd", "maxNotional24hUsd")
 COUNT_LIMITS = ("maxOpenOrders",)
-CREATE_FIELDS = ("label", "owner", "limits")
+CREATE_FIELDS = ("label", "owner", "limits", "callbackUrl")
 
 
 def parse_limits(value: Any) -> dict:
@@ -85,7 +86,8 @@ class _KeysAdmin(AdminHandler):
 
     def environment_key(self, key_id: str) -> dict:
         return {"keyId": key_id, "owner": key_id, "label": "", "limits": {}, "createdAt": None,
-                "createdBy": None, "revokedAt": None, "revokedBy": None, "source": "environment"}
+                "createdBy": None, "revokedAt": None, "revokedBy": None, "callbackUrl": None,
+                "source": "environment"}
 
     def not_revocable(self, key_id: str) -> ApiError | None:
         if key_id in self.services.keys.environment_ids:
@@ -115,6 +117,9 @@ class KeysHandler(_KeysAdmin):
                 raise ValidationError("unknown_field", f"unknown field {name[:64]!r}", name[:64])
         label = _label(data.get("label", ""))
         limits = parse_limits(data.get("limits", {}))
+        callback = data.get("callbackUrl")
+        if callback is not None:  # the default of the owner's orders that name none (web/webhooks.py)
+            callback = parse_callback_url(callback, self.services.settings.webhook_allow_private)
         key = secrets.token_urlsafe(KEY_BYTES)
         key_id = self.services.keys.id_of(key)
         owner = key_id
@@ -126,7 +131,7 @@ class KeysHandler(_KeysAdmin):
                                       "whose orders the new key will share", "owner")
         self.audit_target = key_id
         record = await self.services.run(self.storage.operators.create_key, key_id, key_digest(key), owner,
-                                         label, limits, self.caller.key_id)
+                                         label, limits, self.caller.key_id, callback)
         self.keys_changed(key_id, "created")
         self.set_header("Location", "/api/admin/keys")
         await self.answer({"key": key, **record}, 201, data, audited={"key": "***", **record})

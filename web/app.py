@@ -17,6 +17,7 @@ from web.ops import HealthHandler, MetricsHandler, ReadyHandler
 from web.orders import CancelHandler, OrderHandler, OrderListHandler, SubmitHandler
 from web.services import Services
 from web.sockets import ListenSocket, SubmitSocket
+from web.webhooks import DeliveriesHandler, WebhookSecretHandler
 
 
 class WebSocketUpgrade(PathMatches):
@@ -45,6 +46,8 @@ def make_app(storage: Storage, settings: Settings, services: Services | None = N
             (r"/api/orders", OrderListHandler, deps),
             (r"/api/orders/([^/]+)", OrderHandler, deps),
             (r"/api/orders/([^/]+)/cancel", CancelHandler, deps),
+            (r"/api/orders/([^/]+)/deliveries", DeliveriesHandler, deps),
+            (r"/api/webhooks/secret", WebhookSecretHandler, deps),
             (r"/api/quote", QuoteHandler, deps),
             (r"/api/tokens", TokensHandler, deps),
             (r"/api/sim/swaps", SimSwapsHandler, deps),

@@ -163,6 +163,7 @@ OPERATION_IDS = {
     ("/api/admin/keys/{keyId}/cancel-all", "post"): "cancelAllOrdersOfKey", ("/api/admin/audit", "get"): "readAudit",
     ("/api/admin/halt", "post"): "haltTrading", ("/api/admin/resume", "post"): "resumeTrading",
     ("/api/admin/halts", "get"): "listHalts",
+    ("/api/orders/{orderId}/deliveries", "get"): "listDeliveries", ("/api/webhooks/secret", "get"): "getWebhookSecret",
 }
 # The operator API: an operator key (ADMIN_KEYS) only.
 ADMIN_OPERATIONS = ("listKeys", "createKey", "revokeKey", "cancelAllOrdersOfKey", "readAudit")
@@ -213,6 +214,17 @@ def _operations() -> dict[str, Any]:
             {200: _json(ref("OrderWithEvents"), "Cancelled (or already cancelled): the order as GET shows it.")},
             (404, 409, 410, 503), "No body. 409 once the order has reached `building` or ended otherwise.",
             params=[order_id])},
+        "/api/orders/{orderId}/deliveries": {"get": _op(
+            "An order's webhook deliveries and their outcomes",
+            {200: _json(ref("DeliveryList"), "One delivery per event of an order with a callbackUrl, by seq "
+                        "(none for an order without one).")},
+            (404, 503), "404 as for the order itself; an operator key reads any order's.", params=[order_id],
+            tag="webhooks")},
+        "/api/webhooks/secret": {"get": _op(
+            "The secret the caller's webhooks are signed with",
+            {200: _json(ref("WebhookSecret"), "The key's signing secret (keys that share an owner share it).")},
+            (403, 503), "A receiver checks `X-Engine-Signature` against HMAC-SHA256 of `X-Engine-Timestamp`, a "
+            "dot and the raw body under this secret, and refuses old timestamps (replays).", tag="webhooks")},
         "/api/quote": {"get": _op(
             "Quote both venues and show the route the engine would take now",
             {200: _json(ref("QuoteAnswer"), "Both venues' quotes and the route; nothing is executed.")},
@@ -312,7 +324,7 @@ def openapi_document() -> str:
         "servers": [{"url": "/", "description": "the engine serving this document"}],
         "security": [{}, {"bearerAuth": []}],
         "tags": [{"name": "orders"}, {"name": "market"}, {"name": "simulator"}, {"name": "operations"},
-                 {"name": "operators"}],
+                 {"name": "operators"}, {"name": "webhooks"}],
         "paths": _paths(),
         "components": {
             "schemas": SCHEMAS,

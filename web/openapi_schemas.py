@@ -100,6 +100,9 @@ def amount_of(token) -> dict[str, Any]:
     return {"oneOf": [text, {"type": "integer", "minimum": 1, "maximum": MAX_BASE_UNITS // 10 ** token.decimals}]}
 
 
+# Webhook URLs the engine accepts whatever WEBHOOK_ALLOW_PRIVATE says: a host name (never an
+# address, never localhost: a top-level domain of 2 to 8 letters), an optional port, a path.
+_CALLBACK_PATTERN = r"^https?://([A-Za-z0-9-]{1,63}\.){1,10}[A-Za-z]{2,8}(:[1-9][0-9]{0,3})?(/[!-\"$-~]*)?$"
 _EXPIRY = nullable({"type": "integer", "minimum": 1, "maximum": MAX_EXPIRY_SECONDS})
 
 
@@ -111,7 +114,8 @@ def _submit(token_in, order_type: dict[str, Any], required: list[str], tokens_ou
         "type": order_type,
         "slippageBps": nullable({"type": "integer", "minimum": 1, "maximum": 5000, "default": 50}),
         "clientOrderId": nullable({"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[ -~]+$"}),
-        "limitPrice": {"type": "null"}, "expiresInSeconds": {"type": "null"}, **fields})
+        "limitPrice": {"type": "null"}, "expiresInSeconds": {"type": "null"},
+        "callbackUrl": nullable(ref("CallbackUrl")), **fields})
 
 
 def submit_kinds() -> list[dict[str, Any]]:
@@ -153,6 +157,7 @@ _ORDER_FIELDS = {
     "fills": {"type": "array", "items": ref("Fill")},
     "error": nullable(ref("OrderError")),
     "attempts": {"type": "integer", "minimum": 0},
+    "callbackUrl": nullable({"type": "string", "description": "where the order's events are POSTed (webhooks)"}),
 }
 
 EVENT_META = {
@@ -198,6 +203,7 @@ _KEY_FIELDS = {
     "createdAt": nullable(ref("Timestamp")), "createdBy": nullable({"type": "string"}),
     "revokedAt": nullable(ref("Timestamp")), "revokedBy": nullable({"type": "string"}),
     "source": {"type": "string", "enum": ["environment", "managed"]},
+    "callbackUrl": nullable({"type": "string", "description": "the default callbackUrl of the owner's orders"}),
 }
 
 _LATENCY_MS = {"type": "number", "minimum": 0,
@@ -339,7 +345,9 @@ SCHEMAS: dict[str, Any] = {
         "label": {"type": "string", "maxLength": 200, "description": "what the key is for (printable text)"},
         "owner": {"type": "string", "description": "the keyId of an existing trading key whose owner (and "
                   "orders) the new key shares: rotation without downtime"},
-        "limits": ref("LimitsInput")}),
+        "limits": ref("LimitsInput"),
+        "callbackUrl": nullable({**ref("CallbackUrl"), "description": "the webhook URL of the owner's orders that "
+                                 "name none"})}),
     "ApiKey": _obj(list(_KEY_FIELDS), _KEY_FIELDS, description=(
         "A trading key, never the key itself. `source`: `environment` (API_KEYS; revoked by removing it "
         "there) or `managed` (created through this API).")),
@@ -359,6 +367,31 @@ SCHEMAS: dict[str, Any] = {
         "status": {"type": "integer"}, "answer": {"description": "the answer's body (a created key as ***)"}}),
     "AuditPage": _obj(["entries", "nextBefore"], {
         "entries": {"type": "array", "items": ref("AuditEntry")}, "nextBefore": nullable({"type": "integer"})}),
+    # Webhooks (storage/webhooks.py).
+    "CallbackUrl": {"type": "string", "maxLength": 2048, "pattern": _CALLBACK_PATTERN, "description": (
+        "Webhook: each status event of the order is POSTed here (the event object as the body), signed "
+        "(`X-Engine-Signature: sha256=HMAC-SHA256(secret, X-Engine-Timestamp + \".\" + body)`, the secret from "
+        "GET /api/webhooks/secret), with `X-Engine-Event-Seq`, `X-Engine-Order-Id` and `X-Engine-Timestamp`; "
+        "at least once, in seq order per order, retried with backoff for WEBHOOK_RETRY_SECONDS. http or https, "
+        "no credentials, no fragment. Unless the operator sets WEBHOOK_ALLOW_PRIVATE, a host written as a "
+        "loopback, private, link-local, multicast or otherwise non-public address, or localhost, is refused "
+        "(400 `invalid_field`), and a name resolving to one is refused at delivery. The pattern here is "
+        "stricter than the engine (a host name with a short alphabetic top-level domain).")},
+    "Delivery": _obj(["seq", "url", "status", "attempts", "createdAt", "lastAttemptAt", "deliveredAt",
+                      "nextAttemptAt", "responseStatus", "error"], {
+        "seq": {"type": "integer", "minimum": 1, "description": "the event delivered"},
+        "url": {"type": "string"},
+        "status": {"type": "string", "enum": ["pending", "delivered", "failed"],
+                   "description": "failed: given up (after WEBHOOK_RETRY_SECONDS, or a refused address)"},
+        "attempts": {"type": "integer", "minimum": 0}, "createdAt": TIMESTAMP,
+        "lastAttemptAt": nullable(TIMESTAMP), "deliveredAt": nullable(TIMESTAMP),
+        "nextAttemptAt": nullable(TIMESTAMP), "responseStatus": nullable({"type": "integer"}),
+        "error": nullable({"type": "string", "description": "why the last try failed"})}),
+    "DeliveryList": _obj(["orderId", "deliveries"], {
+        "orderId": ORDER_ID, "deliveries": {"type": "array", "items": ref("Delivery")}}),
+    "WebhookSecret": _obj(["secret", "algorithm", "signedPayload"], {
+        "secret": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "algorithm": {"const": "HMAC-SHA256"},
+        "signedPayload": {"const": "{X-Engine-Timestamp}.{body}"}}),
     # WebSocket frames (described in words on the WebSocket paths).
     "AcceptedFrame": _obj(["type", "orderId", "links"], {
         "type": {"const": "accepted"}, "orderId": ORDER_ID, "status": ref("OrderStatus"),

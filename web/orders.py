@@ -40,7 +40,9 @@ class Acceptance:
 
 async def submit_order(services: Services, body: bytes | str, owner: str = "") -> Acceptance:
     """Validate, store and queue one order (HTTP and WebSocket submits); raise ApiError."""
-    draft = parse_order(body, owner)
+    draft = parse_order(body, owner, services.settings.webhook_allow_private)
+    if draft.callback_url is None and services.keys.managed is not None:  # its owner's default, if any
+        draft = await services.callback_defaults.apply(draft)
     halt = halt_covering(services.halts.current, draft)
     if halt is not None:
         return await _while_halted(services, draft, halt)

@@ -22,6 +22,7 @@ from storage.halt_watch import HaltWatch
 from storage.runtime import Storage
 from storage.secrets import shared_secret
 from web.access import KeyRing
+from web.callbacks import CallbackDefaults
 from web.errors import ApiError
 from web.hub import EventHub
 from web.intake import OrderIntake
@@ -82,6 +83,7 @@ class Services:
         self.quotes: QuoteStream | None = None  # streamed quotes: make_app gives it the quote function
         # The active halts (checked on every submit: a lookup in memory), kept current from the bus.
         self.halts = HaltWatch(storage.halts, storage.bus, settings.halt_refresh_s)
+        self.callback_defaults = CallbackDefaults(self)  # webhooks: an owner's default callbackUrl
 
     def _limits_provider(self, managed: bool) -> LimitsProvider:
         """The settings' limits for everyone; where keys are managed, a managed key's own limits

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from config import Token, find_token
 from storage.records import ORDER_TYPES, OrderDraft
+from storage.webhooks import CallbackRefused, check_url
 from web.errors import ValidationError
 
 __all__ = ["ValidationError", "QuoteRequest", "parse_json_object", "parse_order", "parse_quote",
@@ -21,7 +22,7 @@ __all__ = ["ValidationError", "QuoteRequest", "parse_json_object", "parse_order"
 
 MAX_BASE_UNITS = 2**64 - 1  # amounts are u64 on Solana
 ORDER_FIELDS = ("tokenIn", "tokenOut", "amount", "type", "slippageBps", "limitPrice",
-                "expiresInSeconds", "clientOrderId")
+                "expiresInSeconds", "clientOrderId", "callbackUrl")
 REQUIRED_FIELDS = ("tokenIn", "tokenOut", "amount")
 DEFAULT_SLIPPAGE_BPS = 50
 MAX_EXPIRY_SECONDS = 365 * 24 * 3600
@@ -143,7 +144,16 @@ def _client_order_id(value: Any) -> str:
     return value
 
 
-def parse_order(body: bytes | str, owner: str = "") -> OrderDraft:
+def parse_callback_url(value: Any, allow_private: bool) -> str:
+    """A webhook URL the engine may call (storage.webhooks.check_url says which); invalid_field."""
+    try:
+        check_url(value, allow_private)
+    except CallbackRefused as exc:
+        raise ValidationError("invalid_field", str(exc), "callbackUrl") from None
+    return value
+
+
+def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: bool = False) -> OrderDraft:
     """Validate a submit body (spec: Submit) into an OrderDraft with token symbols."""
     data = parse_json_object(body)
     for name in data:
@@ -178,9 +188,10 @@ def parse_order(body: bytes | str, owner: str = "") -> OrderDraft:
                                   "expiresInSeconds")
         expires = _as_int(given["expiresInSeconds"], "expiresInSeconds", 1, MAX_EXPIRY_SECONDS)
     client_id = _client_order_id(given["clientOrderId"]) if "clientOrderId" in given else None
+    callback = parse_callback_url(given["callbackUrl"], allow_private_callbacks) if "callbackUrl" in given else None
     return OrderDraft(token_in=token_in.symbol, token_out=token_out.symbol, amount=amount, type=order_type,
                       slippage_bps=slippage, limit_price=limit_price, expires_in_seconds=expires,
-                      client_order_id=client_id, owner=owner)
+                      client_order_id=client_id, owner=owner, callback_url=callback)
 
 
 @dataclass(frozen=True)

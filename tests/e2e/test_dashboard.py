@@ -263,3 +263,31 @@ def test_a_halt_and_a_risk_limit_refusal_read_as_sentences(make_engine_run, brow
     page.wait().until(lambda d: page.row_status(order_id) == "confirmed")
     # The one expected: the first page, before the key was entered, had its /ws refused (401).
     assert [e for e in page.console_errors() if "Authentication failed" not in e] == []
+
+
+def test_an_order_with_a_webhook_shows_its_deliveries_and_a_bad_url_is_refused_next_to_the_field(
+        make_engine_run, browser):
+    from tests.e2e.test_webhooks import Receiver, free_port
+
+    _, port = make_engine_run(WEBHOOK_POLL_SECONDS="0.05", WEBHOOK_ALLOW_PRIVATE="on")
+    receiver = Receiver(free_port())
+    receiver.start()
+    try:
+        page = Page(browser, port)
+        page.fill(tokenIn="SOL", tokenOut="USDC", amount="0.1", callbackUrl="ftp://hooks.example.com/")
+        page.submit()
+        page.wait().until(lambda d: "http or https" in (page.text("#form-error") or ""))
+        assert "invalid" in page.find("#f-callbackUrl").get_attribute("class")
+        page.fill(callbackUrl=f"http://127.0.0.1:{receiver.port}/hook")
+        page.submit()
+        page.selected_order()
+        page.wait().until(lambda d: "fill on" in page.text("#timeline-summary"))
+
+        def all_delivered(_):
+            page.find("#deliveries button").click()  # read them again
+            return page.text("#deliveries").count("delivered") == 5
+        page.wait().until(all_delivered)
+        assert "#1 delivered" in page.text("#deliveries") and "#5 delivered" in page.text("#deliveries")
+        assert page.console_errors() == []
+    finally:
+        receiver.stop()

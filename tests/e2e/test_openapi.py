@@ -167,6 +167,13 @@ def test_real_answers_of_every_endpoint_match_the_document_errors_included(start
     c.check("POST", f"/api/orders/{order_id}/cancel", 409, code="conflict")  # confirmed: too late
     c.check("POST", "/api/orders/00000000-0000-0000-0000-000000000000/cancel", 404, code="not_found")
 
+    # Webhooks: an order with a callbackUrl, its deliveries, the signing secret.
+    hooked = c.check("POST", "/api/orders/execute", 202, {**SOL_USDC, "callbackUrl": "https://hooks.example.com/e"})
+    c.check("POST", "/api/orders/execute", 400, {**SOL_USDC, "callbackUrl": "http://10.0.0.1/"}, code="invalid_field")
+    c.check("GET", f"/api/orders/{hooked['orderId']}/deliveries", 200)
+    c.check("GET", "/api/orders/00000000-0000-0000-0000-000000000000/deliveries", 404, code="not_found")
+    c.check("GET", "/api/webhooks/secret", 200)
+
     # Market and simulator.
     c.check("GET", "/api/quote?tokenIn=SOL&tokenOut=USDC&amount=1.5&slippageBps=100", 200)
     c.check("GET", "/api/quote?tokenIn=SOL&tokenOut=USDC", 400, code="missing_field")

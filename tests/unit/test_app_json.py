@@ -91,9 +91,9 @@ def test_the_database_and_the_bus_come_from_the_add_ons_and_nobody_types_them():
     assert not {"DATABASE_URL", "REDIS_URL"} & set(MANIFEST["env"])
 
 
-def test_operator_and_owner_id_secrets_are_generated_and_nothing_else_needs_typing():
+def test_operator_owner_id_and_webhook_secrets_are_generated_and_nothing_else_needs_typing():
     generated = {n for n, s in MANIFEST["env"].items() if isinstance(s, dict) and s.get("generator")}
-    assert generated == {"ADMIN_KEYS", "KEY_ID_SECRET"}, "API_KEYS: made through /api/admin/keys, not generated"
+    assert generated == {"ADMIN_KEYS", "KEY_ID_SECRET", "WEBHOOK_SECRET"}, "API_KEYS: made through /api/admin/keys"
     for name, spec in MANIFEST["env"].items():  # required without a value blocks a one-click deploy
         assert isinstance(spec, str) or "value" in spec or "generator" in spec or spec.get("required") is False, name
 
@@ -101,5 +101,5 @@ def test_operator_and_owner_id_secrets_are_generated_and_nothing_else_needs_typi
 def test_a_deploy_s_environment_loads_with_authentication_on_behind_one_proxy():
     settings = load_settings(deploy_environment(), dotenv=None)
     assert len(settings.admin_keys) == 1 and len(settings.admin_keys[0]) >= 32
-    assert len(settings.key_id_secret) >= 32 and settings.api_keys == ()
+    assert len(settings.key_id_secret) >= 32 and len(settings.webhook_secret) >= 32 and settings.api_keys == ()
     assert settings.trusted_proxy_hops == 1 and not settings.embedded

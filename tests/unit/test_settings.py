@@ -92,7 +92,9 @@ def test_every_variable_read_is_documented_and_in_env_example():
     example = (Path(__file__).parents[2] / ".env.example").read_text(encoding="utf-8")
     for name in ("HEARTBEAT_TTL_SECONDS", "CLAIM_INTERVAL_SECONDS", "RECONCILE_EVERY_SECONDS",
                  "RECONCILE_MIN_AGE_SECONDS", "TRIGGER_TICK_MS", "TRIGGER_REFRESH_SECONDS", "VENUE_LATENCY_SCALE",
-                 "RETRY_MAX_DELAY_SECONDS", "QUOTE_STREAM_INTERVAL_MS", "QUOTE_STREAM_REFRESH_MS"):
+                 "RETRY_MAX_DELAY_SECONDS", "QUOTE_STREAM_INTERVAL_MS", "QUOTE_STREAM_REFRESH_MS",
+                 "WEBHOOK_SECRET", "WEBHOOK_ALLOW_PRIVATE", "WEBHOOK_RETRY_SECONDS",
+                 "WEBHOOK_TIMEOUT_SECONDS", "WEBHOOK_CONCURRENCY", "WEBHOOK_POLL_SECONDS", "WEBHOOK_BACKOFF_MAX_SECONDS"):
         assert name in VARIABLES and f"# {name}=" in example, name
 
 

@@ -234,6 +234,14 @@ class Endpoints:
         """`GET /api/orders/{id}`: the order with its events."""
         return self._call("GET", order_path(order_id))
 
+    def deliveries(self, order_id: str) -> Any:
+        """`GET /api/orders/{id}/deliveries`: the order's webhook deliveries and their outcomes."""
+        return self._call("GET", order_path(order_id) + "/deliveries")
+
+    def webhook_secret(self) -> Any:
+        """`GET /api/webhooks/secret`: the secret this key's webhooks are signed with."""
+        return self._call("GET", "/api/webhooks/secret")
+
     def orders(self, **params: Any) -> Any:
         """`GET /api/orders`: one page (status, type, limit, cursor; None means not given)."""
         return self._call("GET", with_query("/api/orders", params))

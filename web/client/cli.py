@@ -17,7 +17,7 @@ from typing import Any
 from config import ConfigError
 from config.client import CLIENT_VARIABLES, load_client_settings
 
-COMMANDS = ("submit", "orders", "order", "quote", "tokens", "admin")
+COMMANDS = ("submit", "orders", "order", "deliveries", "quote", "tokens", "admin")
 STATUSES = ("pending", "waiting", "routing", "building", "submitted", "confirmed", "failed", "cancelled", "expired")
 EXIT_OK, EXIT_FAILED, EXIT_BAD_REQUEST, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
@@ -53,6 +53,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--limit-price", help="limit orders: minimum price in TOKEN_OUT per TOKEN_IN")
     submit.add_argument("--expires-in", type=int, metavar="SECONDS", help="limit/sniper orders: expiry")
     submit.add_argument("--client-order-id", help="idempotency key: a repeat never creates a second order")
+    submit.add_argument("--callback-url", metavar="URL", help="webhook: POST each event of the order here, signed")
     submit.add_argument("--watch", action="store_true", help="follow the order until it ends (exit code = outcome)")
 
     orders = command("orders", "list orders, newest first (client)")
@@ -64,6 +65,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     order = command("order", "show one order with its timeline (client)")
     order.add_argument("order_id", metavar="ID", help="the orderId")
     order.add_argument("--watch", action="store_true", help="follow the order until it ends (exit code = outcome)")
+
+    deliveries = command("deliveries", "an order's webhook deliveries and their outcomes (client)")
+    deliveries.add_argument("order_id", metavar="ID", nargs="?", help="the orderId")
+    deliveries.add_argument("--secret", action="store_true", help="print the secret this key's webhooks are signed with")
 
     quote = command("quote", "both venues' quotes and the route the engine would take now (client)")
     quote.add_argument("token_in", metavar="TOKEN_IN")
@@ -135,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
 def _submit(client, args, out) -> int:
     body: dict[str, Any] = {"tokenIn": args.token_in, "tokenOut": args.token_out, "amount": args.amount}
     for field, value in (("slippageBps", args.slippage_bps), ("type", args.type), ("limitPrice", args.limit_price),
-                         ("expiresInSeconds", args.expires_in), ("clientOrderId", args.client_order_id)):
+                         ("expiresInSeconds", args.expires_in), ("clientOrderId", args.client_order_id),
+                         ("callbackUrl", args.callback_url)):
         if value is not None:
             body[field] = value
     accepted = client.submit(body)
@@ -190,6 +196,27 @@ def _order(client, args, out) -> int:
               [[e["seq"], e["timestamp"][11:23], e["status"], e["attempt"],
                 describe_event(e, order["tokenIn"], order["tokenOut"])] for e in order.get("events", [])],
               title="Timeline", status_column=2)
+    return EXIT_OK
+
+
+def _deliveries(client, args, out) -> int:
+    if args.secret:
+        answer = client.webhook_secret()
+        if out.mode == "json":
+            out.json(answer)
+        else:
+            out.line(answer["secret"])
+        return EXIT_OK
+    if not args.order_id:
+        print("engine: deliveries needs the order ID (or --secret)", file=out.stderr)
+        return EXIT_BAD_REQUEST
+    answer = client.deliveries(args.order_id)
+    if out.mode == "json":
+        out.json(answer)
+        return EXIT_OK
+    out.table(["seq", "status", "attempts", "response", "deliveredAt", "error"],
+              [[d["seq"], d["status"], d["attempts"], d["responseStatus"] or "", d["deliveredAt"] or "",
+                d["error"] or ""] for d in answer["deliveries"]], title="Deliveries", status_column=1)
     return EXIT_OK
 
 
@@ -351,4 +378,5 @@ def _scope_text(halt: dict) -> str:
     return "all trading"
 
 
-HANDLERS = {"admin": _admin, "submit": _submit, "orders": _orders, "order": _order, "quote": _quote, "tokens": _tokens}
+HANDLERS = {"admin": _admin, "submit": _submit, "orders": _orders, "order": _order, "deliveries": _deliveries,
+            "quote": _quote, "tokens": _tokens}

@@ -21,6 +21,8 @@ const state = {
   series: {pair: "", points: []},
   quote: null,
   quoteStream: {wanted: 0, pending: [], id: null},  // the form's quote subscription on the socket
+
+  deliveries: new Map(),  // orderId -> its webhook deliveries (read with the order, when it has a callbackUrl)
 };
 
 const $ = (id) => document.getElementById(id);
@@ -207,7 +209,8 @@ async function loadOrder(orderId) {
   if (state.loading.has(orderId)) return;
   state.loading.add(orderId);
   try {
-    storeOrder(await api("GET", `/api/orders/${orderId}`));
+    const order = storeOrder(await api("GET", `/api/orders/${orderId}`));
+    if (order.callbackUrl) state.deliveries.set(orderId, (await api("GET", `/api/orders/${orderId}/deliveries`)).deliveries);
   } catch (problem) {
     if (problem.status !== 404) showNotice(describe(problem));
   } finally {
@@ -247,6 +250,7 @@ function prune() {
     if (order.orderId === state.selected) continue;
     state.orders.delete(order.orderId);
     state.events.delete(order.orderId);
+    state.deliveries.delete(order.orderId);
   }
 }
 
@@ -425,6 +429,7 @@ function renderTimeline() {
     h("dl", {}, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
     ...fills,
     order.error ? h("div", {class: "error-text"}, `${order.error.code}: ${sentence(order.error.message)}`) : "",
+    order.callbackUrl ? deliveriesOf(order) : "",
     CANCELLABLE.has(order.status) ? h("button", {onclick: () => cancelOrder(order.orderId)}, "Cancel order") : "");
   const events = [...eventsOf(order.orderId).values()].sort((a, b) => a.seq - b.seq);
   $("timeline").replaceChildren(...events.map((e) => h("li", {"data-status": e.status, "data-seq": e.seq},
@@ -432,6 +437,18 @@ function renderTimeline() {
     h("span", {class: `badge st-${e.status}`}, e.status),
     e.attempt > 1 ? h("span", {class: "muted"}, ` attempt ${e.attempt}`) : "",
     h("div", {class: "details"}, eventDetails(order, e)))));
+}
+
+// The webhook deliveries of an order with a callbackUrl: one line each, as last read.
+function deliveriesOf(order) {
+  const deliveries = state.deliveries.get(order.orderId) || [];
+  return h("div", {class: "deliveries", id: "deliveries"},
+    h("div", {class: "muted"}, `webhook ${order.callbackUrl} `,
+      h("button", {class: "link", onclick: () => loadOrder(order.orderId)}, "refresh")),
+    h("ul", {}, deliveries.map((d) => h("li", {"data-status": d.status},
+      `#${d.seq} ${d.status}`, d.attempts > 1 ? ` after ${d.attempts} tries` : "",
+      d.responseStatus ? ` (${d.responseStatus})` : "",
+      d.status !== "delivered" && d.error ? h("span", {class: "muted"}, ` ${d.error}`) : ""))));
 }
 
 function tickAges() {
@@ -451,6 +468,7 @@ function formValues() {
   if (type === "limit" && value("limitPrice")) body.limitPrice = value("limitPrice");
   if (type !== "market" && value("expiresInSeconds")) body.expiresInSeconds = Number(value("expiresInSeconds"));
   if (value("clientOrderId")) body.clientOrderId = value("clientOrderId");
+  if (value("callbackUrl")) body.callbackUrl = value("callbackUrl");
   return body;
 }
 
