@@ -35,6 +35,10 @@ pytestmark = pytest.mark.e2e
 LEFT_OUT = ("submitOrderOverWebSocket", "listenOverWebSocket", "launchToken", *ADMIN_OPERATIONS)
 EXAMPLES = 10  # per operation and phase (the coverage phase adds its boundary values to these)
 KEY = "schemathesis-key-0123456789abcdefghij"
+# Schemathesis counts any 5xx as a failure. Its valid orders queue behind ORDER_RATE_LIMIT, and on a
+# loaded machine the queue's oldest could pass QUEUE_MAX_WAIT_SECONDS: a documented 503
+# `overloaded` (proven by its own tests), not a disagreement between the document and the engine.
+NEVER_OVERLOADED = {"QUEUE_MAX_WAIT_SECONDS": 0}
 
 
 def run_schemathesis(port: int, workdir: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -59,13 +63,13 @@ def assert_clean(done: subprocess.CompletedProcess) -> None:
 
 def test_schemathesis_with_every_check_finds_nothing_the_document_and_the_engine_disagree_on(
         make_engine_run, tmp_path):
-    _, port = make_engine_run()
+    _, port = make_engine_run(**NEVER_OVERLOADED)
     done = run_schemathesis(port, tmp_path)
     assert_clean(done)
 
 
 def test_schemathesis_with_api_keys_finds_nothing_either(make_engine_run, tmp_path):
-    _, port = make_engine_run(API_KEYS=KEY, KEY_RATE_LIMIT=1_000_000)
+    _, port = make_engine_run(API_KEYS=KEY, KEY_RATE_LIMIT=1_000_000, **NEVER_OVERLOADED)
     done = run_schemathesis(port, tmp_path, "--header", f"Authorization: Bearer {KEY}",
                             "--phases", "examples,fuzzing,stateful")
     assert_clean(done)
