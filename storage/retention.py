@@ -262,6 +262,9 @@ def _archive_pass(conn: DirectConnection, month: datetime, cutoff: datetime, now
                                "(SELECT id FROM archiving) GROUP BY status ORDER BY status")
         orders, events = sum(int(r[1]) for r in by_status), sum(int(r[2]) for r in by_status)  # seq 1..last_seq
         tx.execute("DELETE FROM orders WHERE id IN (SELECT id FROM archiving)")
+        # Their webhook deliveries go with them (not kept in the archive: an archived order's
+        # deliveries are past reading, and one still pending after the retention is given up).
+        tx.execute("DELETE FROM webhook_deliveries WHERE order_id IN (SELECT id FROM archiving)")
         detached = d.postgres and _attached(tx, month)
         began = _detach(tx, month, events_table, lo, hi) if detached else None
         if not detached:

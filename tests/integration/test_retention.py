@@ -78,6 +78,11 @@ def test_the_job_archives_finished_orders_of_an_old_month_and_never_unfinished_o
     if store.dialect.postgres:
         _another_archiver_holds_the_lock(store)
     before = store.counts_by_status()
+    conn = store.direct.get()
+    d = conn.dialect
+    for oid in (history["done"][0], history["kept"][0]):  # a webhook delivery of each
+        conn.execute(f"INSERT INTO webhook_deliveries (order_id, seq, url, created_at, next_at) VALUES "
+                     f"({d.placeholders(5)})", (d.uuid(oid), 1, "https://example.com/hook", d.ts(NOW), d.ts(NOW)))
     job = ArchiveJob(store, retention_days=1, every_s=0.05).start()
     try:
         deadline = time.monotonic() + 30
@@ -97,6 +102,8 @@ def test_the_job_archives_finished_orders_of_an_old_month_and_never_unfinished_o
         assert [e.seq for e in order.events] == list(range(1, order.last_seq + 1))
     listed, _ = store.list_orders(None, limit=50)
     assert {o.id for o in listed} == set(history["kept"])
+    delivered = [d.read_uuid(row[0]) for row in conn.execute("SELECT order_id FROM webhook_deliveries")]
+    assert delivered == [history["kept"][0]]  # the archived order's deliveries left with it
     after = store.counts_by_status()
     assert after.get("cancelled", 0) == before["cancelled"] - 3
     assert after.get("waiting") == before["waiting"] and after.get("pending") == before["pending"]
