@@ -322,6 +322,9 @@ class _RetentionPostgres:
         return repr((_RETENTION_POSTGRES_HEAD, "monthly partitions", _RETENTION_POSTGRES_TAIL, _RETENTION_COMMON))
 
 
+# Protective orders: the price a stop_loss order fires at (tokenOut per tokenIn, as limit_price).
+_PROTECTIVE = "ALTER TABLE orders ADD COLUMN stop_price TEXT"
+
 MIGRATIONS: list[tuple[int, str, dict[str, Any]]] = [
     (1, "orders and their status events", {"postgres": _ORDERS_POSTGRES, "sqlite": _ORDERS_SQLITE}),
     (2, "the simulated chain: world, pools, swaps, launches", {"postgres": _SIM_POSTGRES, "sqlite": _SIM_SQLITE}),
@@ -335,6 +338,7 @@ MIGRATIONS: list[tuple[int, str, dict[str, Any]]] = [
      {"postgres": _READS_INDEXES.format(desc=" DESC"), "sqlite": _READS_INDEXES.format(desc="")}),
     (9, "retention: events partitioned by month, the archived orders and the archives",
      {"postgres": _RetentionPostgres(), "sqlite": _RETENTION_SQLITE + ";" + _RETENTION_COMMON.format(uuid="BLOB")}),
+    (11, "protective orders: the stop price of a stop_loss order", {"postgres": _PROTECTIVE, "sqlite": _PROTECTIVE}),
     (13, "the simulated chain: routes through an intermediate token", {"postgres": _SIM_ROUTES, "sqlite": _SIM_ROUTES}),
 ]
 
