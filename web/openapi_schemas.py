@@ -160,6 +160,9 @@ _ORDER_FIELDS = {
     "fills": {"type": "array", "items": ref("Fill")},
     "error": nullable(ref("OrderError")),
     "attempts": {"type": "integer", "minimum": 0},
+}
+# Fields only some types carry (not required of every order).
+_PROTECTIVE_FIELDS = {
     "stopPrice": {**DECIMAL, "description": "stop_loss: it sells once the price falls to this (tokenOut per tokenIn); "
                   "only on stop_loss orders"},
 }
@@ -286,9 +289,9 @@ SCHEMAS: dict[str, Any] = {
         "dex": DEX, "amountIn": DECIMAL, "amountOut": DECIMAL, "txHash": {"type": "string"},
         "hops": {"type": "array", "items": ref("Hop"),
                  "description": "a route through an intermediate token: each hop as executed, in this one transaction"}}),
-    "Order": _obj(list(_ORDER_FIELDS), _ORDER_FIELDS, description="An order without its events (list items)."),
+    "Order": _obj(list(_ORDER_FIELDS), {**_ORDER_FIELDS, **_PROTECTIVE_FIELDS}, description="An order without its events (list items)."),
     "OrderWithEvents": _obj(list(_ORDER_FIELDS) + ["events"], {
-        **_ORDER_FIELDS, "events": {"type": "array", "items": ref("StatusEvent")}}),
+        **_ORDER_FIELDS, **_PROTECTIVE_FIELDS, "events": {"type": "array", "items": ref("StatusEvent")}}),
     "OrderList": _obj(["orders", "nextCursor"], {
         "orders": {"type": "array", "items": ref("Order")}, "nextCursor": nullable({"type": "string"})}),
     "StatusEvent": _obj(["orderId", "seq", "status", "attempt", "timestamp", "meta"], {
