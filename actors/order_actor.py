@@ -238,7 +238,7 @@ class OrderActor(pykka.ThreadingActor):
         usable = [q.quote for q in self.quotes.values() if q.quote is not None]
         errors = [q for q in self.quotes.values() if q.quote is None]
         own = [q for key, q in self.quotes.items() if key < len(VENUES)]  # the pair's own pools
-        arming = self.status in ("pending", "waiting") and self.order.type in ("limit", "sniper")
+        arming = self.status in ("pending", "waiting") and self.order.type in ("limit", "sniper", "stop_loss")
         remaining, slippage = self.execution.remaining_in, self.order.slippage_bps
         try:
             route = best_route(usable, self.token_in, self.token_out, remaining, slippage)
@@ -258,6 +258,11 @@ class OrderActor(pykka.ThreadingActor):
                 q.error_code in PERMANENT_ERRORS or q.error_code == "no_pool" for q in errors)
             error = next((q for q in errors if q.error_code != "no_pool"), errors[0])
             return self._attempt_failed(error.error_code, error.message, not permanent)
+        if arming and self.order.type == "stop_loss" and not self.execution.filled:
+            price = self._price_of(route)
+            if price > self.order.stop_price:  # not fallen to the stop yet: wait for it
+                return self._arm({"trigger": "stop", "stopPrice": decimal_str(self.order.stop_price),
+                                  "price": decimal_str(price)})
         if self.order.type == "limit":
             # The limit sets the floor of the output (of what is left to fill), whatever the
             # slippage tolerance says; each leg's minimum carries its share of it.
@@ -326,6 +331,10 @@ class OrderActor(pykka.ThreadingActor):
         exact = self.order.amount * self.order.limit_price * self.token_out.base
         return int(exact.to_integral_value(rounding=ROUND_CEILING))
 
+    def _price_of(self, route) -> Decimal:
+        """What the route gets, in whole tokenOut per whole tokenIn (as limitPrice and stopPrice)."""
+        return self.token_out.to_whole(route.amount_out) / self.token_in.to_whole(route.amount_in)
+
     def _launch_token(self):
         """The token a sniper order waits for: whichever of its two is not tradable yet."""
         return self.token_out if not self.token_out.tradable else self.token_in
@@ -341,6 +350,7 @@ class OrderActor(pykka.ThreadingActor):
             min_out=self._limit_min_out() if self.order.type == "limit" else 0,
             limit_price=float(self.order.limit_price) if self.order.type == "limit" else 0.0,
             launch=trigger.get("token") if self.order.type == "sniper" else None,
+            stop_price=float(self.order.stop_price) if self.order.type == "stop_loss" else 0.0,
             owner=self.order.owner, held=trigger["trigger"] == "halt")
         self._cancel_watchdog()
         if self.status == "waiting":

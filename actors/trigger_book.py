@@ -68,6 +68,7 @@ class ArmedOrder:
     min_out: int = 0  # limit: the least output (base units) that meets the limit price
     limit_price: float = 0.0  # limit: only to keep the pair's orders sorted
     launch: str | None = None  # sniper: the token whose launch fires it
+    stop_price: float = 0.0  # stop_loss: fires when the pair's price falls to it (tokenOut per tokenIn)
     expires_at: datetime | None = None
     owner: str = ""  # whose order (a halt may cover one owner's orders)
     held: bool = False  # held at its start by a halt: released when no halt covers it
@@ -111,6 +112,8 @@ class _Pair:
 
     keys: list = field(default_factory=list)  # sorted (limit_price, order_id)
     probe: ArmedOrder | None = None  # the smallest order armed: its price bounds every other's
+    stops: list = field(default_factory=list)  # stop orders, sorted (stop_price, order_id)
+    stop_probe: ArmedOrder | None = None  # the smallest stop armed: it prices the pair for them all
 
 
 class TriggerBook(SupervisedActor):
@@ -190,6 +193,12 @@ class TriggerBook(SupervisedActor):
         if order.launch is not None:
             self.launches.setdefault(order.launch, set()).add(order.order_id)
             self._poll_launches()
+        elif order.stop_price:
+            pair = self.pairs.setdefault((order.token_in.symbol, order.token_out.symbol), _Pair())
+            bisect.insort(pair.stops, (order.stop_price, order.order_id))
+            if pair.stop_probe is None or order.amount_in < pair.stop_probe.amount_in:
+                pair.stop_probe = order
+            self._start_ticking()
         else:
             pair = self.pairs.setdefault((order.token_in.symbol, order.token_out.symbol), _Pair())
             bisect.insort(pair.keys, (order.limit_price, order.order_id))
@@ -214,6 +223,13 @@ class TriggerBook(SupervisedActor):
             waiting = self.launches.get(order.launch)
             if waiting is not None:
                 waiting.discard(order_id)
+        elif order.stop_price:
+            pair = self.pairs.get((order.token_in.symbol, order.token_out.symbol))
+            if pair is not None:
+                _remove(pair.stops, (order.stop_price, order_id))
+                if pair.stop_probe is order:
+                    pair.stop_probe = min((self.armed[i] for _, i in pair.stops if i in self.armed),
+                                          key=lambda o: o.amount_in, default=None)
         else:
             pair = self.pairs.get((order.token_in.symbol, order.token_out.symbol))
             if pair is not None:
@@ -243,7 +259,7 @@ class TriggerBook(SupervisedActor):
     # ---- limit orders ---------------------------------------------------------------------
 
     def _start_ticking(self) -> None:
-        if not self.ticking and any(pair.keys for pair in self.pairs.values()):
+        if not self.ticking and any(pair.keys or pair.stops for pair in self.pairs.values()):
             self.ticking = True
             self._later(self.tick_s, _Tick())
 
@@ -251,6 +267,7 @@ class TriggerBook(SupervisedActor):
         crossed = []
         for pair in self.pairs.values():
             crossed += self._crossed(pair)
+            crossed += self._stopped(pair)
         self._release(crossed)
         self._start_ticking()
 
@@ -278,6 +295,24 @@ class TriggerBook(SupervisedActor):
             if out is not None and out >= order.min_out:
                 crossed.append(order_id)
         return crossed
+
+    def _stopped(self, pair: _Pair) -> list[str]:
+        """The pair's stop orders whose stop the price has fallen to.
+
+        A stop watches the pair's price (what the smallest stop armed would get, as a venue
+        shows it), not the fill of its own size: once fired it executes as a market order.
+        Every stop at or above that price fires: one quote a tick, a bisect, whatever the count.
+        """
+        probe = pair.stop_probe
+        if not pair.stops or probe is None:
+            return []
+        best = self._best_out(probe)
+        if best is None:
+            return []
+        scale = 10 ** (probe.token_in.decimals - probe.token_out.decimals)
+        price = best / probe.amount_in * scale * (1 - 1e-9)  # whole tokenOut per whole tokenIn
+        first = bisect.bisect_left(pair.stops, (price, ""))
+        return [order_id for _, order_id in pair.stops[first:]]
 
     def _best_out(self, order: ArmedOrder) -> int | None:
         """What the order's full size gets now on its best route (through an intermediate token
@@ -410,3 +445,10 @@ class TriggerBook(SupervisedActor):
     def leftovers(self) -> list:
         """Runs on the book's thread as it dies: the armed orders go to its successor."""
         return [Arm(order) for order in self.armed.values()]
+
+
+def _remove(keys: list, key: tuple) -> None:
+    """Take `key` out of the sorted list `keys`, if it is there."""
+    i = bisect.bisect_left(keys, key)
+    if i < len(keys) and keys[i] == key:
+        del keys[i]

@@ -30,6 +30,7 @@ def define_entities(db: Database) -> SimpleNamespace:
         amount = Required(str)  # exact decimal text: SQLite would round a numeric to a float
         slippage_bps = Required(int)
         limit_price = Optional(str, nullable=True)
+        stop_price = Optional(str, nullable=True)
         expires_in_seconds = Optional(int, nullable=True)
         expires_at = Optional(datetime, precision=6, nullable=True)  # created_at + expires_in_seconds
         status = Required(str)

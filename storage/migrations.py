@@ -352,6 +352,8 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_pending ON webhook_deliveries (order_id, seq) WHERE state = 'pending'
 """
+# Protective orders: the price a stop_loss order fires at (tokenOut per tokenIn, as limit_price).
+_PROTECTIVE = "ALTER TABLE orders ADD COLUMN stop_price TEXT"
 
 MIGRATIONS: list[tuple[int, str, dict[str, Any]]] = [
     (1, "orders and their status events", {"postgres": _ORDERS_POSTGRES, "sqlite": _ORDERS_SQLITE}),
@@ -368,6 +370,7 @@ MIGRATIONS: list[tuple[int, str, dict[str, Any]]] = [
      {"postgres": _RetentionPostgres(), "sqlite": _RETENTION_SQLITE + ";" + _RETENTION_COMMON.format(uuid="BLOB")}),
     (10, "webhooks: callback URLs of orders and keys, deliveries recorded with their events",
      {"postgres": _WEBHOOKS.format(uuid="UUID"), "sqlite": _WEBHOOKS.format(uuid="TEXT")}),
+    (11, "protective orders: the stop price of a stop_loss order", {"postgres": _PROTECTIVE, "sqlite": _PROTECTIVE}),
     (13, "the simulated chain: routes through an intermediate token", {"postgres": _SIM_ROUTES, "sqlite": _SIM_ROUTES}),
 ]
 

@@ -49,6 +49,7 @@ def _order_row(draft: OrderDraft, now: datetime) -> dict:
         "amount": decimal_str(draft.amount), "slippage_bps": draft.slippage_bps,
         "limit_price": decimal_str(draft.limit_price) if draft.limit_price is not None else None,
         "expires_in_seconds": draft.expires_in_seconds, "created_at": now, "callback_url": draft.callback_url,
+        "stop_price": decimal_str(draft.stop_price) if draft.stop_price is not None else None,
     }
 
 
@@ -59,7 +60,8 @@ def _new_order(row: dict, draft: OrderDraft) -> OrderRecord:
         token_out=draft.token_out, amount=Decimal(row["amount"]), slippage_bps=draft.slippage_bps,
         limit_price=draft.limit_price, expires_in_seconds=draft.expires_in_seconds,
         client_order_id=draft.client_order_id, created_at=now, updated_at=now, attempts=0, attempt=1,
-        last_seq=1, route=None, fills=[], error=None, callback_url=draft.callback_url)
+        last_seq=1, route=None, fills=[], error=None, callback_url=draft.callback_url,
+        stop_price=draft.stop_price)
 
 
 # A keyset cursor for newest-first paging: the last row's created_at (microseconds since the

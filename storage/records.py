@@ -12,7 +12,7 @@ from storage import codec
 
 # The order types, here because storage lists an order type at a time (order_sql.list_page); the
 # web validates against this same tuple.
-ORDER_TYPES = ("market", "limit", "sniper")
+ORDER_TYPES = ("market", "limit", "sniper", "stop_loss")
 
 
 def utcnow() -> datetime:
@@ -59,6 +59,7 @@ class OrderDraft:
     client_order_id: str | None = None
     owner: str = ""
     callback_url: str | None = None  # webhooks: where its events are POSTed (storage/webhooks.py)
+    stop_price: Decimal | None = None  # stop_loss: fires when the price falls to it
 
     def same_order_as(self, order: "OrderRecord") -> bool:
         """True when a repeated clientOrderId means the same order (compared after parsing)."""
@@ -69,6 +70,7 @@ class OrderDraft:
             and self.type == order.type
             and self.slippage_bps == order.slippage_bps
             and self.limit_price == order.limit_price
+            and self.stop_price == order.stop_price
             and self.expires_in_seconds == order.expires_in_seconds
             and self.callback_url == order.callback_url
         )
@@ -164,6 +166,7 @@ class OrderRecord:
     events: tuple[EventRecord, ...] | None = None
     fence: int = 0  # the fence of the latest claim (see storage.order_sql.claim_orders)
     callback_url: str | None = None  # webhooks: where its events are POSTed
+    stop_price: Decimal | None = None  # stop_loss: fires when the price falls to it
 
     @property
     def terminal(self) -> bool:
@@ -198,6 +201,8 @@ class OrderRecord:
             "attempts": self.attempts,
             "callbackUrl": self.callback_url,
         }
+        if self.stop_price is not None:
+            data["stopPrice"] = decimal_str(self.stop_price)
         if self.events is not None:
             data["events"] = [e.to_api() for e in self.events]
         return data

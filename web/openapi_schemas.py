@@ -114,7 +114,7 @@ def _submit(token_in, order_type: dict[str, Any], required: list[str], tokens_ou
         "type": order_type,
         "slippageBps": nullable({"type": "integer", "minimum": 1, "maximum": 5000, "default": 50}),
         "clientOrderId": nullable({"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[ -~]+$"}),
-        "limitPrice": {"type": "null"}, "expiresInSeconds": {"type": "null"},
+        "limitPrice": {"type": "null"}, "expiresInSeconds": {"type": "null"}, "stopPrice": {"type": "null"},
         "callbackUrl": nullable(ref("CallbackUrl")), **fields})
 
 
@@ -129,9 +129,16 @@ def submit_kinds() -> list[dict[str, Any]]:
                       _submit(token, {"const": "limit"}, ["type", "limitPrice"], LISTED,
                               limitPrice=ref("LimitPrice"), expiresInSeconds=_EXPIRY),
                       _submit(token, {"const": "sniper"}, ["type"], TOKENS, expiresInSeconds=_EXPIRY)]
+            kinds += protective_kinds(token)
         else:
             kinds.append(_submit(token, {"const": "sniper"}, ["type"], LISTED, expiresInSeconds=_EXPIRY))
     return kinds
+
+
+def protective_kinds(token) -> list[dict[str, Any]]:
+    """Protective orders selling a listed token: stop_loss (stopPrice, tokenOut per tokenIn)."""
+    return [_submit(token, {"const": "stop_loss"}, ["type", "stopPrice"], LISTED,
+                    stopPrice=ref("LimitPrice"), expiresInSeconds=_EXPIRY)]
 
 
 DECIMAL = ref("Decimal")
@@ -158,6 +165,11 @@ _ORDER_FIELDS = {
     "error": nullable(ref("OrderError")),
     "attempts": {"type": "integer", "minimum": 0},
     "callbackUrl": nullable({"type": "string", "description": "where the order's events are POSTed (webhooks)"}),
+}
+# Fields only some types carry (not required of every order).
+_PROTECTIVE_FIELDS = {
+    "stopPrice": {**DECIMAL, "description": "stop_loss: it sells once the price falls to this (tokenOut per tokenIn); "
+                  "only on stop_loss orders"},
 }
 
 EVENT_META = {
@@ -251,7 +263,7 @@ SCHEMAS: dict[str, Any] = {
     "Error": _obj(["error"], {"error": ref("ErrorObject")},
                   description="Every error answer, 404 and 405 included; never HTML or a trace."),
     "SubmitRequest": {"anyOf": submit_kinds(), "description": (
-        "A market, limit or sniper order. An unknown field is an error; null means not given. Tokens by symbol "
+        "A market, limit, sniper or stop_loss order. An unknown field is an error; null means not given. Tokens by symbol "
         "(any case) or mint; only a sniper order may name a token that has not launched, and only one. Beyond "
         "what JSON Schema says here: tokenIn and tokenOut differ, and the amount has at most tokenIn's decimals "
         "(trailing zeros aside) and fits 2^64-1 base units (400 otherwise).")},
@@ -283,9 +295,9 @@ SCHEMAS: dict[str, Any] = {
         "dex": DEX, "amountIn": DECIMAL, "amountOut": DECIMAL, "txHash": {"type": "string"},
         "hops": {"type": "array", "items": ref("Hop"),
                  "description": "a route through an intermediate token: each hop as executed, in this one transaction"}}),
-    "Order": _obj(list(_ORDER_FIELDS), _ORDER_FIELDS, description="An order without its events (list items)."),
+    "Order": _obj(list(_ORDER_FIELDS), {**_ORDER_FIELDS, **_PROTECTIVE_FIELDS}, description="An order without its events (list items)."),
     "OrderWithEvents": _obj(list(_ORDER_FIELDS) + ["events"], {
-        **_ORDER_FIELDS, "events": {"type": "array", "items": ref("StatusEvent")}}),
+        **_ORDER_FIELDS, **_PROTECTIVE_FIELDS, "events": {"type": "array", "items": ref("StatusEvent")}}),
     "OrderList": _obj(["orders", "nextCursor"], {
         "orders": {"type": "array", "items": ref("Order")}, "nextCursor": nullable({"type": "string"})}),
     "StatusEvent": _obj(["orderId", "seq", "status", "attempt", "timestamp", "meta"], {

@@ -22,7 +22,7 @@ __all__ = ["ValidationError", "QuoteRequest", "parse_json_object", "parse_order"
 
 MAX_BASE_UNITS = 2**64 - 1  # amounts are u64 on Solana
 ORDER_FIELDS = ("tokenIn", "tokenOut", "amount", "type", "slippageBps", "limitPrice",
-                "expiresInSeconds", "clientOrderId", "callbackUrl")
+                "expiresInSeconds", "clientOrderId", "callbackUrl", "stopPrice")
 REQUIRED_FIELDS = ("tokenIn", "tokenOut", "amount")
 DEFAULT_SLIPPAGE_BPS = 50
 MAX_EXPIRY_SECONDS = 365 * 24 * 3600
@@ -126,14 +126,14 @@ def _as_int(value: Any, field: str, low: int, high: int) -> int:
     return value
 
 
-def _limit_price(value: Any) -> Decimal:
-    price = _as_decimal(value, "limitPrice")
+def _limit_price(value: Any, field: str = "limitPrice") -> Decimal:
+    price = _as_decimal(value, field)
     if price <= 0:
-        raise ValidationError("invalid_field", "limitPrice must be greater than 0", "limitPrice")
+        raise ValidationError("invalid_field", f"{field} must be greater than 0", field)
     digits, _ = _digits(price)
     if not -30 <= price.adjusted() <= 30 or len(digits) > _PRICE_DIGITS:
-        message = f"limitPrice must be between 1e-30 and 1e30 with at most {_PRICE_DIGITS} significant digits"
-        raise ValidationError("invalid_field", message, "limitPrice")
+        message = f"{field} must be between 1e-30 and 1e30 with at most {_PRICE_DIGITS} significant digits"
+        raise ValidationError("invalid_field", message, field)
     return price
 
 
@@ -172,7 +172,7 @@ def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: boo
     amount, _ = parse_amount(given["amount"], token_in)
     order_type = given.get("type", "market")
     if order_type not in ORDER_TYPES:
-        raise ValidationError("invalid_field", "type must be one of market, limit, sniper", "type")
+        raise ValidationError("invalid_field", "type must be one of " + ", ".join(ORDER_TYPES), "type")
     slippage = _as_int(given.get("slippageBps", DEFAULT_SLIPPAGE_BPS), "slippageBps", 1, 5000)
     limit_price = None
     if order_type == "limit":
@@ -181,6 +181,7 @@ def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: boo
         limit_price = _limit_price(given["limitPrice"])
     elif "limitPrice" in given:
         raise ValidationError("invalid_field", "limitPrice applies to limit orders only", "limitPrice")
+    stop_price = _protective_prices(order_type, given)
     expires = None
     if "expiresInSeconds" in given:
         if order_type == "market":
@@ -191,7 +192,19 @@ def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: boo
     callback = parse_callback_url(given["callbackUrl"], allow_private_callbacks) if "callbackUrl" in given else None
     return OrderDraft(token_in=token_in.symbol, token_out=token_out.symbol, amount=amount, type=order_type,
                       slippage_bps=slippage, limit_price=limit_price, expires_in_seconds=expires,
-                      client_order_id=client_id, owner=owner, callback_url=callback)
+                      client_order_id=client_id, owner=owner, callback_url=callback,
+                      stop_price=stop_price)
+
+
+def _protective_prices(order_type: str, given: Mapping[str, Any]) -> Decimal | None:
+    """stopPrice of a stop_loss order (tokenOut per tokenIn, as limitPrice); given only there."""
+    if order_type != "stop_loss":
+        if "stopPrice" in given:
+            raise ValidationError("invalid_field", "stopPrice applies to stop_loss orders only", "stopPrice")
+        return None
+    if "stopPrice" not in given:
+        raise ValidationError("missing_field", "stopPrice is required for a stop_loss order", "stopPrice")
+    return _limit_price(given["stopPrice"], "stopPrice")
 
 
 @dataclass(frozen=True)

@@ -163,3 +163,24 @@ def test_an_order_held_at_its_start_waits_for_the_resume_only(halted_book):
     again = replace(market, order_id="resumed-already", job=Job("job-again", "resumed-already"))
     ref.tell(Arm(again))  # no halt now: released at once
     assert consumer.wait_for("resumed-already")
+
+
+def stop(order_id: str, stop_price: float, amount_in: int = 10**9) -> Arm:
+    return Arm(ArmedOrder(order_id=order_id, job=Job(f"job-{order_id}", order_id), fence=1, attempt=1,
+                          token_in=find_token("SOL"), token_out=find_token("USDC"), amount_in=amount_in,
+                          created_at=utcnow(), stop_price=stop_price))
+
+
+def test_stops_fire_when_the_price_falls_to_them_and_each_only_once(book):
+    ref, chain, consumer = book
+    ref.tell(stop("near", 140.0))
+    ref.tell(stop("far", 100.0, amount_in=5 * 10**9))
+    ref.tell(stop("probe", 90.0, amount_in=10**8))  # the smallest: it prices the pair for all
+    for venue in chain.venues.values():
+        venue.rate = venue.rate * 13 / 15  # 130
+    assert consumer.wait_for("near")
+    assert "far" not in consumer.released and "probe" not in consumer.released
+    for venue in chain.venues.values():
+        venue.rate = venue.rate * 9 / 13  # 90
+    assert consumer.wait_for("far") and consumer.wait_for("probe"), "the smallest stop fired: the others still watch"
+    assert sorted(consumer.released) == ["far", "near", "probe"], "a stop fires once"

@@ -239,3 +239,15 @@ def test_random_json_objects_give_a_validation_error_or_a_valid_draft(body):
         return
     assert draft.amount > 0 and draft.token_in != draft.token_out
     assert 1 <= draft.slippage_bps <= 5000
+
+
+def test_a_stop_loss_needs_a_positive_stop_price_which_no_other_type_takes():
+    draft = parse_order(json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "type": "stop_loss",
+                                    "stopPrice": "120.5", "expiresInSeconds": 60}))
+    assert draft.type == "stop_loss" and draft.stop_price == Decimal("120.5") and draft.limit_price is None
+    for body, field in (({"type": "stop_loss"}, "stopPrice"), ({"type": "stop_loss", "stopPrice": "0"}, "stopPrice"),
+                        ({"type": "limit", "limitPrice": "1", "stopPrice": "1"}, "stopPrice"),
+                        ({"stopPrice": "1"}, "stopPrice")):
+        with pytest.raises(ValidationError) as caught:
+            parse_order(json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", **body}))
+        assert caught.value.field == field, body

@@ -19,6 +19,7 @@ from config.client import CLIENT_VARIABLES, load_client_settings
 
 COMMANDS = ("submit", "orders", "order", "deliveries", "quote", "tokens", "admin")
 STATUSES = ("pending", "waiting", "routing", "building", "submitted", "confirmed", "failed", "cancelled", "expired")
+ORDER_TYPES = ("market", "limit", "sniper", "stop_loss")
 EXIT_OK, EXIT_FAILED, EXIT_BAD_REQUEST, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 EXIT_CODES = """exit codes: 0 done (with --watch: confirmed), 1 the order failed, was cancelled or
@@ -49,8 +50,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("token_out", metavar="TOKEN_OUT", help="symbol or mint bought, e.g. USDC")
     submit.add_argument("amount", metavar="AMOUNT", help="amount of TOKEN_IN in whole tokens, e.g. 1.5")
     submit.add_argument("--slippage-bps", type=int, help="worst acceptable output below the quote (default 50)")
-    submit.add_argument("--type", choices=("market", "limit", "sniper"), help="order type (default market)")
+    submit.add_argument("--type", choices=ORDER_TYPES, help="order type (default market)")
     submit.add_argument("--limit-price", help="limit orders: minimum price in TOKEN_OUT per TOKEN_IN")
+    submit.add_argument("--stop-price", help="stop_loss orders: sell once the price falls to this (TOKEN_OUT per TOKEN_IN)")
     submit.add_argument("--expires-in", type=int, metavar="SECONDS", help="limit/sniper orders: expiry")
     submit.add_argument("--client-order-id", help="idempotency key: a repeat never creates a second order")
     submit.add_argument("--callback-url", metavar="URL", help="webhook: POST each event of the order here, signed")
@@ -58,7 +60,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     orders = command("orders", "list orders, newest first (client)")
     orders.add_argument("--status", choices=STATUSES, help="only orders with this status")
-    orders.add_argument("--type", choices=("market", "limit", "sniper"), help="only orders of this type")
+    orders.add_argument("--type", choices=ORDER_TYPES, help="only orders of this type")
     orders.add_argument("--limit", type=int, default=20, help="how many (1..500, default 20)")
     orders.add_argument("--cursor", help="the next page (printed after a full page)")
 
@@ -141,7 +143,7 @@ def _submit(client, args, out) -> int:
     body: dict[str, Any] = {"tokenIn": args.token_in, "tokenOut": args.token_out, "amount": args.amount}
     for field, value in (("slippageBps", args.slippage_bps), ("type", args.type), ("limitPrice", args.limit_price),
                          ("expiresInSeconds", args.expires_in), ("clientOrderId", args.client_order_id),
-                         ("callbackUrl", args.callback_url)):
+                         ("callbackUrl", args.callback_url), ("stopPrice", args.stop_price)):
         if value is not None:
             body[field] = value
     accepted = client.submit(body)
