@@ -62,6 +62,8 @@ from storage.venues.paths import best_route, quote_requests
 
 log = logging.getLogger(__name__)
 
+LIMIT_TYPES = ("limit", "take_profit")  # take_profit: a limit sell at its target price
+ARMING_TYPES = ("limit", "sniper", "stop_loss", "take_profit")  # types that may wait in the trigger book
 QUOTE_TIMEOUT = 10.0
 STORE_TIMEOUT = 60.0
 SWAP_TIMEOUT = 30.0
@@ -238,7 +240,7 @@ class OrderActor(pykka.ThreadingActor):
         usable = [q.quote for q in self.quotes.values() if q.quote is not None]
         errors = [q for q in self.quotes.values() if q.quote is None]
         own = [q for key, q in self.quotes.items() if key < len(VENUES)]  # the pair's own pools
-        arming = self.status in ("pending", "waiting") and self.order.type in ("limit", "sniper", "stop_loss")
+        arming = self.status in ("pending", "waiting") and self.order.type in ARMING_TYPES
         remaining, slippage = self.execution.remaining_in, self.order.slippage_bps
         try:
             route = best_route(usable, self.token_in, self.token_out, remaining, slippage)
@@ -263,7 +265,7 @@ class OrderActor(pykka.ThreadingActor):
             if price > self.order.stop_price:  # not fallen to the stop yet: wait for it
                 return self._arm({"trigger": "stop", "stopPrice": decimal_str(self.order.stop_price),
                                   "price": decimal_str(price)})
-        if self.order.type == "limit":
+        if self.order.type in LIMIT_TYPES:
             # The limit sets the floor of the output (of what is left to fill), whatever the
             # slippage tolerance says; each leg's minimum carries its share of it.
             floor = max(0, self._limit_min_out() - self.execution.filled_out, self.execution.rest_min_out)
@@ -347,8 +349,8 @@ class OrderActor(pykka.ThreadingActor):
             order_id=str(self.order.id), job=None, fence=self.order.fence, attempt=self.attempt,
             token_in=self.token_in, token_out=self.token_out, amount_in=self.amount_in,
             created_at=self.order.created_at, expires_at=expires_at,
-            min_out=self._limit_min_out() if self.order.type == "limit" else 0,
-            limit_price=float(self.order.limit_price) if self.order.type == "limit" else 0.0,
+            min_out=self._limit_min_out() if self.order.type in LIMIT_TYPES else 0,
+            limit_price=float(self.order.limit_price) if self.order.type in LIMIT_TYPES else 0.0,
             launch=trigger.get("token") if self.order.type == "sniper" else None,
             stop_price=float(self.order.stop_price) if self.order.type == "stop_loss" else 0.0,
             owner=self.order.owner, held=trigger["trigger"] == "halt")

@@ -12,7 +12,7 @@ from storage import codec
 
 # The order types, here because storage lists an order type at a time (order_sql.list_page); the
 # web validates against this same tuple.
-ORDER_TYPES = ("market", "limit", "sniper", "stop_loss")
+ORDER_TYPES = ("market", "limit", "sniper", "stop_loss", "take_profit")
 
 
 def utcnow() -> datetime:
@@ -190,7 +190,8 @@ class OrderRecord:
             "tokenOut": self.token_out,
             "amount": decimal_str(self.amount),
             "slippageBps": self.slippage_bps,
-            "limitPrice": decimal_str(self.limit_price) if self.limit_price is not None else None,
+            "limitPrice": decimal_str(self.limit_price) if self.limit_price is not None and self.type != "take_profit"
+            else None,
             "expiresInSeconds": self.expires_in_seconds,
             "clientOrderId": self.client_order_id,
             "createdAt": iso(self.created_at),
@@ -203,6 +204,8 @@ class OrderRecord:
         }
         if self.stop_price is not None:
             data["stopPrice"] = decimal_str(self.stop_price)
+        if self.type == "take_profit" and self.limit_price is not None:  # stored as its limit price
+            data["targetPrice"] = decimal_str(self.limit_price)
         if self.events is not None:
             data["events"] = [e.to_api() for e in self.events]
         return data

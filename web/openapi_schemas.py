@@ -115,6 +115,7 @@ def _submit(token_in, order_type: dict[str, Any], required: list[str], tokens_ou
         "slippageBps": nullable({"type": "integer", "minimum": 1, "maximum": 5000, "default": 50}),
         "clientOrderId": nullable({"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[ -~]+$"}),
         "limitPrice": {"type": "null"}, "expiresInSeconds": {"type": "null"}, "stopPrice": {"type": "null"},
+        "targetPrice": {"type": "null"},
         "callbackUrl": nullable(ref("CallbackUrl")), **fields})
 
 
@@ -136,9 +137,12 @@ def submit_kinds() -> list[dict[str, Any]]:
 
 
 def protective_kinds(token) -> list[dict[str, Any]]:
-    """Protective orders selling a listed token: stop_loss (stopPrice, tokenOut per tokenIn)."""
+    """Protective orders selling a listed token: stop_loss (stopPrice) and take_profit
+    (targetPrice), both tokenOut per tokenIn."""
     return [_submit(token, {"const": "stop_loss"}, ["type", "stopPrice"], LISTED,
-                    stopPrice=ref("LimitPrice"), expiresInSeconds=_EXPIRY)]
+                    stopPrice=ref("LimitPrice"), expiresInSeconds=_EXPIRY),
+            _submit(token, {"const": "take_profit"}, ["type", "targetPrice"], LISTED,
+                    targetPrice=ref("LimitPrice"), expiresInSeconds=_EXPIRY)]
 
 
 DECIMAL = ref("Decimal")
@@ -170,6 +174,8 @@ _ORDER_FIELDS = {
 _PROTECTIVE_FIELDS = {
     "stopPrice": {**DECIMAL, "description": "stop_loss: it sells once the price falls to this (tokenOut per tokenIn); "
                   "only on stop_loss orders"},
+    "targetPrice": {**DECIMAL, "description": "take_profit: it sells once the price rises to this (tokenOut per tokenIn), "
+                    "never below it (a limit sell at the target); only on take_profit orders"},
 }
 
 EVENT_META = {

@@ -22,7 +22,7 @@ __all__ = ["ValidationError", "QuoteRequest", "parse_json_object", "parse_order"
 
 MAX_BASE_UNITS = 2**64 - 1  # amounts are u64 on Solana
 ORDER_FIELDS = ("tokenIn", "tokenOut", "amount", "type", "slippageBps", "limitPrice",
-                "expiresInSeconds", "clientOrderId", "callbackUrl", "stopPrice")
+                "expiresInSeconds", "clientOrderId", "callbackUrl", "stopPrice", "targetPrice")
 REQUIRED_FIELDS = ("tokenIn", "tokenOut", "amount")
 DEFAULT_SLIPPAGE_BPS = 50
 MAX_EXPIRY_SECONDS = 365 * 24 * 3600
@@ -182,6 +182,7 @@ def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: boo
     elif "limitPrice" in given:
         raise ValidationError("invalid_field", "limitPrice applies to limit orders only", "limitPrice")
     stop_price = _protective_prices(order_type, given)
+    limit_price = _target_price(order_type, given, limit_price)
     expires = None
     if "expiresInSeconds" in given:
         if order_type == "market":
@@ -205,6 +206,18 @@ def _protective_prices(order_type: str, given: Mapping[str, Any]) -> Decimal | N
     if "stopPrice" not in given:
         raise ValidationError("missing_field", "stopPrice is required for a stop_loss order", "stopPrice")
     return _limit_price(given["stopPrice"], "stopPrice")
+
+
+def _target_price(order_type: str, given: Mapping[str, Any], limit_price: Decimal | None) -> Decimal | None:
+    """targetPrice of a take_profit order, given only there; it is stored as the order's limit
+    price: a take_profit is a limit sell at its target (it never executes below it)."""
+    if order_type != "take_profit":
+        if "targetPrice" in given:
+            raise ValidationError("invalid_field", "targetPrice applies to take_profit orders only", "targetPrice")
+        return limit_price
+    if "targetPrice" not in given:
+        raise ValidationError("missing_field", "targetPrice is required for a take_profit order", "targetPrice")
+    return _limit_price(given["targetPrice"], "targetPrice")
 
 
 @dataclass(frozen=True)

@@ -251,3 +251,18 @@ def test_a_stop_loss_needs_a_positive_stop_price_which_no_other_type_takes():
         with pytest.raises(ValidationError) as caught:
             parse_order(json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", **body}))
         assert caught.value.field == field, body
+
+
+def test_a_take_profit_needs_a_positive_target_price_stored_as_its_limit_price_which_no_other_type_takes():
+    draft = parse_order(json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "type": "take_profit",
+                                    "targetPrice": "180.5", "expiresInSeconds": 60}))
+    assert draft.type == "take_profit" and draft.limit_price == Decimal("180.5") and draft.stop_price is None
+    for body, field in (({"type": "take_profit"}, "targetPrice"),
+                        ({"type": "take_profit", "targetPrice": "-1"}, "targetPrice"),
+                        ({"type": "take_profit", "targetPrice": "1", "limitPrice": "1"}, "limitPrice"),
+                        ({"type": "take_profit", "targetPrice": "1", "stopPrice": "1"}, "stopPrice"),
+                        ({"type": "limit", "limitPrice": "1", "targetPrice": "1"}, "targetPrice"),
+                        ({"targetPrice": "1"}, "targetPrice")):
+        with pytest.raises(ValidationError) as caught:
+            parse_order(json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", **body}))
+        assert caught.value.field == field, body

@@ -19,7 +19,7 @@ from config.client import CLIENT_VARIABLES, load_client_settings
 
 COMMANDS = ("submit", "orders", "order", "deliveries", "quote", "tokens", "admin")
 STATUSES = ("pending", "waiting", "routing", "building", "submitted", "confirmed", "failed", "cancelled", "expired")
-ORDER_TYPES = ("market", "limit", "sniper", "stop_loss")
+ORDER_TYPES = ("market", "limit", "sniper", "stop_loss", "take_profit")
 EXIT_OK, EXIT_FAILED, EXIT_BAD_REQUEST, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 EXIT_CODES = """exit codes: 0 done (with --watch: confirmed), 1 the order failed, was cancelled or
