@@ -53,6 +53,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--type", choices=ORDER_TYPES, help="order type (default market)")
     submit.add_argument("--limit-price", help="limit orders: minimum price in TOKEN_OUT per TOKEN_IN")
     submit.add_argument("--stop-price", help="stop_loss orders: sell once the price falls to this (TOKEN_OUT per TOKEN_IN)")
+    submit.add_argument("--target-price", help="take_profit orders: sell once the price rises to this, never below it")
     submit.add_argument("--expires-in", type=int, metavar="SECONDS", help="limit/sniper orders: expiry")
     submit.add_argument("--client-order-id", help="idempotency key: a repeat never creates a second order")
     submit.add_argument("--callback-url", metavar="URL", help="webhook: POST each event of the order here, signed")
@@ -143,7 +144,7 @@ def _submit(client, args, out) -> int:
     body: dict[str, Any] = {"tokenIn": args.token_in, "tokenOut": args.token_out, "amount": args.amount}
     for field, value in (("slippageBps", args.slippage_bps), ("type", args.type), ("limitPrice", args.limit_price),
                          ("expiresInSeconds", args.expires_in), ("clientOrderId", args.client_order_id),
-                         ("callbackUrl", args.callback_url), ("stopPrice", args.stop_price)):
+                         ("callbackUrl", args.callback_url), ("stopPrice", args.stop_price), ("targetPrice", args.target_price)):
         if value is not None:
             body[field] = value
     accepted = client.submit(body)
