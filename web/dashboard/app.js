@@ -15,6 +15,7 @@ const state = {
   orders: new Map(),      // orderId -> order (as the API shows it, kept up to date by events)
   events: new Map(),      // orderId -> Map(seq -> event)
   loading: new Set(),     // orders being fetched
+  reload: new Set(),      // orders to fetch again once their fetch in flight is done
   selected: null,
   socket: null,
   retryMs: 1000,
@@ -206,7 +207,10 @@ function storeOrder(order) {
 }
 
 async function loadOrder(orderId) {
-  if (state.loading.has(orderId)) return;
+  // A read already in flight may have been answered before the event that asks for this one
+  // (a terminal event arriving while the first read of a new order is on its way): read again
+  // when it is done, or the order would keep that older state (its fills missing).
+  if (state.loading.has(orderId)) { state.reload.add(orderId); return; }
   state.loading.add(orderId);
   try {
     const order = storeOrder(await api("GET", `/api/orders/${orderId}`));
@@ -215,7 +219,7 @@ async function loadOrder(orderId) {
     if (problem.status !== 404) showNotice(describe(problem));
   } finally {
     state.loading.delete(orderId);
-    render();
+    if (state.reload.delete(orderId)) loadOrder(orderId); else render();
   }
 }
 
