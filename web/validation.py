@@ -199,25 +199,25 @@ def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: boo
 
 def _protective_prices(order_type: str, given: Mapping[str, Any]) -> Decimal | None:
     """stopPrice of a stop_loss order (tokenOut per tokenIn, as limitPrice); given only there."""
-    if order_type != "stop_loss":
-        if "stopPrice" in given:
-            raise ValidationError("invalid_field", "stopPrice applies to stop_loss orders only", "stopPrice")
-        return None
-    if "stopPrice" not in given:
-        raise ValidationError("missing_field", "stopPrice is required for a stop_loss order", "stopPrice")
-    return _limit_price(given["stopPrice"], "stopPrice")
+    return _price_of_type(order_type, given, "stop_loss", "stopPrice")
 
 
 def _target_price(order_type: str, given: Mapping[str, Any], limit_price: Decimal | None) -> Decimal | None:
     """targetPrice of a take_profit order, given only there; it is stored as the order's limit
     price: a take_profit is a limit sell at its target (it never executes below it)."""
-    if order_type != "take_profit":
-        if "targetPrice" in given:
-            raise ValidationError("invalid_field", "targetPrice applies to take_profit orders only", "targetPrice")
-        return limit_price
-    if "targetPrice" not in given:
-        raise ValidationError("missing_field", "targetPrice is required for a take_profit order", "targetPrice")
-    return _limit_price(given["targetPrice"], "targetPrice")
+    target = _price_of_type(order_type, given, "take_profit", "targetPrice")
+    return limit_price if target is None else target
+
+
+def _price_of_type(order_type: str, given: Mapping[str, Any], owner_type: str, field: str) -> Decimal | None:
+    """The price `field`, required on orders of `owner_type` and refused on every other type."""
+    if order_type != owner_type:
+        if field in given:
+            raise ValidationError("invalid_field", f"{field} applies to {owner_type} orders only", field)
+        return None
+    if field not in given:
+        raise ValidationError("missing_field", f"{field} is required for a {owner_type} order", field)
+    return _limit_price(given[field], field)
 
 
 @dataclass(frozen=True)

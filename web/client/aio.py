@@ -182,9 +182,7 @@ class AsyncEngineClient(Endpoints):
             except EngineUnreachable as exc:
                 reason = exc
             failures += 1
-            if failures > RECONNECTS:
-                raise EngineUnreachable(f"lost the event stream of order {order_id}: {reason}")
-            await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S)) - 1])
+            await _back_off(failures, f"the event stream of order {order_id}", reason)
 
     async def watch_quote(self, token_in: str, token_out: str, amount: Any,
                           slippage_bps: int | None = None) -> AsyncIterator[dict]:
@@ -219,9 +217,7 @@ class AsyncEngineClient(Endpoints):
             except EngineUnreachable as exc:
                 reason = exc
             failures += 1
-            if failures > RECONNECTS:
-                raise EngineUnreachable(f"lost the quote stream: {reason}")
-            await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S)) - 1])
+            await _back_off(failures, "the quote stream", reason)
 
     def close(self) -> None:
         """Close the connections this client holds (its WebSockets are the caller's to close)."""
@@ -236,3 +232,10 @@ class AsyncEngineClient(Endpoints):
 
     async def __aexit__(self, *exc) -> None:
         self.close()
+
+
+async def _back_off(failures: int, stream: str, reason: Any) -> None:
+    """Wait before opening a dropped stream again; past RECONNECTS failures in a row, give up."""
+    if failures > RECONNECTS:
+        raise EngineUnreachable(f"lost {stream}: {reason}")
+    await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S)) - 1])
