@@ -31,6 +31,8 @@ def define_entities(db: Database) -> SimpleNamespace:
         slippage_bps = Required(int)
         limit_price = Optional(str, nullable=True)
         stop_price = Optional(str, nullable=True)
+        stop_limit_price = Optional(str, nullable=True)  # stop-limit: the floor once the stop fired
+        trail_percent = Optional(str, nullable=True)  # trailing_stop: its distance below the best price
         expires_in_seconds = Optional(int, nullable=True)
         expires_at = Optional(datetime, precision=6, nullable=True)  # created_at + expires_in_seconds
         status = Required(str)

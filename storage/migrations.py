@@ -354,6 +354,11 @@ CREATE INDEX webhook_pending ON webhook_deliveries (order_id, seq) WHERE state =
 """
 # Protective orders: the price a stop_loss order fires at (tokenOut per tokenIn, as limit_price).
 _PROTECTIVE = "ALTER TABLE orders ADD COLUMN stop_price TEXT"
+# The rest of the protective orders: a stop's floor (stop-limit: stop_loss's limitPrice, oco's
+# stopLoss.limitPrice) and a trailing stop's distance in percent. An oco keeps its takeProfit's
+# targetPrice in limit_price and its stopLoss's stopPrice in stop_price. A trailing stop's best
+# price seen (its high-water mark) is kept in its `waiting` events, not here.
+_PROTECTIVE_MORE = "ALTER TABLE orders ADD COLUMN stop_limit_price TEXT; ALTER TABLE orders ADD COLUMN trail_percent TEXT"
 
 MIGRATIONS: list[tuple[int, str, dict[str, Any]]] = [
     (1, "orders and their status events", {"postgres": _ORDERS_POSTGRES, "sqlite": _ORDERS_SQLITE}),
@@ -372,6 +377,8 @@ MIGRATIONS: list[tuple[int, str, dict[str, Any]]] = [
      {"postgres": _WEBHOOKS.format(uuid="UUID"), "sqlite": _WEBHOOKS.format(uuid="TEXT")}),
     (11, "protective orders: the stop price of a stop_loss order", {"postgres": _PROTECTIVE, "sqlite": _PROTECTIVE}),
     (13, "the simulated chain: routes through an intermediate token", {"postgres": _SIM_ROUTES, "sqlite": _SIM_ROUTES}),
+    (14, "protective orders: a stop's floor (stop-limit) and a trailing stop's distance",
+     {"postgres": _PROTECTIVE_MORE, "sqlite": _PROTECTIVE_MORE}),
 ]
 
 

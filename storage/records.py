@@ -12,7 +12,7 @@ from storage import codec
 
 # The order types, here because storage lists an order type at a time (order_sql.list_page); the
 # web validates against this same tuple.
-ORDER_TYPES = ("market", "limit", "sniper", "stop_loss", "take_profit")
+ORDER_TYPES = ("market", "limit", "sniper", "stop_loss", "take_profit", "trailing_stop", "oco")
 
 
 def utcnow() -> datetime:
@@ -60,6 +60,8 @@ class OrderDraft:
     owner: str = ""
     callback_url: str | None = None  # webhooks: where its events are POSTed (storage/webhooks.py)
     stop_price: Decimal | None = None  # stop_loss: fires when the price falls to it
+    stop_limit_price: Decimal | None = None  # stop-limit (stop_loss, oco's stopLoss): its floor once fired
+    trail_percent: Decimal | None = None  # trailing_stop: how far below the best price seen it fires
 
     def same_order_as(self, order: "OrderRecord") -> bool:
         """True when a repeated clientOrderId means the same order (compared after parsing)."""
@@ -71,6 +73,8 @@ class OrderDraft:
             and self.slippage_bps == order.slippage_bps
             and self.limit_price == order.limit_price
             and self.stop_price == order.stop_price
+            and self.stop_limit_price == order.stop_limit_price
+            and self.trail_percent == order.trail_percent
             and self.expires_in_seconds == order.expires_in_seconds
             and self.callback_url == order.callback_url
         )
@@ -167,6 +171,8 @@ class OrderRecord:
     fence: int = 0  # the fence of the latest claim (see storage.order_sql.claim_orders)
     callback_url: str | None = None  # webhooks: where its events are POSTed
     stop_price: Decimal | None = None  # stop_loss: fires when the price falls to it
+    stop_limit_price: Decimal | None = None  # stop-limit (stop_loss, oco's stopLoss): its floor once fired
+    trail_percent: Decimal | None = None  # trailing_stop: how far below the best price seen it fires
 
     @property
     def terminal(self) -> bool:
@@ -190,8 +196,8 @@ class OrderRecord:
             "tokenOut": self.token_out,
             "amount": decimal_str(self.amount),
             "slippageBps": self.slippage_bps,
-            "limitPrice": decimal_str(self.limit_price) if self.limit_price is not None and self.type != "take_profit"
-            else None,
+            "limitPrice": decimal_str(self.limit_price) if self.limit_price is not None
+            and self.type not in ("take_profit", "oco") else None,
             "expiresInSeconds": self.expires_in_seconds,
             "clientOrderId": self.client_order_id,
             "createdAt": iso(self.created_at),
@@ -202,10 +208,25 @@ class OrderRecord:
             "attempts": self.attempts,
             "callbackUrl": self.callback_url,
         }
-        if self.stop_price is not None:
+        if self.stop_price is not None and self.type != "oco":
             data["stopPrice"] = decimal_str(self.stop_price)
+        _protective_api(self, data)
         if self.type == "take_profit" and self.limit_price is not None:  # stored as its limit price
             data["targetPrice"] = decimal_str(self.limit_price)
         if self.events is not None:
             data["events"] = [e.to_api() for e in self.events]
         return data
+
+
+def _protective_api(order: OrderRecord, data: dict[str, Any]) -> None:
+    """The fields of a stop-limit, a trailing stop and an oco, as they were submitted."""
+    if order.type == "stop_loss" and order.stop_limit_price is not None:
+        data["limitPrice"] = decimal_str(order.stop_limit_price)
+    if order.trail_percent is not None:
+        data["trailPercent"] = decimal_str(order.trail_percent)
+    if order.type == "oco":
+        stop = {"stopPrice": decimal_str(order.stop_price)}
+        if order.stop_limit_price is not None:
+            stop["limitPrice"] = decimal_str(order.stop_limit_price)
+        data["takeProfit"] = {"targetPrice": decimal_str(order.limit_price)}
+        data["stopLoss"] = stop

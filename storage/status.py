@@ -53,5 +53,7 @@ def check_transition(current: str, current_attempt: int, new: str, new_attempt: 
         if current not in _TERMINAL_FROM[new]:
             raise StatusRuleError(f"{new} cannot follow {current}")
         return
+    if new == current == "waiting":  # a waiting order's trigger moved or fired (protective orders)
+        return
     if _RANK[new] <= _RANK[current]:
         raise StatusRuleError(f"{new} cannot follow {current} within attempt {new_attempt}")

@@ -16,13 +16,15 @@ from config import Token, find_token
 from storage.records import ORDER_TYPES, OrderDraft
 from storage.webhooks import CallbackRefused, check_url
 from web.errors import ValidationError
+from web.validation_protective import parse_protective
 
 __all__ = ["ValidationError", "QuoteRequest", "parse_json_object", "parse_order", "parse_quote",
            "parse_quote_command", "parse_amount", "parse_token"]
 
 MAX_BASE_UNITS = 2**64 - 1  # amounts are u64 on Solana
 ORDER_FIELDS = ("tokenIn", "tokenOut", "amount", "type", "slippageBps", "limitPrice",
-                "expiresInSeconds", "clientOrderId", "callbackUrl", "stopPrice", "targetPrice")
+                "expiresInSeconds", "clientOrderId", "callbackUrl", "stopPrice", "targetPrice",
+                "trailPercent", "takeProfit", "stopLoss")
 REQUIRED_FIELDS = ("tokenIn", "tokenOut", "amount")
 DEFAULT_SLIPPAGE_BPS = 50
 MAX_EXPIRY_SECONDS = 365 * 24 * 3600
@@ -179,10 +181,13 @@ def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: boo
         if "limitPrice" not in given:
             raise ValidationError("missing_field", "limitPrice is required for a limit order", "limitPrice")
         limit_price = _limit_price(given["limitPrice"])
-    elif "limitPrice" in given:
-        raise ValidationError("invalid_field", "limitPrice applies to limit orders only", "limitPrice")
+    elif "limitPrice" in given and order_type != "stop_loss":
+        raise ValidationError("invalid_field", "limitPrice applies to limit and stop_loss orders only", "limitPrice")
     stop_price = _protective_prices(order_type, given)
     limit_price = _target_price(order_type, given, limit_price)
+    protective = parse_protective(order_type, given)
+    if protective.target_price is not None:  # oco: its takeProfit is kept as a take_profit's is
+        limit_price, stop_price = protective.target_price, protective.stop_price
     expires = None
     if "expiresInSeconds" in given:
         if order_type == "market":
@@ -194,7 +199,8 @@ def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: boo
     return OrderDraft(token_in=token_in.symbol, token_out=token_out.symbol, amount=amount, type=order_type,
                       slippage_bps=slippage, limit_price=limit_price, expires_in_seconds=expires,
                       client_order_id=client_id, owner=owner, callback_url=callback,
-                      stop_price=stop_price)
+                      stop_price=stop_price, stop_limit_price=protective.stop_limit_price,
+                      trail_percent=protective.trail_percent)
 
 
 def _protective_prices(order_type: str, given: Mapping[str, Any]) -> Decimal | None:

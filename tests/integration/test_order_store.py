@@ -249,3 +249,24 @@ def test_a_shared_secret_is_created_once_whoever_asks_first(store):
     with ThreadPoolExecutor(4) as pool:  # processes starting together race to create it
         secrets = set(pool.map(lambda _: shared_secret(store.db), range(8)))
     assert len(secrets) == 1 and len(secrets.pop()) == 32
+
+
+def test_the_protective_orders_fields_are_stored_read_back_and_shown_as_submitted(store):
+    stop_limit = store.create_order(draft(type="stop_loss", stop_price=Decimal("100"),
+                                          stop_limit_price=Decimal("95"))).order
+    trailing = store.create_order(draft(type="trailing_stop", trail_percent=Decimal("2.5"))).order
+    oco = store.create_order(draft(type="oco", limit_price=Decimal("200"), stop_price=Decimal("100"),
+                                   stop_limit_price=Decimal("90"))).order
+    read = {o.id: store.get_order(o.id) for o in (stop_limit, trailing, oco)}
+    assert read[stop_limit.id].stop_limit_price == Decimal("95")
+    assert read[trailing.id].trail_percent == Decimal("2.5")
+    api = read[oco.id].to_api()
+    assert api["takeProfit"] == {"targetPrice": "200"} and api["stopLoss"] == {"stopPrice": "100", "limitPrice": "90"}
+    assert api["limitPrice"] is None and "stopPrice" not in api
+    assert read[stop_limit.id].to_api()["limitPrice"] == "95" and read[trailing.id].to_api()["trailPercent"] == "2.5"
+    page, _ = store.list_orders(None, type="oco")
+    assert [o.id for o in page] == [oco.id] and page[0].stop_limit_price == Decimal("90")
+    # A trailing stop's trigger moves while it waits: `waiting` may follow `waiting`.
+    (first, again) = store.append_events([EventDraft(trailing.id, "waiting", 1, {"highWater": "1"}),
+                                          EventDraft(trailing.id, "waiting", 1, {"highWater": "2"})])
+    assert (first.seq, again.seq) == (2, 3) and store.get_order(trailing.id).status == "waiting"

@@ -8,7 +8,7 @@ from storage.status import StatusRuleError, check_transition
     ("pending", "routing"), ("routing", "building"), ("building", "submitted"),
     ("submitted", "confirmed"), ("pending", "waiting"), ("waiting", "routing"),
     ("pending", "failed"), ("submitted", "failed"), ("pending", "cancelled"), ("waiting", "cancelled"),
-    ("waiting", "expired"),
+    ("waiting", "expired"), ("waiting", "waiting"),
 ])
 def test_lifecycle_moves_down_within_an_attempt(current, new):
     check_transition(current, 1, new, 1)

@@ -266,3 +266,50 @@ def test_a_take_profit_needs_a_positive_target_price_stored_as_its_limit_price_w
         with pytest.raises(ValidationError) as caught:
             parse_order(json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", **body}))
         assert caught.value.field == field, body
+
+
+def test_a_stop_loss_with_a_limit_price_is_a_stop_limit_whose_floor_is_not_above_its_stop():
+    draft = parse_order(order(type="stop_loss", stopPrice="100", limitPrice="95"))
+    assert draft.stop_price == Decimal("100") and draft.stop_limit_price == Decimal("95")
+    assert draft.limit_price is None, "the floor is kept apart from a limit order's price"
+    rejected(order(type="stop_loss", stopPrice="100", limitPrice="100.01"), "invalid_field", "limitPrice")
+    rejected(order(type="stop_loss", stopPrice="100", limitPrice="0"), "invalid_field", "limitPrice")
+    rejected(order(type="market", limitPrice="1"), "invalid_field", "limitPrice")
+
+
+def test_a_trailing_stop_needs_a_trail_percent_in_range_which_no_other_type_takes():
+    draft = parse_order(order(type="trailing_stop", trailPercent="2.50"))
+    assert draft.type == "trailing_stop" and draft.trail_percent == Decimal("2.5")
+    assert draft.stop_price is None and draft.limit_price is None
+    rejected(order(type="trailing_stop"), "missing_field", "trailPercent")
+    for bad in ("0", "-1", "50.01", "100", "1.001", "abc", True):
+        rejected(order(type="trailing_stop", trailPercent=bad), "invalid_field", "trailPercent")
+    rejected(order(type="stop_loss", stopPrice="1", trailPercent="1"), "invalid_field", "trailPercent")
+    rejected(order(type="trailing_stop", trailPercent="1", stopPrice="1"), "invalid_field", "stopPrice")
+
+
+def test_an_oco_needs_both_sides_each_with_the_fields_of_its_type_only():
+    draft = parse_order(order(type="oco", takeProfit={"targetPrice": "200"},
+                              stopLoss={"stopPrice": "100", "limitPrice": "90"}))
+    assert (draft.type, draft.limit_price, draft.stop_price, draft.stop_limit_price) == (
+        "oco", Decimal("200"), Decimal("100"), Decimal("90"))
+    plain = parse_order(order(type="oco", takeProfit={"targetPrice": "200"}, stopLoss={"stopPrice": "100"}))
+    assert plain.stop_limit_price is None
+    stop = {"stopPrice": "100"}
+    take = {"targetPrice": "200"}
+    rejected(order(type="oco", stopLoss=stop), "missing_field", "takeProfit")
+    rejected(order(type="oco", takeProfit=take), "missing_field", "stopLoss")
+    rejected(order(type="oco", takeProfit="200", stopLoss=stop), "invalid_field", "takeProfit")
+    rejected(order(type="oco", takeProfit={}, stopLoss=stop), "missing_field", "takeProfit.targetPrice")
+    rejected(order(type="oco", takeProfit=take, stopLoss={"limitPrice": "1"}), "missing_field", "stopLoss.stopPrice")
+    rejected(order(type="oco", takeProfit={"targetPrice": "200", "stopPrice": "1"}, stopLoss=stop),
+             "unknown_field", "takeProfit.stopPrice")
+    rejected(order(type="oco", takeProfit=take, stopLoss={"stopPrice": "100", "trailPercent": "1"}),
+             "unknown_field", "stopLoss.trailPercent")
+    rejected(order(type="oco", takeProfit={"targetPrice": "-2"}, stopLoss=stop), "invalid_field",
+             "takeProfit.targetPrice")
+    rejected(order(type="oco", takeProfit=take, stopLoss={"stopPrice": "100", "limitPrice": "101"}),
+             "invalid_field", "stopLoss.limitPrice")
+    rejected(order(type="oco", takeProfit=take, stopLoss=stop, stopPrice="1"), "invalid_field", "stopPrice")
+    rejected(order(type="oco", takeProfit=take, stopLoss=stop, limitPrice="1"), "invalid_field", "limitPrice")
+    rejected(order(type="take_profit", targetPrice="1", stopLoss=stop), "invalid_field", "stopLoss")
