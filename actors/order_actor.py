@@ -49,6 +49,7 @@ from actors.messages import (
 )
 from actors.execution import Execution, LegRun
 from actors.halts import HALT_RECHECK_S, NoHalts, covering
+from actors.protective import fired_side, floor_price, marks_firing, stored_high, trail_stop
 from actors.retry import PERMANENT_ERRORS, RetryPolicy, exponential
 from actors.trigger_book import ArmedOrder
 from config import find_token
@@ -63,7 +64,7 @@ from storage.venues.paths import best_route, quote_requests
 log = logging.getLogger(__name__)
 
 LIMIT_TYPES = ("limit", "take_profit")  # take_profit: a limit sell at its target price
-ARMING_TYPES = ("limit", "sniper", "stop_loss", "take_profit")  # types that may wait in the trigger book
+ARMING_TYPES = ("limit", "sniper", "stop_loss", "take_profit", "trailing_stop", "oco")  # may wait in the trigger book
 QUOTE_TIMEOUT = 10.0
 STORE_TIMEOUT = 60.0
 SWAP_TIMEOUT = 30.0
@@ -129,6 +130,7 @@ class OrderActor(pykka.ThreadingActor):
         self.requotes = 0
         self.unavailable_since = None
         self.swap_latency = 0.0
+        self.fired = fired_side(order.events)  # a protective order's side that fired (stored), if one did
 
     # ---- start: fresh or resumed ------------------------------------------------------------
 
@@ -260,19 +262,22 @@ class OrderActor(pykka.ThreadingActor):
                 q.error_code in PERMANENT_ERRORS or q.error_code == "no_pool" for q in errors)
             error = next((q for q in errors if q.error_code != "no_pool"), errors[0])
             return self._attempt_failed(error.error_code, error.message, not permanent)
-        if arming and self.order.type == "stop_loss" and not self.execution.filled:
+        if arming and marks_firing(self.order) and not self.execution.filled and self._protect(route, usable):
+            return  # armed, or storing which side fired (then routed again)
+        if arming and self.order.type == "stop_loss" and self.order.stop_limit_price is None \
+                and not self.execution.filled:
             price = self._price_of(route)
             if price > self.order.stop_price:  # not fallen to the stop yet: wait for it
                 return self._arm({"trigger": "stop", "stopPrice": decimal_str(self.order.stop_price),
                                   "price": decimal_str(price)})
-        if self.order.type in LIMIT_TYPES:
+        if self._floor() is not None:
             # The limit sets the floor of the output (of what is left to fill), whatever the
             # slippage tolerance says; each leg's minimum carries its share of it.
             floor = max(0, self._limit_min_out() - self.execution.filled_out, self.execution.rest_min_out)
             route = best_route(usable, self.token_in, self.token_out, remaining, slippage, min_total_out=floor)
             if route.amount_out < floor:  # not met: wait for the price (or fail this retry)
                 if arming:
-                    return self._arm({"trigger": "price", "limitPrice": decimal_str(self.order.limit_price),
+                    return self._arm({"trigger": "price", "limitPrice": decimal_str(self._floor()),
                                       "minAmountOut": decimal_str(self.token_out.to_whole(floor)),
                                       "bestAmountOut": decimal_str(self.token_out.to_whole(route.amount_out))})
                 return self._attempt_failed("limit_not_met", "the price no longer meets the limit", True)
@@ -328,9 +333,56 @@ class OrderActor(pykka.ThreadingActor):
         self._later(delay, RetryDue(self.attempt, self.step))
         return True
 
+    def _floor(self) -> Decimal | None:
+        """The least price it may execute at now (a limit, a fired side's floor), or None (market)."""
+        return floor_price(self.order, self.fired)
+
+    def _protect(self, route, usable) -> bool:
+        """A stop-limit, trailing stop or oco that has not fired: arm it while no trigger holds,
+        else store which side fired and route again (True either way); False once fired."""
+        if self.fired is not None:
+            return False
+        order, price = self.order, self._price_of(route)
+        shown = {"price": decimal_str(price)}
+        if order.type == "trailing_stop":
+            high = max(stored_high(order.events) or price, price)
+            stop = trail_stop(high, order.trail_percent)
+            meta = {"trigger": "trail", "trailPercent": decimal_str(order.trail_percent),
+                    "highWater": decimal_str(high), "stopPrice": decimal_str(stop), **shown}
+            return self._arm(meta, store=True) if price > stop else self._mark("trailingStop", meta)
+        stop_hit = price <= order.stop_price
+        if order.type == "stop_loss":
+            meta = {"trigger": "stop", "stopPrice": decimal_str(order.stop_price),
+                    "limitPrice": decimal_str(order.stop_limit_price), **shown}
+            return self._mark("stopLoss", meta) if stop_hit else self._arm(meta)
+        # oco: both sides judged on these quotes; the stopLoss wins when both hold.
+        target = self._min_out(order.limit_price)
+        taken = best_route(usable, self.token_in, self.token_out, self.execution.remaining_in, order.slippage_bps,
+                           min_total_out=target)
+        meta = {"trigger": "oco", "targetPrice": decimal_str(order.limit_price),
+                "stopPrice": decimal_str(order.stop_price), **shown}
+        if stop_hit or taken.amount_out >= target:
+            side = "stopLoss" if stop_hit else "takeProfit"
+            return self._mark(side, {**meta, "cancelled": "takeProfit" if stop_hit else "stopLoss"})
+        return self._arm(meta)
+
+    def _mark(self, side: str, meta: dict) -> bool:
+        """Store that `side` fired (the first such event decides, for every worker), then route
+        again on the same quotes: that side executes."""
+        self.fired = side
+        self.log.info("order %s: its %s fired at %s", self.order.id, side, meta.get("price"))
+        if self.worker_id:
+            meta["worker"] = self.worker_id
+        self._append([("waiting", {**meta, "fired": side}, None)], self._route)
+        return True
+
     def _limit_min_out(self) -> int:
-        """amount × limitPrice in tokenOut base units, rounded up: the order never executes below it."""
-        exact = self.order.amount * self.order.limit_price * self.token_out.base
+        """amount × the floor in tokenOut base units, rounded up: the order never executes below it."""
+        return self._min_out(self._floor())
+
+    def _min_out(self, price: Decimal) -> int:
+        """amount × price in tokenOut base units, rounded up."""
+        exact = self.order.amount * price * self.token_out.base
         return int(exact.to_integral_value(rounding=ROUND_CEILING))
 
     def _price_of(self, route) -> Decimal:
@@ -341,26 +393,35 @@ class OrderActor(pykka.ThreadingActor):
         """The token a sniper order waits for: whichever of its two is not tradable yet."""
         return self.token_out if not self.token_out.tradable else self.token_in
 
-    def _arm(self, trigger: dict) -> None:
-        """Not yet: store `waiting` (once) and hand the order to the trigger book; the actor and
-        its in-flight slot are free meanwhile."""
+    def _arm(self, trigger: dict, store: bool = False) -> bool:
+        """Not yet: store `waiting` (once, or again when `store`) and hand the order to the trigger
+        book; the actor and its in-flight slot are free meanwhile."""
         expires_at = self.order.expires_at
+        kind, fired = self.order.type, self.fired is not None
+        floor = self._floor() if kind != "oco" or fired else self.order.limit_price  # an oco watches its target
+        trailing = kind == "trailing_stop" and "highWater" in trigger
         armed = ArmedOrder(
             order_id=str(self.order.id), job=None, fence=self.order.fence, attempt=self.attempt,
             token_in=self.token_in, token_out=self.token_out, amount_in=self.amount_in,
             created_at=self.order.created_at, expires_at=expires_at,
-            min_out=self._limit_min_out() if self.order.type in LIMIT_TYPES else 0,
-            limit_price=float(self.order.limit_price) if self.order.type in LIMIT_TYPES else 0.0,
-            launch=trigger.get("token") if self.order.type == "sniper" else None,
-            stop_price=float(self.order.stop_price) if self.order.type == "stop_loss" else 0.0,
+            min_out=self._min_out(floor) if floor is not None else 0,
+            limit_price=float(floor) if floor is not None else 0.0,
+            launch=trigger.get("token") if kind == "sniper" else None,
+            stop_price=float(self.order.stop_price) if kind in ("stop_loss", "oco") and not fired else 0.0,
+            protect=kind if marks_firing(self.order) and not fired else "",
+            trail=float(self.order.trail_percent) / 100 if trailing else 0.0,
+            high=float(trigger["highWater"]) if trailing else 0.0,
+            high_stored=float(trigger["highWater"]) if trailing else 0.0,
             owner=self.order.owner, held=trigger["trigger"] == "halt")
         self._cancel_watchdog()
-        if self.status == "waiting":
-            return self._finish(armed=armed)
+        if self.status == "waiting" and not store:
+            self._finish(armed=armed)
+            return True
         meta = {**trigger, "expiresAt": iso(expires_at)}
         if self.worker_id:
             meta["worker"] = self.worker_id
         self._append([("waiting", meta, None)], lambda: self._finish(armed=armed))
+        return True
 
     def _routing_meta(self, route) -> dict:
         quotes = {}

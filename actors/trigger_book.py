@@ -17,6 +17,13 @@ stays here, held, and so does an order held at its start (`held`: it waits only 
 halt's end). When the halts change (`HaltsChanged`), the held orders no halt covers any more
 are released; a held limit order quotes again then and waits again if the price moved back.
 
+Protective orders (actors/trigger_protect.py): a stop-limit, a trailing stop and an oco are
+released only once their firing is stored (a `waiting` event whose meta says which side `fired`),
+so that whoever runs them next, this worker or another after its death, executes that side and no
+other. A trailing stop follows the pair's price on each tick; its best price seen is stored in a
+`waiting` event at most every TRAIL_EVENT_S when it moved, and the next worker arming it starts
+from there.
+
 Expiry is the book's too: at `expires_at` it stores `expired` (under the order's fence)
 and acknowledges the job (held orders expire too). Every TRIGGER_REFRESH_SECONDS it asks the
 database which of its orders are still armed by it, and forgets the others (cancelled by
@@ -37,6 +44,7 @@ from actors.event_writer import WriterDied
 from actors.halts import HaltsChanged, NoHalts, covering
 from actors.messages import AppendEvents, EventsStored, Triggered
 from actors.supervision import SupervisedActor
+from actors.trigger_protect import ProtectiveTriggers
 from config import Token
 from config.logs import about_order
 from config.settings import Settings
@@ -69,6 +77,11 @@ class ArmedOrder:
     limit_price: float = 0.0  # limit: only to keep the pair's orders sorted
     launch: str | None = None  # sniper: the token whose launch fires it
     stop_price: float = 0.0  # stop_loss: fires when the pair's price falls to it (tokenOut per tokenIn)
+    protect: str = ""  # stop-limit, trailing stop, oco (their type): its firing is stored before its release
+    trail: float = 0.0  # trailing_stop: the distance below `high` it fires at (a fraction: 0.05 for 5%)
+    high: float = 0.0  # trailing_stop: the best pair price seen (tokenOut per tokenIn)
+    high_stored: float = 0.0  # trailing_stop: the best price its events hold
+    stored_at: float = 0.0  # trailing_stop: when (monotonic) its last trail event was sent
     expires_at: datetime | None = None
     owner: str = ""  # whose order (a halt may cover one owner's orders)
     held: bool = False  # held at its start by a halt: released when no halt covers it
@@ -114,9 +127,11 @@ class _Pair:
     probe: ArmedOrder | None = None  # the smallest order armed: its price bounds every other's
     stops: list = field(default_factory=list)  # stop orders, sorted (stop_price, order_id)
     stop_probe: ArmedOrder | None = None  # the smallest stop armed: it prices the pair for them all
+    trails: dict = field(default_factory=dict)  # trailing stops' ids (a set, in arming order)
+    price: float | None = None  # the pair's price at this tick (from stop_probe), once read
 
 
-class TriggerBook(SupervisedActor):
+class TriggerBook(ProtectiveTriggers, SupervisedActor):
     """Holds this worker's armed orders and releases them when they trigger."""
 
     child_name = "trigger_book"
@@ -143,6 +158,7 @@ class TriggerBook(SupervisedActor):
         self.expiry_timer = None
         self.ticking = self.polling = False
         self.expiring: dict[int, ArmedOrder] = {}  # AppendEvents tag -> order being expired
+        self.storing: dict[int, tuple[str, ArmedOrder]] = {}  # AppendEvents tag -> ("fire" | "trail", order)
         self.tags = 0
 
     def on_start(self):
@@ -167,7 +183,10 @@ class TriggerBook(SupervisedActor):
         elif isinstance(message, _Expire):
             self._expire_due()
         elif isinstance(message, EventsStored):
-            self._expired_stored(message)
+            if message.tag in self.storing:
+                self._protect_stored(message)
+            else:
+                self._expired_stored(message)
         elif isinstance(message, _Refresh):
             self._refresh()
             self._later(self.refresh_s, _Refresh())
@@ -193,17 +212,19 @@ class TriggerBook(SupervisedActor):
         if order.launch is not None:
             self.launches.setdefault(order.launch, set()).add(order.order_id)
             self._poll_launches()
-        elif order.stop_price:
+        else:  # an oco watches its stop and its target both
             pair = self.pairs.setdefault((order.token_in.symbol, order.token_out.symbol), _Pair())
-            bisect.insort(pair.stops, (order.stop_price, order.order_id))
-            if pair.stop_probe is None or order.amount_in < pair.stop_probe.amount_in:
+            if order.stop_price:
+                bisect.insort(pair.stops, (order.stop_price, order.order_id))
+            if order.trail:
+                pair.trails[order.order_id] = None
+            if (order.stop_price or order.trail) and (pair.stop_probe is None
+                                                      or order.amount_in < pair.stop_probe.amount_in):
                 pair.stop_probe = order
-            self._start_ticking()
-        else:
-            pair = self.pairs.setdefault((order.token_in.symbol, order.token_out.symbol), _Pair())
-            bisect.insort(pair.keys, (order.limit_price, order.order_id))
-            if pair.probe is None or order.amount_in < pair.probe.amount_in:
-                pair.probe = order
+            if order.limit_price or not (order.stop_price or order.trail):
+                bisect.insort(pair.keys, (order.limit_price, order.order_id))
+                if pair.probe is None or order.amount_in < pair.probe.amount_in:
+                    pair.probe = order
             self._start_ticking()
 
     def _forget(self, order_id: str) -> ArmedOrder | None:
@@ -223,19 +244,17 @@ class TriggerBook(SupervisedActor):
             waiting = self.launches.get(order.launch)
             if waiting is not None:
                 waiting.discard(order_id)
-        elif order.stop_price:
-            pair = self.pairs.get((order.token_in.symbol, order.token_out.symbol))
-            if pair is not None:
-                _remove(pair.stops, (order.stop_price, order_id))
-                if pair.stop_probe is order:
-                    pair.stop_probe = min((self.armed[i] for _, i in pair.stops if i in self.armed),
-                                          key=lambda o: o.amount_in, default=None)
         else:
             pair = self.pairs.get((order.token_in.symbol, order.token_out.symbol))
-            if pair is not None:
-                i = bisect.bisect_left(pair.keys, (order.limit_price, order_id))
-                if i < len(pair.keys) and pair.keys[i] == (order.limit_price, order_id):
-                    del pair.keys[i]
+            if pair is None:
+                return
+            _remove(pair.stops, (order.stop_price, order_id))
+            pair.trails.pop(order_id, None)
+            if pair.stop_probe is order:
+                watching = [i for _, i in pair.stops] + list(pair.trails)
+                pair.stop_probe = min((self.armed[i] for i in watching if i in self.armed),
+                                      key=lambda o: o.amount_in, default=None)
+            _remove(pair.keys, (order.limit_price, order_id))
 
     def _release(self, order_ids: list[str]) -> None:
         """Hand these orders to the consumer, which starts them under the usual limits; those a
@@ -259,16 +278,25 @@ class TriggerBook(SupervisedActor):
     # ---- limit orders ---------------------------------------------------------------------
 
     def _start_ticking(self) -> None:
-        if not self.ticking and any(pair.keys or pair.stops for pair in self.pairs.values()):
+        if not self.ticking and any(pair.keys or pair.stops or pair.trails for pair in self.pairs.values()):
             self.ticking = True
             self._later(self.tick_s, _Tick())
 
     def _tick(self) -> None:
-        crossed = []
+        fired: dict[str, tuple[str, float | None]] = {}  # order id -> (side, the pair's price)
         for pair in self.pairs.values():
-            crossed += self._crossed(pair)
-            crossed += self._stopped(pair)
-        self._release(crossed)
+            pair.price = None
+            # Stops first: an oco whose two sides both hold at this tick fires its stopLoss.
+            for side, order_ids in (("stopLoss", self._stopped(pair)), ("takeProfit", self._crossed(pair)),
+                                    ("trailingStop", self._trailed(pair))):
+                for order_id in order_ids:
+                    fired.setdefault(order_id, (side, pair.price))
+        plain = [order_id for order_id in fired if not self.armed[order_id].protect]
+        self._release(plain)
+        for order_id, (side, price) in fired.items():
+            order = self.armed.get(order_id)
+            if order is not None and order.protect:
+                self._fire(order, side, price)
         self._start_ticking()
 
     def _crossed(self, pair: _Pair) -> list[str]:
@@ -303,16 +331,24 @@ class TriggerBook(SupervisedActor):
         shows it), not the fill of its own size: once fired it executes as a market order.
         Every stop at or above that price fires: one quote a tick, a bisect, whatever the count.
         """
-        probe = pair.stop_probe
-        if not pair.stops or probe is None:
+        if not pair.stops:
             return []
-        best = self._best_out(probe)
-        if best is None:
+        price = self._pair_price(pair)
+        if price is None:
             return []
-        scale = 10 ** (probe.token_in.decimals - probe.token_out.decimals)
-        price = best / probe.amount_in * scale * (1 - 1e-9)  # whole tokenOut per whole tokenIn
+        price *= 1 - 1e-9
         first = bisect.bisect_left(pair.stops, (price, ""))
         return [order_id for _, order_id in pair.stops[first:]]
+
+    def _pair_price(self, pair: _Pair) -> float | None:
+        """The pair's price now (whole tokenOut per whole tokenIn), as the smallest stop or trailing
+        stop armed would get it: read once a tick, for all of them."""
+        probe = pair.stop_probe
+        if pair.price is None and probe is not None:
+            best = self._best_out(probe)
+            if best is not None:
+                pair.price = best / probe.amount_in * 10 ** (probe.token_in.decimals - probe.token_out.decimals)
+        return pair.price
 
     def _best_out(self, order: ArmedOrder) -> int | None:
         """What the order's full size gets now on its best route (through an intermediate token

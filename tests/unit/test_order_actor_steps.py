@@ -310,3 +310,68 @@ def test_a_route_within_the_collar_executes():
         actor.on_receive(QuoteReceived(request.request_id, dex, quote(dex, out)))
     (append,) = directory.refs["event_writer"].take(AppendEvents)
     assert [d.status for d in append.drafts] == ["routing", "building", "submitted"]
+
+
+def protective_order(type_: str, events=(), **fields) -> OrderRecord:
+    from dataclasses import replace
+
+    order = replace(pending_order(), type=type_, **fields)
+    if events:
+        order = replace(order, status="waiting", last_seq=1 + len(events),
+                        events=order.events + tuple(EventRecord(order.id, n + 2, "waiting", 1, utcnow(), meta)
+                                                    for n, meta in enumerate(events)))
+    return order
+
+
+def quoted(actor, directory, order, out: int = 150_000_000) -> AppendEvents:
+    """Run the order to its first store: both venues quote `out` USDC base units for 1 SOL."""
+    actor.on_receive(RunOrder(order))
+    requests = directory.refs["raydium"].take(RequestQuote) + directory.refs["meteora"].take(RequestQuote)
+    for request, dex in zip(requests, ("raydium", "meteora")):
+        actor.on_receive(QuoteReceived(request.request_id, dex, quote(dex, out)))
+    (append,) = directory.refs["event_writer"].take(AppendEvents)
+    return append
+
+
+def test_an_oco_whose_two_sides_hold_at_its_first_quote_stores_its_stop_loss_firing_then_sells_at_market():
+    actor, directory, router = make_actor()
+    order = protective_order("oco", limit_price=Decimal("140"), stop_price=Decimal("160"))
+    append = quoted(actor, directory, order)  # 150: above its target, below its stop
+    (fired,) = append.drafts
+    assert fired.status == "waiting" and fired.meta["fired"] == "stopLoss" and fired.meta["cancelled"] == "takeProfit"
+    actor.on_receive(stored(append))
+    (route,) = directory.refs["event_writer"].take(AppendEvents)
+    assert [d.status for d in route.drafts] == ["routing", "building", "submitted"]
+    building = route.drafts[1].meta
+    assert building["minAmountOut"] == "149.25", "the stopLoss side sells at market (its 50 bps slippage)"
+
+
+def test_a_resumed_trailing_stop_trails_from_its_stored_mark_not_from_the_price_of_the_moment():
+    actor, directory, router = make_actor(worker_id="w2")
+    mark = {"trigger": "trail", "highWater": "160", "trailPercent": "5"}
+    order = protective_order("trailing_stop", events=(mark,), trail_percent=Decimal("5"))
+    append = quoted(actor, directory, order)  # 150 is below 160 - 5% = 152: it fires at once
+    (fired,) = append.drafts
+    assert fired.meta["fired"] == "trailingStop" and fired.meta["highWater"] == "160"
+    higher = protective_order("trailing_stop", events=({**mark, "highWater": "155"},), trail_percent=Decimal("5"))
+    actor2, directory2, router2 = make_actor(worker_id="w2")
+    append = quoted(actor2, directory2, higher)  # 150 is above 155 - 5%: it waits, from 155
+    (armed,) = append.drafts
+    assert armed.status == "waiting" and armed.meta["highWater"] == "155" and "fired" not in armed.meta
+    actor2.on_receive(stored(append))
+    (finished,) = router2.take(OrderFinished)
+    assert finished.armed.high == 155.0 and finished.armed.trail == 0.05 and finished.armed.protect == "trailing_stop"
+
+
+def test_a_fired_stop_limit_below_its_floor_waits_as_a_limit_at_its_floor():
+    actor, directory, router = make_actor()
+    order = protective_order("stop_loss", events=({"trigger": "stop", "fired": "stopLoss"},),
+                             stop_price=Decimal("155"), stop_limit_price=Decimal("152"))
+    actor.on_receive(RunOrder(order))
+    requests = directory.refs["raydium"].take(RequestQuote) + directory.refs["meteora"].take(RequestQuote)
+    for request, dex in zip(requests, ("raydium", "meteora")):
+        actor.on_receive(QuoteReceived(request.request_id, dex, quote(dex, 150_000_000)))
+    assert directory.refs["event_writer"].take(AppendEvents) == [], "already waiting: nothing more to store"
+    (finished,) = router.take(OrderFinished)
+    armed = finished.armed
+    assert armed.min_out == 152_000_000 and armed.stop_price == 0.0 and armed.protect == ""

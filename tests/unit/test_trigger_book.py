@@ -184,3 +184,142 @@ def test_stops_fire_when_the_price_falls_to_them_and_each_only_once(book):
         venue.rate = venue.rate * 9 / 13  # 90
     assert consumer.wait_for("far") and consumer.wait_for("probe"), "the smallest stop fired: the others still watch"
     assert sorted(consumer.released) == ["far", "near", "probe"], "a stop fires once"
+
+
+# ---- protective orders: their firing is stored before they are released -----------------------
+
+class Writer:
+    """Stands for the EventWriter: records the drafts, answers each as stored (or `refuse`s it)."""
+
+    def __init__(self):
+        self.drafts = []
+        self.refuse = None  # an exception to answer instead of storing
+
+    def tell(self, message):
+        from actors.messages import EventsStored
+        from storage.records import EventRecord
+
+        self.drafts += message.drafts
+        results = [self.refuse or EventRecord(d.order_id, 2, d.status, d.attempt, d.timestamp, d.meta)
+                   for d in message.drafts]
+        message.reply_to.tell(EventsStored(results, message.tag))
+
+    def metas(self, order_id: str) -> list[dict]:
+        return [d.meta for d in self.drafts if str(d.order_id) == order_id]
+
+
+class Both(Directory):
+    def __init__(self, consumer, writer):
+        super().__init__(consumer)
+        self.writer = writer
+
+    def get(self, name):
+        return self.writer if name == "event_writer" else super().get(name)
+
+
+@pytest.fixture
+def protect_book():
+    chain = ScriptedChain(ScriptedVenue("raydium", "0.15"), ScriptedVenue("meteora", "0.15"))  # 150 USDC/SOL
+    consumer, writer, timers = Consumer(), Writer(), Timers().start()
+    ref = TriggerBook.start(Orders(), None, chain, timers, Both(consumer, writer), "worker-1")
+    yield ref, chain, consumer, writer
+    ref.stop()
+    timers.stop()
+
+
+def protective(order_id: str, **fields) -> Arm:
+    from uuid import UUID, uuid5
+    order_id = str(uuid5(UUID(int=0), order_id))  # the book stores events: real order ids
+    return Arm(ArmedOrder(order_id=order_id, job=Job(f"job-{order_id}", order_id), fence=1, attempt=1,
+                          token_in=find_token("SOL"), token_out=find_token("USDC"), amount_in=10**9,
+                          created_at=utcnow(), **fields))
+
+
+def set_price(chain, usdc_per_sol: float) -> None:
+    from decimal import Decimal
+    for venue in chain.venues.values():
+        venue.rate = Decimal(str(usdc_per_sol)) / 1000
+
+
+def wait_until(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_an_oco_whose_two_sides_hold_at_one_tick_fires_its_stop_loss_once_and_never_its_take_profit(protect_book):
+    ref, chain, consumer, writer = protect_book
+    # A target below the price and a stop above it: both sides hold at the first tick.
+    arm = protective("both", protect="oco", stop_price=160.0, limit_price=140.0, min_out=140 * 10**6)
+    order_id = arm.armed.order_id
+    ref.tell(arm)
+    assert consumer.wait_for(order_id)
+    (fired,) = writer.metas(order_id)
+    assert fired["fired"] == "stopLoss" and fired["cancelled"] == "takeProfit", fired
+    set_price(chain, 200)  # the take-profit side would hold alone now: it is gone with its order
+    ref.ask("size", timeout=5)
+    time.sleep(0.2)  # several ticks (50 ms each) that must release nothing more
+    assert consumer.released.count(order_id) == 1 and len(writer.metas(order_id)) == 1
+    assert ref.ask("size", timeout=5) == 0
+
+
+def test_an_oco_fires_the_side_the_price_reaches_first_and_only_it(protect_book):
+    ref, chain, consumer, writer = protect_book
+    arm = protective("take", protect="oco", stop_price=100.0, limit_price=170.0, min_out=170 * 10**6)
+    order_id = arm.armed.order_id
+    ref.tell(arm)
+    time.sleep(0.15)
+    assert order_id not in consumer.released, "neither side holds at 150"
+    set_price(chain, 180)
+    assert consumer.wait_for(order_id)
+    set_price(chain, 90)
+    time.sleep(0.2)
+    (fired,) = writer.metas(order_id)
+    assert fired["fired"] == "takeProfit" and fired["cancelled"] == "stopLoss"
+    assert consumer.released.count(order_id) == 1
+
+
+def test_a_trailing_stop_follows_the_rise_stores_its_mark_coalesced_and_fires_on_the_fall_below_it(protect_book):
+    from actors.trigger_protect import TRAIL_EVENT_S
+
+    ref, chain, consumer, writer = protect_book
+    arm = protective("trail", protect="trailing_stop", trail=0.10, high=150.0, high_stored=150.0)
+    order_id = arm.armed.order_id
+    ref.tell(arm)
+    started = time.monotonic()
+    for price in range(151, 201):  # a rise in 50 steps, a tick or so each
+        set_price(chain, price)
+        time.sleep(0.01)
+    assert wait_until(lambda: any(m.get("highWater") == "200" for m in writer.metas(order_id)), 5), \
+        writer.metas(order_id)
+    elapsed = time.monotonic() - started
+    trails = [m for m in writer.metas(order_id) if "fired" not in m]
+    assert len(trails) <= elapsed / TRAIL_EVENT_S + 1, f"{len(trails)} trail events in {elapsed:.1f}s: a flood"
+    set_price(chain, 185)  # above 200 - 10%: it holds
+    time.sleep(0.2)
+    assert order_id not in consumer.released
+    set_price(chain, 179)
+    assert consumer.wait_for(order_id)
+    fired = writer.metas(order_id)[-1]
+    assert fired["fired"] == "trailingStop" and fired["highWater"] == "200" and fired["stopPrice"] == "180"
+    assert consumer.released.count(order_id) == 1
+
+
+def test_a_stop_limit_s_firing_is_stored_before_its_release_and_a_refused_one_is_not_released(protect_book):
+    from storage.errors import FencedOut
+
+    ref, chain, consumer, writer = protect_book
+    stop_limit = protective("stop-limit", protect="stop_loss", stop_price=140.0)
+    taken = protective("taken-over", protect="stop_loss", stop_price=140.0)
+    ref.tell(stop_limit)
+    set_price(chain, 130)
+    assert consumer.wait_for(stop_limit.armed.order_id)
+    assert writer.metas(stop_limit.armed.order_id)[0]["fired"] == "stopLoss"
+    writer.refuse = FencedOut("claimed again")  # another worker holds it now: this book must not release it
+    ref.tell(taken)
+    assert wait_until(lambda: writer.metas(taken.armed.order_id))
+    time.sleep(0.2)
+    assert taken.armed.order_id not in consumer.released and ref.ask("size", timeout=5) == 0
