@@ -1,5 +1,7 @@
 """Protective orders end to end: real `engine web` and `engine worker` processes on Postgres
-and Redis. A stop_loss waits in the trigger book and fires once the price falls to its stop."""
+and Redis. A stop_loss waits in the trigger book and fires once the price falls to its stop; a
+stop-limit then waits for its floor; an oco executes one side only; a trailing stop follows a
+rise and fires on the fall, and survives the SIGKILL of the worker that armed it."""
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.e2e.cluster import TERMINAL, until
+from tests.e2e.cluster import FAST_FAILOVER, TERMINAL, took_over, until
 from tests.e2e.guarantees import confirmed_swaps, executed
 from tests.e2e.test_order_types import ABOVE_DRIFT, PUSH, best_price, push_sol_up, status
 
@@ -84,3 +86,184 @@ def test_a_take_profit_waits_below_its_target_and_sells_once_when_the_price_rise
         client.close()
 
     asyncio.run(scenario())
+
+
+def statuses(frames) -> list[str]:
+    return [f["status"] for f in frames]
+
+
+async def events(client, order_id) -> list[dict]:
+    code, order = await client.order(order_id)
+    assert code == 200, order
+    return order["events"]
+
+
+def test_an_oco_whose_two_sides_cross_at_once_executes_exactly_one_and_says_which(make_cluster):
+    cluster = make_cluster(workers=2, VENUE_PROFILE="instant")
+
+    async def scenario():
+        client = cluster.client()
+        price = await best_price(client)
+        # Its target below the price and its stop above it: both sides hold at its first look.
+        take = {"targetPrice": str((price / ABOVE_DRIFT / ABOVE_DRIFT).quantize(Decimal("0.000001")))}
+        stop = {"stopPrice": str((price * ABOVE_DRIFT * ABOVE_DRIFT).quantize(Decimal("0.000001")))}
+        code, accepted = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1", type="oco",
+                                             takeProfit=take, stopLoss=stop, slippageBps=5000)
+        assert code == 202, accepted
+        frames, _ = await client.listen(accepted["links"]["ws"], timeout=60)
+        assert statuses(frames) == ["pending", "waiting", "routing", "building", "submitted", "confirmed"], frames
+        fired = frames[1]["meta"]
+        assert (fired["fired"], fired["cancelled"]) == ("stopLoss", "takeProfit"), fired
+        code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={accepted['orderId']}")
+        assert len(executed(swaps)) == len(confirmed_swaps(frames[-1])) == 1, "one side, one swap"
+        code, order = await client.order(accepted["orderId"])
+        assert order["takeProfit"] == take and order["stopLoss"] == stop and order["type"] == "oco"
+        # An oco that waits fires the side the price reaches, and only it.
+        take = {"targetPrice": str((price * ABOVE_DRIFT).quantize(Decimal("0.000001")))}
+        stop = {"stopPrice": str((price / ABOVE_DRIFT / ABOVE_DRIFT).quantize(Decimal("0.000001")))}
+        code, waiting = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1", type="oco",
+                                            takeProfit=take, stopLoss=stop, slippageBps=5000)
+        listener = asyncio.ensure_future(client.listen(waiting["links"]["ws"], timeout=90))
+        await until(lambda: _in(client, waiting["orderId"], ("waiting",)), 20, "the oco to wait")
+        await push_sol_up(client)
+        frames, _ = await listener
+        assert statuses(frames) == ["pending", "waiting", "waiting", "routing", "building", "submitted",
+                                    "confirmed"], frames
+        assert frames[1]["meta"]["trigger"] == "oco" and "fired" not in frames[1]["meta"]
+        assert (frames[2]["meta"]["fired"], frames[2]["meta"]["cancelled"]) == ("takeProfit", "stopLoss")
+        assert Decimal(frames[-1]["meta"]["amountOut"]) >= Decimal(take["targetPrice"]), "never below its target"
+        code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={waiting['orderId']}")
+        assert executed(swaps) == confirmed_swaps(frames[-1])
+        client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_trailing_stop_trails_a_rise_and_fires_on_the_fall_with_the_trailed_price_in_its_events(make_cluster):
+    cluster = make_cluster(workers=2, VENUE_PROFILE="instant")
+
+    async def scenario():
+        client = cluster.client()
+        start = await best_price(client)
+        code, accepted = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1", type="trailing_stop",
+                                             trailPercent="5", slippageBps=5000)
+        assert code == 202, accepted
+        order_id = accepted["orderId"]
+        listener = asyncio.ensure_future(client.listen(accepted["links"]["ws"], timeout=120))
+        await until(lambda: _in(client, order_id, ("waiting",)), 20, "the trailing stop to wait")
+        await push_sol_up(client)
+
+        async def trailed_up():
+            return any(Decimal(e["meta"].get("highWater", 0)) > start * Decimal("1.04")
+                       for e in await events(client, order_id))
+
+        await until(trailed_up, 20, "its events to show the best price rising")
+        assert await status(client, order_id) == "waiting", "a rise never fires it"
+        await push_sol_down(client)
+        frames, _ = await listener
+        kinds = statuses(frames)
+        assert kinds[0] == "pending" and kinds[-4:] == ["routing", "building", "submitted", "confirmed"], kinds
+        waits = [f["meta"] for f in frames if f["status"] == "waiting"]
+        assert all(w["trigger"] == "trail" for w in waits), waits
+        fired = waits[-1]
+        assert fired["fired"] == "trailingStop" and Decimal(fired["highWater"]) > start * Decimal("1.04"), fired
+        stop = Decimal(fired["stopPrice"])
+        assert Decimal(fired["price"]) <= stop and abs(stop / Decimal(fired["highWater"]) - Decimal("0.95")) < Decimal(
+            "1e-9"), fired
+        assert len(waits) <= 2 + 1 + 30, "trail events are coalesced (one a second at most)"
+        code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={order_id}")
+        assert executed(swaps) == confirmed_swaps(frames[-1])
+        code, order = await client.order(order_id)
+        assert order["trailPercent"] == "5" and order["type"] == "trailing_stop"
+        client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_stop_limit_fires_at_its_stop_then_waits_for_its_floor_and_never_sells_below_it(make_cluster):
+    cluster = make_cluster(workers=2, VENUE_PROFILE="instant")
+
+    async def scenario():
+        client = cluster.client()
+        price = await best_price(client)
+        stop = (price / ABOVE_DRIFT).quantize(Decimal("0.000001"))
+        floor = (stop * Decimal("0.995")).quantize(Decimal("0.000001"))
+        code, accepted = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1", type="stop_loss",
+                                             stopPrice=str(stop), limitPrice=str(floor), slippageBps=5000)
+        assert code == 202, accepted
+        order_id = accepted["orderId"]
+        listener = asyncio.ensure_future(client.listen(accepted["links"]["ws"], timeout=120))
+        await until(lambda: _in(client, order_id, ("waiting",)), 20, "the stop-limit to wait")
+        await push_sol_down(client)  # through its stop and below its floor (pushes stay within the price collar)
+
+        async def fired():
+            return any(e["meta"].get("fired") for e in await events(client, order_id))
+
+        await until(fired, 20, "its stop to fire")
+        await push_sol_up(client, Decimal("0.1"))  # back above its floor
+        frames, _ = await listener
+        assert statuses(frames) == ["pending", "waiting", "waiting", "routing", "building", "submitted",
+                                    "confirmed"], frames
+        firing = frames[2]["meta"]
+        assert firing["fired"] == "stopLoss" and Decimal(firing["price"]) < floor, "fired below its floor: it waited"
+        assert Decimal(frames[-1]["meta"]["amountOut"]) >= floor, "never below its floor"
+        code, order = await client.order(order_id)
+        assert Decimal(order["limitPrice"]) == floor and Decimal(order["stopPrice"]) == stop
+        code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={order_id}")
+        assert executed(swaps) == confirmed_swaps(frames[-1])
+        code, bad = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1", type="stop_loss",
+                                        stopPrice=str(stop), limitPrice=str(stop * 2))
+        assert code == 400 and bad["error"]["field"] == "limitPrice", bad
+        client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_trailing_stop_survives_the_sigkill_of_its_worker_resumes_from_its_mark_and_fires_once(make_cluster):
+    cluster = make_cluster(workers=2, VENUE_PROFILE="instant", **FAST_FAILOVER)
+
+    async def scenario():
+        client = cluster.client()
+        start = await best_price(client)
+        code, accepted = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1", type="trailing_stop",
+                                             trailPercent="5", slippageBps=5000)
+        assert code == 202, accepted
+        order_id = accepted["orderId"]
+        await until(lambda: _in(client, order_id, ("waiting",)), 20, "the trailing stop to wait")
+        await push_sol_up(client)
+
+        async def marked():
+            marks = [Decimal(e["meta"]["highWater"]) for e in await events(client, order_id)
+                     if "highWater" in e["meta"]]
+            return max(marks) if marks and max(marks) > start * Decimal("1.04") else None
+
+        mark = await until(marked, 20, "its best price to be stored")
+        holder_name = (await events(client, order_id))[1]["meta"]["worker"]
+        (victim,) = [w for w in cluster.workers if f"-{w.pid}-" in holder_name]
+        (survivor,) = [w for w in cluster.workers if w is not victim]
+        victim.kill()  # SIGKILL: its book and the mark it had not stored yet are gone
+        await until(lambda: _async(took_over(survivor.log_text(), order_id)), 30, "the survivor to take it over")
+
+        async def rearmed():
+            return next((e["meta"] for e in await events(client, order_id) if e["status"] == "waiting"
+                         and f"-{survivor.pid}-" in e["meta"].get("worker", "")), None)
+
+        again = await until(rearmed, 30, "the survivor to arm it again")
+        assert Decimal(again["highWater"]) >= mark, f"resumed below its stored mark {mark}: {again}"
+        assert "fired" not in again
+        listener = asyncio.ensure_future(client.listen(accepted["links"]["ws"], timeout=90))
+        await push_sol_down(client)
+        frames, _ = await listener
+        assert frames[-1]["status"] == "confirmed" and statuses(frames).count("routing") == 1, frames
+        (routing,) = [f for f in frames if f["status"] == "routing"]
+        assert f"-{survivor.pid}-" in routing["meta"]["worker"]
+        assert [f["meta"]["fired"] for f in frames if f["meta"].get("fired")] == ["trailingStop"], "fired once"
+        code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={order_id}")
+        assert executed(swaps) == confirmed_swaps(frames[-1]), "fired once: one swap per leg"
+        client.close()
+
+    asyncio.run(scenario())
+
+
+async def _async(value):
+    return value
