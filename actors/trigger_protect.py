@@ -6,9 +6,10 @@ Their firing is stored before they are released: a `waiting` event whose meta sa
 another one after its death) reads that event and executes that side, and only it: an oco is one
 order, so exactly one of its sides ever executes, even when both hold at once (its stopLoss
 fires then). A trailing stop's best price seen (`highWater`) rises with the pair's price on each
-tick; it is stored in a `waiting` event (`trigger: trail`) when it moved, at most once every
-TRAIL_EVENT_S per order, so a worker that arms it after another one's death resumes from the
-stored mark, never from the price of the moment.
+tick; it is stored in a `waiting` event (`trigger: trail`) once it rose by TRAIL_STEP of the trail
+since the last one, at most once every TRAIL_EVENT_S per order (a drifting price writes nothing),
+so a worker that arms it after another one's death resumes from the stored mark (at most that
+step below the true one), never from the price of the moment.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from storage.status import OrderEnded
 
 log = logging.getLogger(__name__)
 
-TRAIL_EVENT_S = 1.0  # at most one trail event per order this often: the mark it stores lags by this at most
+TRAIL_EVENT_S = 1.0  # at most one trail event per order this often
+TRAIL_STEP = 0.1  # a trail event once the mark rose by this share of the trail (1% of price for a 10% trail)
 OTHER_SIDE = {"stopLoss": "takeProfit", "takeProfit": "stopLoss"}
 
 
@@ -62,7 +64,8 @@ class ProtectiveTriggers:
             elif price <= order.high * (1 - order.trail):
                 fired.append(order_id)
                 continue
-            if order.high > order.high_stored and now - order.stored_at >= TRAIL_EVENT_S:
+            rose = order.high > order.high_stored * (1 + order.trail * TRAIL_STEP)
+            if rose and now - order.stored_at >= TRAIL_EVENT_S:
                 self._store_trail(order, price, now)
         return fired
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.cluster import REPO, BenchError, cluster, machine_info
 from bench.cpu import CpuMeter
 from bench.profile import Recorder, py_spy, summarize
-from bench.triggers import TRIGGERS_ENV, triggers
+from bench.triggers import TRIGGERS_ENV, protective, triggers
 from bench.scenarios import (DRAIN_ENV, PARALLEL_STAGES, STAGES, THROUGHPUT_ENV, alone, drain, event_times, paced,
                               stage_figures, stage_samples, throughput, verify_database)
 
@@ -119,13 +119,19 @@ TRIGGER_KEYS = ["bytesPerArmedOrder", "pushes", "crossingToFirstRoutingMs", "cro
                 "executedTwice", "sniperDelayP50Ms", "sniperDelayP99Ms", "sniperDelayMaxMs"]
 
 
+PROTECTIVE_KEYS = ["armed", "overIdleMb", "bytesPerArmedOrder", "trailEventsPerSecond", "released"]
+
+
 def run_triggers(args, log_dir: Path) -> dict:
-    """One triggers run: one web, one worker holding `args.armed` armed limit orders; see bench/triggers.py."""
+    """One triggers run: one web, one worker holding `args.armed` armed limit orders (or, with
+    `--kinds protective`, protective orders); see bench/triggers.py."""
     with cluster(TRIGGERS_ENV, workers=1, log_dir=log_dir) as (port, procs, database_url):
         worker = next(proc for name, proc in procs.items() if name.startswith("worker"))
-        result = _run_client(asyncio.wait_for(
-            triggers(port, worker.pid, database_url, args.armed, args.crossing, args.snipers, args.timeout),
-            args.timeout))
+        if args.kinds == "protective":
+            run = protective(port, worker.pid, database_url, args.armed, args.timeout)
+        else:
+            run = triggers(port, worker.pid, database_url, args.armed, args.crossing, args.snipers, args.timeout)
+        result = _run_client(asyncio.wait_for(run, args.timeout))
         result["logProblems"] = _log_problems(procs)
         return result
 
@@ -348,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--armed", type=int, default=10000, help="triggers: limit orders armed on one worker (10000)")
     parser.add_argument("--crossing", type=int, default=1000, help="triggers: how many of them the push crosses (1000)")
     parser.add_argument("--snipers", type=int, default=100, help="triggers: sniper orders waiting for a launch (100)")
+    parser.add_argument("--kinds", choices=["limit", "protective"], default="limit",
+                        help="triggers: arm limit orders (and run the crossing and snipers), or protective orders "
+                             "(stop-limit, trailing_stop, oco, stop_loss: memory and trail events only)")
     parser.add_argument("--history-orders", type=int, default=10_000_000,
                         help="history: finished orders generated in the database (10,000,000; ~4.6 events each)")
     parser.add_argument("--read-samples", type=int, default=200, help="history: requests per read (200)")
@@ -410,9 +419,15 @@ def main(argv: list[str] | None = None) -> int:
         runs = _run_many("triggers", args.runs, lambda d: run_triggers(args, d), stamp)
         good = [r for r in runs if "error" not in r]
         report["scenarios"]["triggers"] = {"armed": args.armed, "crossing": args.crossing, "snipers": args.snipers,
-                                           "median": {k: _median(good, k) for k in TRIGGER_KEYS}, "runs": runs}
-        tables.append(_table(f"triggers ({args.armed} armed limit orders on 1 worker, {args.crossing} crossed; "
-                             f"{args.snipers} sniper orders)", runs, TRIGGER_KEYS))
+                                           "kinds": args.kinds, "runs": runs, "median": {
+                                               k: _median(good, k) for k in (
+                                                   PROTECTIVE_KEYS if args.kinds == "protective" else TRIGGER_KEYS)}}
+        if args.kinds == "protective":
+            tables.append(_table(f"triggers ({args.armed} armed protective orders on 1 worker)", runs,
+                                 PROTECTIVE_KEYS))
+        else:
+            tables.append(_table(f"triggers ({args.armed} armed limit orders on 1 worker, {args.crossing} crossed; "
+                                 f"{args.snipers} sniper orders)", runs, TRIGGER_KEYS))
     if args.scenario == "history" and args.runs > 0:
         from bench.reads import history_table, run_history
 

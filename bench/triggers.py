@@ -205,3 +205,56 @@ async def _snipers(client: AsyncEngineClient, database_url: str, count: int, tim
 
 def _round(value):
     return None if value is None else round(value, 1)
+
+
+# ---- protective orders: their memory, and the trail events a drifting price writes ----------------
+
+PROTECTIVE_KINDS = ("stop_limit", "trailing_stop", "oco", "stop_loss")
+
+
+def _protective_body(kind: str, price: Decimal) -> dict:
+    """One protective order far from firing: stops 20% under the price, targets 20% over it (the
+    drift moves a price by ~2.8% at most), a trailing stop 20% under its best price."""
+    low, high = (price * Decimal("0.8")).quantize(Decimal("0.000001")), (price * Decimal("1.2")).quantize(
+        Decimal("0.000001"))
+    body = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.01", "slippageBps": 5000, "type": kind}
+    if kind == "stop_limit":
+        body.update(type="stop_loss", stopPrice=str(low), limitPrice=str(low * Decimal("0.99")))
+    elif kind == "stop_loss":
+        body["stopPrice"] = str(low)
+    elif kind == "trailing_stop":
+        body["trailPercent"] = "20"
+    else:
+        body.update(takeProfit={"targetPrice": str(high)}, stopLoss={"stopPrice": str(low)})
+    return body
+
+
+async def protective(port: int, worker_pid: int, database_url: str, armed: int, timeout: float,
+                     hold_s: float = 10.0) -> dict:
+    """`armed` protective orders, a quarter of each kind, armed on one worker: its memory over the
+    idle worker, and over `hold_s` seconds of drift the events they write (trail events of the
+    trailing stops, coalesced) and the orders released (none should be)."""
+    client = engine_client(port, 50)
+    try:
+        price = await _price(client)
+        await _submit_all(client, [{"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.01"}] * 20)  # warm up
+        await asyncio.sleep(2)
+        idle = rss_mb(worker_pid)
+        bodies = [_protective_body(PROTECTIVE_KINDS[i % len(PROTECTIVE_KINDS)], price) for i in range(armed)]
+        started = time.monotonic()
+        await _submit_all(client, bodies)
+        await _until(lambda: _count(database_url, "SELECT count(*) FROM orders WHERE status = 'waiting'") >= armed,
+                     timeout, "every protective order to wait")
+        arm_seconds = time.monotonic() - started
+        before = _count(database_url, "SELECT count(*) FROM order_events WHERE status = 'waiting'")
+        await asyncio.sleep(hold_s)
+        loaded = rss_mb(worker_pid)
+        trail_events = _count(database_url, "SELECT count(*) FROM order_events WHERE status = 'waiting'") - before
+        released = _count(database_url, "SELECT count(*) FROM order_events WHERE status = 'routing' AND order_id IN "
+                                         "(SELECT id FROM orders WHERE type <> 'market')")
+    finally:
+        client.close()
+    return {"armed": armed, "armSeconds": round(arm_seconds, 1), "idleRssMb": round(idle, 1),
+            "armedRssMb": round(loaded, 1), "overIdleMb": round(loaded - idle, 1),
+            "bytesPerArmedOrder": round((loaded - idle) * 1024 * 1024 / armed),
+            "trailEventsPerSecond": round(trail_events / hold_s, 1), "released": released}

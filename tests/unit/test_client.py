@@ -448,3 +448,35 @@ def test_a_kept_alive_answer_without_content_length_is_unexpected(monkeypatch):
 
     with pytest.raises(UnexpectedAnswer, match="without Content-Length"):
         asyncio.run(run())
+
+
+def test_submit_sends_each_protective_kind_with_the_fields_of_its_type():
+    import argparse
+
+    from web.client.cli import _submit, add_commands
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"))
+
+    class Client:
+        def submit(self, body):
+            self.body = body
+            return {"orderId": "o1", "status": "pending"}
+
+    class Out:
+        mode = "plain"
+
+        def line(self, text):
+            pass
+
+    def sent(*argv):
+        client = Client()
+        assert _submit(client, parser.parse_args(["submit", "SOL", "USDC", "1", *argv]), Out()) == 0
+        return {k: v for k, v in client.body.items() if k not in ("tokenIn", "tokenOut", "amount")}
+
+    assert sent("--type", "oco", "--target-price", "180", "--stop-price", "120", "--limit-price", "115") == {
+        "type": "oco", "takeProfit": {"targetPrice": "180"}, "stopLoss": {"stopPrice": "120", "limitPrice": "115"}}
+    assert sent("--type", "trailing_stop", "--trail-percent", "5") == {"type": "trailing_stop", "trailPercent": "5"}
+    assert sent("--type", "stop_loss", "--stop-price", "120", "--limit-price", "115") == {
+        "type": "stop_loss", "stopPrice": "120", "limitPrice": "115"}
+    assert sent("--type", "take_profit", "--target-price", "180") == {"type": "take_profit", "targetPrice": "180"}

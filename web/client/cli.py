@@ -19,7 +19,7 @@ from config.client import CLIENT_VARIABLES, load_client_settings
 
 COMMANDS = ("submit", "orders", "order", "deliveries", "quote", "tokens", "admin")
 STATUSES = ("pending", "waiting", "routing", "building", "submitted", "confirmed", "failed", "cancelled", "expired")
-ORDER_TYPES = ("market", "limit", "sniper", "stop_loss", "take_profit")
+ORDER_TYPES = ("market", "limit", "sniper", "stop_loss", "take_profit", "trailing_stop", "oco")
 EXIT_OK, EXIT_FAILED, EXIT_BAD_REQUEST, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 EXIT_CODES = """exit codes: 0 done (with --watch: confirmed), 1 the order failed, was cancelled or
@@ -51,9 +51,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("amount", metavar="AMOUNT", help="amount of TOKEN_IN in whole tokens, e.g. 1.5")
     submit.add_argument("--slippage-bps", type=int, help="worst acceptable output below the quote (default 50)")
     submit.add_argument("--type", choices=ORDER_TYPES, help="order type (default market)")
-    submit.add_argument("--limit-price", help="limit orders: minimum price in TOKEN_OUT per TOKEN_IN")
+    submit.add_argument("--limit-price", help="limit orders: minimum price in TOKEN_OUT per TOKEN_IN; stop_loss and "
+                        "oco: the stop's floor (a stop-limit)")
     submit.add_argument("--stop-price", help="stop_loss orders: sell once the price falls to this (TOKEN_OUT per TOKEN_IN)")
     submit.add_argument("--target-price", help="take_profit orders: sell once the price rises to this, never below it")
+    submit.add_argument("--trail-percent", help="trailing_stop orders: sell once the price falls this far below its best")
+    # oco: --target-price is its takeProfit, --stop-price (and --limit-price) its stopLoss
     submit.add_argument("--expires-in", type=int, metavar="SECONDS", help="limit/sniper orders: expiry")
     submit.add_argument("--client-order-id", help="idempotency key: a repeat never creates a second order")
     submit.add_argument("--callback-url", metavar="URL", help="webhook: POST each event of the order here, signed")
@@ -140,11 +143,22 @@ def run(args: argparse.Namespace) -> int:
         return 130
 
 
+def _oco_sides(args, body: dict[str, Any]) -> None:
+    """An oco's two sides from --target-price, --stop-price and --limit-price (its stop's floor)."""
+    stop = {"stopPrice": args.stop_price, "limitPrice": args.limit_price}
+    body["takeProfit"] = {"targetPrice": args.target_price}
+    body["stopLoss"] = {k: v for k, v in stop.items() if v is not None}
+    args.stop_price = args.target_price = args.limit_price = None
+
+
 def _submit(client, args, out) -> int:
     body: dict[str, Any] = {"tokenIn": args.token_in, "tokenOut": args.token_out, "amount": args.amount}
+    if args.type == "oco":
+        _oco_sides(args, body)
     for field, value in (("slippageBps", args.slippage_bps), ("type", args.type), ("limitPrice", args.limit_price),
                          ("expiresInSeconds", args.expires_in), ("clientOrderId", args.client_order_id),
-                         ("callbackUrl", args.callback_url), ("stopPrice", args.stop_price), ("targetPrice", args.target_price)):
+                         ("callbackUrl", args.callback_url), ("stopPrice", args.stop_price), ("targetPrice", args.target_price),
+                         ("trailPercent", args.trail_percent)):
         if value is not None:
             body[field] = value
     accepted = client.submit(body)
