@@ -115,7 +115,8 @@ def _submit(token_in, order_type: dict[str, Any], required: list[str], tokens_ou
         "slippageBps": nullable({"type": "integer", "minimum": 1, "maximum": 5000, "default": 50}),
         "clientOrderId": nullable({"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[ -~]+$"}),
         "limitPrice": {"type": "null"}, "expiresInSeconds": {"type": "null"}, "stopPrice": {"type": "null"},
-        "targetPrice": {"type": "null"},
+        "targetPrice": {"type": "null"}, "trailPercent": {"type": "null"}, "takeProfit": {"type": "null"},
+        "stopLoss": {"type": "null"},
         "callbackUrl": nullable(ref("CallbackUrl")), **fields})
 
 
@@ -136,13 +137,28 @@ def submit_kinds() -> list[dict[str, Any]]:
     return kinds
 
 
+_TRAIL_PERCENT = {"oneOf": [
+    {"type": "string", "pattern": r"^(?:[0-9]|[1-4][0-9])(?:\.[0-9]{1,2})?$|^50(?:\.0{1,2})?$"},
+    {"type": "number", "minimum": 0.01, "maximum": 50, "multipleOf": 0.01}],
+    "description": "how far below the best price seen it sells, in percent (0.01 to 50, 2 decimals at most)"}
+_STOP_FLOOR = nullable({**ref("LimitPrice"), "description": "a stop-limit's floor: once its stop fired it sells as a "
+                        "limit at this (tokenOut per tokenIn), never below; not above the stop price"})
+
+
 def protective_kinds(token) -> list[dict[str, Any]]:
-    """Protective orders selling a listed token: stop_loss (stopPrice) and take_profit
-    (targetPrice), both tokenOut per tokenIn."""
+    """Protective orders selling a listed token: stop_loss (stopPrice, and limitPrice: a
+    stop-limit), take_profit (targetPrice), trailing_stop (trailPercent), oco (takeProfit and
+    stopLoss, each the fields of its type); prices in tokenOut per tokenIn."""
     return [_submit(token, {"const": "stop_loss"}, ["type", "stopPrice"], LISTED,
-                    stopPrice=ref("LimitPrice"), expiresInSeconds=_EXPIRY),
+                    stopPrice=ref("LimitPrice"), limitPrice=_STOP_FLOOR, expiresInSeconds=_EXPIRY),
             _submit(token, {"const": "take_profit"}, ["type", "targetPrice"], LISTED,
-                    targetPrice=ref("LimitPrice"), expiresInSeconds=_EXPIRY)]
+                    targetPrice=ref("LimitPrice"), expiresInSeconds=_EXPIRY),
+            _submit(token, {"const": "trailing_stop"}, ["type", "trailPercent"], LISTED,
+                    trailPercent=_TRAIL_PERCENT, expiresInSeconds=_EXPIRY),
+            _submit(token, {"const": "oco"}, ["type", "takeProfit", "stopLoss"], LISTED,
+                    takeProfit=_obj(["targetPrice"], {"targetPrice": ref("LimitPrice")}),
+                    stopLoss=_obj(["stopPrice"], {"stopPrice": ref("LimitPrice"), "limitPrice": _STOP_FLOOR}),
+                    expiresInSeconds=_EXPIRY)]
 
 
 DECIMAL = ref("Decimal")
@@ -176,6 +192,11 @@ _PROTECTIVE_FIELDS = {
                   "only on stop_loss orders"},
     "targetPrice": {**DECIMAL, "description": "take_profit: it sells once the price rises to this (tokenOut per tokenIn), "
                     "never below it (a limit sell at the target); only on take_profit orders"},
+    "trailPercent": {**DECIMAL, "description": "trailing_stop: it sells once the price falls this far (percent) below "
+                     "the best price seen since it was armed (its events' highWater)"},
+    "takeProfit": {**_obj(["targetPrice"], {"targetPrice": DECIMAL}), "description": "oco: its take-profit side"},
+    "stopLoss": {**_obj(["stopPrice"], {"stopPrice": DECIMAL, "limitPrice": DECIMAL}),
+                 "description": "oco: its stop-loss side (limitPrice: its floor, a stop-limit)"},
 }
 
 EVENT_META = {
@@ -209,6 +230,14 @@ EVENT_META = {
         "quoteMs": {"type": "number"},
         "venueLatencyMs": {"type": "number"},
         "latencyMs": {"type": "number"},
+        "trigger": {"type": "string", "enum": ["price", "launch", "stop", "trail", "oco", "halt"],
+                    "description": "waiting: what it waits for"},
+        "fired": {"type": "string", "enum": ["stopLoss", "takeProfit", "trailingStop"],
+                  "description": "waiting: the side of a stop-limit, trailing stop or oco that fired; it alone "
+                  "executes"},
+        "cancelled": {"type": "string", "enum": ["stopLoss", "takeProfit"],
+                      "description": "waiting (oco): the side that will never execute"},
+        "highWater": {**DECIMAL, "description": "waiting (trailing_stop): the best price seen, which it trails"},
     },
     "additionalProperties": True,
 }

@@ -288,3 +288,22 @@ def test_halt_answers_match_the_document_trading_halted_included(make_engine_run
     c.check("POST", "/api/admin/resume", 400, {"scope": "all", "keyId": "x"}, op, code="invalid_field")
     c.check("POST", "/api/admin/resume", 200, {"scope": "key", "keyId": key_id}, op)
     c.check("POST", "/api/orders/execute", 202, SOL_USDC, trader)
+
+
+def test_each_protective_kind_is_a_documented_submit_and_its_order_matches_the_document(start_engine):
+    c = Checker(start_engine())
+    kinds = [{"type": "stop_loss", "stopPrice": "1"}, {"type": "stop_loss", "stopPrice": "1", "limitPrice": "0.9"},
+             {"type": "take_profit", "targetPrice": "100000"}, {"type": "trailing_stop", "trailPercent": "5"},
+             {"type": "trailing_stop", "trailPercent": 2.5},
+             {"type": "oco", "takeProfit": {"targetPrice": "100000"}, "stopLoss": {"stopPrice": "1"}},
+             {"type": "oco", "takeProfit": {"targetPrice": "100000"},
+              "stopLoss": {"stopPrice": "1", "limitPrice": "0.5"}}]
+    for kind in kinds:
+        accepted = c.check("POST", "/api/orders/execute", 202, {**SOL_USDC, **kind})
+        order = c.check("GET", f"/api/orders/{accepted['orderId']}", 200)
+        assert order["type"] == kind["type"]
+    for body, code in [({**SOL_USDC, "type": "trailing_stop"}, "missing_field"),
+                       ({**SOL_USDC, "type": "oco", "takeProfit": {"targetPrice": "2"}, "stopLoss": {"stop": "1"}},
+                        "unknown_field"),
+                       ({**SOL_USDC, "type": "stop_loss", "stopPrice": "1", "limitPrice": "2"}, "invalid_field")]:
+        c.check("POST", "/api/orders/execute", 400, body, code=code)
