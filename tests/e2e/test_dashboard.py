@@ -291,3 +291,36 @@ def test_an_order_with_a_webhook_shows_its_deliveries_and_a_bad_url_is_refused_n
         assert page.console_errors() == []
     finally:
         receiver.stop()
+
+
+def test_the_form_creates_each_protective_kind_and_the_summary_shows_its_prices_and_trailed_price(
+        make_engine_run, browser):
+    _, port = make_engine_run(VENUE_PROFILE="instant")
+    page = Page(browser, port)
+    page.fill(type="trailing_stop", trailPercent="20", amount="0.1")
+    assert page.find("#f-trailPercent").is_displayed() and not page.find("#f-targetPrice").is_displayed()
+    page.submit()
+    trailing = page.selected_order()
+    page.wait().until(lambda d: page.row_status(trailing) == "waiting")
+    page.wait().until(lambda d: "trailing price" in (page.text("#timeline-summary") or ""))
+    assert "20% below the best price" in page.text("#timeline-summary")
+    assert "trailing" in page.text("#timeline")  # its waiting event says the price it trails
+    page.fill(type="oco", targetPrice="100000", stopPrice="", limitPrice="")
+    page.submit()  # no stop price: refused next to the field
+    page.wait().until(lambda d: "invalid" in (page.find("#f-stopPrice").get_attribute("class") or ""))
+    page.fill(stopPrice="1", limitPrice="0.9")
+    page.submit()
+    page.wait().until(lambda d: page.selected_order() != trailing)
+    oco = page.selected_order()
+    page.wait().until(lambda d: page.row_status(oco) == "waiting")
+    page.wait().until(lambda d: "take profit" in (page.text("#timeline-summary") or ""))
+    summary = page.text("#timeline-summary")
+    assert "100000" in summary and "1, floor 0.9" in summary, summary
+    page.fill(type="stop_loss", stopPrice="1", limitPrice="0.9")
+    page.submit()
+    page.wait().until(lambda d: page.selected_order() != oco)
+    stop_limit = page.selected_order()
+    page.wait().until(lambda d: page.row_status(stop_limit) == "waiting")
+    page.wait().until(lambda d: "stop price" in (page.text("#timeline-summary") or ""))
+    page.screenshot("dashboard-protective.png")
+    assert page.console_errors() == []

@@ -385,6 +385,8 @@ function eventDetails(order, event) {
     case "pending": return "accepted and queued";
     case "waiting":
       if (m.trigger === "halt") return `held: trading is halted${m.reason ? ` (${m.reason})` : ""}; it goes on when trading resumes`;
+      if (m.fired) return protectiveFired(m);
+      if (m.trigger === "trail") return `trailing ${number(m.highWater, 9)}: sells at ${number(m.stopPrice, 9)} (${m.trailPercent}% below)`;
       return "armed, waiting for its trigger";
     case "routing": return [
       m.retryReason ? h("div", {class: "retry"}, `retry (attempt ${event.attempt}): ${m.retryReason}`) : null,
@@ -423,7 +425,7 @@ function renderTimeline() {
     ["order", order.orderId], ["status", order.status],
     ["pair", order.tokenIn ? `${order.tokenIn} → ${order.tokenOut}` : "…"],
     ["amount", order.amount], ["type", order.type], ["slippage", order.slippageBps && `${order.slippageBps} bps`],
-    ["limit price", order.limitPrice], ["client id", order.clientOrderId],
+    ["limit price", order.limitPrice], ...protectiveFacts(order), ["client id", order.clientOrderId],
     ["attempts", order.attempts],
   ].filter(([, v]) => v !== null && v !== undefined && v !== "");
   const fills = (order.fills || []).map((f) => h("div", {class: "fill"},
@@ -469,7 +471,8 @@ function formValues() {
   const type = value("type");
   if (value("slippageBps")) body.slippageBps = Number(value("slippageBps"));
   if (type !== "market") body.type = type;
-  if (type === "limit" && value("limitPrice")) body.limitPrice = value("limitPrice");
+  if ((type === "limit" || type === "stop_loss") && value("limitPrice")) body.limitPrice = value("limitPrice");
+  protectiveValues(type, value, body);
   if (type !== "market" && value("expiresInSeconds")) body.expiresInSeconds = Number(value("expiresInSeconds"));
   if (value("clientOrderId")) body.clientOrderId = value("clientOrderId");
   if (value("callbackUrl")) body.callbackUrl = value("callbackUrl");
@@ -482,7 +485,7 @@ function showFormError(problem) {
   if (!problem) { box.hidden = true; return; }
   box.textContent = describe(problem);
   box.hidden = false;
-  const input = problem.field && $(`f-${problem.field}`);
+  const input = problem.field && $(`f-${problem.field.split(".").pop()}`);  // oco: stopLoss.stopPrice
   if (input) input.classList.add("invalid");
 }
 
@@ -588,7 +591,7 @@ async function submitOrder(event) {
 
 function showTypeFields() {
   const type = $("f-type").value;
-  for (const el of document.querySelectorAll("#order-form .for-limit, #order-form .for-sniper")) {
+  for (const el of document.querySelectorAll("#order-form .for-limit, #order-form .for-sniper, " + PROTECTIVE_FIELDS)) {
     el.hidden = !el.classList.contains(`for-${type}`);
   }
 }
@@ -747,6 +750,43 @@ function start() {
     if (!document.hidden && (!state.socket || state.socket.readyState !== WebSocket.OPEN)) refreshQuote();
   }, 3000);
   setInterval(tickAges, 1000);
+}
+
+// ---- protective orders: stop-loss (a stop-limit with a limit price), take-profit, trailing stop, OCO ----
+
+const PROTECTIVE_FIELDS = "#order-form .for-stop_loss, #order-form .for-take_profit, #order-form .for-trailing_stop, #order-form .for-oco";
+
+function protectiveValues(type, value, body) {
+  if (type === "stop_loss" && value("stopPrice")) body.stopPrice = value("stopPrice");
+  if (type === "take_profit" && value("targetPrice")) body.targetPrice = value("targetPrice");
+  if (type === "trailing_stop" && value("trailPercent")) body.trailPercent = value("trailPercent");
+  if (type === "oco") {  // one order, two sides: the first to fire executes, the other is cancelled
+    body.takeProfit = {targetPrice: value("targetPrice")};
+    body.stopLoss = {stopPrice: value("stopPrice")};
+    if (value("limitPrice")) body.stopLoss.limitPrice = value("limitPrice");
+  }
+}
+
+// The order's protective prices, and the price a trailing stop trails now (its latest event's).
+function protectiveFacts(order) {
+  const events = [...eventsOf(order.orderId).values()].sort((a, b) => a.seq - b.seq);
+  const trail = events.filter((e) => e.meta && e.meta.highWater).pop();
+  const fired = events.find((e) => e.status === "waiting" && e.meta && e.meta.fired);
+  return [
+    ["stop price", order.stopPrice], ["target price", order.targetPrice],
+    ["trail", order.trailPercent && `${order.trailPercent}% below the best price`],
+    ["trailing price", trail && `${trail.meta.highWater} (stop ${trail.meta.stopPrice})`],
+    ["take profit", order.takeProfit && order.takeProfit.targetPrice],
+    ["stop loss", order.stopLoss && (order.stopLoss.stopPrice
+      + (order.stopLoss.limitPrice ? `, floor ${order.stopLoss.limitPrice}` : ""))],
+    ["fired", fired && protectiveFired(fired.meta)],
+  ];
+}
+
+function protectiveFired(m) {
+  const side = {stopLoss: "stop-loss", takeProfit: "take-profit", trailingStop: "trailing stop"}[m.fired] || m.fired;
+  const other = m.cancelled ? `; its ${m.cancelled === "stopLoss" ? "stop-loss" : "take-profit"} is cancelled` : "";
+  return `its ${side} fired${m.price ? ` at ${number(m.price, 9)}` : ""}${other}`;
 }
 
 start();
