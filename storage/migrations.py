@@ -358,7 +358,8 @@ _PROTECTIVE = "ALTER TABLE orders ADD COLUMN stop_price TEXT"
 # stopLoss.limitPrice) and a trailing stop's distance in percent. An oco keeps its takeProfit's
 # targetPrice in limit_price and its stopLoss's stopPrice in stop_price. A trailing stop's best
 # price seen (its high-water mark) is kept in its `waiting` events, not here.
-_PROTECTIVE_MORE = "ALTER TABLE orders ADD COLUMN stop_limit_price TEXT; ALTER TABLE orders ADD COLUMN trail_percent TEXT"
+_PROTECTIVE_MORE = ("ALTER TABLE orders ADD COLUMN stop_limit_price TEXT; "
+                    "ALTER TABLE orders ADD COLUMN trail_percent TEXT")
 
 MIGRATIONS: list[tuple[int, str, dict[str, Any]]] = [
     (1, "orders and their status events", {"postgres": _ORDERS_POSTGRES, "sqlite": _ORDERS_SQLITE}),

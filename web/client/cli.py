@@ -55,7 +55,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "oco: the stop's floor (a stop-limit)")
     submit.add_argument("--stop-price", help="stop_loss orders: sell once the price falls to this (TOKEN_OUT per TOKEN_IN)")
     submit.add_argument("--target-price", help="take_profit orders: sell once the price rises to this, never below it")
-    submit.add_argument("--trail-percent", help="trailing_stop orders: sell once the price falls this far below its best")
+    submit.add_argument("--trail-percent",
+                        help="trailing_stop orders: sell once the price falls this far (%%) below its best")
     # oco: --target-price is its takeProfit, --stop-price (and --limit-price) its stopLoss
     submit.add_argument("--expires-in", type=int, metavar="SECONDS", help="limit/sniper orders: expiry")
     submit.add_argument("--client-order-id", help="idempotency key: a repeat never creates a second order")
