@@ -117,7 +117,9 @@ def test_an_oco_whose_two_sides_cross_at_once_executes_exactly_one_and_says_whic
         code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={accepted['orderId']}")
         assert len(executed(swaps)) == len(confirmed_swaps(frames[-1])) == 1, "one side, one swap"
         code, order = await client.order(accepted["orderId"])
-        assert order["takeProfit"] == take and order["stopLoss"] == stop and order["type"] == "oco"
+        assert order["type"] == "oco" and order["limitPrice"] is None and "stopPrice" not in order
+        assert Decimal(order["takeProfit"]["targetPrice"]) == Decimal(take["targetPrice"])
+        assert Decimal(order["stopLoss"]["stopPrice"]) == Decimal(stop["stopPrice"])
         # An oco that waits fires the side the price reaches, and only it.
         take = {"targetPrice": str((price * ABOVE_DRIFT).quantize(Decimal("0.000001")))}
         stop = {"stopPrice": str((price / ABOVE_DRIFT / ABOVE_DRIFT).quantize(Decimal("0.000001")))}
