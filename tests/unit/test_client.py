@@ -480,3 +480,12 @@ def test_submit_sends_each_protective_kind_with_the_fields_of_its_type():
     assert sent("--type", "stop_loss", "--stop-price", "120", "--limit-price", "115") == {
         "type": "stop_loss", "stopPrice": "120", "limitPrice": "115"}
     assert sent("--type", "take_profit", "--target-price", "180") == {"type": "take_profit", "targetPrice": "180"}
+
+
+def test_a_protective_order_s_waiting_events_say_what_it_trails_and_which_side_fired():
+    trail = {"status": "waiting", "attempt": 1, "meta": {"trigger": "trail", "trailPercent": "5",
+                                                        "highWater": "160", "stopPrice": "152"}}
+    assert describe_event(trail, "SOL", "USDC") == "trailing 160 USDC: sells at 152 (5% below)"
+    fired = {"status": "waiting", "attempt": 1, "meta": {"trigger": "oco", "fired": "stopLoss",
+                                                        "cancelled": "takeProfit", "price": "120"}}
+    assert describe_event(fired, "SOL", "USDC") == "its stopLoss fired at 120 USDC; its takeProfit is cancelled"

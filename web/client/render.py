@@ -187,6 +187,12 @@ def describe_event(event: dict, token_in: str = "", token_out: str = "") -> str:
     if status == "failed":
         error = meta.get("error") or {}
         return f"{error.get('code')}: {error.get('message')} (attempts: {meta.get('attempts', '?')})"
+    if status == "waiting" and meta.get("fired"):  # a protective order's side fired: it alone executes
+        cancelled = f"; its {meta['cancelled']} is cancelled" if meta.get("cancelled") else ""
+        return f"its {meta['fired']} fired at {amount(meta.get('price'))} {token_out}{cancelled}"
+    if status == "waiting" and meta.get("trigger") == "trail":
+        return (f"trailing {amount(meta.get('highWater'))} {token_out}: sells at {amount(meta.get('stopPrice'))} "
+                f"({meta.get('trailPercent')}% below)")
     if status == "waiting" and meta.get("trigger") == "halt":
         reason = meta.get("reason")
         return "held: trading is halted" + (f" ({reason})" if reason else "")
