@@ -217,11 +217,22 @@ class Both(Directory):
         return self.writer if name == "event_writer" else super().get(name)
 
 
+class Bus:
+    """Stands for the bus: records the jobs acknowledged."""
+
+    def __init__(self):
+        self.acked = []
+
+    def ack(self, *jobs):
+        self.acked += [job.order_id for job in jobs]
+
+
 @pytest.fixture
 def protect_book():
     chain = ScriptedChain(ScriptedVenue("raydium", "0.15"), ScriptedVenue("meteora", "0.15"))  # 150 USDC/SOL
     consumer, writer, timers = Consumer(), Writer(), Timers().start()
-    ref = TriggerBook.start(Orders(), None, chain, timers, Both(consumer, writer), "worker-1")
+    writer.bus = Bus()
+    ref = TriggerBook.start(Orders(), writer.bus, chain, timers, Both(consumer, writer), "worker-1")
     yield ref, chain, consumer, writer
     ref.stop()
     timers.stop()
@@ -324,3 +335,14 @@ def test_a_stop_limit_s_firing_is_stored_before_its_release_and_a_refused_one_is
     assert wait_until(lambda: writer.metas(taken.armed.order_id))
     time.sleep(0.2)
     assert taken.armed.order_id not in consumer.released and ref.ask("size", timeout=5) == 0
+
+
+def test_a_protective_order_cancelled_as_it_fires_is_not_released_and_its_job_is_acknowledged(protect_book):
+    from storage.status import OrderEnded
+
+    ref, chain, consumer, writer = protect_book
+    writer.refuse = OrderEnded("order is already cancelled")  # the owner's cancel was stored first
+    arm = protective("cancelled", protect="oco", stop_price=160.0, limit_price=140.0, min_out=140 * 10**6)
+    ref.tell(arm)
+    assert wait_until(lambda: arm.armed.order_id in writer.bus.acked), "its job is done: acknowledged"
+    assert arm.armed.order_id not in consumer.released and ref.ask("size", timeout=5) == 0
