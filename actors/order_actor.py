@@ -63,7 +63,6 @@ from storage.venues.paths import best_route, quote_requests
 
 log = logging.getLogger(__name__)
 
-LIMIT_TYPES = ("limit", "take_profit")  # take_profit: a limit sell at its target price
 ARMING_TYPES = ("limit", "sniper", "stop_loss", "take_profit", "trailing_stop", "oco")  # may wait in the trigger book
 QUOTE_TIMEOUT = 10.0
 STORE_TIMEOUT = 60.0

@@ -2,7 +2,7 @@
 
 - stop_loss: sells at market once the pair's price falls to `stopPrice`; with a floor (a
   stop-limit, `limitPrice`) it becomes a limit sell at the floor once its stop fired.
-- take_profit: a limit sell at `targetPrice` (actors/order_actor.py LIMIT_TYPES).
+- take_profit: a limit sell at `targetPrice` (LIMIT_TYPES).
 - trailing_stop: a stop `trailPercent` below the best price seen since it was armed.
 - oco: a take-profit and a stop-loss in one order; the first side to fire is the only one that
   ever executes (both at once: the stopLoss).
@@ -19,6 +19,7 @@ from typing import Iterable
 # The types whose firing is stored (`fired`) before they execute; a plain stop_loss is not one
 # (once fired it is a market order, whichever worker runs it).
 MARKED = ("trailing_stop", "oco")
+LIMIT_TYPES = ("limit", "take_profit")  # take_profit: a limit sell at its target price
 
 
 def marks_firing(order) -> bool:
@@ -45,7 +46,7 @@ def floor_price(order, side: str | None) -> Decimal | None:
     """The least price the order may execute at now (tokenOut per tokenIn), or None for a market
     execution: a limit's or take_profit's limit, a fired stop-limit's floor, the fired side's of
     an oco. None too for a stop-limit or oco that has not fired (the trigger book watches them)."""
-    if order.type in ("limit", "take_profit"):
+    if order.type in LIMIT_TYPES:
         return order.limit_price
     if order.type == "stop_loss" and side is not None:
         return order.stop_limit_price
