@@ -261,6 +261,13 @@ def wait_until(condition, timeout: float = 5.0) -> bool:
     return True
 
 
+def ticks_pass(chain, count: int = 3) -> None:
+    """Wait until the book has quoted the pair `count` more times (a tick quotes it once or more):
+    what must not happen has had its chance."""
+    seen = sum(venue.quote_calls for venue in chain.venues.values())
+    assert wait_until(lambda: sum(venue.quote_calls for venue in chain.venues.values()) >= seen + 2 * count)
+
+
 def test_an_oco_whose_two_sides_hold_at_one_tick_fires_its_stop_loss_once_and_never_its_take_profit(protect_book):
     ref, chain, consumer, writer = protect_book
     # A target below the price and a stop above it: both sides hold at the first tick.
@@ -271,10 +278,10 @@ def test_an_oco_whose_two_sides_hold_at_one_tick_fires_its_stop_loss_once_and_ne
     (fired,) = writer.metas(order_id)
     assert fired["fired"] == "stopLoss" and fired["cancelled"] == "takeProfit", fired
     set_price(chain, 200)  # the take-profit side would hold alone now: it is gone with its order
-    ref.ask("size", timeout=5)
-    time.sleep(0.2)  # several ticks (50 ms each) that must release nothing more
+    ref.tell(protective("keeps-ticking", stop_price=10.0))  # an armed stop keeps the book quoting
+    ticks_pass(chain)  # ticks that must release nothing more
     assert consumer.released.count(order_id) == 1 and len(writer.metas(order_id)) == 1
-    assert ref.ask("size", timeout=5) == 0
+    assert ref.ask("size", timeout=5) == 1, "only the other stop is left"
 
 
 def test_an_oco_fires_the_side_the_price_reaches_first_and_only_it(protect_book):
@@ -282,12 +289,13 @@ def test_an_oco_fires_the_side_the_price_reaches_first_and_only_it(protect_book)
     arm = protective("take", protect="oco", stop_price=100.0, limit_price=170.0, min_out=170 * 10**6)
     order_id = arm.armed.order_id
     ref.tell(arm)
-    time.sleep(0.15)
+    ticks_pass(chain)
     assert order_id not in consumer.released, "neither side holds at 150"
     set_price(chain, 180)
     assert consumer.wait_for(order_id)
+    ref.tell(protective("keeps-ticking", stop_price=10.0))
     set_price(chain, 90)
-    time.sleep(0.2)
+    ticks_pass(chain)
     (fired,) = writer.metas(order_id)
     assert fired["fired"] == "takeProfit" and fired["cancelled"] == "stopLoss"
     assert consumer.released.count(order_id) == 1
@@ -311,7 +319,7 @@ def test_a_trailing_stop_follows_the_rise_stores_its_mark_coalesced_and_fires_on
     trails = [m for m in writer.metas(order_id) if "fired" not in m]
     assert len(trails) <= elapsed / TRAIL_EVENT_S + 1, f"{len(trails)} trail events in {elapsed:.1f}s: a flood"
     set_price(chain, 185)  # above 200 - 10%: it holds
-    time.sleep(0.2)
+    ticks_pass(chain)
     assert order_id not in consumer.released
     set_price(chain, 179)
     assert consumer.wait_for(order_id)
@@ -333,8 +341,9 @@ def test_a_stop_limit_s_firing_is_stored_before_its_release_and_a_refused_one_is
     writer.refuse = FencedOut("claimed again")  # another worker holds it now: this book must not release it
     ref.tell(taken)
     assert wait_until(lambda: writer.metas(taken.armed.order_id))
-    time.sleep(0.2)
-    assert taken.armed.order_id not in consumer.released and ref.ask("size", timeout=5) == 0
+    ref.tell(protective("keeps-ticking", stop_price=10.0))
+    ticks_pass(chain)
+    assert taken.armed.order_id not in consumer.released and ref.ask("size", timeout=5) == 1
 
 
 def test_a_protective_order_cancelled_as_it_fires_is_not_released_and_its_job_is_acknowledged(protect_book):
