@@ -78,7 +78,10 @@ BAD_VALUES = {"tokenIn": not_a_token, "tokenOut": st.one_of(not_a_token, st.just
               "amount": not_an_amount, "type": not_a_type, "slippageBps": not_a_slippage,
               "limitPrice": json_values.filter(lambda v: v is not None),  # on a market order: refused
               "expiresInSeconds": json_values.filter(lambda v: v is not None),
-              "clientOrderId": not_a_client_id}
+              "clientOrderId": not_a_client_id,
+              # The protective orders' fields, each refused on a market order whatever its value:
+              **{field: json_values.filter(lambda v: v is not None)
+                 for field in ("stopPrice", "targetPrice", "trailPercent", "takeProfit", "stopLoss")}}
 
 
 @st.composite
