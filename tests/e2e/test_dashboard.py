@@ -316,6 +316,7 @@ def test_the_form_creates_each_protective_kind_and_the_summary_shows_its_prices_
     page.wait().until(lambda d: "take profit" in (page.text("#timeline-summary") or ""))
     summary = page.text("#timeline-summary")
     assert "100000" in summary and "1, floor 0.9" in summary, summary
+    page.wait().until(lambda d: "whichever comes first" in (page.text("#timeline") or ""))
     page.fill(type="stop_loss", stopPrice="1", limitPrice="0.9")
     page.submit()
     page.wait().until(lambda d: page.selected_order() != oco)

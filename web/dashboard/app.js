@@ -386,6 +386,8 @@ function eventDetails(order, event) {
     case "waiting":
       if (m.trigger === "halt") return `held: trading is halted${m.reason ? ` (${m.reason})` : ""}; it goes on when trading resumes`;
       if (m.fired) return protectiveFired(m);
+      if (m.trigger === "oco") return `armed: sells once the price rises to ${number(m.targetPrice, 9)} or falls to ${number(m.stopPrice, 9)}, whichever comes first`;
+      if (m.trigger === "stop") return `armed: sells once the price falls to ${number(m.stopPrice, 9)}${m.limitPrice ? `, then never below ${number(m.limitPrice, 9)}` : ""}`;
       if (m.trigger === "trail") return `trailing ${number(m.highWater, 9)}: sells at ${number(m.stopPrice, 9)} (${m.trailPercent}% below)`;
       return "armed, waiting for its trigger";
     case "routing": return [
