@@ -228,7 +228,7 @@ def test_a_trailing_stop_survives_the_sigkill_of_its_worker_resumes_from_its_mar
         client = cluster.client()
         start = await best_price(client)
         code, accepted = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1", type="trailing_stop",
-                                             trailPercent="5", slippageBps=5000)
+                                             trailPercent="10", slippageBps=5000)
         assert code == 202, accepted
         order_id = accepted["orderId"]
         await until(lambda: _in(client, order_id, ("waiting",)), 20, "the trailing stop to wait")
@@ -239,7 +239,11 @@ def test_a_trailing_stop_survives_the_sigkill_of_its_worker_resumes_from_its_mar
                      if "highWater" in e["meta"]]
             return max(marks) if marks and max(marks) > start * Decimal("1.04") else None
 
-        mark = await until(marked, 20, "its best price to be stored")
+        await until(marked, 20, "its best price to be stored")
+        # The price falls back a little (not to its stop): a worker starting from the price of the
+        # moment would trail from there; from the stored mark, its stop stays where it was.
+        await push_sol_down(client, Decimal("0.04"))
+        mark = await marked()
         holder_name = (await events(client, order_id))[1]["meta"]["worker"]
         (victim,) = [w for w in cluster.workers if f"-{w.pid}-" in holder_name]
         (survivor,) = [w for w in cluster.workers if w is not victim]
@@ -251,10 +255,11 @@ def test_a_trailing_stop_survives_the_sigkill_of_its_worker_resumes_from_its_mar
                          and f"-{survivor.pid}-" in e["meta"].get("worker", "")), None)
 
         again = await until(rearmed, 30, "the survivor to arm it again")
-        assert Decimal(again["highWater"]) >= mark, f"resumed below its stored mark {mark}: {again}"
+        assert Decimal(again["highWater"]) == mark, f"not resumed from its stored mark {mark}: {again}"
+        assert Decimal(again["price"]) < mark * Decimal("0.99"), again
         assert "fired" not in again
         listener = asyncio.ensure_future(client.listen(accepted["links"]["ws"], timeout=90))
-        await push_sol_down(client)
+        await push_sol_down(client, Decimal("0.12"))
         frames, _ = await listener
         assert frames[-1]["status"] == "confirmed" and statuses(frames).count("routing") == 1, frames
         (routing,) = [f for f in frames if f["status"] == "routing"]
