@@ -49,7 +49,8 @@ class VenueGateway(SupervisedActor):
     """
 
     def __init__(self, venue: Venue, timers, supervisor=None, current: Callable[[], pykka.ActorRef] | None = None,
-                 breaker: CircuitBreaker | None = None, announce: Callable[[dict], None] | None = None):
+                 breaker: CircuitBreaker | None = None, announce: Callable[[dict], None] | None = None,
+                 wait_s: float = 0.0):
         super().__init__(supervisor)
         self.child_name = venue.name
         self.venue = venue
@@ -57,7 +58,7 @@ class VenueGateway(SupervisedActor):
         self.timers = timers
         self.current = current
         self.announce = announce
-        self.swaps: Gatherer[tuple[SendSwap, float]] = Gatherer(MAX_BLOCK)
+        self.swaps: Gatherer[tuple[SendSwap, float]] = Gatherer(MAX_BLOCK, wait_s)  # BATCH_WAIT_MS
         self.block: list[tuple[SendSwap, float]] = []  # the swaps being sent, until their senders are told
 
     def on_receive(self, message):
@@ -65,7 +66,8 @@ class VenueGateway(SupervisedActor):
         if isinstance(message, CallDue):
             self._call(message.call, message.latency)
         elif isinstance(message, LandBlock):
-            self._land_block()
+            if self.swaps.due():  # else it landed early (company came)
+                self._land_block()
         elif isinstance(message, (RequestQuote, CheckSignature)):
             self._after(self.venue.quote_latency(), message)
         elif isinstance(message, SendSwap):
@@ -81,7 +83,7 @@ class VenueGateway(SupervisedActor):
     def _call(self, call, latency: float) -> None:
         if isinstance(call, SendSwap):
             if self.swaps.add((call, latency)):
-                self.actor_ref.tell(LandBlock())
+                self._schedule_block()
             return
         if isinstance(call, RequestQuote):
             reply = self._quote(call, latency)
@@ -123,6 +125,15 @@ class VenueGateway(SupervisedActor):
         self.block = []
         self._announce_pools(requests, results)
         if self.swaps.done():
+            self._schedule_block()
+
+    def _schedule_block(self) -> None:
+        """Land the block now, or after waiting a little for company (storage/batching.py)."""
+        wait = self.swaps.wait()
+        if wait:
+            ref = self.actor_ref
+            self.timers.call_later(wait, lambda: ref.tell(LandBlock()))
+        else:
             self.actor_ref.tell(LandBlock())
 
     def _announce_pools(self, requests, results) -> None:
