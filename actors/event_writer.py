@@ -34,12 +34,12 @@ class EventWriter(SupervisedActor):
 
     child_name = "event_writer"
 
-    def __init__(self, orders, bus, timers, supervisor=None):
+    def __init__(self, orders, bus, timers, supervisor=None, wait_s: float = 0.0):
         super().__init__(supervisor)
         self.orders = orders
         self.bus = bus
         self.timers = timers
-        self.appends: Gatherer[AppendEvents] = Gatherer(MAX_BATCH)
+        self.appends: Gatherer[AppendEvents] = Gatherer(MAX_BATCH, wait_s)  # BATCH_WAIT_MS
         self.in_flight: list[AppendEvents] = []  # the batch being stored, until its senders are told
         self.failures = 0
         self._waits = None
@@ -48,9 +48,10 @@ class EventWriter(SupervisedActor):
         """Runs on the writer's thread."""
         if isinstance(message, AppendEvents):
             if self.appends.add(message):
-                self.actor_ref.tell(Flush())
+                self._schedule_flush()
         elif isinstance(message, Flush):
-            self._flush()
+            if self.appends.due():  # else it started early (company came) or was retried
+                self._flush()
 
     def _flush(self) -> None:
         batch = self.in_flight = self.appends.take()
@@ -78,6 +79,15 @@ class EventWriter(SupervisedActor):
                     pass
         self.in_flight = []
         if self.appends.done():
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        """Flush now, or after waiting a little for company (storage/batching.py)."""
+        wait = self.appends.wait()
+        if wait:
+            ref = self.actor_ref
+            self.timers.call_later(wait, lambda: ref.tell(Flush()))
+        else:
             self.actor_ref.tell(Flush())
 
     def _store(self, batch: list[AppendEvents]) -> list:

@@ -28,6 +28,7 @@ import pykka
 from actors.messages import ClaimedOrder, ExecuteOrders, Poll, SlotFreed, StopFetching, Triggered
 from actors.supervision import SupervisedActor
 from config.logs import about_order
+from storage.batching import Company
 from storage.errors import StorageError
 from storage.records import OrderRecord
 
@@ -53,12 +54,13 @@ class Fetched:
 class JobFetcher:
     """One thread that blocks on the bus for new jobs, a fetch at a time, when asked."""
 
-    def __init__(self, bus, consumer: str, deliver: Callable[[list | Exception], None]):
+    def __init__(self, bus, consumer: str, deliver: Callable[[list | Exception], None], wait_s: float = 0.0):
         self._bus = bus
         self._consumer = consumer
         self._deliver = deliver
         self._want = 0
         self._stopped = False
+        self._company = Company(wait_s)  # BATCH_WAIT_MS: whether a fetch waits for more jobs first
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"job-fetcher-{consumer}", daemon=True)
         self._thread.start()
@@ -85,10 +87,19 @@ class JobFetcher:
                 if self._stopped:
                     return
                 count, self._want = self._want, 0
+                waited = self._company.wait()
+                if waited:  # jobs come often and one at a time: let more come first (stop() ends it)
+                    self._cond.wait(waited)
+                    if self._stopped:
+                        return
             try:
                 result = self._bus.fetch(self._consumer, count, FETCH_BLOCK_MS)
             except StorageError as exc:
                 result = exc
+            if isinstance(result, list) and result:
+                self._company.arrived(len(result))
+                if waited:
+                    self._company.waited(len(result) - 1)
             self._deliver(result)
 
 
@@ -120,7 +131,8 @@ class JobConsumer(SupervisedActor):
     def on_start(self):
         """Runs on the consumer's thread: the first Tick heartbeats and claims before any fetch."""
         ref = self.actor_ref
-        self.fetcher = JobFetcher(self.bus, self.name, lambda result: _tell(ref, Fetched(result)))
+        self.fetcher = JobFetcher(self.bus, self.name, lambda result: _tell(ref, Fetched(result)),
+                                  self.settings.batch_wait_ms / 1000)
         self.actor_ref.tell(Tick())
         self._queue_poll()
 

@@ -85,13 +85,14 @@ class RootSupervisor(pykka.ThreadingActor):
     def on_start(self):
         """Runs on the root's thread: start the children in order."""
         me, storage = self.actor_ref, self.storage
+        wait_s = self.settings.batch_wait_ms / 1000  # a lone batch's wait for company
         self._start_child("event_writer", lambda: EventWriter.start(storage.orders, storage.bus, self.timers,
-                                                                    supervisor=me))
+                                                                    supervisor=me, wait_s=wait_s))
         breakers = {dex: CircuitBreaker(self.settings.venue_cool_down_s) for dex in VENUES}  # outlive restarts
         for dex in VENUES:
             self._start_child(dex, lambda dex=dex: VenueGateway.start(
                 storage.chain.venue(dex), self.timers, supervisor=me, current=lambda: self.directory.get(dex),
-                breaker=breakers[dex], announce=storage.bus.publish_control))
+                breaker=breakers[dex], announce=storage.bus.publish_control, wait_s=wait_s))
         self._start_child("trigger_book", lambda: TriggerBook.start(
             storage.orders, storage.bus, storage.chain, self.timers, self.directory, self.worker_id, supervisor=me,
             settings=self.settings, halts=self.halts))

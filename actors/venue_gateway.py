@@ -11,6 +11,9 @@ A venue failing most of its recent swaps answers quotes with `circuit_open` for 
 from __future__ import annotations
 
 import logging
+import math
+import time
+from dataclasses import dataclass
 from typing import Callable
 
 import pykka
@@ -36,6 +39,12 @@ from storage.venues.base import SignatureStatus, SwapResult, Venue, VenueError
 log = logging.getLogger(__name__)
 
 MAX_BLOCK = 200
+NOTICE_EVERY_S = 0.05  # pools notices: at most one per gateway this often; the pools moved meanwhile join the next
+
+
+@dataclass(frozen=True)
+class NoticeDue:
+    """Announce the pools moved since the last notice (self-sent)."""
 COOL_DOWN_S = 30.0
 
 
@@ -49,7 +58,8 @@ class VenueGateway(SupervisedActor):
     """
 
     def __init__(self, venue: Venue, timers, supervisor=None, current: Callable[[], pykka.ActorRef] | None = None,
-                 breaker: CircuitBreaker | None = None, announce: Callable[[dict], None] | None = None):
+                 breaker: CircuitBreaker | None = None, announce: Callable[[dict], None] | None = None,
+                 wait_s: float = 0.0):
         super().__init__(supervisor)
         self.child_name = venue.name
         self.venue = venue
@@ -57,15 +67,22 @@ class VenueGateway(SupervisedActor):
         self.timers = timers
         self.current = current
         self.announce = announce
-        self.swaps: Gatherer[tuple[SendSwap, float]] = Gatherer(MAX_BLOCK)
+        self.swaps: Gatherer[tuple[SendSwap, float]] = Gatherer(MAX_BLOCK, wait_s)  # BATCH_WAIT_MS
         self.block: list[tuple[SendSwap, float]] = []  # the swaps being sent, until their senders are told
+        self.moved: set[str] = set()  # tokens whose pools moved since the last notice
+        self.noticed_at = -math.inf  # monotonic time of the last notice
+        self.notice_due = False  # a NoticeDue is on its way
 
     def on_receive(self, message):
         """Runs on this gateway's thread."""
         if isinstance(message, CallDue):
             self._call(message.call, message.latency)
         elif isinstance(message, LandBlock):
-            self._land_block()
+            if self.swaps.due():  # else it landed early (company came)
+                self._land_block()
+        elif isinstance(message, NoticeDue):
+            self.notice_due = False
+            self._notice()
         elif isinstance(message, (RequestQuote, CheckSignature)):
             self._after(self.venue.quote_latency(), message)
         elif isinstance(message, SendSwap):
@@ -81,7 +98,7 @@ class VenueGateway(SupervisedActor):
     def _call(self, call, latency: float) -> None:
         if isinstance(call, SendSwap):
             if self.swaps.add((call, latency)):
-                self.actor_ref.tell(LandBlock())
+                self._schedule_block()
             return
         if isinstance(call, RequestQuote):
             reply = self._quote(call, latency)
@@ -123,14 +140,39 @@ class VenueGateway(SupervisedActor):
         self.block = []
         self._announce_pools(requests, results)
         if self.swaps.done():
+            self._schedule_block()
+
+    def _schedule_block(self) -> None:
+        """Land the block now, or after waiting a little for company (storage/batching.py)."""
+        wait = self.swaps.wait()
+        if wait:
+            ref = self.actor_ref
+            self.timers.call_later(wait, lambda: ref.tell(LandBlock()))
+        else:
             self.actor_ref.tell(LandBlock())
 
     def _announce_pools(self, requests, results) -> None:
-        """Tell the web processes which pools moved (swaps that landed, or may have: timeouts)."""
-        moved = {t for request, result in zip(requests, results)
-                 if isinstance(result, SwapResult) and result.status in ("confirmed", "timeout")
-                 for t in (request.token_in.symbol, request.token_out.symbol)}
-        if moved and self.announce is not None:
+        """Tell the web processes which pools moved (swaps that landed, or may have: timeouts): at
+        once, unless a notice went less than NOTICE_EVERY_S ago; then with the next one, when
+        that time is up (streamed quotes are coalesced to QUOTE_STREAM_INTERVAL_MS anyway)."""
+        if self.announce is None:
+            return
+        self.moved.update(t for request, result in zip(requests, results)
+                          if isinstance(result, SwapResult) and result.status in ("confirmed", "timeout")
+                          for t in (request.token_in.symbol, request.token_out.symbol))
+        if not self.moved or self.notice_due:
+            return
+        wait = self.noticed_at + NOTICE_EVERY_S - time.monotonic()
+        if wait <= 0:
+            return self._notice()
+        self.notice_due = True
+        ref = self.actor_ref
+        self.timers.call_later(wait, lambda: ref.tell(NoticeDue()))
+
+    def _notice(self) -> None:
+        moved, self.moved = self.moved, set()
+        if moved:
+            self.noticed_at = time.monotonic()
             try:
                 self.announce(pools_changed(self.venue.name, moved))
             except StorageError as exc:  # best effort: streamed quotes catch up at their refresh
@@ -144,7 +186,9 @@ class VenueGateway(SupervisedActor):
         for send, latency in self.block:
             self._reply(send.reply_to, SwapSettled(SwapResult(send.request.signature, "timeout"), latency))
         due = [CallDue(send, latency) for send, latency in self.swaps.drain()]
-        return due + [m for m in self.drain_inbox() if not isinstance(m, LandBlock)]
+        if self.moved and self.announce is not None:
+            self._notice()  # best effort: a lost notice waits for the streamed quotes' refresh
+        return due + [m for m in self.drain_inbox() if not isinstance(m, (LandBlock, NoticeDue))]
 
     def _quote(self, call: RequestQuote, latency: float) -> QuoteReceived:
         skipped = self.breaker.refusal()

@@ -20,8 +20,8 @@ from bench.cluster import REPO, BenchError, cluster, machine_info
 from bench.cpu import CpuMeter
 from bench.profile import Recorder, py_spy, summarize
 from bench.triggers import TRIGGERS_ENV, protective, triggers
-from bench.scenarios import (DRAIN_ENV, PARALLEL_STAGES, STAGES, THROUGHPUT_ENV, alone, drain, event_times, paced,
-                              stage_figures, stage_samples, throughput, verify_database)
+from bench.scenarios import (DRAIN_ENV, PARALLEL_STAGES, STAGES, THROUGHPUT_ENV, alone, db_commits, drain, event_times,
+                              paced, stage_figures, stage_samples, throughput, verify_database)
 
 RESULTS = REPO / "bench" / "results"
 _PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
@@ -30,7 +30,7 @@ THROUGHPUT_KEYS = ["ordersPerSecond", "latencyP50Ms", "latencyP99Ms", "submitP50
                    "serverCpuMsPerOrder"]
 DRAIN_KEYS = ["actualSeconds", "idealSeconds", "ratio", "quotesInFlightPeak", "firstQuotesOverlapMs"]
 LATENCY_KEYS = ["aloneP50Ms", "aloneP99Ms", "aloneMaxMs", "pacedRate", "pacedP50Ms", "pacedP99Ms", "pacedMaxMs",
-                "pacedSubmitP50Ms", "pacedSubmitP99Ms", "serverCpuMsPerOrder"]
+                "pacedSubmitP50Ms", "pacedSubmitP99Ms", "serverCpuMsPerOrder", "commitsPerOrder"]
 ALONE_WARMUP = 5  # orders before the alone ones, left out of the figures
 
 
@@ -183,6 +183,8 @@ def run_latency(args, log_dir: Path) -> dict:
             alone(port, args.alone_orders, ALONE_WARMUP, args.timeout), args.timeout))
         warmup = args.paced_orders // 10
         meter = CpuMeter({name: proc.pid for name, proc in procs.items()})
+        time.sleep(1.1)  # the alone part's commits reach the statistics
+        commits = db_commits(database_url)
         meter.start()
         started = time.monotonic()
         try:
@@ -190,6 +192,9 @@ def run_latency(args, log_dir: Path) -> dict:
                 paced(port, args.rate, args.paced_orders, warmup, args.connections, args.timeout), args.timeout))
         finally:
             cpu = meter.stop()
+        time.sleep(1.1)
+        # durable commits (each a WAL flush) per paced order: what batching saves, whatever the noise
+        commits_per_order = round((db_commits(database_url) - commits) / max(1, paced_part["allConfirmed"]), 2)
         result = {k: v for part in (alone_part, paced_part) for k, v in part.items()
                   if k not in ("results", "warmupResults")}
         result["pacedWallSeconds"] = round(time.monotonic() - started, 3)
@@ -197,6 +202,7 @@ def run_latency(args, log_dir: Path) -> dict:
         # the whole paced part, its warm-up included, over all its confirmed orders
         result["cpuMsPerOrder"] = meter.ms_per_order(paced_part["allConfirmed"], list(procs))
         result["serverCpuMsPerOrder"] = result["cpuMsPerOrder"].get("server")
+        result["commitsPerOrder"] = commits_per_order
         result["incompleteStreams"] = (alone_part["aloneIncompleteStreams"] + alone_part["aloneWarmupIncompleteStreams"]
                                        + paced_part["allIncompleteStreams"])
         every = (alone_part["warmupResults"] + alone_part["results"] + paced_part["warmupResults"]

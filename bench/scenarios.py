@@ -322,6 +322,20 @@ async def paced(port: int, rate: float, orders: int, warmup: int, connections: i
     }
 
 
+def db_commits(database_url: str) -> int:
+    """Transactions committed in the database so far (pg_stat_database; a backend reports its
+    own within a second of its last one, so read this a second after the load)."""
+    import psycopg2
+
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
 def event_times(database_url: str, order_ids: list[str]) -> dict[str, dict[str, float]]:
     """{order id: {status: stored event time, epoch seconds}} from order_events (first attempt:
     with no failures every order has one). The columns are naive UTC."""

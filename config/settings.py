@@ -70,6 +70,7 @@ class Settings:
     reconcile_every_s: float = 10.0  # the bus epoch is checked every fifth of it
     reconcile_min_age_s: float = 10.0
     trigger_tick_ms: int = 50
+    batch_wait_ms: float = 8.0  # how long a batch of one may wait for company (storage/batching.py)
     trigger_refresh_s: float = 5.0
     quote_stream_interval_ms: int = 250  # streamed quotes: at most one frame per subscription this often
     quote_stream_refresh_ms: int = 1000  # ... and computed again this often without a pools notice (drift)
@@ -303,6 +304,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         reconcile_every_s=_seconds(env, "RECONCILE_EVERY_SECONDS", 10.0, 0.1, 86400),
         reconcile_min_age_s=_seconds(env, "RECONCILE_MIN_AGE_SECONDS", 10.0, 0.1, 86400),
         trigger_tick_ms=_int(env, "TRIGGER_TICK_MS", 50, 1, 60000),
+        batch_wait_ms=_float(env, "BATCH_WAIT_MS", 8.0, 0, 100, "milliseconds"),
         trigger_refresh_s=_seconds(env, "TRIGGER_REFRESH_SECONDS", 5.0, 0.05, 3600),
         quote_stream_interval_ms=_int(env, "QUOTE_STREAM_INTERVAL_MS", 250, 10, 60000),
         quote_stream_refresh_ms=_int(env, "QUOTE_STREAM_REFRESH_MS", 1000, 10, 600000),
@@ -383,6 +385,8 @@ VARIABLES: dict[str, str] = {
     "RECONCILE_MIN_AGE_SECONDS": "orders younger than this are not queued again: they may be on their way "
                                  "(default 10)",
     "TRIGGER_TICK_MS": "how often armed limit orders are priced while any are armed (default 50)",
+    "BATCH_WAIT_MS": "the longest a batch of one (a commit, a block, a fetch) waits for company while orders "
+                     "come faster than that and waiting brings company; 0: never (default 8)",
     "TRIGGER_REFRESH_SECONDS": "how often a worker forgets armed orders cancelled or taken over (default 5)",
     "QUOTE_STREAM_INTERVAL_MS": "streamed quotes (subscribeQuote on /ws): each subscription gets at most one "
                                 "frame this often; pool changes are coalesced to it (default 250)",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
@@ -127,6 +128,8 @@ class EventHub:
         self._firehoses: dict[Listener, _Firehose] = {}
         self._tasks: set[asyncio.Task] = set()  # references, or the loop may drop running tasks
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._handing: list[tuple[list[BusEvent], float]] = []  # from the bus thread, for the IOLoop
+        self._handing_lock = threading.Lock()
         self._subscription: Subscription | None = None
         self._sweeper: PeriodicCallback | None = None
 
@@ -152,14 +155,26 @@ class EventHub:
             task.cancel()
 
     def _on_batch(self, batch: list[BusEvent]) -> None:
-        """Bus thread: hand the batch to the IOLoop."""
+        """Bus thread: hand the batch to the IOLoop. Batches that arrive before the IOLoop took
+        the last ones join them: one hop (a wake-up of the loop) carries them all."""
         loop = self._loop
         if loop is None:
             return
+        with self._handing_lock:
+            self._handing.append((batch, self._clock()))
+            if len(self._handing) > 1:
+                return  # the hop on its way takes this one too
         try:
-            loop.call_soon_threadsafe(self._dispatch, batch, self._clock())
+            loop.call_soon_threadsafe(self._take_handed)
         except RuntimeError:  # the loop is closed: we are shutting down
-            pass
+            with self._handing_lock:
+                self._handing.clear()
+
+    def _take_handed(self) -> None:
+        with self._handing_lock:
+            handed, self._handing = self._handing, []
+        for batch, handed_at in handed:
+            self._dispatch(batch, handed_at)
 
     # ---- listeners (IOLoop thread) -----------------------------------------------------
 

@@ -43,14 +43,15 @@ class OrderIntake:
 
     def __init__(self, storage: Storage, queue_max_depth: int,
                  on_pending: Callable[[list[EventRecord]], None] = lambda events: None,
-                 queue_max_wait_s: float = 0.0, limits_for: LimitsProvider = lambda owner: NO_LIMITS):
+                 queue_max_wait_s: float = 0.0, limits_for: LimitsProvider = lambda owner: NO_LIMITS,
+                 batch_wait_s: float = 0.0):
         self._storage = storage
         self._max_depth = queue_max_depth
         self._max_wait_s = queue_max_wait_s  # 0: market orders are never refused as overloaded
         self._on_pending = on_pending  # IOLoop thread: the pending events of a stored batch
         self._limits_for = limits_for  # intake thread: an owner's risk limits
         self._batches: LoopBatcher[OrderDraft, Created] = LoopBatcher(
-            self._process, "web-intake", MAX_BATCH, MAX_WAITING, on_results=self._stored)
+            self._process, "web-intake", MAX_BATCH, MAX_WAITING, on_results=self._stored, wait_s=batch_wait_s)
         self._stats = (0, 0.0, float("-inf"))  # (queue depth, oldest job's age, monotonic time read)
         self._requeue = Requeuer(storage.bus, on_queued=self._read_stats)
 

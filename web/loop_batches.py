@@ -32,11 +32,11 @@ class LoopBatcher(Generic[T, R]):
     """
 
     def __init__(self, process: Callable[[list[T]], list], name: str, max_batch: int, max_waiting: int,
-                 on_results: Callable[[list[T], list], None] | None = None):
+                 on_results: Callable[[list[T], list], None] | None = None, wait_s: float = 0.0):
         self._process = process
         self._on_results = on_results
         self._max_waiting = max_waiting
-        self._gatherer: Gatherer[tuple[T, asyncio.Future]] = Gatherer(max_batch)
+        self._gatherer: Gatherer[tuple[T, asyncio.Future]] = Gatherer(max_batch, wait_s)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=name)
 
     async def submit(self, item: T) -> R:
@@ -47,10 +47,12 @@ class LoopBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if self._gatherer.add((item, future)):
-            loop.call_soon(self._start)
+            self._schedule(loop)
         return await future
 
     def _start(self) -> None:
+        if not self._gatherer.due():  # it started early: company came while it waited
+            return
         batch = self._gatherer.take()
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(self._executor, self._process, [item for item, _ in batch])
@@ -72,6 +74,14 @@ class LoopBatcher(Generic[T, R]):
             else:
                 future.set_result(result)
         if self._gatherer.done():
+            self._schedule(loop)
+
+    def _schedule(self, loop) -> None:
+        """Start the batch at the end of this loop turn, or after waiting a little for company."""
+        wait = self._gatherer.wait()
+        if wait:
+            loop.call_later(wait, self._start)
+        else:
             loop.call_soon(self._start)
 
     def close(self) -> None:

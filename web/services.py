@@ -78,7 +78,8 @@ class Services:
         self.intake = OrderIntake(storage, settings.queue_max_depth,
                                   on_pending=lambda events: self.hub.remember([e.published() for e in events]),
                                   queue_max_wait_s=settings.queue_max_wait_s,
-                                  limits_for=limits_for or self._limits_provider(managed))
+                                  limits_for=limits_for or self._limits_provider(managed),
+                                  batch_wait_s=settings.batch_wait_ms / 1000)
         self.sockets: set[websocket.WebSocketHandler] = set()  # open WebSockets, closed on stop
         self.quotes: QuoteStream | None = None  # streamed quotes: make_app gives it the quote function
         # The active halts (checked on every submit: a lookup in memory), kept current from the bus.

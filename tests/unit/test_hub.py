@@ -123,3 +123,44 @@ def test_the_hub_times_each_batch_it_fans_out_and_counts_a_listener_s_gap_once()
         assert [e.seq for e in everyone.delivered] == [1]
 
     asyncio.run(scenario())
+
+
+def test_batches_from_the_bus_that_arrive_before_the_loop_took_the_last_share_its_one_hop():
+    """Each hop wakes the IOLoop (a write to its self-pipe, a thread switch): batches that come
+    while one is on its way ride with it, in order."""
+    async def scenario():
+        bus = InProcessBus()
+
+        async def run(fn, *args):
+            return fn(*args)
+
+        hub = EventHub(AlicesOrderStore(), bus, run, NoMetrics())
+        hub.start()
+        everyone = Recorder()
+        hub.add_firehose(everyone)
+        hops = []
+        loop = hub._loop
+
+        class CountingLoop:
+            def call_soon_threadsafe(self, callback, *args):
+                hops.append(callback)
+                return loop.call_soon_threadsafe(callback, *args)
+
+        hub._loop = CountingLoop()
+        for seq, status in ((1, "pending"), (2, "routing"), (3, "building")):  # the loop is busy here
+            hub._on_batch([BusEvent(ALICES, seq, status, "alice", b"{}")])
+        for _ in range(200):
+            if len(everyone.delivered) == 3:
+                break
+            await asyncio.sleep(0.01)
+        hub._on_batch([BusEvent(ALICES, 4, "submitted", "alice", b"{}")])  # the loop is free again
+        for _ in range(200):
+            if len(everyone.delivered) == 4:
+                break
+            await asyncio.sleep(0.01)
+        hub.stop()
+        bus.close()
+        assert [e.seq for e in everyone.delivered] == [1, 2, 3, 4]
+        assert len(hops) == 2
+
+    asyncio.run(scenario())
