@@ -185,7 +185,7 @@ def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: boo
         raise ValidationError("invalid_field", "limitPrice applies to limit and stop_loss orders only", "limitPrice")
     stop_price = _protective_prices(order_type, given)
     limit_price = _target_price(order_type, given, limit_price)
-    protective = parse_protective(order_type, given)
+    protective = parse_protective(order_type, given, _limit_price, _as_decimal)
     if protective.target_price is not None:  # oco: its takeProfit is kept as a take_profit's is
         limit_price, stop_price = protective.target_price, protective.stop_price
     expires = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from web.errors import ValidationError
 
@@ -27,19 +27,22 @@ class Protective:
     stop_price: Decimal | None = None  # oco: stopLoss.stopPrice
 
 
-def parse_protective(order_type: str, given: Mapping[str, Any]) -> Protective:
-    """The protective fields of a submit body (explicit nulls already dropped); ValidationError."""
-    from web.validation import _limit_price  # one price rule for every price field (no import cycle)
+Parse = Callable[[Any, str], Decimal]
 
-    trail = _trail_percent(order_type, given)
+
+def parse_protective(order_type: str, given: Mapping[str, Any], price: Parse, number: Parse) -> Protective:
+    """The protective fields of a submit body (explicit nulls already dropped); ValidationError.
+    `price` and `number` are web/validation.py's rules for a price field and a decimal, passed
+    in so that every price field has one rule (and this module imports nothing of it)."""
+    trail = _trail_percent(order_type, given, number)
     for name in ("takeProfit", "stopLoss"):
         if name in given and order_type != "oco":
             raise ValidationError("invalid_field", f"{name} applies to oco orders only", name)
     if order_type == "stop_loss":
         if "limitPrice" not in given or "stopPrice" not in given:
             return Protective()
-        floor = _limit_price(given["limitPrice"], "limitPrice")
-        _floor_below_stop(floor, _limit_price(given["stopPrice"], "stopPrice"), "limitPrice")
+        floor = price(given["limitPrice"], "limitPrice")
+        _floor_below_stop(floor, price(given["stopPrice"], "stopPrice"), "limitPrice")
         return Protective(stop_limit_price=floor)
     if order_type == "trailing_stop":
         return Protective(trail_percent=trail)
@@ -47,25 +50,23 @@ def parse_protective(order_type: str, given: Mapping[str, Any]) -> Protective:
         return Protective()
     take = _side(given, "takeProfit", ("targetPrice",), ("targetPrice",))
     stop = _side(given, "stopLoss", ("stopPrice", "limitPrice"), ("stopPrice",))
-    target = _limit_price(take["targetPrice"], "takeProfit.targetPrice")
-    stop_price = _limit_price(stop["stopPrice"], "stopLoss.stopPrice")
+    target = price(take["targetPrice"], "takeProfit.targetPrice")
+    stop_price = price(stop["stopPrice"], "stopLoss.stopPrice")
     floor = None
     if stop.get("limitPrice") is not None:
-        floor = _limit_price(stop["limitPrice"], "stopLoss.limitPrice")
+        floor = price(stop["limitPrice"], "stopLoss.limitPrice")
         _floor_below_stop(floor, stop_price, "stopLoss.limitPrice")
     return Protective(stop_limit_price=floor, target_price=target, stop_price=stop_price)
 
 
-def _trail_percent(order_type: str, given: Mapping[str, Any]) -> Decimal | None:
-    from web.validation import _as_decimal
-
+def _trail_percent(order_type: str, given: Mapping[str, Any], number: Parse) -> Decimal | None:
     if order_type != "trailing_stop":
         if "trailPercent" in given:
             raise ValidationError("invalid_field", "trailPercent applies to trailing_stop orders only", "trailPercent")
         return None
     if "trailPercent" not in given:
         raise ValidationError("missing_field", "trailPercent is required for a trailing_stop order", "trailPercent")
-    percent = _as_decimal(given["trailPercent"], "trailPercent")
+    percent = number(given["trailPercent"], "trailPercent")
     if not MIN_TRAIL_PERCENT <= percent <= MAX_TRAIL_PERCENT or percent != percent.quantize(MIN_TRAIL_PERCENT):
         raise ValidationError("invalid_field", f"trailPercent must be from {MIN_TRAIL_PERCENT} to {MAX_TRAIL_PERCENT} "
                               "with at most 2 decimals", "trailPercent")
