@@ -55,7 +55,11 @@ class LoopBatcher(Generic[T, R]):
             return
         batch = self._gatherer.take()
         loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(self._executor, self._process, [item for item, _ in batch])
+        try:
+            work = loop.run_in_executor(self._executor, self._process, [item for item, _ in batch])
+        except RuntimeError:  # closed (the process is stopping) while the batch waited for company
+            work = loop.create_future()
+            work.set_exception(ApiError(503, "not_ready", "the server is stopping; retry"))
         work.add_done_callback(lambda done: self._finish(loop, batch, done))
 
     def _finish(self, loop, batch, done: asyncio.Future) -> None:
