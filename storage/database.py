@@ -33,6 +33,7 @@ def define_entities(db: Database) -> SimpleNamespace:
         stop_price = Optional(str, nullable=True)
         stop_limit_price = Optional(str, nullable=True)  # stop-limit: the floor once the stop fired
         trail_percent = Optional(str, nullable=True)  # trailing_stop: its distance below the best price
+        trail_amount = Optional(str, nullable=True)  # trailing_stop: that distance in price instead (trailAmount)
         expires_in_seconds = Optional(int, nullable=True)
         expires_at = Optional(datetime, precision=6, nullable=True)  # created_at + expires_in_seconds
         status = Required(str)

@@ -360,6 +360,8 @@ _PROTECTIVE = "ALTER TABLE orders ADD COLUMN stop_price TEXT"
 # price seen (its high-water mark) is kept in its `waiting` events, not here.
 _PROTECTIVE_MORE = ("ALTER TABLE orders ADD COLUMN stop_limit_price TEXT; "
                     "ALTER TABLE orders ADD COLUMN trail_percent TEXT")
+# A trailing stop's distance in price (trailAmount, tokenOut per tokenIn) instead of in percent.
+_TRAIL_AMOUNT = "ALTER TABLE orders ADD COLUMN trail_amount TEXT"
 
 MIGRATIONS: list[tuple[int, str, dict[str, Any]]] = [
     (1, "orders and their status events", {"postgres": _ORDERS_POSTGRES, "sqlite": _ORDERS_SQLITE}),
@@ -380,6 +382,7 @@ MIGRATIONS: list[tuple[int, str, dict[str, Any]]] = [
     (13, "the simulated chain: routes through an intermediate token", {"postgres": _SIM_ROUTES, "sqlite": _SIM_ROUTES}),
     (14, "protective orders: a stop's floor (stop-limit) and a trailing stop's distance",
      {"postgres": _PROTECTIVE_MORE, "sqlite": _PROTECTIVE_MORE}),
+    (15, "protective orders: a trailing stop's distance in price", {"postgres": _TRAIL_AMOUNT, "sqlite": _TRAIL_AMOUNT}),
 ]
 
 

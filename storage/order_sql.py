@@ -31,11 +31,11 @@ from storage.status import STATUSES, TERMINAL, StatusRuleError, check_transition
 ORDER_FIELDS = ("id", "owner", "status", "type", "token_in", "token_out", "amount", "slippage_bps", "limit_price",
                 "expires_in_seconds", "client_order_id", "created_at", "updated_at", "attempts", "attempt",
                 "last_seq", "route", "fills", "error", "fence", "callback_url", "stop_price",
-                "stop_limit_price", "trail_percent")
+                "stop_limit_price", "trail_percent", "trail_amount")
 ORDER_COLUMNS = ", ".join(ORDER_FIELDS)
 _INSERT_COLUMNS = ("id, owner, client_order_id, type, token_in, token_out, amount, slippage_bps, limit_price, "
                    "expires_in_seconds, expires_at, status, attempt, attempts, last_seq, fills, created_at, updated_at, "
-                   "risk_open, risk_usd_micros, callback_url, stop_price, stop_limit_price, trail_percent")
+                   "risk_open, risk_usd_micros, callback_url, stop_price, stop_limit_price, trail_percent, trail_amount")
 _INSERT_COUNT = len(_INSERT_COLUMNS.split(","))
 _CREATED_AT = [c.strip() for c in _INSERT_COLUMNS.split(",")].index("created_at")
 _CALLBACK_URL = [c.strip() for c in _INSERT_COLUMNS.split(",")].index("callback_url")
@@ -56,7 +56,7 @@ def order_from_row(d: Dialect, row: Sequence[Any], events=None) -> OrderRecord:
     `Order`'s attributes (storage.orders: values already typed, which the readers pass through)."""
     (oid, owner, status, type_, token_in, token_out, amount, slippage, limit_price, expires, client_id,
      created, updated, attempts, attempt, last_seq, route, fills, error, fence, callback_url, stop_price,
-     stop_limit_price, trail_percent) = row
+     stop_limit_price, trail_percent, trail_amount) = row
     return OrderRecord(
         id=d.read_uuid(oid), owner=owner or "", status=status, type=type_, token_in=token_in,
         token_out=token_out, amount=Decimal(amount), slippage_bps=slippage,
@@ -68,6 +68,7 @@ def order_from_row(d: Dialect, row: Sequence[Any], events=None) -> OrderRecord:
         stop_price=Decimal(stop_price) if stop_price is not None else None,
         stop_limit_price=Decimal(stop_limit_price) if stop_limit_price is not None else None,
         trail_percent=Decimal(trail_percent) if trail_percent is not None else None,
+        trail_amount=Decimal(trail_amount) if trail_amount is not None else None,
     )
 
 
@@ -79,7 +80,7 @@ def _insert_values(d: Dialect, rows: list[dict[str, Any]]) -> list[tuple]:
              None if (expires := expiry(r["created_at"], r["expires_in_seconds"])) is None else d.ts(expires),
              "pending", 1, 0, 1, "[]", d.ts(r["created_at"]), d.ts(r["created_at"]), r.get("risk_open", 0),
              r.get("risk_usd_micros"), r.get("callback_url"), r.get("stop_price"), r.get("stop_limit_price"),
-             r.get("trail_percent")) for r in rows]
+             r.get("trail_percent"), r.get("trail_amount")) for r in rows]
 
 
 def insert_orders(conn: DirectConnection, rows: list[dict[str, Any]], tx: Transaction | None = None) -> set[UUID]:

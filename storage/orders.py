@@ -52,6 +52,7 @@ def _order_row(draft: OrderDraft, now: datetime) -> dict:
         "stop_price": decimal_str(draft.stop_price) if draft.stop_price is not None else None,
         "stop_limit_price": decimal_str(draft.stop_limit_price) if draft.stop_limit_price is not None else None,
         "trail_percent": decimal_str(draft.trail_percent) if draft.trail_percent is not None else None,
+        "trail_amount": decimal_str(draft.trail_amount) if draft.trail_amount is not None else None,
     }
 
 
@@ -63,7 +64,8 @@ def _new_order(row: dict, draft: OrderDraft) -> OrderRecord:
         limit_price=draft.limit_price, expires_in_seconds=draft.expires_in_seconds,
         client_order_id=draft.client_order_id, created_at=now, updated_at=now, attempts=0, attempt=1,
         last_seq=1, route=None, fills=[], error=None, callback_url=draft.callback_url,
-        stop_price=draft.stop_price, stop_limit_price=draft.stop_limit_price, trail_percent=draft.trail_percent)
+        stop_price=draft.stop_price, stop_limit_price=draft.stop_limit_price, trail_percent=draft.trail_percent,
+        trail_amount=draft.trail_amount)
 
 
 # A keyset cursor for newest-first paging: the last row's created_at (microseconds since the

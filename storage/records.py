@@ -62,6 +62,7 @@ class OrderDraft:
     stop_price: Decimal | None = None  # stop_loss: fires when the price falls to it
     stop_limit_price: Decimal | None = None  # stop-limit (stop_loss, oco's stopLoss): its floor once fired
     trail_percent: Decimal | None = None  # trailing_stop: how far below the best price seen it fires
+    trail_amount: Decimal | None = None  # trailing_stop: that distance in price (tokenOut per tokenIn) instead
 
     def same_order_as(self, order: "OrderRecord") -> bool:
         """True when a repeated clientOrderId means the same order (compared after parsing)."""
@@ -75,6 +76,7 @@ class OrderDraft:
             and self.stop_price == order.stop_price
             and self.stop_limit_price == order.stop_limit_price
             and self.trail_percent == order.trail_percent
+            and self.trail_amount == order.trail_amount
             and self.expires_in_seconds == order.expires_in_seconds
             and self.callback_url == order.callback_url
         )
@@ -173,6 +175,7 @@ class OrderRecord:
     stop_price: Decimal | None = None  # stop_loss: fires when the price falls to it
     stop_limit_price: Decimal | None = None  # stop-limit (stop_loss, oco's stopLoss): its floor once fired
     trail_percent: Decimal | None = None  # trailing_stop: how far below the best price seen it fires
+    trail_amount: Decimal | None = None  # trailing_stop: that distance in price (tokenOut per tokenIn) instead
 
     @property
     def terminal(self) -> bool:
@@ -224,6 +227,8 @@ def _protective_api(order: OrderRecord, data: dict[str, Any]) -> None:
         data["limitPrice"] = decimal_str(order.stop_limit_price)
     if order.trail_percent is not None:
         data["trailPercent"] = decimal_str(order.trail_percent)
+    if order.trail_amount is not None:
+        data["trailAmount"] = decimal_str(order.trail_amount)
     if order.type == "oco":
         stop = {"stopPrice": decimal_str(order.stop_price)}
         if order.stop_limit_price is not None:

@@ -24,7 +24,7 @@ __all__ = ["ValidationError", "QuoteRequest", "parse_json_object", "parse_order"
 MAX_BASE_UNITS = 2**64 - 1  # amounts are u64 on Solana
 ORDER_FIELDS = ("tokenIn", "tokenOut", "amount", "type", "slippageBps", "limitPrice",
                 "expiresInSeconds", "clientOrderId", "callbackUrl", "stopPrice", "targetPrice",
-                "trailPercent", "takeProfit", "stopLoss")
+                "trailPercent", "trailAmount", "takeProfit", "stopLoss")
 REQUIRED_FIELDS = ("tokenIn", "tokenOut", "amount")
 DEFAULT_SLIPPAGE_BPS = 50
 MAX_EXPIRY_SECONDS = 365 * 24 * 3600
@@ -200,7 +200,7 @@ def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: boo
                       slippage_bps=slippage, limit_price=limit_price, expires_in_seconds=expires,
                       client_order_id=client_id, owner=owner, callback_url=callback,
                       stop_price=stop_price, stop_limit_price=protective.stop_limit_price,
-                      trail_percent=protective.trail_percent)
+                      trail_percent=protective.trail_percent, trail_amount=protective.trail_amount)
 
 
 def _protective_prices(order_type: str, given: Mapping[str, Any]) -> Decimal | None:

@@ -1,6 +1,7 @@
 """The fields of the protective orders beyond stopPrice and targetPrice (web/validation.py has
-those): a stop_loss's floor (`limitPrice`: a stop-limit), a trailing stop's `trailPercent` and an
-oco's two sides (`takeProfit: {targetPrice}`, `stopLoss: {stopPrice, limitPrice?}`).
+those): a stop_loss's floor (`limitPrice`: a stop-limit), a trailing stop's distance (`trailPercent`,
+or `trailAmount` in price units: exactly one of the two) and an oco's two sides
+(`takeProfit: {targetPrice}`, `stopLoss: {stopPrice, limitPrice?}`).
 
 Each is required on its own type and refused on every other; a field of a side that is not its
 own is `unknown_field`, named with its side (`stopLoss.trailPercent`).
@@ -15,6 +16,7 @@ from web.errors import ValidationError
 
 MIN_TRAIL_PERCENT = Decimal("0.01")
 MAX_TRAIL_PERCENT = Decimal("50")
+TRAIL_FIELDS = ("trailPercent", "trailAmount")  # a trailing stop's distance: in percent, or in price
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class Protective:
 
     stop_limit_price: Decimal | None = None  # stop_loss's limitPrice, or oco's stopLoss.limitPrice
     trail_percent: Decimal | None = None
+    trail_amount: Decimal | None = None  # trailing_stop: its distance in price (tokenOut per tokenIn)
     target_price: Decimal | None = None  # oco: takeProfit.targetPrice
     stop_price: Decimal | None = None  # oco: stopLoss.stopPrice
 
@@ -34,7 +37,7 @@ def parse_protective(order_type: str, given: Mapping[str, Any], price: Parse, nu
     """The protective fields of a submit body (explicit nulls already dropped); ValidationError.
     `price` and `number` are web/validation.py's rules for a price field and a decimal, passed
     in so that every price field has one rule (and this module imports nothing of it)."""
-    trail = _trail_percent(order_type, given, number)
+    trail, trail_amount = _trail(order_type, given, price, number)
     for name in ("takeProfit", "stopLoss"):
         if name in given and order_type != "oco":
             raise ValidationError("invalid_field", f"{name} applies to oco orders only", name)
@@ -45,7 +48,7 @@ def parse_protective(order_type: str, given: Mapping[str, Any], price: Parse, nu
         _floor_below_stop(floor, price(given["stopPrice"], "stopPrice"), "limitPrice")
         return Protective(stop_limit_price=floor)
     if order_type == "trailing_stop":
-        return Protective(trail_percent=trail)
+        return Protective(trail_percent=trail, trail_amount=trail_amount)
     if order_type != "oco":
         return Protective()
     take = _side(given, "takeProfit", ("targetPrice",), ("targetPrice",))
@@ -59,18 +62,27 @@ def parse_protective(order_type: str, given: Mapping[str, Any], price: Parse, nu
     return Protective(stop_limit_price=floor, target_price=target, stop_price=stop_price)
 
 
-def _trail_percent(order_type: str, given: Mapping[str, Any], number: Parse) -> Decimal | None:
+def _trail(order_type: str, given: Mapping[str, Any], price: Parse, number: Parse) -> tuple[Decimal | None,
+                                                                                         Decimal | None]:
+    """(trailPercent, trailAmount) of a trailing_stop: exactly one of them; neither on other types."""
     if order_type != "trailing_stop":
-        if "trailPercent" in given:
-            raise ValidationError("invalid_field", "trailPercent applies to trailing_stop orders only", "trailPercent")
-        return None
+        for name in TRAIL_FIELDS:
+            if name in given:
+                raise ValidationError("invalid_field", f"{name} applies to trailing_stop orders only", name)
+        return None, None
+    if "trailPercent" in given and "trailAmount" in given:
+        raise ValidationError("invalid_field", "a trailing_stop takes trailPercent or trailAmount, not both",
+                              "trailAmount")
+    if "trailAmount" in given:  # a distance in price: the rule of every price field
+        return None, price(given["trailAmount"], "trailAmount")
     if "trailPercent" not in given:
-        raise ValidationError("missing_field", "trailPercent is required for a trailing_stop order", "trailPercent")
+        raise ValidationError("missing_field", "trailPercent or trailAmount is required for a trailing_stop order",
+                              "trailPercent")
     percent = number(given["trailPercent"], "trailPercent")
     if not MIN_TRAIL_PERCENT <= percent <= MAX_TRAIL_PERCENT or percent != percent.quantize(MIN_TRAIL_PERCENT):
         raise ValidationError("invalid_field", f"trailPercent must be from {MIN_TRAIL_PERCENT} to {MAX_TRAIL_PERCENT} "
                               "with at most 2 decimals", "trailPercent")
-    return percent.normalize()
+    return percent.normalize(), None
 
 
 def _side(given: Mapping[str, Any], name: str, allowed: tuple[str, ...], required: tuple[str, ...]) -> dict:

@@ -255,11 +255,16 @@ def test_the_protective_orders_fields_are_stored_read_back_and_shown_as_submitte
     stop_limit = store.create_order(draft(type="stop_loss", stop_price=Decimal("100"),
                                           stop_limit_price=Decimal("95"))).order
     trailing = store.create_order(draft(type="trailing_stop", trail_percent=Decimal("2.5"))).order
+    by_price = store.create_order(draft(type="trailing_stop", trail_amount=Decimal("3.50"))).order
     oco = store.create_order(draft(type="oco", limit_price=Decimal("200"), stop_price=Decimal("100"),
                                    stop_limit_price=Decimal("90"))).order
     read = {o.id: store.get_order(o.id) for o in (stop_limit, trailing, oco)}
     assert read[stop_limit.id].stop_limit_price == Decimal("95")
     assert read[trailing.id].trail_percent == Decimal("2.5")
+    kept = store.get_order(by_price.id)
+    assert (kept.trail_amount, kept.trail_percent) == (Decimal("3.5"), None) and read[trailing.id].trail_amount is None
+    assert kept.to_api()["trailAmount"] == "3.5" and "trailPercent" not in kept.to_api()
+    assert store.list_orders(None, type="trailing_stop")[0][0].trail_amount == Decimal("3.5")  # newest first
     api = read[oco.id].to_api()
     assert api["takeProfit"] == {"targetPrice": "200"} and api["stopLoss"] == {"stopPrice": "100", "limitPrice": "90"}
     assert api["limitPrice"] is None and "stopPrice" not in api

@@ -288,6 +288,44 @@ def test_a_trailing_stop_needs_a_trail_percent_in_range_which_no_other_type_take
     rejected(order(type="trailing_stop", trailPercent="1", stopPrice="1"), "invalid_field", "stopPrice")
 
 
+def test_a_trailing_stop_takes_a_trail_amount_in_price_instead_which_no_other_type_takes():
+    draft = parse_order(order(type="trailing_stop", trailAmount="2.50"))
+    assert draft.type == "trailing_stop" and draft.trail_amount == Decimal("2.5") and draft.trail_percent is None
+    assert draft.stop_price is None and draft.limit_price is None
+    assert parse_order(order(type="trailing_stop", trailAmount=3, trailPercent=None)).trail_amount == Decimal("3")
+    assert parse_order(order(type="trailing_stop", trailPercent="5")).trail_amount is None
+    # Exactly one distance: both, or neither, is refused.
+    both = rejected(order(type="trailing_stop", trailPercent="5", trailAmount="2"), "invalid_field", "trailAmount")
+    assert "not both" in both.message
+    neither = rejected(order(type="trailing_stop"), "missing_field", "trailPercent")
+    assert "trailAmount" in neither.message
+    # The rule of every price field: > 0, 1e-30 to 1e30, at most 28 significant digits.
+    for bad in ("0", "-1", "1e31", "1e-31", "1." + "1" * 28, "abc", "", True, [], {}):
+        rejected(order(type="trailing_stop", trailAmount=bad), "invalid_field", "trailAmount")
+    for other in ({"type": "market"}, {"type": "limit", "limitPrice": "1"}, {"type": "stop_loss", "stopPrice": "1"},
+                  {"type": "take_profit", "targetPrice": "1"}, {"type": "sniper"}):
+        rejected(order(**other, trailAmount="1"), "invalid_field", "trailAmount")
+    rejected(order(type="oco", takeProfit={"targetPrice": "200"}, stopLoss={"stopPrice": "100", "trailAmount": "1"}),
+             "unknown_field", "stopLoss.trailAmount")
+
+
+def test_a_repeated_client_order_id_with_another_trail_amount_is_another_order():
+    from datetime import datetime
+
+    from storage.records import OrderRecord
+
+    draft = parse_order(order(type="trailing_stop", trailAmount="2", clientOrderId="t"))
+    now = datetime(2026, 1, 1)
+    stored = OrderRecord(id=None, owner="", status="waiting", type="trailing_stop", token_in="SOL", token_out="USDC",
+                         amount=Decimal("1.5"), slippage_bps=50, limit_price=None, expires_in_seconds=None,
+                         client_order_id="t", created_at=now, updated_at=now, attempts=0, attempt=1, last_seq=1,
+                         route=None, fills=[], error=None, trail_amount=Decimal("2.0"))
+    assert draft.same_order_as(stored)
+    assert not parse_order(order(type="trailing_stop", trailAmount="3", clientOrderId="t")).same_order_as(stored)
+    assert not parse_order(order(type="trailing_stop", trailPercent="2", clientOrderId="t")).same_order_as(stored)
+    assert stored.to_api()["trailAmount"] == "2" and "trailPercent" not in stored.to_api()
+
+
 def test_an_oco_needs_both_sides_each_with_the_fields_of_its_type_only():
     draft = parse_order(order(type="oco", takeProfit={"targetPrice": "200"},
                               stopLoss={"stopPrice": "100", "limitPrice": "90"}))
