@@ -49,7 +49,7 @@ from actors.messages import (
 )
 from actors.execution import Execution, LegRun
 from actors.halts import HALT_RECHECK_S, NoHalts, covering
-from actors.protective import fired_side, floor_price, marks_firing, stored_high, trail_stop
+from actors.protective import fired_side, floor_price, marks_firing, stored_high, trail_distance, trail_stop
 from actors.retry import PERMANENT_ERRORS, RetryPolicy, exponential
 from actors.trigger_book import ArmedOrder
 from config import find_token
@@ -345,8 +345,8 @@ class OrderActor(pykka.ThreadingActor):
         shown = {"price": decimal_str(price)}
         if order.type == "trailing_stop":
             high = max(stored_high(order.events) or price, price)
-            stop = trail_stop(high, order.trail_percent)
-            meta = {"trigger": "trail", "trailPercent": decimal_str(order.trail_percent),
+            stop = trail_stop(high, order.trail_percent, order.trail_amount)
+            meta = {"trigger": "trail", **trail_distance(order),
                     "highWater": decimal_str(high), "stopPrice": decimal_str(stop), **shown}
             return self._arm(meta, store=True) if price > stop else self._mark("trailingStop", meta)
         stop_hit = price <= order.stop_price
@@ -408,7 +408,8 @@ class OrderActor(pykka.ThreadingActor):
             launch=trigger.get("token") if kind == "sniper" else None,
             stop_price=float(self.order.stop_price) if kind in ("stop_loss", "oco") and not fired else 0.0,
             protect=kind if marks_firing(self.order) and not fired else "",
-            trail=float(self.order.trail_percent) / 100 if trailing else 0.0,
+            trail=float(self.order.trail_percent) / 100 if trailing and self.order.trail_percent is not None else 0.0,
+            trail_amount=float(self.order.trail_amount) if trailing and self.order.trail_amount is not None else 0.0,
             high=float(trigger["highWater"]) if trailing else 0.0,
             high_stored=float(trigger["highWater"]) if trailing else 0.0,
             owner=self.order.owner, held=trigger["trigger"] == "halt")

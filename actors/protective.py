@@ -3,7 +3,8 @@
 - stop_loss: sells at market once the pair's price falls to `stopPrice`; with a floor (a
   stop-limit, `limitPrice`) it becomes a limit sell at the floor once its stop fired.
 - take_profit: a limit sell at `targetPrice` (LIMIT_TYPES).
-- trailing_stop: a stop `trailPercent` below the best price seen since it was armed.
+- trailing_stop: a stop `trailPercent` (or `trailAmount`, in price) below the best price seen since
+  it was armed.
 - oco: a take-profit and a stop-loss in one order; the first side to fire is the only one that
   ever executes (both at once: the stopLoss).
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 from typing import Iterable
+
+from storage.records import decimal_str
 
 # The types whose firing is stored (`fired`) before they execute; a plain stop_loss is not one
 # (once fired it is a market order, whichever worker runs it).
@@ -57,6 +60,16 @@ def floor_price(order, side: str | None) -> Decimal | None:
     return None
 
 
-def trail_stop(high: Decimal, percent: Decimal) -> Decimal:
-    """The stop a trailing stop's best price makes."""
+def trail_stop(high: Decimal, percent: Decimal | None, amount: Decimal | None = None) -> Decimal:
+    """The stop a trailing stop's best price makes: `amount` below it (never below 0: a distance
+    larger than the price is a stop no price reaches yet), else `percent` below it."""
+    if amount is not None:
+        return max(high - amount, Decimal(0))
     return high * (1 - percent / 100)
+
+
+def trail_distance(order) -> dict[str, str]:
+    """How a trailing stop's events name its distance: `trailAmount` (price) or `trailPercent`."""
+    if order.trail_amount is not None:
+        return {"trailAmount": decimal_str(order.trail_amount)}
+    return {"trailPercent": decimal_str(order.trail_percent)}

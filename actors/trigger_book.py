@@ -79,6 +79,7 @@ class ArmedOrder:
     stop_price: float = 0.0  # stop_loss: fires when the pair's price falls to it (tokenOut per tokenIn)
     protect: str = ""  # stop-limit, trailing stop, oco (their type): its firing is stored before its release
     trail: float = 0.0  # trailing_stop: the distance below `high` it fires at (a fraction: 0.05 for 5%)
+    trail_amount: float = 0.0  # trailing_stop: that distance in price instead (tokenOut per tokenIn), when set
     high: float = 0.0  # trailing_stop: the best pair price seen (tokenOut per tokenIn)
     high_stored: float = 0.0  # trailing_stop: the best price its events hold
     stored_at: float = 0.0  # trailing_stop: when (monotonic) its last trail event was sent
@@ -216,12 +217,13 @@ class TriggerBook(ProtectiveTriggers, SupervisedActor):
             pair = self.pairs.setdefault((order.token_in.symbol, order.token_out.symbol), _Pair())
             if order.stop_price:
                 bisect.insort(pair.stops, (order.stop_price, order.order_id))
-            if order.trail:
+            trailing = order.trail or order.trail_amount
+            if trailing:
                 pair.trails[order.order_id] = None
-            if (order.stop_price or order.trail) and (pair.stop_probe is None
-                                                      or order.amount_in < pair.stop_probe.amount_in):
+            if (order.stop_price or trailing) and (pair.stop_probe is None
+                                                   or order.amount_in < pair.stop_probe.amount_in):
                 pair.stop_probe = order
-            if order.limit_price or not (order.stop_price or order.trail):
+            if order.limit_price or not (order.stop_price or trailing):
                 bisect.insort(pair.keys, (order.limit_price, order.order_id))
                 if pair.probe is None or order.amount_in < pair.probe.amount_in:
                     pair.probe = order

@@ -7,9 +7,10 @@ another one after its death) reads that event and executes that side, and only i
 order, so exactly one of its sides ever executes, even when both hold at once (its stopLoss
 fires then). A trailing stop's best price seen (`highWater`) rises with the pair's price on each
 tick; it is stored in a `waiting` event (`trigger: trail`) once it rose by TRAIL_STEP of the trail
-since the last one, at most once every TRAIL_EVENT_S per order (a drifting price writes nothing),
-so a worker that arms it after another one's death resumes from the stored mark (at most that
-step below the true one), never from the price of the moment.
+(of its `trailAmount`, for a trail in price) since the last one, at most once every TRAIL_EVENT_S
+per order (a drifting price writes nothing), so a worker that arms it after another one's death
+resumes from the stored mark (at most that step below the true one), never from the price of the
+moment.
 """
 from __future__ import annotations
 
@@ -37,9 +38,13 @@ def price_text(value: float) -> str:
 
 
 def trail_meta(order, price: float | None) -> dict:
-    """What a trailing stop's events say: the distance, the best price seen, the stop it makes."""
-    meta = {"trigger": "trail", "trailPercent": price_text(order.trail * 100), "highWater": price_text(order.high),
-            "stopPrice": price_text(order.high * (1 - order.trail))}
+    """What a trailing stop's events say: the distance, the best price seen, the stop it makes
+    (for a distance in price larger than the best price: 0, a stop no price reaches)."""
+    if order.trail_amount:
+        distance, stop = {"trailAmount": price_text(order.trail_amount)}, max(order.high - order.trail_amount, 0.0)
+    else:
+        distance, stop = {"trailPercent": price_text(order.trail * 100)}, order.high * (1 - order.trail)
+    meta = {"trigger": "trail", **distance, "highWater": price_text(order.high), "stopPrice": price_text(stop)}
     if price is not None:
         meta["price"] = price_text(price)
     return meta
@@ -59,12 +64,16 @@ class ProtectiveTriggers:
         now, fired = time.monotonic(), []
         for order_id in pair.trails:
             order = self.armed[order_id]
+            amount = order.trail_amount  # a distance in price, else `trail` (a fraction) is the distance
             if price > order.high:
                 order.high = price
-            elif price <= order.high * (1 - order.trail):
+            elif price <= (order.high - amount if amount else order.high * (1 - order.trail)):
                 fired.append(order_id)
                 continue
-            rose = order.high > order.high_stored * (1 + order.trail * TRAIL_STEP)
+            if amount:
+                rose = order.high > order.high_stored + amount * TRAIL_STEP
+            else:
+                rose = order.high > order.high_stored * (1 + order.trail * TRAIL_STEP)
             if rose and now - order.stored_at >= TRAIL_EVENT_S:
                 self._store_trail(order, price, now)
         return fired
@@ -79,7 +88,8 @@ class ProtectiveTriggers:
         """Store that `side` of the order fired, then release it (see `_protect_stored`). It leaves
         the book now: it cannot fire again, whatever the next ticks see."""
         self._forget(order.order_id)
-        meta = trail_meta(order, price) if order.trail else {"trigger": "oco" if order.protect == "oco" else "stop"}
+        trailing = order.trail or order.trail_amount
+        meta = trail_meta(order, price) if trailing else {"trigger": "oco" if order.protect == "oco" else "stop"}
         meta["fired"] = side
         if order.protect == "oco":
             meta["cancelled"] = OTHER_SIDE[side]

@@ -363,6 +363,26 @@ def test_a_resumed_trailing_stop_trails_from_its_stored_mark_not_from_the_price_
     assert finished.armed.high == 155.0 and finished.armed.trail == 0.05 and finished.armed.protect == "trailing_stop"
 
 
+def test_a_resumed_trailing_stop_by_amount_trails_from_its_stored_mark_less_its_amount():
+    actor, directory, router = make_actor(worker_id="w2")
+    mark = {"trigger": "trail", "highWater": "160", "trailAmount": "8"}
+    order = protective_order("trailing_stop", events=(mark,), trail_amount=Decimal("8"))
+    append = quoted(actor, directory, order)  # 150 is below 160 - 8 = 152: it fires at once
+    (fired,) = append.drafts
+    assert fired.meta["fired"] == "trailingStop" and fired.meta["highWater"] == "160"
+    assert fired.meta["trailAmount"] == "8" and fired.meta["stopPrice"] == "152" and "trailPercent" not in fired.meta
+    higher = protective_order("trailing_stop", events=({**mark, "highWater": "157"},), trail_amount=Decimal("8"))
+    actor2, directory2, router2 = make_actor(worker_id="w2")
+    append = quoted(actor2, directory2, higher)  # 150 is above 157 - 8 = 149: it waits, from 157
+    (armed,) = append.drafts
+    assert armed.status == "waiting" and "fired" not in armed.meta
+    assert (armed.meta["highWater"], armed.meta["stopPrice"], armed.meta["trailAmount"]) == ("157", "149", "8")
+    actor2.on_receive(stored(append))
+    (finished,) = router2.take(OrderFinished)
+    armed = finished.armed
+    assert (armed.high, armed.trail_amount, armed.trail, armed.protect) == (157.0, 8.0, 0.0, "trailing_stop")
+
+
 def test_a_fired_stop_limit_below_its_floor_waits_as_a_limit_at_its_floor():
     actor, directory, router = make_actor()
     order = protective_order("stop_loss", events=({"trigger": "stop", "fired": "stopLoss"},),

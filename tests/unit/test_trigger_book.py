@@ -328,6 +328,61 @@ def test_a_trailing_stop_follows_the_rise_stores_its_mark_coalesced_and_fires_on
     assert consumer.released.count(order_id) == 1
 
 
+def test_a_trailing_stop_by_amount_fires_at_its_mark_less_the_amount_not_before_and_resumes_from_its_stored_mark(
+        protect_book):
+    from actors.protective import stored_high
+
+    ref, chain, consumer, writer = protect_book
+    fields = dict(protect="trailing_stop", trail_amount=10.0)  # 10 USDC below the best price seen
+    arm = protective("trail-amount", **fields, high=150.0, high_stored=150.0)
+    order_id = arm.armed.order_id
+    ref.tell(arm)
+    for price in range(151, 171):
+        set_price(chain, price)
+        time.sleep(0.01)
+    assert wait_until(lambda: any(m.get("highWater") == "170" for m in writer.metas(order_id)), 5), \
+        writer.metas(order_id)
+    trails = writer.metas(order_id)
+    assert all(m["trailAmount"] == "10" and "trailPercent" not in m for m in trails), trails
+    assert all(float(m["stopPrice"]) == float(m["highWater"]) - 10 for m in trails), trails
+    marks = [float(m["highWater"]) for m in trails]
+    assert all(b - a > 1 for a, b in zip(marks, marks[1:])), f"a mark once it rose by a tenth of the amount: {marks}"
+    set_price(chain, 163)  # a fall, above 170 - 10
+    ticks_pass(chain)
+    assert order_id not in consumer.released and len(writer.metas(order_id)) == len(trails), "a fall stores nothing"
+    # Armed again (another worker after this one's death): from its stored mark, as the OrderActor
+    # does (the best of its events' marks and the price of the moment), never from the price alone.
+    high = float(max(stored_high(writer.drafts), 163))
+    assert high == 170.0
+    ref.tell(protective("trail-amount", **fields, high=high, high_stored=high))
+    set_price(chain, 160.2)  # the price of the moment would have made a stop at 153; its mark's is 160
+    ticks_pass(chain)
+    assert order_id not in consumer.released, "not before its mark less the amount"
+    set_price(chain, 159.8)
+    assert consumer.wait_for(order_id)
+    fired = writer.metas(order_id)[-1]
+    assert fired["fired"] == "trailingStop" and fired["trailAmount"] == "10", fired
+    assert (fired["highWater"], fired["stopPrice"], fired["price"]) == ("170", "160", "159.8"), fired
+    set_price(chain, 100)
+    ref.tell(protective("keeps-ticking", stop_price=10.0))
+    ticks_pass(chain)
+    assert consumer.released.count(order_id) == 1 and [m.get("fired") for m in writer.metas(order_id)].count(
+        "trailingStop") == 1, "it fires once"
+
+
+def test_a_trail_amount_larger_than_the_price_shows_a_stop_of_zero_and_fires_only_after_a_rise_past_it(protect_book):
+    ref, chain, consumer, writer = protect_book
+    arm = protective("wide", protect="trailing_stop", trail_amount=200.0, high=150.0, high_stored=150.0)
+    order_id = arm.armed.order_id
+    ref.tell(arm)
+    set_price(chain, 180)  # rose by more than a tenth of the amount: a mark, its stop still 0
+    assert wait_until(lambda: writer.metas(order_id), 5)
+    assert writer.metas(order_id)[0]["stopPrice"] == "0" and writer.metas(order_id)[0]["highWater"] == "180"
+    set_price(chain, 1)
+    ticks_pass(chain)
+    assert order_id not in consumer.released
+
+
 def test_a_stop_limit_s_firing_is_stored_before_its_release_and_a_refused_one_is_not_released(protect_book):
     from storage.errors import FencedOut
 
