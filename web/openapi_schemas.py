@@ -115,7 +115,8 @@ def _submit(token_in, order_type: dict[str, Any], required: list[str], tokens_ou
         "slippageBps": nullable({"type": "integer", "minimum": 1, "maximum": 5000, "default": 50}),
         "clientOrderId": nullable({"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[ -~]+$"}),
         "limitPrice": {"type": "null"}, "expiresInSeconds": {"type": "null"}, "stopPrice": {"type": "null"},
-        "targetPrice": {"type": "null"}, "trailPercent": {"type": "null"}, "takeProfit": {"type": "null"},
+        "targetPrice": {"type": "null"}, "trailPercent": {"type": "null"}, "trailAmount": {"type": "null"},
+        "takeProfit": {"type": "null"},
         "stopLoss": {"type": "null"},
         "callbackUrl": nullable(ref("CallbackUrl")), **fields})
 
@@ -141,13 +142,16 @@ _TRAIL_PERCENT = {"oneOf": [
     {"type": "string", "pattern": r"^(?:[0-9]|[1-4][0-9])(?:\.[0-9]{1,2})?$|^50(?:\.0{1,2})?$"},
     {"type": "number", "minimum": 0.01, "maximum": 50, "multipleOf": 0.01}],
     "description": "how far below the best price seen it sells, in percent (0.01 to 50, 2 decimals at most)"}
+_TRAIL_AMOUNT = {**ref("LimitPrice"), "description": "how far below the best price seen it sells, in price "
+                 "(tokenOut per tokenIn, as limitPrice); instead of trailPercent, never with it"}
 _STOP_FLOOR = nullable({**ref("LimitPrice"), "description": "a stop-limit's floor: once its stop fired it sells as a "
                         "limit at this (tokenOut per tokenIn), never below; not above the stop price"})
 
 
 def protective_kinds(token) -> list[dict[str, Any]]:
     """Protective orders selling a listed token: stop_loss (stopPrice, and limitPrice: a
-    stop-limit), take_profit (targetPrice), trailing_stop (trailPercent), oco (takeProfit and
+    stop-limit), take_profit (targetPrice), trailing_stop (trailPercent, or trailAmount: one of
+    the two, so two kinds), oco (takeProfit and
     stopLoss, each the fields of its type); prices in tokenOut per tokenIn."""
     return [_submit(token, {"const": "stop_loss"}, ["type", "stopPrice"], LISTED,
                     stopPrice=ref("LimitPrice"), limitPrice=_STOP_FLOOR, expiresInSeconds=_EXPIRY),
@@ -155,6 +159,8 @@ def protective_kinds(token) -> list[dict[str, Any]]:
                     targetPrice=ref("LimitPrice"), expiresInSeconds=_EXPIRY),
             _submit(token, {"const": "trailing_stop"}, ["type", "trailPercent"], LISTED,
                     trailPercent=_TRAIL_PERCENT, expiresInSeconds=_EXPIRY),
+            _submit(token, {"const": "trailing_stop"}, ["type", "trailAmount"], LISTED,
+                    trailAmount=_TRAIL_AMOUNT, expiresInSeconds=_EXPIRY),
             _submit(token, {"const": "oco"}, ["type", "takeProfit", "stopLoss"], LISTED,
                     takeProfit=_obj(["targetPrice"], {"targetPrice": ref("LimitPrice")}),
                     stopLoss=_obj(["stopPrice"], {"stopPrice": ref("LimitPrice"), "limitPrice": _STOP_FLOOR}),
@@ -194,6 +200,8 @@ _PROTECTIVE_FIELDS = {
                     "never below it (a limit sell at the target); only on take_profit orders"},
     "trailPercent": {**DECIMAL, "description": "trailing_stop: it sells once the price falls this far (percent) below "
                      "the best price seen since it was armed (its events' highWater)"},
+    "trailAmount": {**DECIMAL, "description": "trailing_stop: it sells once the price falls this far (tokenOut per "
+                    "tokenIn) below the best price seen since it was armed (instead of trailPercent)"},
     "takeProfit": {**_obj(["targetPrice"], {"targetPrice": DECIMAL}), "description": "oco: its take-profit side"},
     "stopLoss": {**_obj(["stopPrice"], {"stopPrice": DECIMAL, "limitPrice": DECIMAL}),
                  "description": "oco: its stop-loss side (limitPrice: its floor, a stop-limit)"},
@@ -238,6 +246,10 @@ EVENT_META = {
         "cancelled": {"type": "string", "enum": ["stopLoss", "takeProfit"],
                       "description": "waiting (oco): the side that will never execute"},
         "highWater": {**DECIMAL, "description": "waiting (trailing_stop): the best price seen, which it trails"},
+        "trailPercent": {**DECIMAL, "description": "waiting (trailing_stop): its distance below highWater, in percent"},
+        "trailAmount": {**DECIMAL, "description": "waiting (trailing_stop): its distance below highWater, in price"},
+        "stopPrice": {**DECIMAL, "description": "waiting (stop_loss, trailing_stop, oco): the price its stop fires at "
+                      "(a trailing stop's: highWater less its distance, 0 while its trailAmount exceeds highWater)"},
     },
     "additionalProperties": True,
 }

@@ -305,6 +305,16 @@ def test_the_form_creates_each_protective_kind_and_the_summary_shows_its_prices_
     page.wait().until(lambda d: "trailing price" in (page.text("#timeline-summary") or ""))
     assert "20% below the best price" in page.text("#timeline-summary")
     assert "trailing" in page.text("#timeline")  # its waiting event says the price it trails
+    page.fill(trailPercent="", trailAmount="5")  # a trail in price instead
+    assert page.find("#f-trailAmount").is_displayed()
+    page.submit()
+    page.wait().until(lambda d: page.selected_order() != trailing)
+    by_amount = page.selected_order()
+    page.wait().until(lambda d: page.row_status(by_amount) == "waiting")
+    page.wait().until(lambda d: "trailing price" in (page.text("#timeline-summary") or ""))
+    assert "5 below the best price" in page.text("#timeline-summary")
+    assert "(5 below)" in page.text("#timeline")
+    trailing = by_amount
     page.fill(type="oco", targetPrice="100000", stopPrice="", limitPrice="")
     page.submit()  # no stop price: refused next to the field
     page.wait().until(lambda d: "invalid" in (page.find("#f-stopPrice").get_attribute("class") or ""))

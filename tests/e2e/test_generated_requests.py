@@ -81,7 +81,7 @@ BAD_VALUES = {"tokenIn": not_a_token, "tokenOut": st.one_of(not_a_token, st.just
               "clientOrderId": not_a_client_id,
               # The protective orders' fields, each refused on a market order whatever its value:
               **{field: json_values.filter(lambda v: v is not None)
-                 for field in ("stopPrice", "targetPrice", "trailPercent", "takeProfit", "stopLoss")}}
+                 for field in ("stopPrice", "targetPrice", "trailPercent", "trailAmount", "takeProfit", "stopLoss")}}
 
 
 @st.composite

@@ -294,7 +294,8 @@ def test_each_protective_kind_is_a_documented_submit_and_its_order_matches_the_d
     c = Checker(start_engine())
     kinds = [{"type": "stop_loss", "stopPrice": "1"}, {"type": "stop_loss", "stopPrice": "1", "limitPrice": "0.9"},
              {"type": "take_profit", "targetPrice": "100000"}, {"type": "trailing_stop", "trailPercent": "5"},
-             {"type": "trailing_stop", "trailPercent": 2.5},
+             {"type": "trailing_stop", "trailPercent": 2.5}, {"type": "trailing_stop", "trailAmount": "7.5"},
+             {"type": "trailing_stop", "trailAmount": 3, "trailPercent": None},
              {"type": "oco", "takeProfit": {"targetPrice": "100000"}, "stopLoss": {"stopPrice": "1"}},
              {"type": "oco", "takeProfit": {"targetPrice": "100000"},
               "stopLoss": {"stopPrice": "1", "limitPrice": "0.5"}}]
@@ -302,7 +303,11 @@ def test_each_protective_kind_is_a_documented_submit_and_its_order_matches_the_d
         accepted = c.check("POST", "/api/orders/execute", 202, {**SOL_USDC, **kind})
         order = c.check("GET", f"/api/orders/{accepted['orderId']}", 200)
         assert order["type"] == kind["type"]
+        assert ("trailAmount" in order) == ("trailAmount" in kind), order
     for body, code in [({**SOL_USDC, "type": "trailing_stop"}, "missing_field"),
+                       ({**SOL_USDC, "type": "trailing_stop", "trailPercent": "5", "trailAmount": "1"}, "invalid_field"),
+                       ({**SOL_USDC, "type": "trailing_stop", "trailAmount": "0"}, "invalid_field"),
+                       ({**SOL_USDC, "type": "stop_loss", "stopPrice": "1", "trailAmount": "1"}, "invalid_field"),
                        ({**SOL_USDC, "type": "oco", "takeProfit": {"targetPrice": "2"}, "stopLoss": {"stop": "1"}},
                         "unknown_field"),
                        ({**SOL_USDC, "type": "stop_loss", "stopPrice": "1", "limitPrice": "2"}, "invalid_field")]:

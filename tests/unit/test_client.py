@@ -477,6 +477,7 @@ def test_submit_sends_each_protective_kind_with_the_fields_of_its_type():
     assert sent("--type", "oco", "--target-price", "180", "--stop-price", "120", "--limit-price", "115") == {
         "type": "oco", "takeProfit": {"targetPrice": "180"}, "stopLoss": {"stopPrice": "120", "limitPrice": "115"}}
     assert sent("--type", "trailing_stop", "--trail-percent", "5") == {"type": "trailing_stop", "trailPercent": "5"}
+    assert sent("--type", "trailing_stop", "--trail-amount", "7.5") == {"type": "trailing_stop", "trailAmount": "7.5"}
     assert sent("--type", "stop_loss", "--stop-price", "120", "--limit-price", "115") == {
         "type": "stop_loss", "stopPrice": "120", "limitPrice": "115"}
     assert sent("--type", "take_profit", "--target-price", "180") == {"type": "take_profit", "targetPrice": "180"}
@@ -486,6 +487,8 @@ def test_a_protective_order_s_waiting_events_say_what_it_trails_and_which_side_f
     trail = {"status": "waiting", "attempt": 1, "meta": {"trigger": "trail", "trailPercent": "5",
                                                         "highWater": "160", "stopPrice": "152"}}
     assert describe_event(trail, "SOL", "USDC") == "trailing 160 USDC: sells at 152 (5% below)"
+    by_amount = {**trail, "meta": {"trigger": "trail", "trailAmount": "8", "highWater": "160", "stopPrice": "152"}}
+    assert describe_event(by_amount, "SOL", "USDC") == "trailing 160 USDC: sells at 152 (8 USDC below)"
     fired = {"status": "waiting", "attempt": 1, "meta": {"trigger": "oco", "fired": "stopLoss",
                                                         "cancelled": "takeProfit", "price": "120"}}
     assert describe_event(fired, "SOL", "USDC") == "its stopLoss fired at 120 USDC; its takeProfit is cancelled"

@@ -57,6 +57,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--target-price", help="take_profit orders: sell once the price rises to this, never below it")
     submit.add_argument("--trail-percent",
                         help="trailing_stop orders: sell once the price falls this far (%%) below its best")
+    submit.add_argument("--trail-amount", help="trailing_stop orders, instead of --trail-percent: sell once the price "
+                        "falls this far below its best (TOKEN_OUT per TOKEN_IN)")
     # oco: --target-price is its takeProfit, --stop-price (and --limit-price) its stopLoss
     submit.add_argument("--expires-in", type=int, metavar="SECONDS", help="limit/sniper orders: expiry")
     submit.add_argument("--client-order-id", help="idempotency key: a repeat never creates a second order")
@@ -159,7 +161,7 @@ def _submit(client, args, out) -> int:
     for field, value in (("slippageBps", args.slippage_bps), ("type", args.type), ("limitPrice", args.limit_price),
                          ("expiresInSeconds", args.expires_in), ("clientOrderId", args.client_order_id),
                          ("callbackUrl", args.callback_url), ("stopPrice", args.stop_price), ("targetPrice", args.target_price),
-                         ("trailPercent", args.trail_percent)):
+                         ("trailPercent", args.trail_percent), ("trailAmount", args.trail_amount)):
         if value is not None:
             body[field] = value
     accepted = client.submit(body)

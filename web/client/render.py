@@ -191,8 +191,9 @@ def describe_event(event: dict, token_in: str = "", token_out: str = "") -> str:
         cancelled = f"; its {meta['cancelled']} is cancelled" if meta.get("cancelled") else ""
         return f"its {meta['fired']} fired at {amount(meta.get('price'))} {token_out}{cancelled}"
     if status == "waiting" and meta.get("trigger") == "trail":
+        below = f"{meta['trailAmount']} {token_out}" if "trailAmount" in meta else f"{meta.get('trailPercent')}%"
         return (f"trailing {amount(meta.get('highWater'))} {token_out}: sells at {amount(meta.get('stopPrice'))} "
-                f"({meta.get('trailPercent')}% below)")
+                f"({below} below)")
     if status == "waiting" and meta.get("trigger") == "halt":
         reason = meta.get("reason")
         return "held: trading is halted" + (f" ({reason})" if reason else "")

@@ -388,7 +388,7 @@ function eventDetails(order, event) {
       if (m.fired) return protectiveFired(m);
       if (m.trigger === "oco") return `armed: sells once the price rises to ${number(m.targetPrice, 9)} or falls to ${number(m.stopPrice, 9)}, whichever comes first`;
       if (m.trigger === "stop") return `armed: sells once the price falls to ${number(m.stopPrice, 9)}${m.limitPrice ? `, then never below ${number(m.limitPrice, 9)}` : ""}`;
-      if (m.trigger === "trail") return `trailing ${number(m.highWater, 9)}: sells at ${number(m.stopPrice, 9)} (${m.trailPercent}% below)`;
+      if (m.trigger === "trail") return `trailing ${number(m.highWater, 9)}: sells at ${number(m.stopPrice, 9)} (${m.trailAmount ? `${number(m.trailAmount, 9)}` : `${m.trailPercent}%`} below)`;
       return "armed, waiting for its trigger";
     case "routing": return [
       m.retryReason ? h("div", {class: "retry"}, `retry (attempt ${event.attempt}): ${m.retryReason}`) : null,
@@ -762,6 +762,7 @@ function protectiveValues(type, value, body) {
   if (type === "stop_loss" && value("stopPrice")) body.stopPrice = value("stopPrice");
   if (type === "take_profit" && value("targetPrice")) body.targetPrice = value("targetPrice");
   if (type === "trailing_stop" && value("trailPercent")) body.trailPercent = value("trailPercent");
+  if (type === "trailing_stop" && value("trailAmount")) body.trailAmount = value("trailAmount");  // one of the two: both is a 400
   if (type === "oco") {  // one order, two sides: the first to fire executes, the other is cancelled
     body.takeProfit = {targetPrice: value("targetPrice")};
     body.stopLoss = {stopPrice: value("stopPrice")};
@@ -777,6 +778,7 @@ function protectiveFacts(order) {
   return [
     ["stop price", order.stopPrice], ["target price", order.targetPrice],
     ["trail", order.trailPercent && `${order.trailPercent}% below the best price`],
+    ["trail", order.trailAmount && `${order.trailAmount} below the best price`],
     ["trailing price", trail && `${trail.meta.highWater} (stop ${trail.meta.stopPrice})`],
     ["take profit", order.takeProfit && order.takeProfit.targetPrice],
     ["stop loss", order.stopLoss && (order.stopLoss.stopPrice
