@@ -182,6 +182,53 @@ def test_a_trailing_stop_trails_a_rise_and_fires_on_the_fall_with_the_trailed_pr
     asyncio.run(scenario())
 
 
+def test_a_trailing_stop_by_amount_trails_a_rise_and_fires_once_on_the_fall_at_its_mark_less_the_amount(make_cluster):
+    cluster = make_cluster(workers=2, VENUE_PROFILE="instant")
+
+    async def scenario():
+        client = cluster.client()
+        start = await best_price(client)
+        amount = (start * Decimal("0.05")).quantize(Decimal("0.01"))  # about 5%: beyond the drift, within the pushes
+        code, accepted = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1", type="trailing_stop",
+                                             trailAmount=str(amount), slippageBps=5000)
+        assert code == 202, accepted
+        order_id = accepted["orderId"]
+        listener = asyncio.ensure_future(client.listen(accepted["links"]["ws"], timeout=120))
+        await until(lambda: _in(client, order_id, ("waiting",)), 20, "the trailing stop to wait")
+        await push_sol_up(client)
+
+        async def trailed_up():
+            return any(Decimal(e["meta"].get("highWater", 0)) > start * Decimal("1.04")
+                       for e in await events(client, order_id))
+
+        await until(trailed_up, 20, "its events to show the best price rising")
+        assert await status(client, order_id) == "waiting", "a rise never fires it"
+        await push_sol_down(client)
+        frames, _ = await listener
+        kinds = statuses(frames)
+        assert kinds[0] == "pending" and kinds[-4:] == ["routing", "building", "submitted", "confirmed"], kinds
+        waits = [f["meta"] for f in frames if f["status"] == "waiting"]
+        assert all(w["trigger"] == "trail" and Decimal(w["trailAmount"]) == amount and "trailPercent" not in w
+                   for w in waits), waits
+        assert all(abs(Decimal(w["highWater"]) - amount - Decimal(w["stopPrice"])) < Decimal("1e-9") * start
+                   for w in waits), "every stop is its mark less the amount"
+        fired = waits[-1]
+        assert [w.get("fired") for w in waits].count("trailingStop") == 1, waits
+        assert fired["fired"] == "trailingStop" and Decimal(fired["highWater"]) > start * Decimal("1.04"), fired
+        assert Decimal(fired["price"]) <= Decimal(fired["stopPrice"]), fired
+        # Not before: every earlier event's price was above the stop its mark made.
+        assert all(Decimal(w["price"]) > Decimal(w["stopPrice"]) for w in waits[:-1] if "price" in w), waits
+        assert len(waits) <= 2 + 1 + 30, "trail events are coalesced (one a second at most)"
+        code, swaps = await client.request("GET", f"/api/sim/swaps?orderId={order_id}")
+        assert executed(swaps) == confirmed_swaps(frames[-1]) and len(executed(swaps)) >= 1, "it sold once"
+        code, order = await client.order(order_id)
+        assert Decimal(order["trailAmount"]) == amount and "trailPercent" not in order
+        assert order["type"] == "trailing_stop" and order["status"] == "confirmed"
+        client.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_stop_limit_fires_at_its_stop_then_waits_for_its_floor_and_never_sells_below_it(make_cluster):
     cluster = make_cluster(workers=2, VENUE_PROFILE="instant")
 
