@@ -310,7 +310,8 @@ SCHEMAS: dict[str, Any] = {
     "Error": _obj(["error"], {"error": ref("ErrorObject")},
                   description="Every error answer, 404 and 405 included; never HTML or a trace."),
     "SubmitRequest": {"anyOf": submit_kinds(), "description": (
-        "A market, limit, sniper or stop_loss order. An unknown field is an error; null means not given. Tokens by symbol "
+        "An order of any type (market, limit, sniper, stop_loss, take_profit, trailing_stop, oco). An unknown "
+        "field is an error; null means not given. Tokens by symbol "
         "(any case) or mint; only a sniper order may name a token that has not launched, and only one. Beyond "
         "what JSON Schema says here: tokenIn and tokenOut differ, and the amount has at most tokenIn's decimals "
         "(trailing zeros aside) and fits 2^64-1 base units (400 otherwise).")},
