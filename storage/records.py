@@ -12,7 +12,8 @@ from storage import codec
 
 # The order types, here because storage lists an order type at a time (order_sql.list_page); the
 # web validates against this same tuple.
-ORDER_TYPES = ("market", "limit", "sniper", "stop_loss", "take_profit")
+ORDER_TYPES = ("market", "limit", "sniper", "stop_loss", "take_profit", "twap", "dca")
+PARENT_TYPES = ("twap", "dca")  # orders over time: a parent schedules child orders, swaps nothing itself
 
 
 def utcnow() -> datetime:
@@ -60,6 +61,11 @@ class OrderDraft:
     owner: str = ""
     callback_url: str | None = None  # webhooks: where its events are POSTed (storage/webhooks.py)
     stop_price: Decimal | None = None  # stop_loss: fires when the price falls to it
+    # Orders over time: a parent's schedule ({"durationSeconds", "slices"} of a twap,
+    # {"intervalSeconds", "count"} of a dca); a child's parent and slice (0-based).
+    schedule: dict[str, Any] | None = None
+    parent_id: UUID | None = None
+    slice_index: int | None = None
 
     def same_order_as(self, order: "OrderRecord") -> bool:
         """True when a repeated clientOrderId means the same order (compared after parsing)."""
@@ -71,6 +77,7 @@ class OrderDraft:
             and self.slippage_bps == order.slippage_bps
             and self.limit_price == order.limit_price
             and self.stop_price == order.stop_price
+            and self.schedule == order.schedule
             and self.expires_in_seconds == order.expires_in_seconds
             and self.callback_url == order.callback_url
         )
@@ -167,6 +174,10 @@ class OrderRecord:
     fence: int = 0  # the fence of the latest claim (see storage.order_sql.claim_orders)
     callback_url: str | None = None  # webhooks: where its events are POSTed
     stop_price: Decimal | None = None  # stop_loss: fires when the price falls to it
+    parent_id: UUID | None = None  # a twap/dca child's parent
+    slice_index: int | None = None  # a child's place in its parent's schedule (0-based)
+    schedule: dict[str, Any] | None = None  # a twap/dca parent's schedule (see OrderDraft)
+    paused: bool = False  # a dca parent paused by its owner
 
     @property
     def terminal(self) -> bool:
@@ -206,6 +217,12 @@ class OrderRecord:
             data["stopPrice"] = decimal_str(self.stop_price)
         if self.type == "take_profit" and self.limit_price is not None:  # stored as its limit price
             data["targetPrice"] = decimal_str(self.limit_price)
+        if self.schedule is not None:  # a parent: its schedule's fields, as submitted
+            data.update(self.schedule)
+            data["paused"] = self.paused
+        if self.parent_id is not None:
+            data["parentId"] = str(self.parent_id)
+            data["sliceIndex"] = self.slice_index
         if self.events is not None:
             data["events"] = [e.to_api() for e in self.events]
         return data

@@ -23,6 +23,10 @@ __all__ = ["ValidationError", "QuoteRequest", "parse_json_object", "parse_order"
 MAX_BASE_UNITS = 2**64 - 1  # amounts are u64 on Solana
 ORDER_FIELDS = ("tokenIn", "tokenOut", "amount", "type", "slippageBps", "limitPrice",
                 "expiresInSeconds", "clientOrderId", "callbackUrl", "stopPrice", "targetPrice")
+# Orders over time: the schedule fields of each parent type, each (low, high) as integers.
+SCHEDULE_FIELDS = {"twap": {"durationSeconds": (1, 7 * 24 * 3600), "slices": (1, 100)},
+                   "dca": {"intervalSeconds": (1, 365 * 24 * 3600), "count": (1, 1000)}}
+ORDER_FIELDS += tuple(name for fields in SCHEDULE_FIELDS.values() for name in fields)
 REQUIRED_FIELDS = ("tokenIn", "tokenOut", "amount")
 DEFAULT_SLIPPAGE_BPS = 50
 MAX_EXPIRY_SECONDS = 365 * 24 * 3600
@@ -169,7 +173,7 @@ def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: boo
     token_out = parse_token(given["tokenOut"], "tokenOut")
     if token_in == token_out:
         raise ValidationError("same_token", f"tokenIn and tokenOut are both {token_in.symbol}", "tokenOut")
-    amount, _ = parse_amount(given["amount"], token_in)
+    amount, base_units = parse_amount(given["amount"], token_in)
     order_type = given.get("type", "market")
     if order_type not in ORDER_TYPES:
         raise ValidationError("invalid_field", "type must be one of " + ", ".join(ORDER_TYPES), "type")
@@ -179,13 +183,16 @@ def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: boo
         if "limitPrice" not in given:
             raise ValidationError("missing_field", "limitPrice is required for a limit order", "limitPrice")
         limit_price = _limit_price(given["limitPrice"])
+    elif "limitPrice" in given and order_type in SCHEDULE_FIELDS:  # each child's floor
+        limit_price = _limit_price(given["limitPrice"])
     elif "limitPrice" in given:
-        raise ValidationError("invalid_field", "limitPrice applies to limit orders only", "limitPrice")
+        raise ValidationError("invalid_field", "limitPrice applies to limit, twap and dca orders only", "limitPrice")
+    schedule = _schedule(order_type, given, base_units)
     stop_price = _protective_prices(order_type, given)
     limit_price = _target_price(order_type, given, limit_price)
     expires = None
     if "expiresInSeconds" in given:
-        if order_type == "market":
+        if order_type == "market" or order_type in SCHEDULE_FIELDS:
             raise ValidationError("invalid_field", "expiresInSeconds applies to limit and sniper orders only",
                                   "expiresInSeconds")
         expires = _as_int(given["expiresInSeconds"], "expiresInSeconds", 1, MAX_EXPIRY_SECONDS)
@@ -194,7 +201,27 @@ def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: boo
     return OrderDraft(token_in=token_in.symbol, token_out=token_out.symbol, amount=amount, type=order_type,
                       slippage_bps=slippage, limit_price=limit_price, expires_in_seconds=expires,
                       client_order_id=client_id, owner=owner, callback_url=callback,
-                      stop_price=stop_price)
+                      stop_price=stop_price, schedule=schedule)
+
+
+def _schedule(order_type: str, given: Mapping[str, Any], base_units: int) -> dict[str, int] | None:
+    """A twap's durationSeconds and slices, a dca's intervalSeconds and count: each required on
+    its type and refused on every other. A twap's amount must give every slice at least one base
+    unit of tokenIn (it is split in equal slices, the last one taking what rounding leaves)."""
+    for other, fields in SCHEDULE_FIELDS.items():
+        for name in fields:
+            if other != order_type and name in given:
+                raise ValidationError("invalid_field", f"{name} applies to {other} orders only", name)
+    if order_type not in SCHEDULE_FIELDS:
+        return None
+    schedule = {}
+    for name, (low, high) in SCHEDULE_FIELDS[order_type].items():
+        if name not in given:
+            raise ValidationError("missing_field", f"{name} is required for a {order_type} order", name)
+        schedule[name] = _as_int(given[name], name, low, high)
+    if order_type == "twap" and base_units < schedule["slices"]:
+        raise ValidationError("invalid_amount", "amount is too small to split into that many slices", "amount")
+    return schedule
 
 
 def _protective_prices(order_type: str, given: Mapping[str, Any]) -> Decimal | None:

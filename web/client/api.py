@@ -34,7 +34,7 @@ from typing import Any, Iterator, NamedTuple
 from urllib.parse import quote, urlencode, urlsplit
 
 TIMEOUT_S = 30.0
-TERMINAL = frozenset({"confirmed", "failed", "cancelled", "expired"})
+TERMINAL = frozenset({"confirmed", "failed", "cancelled", "expired", "completed"})  # completed: a twap/dca parent
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
