@@ -115,7 +115,15 @@ class ScheduleBook(SupervisedActor):
             if parent is None or parent.fence != held.order.fence:  # gone, or claimed by another worker
                 self.held.pop(oid, None)
                 continue
-            wait = min(wait, self._step(held, parent, children.get(oid, []), now))
+            try:
+                wait = min(wait, self._step(held, parent, children.get(oid, []), now))
+            except StorageError:
+                raise
+            except Exception as exc:  # a parent this code cannot schedule fails; it never stops the book
+                log.exception("schedule book: parent %s cannot be scheduled", oid, extra=about_order(str(oid)))
+                error = {"code": "internal_error", "message": f"its schedule failed: {exc!r}"}
+                self._append(held, "failed", {"error": error, "attempts": 1})
+                self.held.pop(oid, None)
         return wait
 
     def _step(self, held: _Held, parent: OrderRecord, children: list[OrderRecord], now: datetime) -> float:

@@ -26,7 +26,7 @@ _RANK = {status: rank for rank, status in enumerate(LIFECYCLE)}
 # `routing` that never reached `building` belongs to an execution that has begun.
 _TERMINAL_FROM = {
     "confirmed": frozenset({"submitted"}),
-    "failed": frozenset(LIFECYCLE),
+    "failed": frozenset(LIFECYCLE) | {SCHEDULED},
     "cancelled": frozenset({"pending", "waiting", SCHEDULED}),
     "expired": frozenset({"pending", "waiting"}),
     "completed": frozenset({SCHEDULED}),

@@ -266,3 +266,27 @@ def test_a_take_profit_needs_a_positive_target_price_stored_as_its_limit_price_w
         with pytest.raises(ValidationError) as caught:
             parse_order(json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", **body}))
         assert caught.value.field == field, body
+
+
+def test_a_twap_and_a_dca_need_their_schedule_fields_which_no_other_type_takes():
+    draft = parse_order(json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "type": "twap",
+                                    "durationSeconds": 60, "slices": 5, "limitPrice": "100"}))
+    assert draft.schedule == {"durationSeconds": 60, "slices": 5} and draft.limit_price == Decimal(100)
+    draft = parse_order(json.dumps({"tokenIn": "USDC", "tokenOut": "SOL", "amount": "10", "type": "dca",
+                                    "intervalSeconds": 3600, "count": 24}))
+    assert draft.schedule == {"intervalSeconds": 3600, "count": 24} and draft.limit_price is None
+    for body, field in (({"type": "twap", "slices": 5}, "durationSeconds"),
+                        ({"type": "twap", "durationSeconds": 60}, "slices"),
+                        ({"type": "twap", "durationSeconds": 0, "slices": 5}, "durationSeconds"),
+                        ({"type": "twap", "durationSeconds": 60, "slices": 101}, "slices"),
+                        ({"type": "twap", "durationSeconds": 60, "slices": True}, "slices"),
+                        ({"type": "twap", "durationSeconds": 60, "slices": 5, "count": 2}, "count"),
+                        ({"type": "twap", "durationSeconds": 60, "slices": 5, "expiresInSeconds": 9}, "expiresInSeconds"),
+                        ({"type": "dca", "intervalSeconds": 60}, "count"),
+                        ({"type": "dca", "intervalSeconds": 60, "count": 2, "slices": 2}, "slices"),
+                        ({"type": "limit", "limitPrice": "1", "intervalSeconds": 60}, "intervalSeconds"),
+                        ({"durationSeconds": 60}, "durationSeconds"),
+                        ({"type": "twap", "durationSeconds": 60, "slices": 3, "amount": "0.000000002"}, "amount")):
+        with pytest.raises(ValidationError) as caught:
+            parse_order(json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", **body}))
+        assert caught.value.field == field, body
