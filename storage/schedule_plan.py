@@ -2,7 +2,8 @@
 
 A twap sells its `amount` in `slices` equal children spread evenly over `durationSeconds`:
 slice i is due at start + i * duration / slices (the first at once, the last one step before
-the end), the last slice taking what rounding to the token's decimals leaves. A dca buys with
+the end), the last slice taking what rounding to the token's decimals leaves; an optional `jitterSeconds`
+delays each slice by a fixed pseudo-random part of it (less than a step). A dca buys with
 `amount` every `intervalSeconds`, `count` times: slice 0 at once, each next one an interval
 after the previous child was created (so a paused schedule resumes with one slice at once, not
 with a burst of the ones it missed). Every figure comes from the stored parent and children,
@@ -10,6 +11,7 @@ so any worker can resume a schedule from the database.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -54,10 +56,21 @@ def due_at(parent: OrderRecord, children: list[OrderRecord]) -> datetime | None:
     if index >= slice_count(parent):
         return None
     if parent.type == "twap":
-        return parent.created_at + timedelta(seconds=index * step_seconds(parent))
+        return parent.created_at + timedelta(seconds=index * step_seconds(parent) + jitter(parent, index))
     if not children:
         return parent.created_at
     return children[-1].created_at + timedelta(seconds=step_seconds(parent))
+
+
+def jitter(parent: OrderRecord, index: int) -> float:
+    """A twap slice's delay in [0, jitterSeconds): drawn from the parent's id and the slice, so
+    every worker that resumes the schedule computes the same one. Less than a step: the slices
+    keep their order and the last one stays within the duration."""
+    spread = (parent.schedule or {}).get("jitterSeconds") or 0
+    if not spread:
+        return 0.0
+    digest = hashlib.sha256(f"{parent.id}:{index}".encode()).digest()
+    return spread * int.from_bytes(digest[:8], "big") / 2**64
 
 
 def child_expiry(parent: OrderRecord) -> int:

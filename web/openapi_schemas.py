@@ -137,7 +137,8 @@ def submit_kinds() -> list[dict[str, Any]]:
     return kinds
 
 
-_NO_SCHEDULE = {name: {"type": "null"} for name in ("durationSeconds", "slices", "intervalSeconds", "count")}
+_NO_SCHEDULE = {name: {"type": "null"} for name in ("durationSeconds", "slices", "intervalSeconds", "count",
+                                                    "jitterSeconds")}
 
 
 def schedule_kinds(token) -> list[dict[str, Any]]:
@@ -148,7 +149,9 @@ def schedule_kinds(token) -> list[dict[str, Any]]:
         return {"type": "integer", "minimum": 1, "maximum": high}
     price = nullable(ref("LimitPrice"))
     return [_submit(token, {"const": "twap"}, ["type", "durationSeconds", "slices"], LISTED, limitPrice=price,
-                    durationSeconds=seconds(7 * 24 * 3600), slices=seconds(100)),
+                    durationSeconds=seconds(7 * 24 * 3600), slices=seconds(100),
+                    jitterSeconds=nullable({"type": "integer", "minimum": 0, "description": "each slice is delayed by "
+                                            "a fixed pseudo-random part of this; less than durationSeconds / slices"})),
             _submit(token, {"const": "dca"}, ["type", "intervalSeconds", "count"], LISTED, limitPrice=price,
                     intervalSeconds=seconds(365 * 24 * 3600), count=seconds(1000))]
 
@@ -200,6 +203,7 @@ _SCHEDULE_FIELDS = {
     "slices": {"type": "integer", "minimum": 1, "description": "twap: how many children share its amount"},
     "intervalSeconds": {"type": "integer", "minimum": 1, "description": "dca: the time between two children"},
     "count": {"type": "integer", "minimum": 1, "description": "dca: how many children, each of its amount"},
+    "jitterSeconds": {"type": "integer", "minimum": 0, "description": "twap: each slice's delay is below this"},
     "paused": {"type": "boolean", "description": "twap and dca: whether its owner paused the schedule (dca)"},
     "parentId": {**ORDER_ID, "description": "a child: its twap or dca parent"},
     "sliceIndex": {"type": "integer", "minimum": 0, "description": "a child: its place in the schedule, from 0"},

@@ -26,7 +26,7 @@ ORDER_FIELDS = ("tokenIn", "tokenOut", "amount", "type", "slippageBps", "limitPr
 # Orders over time: the schedule fields of each parent type, each (low, high) as integers.
 SCHEDULE_FIELDS = {"twap": {"durationSeconds": (1, 7 * 24 * 3600), "slices": (1, 100)},
                    "dca": {"intervalSeconds": (1, 365 * 24 * 3600), "count": (1, 1000)}}
-ORDER_FIELDS += tuple(name for fields in SCHEDULE_FIELDS.values() for name in fields)
+ORDER_FIELDS += tuple(name for fields in SCHEDULE_FIELDS.values() for name in fields) + ("jitterSeconds",)
 REQUIRED_FIELDS = ("tokenIn", "tokenOut", "amount")
 DEFAULT_SLIPPAGE_BPS = 50
 MAX_EXPIRY_SECONDS = 365 * 24 * 3600
@@ -212,6 +212,8 @@ def _schedule(order_type: str, given: Mapping[str, Any], base_units: int) -> dic
         for name in fields:
             if other != order_type and name in given:
                 raise ValidationError("invalid_field", f"{name} applies to {other} orders only", name)
+    if order_type != "twap" and "jitterSeconds" in given:
+        raise ValidationError("invalid_field", "jitterSeconds applies to twap orders only", "jitterSeconds")
     if order_type not in SCHEDULE_FIELDS:
         return None
     schedule = {}
@@ -221,6 +223,13 @@ def _schedule(order_type: str, given: Mapping[str, Any], base_units: int) -> dic
         schedule[name] = _as_int(given[name], name, low, high)
     if order_type == "twap" and base_units < schedule["slices"]:
         raise ValidationError("invalid_amount", "amount is too small to split into that many slices", "amount")
+    if order_type == "twap" and "jitterSeconds" in given:  # each slice delayed by up to this, less than a step
+        step = schedule["durationSeconds"] / schedule["slices"]
+        jitter = _as_int(given["jitterSeconds"], "jitterSeconds", 0, MAX_EXPIRY_SECONDS)
+        if jitter >= step:
+            raise ValidationError("invalid_field", f"jitterSeconds must be less than durationSeconds / slices "
+                                                   f"({step:g}), so the slices keep their order", "jitterSeconds")
+        schedule["jitterSeconds"] = jitter
     return schedule
 
 

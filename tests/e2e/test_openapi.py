@@ -294,7 +294,7 @@ def test_halt_answers_match_the_document_trading_halted_included(make_engine_run
 def check_orders_over_time(c: Checker) -> None:
     """A twap to its end (parent, child), a dca paused, resumed and cancelled, as documented."""
     twap = c.check("POST", "/api/orders/execute", 202, {**SOL_USDC, "type": "twap", "durationSeconds": 1,
-                                                         "slices": 2})
+                                                         "slices": 2, "jitterSeconds": 0})
     dca = c.check("POST", "/api/orders/execute", 202, {"tokenIn": "USDC", "tokenOut": "SOL", "amount": "1",
                                                         "type": "dca", "intervalSeconds": 3600, "count": 2})
     c.check("POST", "/api/orders/execute", 400, {**SOL_USDC, "type": "twap", "slices": 2}, code="missing_field")

@@ -1,4 +1,5 @@
 """The plan of a twap or dca schedule: amounts, due times and progress, from stored records only."""
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from uuid import uuid4
@@ -50,3 +51,14 @@ def test_progress_counts_only_what_the_confirmed_children_filled():
     assert figures == {"filled": "0.5", "received": "75", "remaining": "0.5", "averagePrice": "150", "slices": 3,
                        "created": 3, "settled": 2, "confirmed": 1}
     assert plan.progress(parent, [])["averagePrice"] is None
+
+
+def test_jitter_delays_each_twap_slice_by_less_than_a_step_the_same_for_every_worker():
+    parent = order(schedule={"durationSeconds": 50, "slices": 5, "jitterSeconds": 9})
+    dues = []
+    for i in range(5):
+        due = plan.due_at(parent, [order(type_="market")] * i)
+        assert T0 + timedelta(seconds=10 * i) <= due < T0 + timedelta(seconds=10 * i + 9)
+        assert due == plan.due_at(replace(parent), [order(type_="market")] * i)  # a successor computes the same
+        dues.append(due)
+    assert dues == sorted(dues) and len({d - T0 - timedelta(seconds=10 * i) for i, d in enumerate(dues)}) > 1

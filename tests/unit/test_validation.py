@@ -290,3 +290,15 @@ def test_a_twap_and_a_dca_need_their_schedule_fields_which_no_other_type_takes()
         with pytest.raises(ValidationError) as caught:
             parse_order(json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", **body}))
         assert caught.value.field == field, body
+
+
+def test_a_twap_s_jitter_is_less_than_a_step_and_only_on_a_twap():
+    twap = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "type": "twap", "durationSeconds": 60, "slices": 5}
+    assert parse_order(json.dumps({**twap, "jitterSeconds": 11})).schedule["jitterSeconds"] == 11
+    for body in ({**twap, "jitterSeconds": 12}, {**twap, "jitterSeconds": -1},
+                 {**twap, "type": "dca", "intervalSeconds": 5, "count": 2, "jitterSeconds": 1,
+                  "durationSeconds": None, "slices": None},
+                 {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "jitterSeconds": 1}):
+        with pytest.raises(ValidationError) as caught:
+            parse_order(json.dumps(body))
+        assert caught.value.field == "jitterSeconds", body

@@ -61,6 +61,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--callback-url", metavar="URL", help="webhook: POST each event of the order here, signed")
     submit.add_argument("--duration", type=int, metavar="SECONDS", help="twap: spread AMOUNT over this long")
     submit.add_argument("--slices", type=int, metavar="N", help="twap: in N equal child orders")
+    submit.add_argument("--jitter", type=int, metavar="SECONDS", help="twap: delay each slice by up to this")
     submit.add_argument("--interval", type=int, metavar="SECONDS", help="dca: one child order of AMOUNT this often")
     submit.add_argument("--count", type=int, metavar="N", help="dca: N times in all")
     submit.add_argument("--watch", action="store_true", help="follow the order until it ends (exit code = outcome)")
@@ -153,7 +154,7 @@ def _submit(client, args, out) -> int:
     for field, value in (("slippageBps", args.slippage_bps), ("type", args.type), ("limitPrice", args.limit_price),
                          ("expiresInSeconds", args.expires_in), ("clientOrderId", args.client_order_id),
                          ("callbackUrl", args.callback_url), ("stopPrice", args.stop_price), ("targetPrice", args.target_price),
-                         ("durationSeconds", args.duration), ("slices", args.slices),
+                         ("durationSeconds", args.duration), ("slices", args.slices), ("jitterSeconds", args.jitter),
                          ("intervalSeconds", args.interval), ("count", args.count)):
         if value is not None:
             body[field] = value
