@@ -6,7 +6,8 @@ the end), the last slice taking what rounding to the token's decimals leaves; an
 delays each slice by a fixed pseudo-random part of it (less than a step). A dca buys with
 `amount` every `intervalSeconds`, `count` times: slice 0 at once, each next one an interval
 after the previous child was created (so a paused schedule resumes with one slice at once, not
-with a burst of the ones it missed). Every figure comes from the stored parent and children,
+with a burst of the ones it missed); a dca given a `totalAmount` buys `amount` until the last
+purchase, which takes what is left of it. Every figure comes from the stored parent and children,
 so any worker can resume a schedule from the database.
 """
 from __future__ import annotations
@@ -38,6 +39,9 @@ def step_seconds(parent: OrderRecord) -> float:
 def slice_amount(parent: OrderRecord, index: int) -> Decimal:
     """What child `index` sells: a twap's equal share (the last takes the remainder), a dca's amount."""
     if parent.type != "twap":
+        total = (parent.schedule or {}).get("totalAmount")
+        if total is not None and index == slice_count(parent) - 1:  # a dca up to a total: the rest
+            return Decimal(total) - parent.amount * index
         return parent.amount
     token = find_token(parent.token_in)
     total, n = token.to_base(parent.amount), slice_count(parent)
@@ -47,7 +51,10 @@ def slice_amount(parent: OrderRecord, index: int) -> Decimal:
 
 def total_amount(parent: OrderRecord) -> Decimal:
     """What the whole schedule sells: a twap's amount, a dca's amount times its count."""
-    return parent.amount if parent.type == "twap" else parent.amount * slice_count(parent)
+    if parent.type == "twap":
+        return parent.amount
+    total = (parent.schedule or {}).get("totalAmount")
+    return Decimal(total) if total is not None else parent.amount * slice_count(parent)
 
 
 def due_at(parent: OrderRecord, children: list[OrderRecord]) -> datetime | None:

@@ -138,7 +138,7 @@ def submit_kinds() -> list[dict[str, Any]]:
 
 
 _NO_SCHEDULE = {name: {"type": "null"} for name in ("durationSeconds", "slices", "intervalSeconds", "count",
-                                                    "jitterSeconds")}
+                                                    "jitterSeconds", "totalAmount")}
 
 
 def schedule_kinds(token) -> list[dict[str, Any]]:
@@ -153,7 +153,11 @@ def schedule_kinds(token) -> list[dict[str, Any]]:
                     jitterSeconds=nullable({"type": "integer", "minimum": 0, "description": "each slice is delayed by "
                                             "a fixed pseudo-random part of this; less than durationSeconds / slices"})),
             _submit(token, {"const": "dca"}, ["type", "intervalSeconds", "count"], LISTED, limitPrice=price,
-                    intervalSeconds=seconds(365 * 24 * 3600), count=seconds(1000))]
+                    intervalSeconds=seconds(365 * 24 * 3600), count=seconds(1000)),
+            _submit(token, {"const": "dca"}, ["type", "intervalSeconds", "totalAmount"], LISTED, limitPrice=price,
+                    intervalSeconds=seconds(365 * 24 * 3600), totalAmount={
+                        **amount_of(token), "description": "instead of count: buy `amount` until this much is "
+                        "spent, the last purchase what is left (at least amount, at most 1000 times it)"})]
 
 
 def protective_kinds(token) -> list[dict[str, Any]]:
@@ -203,6 +207,7 @@ _SCHEDULE_FIELDS = {
     "slices": {"type": "integer", "minimum": 1, "description": "twap: how many children share its amount"},
     "intervalSeconds": {"type": "integer", "minimum": 1, "description": "dca: the time between two children"},
     "count": {"type": "integer", "minimum": 1, "description": "dca: how many children, each of its amount"},
+    "totalAmount": {**DECIMAL, "description": "dca up to a total: what it spends in all (count is derived)"},
     "jitterSeconds": {"type": "integer", "minimum": 0, "description": "twap: each slice's delay is below this"},
     "paused": {"type": "boolean", "description": "twap and dca: whether its owner paused the schedule (dca)"},
     "parentId": {**ORDER_ID, "description": "a child: its twap or dca parent"},

@@ -26,7 +26,8 @@ ORDER_FIELDS = ("tokenIn", "tokenOut", "amount", "type", "slippageBps", "limitPr
 # Orders over time: the schedule fields of each parent type, each (low, high) as integers.
 SCHEDULE_FIELDS = {"twap": {"durationSeconds": (1, 7 * 24 * 3600), "slices": (1, 100)},
                    "dca": {"intervalSeconds": (1, 365 * 24 * 3600), "count": (1, 1000)}}
-ORDER_FIELDS += tuple(name for fields in SCHEDULE_FIELDS.values() for name in fields) + ("jitterSeconds",)
+ORDER_FIELDS += tuple(name for fields in SCHEDULE_FIELDS.values() for name in fields) + ("jitterSeconds",
+                                                                                          "totalAmount")
 REQUIRED_FIELDS = ("tokenIn", "tokenOut", "amount")
 DEFAULT_SLIPPAGE_BPS = 50
 MAX_EXPIRY_SECONDS = 365 * 24 * 3600
@@ -187,7 +188,7 @@ def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: boo
         limit_price = _limit_price(given["limitPrice"])
     elif "limitPrice" in given:
         raise ValidationError("invalid_field", "limitPrice applies to limit, twap and dca orders only", "limitPrice")
-    schedule = _schedule(order_type, given, base_units)
+    schedule = _schedule(order_type, given, base_units, token_in)
     stop_price = _protective_prices(order_type, given)
     limit_price = _target_price(order_type, given, limit_price)
     expires = None
@@ -204,14 +205,20 @@ def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: boo
                       stop_price=stop_price, schedule=schedule)
 
 
-def _schedule(order_type: str, given: Mapping[str, Any], base_units: int) -> dict[str, int] | None:
+def _schedule(order_type: str, given: Mapping[str, Any], base_units: int, token_in: Token) -> dict[str, Any] | None:
     """A twap's durationSeconds and slices, a dca's intervalSeconds and count: each required on
     its type and refused on every other. A twap's amount must give every slice at least one base
-    unit of tokenIn (it is split in equal slices, the last one taking what rounding leaves)."""
+    unit of tokenIn (it is split in equal slices, the last one taking what rounding leaves). A dca
+    may give `totalAmount` instead of `count`: as many purchases of `amount` as it takes, the
+    last one what is left."""
     for other, fields in SCHEDULE_FIELDS.items():
         for name in fields:
             if other != order_type and name in given:
                 raise ValidationError("invalid_field", f"{name} applies to {other} orders only", name)
+    if order_type == "dca" and "totalAmount" in given:
+        return _dca_up_to_total(given, base_units, token_in)
+    if "totalAmount" in given:
+        raise ValidationError("invalid_field", "totalAmount applies to dca orders only", "totalAmount")
     if order_type != "twap" and "jitterSeconds" in given:
         raise ValidationError("invalid_field", "jitterSeconds applies to twap orders only", "jitterSeconds")
     if order_type not in SCHEDULE_FIELDS:
@@ -231,6 +238,25 @@ def _schedule(order_type: str, given: Mapping[str, Any], base_units: int) -> dic
                                                    f"({step:g}), so the slices keep their order", "jitterSeconds")
         schedule["jitterSeconds"] = jitter
     return schedule
+
+
+def _dca_up_to_total(given: Mapping[str, Any], base_units: int, token_in: Token) -> dict[str, Any]:
+    """A dca bounded by a total: its count is derived (at most the dca's limit), stored with it."""
+    if "count" in given:
+        raise ValidationError("invalid_field", "give a dca either count or totalAmount, not both", "totalAmount")
+    if "intervalSeconds" not in given:
+        raise ValidationError("missing_field", "intervalSeconds is required for a dca order", "intervalSeconds")
+    low, high = SCHEDULE_FIELDS["dca"]["intervalSeconds"]
+    interval = _as_int(given["intervalSeconds"], "intervalSeconds", low, high)
+    try:
+        total, total_units = parse_amount(given["totalAmount"], token_in)
+    except ValidationError as exc:
+        raise ValidationError(exc.code, exc.message.replace("amount", "totalAmount", 1), "totalAmount") from None
+    count = -(-total_units // base_units)
+    if total_units < base_units or count > SCHEDULE_FIELDS["dca"]["count"][1]:
+        raise ValidationError("invalid_field", f"totalAmount must be at least amount and at most "
+                                               f"{SCHEDULE_FIELDS['dca']['count'][1]} times it", "totalAmount")
+    return {"intervalSeconds": interval, "count": count, "totalAmount": format(total.normalize(), "f")}
 
 
 def _protective_prices(order_type: str, given: Mapping[str, Any]) -> Decimal | None:

@@ -298,6 +298,10 @@ def check_orders_over_time(c: Checker) -> None:
     dca = c.check("POST", "/api/orders/execute", 202, {"tokenIn": "USDC", "tokenOut": "SOL", "amount": "1",
                                                         "type": "dca", "intervalSeconds": 3600, "count": 2})
     c.check("POST", "/api/orders/execute", 400, {**SOL_USDC, "type": "twap", "slices": 2}, code="missing_field")
+    total = c.check("POST", "/api/orders/execute", 202, {"tokenIn": "USDC", "tokenOut": "SOL", "amount": "1",
+                                                          "type": "dca", "intervalSeconds": 3600, "totalAmount": "2.5"})
+    assert c.check("GET", f"/api/orders/{total['orderId']}", 200)["count"] == 3
+    c.check("POST", f"/api/orders/{total['orderId']}/cancel", 200)
     c.check("POST", "/api/orders/execute", 400, {**SOL_USDC, "count": 2}, code="invalid_field")
     parent = wait_terminal(c.port, twap["orderId"], timeout=60)
     assert parent["status"] == "completed", parent

@@ -62,3 +62,9 @@ def test_jitter_delays_each_twap_slice_by_less_than_a_step_the_same_for_every_wo
         assert due == plan.due_at(replace(parent), [order(type_="market")] * i)  # a successor computes the same
         dues.append(due)
     assert dues == sorted(dues) and len({d - T0 - timedelta(seconds=10 * i) for i, d in enumerate(dues)}) > 1
+
+
+def test_a_dca_up_to_a_total_buys_its_amount_then_what_is_left():
+    parent = order(type_="dca", amount="10", schedule={"intervalSeconds": 60, "count": 3, "totalAmount": "25"})
+    assert [plan.slice_amount(parent, i) for i in range(3)] == [Decimal(10), Decimal(10), Decimal(5)]
+    assert plan.total_amount(parent) == Decimal(25) and plan.progress(parent, [])["remaining"] == "25"

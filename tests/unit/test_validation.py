@@ -302,3 +302,16 @@ def test_a_twap_s_jitter_is_less_than_a_step_and_only_on_a_twap():
         with pytest.raises(ValidationError) as caught:
             parse_order(json.dumps(body))
         assert caught.value.field == "jitterSeconds", body
+
+
+def test_a_dca_up_to_a_total_derives_its_count_and_takes_count_or_total_not_both():
+    dca = {"tokenIn": "USDC", "tokenOut": "SOL", "amount": "10", "type": "dca", "intervalSeconds": 60}
+    draft = parse_order(json.dumps({**dca, "totalAmount": "25"}))
+    assert draft.schedule == {"intervalSeconds": 60, "count": 3, "totalAmount": "25"}
+    for body in ({**dca, "totalAmount": "25", "count": 3}, {**dca, "totalAmount": "9"},
+                 {**dca, "totalAmount": "10001"}, {**dca, "totalAmount": "1.0000001"},
+                 {**dca, "type": "twap", "durationSeconds": 5, "slices": 2, "intervalSeconds": None,
+                  "totalAmount": "25"}):
+        with pytest.raises(ValidationError) as caught:
+            parse_order(json.dumps(body))
+        assert caught.value.field == "totalAmount", body

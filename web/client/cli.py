@@ -64,6 +64,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--jitter", type=int, metavar="SECONDS", help="twap: delay each slice by up to this")
     submit.add_argument("--interval", type=int, metavar="SECONDS", help="dca: one child order of AMOUNT this often")
     submit.add_argument("--count", type=int, metavar="N", help="dca: N times in all")
+    submit.add_argument("--total", metavar="AMOUNT", help="dca: instead of --count, until this much is spent")
     submit.add_argument("--watch", action="store_true", help="follow the order until it ends (exit code = outcome)")
 
     orders = command("orders", "list orders, newest first (client)")
@@ -155,7 +156,7 @@ def _submit(client, args, out) -> int:
                          ("expiresInSeconds", args.expires_in), ("clientOrderId", args.client_order_id),
                          ("callbackUrl", args.callback_url), ("stopPrice", args.stop_price), ("targetPrice", args.target_price),
                          ("durationSeconds", args.duration), ("slices", args.slices), ("jitterSeconds", args.jitter),
-                         ("intervalSeconds", args.interval), ("count", args.count)):
+                         ("intervalSeconds", args.interval), ("count", args.count), ("totalAmount", args.total)):
         if value is not None:
             body[field] = value
     accepted = client.submit(body)
