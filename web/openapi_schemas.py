@@ -315,7 +315,9 @@ SCHEMAS: dict[str, Any] = {
         "A market, limit, sniper or stop_loss order. An unknown field is an error; null means not given. Tokens by symbol "
         "(any case) or mint; only a sniper order may name a token that has not launched, and only one. Beyond "
         "what JSON Schema says here: tokenIn and tokenOut differ, and the amount has at most tokenIn's decimals "
-        "(trailing zeros aside) and fits 2^64-1 base units (400 otherwise).")},
+        "(trailing zeros aside) and fits 2^64-1 base units (400 otherwise). A twap's amount gives each slice at "
+        "least one base unit and its jitterSeconds is less than durationSeconds / slices; a dca's totalAmount is "
+        "at least its amount and at most 1000 times it (400 otherwise).")},
     "LimitPrice": {"oneOf": [
         {"type": "string", "allOf": [{"pattern": r"^[0-9]{1,14}(?:\.[0-9]{0,14})?$"}, _POSITIVE]},
         {"type": "number", "minimum": 1e-30, "exclusiveMaximum": 1e31}],

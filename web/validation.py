@@ -215,12 +215,12 @@ def _schedule(order_type: str, given: Mapping[str, Any], base_units: int, token_
         for name in fields:
             if other != order_type and name in given:
                 raise ValidationError("invalid_field", f"{name} applies to {other} orders only", name)
+    if order_type != "twap" and "jitterSeconds" in given:
+        raise ValidationError("invalid_field", "jitterSeconds applies to twap orders only", "jitterSeconds")
     if order_type == "dca" and "totalAmount" in given:
         return _dca_up_to_total(given, base_units, token_in)
     if "totalAmount" in given:
         raise ValidationError("invalid_field", "totalAmount applies to dca orders only", "totalAmount")
-    if order_type != "twap" and "jitterSeconds" in given:
-        raise ValidationError("invalid_field", "jitterSeconds applies to twap orders only", "jitterSeconds")
     if order_type not in SCHEDULE_FIELDS:
         return None
     schedule = {}

@@ -298,6 +298,8 @@ def test_a_twap_s_jitter_is_less_than_a_step_and_only_on_a_twap():
     for body in ({**twap, "jitterSeconds": 12}, {**twap, "jitterSeconds": -1},
                  {**twap, "type": "dca", "intervalSeconds": 5, "count": 2, "jitterSeconds": 1,
                   "durationSeconds": None, "slices": None},
+                 {**twap, "type": "dca", "intervalSeconds": 5, "totalAmount": "3", "jitterSeconds": {},
+                  "durationSeconds": None, "slices": None},
                  {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "jitterSeconds": 1}):
         with pytest.raises(ValidationError) as caught:
             parse_order(json.dumps(body))
