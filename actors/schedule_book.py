@@ -122,7 +122,8 @@ class ScheduleBook(SupervisedActor):
             except Exception as exc:  # a parent this code cannot schedule fails; it never stops the book
                 log.exception("schedule book: parent %s cannot be scheduled", oid, extra=about_order(str(oid)))
                 error = {"code": "internal_error", "message": f"its schedule failed: {exc!r}"}
-                self._append(held, "failed", {"error": error, "attempts": 1})
+                if self._append(held, "failed", {"error": error, "attempts": 1}):
+                    self._ended(held, parent, children.get(oid, []))  # its unstarted children, its job
                 self.held.pop(oid, None)
         return wait
 

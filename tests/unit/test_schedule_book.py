@@ -145,3 +145,12 @@ def test_a_paused_dca_creates_nothing_and_a_cancelled_parent_cancels_its_unstart
     store.append_events = lambda drafts: cancelled.extend(drafts) or []
     book.on_receive(_Tick())
     assert [d.order_id for d in cancelled] == [store.children[0].id] and bus.acked
+
+
+def test_a_parent_the_book_cannot_schedule_fails_and_the_book_goes_on():
+    parent = record(schedule={"slices": 2})  # no duration: a schedule this code cannot run
+    book, store, bus = book_for(parent)
+    book.on_receive(_Tick())
+    status, meta = store.events[-1]
+    assert status == "failed" and meta["error"]["code"] == "internal_error"
+    assert not book.held and bus.acked == [Job("job-1", str(parent.id))]
