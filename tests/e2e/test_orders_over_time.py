@@ -3,6 +3,8 @@ Postgres and Redis. A parent schedules child orders; each child is a full order,
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from decimal import Decimal
 
 import pytest
@@ -68,6 +70,35 @@ def test_a_twap_of_five_children_survives_its_worker_killed_mid_schedule(make_cl
         client.close()
 
     asyncio.run(scenario())
+
+
+def test_a_worker_that_stalled_mid_twap_wakes_without_creating_a_slice_twice(make_cluster):
+    cluster = make_cluster(workers=2, VENUE_PROFILE="instant", **FAST_FAILOVER)
+
+    async def scenario():
+        client = cluster.client()
+        code, accepted = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1", type="twap",
+                                             durationSeconds=8, slices=4, slippageBps=5000)
+        parent_id = accepted["orderId"]
+        await until(lambda: _has_children(client, parent_id, 1), 30, "the first child")
+        stalled = next(w for w in cluster.workers if f"parent {parent_id} adopted" in w.log_text())
+        (survivor,) = [w for w in cluster.workers if w is not stalled]
+        os.kill(stalled.pid, signal.SIGSTOP)  # its heartbeat lapses; its book still holds the parent
+        try:
+            await until(lambda: _async(took_over(survivor.log_text(), parent_id)), 30, "the takeover")
+        finally:
+            os.kill(stalled.pid, signal.SIGCONT)  # it wakes, ticks, finds the parent claimed again
+        parent = await until(lambda: _terminal(client, parent_id), 60, "the parent to end")
+        assert parent["status"] == "completed", parent
+        assert sorted(k["sliceIndex"] for k in parent["children"]) == [0, 1, 2, 3]
+        await assert_each_child_executed_once(client, parent)
+        client.close()
+
+    asyncio.run(scenario())
+
+
+async def _async(value):
+    return value
 
 
 async def _has_children(client, parent_id: str, n: int) -> bool:
