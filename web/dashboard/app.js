@@ -515,6 +515,9 @@ function formValues() {
   if (value("clientOrderId")) body.clientOrderId = value("clientOrderId");
   if (value("callbackUrl")) body.callbackUrl = value("callbackUrl");
   for (const name of SCHEDULE_FIELDS[type] || []) if (value(name)) body[name] = Number(value(name));
+  if (type === "twap" && value("jitterSeconds")) body.jitterSeconds = Number(value("jitterSeconds"));
+  if (type === "dca" && value("totalAmount")) { body.totalAmount = value("totalAmount"); delete body.count; }
+  if (SCHEDULE_FIELDS[type] && value("childLimitPrice")) body.limitPrice = value("childLimitPrice");  // each child's floor
   return body;
 }
 
