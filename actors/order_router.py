@@ -28,13 +28,14 @@ from actors.messages import (
     SlotFreed,
 )
 from actors.order_actor import OrderActor
+from actors.schedule_book import Adopt
 from actors.supervision import SupervisedActor
 from actors.trigger_book import Arm
 from config.logs import about_order
 from storage.batching import Gatherer
 from storage.bus import Job
 from storage.errors import StorageError
-from storage.records import EventDraft
+from storage.records import PARENT_TYPES, EventDraft
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,10 @@ class OrderRouter(SupervisedActor):
             return
         if self.draining:  # claimed just before the drain began: leave it for another worker
             self._ack(None)
+            return
+        if claimed.order.type in PARENT_TYPES:  # a twap/dca parent swaps nothing: the schedule book
+            self.directory.get("schedule_book").tell(Adopt(claimed.order, claimed.job))  # holds its job
+            self._ack(None)  # and its slot is free at once
             return
         self.in_flight[order_id] = {"job": claimed.job, "restarts": 0, "ref": None}
         self._run(order_id, claimed.order)

@@ -6,6 +6,7 @@ order and stops them in reverse.
      ├── VenueGateway(raydium)  quotes, swaps and signature checks, latency on timers
      ├── VenueGateway(meteora)
      ├── TriggerBook            the armed limit and sniper orders; releases those that fire
+     ├── ScheduleBook           the twap and dca parents: creates their children when due
      ├── OrderRouter            router pool: an OrderActor for each in-flight order
      │    └── OrderActor × ≤ WORKER_CONCURRENCY   kept in a pool, one order at a time
      ├── JobConsumer            pulls jobs under the concurrency and rate limits, claims their orders
@@ -49,6 +50,7 @@ from actors.messages import AttachConsumer, ChildDied, Drain, InFlight, StopFetc
 from actors.order_router import OrderRouter
 from actors.reconciler import Reconciler
 from actors.retry import RetryPolicy
+from actors.schedule_book import ScheduleBook
 from actors.supervision import RestartIntensity
 from actors.timers import Timers
 from actors.trigger_book import TriggerBook
@@ -62,7 +64,7 @@ from storage.venues.collar import PriceCollar
 log = logging.getLogger(__name__)
 
 ASK_TIMEOUT = 5.0
-RESTARTABLE = ("event_writer", *VENUES, "trigger_book", "webhook_dispatcher")
+RESTARTABLE = ("event_writer", *VENUES, "trigger_book", "schedule_book", "webhook_dispatcher")
 
 
 class RootSupervisor(pykka.ThreadingActor):
@@ -96,6 +98,8 @@ class RootSupervisor(pykka.ThreadingActor):
         self._start_child("trigger_book", lambda: TriggerBook.start(
             storage.orders, storage.bus, storage.chain, self.timers, self.directory, self.worker_id, supervisor=me,
             settings=self.settings, halts=self.halts))
+        self._start_child("schedule_book", lambda: ScheduleBook.start(storage.orders, storage.bus, self.timers,
+                                                                      supervisor=me))
         policy = RetryPolicy(attempts=self.settings.retry_attempts, max_delay=self.settings.retry_max_delay_s)
         router = self._start_child("order_router", lambda: OrderRouter.start(
             storage.orders, storage.bus, self.directory, self.timers, policy, self.new_signature,

@@ -47,6 +47,10 @@ def define_entities(db: Database) -> SimpleNamespace:
         fills = Optional(Json)
         error = Optional(Json, nullable=True)
         callback_url = Optional(str, nullable=True)  # webhooks (storage/webhooks.py)
+        parent_id = Optional(UUID, nullable=True)  # a child's parent (twap, dca; migration 12)
+        slice_index = Optional(int, nullable=True)  # a child's place in its parent's schedule
+        schedule = Optional(str, nullable=True)  # a parent's schedule, JSON text
+        paused = Required(int, default=0)  # a dca parent paused by its owner
         created_at = Required(datetime, precision=6)
         updated_at = Required(datetime, precision=6)
         events = Set("OrderEvent")

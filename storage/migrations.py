@@ -363,6 +363,21 @@ _PROTECTIVE_MORE = ("ALTER TABLE orders ADD COLUMN stop_limit_price TEXT; "
 # A trailing stop's distance in price (trailAmount, tokenOut per tokenIn) instead of in percent.
 _TRAIL_AMOUNT = "ALTER TABLE orders ADD COLUMN trail_amount TEXT"
 
+# Orders over time (twap, dca): a child names its parent and its slice; (parent_id, slice_index)
+# is unique, so a schedule resumed by another worker can never create a slice twice. A parent
+# keeps its schedule (JSON text) and whether it is paused. The unfinished orders' index takes
+# in the parents' `scheduled` status (the reconciler pages through it).
+_SCHEDULES = """
+ALTER TABLE orders ADD COLUMN parent_id {uuid};
+ALTER TABLE orders ADD COLUMN slice_index INTEGER;
+ALTER TABLE orders ADD COLUMN schedule TEXT;
+ALTER TABLE orders ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX orders_parent_slice ON orders (parent_id, slice_index) WHERE parent_id IS NOT NULL;
+DROP INDEX orders_unfinished;
+CREATE INDEX orders_unfinished ON orders (created_at, id)
+    WHERE status IN ('pending', 'scheduled', 'waiting', 'routing', 'building', 'submitted')
+"""
+
 MIGRATIONS: list[tuple[int, str, dict[str, Any]]] = [
     (1, "orders and their status events", {"postgres": _ORDERS_POSTGRES, "sqlite": _ORDERS_SQLITE}),
     (2, "the simulated chain: world, pools, swaps, launches", {"postgres": _SIM_POSTGRES, "sqlite": _SIM_SQLITE}),
@@ -379,6 +394,8 @@ MIGRATIONS: list[tuple[int, str, dict[str, Any]]] = [
     (10, "webhooks: callback URLs of orders and keys, deliveries recorded with their events",
      {"postgres": _WEBHOOKS.format(uuid="UUID"), "sqlite": _WEBHOOKS.format(uuid="TEXT")}),
     (11, "protective orders: the stop price of a stop_loss order", {"postgres": _PROTECTIVE, "sqlite": _PROTECTIVE}),
+    (12, "orders over time: a child's parent and slice, a parent's schedule",
+     {"postgres": _SCHEDULES.format(uuid="UUID"), "sqlite": _SCHEDULES.format(uuid="TEXT")}),
     (13, "the simulated chain: routes through an intermediate token", {"postgres": _SIM_ROUTES, "sqlite": _SIM_ROUTES}),
     (14, "protective orders: a stop's floor (stop-limit) and a trailing stop's distance",
      {"postgres": _PROTECTIVE_MORE, "sqlite": _PROTECTIVE_MORE}),

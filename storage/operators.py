@@ -153,7 +153,7 @@ class OperatorStore:
         with db_session:
             rows = self.db.select(
                 "SELECT id, status FROM orders WHERE owner = $owner"
-                " AND status IN ('pending', 'waiting', 'routing', 'building', 'submitted')"
+                " AND status IN ('pending', 'scheduled', 'waiting', 'routing', 'building', 'submitted')"
                 " ORDER BY created_at, id", {"owner": owner})
         return [(str(_uuid(row[0])), row[1]) for row in rows]
 

@@ -31,11 +31,12 @@ from storage.status import STATUSES, TERMINAL, StatusRuleError, check_transition
 ORDER_FIELDS = ("id", "owner", "status", "type", "token_in", "token_out", "amount", "slippage_bps", "limit_price",
                 "expires_in_seconds", "client_order_id", "created_at", "updated_at", "attempts", "attempt",
                 "last_seq", "route", "fills", "error", "fence", "callback_url", "stop_price",
-                "stop_limit_price", "trail_percent", "trail_amount")
+                "stop_limit_price", "trail_percent", "trail_amount", "parent_id", "slice_index", "schedule", "paused")
 ORDER_COLUMNS = ", ".join(ORDER_FIELDS)
 _INSERT_COLUMNS = ("id, owner, client_order_id, type, token_in, token_out, amount, slippage_bps, limit_price, "
                    "expires_in_seconds, expires_at, status, attempt, attempts, last_seq, fills, created_at, updated_at, "
-                   "risk_open, risk_usd_micros, callback_url, stop_price, stop_limit_price, trail_percent, trail_amount")
+                   "risk_open, risk_usd_micros, callback_url, stop_price, stop_limit_price, trail_percent, trail_amount, "
+                   "parent_id, slice_index, schedule")
 _INSERT_COUNT = len(_INSERT_COLUMNS.split(","))
 _CREATED_AT = [c.strip() for c in _INSERT_COLUMNS.split(",")].index("created_at")
 _CALLBACK_URL = [c.strip() for c in _INSERT_COLUMNS.split(",")].index("callback_url")
@@ -56,7 +57,7 @@ def order_from_row(d: Dialect, row: Sequence[Any], events=None) -> OrderRecord:
     `Order`'s attributes (storage.orders: values already typed, which the readers pass through)."""
     (oid, owner, status, type_, token_in, token_out, amount, slippage, limit_price, expires, client_id,
      created, updated, attempts, attempt, last_seq, route, fills, error, fence, callback_url, stop_price,
-     stop_limit_price, trail_percent, trail_amount) = row
+     stop_limit_price, trail_percent, trail_amount, parent_id, slice_index, schedule, paused) = row
     return OrderRecord(
         id=d.read_uuid(oid), owner=owner or "", status=status, type=type_, token_in=token_in,
         token_out=token_out, amount=Decimal(amount), slippage_bps=slippage,
@@ -69,6 +70,8 @@ def order_from_row(d: Dialect, row: Sequence[Any], events=None) -> OrderRecord:
         stop_limit_price=Decimal(stop_limit_price) if stop_limit_price is not None else None,
         trail_percent=Decimal(trail_percent) if trail_percent is not None else None,
         trail_amount=Decimal(trail_amount) if trail_amount is not None else None,
+        parent_id=d.read_uuid(parent_id) if parent_id is not None else None, slice_index=slice_index,
+        schedule=d.read_json(schedule) if schedule is not None else None, paused=bool(paused),
     )
 
 
@@ -80,7 +83,9 @@ def _insert_values(d: Dialect, rows: list[dict[str, Any]]) -> list[tuple]:
              None if (expires := expiry(r["created_at"], r["expires_in_seconds"])) is None else d.ts(expires),
              "pending", 1, 0, 1, "[]", d.ts(r["created_at"]), d.ts(r["created_at"]), r.get("risk_open", 0),
              r.get("risk_usd_micros"), r.get("callback_url"), r.get("stop_price"), r.get("stop_limit_price"),
-             r.get("trail_percent"), r.get("trail_amount")) for r in rows]
+             r.get("trail_percent"), r.get("trail_amount"),
+             None if r.get("parent_id") is None else d.uuid(r["parent_id"]), r.get("slice_index"),
+             None if r.get("schedule") is None else codec.dumps(r["schedule"]).decode()) for r in rows]
 
 
 def insert_orders(conn: DirectConnection, rows: list[dict[str, Any]], tx: Transaction | None = None) -> set[UUID]:
@@ -92,7 +97,9 @@ def insert_orders(conn: DirectConnection, rows: list[dict[str, Any]], tx: Transa
     """
     d = conn.dialect
     values = _insert_values(d, rows)
-    conflict = "ON CONFLICT (owner, client_order_id) DO NOTHING"
+    # Untargeted: a repeated clientOrderId, or a child's (parent_id, slice_index) already
+    # created (a schedule resumed by another worker), is skipped alike.
+    conflict = "ON CONFLICT DO NOTHING"
     if d.postgres:  # one statement, so atomic on its own: one round trip, no BEGIN/COMMIT
         rendered = d.values(conn.cursor(), "(" + ", ".join(["%s"] * _INSERT_COUNT) + ")", values)
         hooked = any(r.get("callback_url") for r in rows)  # an order without one adds nothing here
@@ -398,7 +405,7 @@ def unfinished(conn: DirectConnection, created_before, limit: int, after: tuple 
     index `orders_unfinished` (its WHERE is repeated here so the planner can use it); `after`,
     the (created_at, id) of the last row of the previous page, pages through them."""
     d, p = conn.dialect, conn.dialect.ph
-    where = "status IN ('pending', 'waiting', 'routing', 'building', 'submitted')"
+    where = "status IN ('pending', 'scheduled', 'waiting', 'routing', 'building', 'submitted')"
     params: list = []
     if created_before is not None:
         where += f" AND created_at < {p}"

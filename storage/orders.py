@@ -12,7 +12,7 @@ from uuid import UUID
 from pony.orm import db_session
 from pony.orm.ormtypes import TrackedValue
 
-from storage import count_sql, order_sql, retention, risk_sql
+from storage import count_sql, order_sql, retention, risk_sql, schedule_sql
 from storage.direct import DirectConnections
 from storage.errors import (ClientOrderIdConflict, OrderArchived, OrderNotFound, StorageError, StorageUnavailable,
                             translating_db_errors)
@@ -53,6 +53,7 @@ def _order_row(draft: OrderDraft, now: datetime) -> dict:
         "stop_limit_price": decimal_str(draft.stop_limit_price) if draft.stop_limit_price is not None else None,
         "trail_percent": decimal_str(draft.trail_percent) if draft.trail_percent is not None else None,
         "trail_amount": decimal_str(draft.trail_amount) if draft.trail_amount is not None else None,
+        "parent_id": draft.parent_id, "slice_index": draft.slice_index, "schedule": draft.schedule,
     }
 
 
@@ -65,7 +66,8 @@ def _new_order(row: dict, draft: OrderDraft) -> OrderRecord:
         client_order_id=draft.client_order_id, created_at=now, updated_at=now, attempts=0, attempt=1,
         last_seq=1, route=None, fills=[], error=None, callback_url=draft.callback_url,
         stop_price=draft.stop_price, stop_limit_price=draft.stop_limit_price, trail_percent=draft.trail_percent,
-        trail_amount=draft.trail_amount)
+        trail_amount=draft.trail_amount, parent_id=draft.parent_id, slice_index=draft.slice_index,
+        schedule=draft.schedule)
 
 
 # A keyset cursor for newest-first paging: the last row's created_at (microseconds since the
@@ -277,6 +279,23 @@ class OrderStore:
         o.job_id = None
         o.worker = None
         return True
+
+    # ---- orders over time (storage/schedule_sql.py) ------------------------------------------
+
+    @translating_db_errors
+    def orders_by_id(self, ids: list[UUID]) -> dict[UUID, OrderRecord]:
+        """The orders among `ids` that exist, without their events."""
+        return schedule_sql.orders_by_id(self.direct.get(), ids)
+
+    @translating_db_errors
+    def children_of(self, parent_ids: list[UUID]) -> dict[UUID, list[OrderRecord]]:
+        """Each parent's children in slice order, without their events."""
+        return schedule_sql.children_of(self.direct.get(), parent_ids)
+
+    @translating_db_errors
+    def set_paused(self, order_id: UUID, paused: bool) -> None:
+        """Pause or resume a parent's schedule."""
+        schedule_sql.set_paused(self.direct.get(), order_id, paused)
 
     # ---- retention (storage/retention.py) ---------------------------------------------------
 

@@ -12,7 +12,8 @@ from storage import codec
 
 # The order types, here because storage lists an order type at a time (order_sql.list_page); the
 # web validates against this same tuple.
-ORDER_TYPES = ("market", "limit", "sniper", "stop_loss", "take_profit", "trailing_stop", "oco")
+ORDER_TYPES = ("market", "limit", "sniper", "stop_loss", "take_profit", "trailing_stop", "oco", "twap", "dca")
+PARENT_TYPES = ("twap", "dca")  # orders over time: a parent schedules child orders, swaps nothing itself
 
 
 def utcnow() -> datetime:
@@ -63,6 +64,11 @@ class OrderDraft:
     stop_limit_price: Decimal | None = None  # stop-limit (stop_loss, oco's stopLoss): its floor once fired
     trail_percent: Decimal | None = None  # trailing_stop: how far below the best price seen it fires
     trail_amount: Decimal | None = None  # trailing_stop: that distance in price (tokenOut per tokenIn) instead
+    # Orders over time: a parent's schedule ({"durationSeconds", "slices"} of a twap,
+    # {"intervalSeconds", "count"} of a dca); a child's parent and slice (0-based).
+    schedule: dict[str, Any] | None = None
+    parent_id: UUID | None = None
+    slice_index: int | None = None
 
     def same_order_as(self, order: "OrderRecord") -> bool:
         """True when a repeated clientOrderId means the same order (compared after parsing)."""
@@ -77,6 +83,7 @@ class OrderDraft:
             and self.stop_limit_price == order.stop_limit_price
             and self.trail_percent == order.trail_percent
             and self.trail_amount == order.trail_amount
+            and self.schedule == order.schedule
             and self.expires_in_seconds == order.expires_in_seconds
             and self.callback_url == order.callback_url
         )
@@ -176,6 +183,10 @@ class OrderRecord:
     stop_limit_price: Decimal | None = None  # stop-limit (stop_loss, oco's stopLoss): its floor once fired
     trail_percent: Decimal | None = None  # trailing_stop: how far below the best price seen it fires
     trail_amount: Decimal | None = None  # trailing_stop: that distance in price (tokenOut per tokenIn) instead
+    parent_id: UUID | None = None  # a twap/dca child's parent
+    slice_index: int | None = None  # a child's place in its parent's schedule (0-based)
+    schedule: dict[str, Any] | None = None  # a twap/dca parent's schedule (see OrderDraft)
+    paused: bool = False  # a dca parent paused by its owner
 
     @property
     def terminal(self) -> bool:
@@ -216,6 +227,12 @@ class OrderRecord:
         _protective_api(self, data)
         if self.type == "take_profit" and self.limit_price is not None:  # stored as its limit price
             data["targetPrice"] = decimal_str(self.limit_price)
+        if self.schedule is not None:  # a parent: its schedule's fields, as submitted
+            data.update(self.schedule)
+            data["paused"] = self.paused
+        if self.parent_id is not None:
+            data["parentId"] = str(self.parent_id)
+            data["sliceIndex"] = self.slice_index
         if self.events is not None:
             data["events"] = [e.to_api() for e in self.events]
         return data

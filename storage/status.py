@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 LIFECYCLE = ("pending", "waiting", "routing", "building", "submitted")
-TERMINAL = frozenset({"confirmed", "failed", "cancelled", "expired"})
-STATUSES = frozenset(LIFECYCLE) | TERMINAL
+TERMINAL = frozenset({"confirmed", "failed", "cancelled", "expired", "completed"})
+# Orders over time (twap, dca): a parent never executes a swap itself. It goes `pending` ->
+# `scheduled` (repeated: one event per settled child, with the progress) -> `completed`,
+# `cancelled` or `failed`. These two names are a parent's only; a child is an ordinary order.
+SCHEDULED = "scheduled"
+STATUSES = frozenset(LIFECYCLE) | TERMINAL | {SCHEDULED}
 
 # The codes a failed order (meta.error.code, the order's `error`) or a failed swap can carry:
 # the execution's own, then the venues' (quotes, the simulated chain's swaps).
@@ -11,7 +15,7 @@ FAILURE_CODES = (
     "interrupted", "venue_timeout", "limit_not_met", "stale_order", "internal_error", "swap_failed",
     "transaction_expired", "venue_unavailable", "no_pool", "no_route", "unknown_token", "same_token",
     "not_tradable", "insufficient_liquidity", "invalid_amount", "transient", "slippage_exceeded", "expired",
-    "wrong_venue", "unknown_venue", "price_collar",
+    "wrong_venue", "unknown_venue", "price_collar", "children_failed",
 )
 
 _RANK = {status: rank for rank, status in enumerate(LIFECYCLE)}
@@ -22,9 +26,10 @@ _RANK = {status: rank for rank, status in enumerate(LIFECYCLE)}
 # `routing` that never reached `building` belongs to an execution that has begun.
 _TERMINAL_FROM = {
     "confirmed": frozenset({"submitted"}),
-    "failed": frozenset(LIFECYCLE),
-    "cancelled": frozenset({"pending", "waiting"}),
+    "failed": frozenset(LIFECYCLE) | {SCHEDULED},
+    "cancelled": frozenset({"pending", "waiting", SCHEDULED}),
     "expired": frozenset({"pending", "waiting"}),
+    "completed": frozenset({SCHEDULED}),
 }
 
 
@@ -51,6 +56,10 @@ def check_transition(current: str, current_attempt: int, new: str, new_attempt: 
         raise StatusRuleError(f"attempt {new_attempt} cannot follow attempt {current_attempt}")
     if new in TERMINAL:
         if current not in _TERMINAL_FROM[new]:
+            raise StatusRuleError(f"{new} cannot follow {current}")
+        return
+    if new == SCHEDULED or current == SCHEDULED:  # a parent's: pending, then scheduled as often as it reports
+        if current not in ("pending", SCHEDULED) or new != SCHEDULED:
             raise StatusRuleError(f"{new} cannot follow {current}")
         return
     if new == current == "waiting":  # a waiting order's trigger moved or fired (protective orders)

@@ -15,6 +15,7 @@ from web.market import QuoteHandler, SimLaunchHandler, SimPoolsHandler, SimSwaps
 from web.openapi import OpenApiHandler
 from web.ops import HealthHandler, MetricsHandler, ReadyHandler
 from web.orders import CancelHandler, OrderHandler, OrderListHandler, SubmitHandler
+from web.schedules import PauseHandler, ResumeScheduleHandler
 from web.services import Services
 from web.sockets import ListenSocket, SubmitSocket
 from web.webhooks import DeliveriesHandler, WebhookSecretHandler
@@ -46,6 +47,8 @@ def make_app(storage: Storage, settings: Settings, services: Services | None = N
             (r"/api/orders", OrderListHandler, deps),
             (r"/api/orders/([^/]+)", OrderHandler, deps),
             (r"/api/orders/([^/]+)/cancel", CancelHandler, deps),
+            (r"/api/orders/([^/]+)/pause", PauseHandler, deps),
+            (r"/api/orders/([^/]+)/resume", ResumeScheduleHandler, deps),
             (r"/api/orders/([^/]+)/deliveries", DeliveriesHandler, deps),
             (r"/api/webhooks/secret", WebhookSecretHandler, deps),
             (r"/api/quote", QuoteHandler, deps),

@@ -154,6 +154,7 @@ OPERATION_IDS = {
     ("/api/orders/execute", "post"): "submitOrder", ("/api/orders/execute", "get"): "submitOrderOverWebSocket",
     ("/api/orders", "get"): "listOrders", ("/api/orders/{orderId}", "get"): "getOrder",
     ("/api/orders/{orderId}/cancel", "post"): "cancelOrder", ("/api/quote", "get"): "getQuote",
+    ("/api/orders/{orderId}/pause", "post"): "pauseSchedule", ("/api/orders/{orderId}/resume", "post"): "resumeSchedule",
     ("/api/tokens", "get"): "listTokens", ("/api/sim/swaps", "get"): "listSimSwaps",
     ("/api/sim/pools", "get"): "listSimPools", ("/api/sim/launch", "post"): "launchToken",
     ("/ws", "get"): "listenOverWebSocket", ("/healthz", "get"): "health", ("/readyz", "get"): "readiness",
@@ -214,6 +215,16 @@ def _operations() -> dict[str, Any]:
             {200: _json(ref("OrderWithEvents"), "Cancelled (or already cancelled): the order as GET shows it.")},
             (404, 409, 410, 503), "No body. 409 once the order has reached `building` or ended otherwise.",
             params=[order_id])},
+        "/api/orders/{orderId}/pause": {"post": _op(
+            "Pause a dca order's schedule",
+            {200: _json(ref("Order"), "Paused (or paused already): the order with its children and progress.")},
+            (404, 409, 410, 503), "No body. No child is created while paused; a child already created runs. "
+            "409 for an order that is not a dca or has ended.", params=[order_id])},
+        "/api/orders/{orderId}/resume": {"post": _op(
+            "Resume a paused dca order's schedule",
+            {200: _json(ref("Order"), "Running again (or running already): the order with its children and progress.")},
+            (404, 409, 410, 503), "No body. The next child is created at once if it is overdue, then every "
+            "interval. 409 for an order that is not a dca or has ended.", params=[order_id])},
         "/api/orders/{orderId}/deliveries": {"get": _op(
             "An order's webhook deliveries and their outcomes",
             {200: _json(ref("DeliveryList"), "One delivery per event of an order with a callbackUrl, by seq "

@@ -11,13 +11,13 @@ from config import TOKENS
 from config.tokens import NATIVE_SOL_MINT
 from storage.orders import CURSOR_PATTERN
 from storage.halts import SCOPES
-from storage.status import FAILURE_CODES, LIFECYCLE, TERMINAL
+from storage.status import FAILURE_CODES, LIFECYCLE, SCHEDULED, TERMINAL
 from storage.venues.base import VENUES
 from web.validation import MAX_BASE_UNITS, MAX_EXPIRY_SECONDS
 from web.validation import ORDER_TYPES as _ORDER_TYPES
 
 # The engine's own lists, so the document cannot drift from them.
-STATUSES = list(LIFECYCLE) + sorted(TERMINAL)
+STATUSES = list(LIFECYCLE) + [SCHEDULED] + sorted(TERMINAL)
 ORDER_TYPES = list(_ORDER_TYPES)
 DEXES = list(VENUES)
 
@@ -118,7 +118,7 @@ def _submit(token_in, order_type: dict[str, Any], required: list[str], tokens_ou
         "targetPrice": {"type": "null"}, "trailPercent": {"type": "null"}, "trailAmount": {"type": "null"},
         "takeProfit": {"type": "null"},
         "stopLoss": {"type": "null"},
-        "callbackUrl": nullable(ref("CallbackUrl")), **fields})
+        "callbackUrl": nullable(ref("CallbackUrl")), **_NO_SCHEDULE, **fields})
 
 
 def submit_kinds() -> list[dict[str, Any]]:
@@ -133,6 +133,7 @@ def submit_kinds() -> list[dict[str, Any]]:
                               limitPrice=ref("LimitPrice"), expiresInSeconds=_EXPIRY),
                       _submit(token, {"const": "sniper"}, ["type"], TOKENS, expiresInSeconds=_EXPIRY)]
             kinds += protective_kinds(token)
+            kinds += schedule_kinds(token)
         else:
             kinds.append(_submit(token, {"const": "sniper"}, ["type"], LISTED, expiresInSeconds=_EXPIRY))
     return kinds
@@ -146,6 +147,27 @@ _TRAIL_AMOUNT = {**ref("LimitPrice"), "description": "how far below the best pri
                  "(tokenOut per tokenIn, as limitPrice); instead of trailPercent, never with it"}
 _STOP_FLOOR = nullable({**ref("LimitPrice"), "description": "a stop-limit's floor: once its stop fired it sells as a "
                         "limit at this (tokenOut per tokenIn), never below; not above the stop price"})
+_NO_SCHEDULE = {name: {"type": "null"} for name in ("durationSeconds", "slices", "intervalSeconds", "count",
+                                                    "jitterSeconds", "totalAmount")}
+
+
+def schedule_kinds(token) -> list[dict[str, Any]]:
+    """Orders over time selling a listed token: twap (durationSeconds, slices: `amount` in equal
+    slices, at least one base unit each) and dca (intervalSeconds, count: `amount` each time);
+    an optional limitPrice is each child's floor."""
+    def seconds(high: int) -> dict[str, Any]:
+        return {"type": "integer", "minimum": 1, "maximum": high}
+    price = nullable(ref("LimitPrice"))
+    return [_submit(token, {"const": "twap"}, ["type", "durationSeconds", "slices"], LISTED, limitPrice=price,
+                    durationSeconds=seconds(7 * 24 * 3600), slices=seconds(100),
+                    jitterSeconds=nullable({"type": "integer", "minimum": 0, "description": "each slice is delayed by "
+                                            "a fixed pseudo-random part of this; less than durationSeconds / slices"})),
+            _submit(token, {"const": "dca"}, ["type", "intervalSeconds", "count"], LISTED, limitPrice=price,
+                    intervalSeconds=seconds(365 * 24 * 3600), count=seconds(1000)),
+            _submit(token, {"const": "dca"}, ["type", "intervalSeconds", "totalAmount"], LISTED, limitPrice=price,
+                    intervalSeconds=seconds(365 * 24 * 3600), totalAmount={
+                        **amount_of(token), "description": "instead of count: buy `amount` until this much is "
+                        "spent, the last purchase what is left (at least amount, at most 1000 times it)"})]
 
 
 def protective_kinds(token) -> list[dict[str, Any]]:
@@ -205,6 +227,25 @@ _PROTECTIVE_FIELDS = {
     "takeProfit": {**_obj(["targetPrice"], {"targetPrice": DECIMAL}), "description": "oco: its take-profit side"},
     "stopLoss": {**_obj(["stopPrice"], {"stopPrice": DECIMAL, "limitPrice": DECIMAL}),
                  "description": "oco: its stop-loss side (limitPrice: its floor, a stop-limit)"},
+}
+# Orders over time: a parent's schedule and progress, a child's link to its parent.
+_SCHEDULE_FIELDS = {
+    "durationSeconds": {"type": "integer", "minimum": 1, "description": "twap: the schedule's length"},
+    "slices": {"type": "integer", "minimum": 1, "description": "twap: how many children share its amount"},
+    "intervalSeconds": {"type": "integer", "minimum": 1, "description": "dca: the time between two children"},
+    "count": {"type": "integer", "minimum": 1, "description": "dca: how many children, each of its amount"},
+    "totalAmount": {**DECIMAL, "description": "dca up to a total: what it spends in all (count is derived)"},
+    "jitterSeconds": {"type": "integer", "minimum": 0, "description": "twap: each slice's delay is below this"},
+    "paused": {"type": "boolean", "description": "twap and dca: whether its owner paused the schedule (dca)"},
+    "parentId": {**ORDER_ID, "description": "a child: its twap or dca parent"},
+    "sliceIndex": {"type": "integer", "minimum": 0, "description": "a child: its place in the schedule, from 0"},
+    "children": {"type": "array", "items": ref("Order"),
+                 "description": "a parent, read alone: its children by slice"},
+    "progress": _obj(["filled", "received", "remaining", "averagePrice", "slices", "created", "settled", "confirmed"], {
+        "filled": DECIMAL, "received": DECIMAL, "remaining": DECIMAL, "averagePrice": nullable(DECIMAL),
+        "slices": {"type": "integer"}, "created": {"type": "integer"}, "settled": {"type": "integer"},
+        "confirmed": {"type": "integer"}}, description="a parent, read alone: tokenIn sold, tokenOut received, "
+        "tokenIn left, their ratio; children in all, created, ended, executed"),
 }
 
 EVENT_META = {
@@ -314,7 +355,9 @@ SCHEMAS: dict[str, Any] = {
         "field is an error; null means not given. Tokens by symbol "
         "(any case) or mint; only a sniper order may name a token that has not launched, and only one. Beyond "
         "what JSON Schema says here: tokenIn and tokenOut differ, and the amount has at most tokenIn's decimals "
-        "(trailing zeros aside) and fits 2^64-1 base units (400 otherwise).")},
+        "(trailing zeros aside) and fits 2^64-1 base units (400 otherwise). A twap's amount gives each slice at "
+        "least one base unit and its jitterSeconds is less than durationSeconds / slices; a dca's totalAmount is "
+        "at least its amount and at most 1000 times it (400 otherwise).")},
     "LimitPrice": {"oneOf": [
         {"type": "string", "allOf": [{"pattern": r"^[0-9]{1,14}(?:\.[0-9]{0,14})?$"}, _POSITIVE]},
         {"type": "number", "minimum": 1e-30, "exclusiveMaximum": 1e31}],
@@ -343,9 +386,10 @@ SCHEMAS: dict[str, Any] = {
         "dex": DEX, "amountIn": DECIMAL, "amountOut": DECIMAL, "txHash": {"type": "string"},
         "hops": {"type": "array", "items": ref("Hop"),
                  "description": "a route through an intermediate token: each hop as executed, in this one transaction"}}),
-    "Order": _obj(list(_ORDER_FIELDS), {**_ORDER_FIELDS, **_PROTECTIVE_FIELDS}, description="An order without its events (list items)."),
+    "Order": _obj(list(_ORDER_FIELDS), {**_ORDER_FIELDS, **_PROTECTIVE_FIELDS, **_SCHEDULE_FIELDS},
+                  description="An order without its events (list items)."),
     "OrderWithEvents": _obj(list(_ORDER_FIELDS) + ["events"], {
-        **_ORDER_FIELDS, **_PROTECTIVE_FIELDS, "events": {"type": "array", "items": ref("StatusEvent")}}),
+        **_ORDER_FIELDS, **_PROTECTIVE_FIELDS, **_SCHEDULE_FIELDS, "events": {"type": "array", "items": ref("StatusEvent")}}),
     "OrderList": _obj(["orders", "nextCursor"], {
         "orders": {"type": "array", "items": ref("Order")}, "nextCursor": nullable({"type": "string"})}),
     "StatusEvent": _obj(["orderId", "seq", "status", "attempt", "timestamp", "meta"], {

@@ -10,6 +10,7 @@ from config.logs import about_order
 from storage.errors import BusError, ClientOrderIdConflict
 from storage.orders import BadCursor
 from storage.records import EventDraft, OrderRecord, ms_since
+from storage.schedule_plan import progress
 from storage.status import STATUSES
 from web.base import ApiHandler, JsonBodyHandler, Services
 from web.errors import ApiError, ValidationError, not_found
@@ -103,7 +104,16 @@ class OrderHandler(ApiHandler):
     async def get(self, order_id: str) -> None:
         oid = self.log_order_id = parse_order_id(order_id)
         order = await self.services.run(self.storage.orders.get_order, oid, self.owner)
-        self.write_json(order.to_api())
+        data = order.to_api()
+        if order.schedule is not None:  # a twap/dca parent: its children and its progress
+            data.update(await self.services.run(parent_view, self.storage, order))
+        self.write_json(data)
+
+
+def parent_view(storage, order: OrderRecord) -> dict[str, Any]:
+    """Executor thread: a parent's `children` (each as the list shows an order) and `progress`."""
+    children = storage.orders.children_of([order.id])[order.id]
+    return {"children": [c.to_api() for c in children], "progress": progress(order, children)}
 
 
 class CancelHandler(ApiHandler):
@@ -127,7 +137,7 @@ def cancel_order(storage, oid: UUID, owner: str | None, reason: str = "cancelled
     orders = storage.orders
     order = orders.get_order(oid, owner, with_events=False)  # another key's order: 404
     if order.status != "cancelled":
-        if order.status not in ("pending", "waiting"):
+        if order.status not in ("pending", "waiting", "scheduled"):
             raise _too_late(order.status)
         meta = {"reason": reason, "latencyMs": ms_since(order.created_at)}
         (result,) = orders.append_events([EventDraft(oid, "cancelled", order.attempt, meta)])
@@ -137,7 +147,21 @@ def cancel_order(storage, oid: UUID, owner: str | None, reason: str = "cancelled
                 raise _too_late(now.status)
         else:
             _publish(storage, result)
+    if order.schedule is not None:  # a parent: its children that have not started end with it
+        cancel_children(storage, oid)
     return orders.get_order(oid, owner)
+
+
+def cancel_children(storage, parent_id: UUID) -> None:
+    """Executor thread: cancel a cancelled parent's children still `pending` or `waiting`; one
+    that reached `building` meanwhile settles (the store refuses its cancel). The worker's
+    schedule book sweeps again, for a child created at the very moment of the cancel."""
+    children = storage.orders.children_of([parent_id])[parent_id]
+    drafts = [EventDraft(c.id, "cancelled", c.attempt, {"reason": "its parent order was cancelled"})
+              for c in children if c.status in ("pending", "waiting")]
+    for result in storage.orders.append_events(drafts) if drafts else []:
+        if not isinstance(result, Exception):
+            _publish(storage, result)
 
 
 def _publish(storage, record) -> None:

@@ -25,6 +25,11 @@ MAX_BASE_UNITS = 2**64 - 1  # amounts are u64 on Solana
 ORDER_FIELDS = ("tokenIn", "tokenOut", "amount", "type", "slippageBps", "limitPrice",
                 "expiresInSeconds", "clientOrderId", "callbackUrl", "stopPrice", "targetPrice",
                 "trailPercent", "trailAmount", "takeProfit", "stopLoss")
+# Orders over time: the schedule fields of each parent type, each (low, high) as integers.
+SCHEDULE_FIELDS = {"twap": {"durationSeconds": (1, 7 * 24 * 3600), "slices": (1, 100)},
+                   "dca": {"intervalSeconds": (1, 365 * 24 * 3600), "count": (1, 1000)}}
+ORDER_FIELDS += tuple(name for fields in SCHEDULE_FIELDS.values() for name in fields) + ("jitterSeconds",
+                                                                                          "totalAmount")
 REQUIRED_FIELDS = ("tokenIn", "tokenOut", "amount")
 DEFAULT_SLIPPAGE_BPS = 50
 MAX_EXPIRY_SECONDS = 365 * 24 * 3600
@@ -171,7 +176,7 @@ def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: boo
     token_out = parse_token(given["tokenOut"], "tokenOut")
     if token_in == token_out:
         raise ValidationError("same_token", f"tokenIn and tokenOut are both {token_in.symbol}", "tokenOut")
-    amount, _ = parse_amount(given["amount"], token_in)
+    amount, base_units = parse_amount(given["amount"], token_in)
     order_type = given.get("type", "market")
     if order_type not in ORDER_TYPES:
         raise ValidationError("invalid_field", "type must be one of " + ", ".join(ORDER_TYPES), "type")
@@ -181,8 +186,12 @@ def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: boo
         if "limitPrice" not in given:
             raise ValidationError("missing_field", "limitPrice is required for a limit order", "limitPrice")
         limit_price = _limit_price(given["limitPrice"])
-    elif "limitPrice" in given and order_type != "stop_loss":
-        raise ValidationError("invalid_field", "limitPrice applies to limit and stop_loss orders only", "limitPrice")
+    elif "limitPrice" in given and order_type in SCHEDULE_FIELDS:  # each child's floor
+        limit_price = _limit_price(given["limitPrice"])
+    elif "limitPrice" in given and order_type != "stop_loss":  # a stop_loss's is its floor (a stop-limit)
+        raise ValidationError("invalid_field", "limitPrice applies to limit, stop_loss, twap and dca orders only",
+                              "limitPrice")
+    schedule = _schedule(order_type, given, base_units, token_in)
     stop_price = _protective_prices(order_type, given)
     limit_price = _target_price(order_type, given, limit_price)
     protective = parse_protective(order_type, given, _limit_price, _as_decimal)
@@ -190,7 +199,7 @@ def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: boo
         limit_price, stop_price = protective.target_price, protective.stop_price
     expires = None
     if "expiresInSeconds" in given:
-        if order_type == "market":
+        if order_type == "market" or order_type in SCHEDULE_FIELDS:
             raise ValidationError("invalid_field", "expiresInSeconds applies to limit and sniper orders only",
                                   "expiresInSeconds")
         expires = _as_int(given["expiresInSeconds"], "expiresInSeconds", 1, MAX_EXPIRY_SECONDS)
@@ -200,7 +209,62 @@ def parse_order(body: bytes | str, owner: str = "", allow_private_callbacks: boo
                       slippage_bps=slippage, limit_price=limit_price, expires_in_seconds=expires,
                       client_order_id=client_id, owner=owner, callback_url=callback,
                       stop_price=stop_price, stop_limit_price=protective.stop_limit_price,
-                      trail_percent=protective.trail_percent, trail_amount=protective.trail_amount)
+                      trail_percent=protective.trail_percent, trail_amount=protective.trail_amount,
+                      schedule=schedule)
+
+
+def _schedule(order_type: str, given: Mapping[str, Any], base_units: int, token_in: Token) -> dict[str, Any] | None:
+    """A twap's durationSeconds and slices, a dca's intervalSeconds and count: each required on
+    its type and refused on every other. A twap's amount must give every slice at least one base
+    unit of tokenIn (it is split in equal slices, the last one taking what rounding leaves). A dca
+    may give `totalAmount` instead of `count`: as many purchases of `amount` as it takes, the
+    last one what is left."""
+    for other, fields in SCHEDULE_FIELDS.items():
+        for name in fields:
+            if other != order_type and name in given:
+                raise ValidationError("invalid_field", f"{name} applies to {other} orders only", name)
+    if order_type != "twap" and "jitterSeconds" in given:
+        raise ValidationError("invalid_field", "jitterSeconds applies to twap orders only", "jitterSeconds")
+    if order_type == "dca" and "totalAmount" in given:
+        return _dca_up_to_total(given, base_units, token_in)
+    if "totalAmount" in given:
+        raise ValidationError("invalid_field", "totalAmount applies to dca orders only", "totalAmount")
+    if order_type not in SCHEDULE_FIELDS:
+        return None
+    schedule = {}
+    for name, (low, high) in SCHEDULE_FIELDS[order_type].items():
+        if name not in given:
+            raise ValidationError("missing_field", f"{name} is required for a {order_type} order", name)
+        schedule[name] = _as_int(given[name], name, low, high)
+    if order_type == "twap" and base_units < schedule["slices"]:
+        raise ValidationError("invalid_amount", "amount is too small to split into that many slices", "amount")
+    if order_type == "twap" and "jitterSeconds" in given:  # each slice delayed by up to this, less than a step
+        step = schedule["durationSeconds"] / schedule["slices"]
+        jitter = _as_int(given["jitterSeconds"], "jitterSeconds", 0, MAX_EXPIRY_SECONDS)
+        if jitter >= step:
+            raise ValidationError("invalid_field", f"jitterSeconds must be less than durationSeconds / slices "
+                                                   f"({step:g}), so the slices keep their order", "jitterSeconds")
+        schedule["jitterSeconds"] = jitter
+    return schedule
+
+
+def _dca_up_to_total(given: Mapping[str, Any], base_units: int, token_in: Token) -> dict[str, Any]:
+    """A dca bounded by a total: its count is derived (at most the dca's limit), stored with it."""
+    if "count" in given:
+        raise ValidationError("invalid_field", "give a dca either count or totalAmount, not both", "totalAmount")
+    if "intervalSeconds" not in given:
+        raise ValidationError("missing_field", "intervalSeconds is required for a dca order", "intervalSeconds")
+    low, high = SCHEDULE_FIELDS["dca"]["intervalSeconds"]
+    interval = _as_int(given["intervalSeconds"], "intervalSeconds", low, high)
+    try:
+        total, total_units = parse_amount(given["totalAmount"], token_in)
+    except ValidationError as exc:
+        raise ValidationError(exc.code, exc.message.replace("amount", "totalAmount", 1), "totalAmount") from None
+    count = -(-total_units // base_units)
+    if total_units < base_units or count > SCHEDULE_FIELDS["dca"]["count"][1]:
+        raise ValidationError("invalid_field", f"totalAmount must be at least amount and at most "
+                                               f"{SCHEDULE_FIELDS['dca']['count'][1]} times it", "totalAmount")
+    return {"intervalSeconds": interval, "count": count, "totalAmount": format(total.normalize(), "f")}
 
 
 def _protective_prices(order_type: str, given: Mapping[str, Any]) -> Decimal | None:

@@ -161,3 +161,22 @@ def test_engine_admin_halts_resumes_manages_keys_and_reads_the_audit_log(make_en
     audit = engine(port, "admin", "audit", env=admin).stdout.splitlines()
     actions = [line.split("\t")[3] for line in audit[1:]]
     assert actions == ["keys.revoke", "keys.cancel_all", "keys.create", "resume", "halt"], audit
+
+
+def test_a_twap_is_submitted_and_watched_to_completed_and_a_dca_paused_and_resumed(make_engine_run):
+    _, port = make_engine_run(VENUE_PROFILE="instant")
+    done = engine(port, "submit", "SOL", "USDC", "1", "--type", "twap", "--duration", "2", "--slices", "2",
+                  "--slippage-bps", "5000", "--watch")
+    assert done.returncode == 0, done.stderr + done.stdout
+    lines = [line.split("\t") for line in done.stdout.splitlines()]
+    assert lines[0][1] == "pending" and lines[-1][1] == "completed", lines
+    shown = engine(port, "order", lines[0][0])
+    assert "2 slices over 2 s" in shown.stdout and "2/2 settled, filled 1," in shown.stdout, shown.stdout
+    dca = engine(port, "submit", "USDC", "SOL", "1", "--type", "dca", "--interval", "3600", "--count", "2")
+    parent = dca.stdout.split("\t")[0]
+    paused = engine(port, "order", parent, "--pause", "--json")
+    assert paused.returncode == 0 and json.loads(paused.stdout)["paused"] is True, paused.stderr
+    resumed = engine(port, "order", parent, "--resume")
+    assert resumed.returncode == 0 and "(paused)" not in resumed.stdout and "2 times every 3600 s" in resumed.stdout
+    refused = engine(port, "order", lines[0][0], "--pause")
+    assert refused.returncode == 2 and "only a dca order" in refused.stderr

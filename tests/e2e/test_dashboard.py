@@ -334,4 +334,36 @@ def test_the_form_creates_each_protective_kind_and_the_summary_shows_its_prices_
     page.wait().until(lambda d: page.row_status(stop_limit) == "waiting")
     page.wait().until(lambda d: "stop price" in (page.text("#timeline-summary") or ""))
     page.screenshot("dashboard-protective.png")
+
+
+def test_a_twap_from_the_form_shows_its_children_and_progress_and_a_dca_pauses(make_engine_run, browser):
+    _, port = make_engine_run(VENUE_PROFILE="instant")
+    page = Page(browser, port)
+    assert not page.find("#f-slices").is_displayed()  # the schedule's fields only for twap and dca
+    page.fill(tokenIn="SOL", tokenOut="USDC", amount="1", slippageBps="500", type="twap")
+    page.fill(durationSeconds="2", slices="2", jitterSeconds="0", childLimitPrice="0.01")  # a floor far below
+    page.submit()
+    parent = page.selected_order()
+    page.wait(30).until(lambda d: page.row_status(parent) == "completed")
+    page.wait().until(lambda d: "2/2 settled" in (page.text("#schedule") or ""))
+    assert "2 slices over 2 s" in page.text("#schedule") and "average price" in page.text("#schedule")
+    children = page.driver.execute_script(
+        "return [...document.querySelectorAll('#schedule .children li')].map((li) => li.dataset.orderId);")
+    assert len(children) == 2
+    assert page.timeline()[:2] == ["pending", "scheduled"] and page.timeline()[-1] == "completed"
+    page.driver.execute_script("document.querySelector('#schedule .children button').click()")
+    page.wait().until(lambda d: "limit price" in (page.text("#timeline-summary") or ""))  # a limit child
+    page.driver.execute_script("document.querySelector('#timeline-summary button.link').click()")  # its parent
+    page.wait().until(lambda d: "2 slices over 2 s" in (page.text("#schedule") or ""))
+
+    page.fill(tokenIn="USDC", tokenOut="SOL", amount="1", type="dca")
+    page.fill(intervalSeconds="3600", count="2", totalAmount="2.5")  # up to a total: its count is derived
+    page.submit()
+    page.wait().until(lambda d: page.selected_order() != parent)
+    page.wait().until(lambda d: "Pause" in (page.text("#schedule") or ""))
+    page.driver.execute_script("document.querySelector('#schedule button.small').click()")
+    page.wait().until(lambda d: "(paused)" in (page.text("#schedule") or ""))
+    assert "3 times every 3600 s" in page.text("#schedule")
+    page.driver.execute_script("document.querySelector('#schedule .children button').click()")
+    page.wait().until(lambda d: "slice 0 of parent" in (page.text("#timeline-summary") or ""))
     assert page.console_errors() == []

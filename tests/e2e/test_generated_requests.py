@@ -148,8 +148,9 @@ def bad_request(draw):
         return "POST", "/api/sim/launch", draw(bad_launch()), {**headers, "Content-Type": content_type}
     if kind == "read":
         segment = draw(st.one_of(st.uuids().map(str), st.text(min_size=1, max_size=40)))
-        path = draw(st.sampled_from(["/api/orders/{}", "/api/orders/{}/cancel", "/api/sim/swaps?orderId={}"]))
-        method = "POST" if path.endswith("cancel") else "GET"
+        path = draw(st.sampled_from(["/api/orders/{}", "/api/orders/{}/cancel", "/api/sim/swaps?orderId={}",
+                                     "/api/orders/{}/pause", "/api/orders/{}/resume"]))
+        method = "POST" if path.endswith(("cancel", "pause", "resume")) else "GET"
         return method, path.format(quote(segment, safe="")), b"" if method == "POST" else None, headers
     if kind == "query":
         path = draw(st.sampled_from(["/api/orders", "/api/quote", "/api/tokens", "/api/sim/pools", "/api/sim/swaps",

@@ -210,6 +210,7 @@ def test_real_answers_of_every_endpoint_match_the_document_errors_included(start
     # What the document does not list still answers its Error shape.
     c.check_error_shape("GET", "/api/nowhere", 404)
     assert "Allow" in c.check_error_shape("DELETE", "/api/orders", 405)
+    check_orders_over_time(c)
 
     documented = {(path, method) for path, item in c.document["paths"].items() for method in item}
     exercised = {(path, method) for path, method, _ in c.seen}
@@ -312,3 +313,31 @@ def test_each_protective_kind_is_a_documented_submit_and_its_order_matches_the_d
                         "unknown_field"),
                        ({**SOL_USDC, "type": "stop_loss", "stopPrice": "1", "limitPrice": "2"}, "invalid_field")]:
         c.check("POST", "/api/orders/execute", 400, body, code=code)
+
+
+def check_orders_over_time(c: Checker) -> None:
+    """A twap to its end (parent, child), a dca paused, resumed and cancelled, as documented."""
+    twap = c.check("POST", "/api/orders/execute", 202, {**SOL_USDC, "type": "twap", "durationSeconds": 1,
+                                                         "slices": 2, "jitterSeconds": 0})
+    dca = c.check("POST", "/api/orders/execute", 202, {"tokenIn": "USDC", "tokenOut": "SOL", "amount": "1",
+                                                        "type": "dca", "intervalSeconds": 3600, "count": 2})
+    c.check("POST", "/api/orders/execute", 400, {**SOL_USDC, "type": "twap", "slices": 2}, code="missing_field")
+    total = c.check("POST", "/api/orders/execute", 202, {"tokenIn": "USDC", "tokenOut": "SOL", "amount": "1",
+                                                          "type": "dca", "intervalSeconds": 3600, "totalAmount": "2.5"})
+    assert c.check("GET", f"/api/orders/{total['orderId']}", 200)["count"] == 3
+    c.check("POST", f"/api/orders/{total['orderId']}/cancel", 200)
+    c.check("POST", "/api/orders/execute", 400, {**SOL_USDC, "count": 2}, code="invalid_field")
+    parent = wait_terminal(c.port, twap["orderId"], timeout=60)
+    assert parent["status"] == "completed", parent
+    parent = c.check("GET", f"/api/orders/{twap['orderId']}", 200)
+    assert len(parent["children"]) == 2 and parent["progress"]["settled"] == 2
+    child = c.check("GET", f"/api/orders/{parent['children'][0]['orderId']}", 200)
+    assert child["parentId"] == twap["orderId"] and child["sliceIndex"] == 0
+    paused = c.check("POST", f"/api/orders/{dca['orderId']}/pause", 200)
+    assert paused["paused"] is True
+    assert c.check("POST", f"/api/orders/{dca['orderId']}/resume", 200)["paused"] is False
+    c.check("POST", f"/api/orders/{twap['orderId']}/pause", 409, code="conflict")
+    c.check("POST", "/api/orders/00000000-0000-0000-0000-000000000000/resume", 404, code="not_found")
+    assert c.check("POST", f"/api/orders/{dca['orderId']}/cancel", 200)["status"] == "cancelled"
+    c.check("GET", "/api/orders?type=dca", 200)
+    c.check("GET", "/api/orders?status=scheduled", 200)

@@ -43,7 +43,8 @@ def test_the_collection_has_tested_requests_for_every_area_and_an_environment_fo
                  "/api/orders/{{cancelOrderId}}/cancel", "/api/sim/pools", "/api/sim/swaps", "/api/sim/launch",
                  "/api/admin/halt", "/api/admin/resume", "/api/admin/halts", "/api/admin/keys",
                  "/api/admin/keys/{{newKeyId}}", "/api/admin/keys/{{newKeyId}}/cancel-all", "/api/admin/audit",
-                 "/api/orders/{{hookOrderId}}/deliveries", "/api/webhooks/secret"):
+                 "/api/orders/{{hookOrderId}}/deliveries", "/api/webhooks/secret",
+                 "/api/orders/{{twapOrderId}}", "/api/orders/{{dcaOrderId}}/pause", "/api/orders/{{dcaOrderId}}/resume"):
         assert "{{baseUrl}}" + path in paths
     environment = json.loads(ENVIRONMENT.read_text())
     assert {v["key"]: v["value"] for v in environment["values"]}["baseUrl"] == "http://localhost:8000"

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from decimal import Decimal
 
 from tornado.testing import gen_test
 
 from tests.integration.test_access import KEY_A, KEY_B, KeyedTestCase, bearer, everything_in_redis, everything_stored
 from tests.integration.test_admin import OPERATOR
+from storage.records import OrderDraft
 from tests.integration.test_web import CONFIRMED, LIFECYCLE, _OnPostgresAndRedis
 from web.access import owner_id
 from web.services import key_id_secret
@@ -210,6 +212,19 @@ class ManagedKeysTest(KeyedTestCase):
         entries = await self.audit(4)
         assert sorted((e["action"], e["status"]) for e in entries if e["action"] == "keys.cancel_all") == \
             [("keys.cancel_all", 200)] * 2 + [("keys.cancel_all", 404)]  # a trading key's 403 is no operator's
+
+    @gen_test
+    async def test_cancel_all_cancels_a_scheduled_dca_parent_and_its_unstarted_child(self):
+        parent = (await self.submit_as(KEY_A, tokenIn="USDC", tokenOut="SOL", amount="1", type="dca",
+                                       intervalSeconds=3600, count=3))[1]["orderId"]
+        self.advance(parent, ("scheduled", {"phase": "scheduled"}))
+        (child,) = self.storage.orders.create_orders([OrderDraft(
+            token_in="USDC", token_out="SOL", amount=Decimal(1), owner=self.key_id(KEY_A),
+            parent_id=uuid.UUID(parent), slice_index=0)])
+        status, answer = await self.call(f"/api/admin/keys/{self.key_id(KEY_A)}/cancel-all", "POST", headers=OP)
+        assert status == 200 and parent in answer["cancelled"], answer
+        for order_id in (parent, str(child.order.id)):
+            assert (await self.call(f"/api/orders/{order_id}", headers=bearer(KEY_A)))[1]["status"] == "cancelled"
 
     @gen_test
     async def test_an_operator_reads_every_order_by_key_or_all_and_still_cannot_trade(self):

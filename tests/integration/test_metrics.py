@@ -119,7 +119,7 @@ class MetricsTest(WebTestCase):
                    "check": {"database", "bus"},
                    "outcome": ERROR_CODES | {"confirmed", "other"},
                    "status": {"pending", "waiting", "routing", "building", "submitted", "confirmed", "failed",
-                              "cancelled", "expired", "other"}}
+                              "cancelled", "expired", "scheduled", "completed", "other"}}
         for (name, labels) in await self.scrape():
             for label, label_value in labels:
                 if label != "le" and name.startswith("engine_"):

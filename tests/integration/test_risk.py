@@ -175,6 +175,17 @@ class ProviderTest(_RiskTestCase):
         assert (await self.refused(amount="0.1"))["limit"] == "maxOpenOrders"
 
 
+class ScheduleRiskTest(ProviderTest):
+    """Orders over time: the parent is the order its owner placed, decided once at submit."""
+
+    @gen_test
+    async def test_a_twap_is_valued_at_its_whole_amount_and_counts_as_one_open_order(self):
+        twap = {"type": "twap", "durationSeconds": 60, "slices": 10}
+        assert (await self.refused(amount="2.1", **twap))["limit"] == "maxOrderUsd"  # not 0.21 a slice
+        assert (await self.submit(amount="2", **twap))[0] == 202
+        assert (await self.refused(amount="0.1"))["limit"] == "maxOpenOrders"
+
+
 class PerKeyTest(KeyedTestCase):
     env = {**KeyedTestCase.env, "RISK_MAX_OPEN_ORDERS": "1"}
 

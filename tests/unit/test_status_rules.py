@@ -52,3 +52,15 @@ def test_retry_starts_a_new_attempt_with_routing_only():
 def test_unknown_status_is_refused():
     with pytest.raises(StatusRuleError):
         check_transition("pending", 1, "exploded", 1)
+
+
+def test_a_parent_is_scheduled_reports_as_often_as_it_likes_then_completes_fails_or_is_cancelled():
+    check_transition("pending", 1, "scheduled", 1)
+    check_transition("scheduled", 1, "scheduled", 1)
+    for end in ("completed", "failed", "cancelled"):
+        check_transition("scheduled", 1, end, 1)
+    for current, new in (("pending", "completed"), ("scheduled", "routing"), ("scheduled", "waiting"),
+                         ("waiting", "scheduled"), ("routing", "scheduled"), ("scheduled", "expired"),
+                         ("scheduled", "confirmed"), ("completed", "scheduled")):
+        with pytest.raises(StatusRuleError):
+            check_transition(current, 1, new, 1)

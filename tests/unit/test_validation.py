@@ -351,3 +351,52 @@ def test_an_oco_needs_both_sides_each_with_the_fields_of_its_type_only():
     rejected(order(type="oco", takeProfit=take, stopLoss=stop, stopPrice="1"), "invalid_field", "stopPrice")
     rejected(order(type="oco", takeProfit=take, stopLoss=stop, limitPrice="1"), "invalid_field", "limitPrice")
     rejected(order(type="take_profit", targetPrice="1", stopLoss=stop), "invalid_field", "stopLoss")
+def test_a_twap_and_a_dca_need_their_schedule_fields_which_no_other_type_takes():
+    draft = parse_order(json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "type": "twap",
+                                    "durationSeconds": 60, "slices": 5, "limitPrice": "100"}))
+    assert draft.schedule == {"durationSeconds": 60, "slices": 5} and draft.limit_price == Decimal(100)
+    draft = parse_order(json.dumps({"tokenIn": "USDC", "tokenOut": "SOL", "amount": "10", "type": "dca",
+                                    "intervalSeconds": 3600, "count": 24}))
+    assert draft.schedule == {"intervalSeconds": 3600, "count": 24} and draft.limit_price is None
+    for body, field in (({"type": "twap", "slices": 5}, "durationSeconds"),
+                        ({"type": "twap", "durationSeconds": 60}, "slices"),
+                        ({"type": "twap", "durationSeconds": 0, "slices": 5}, "durationSeconds"),
+                        ({"type": "twap", "durationSeconds": 60, "slices": 101}, "slices"),
+                        ({"type": "twap", "durationSeconds": 60, "slices": True}, "slices"),
+                        ({"type": "twap", "durationSeconds": 60, "slices": 5, "count": 2}, "count"),
+                        ({"type": "twap", "durationSeconds": 60, "slices": 5, "expiresInSeconds": 9}, "expiresInSeconds"),
+                        ({"type": "dca", "intervalSeconds": 60}, "count"),
+                        ({"type": "dca", "intervalSeconds": 60, "count": 2, "slices": 2}, "slices"),
+                        ({"type": "limit", "limitPrice": "1", "intervalSeconds": 60}, "intervalSeconds"),
+                        ({"durationSeconds": 60}, "durationSeconds"),
+                        ({"type": "twap", "durationSeconds": 60, "slices": 3, "amount": "0.000000002"}, "amount")):
+        with pytest.raises(ValidationError) as caught:
+            parse_order(json.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", **body}))
+        assert caught.value.field == field, body
+
+
+def test_a_twap_s_jitter_is_less_than_a_step_and_only_on_a_twap():
+    twap = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "type": "twap", "durationSeconds": 60, "slices": 5}
+    assert parse_order(json.dumps({**twap, "jitterSeconds": 11})).schedule["jitterSeconds"] == 11
+    for body in ({**twap, "jitterSeconds": 12}, {**twap, "jitterSeconds": -1},
+                 {**twap, "type": "dca", "intervalSeconds": 5, "count": 2, "jitterSeconds": 1,
+                  "durationSeconds": None, "slices": None},
+                 {**twap, "type": "dca", "intervalSeconds": 5, "totalAmount": "3", "jitterSeconds": {},
+                  "durationSeconds": None, "slices": None},
+                 {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "jitterSeconds": 1}):
+        with pytest.raises(ValidationError) as caught:
+            parse_order(json.dumps(body))
+        assert caught.value.field == "jitterSeconds", body
+
+
+def test_a_dca_up_to_a_total_derives_its_count_and_takes_count_or_total_not_both():
+    dca = {"tokenIn": "USDC", "tokenOut": "SOL", "amount": "10", "type": "dca", "intervalSeconds": 60}
+    draft = parse_order(json.dumps({**dca, "totalAmount": "25"}))
+    assert draft.schedule == {"intervalSeconds": 60, "count": 3, "totalAmount": "25"}
+    for body in ({**dca, "totalAmount": "25", "count": 3}, {**dca, "totalAmount": "9"},
+                 {**dca, "totalAmount": "10001"}, {**dca, "totalAmount": "1.0000001"},
+                 {**dca, "type": "twap", "durationSeconds": 5, "slices": 2, "intervalSeconds": None,
+                  "totalAmount": "25"}):
+        with pytest.raises(ValidationError) as caught:
+            parse_order(json.dumps(body))
+        assert caught.value.field == "totalAmount", body

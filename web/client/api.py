@@ -34,7 +34,7 @@ from typing import Any, Iterator, NamedTuple
 from urllib.parse import quote, urlencode, urlsplit
 
 TIMEOUT_S = 30.0
-TERMINAL = frozenset({"confirmed", "failed", "cancelled", "expired"})
+TERMINAL = frozenset({"confirmed", "failed", "cancelled", "expired", "completed"})  # completed: a twap/dca parent
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -249,6 +249,14 @@ class Endpoints:
     def cancel(self, order_id: str) -> Any:
         """`POST /api/orders/{id}/cancel`: the cancelled order (409 once it is too late)."""
         return self._call("POST", order_path(order_id) + "/cancel")
+
+    def pause_schedule(self, order_id: str) -> Any:
+        """`POST /api/orders/{id}/pause`: a dca order creates no more children until resumed."""
+        return self._call("POST", order_path(order_id) + "/pause")
+
+    def resume_schedule(self, order_id: str) -> Any:
+        """`POST /api/orders/{id}/resume`: a paused dca order's schedule goes on."""
+        return self._call("POST", order_path(order_id) + "/resume")
 
     def quote(self, token_in: str, token_out: str, amount: str, slippage_bps: int | None = None) -> Any:
         """`GET /api/quote`: both venues' quotes and the route."""

@@ -18,8 +18,10 @@ from config import ConfigError
 from config.client import CLIENT_VARIABLES, load_client_settings
 
 COMMANDS = ("submit", "orders", "order", "deliveries", "quote", "tokens", "admin")
-STATUSES = ("pending", "waiting", "routing", "building", "submitted", "confirmed", "failed", "cancelled", "expired")
-ORDER_TYPES = ("market", "limit", "sniper", "stop_loss", "take_profit", "trailing_stop", "oco")
+STATUSES = ("pending", "waiting", "routing", "building", "submitted", "confirmed", "failed", "cancelled", "expired",
+            "scheduled", "completed")
+ORDER_TYPES = ("market", "limit", "sniper", "stop_loss", "take_profit", "trailing_stop", "oco", "twap", "dca")
+DONE = ("confirmed", "completed")  # an order executed; a twap/dca parent whose schedule ran
 EXIT_OK, EXIT_FAILED, EXIT_BAD_REQUEST, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 EXIT_CODES = """exit codes: 0 done (with --watch: confirmed), 1 the order failed, was cancelled or
@@ -63,6 +65,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--expires-in", type=int, metavar="SECONDS", help="limit/sniper orders: expiry")
     submit.add_argument("--client-order-id", help="idempotency key: a repeat never creates a second order")
     submit.add_argument("--callback-url", metavar="URL", help="webhook: POST each event of the order here, signed")
+    submit.add_argument("--duration", type=int, metavar="SECONDS", help="twap: spread AMOUNT over this long")
+    submit.add_argument("--slices", type=int, metavar="N", help="twap: in N equal child orders")
+    submit.add_argument("--jitter", type=int, metavar="SECONDS", help="twap: delay each slice by up to this")
+    submit.add_argument("--interval", type=int, metavar="SECONDS", help="dca: one child order of AMOUNT this often")
+    submit.add_argument("--count", type=int, metavar="N", help="dca: N times in all")
+    submit.add_argument("--total", metavar="AMOUNT", help="dca: instead of --count, until this much is spent")
     submit.add_argument("--watch", action="store_true", help="follow the order until it ends (exit code = outcome)")
 
     orders = command("orders", "list orders, newest first (client)")
@@ -74,6 +82,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     order = command("order", "show one order with its timeline (client)")
     order.add_argument("order_id", metavar="ID", help="the orderId")
     order.add_argument("--watch", action="store_true", help="follow the order until it ends (exit code = outcome)")
+    order.add_argument("--pause", action="store_true", help="dca: create no more children until --resume")
+    order.add_argument("--resume", action="store_true", help="dca: go on with a paused schedule")
 
     deliveries = command("deliveries", "an order's webhook deliveries and their outcomes (client)")
     deliveries.add_argument("order_id", metavar="ID", nargs="?", help="the orderId")
@@ -161,7 +171,9 @@ def _submit(client, args, out) -> int:
     for field, value in (("slippageBps", args.slippage_bps), ("type", args.type), ("limitPrice", args.limit_price),
                          ("expiresInSeconds", args.expires_in), ("clientOrderId", args.client_order_id),
                          ("callbackUrl", args.callback_url), ("stopPrice", args.stop_price), ("targetPrice", args.target_price),
-                         ("trailPercent", args.trail_percent), ("trailAmount", args.trail_amount)):
+                         ("trailPercent", args.trail_percent), ("trailAmount", args.trail_amount),
+                         ("durationSeconds", args.duration), ("slices", args.slices), ("jitterSeconds", args.jitter),
+                         ("intervalSeconds", args.interval), ("count", args.count), ("totalAmount", args.total)):
         if value is not None:
             body[field] = value
     accepted = client.submit(body)
@@ -191,13 +203,16 @@ def _watch(client, order: dict, out) -> int:
     with WatchView(out, order) as view:
         final = asyncio.run(follow(view))
         view.finish(final)
-    return EXIT_OK if final["status"] == "confirmed" else EXIT_FAILED
+    return EXIT_OK if final["status"] in DONE else EXIT_FAILED
 
 
 def _order(client, args, out) -> int:
     from web.client.render import describe_event, venue_of
 
-    order = client.order(args.order_id)
+    if args.pause or args.resume:
+        order = client.pause_schedule(args.order_id) if args.pause else client.resume_schedule(args.order_id)
+    else:
+        order = client.order(args.order_id)
     if args.watch:
         return _watch(client, order, out)
     if out.mode == "json":
@@ -211,12 +226,34 @@ def _order(client, args, out) -> int:
         facts.append(("error", f"{order['error']['code']}: {order['error']['message']}"))
     for fill in order.get("fills") or []:
         facts.append(("fill", f"{fill['amountIn']} -> {fill['amountOut']} on {fill['dex']} tx {fill['txHash']}"))
+    facts += _schedule_facts(order)
     out.table(["field", "value"], [list(f) for f in facts], title="Order", status_column=1)
+    if "children" in order:
+        out.table(["slice", "orderId", "status", "amount", "venue"],
+                  [[c["sliceIndex"], c["orderId"], c["status"], c["amount"], venue_of(c)] for c in order["children"]],
+                  title="Children", status_column=2)
     out.table(["seq", "time", "status", "attempt", "details"],
               [[e["seq"], e["timestamp"][11:23], e["status"], e["attempt"],
                 describe_event(e, order["tokenIn"], order["tokenOut"])] for e in order.get("events", [])],
               title="Timeline", status_column=2)
     return EXIT_OK
+
+
+def _schedule_facts(order: dict) -> list[tuple[str, Any]]:
+    """A twap/dca parent's schedule and progress; a child's parent."""
+    facts: list[tuple[str, Any]] = []
+    if order.get("parentId"):
+        facts.append(("parent", f"{order['parentId']} (slice {order['sliceIndex']})"))
+    if order["type"] == "twap" and "slices" in order:
+        facts.append(("schedule", f"{order['slices']} slices over {order['durationSeconds']} s"))
+    elif order["type"] == "dca" and "count" in order:
+        facts.append(("schedule", f"{order['count']} times every {order['intervalSeconds']} s"
+                      + (" (paused)" if order.get("paused") else "")))
+    progress = order.get("progress")
+    if progress:
+        facts.append(("progress", f"{progress['settled']}/{progress['slices']} settled, filled {progress['filled']}, "
+                      f"remaining {progress['remaining']}, average price {progress['averagePrice'] or '-'}"))
+    return facts
 
 
 def _deliveries(client, args, out) -> int:

@@ -1,8 +1,9 @@
 // The engine's dashboard: a client of the public API (/api/... and /ws), like any other.
 // No framework and no build step; every text from the server goes in through textContent.
 
-const TERMINAL = new Set(["confirmed", "failed", "cancelled", "expired"]);
-const CANCELLABLE = new Set(["pending", "waiting", "routing"]);
+const TERMINAL = new Set(["confirmed", "failed", "cancelled", "expired", "completed"]);
+const CANCELLABLE = new Set(["pending", "waiting", "routing", "scheduled"]);
+const SCHEDULE_FIELDS = {twap: ["durationSeconds", "slices"], dca: ["intervalSeconds", "count"]};  // orders over time
 const DEXES = ["raydium", "meteora"];
 const KEY_STORE = "engineApiKey";
 const MAX_ROWS = 100;
@@ -230,6 +231,8 @@ function onEvent(event) {
     applyEvent(order, event);
     // The terminal event closes the story: read the order once more for its fills.
     if (TERMINAL.has(event.status) && event.orderId === state.selected) loadOrder(event.orderId);
+    // A parent's progress event: read it again for its children and figures.
+    else if (event.status === "scheduled" && event.orderId === state.selected) loadOrder(event.orderId);
   } else {
     // A new order: show it now, and read its pair and amount with the next page of the
     // list (one request for many new orders, however busy the engine is).
@@ -411,6 +414,8 @@ function eventDetails(order, event) {
       m.attempts !== undefined ? ` (after ${m.attempts} attempt${m.attempts === 1 ? "" : "s"})` : "");
     case "cancelled": return "cancelled by its owner";
     case "expired": return "not triggered before its expiry";
+    case "scheduled": return scheduleDetails(m);
+    case "completed": return scheduleDetails(m);
     default: return Object.entries(m).map(([k, v]) => h("div", {}, `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`));
   }
 }
@@ -438,6 +443,9 @@ function renderTimeline() {
     ...fills,
     order.error ? h("div", {class: "error-text"}, `${order.error.code}: ${sentence(order.error.message)}`) : "",
     order.callbackUrl ? deliveriesOf(order) : "",
+    order.children ? scheduleOf(order) : "",
+    order.parentId ? h("div", {class: "muted"}, `slice ${order.sliceIndex} of parent `,
+      h("button", {class: "link", onclick: () => select(order.parentId)}, short(order.parentId))) : "",
     CANCELLABLE.has(order.status) ? h("button", {onclick: () => cancelOrder(order.orderId)}, "Cancel order") : "");
   const events = [...eventsOf(order.orderId).values()].sort((a, b) => a.seq - b.seq);
   $("timeline").replaceChildren(...events.map((e) => h("li", {"data-status": e.status, "data-seq": e.seq},
@@ -445,6 +453,39 @@ function renderTimeline() {
     h("span", {class: `badge st-${e.status}`}, e.status),
     e.attempt > 1 ? h("span", {class: "muted"}, ` attempt ${e.attempt}`) : "",
     h("div", {class: "details"}, eventDetails(order, e)))));
+}
+
+// Orders over time: a parent's schedule, progress and children (each a full order: click to read it).
+function scheduleOf(order) {
+  const p = order.progress || {};
+  const plan = order.type === "twap" ? `${order.slices} slices over ${order.durationSeconds} s`
+    : `${order.count} times every ${order.intervalSeconds} s${order.paused ? " (paused)" : ""}`;
+  const running = order.type === "dca" && !TERMINAL.has(order.status);
+  return h("div", {class: "schedule", id: "schedule"},
+    h("div", {}, `${plan}: ${p.settled ?? 0}/${p.slices ?? "?"} settled, filled ${number(p.filled || "0", 9)}, `,
+      `remaining ${number(p.remaining || "0", 9)}`, p.averagePrice ? `, average price ${number(p.averagePrice, 9)}` : ""),
+    running ? h("button", {class: "small", onclick: () => pauseOrder(order.orderId, !order.paused)},
+      order.paused ? "Resume" : "Pause") : "",
+    h("ol", {class: "children", start: 0}, order.children.map((c) => h("li", {"data-order-id": c.orderId},
+      h("span", {class: `badge st-${c.status}`}, c.status), ` ${number(c.amount, 9)} `,
+      h("button", {class: "link", onclick: () => select(c.orderId)}, short(c.orderId))))));
+}
+
+function scheduleDetails(m) {
+  if (m.phase === "paused" || m.phase === "resumed") return `schedule ${m.phase} by its owner`;
+  const p = m.progress;
+  if (!p) return m.phase || "";
+  return `${m.phase === "scheduled" ? "scheduled: " : ""}${p.settled}/${p.slices} children settled, filled ${number(p.filled, 9)}`
+    + (p.averagePrice ? ` at ${number(p.averagePrice, 9)} on average` : "");
+}
+
+async function pauseOrder(orderId, pause) {
+  try {
+    storeOrder(await api("POST", `/api/orders/${orderId}/${pause ? "pause" : "resume"}`));
+  } catch (problem) {
+    showNotice(`Could not ${pause ? "pause" : "resume"} order ${short(orderId)}: ${describe(problem)}`);
+  }
+  render();
 }
 
 // The webhook deliveries of an order with a callbackUrl: one line each, as last read.
@@ -478,6 +519,10 @@ function formValues() {
   if (type !== "market" && value("expiresInSeconds")) body.expiresInSeconds = Number(value("expiresInSeconds"));
   if (value("clientOrderId")) body.clientOrderId = value("clientOrderId");
   if (value("callbackUrl")) body.callbackUrl = value("callbackUrl");
+  for (const name of SCHEDULE_FIELDS[type] || []) if (value(name)) body[name] = Number(value(name));
+  if (type === "twap" && value("jitterSeconds")) body.jitterSeconds = Number(value("jitterSeconds"));
+  if (type === "dca" && value("totalAmount")) { body.totalAmount = value("totalAmount"); delete body.count; }
+  if (SCHEDULE_FIELDS[type] && value("childLimitPrice")) body.limitPrice = value("childLimitPrice");  // each child's floor
   return body;
 }
 
@@ -593,9 +638,11 @@ async function submitOrder(event) {
 
 function showTypeFields() {
   const type = $("f-type").value;
-  for (const el of document.querySelectorAll("#order-form .for-limit, #order-form .for-sniper, " + PROTECTIVE_FIELDS)) {
+  for (const el of document.querySelectorAll("#order-form .for-limit, #order-form .for-sniper, #order-form .for-twap, "
+                                            + "#order-form .for-dca, " + PROTECTIVE_FIELDS)) {
     el.hidden = !el.classList.contains(`for-${type}`);
   }
+  $("order-form").querySelector(".for-schedule").hidden = !SCHEDULE_FIELDS[type];
 }
 
 // ---- tokens and the simulator -----------------------------------------------------------------
