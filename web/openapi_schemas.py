@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from config import TOKENS
+from config import TOKENS, Token
 from config.tokens import NATIVE_SOL_MINT
 from storage.orders import CURSOR_PATTERN
 from storage.halts import SCOPES
@@ -91,9 +91,20 @@ def _obj(required: list[str], properties: dict[str, Any], extra: bool = False, *
             "additionalProperties": extra, **more}
 
 
+def _by_decimals(tokens) -> list[list[Token]]:
+    """The tokens in groups of equal decimals: an amount's rules depend on its token's decimals
+    alone, so one kind of submit body serves a group (fewer alternatives for a generator)."""
+    groups: dict[int, list[Token]] = {}
+    for token in tokens:
+        groups.setdefault(token.decimals, []).append(token)
+    return list(groups.values())
+
+
 def amount_of(token) -> dict[str, Any]:
-    """An amount of `token`: > 0, at most its decimals (trailing zeros aside), at most 2^64-1
-    base units (as text: fewer whole digits than the bound has, so every such text fits)."""
+    """An amount of `token` (or of any token of a group of equal decimals): > 0, at most its
+    decimals (trailing zeros aside), at most 2^64-1 base units (as text: fewer whole digits
+    than the bound has, so every such text fits)."""
+    token = token[0] if isinstance(token, list) else token
     whole_digits = len(str(MAX_BASE_UNITS // 10 ** token.decimals)) - 1
     text = {"type": "string", "allOf": [
         {"pattern": rf"^[0-9]{{1,{whole_digits}}}(?:\.[0-9]{{0,{token.decimals}}}0*)?$"}, _POSITIVE]}
@@ -107,9 +118,12 @@ _EXPIRY = nullable({"type": "integer", "minimum": 1, "maximum": MAX_EXPIRY_SECON
 
 
 def _submit(token_in, order_type: dict[str, Any], required: list[str], tokens_out, **fields: Any) -> dict[str, Any]:
-    """One kind of submit body (an alternative of SubmitRequest): selling `token_in`."""
+    """One kind of submit body (an alternative of SubmitRequest): selling `token_in`, or any
+    token of a group of equal decimals (then tokenOut may name the same token: the description
+    says it must not)."""
+    sold = token_in if isinstance(token_in, list) else [token_in]
     return _obj(["tokenIn", "tokenOut", "amount", *required], {
-        "tokenIn": token_input([token_in]), "tokenOut": token_input([t for t in tokens_out if t != token_in]),
+        "tokenIn": token_input(sold), "tokenOut": token_input([t for t in tokens_out if sold != [t]]),
         "amount": amount_of(token_in),
         "type": order_type,
         "slippageBps": nullable({"type": "integer", "minimum": 1, "maximum": 5000, "default": 50}),
@@ -122,25 +136,27 @@ def _submit(token_in, order_type: dict[str, Any], required: list[str], tokens_ou
 
 
 def submit_kinds() -> list[dict[str, Any]]:
-    """Every kind of submit body, by the token sold (its amount's decimals and bound differ; the
-    token bought is another one): market and limit orders between listed tokens; sniper orders
-    with at most one token not launched yet (a launched one trades at once)."""
+    """Every kind of submit body, by the decimals of the token sold (its amount's decimals and
+    bound differ; the token bought is another one): market and limit orders between listed
+    tokens; sniper orders with at most one token not launched yet (a launched one trades at
+    once). One alternative per decimals, not per token: 84 alternatives were more than
+    Schemathesis's generator takes."""
     kinds = []
-    for token in TOKENS:
-        if token.tradable:
-            kinds += [_submit(token, {"enum": ["market", None]}, [], LISTED),
-                      _submit(token, {"const": "limit"}, ["type", "limitPrice"], LISTED,
-                              limitPrice=ref("LimitPrice"), expiresInSeconds=_EXPIRY),
-                      _submit(token, {"const": "sniper"}, ["type"], TOKENS, expiresInSeconds=_EXPIRY)]
-            kinds += protective_kinds(token)
-            kinds += schedule_kinds(token)
-        else:
-            kinds.append(_submit(token, {"const": "sniper"}, ["type"], LISTED, expiresInSeconds=_EXPIRY))
+    for group in _by_decimals(LISTED):
+        kinds += [_submit(group, {"enum": ["market", None]}, [], LISTED),
+                  _submit(group, {"const": "limit"}, ["type", "limitPrice"], LISTED,
+                          limitPrice=ref("LimitPrice"), expiresInSeconds=_EXPIRY),
+                  _submit(group, {"const": "sniper"}, ["type"], TOKENS, expiresInSeconds=_EXPIRY)]
+        kinds += protective_kinds(group)
+        kinds += schedule_kinds(group)
+    for group in _by_decimals(UNLAUNCHED):
+        kinds.append(_submit(group, {"const": "sniper"}, ["type"], LISTED, expiresInSeconds=_EXPIRY))
     return kinds
 
 
 _TRAIL_PERCENT = {"oneOf": [
-    {"type": "string", "pattern": r"^(?:[0-9]|[1-4][0-9])(?:\.[0-9]{1,2})?$|^50(?:\.0{1,2})?$"},
+    {"type": "string", "allOf": [{"pattern": r"^(?:[0-9]|[1-4][0-9])(?:\.[0-9]{1,2})?$|^50(?:\.0{1,2})?$"},
+                                 {"not": {"pattern": r"^0(?:\.0{1,2})?$"}}]},  # 0.01 at least
     {"type": "number", "minimum": 0.01, "maximum": 50, "multipleOf": 0.01}],
     "description": "how far below the best price seen it sells, in percent (0.01 to 50, 2 decimals at most)"}
 _TRAIL_AMOUNT = {**ref("LimitPrice"), "description": "how far below the best price seen it sells, in price "

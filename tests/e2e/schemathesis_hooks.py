@@ -1,12 +1,13 @@
 """Schemathesis hooks for tests/e2e/test_schemathesis.py (loaded with SCHEMATHESIS_HOOKS).
 
 The OpenAPI document states every rule of one value (token lists, amounts by the token
-sold, ranges, the cursor's form, no nulls where none are taken), and the submit body's rules
-between two values too (one kind of body per token sold). What JSON Schema cannot state is a
-rule between two query parameters, or one that depends on the market: the document states
-those in words, and this filter applies them to generated requests, so that a request the
-document calls valid is one the engine must accept: a quote's tokenIn and tokenOut differ,
-its amount fits tokenIn's decimals and 2^64-1 base units, and the pools can fill it.
+sold, ranges, the cursor's form, no nulls where none are taken), and most of the submit
+body's rules between two values too (one kind of body per decimals of the token sold). What
+JSON Schema cannot state is a rule between two query parameters, one that depends on the
+market, or the few of a submit body listed below: the document states those in words, and
+this filter applies them to generated requests, so that a request the document calls valid
+is one the engine must accept: a quote's tokenIn and tokenOut differ, its amount fits
+tokenIn's decimals and 2^64-1 base units, and the pools can fill it.
 `filter_case` is the hook every phase applies (the coverage phase too); it only drops
 requests, it never changes one.
 """
@@ -23,19 +24,21 @@ from web.validation import ValidationError, parse_amount, parse_order
 QUOTE_MAX_USD = Decimal(10_000)  # every listed pool holds millions: a quote of this fills
 
 
-# Rules of a twap or dca body between two of its values that JSON Schema cannot state (the
-# document says them in words): a twap's amount gives each slice a base unit, its jitter is
-# under a step; a dca's totalAmount is between its amount and 1000 times it.
-_SCHEDULE_RULES = ("too small to split", "at least amount and at most", "less than durationSeconds / slices")
+# Rules of a submit body between two of its values that JSON Schema cannot state (the document
+# says them in words): tokenIn and tokenOut differ (one kind of body serves the tokens of equal
+# decimals); a twap's amount gives each slice a base unit, its jitter is under a step; a dca's
+# totalAmount is between its amount and 1000 times it; a stop-limit's floor is not above its stop.
+_TWO_VALUE_RULES = ("same_token", "too small to split", "at least amount and at most",
+                    "less than durationSeconds / slices", "must not be above the stop price")
 
 
-def _breaks_a_schedule_rule(body) -> bool:
-    if not isinstance(body, dict) or body.get("type") not in ("twap", "dca"):
+def _breaks_a_rule_between_two_values(body) -> bool:
+    if not isinstance(body, dict):
         return False
     try:
         parse_order(json.dumps(body))
     except ValidationError as exc:
-        return any(rule in exc.message for rule in _SCHEDULE_RULES)
+        return exc.code in _TWO_VALUE_RULES or any(rule in exc.message for rule in _TWO_VALUE_RULES)
     except (TypeError, ValueError):
         return False
     return False
@@ -43,7 +46,7 @@ def _breaks_a_schedule_rule(body) -> bool:
 
 @schemathesis.hook
 def filter_case(ctx, case):
-    if case.operation.path == "/api/orders/execute" and _breaks_a_schedule_rule(case.body):
+    if case.operation.path == "/api/orders/execute" and _breaks_a_rule_between_two_values(case.body):
         return False
     query = case.query
     if case.operation.path != "/api/quote" or not isinstance(query, dict):
