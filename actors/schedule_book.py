@@ -164,6 +164,18 @@ class ScheduleBook(SupervisedActor):
         (result,) = self.orders.create_orders([draft])
         if not isinstance(result, Created) or not result.created:
             return  # created before (by a worker that held the parent earlier): the next tick reads it
+        # The parent may have been cancelled (or claimed elsewhere) since this tick read it, its
+        # cancel's sweep of the children just before this one was stored: read it again now that
+        # the child is. Still running: the child is queued (a cancel from now on finds it). Not:
+        # the child ends here, never queued, so it cannot start after its parent ended.
+        now = self.orders.orders_by_id([parent.id]).get(parent.id)
+        if now is None or now.terminal or now.fence != held.order.fence:
+            self._publish([r for r in self.orders.append_events(
+                [EventDraft(result.order.id, "cancelled", 1, {"reason": "its parent order ended"})])
+                if isinstance(r, EventRecord)])
+            log.info("schedule book: parent %s ended as slice %d was created: the child is cancelled", parent.id,
+                     index, extra=about_order(str(parent.id)))
+            return
         self.bus.accept([str(result.order.id)], [result.pending.published()])
         held.queued.add(result.order.id)
         log.info("schedule book: parent %s slice %d: child %s queued", parent.id, index, result.order.id,

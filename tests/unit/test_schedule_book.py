@@ -154,3 +154,35 @@ def test_a_parent_the_book_cannot_schedule_fails_and_the_book_goes_on():
     status, meta = store.events[-1]
     assert status == "failed" and meta["error"]["code"] == "internal_error"
     assert not book.held and bus.acked == [Job("job-1", str(parent.id))]
+
+
+def test_a_child_created_as_its_parent_is_cancelled_is_cancelled_and_never_queued():
+    """The owner's cancel lands between the tick's read of the parent and the child's insert:
+    the cancel's sweep of the children ran before the child existed. The book reads the parent
+    again once the child is stored, so the child never starts after its parent ended."""
+    parent = record(created_at=utcnow() - timedelta(seconds=100), schedule={"durationSeconds": 10, "slices": 3})
+    book, store, bus = book_for(parent)
+    book.on_receive(_Tick())  # scheduled, slice 0 created and queued, and the next ones are due
+    assert len(bus.accepted) >= 1
+    queued = list(bus.accepted)
+    insert = store.create_orders
+    cancelled = []
+
+    def cancelled_meanwhile(drafts):
+        store.parent = replace(store.parent, status="cancelled")  # the owner's cancel commits here
+        created = insert(drafts)
+        cancelled.append(created[0].order.id)
+        return created
+
+    store.create_orders = cancelled_meanwhile
+    store.append_events_seen = []
+    append = store.append_events
+
+    def recording(drafts):
+        store.append_events_seen += [(d.order_id, d.status) for d in drafts]
+        return append(drafts)
+
+    store.append_events = recording
+    book._create(book.held[parent.id], parent, len(store.children))
+    assert bus.accepted == queued, "the child made after the cancel is never queued"
+    assert (cancelled[0], "cancelled") in store.append_events_seen
