@@ -83,12 +83,7 @@ class EventWriter(SupervisedActor):
 
     def _schedule_flush(self) -> None:
         """Flush now, or after waiting a little for company (storage/batching.py)."""
-        wait = self.appends.wait()
-        if wait:
-            ref = self.actor_ref
-            self.timers.call_later(wait, lambda: ref.tell(Flush()))
-        else:
-            self.actor_ref.tell(Flush())
+        self.timers.tell(self.actor_ref, Flush(), self.appends.wait())
 
     def _store(self, batch: list[AppendEvents]) -> list:
         """Append the batch in one transaction; per draft its record or its refusal.

@@ -62,6 +62,14 @@ class Timers:
                 self._cond.notify()
         return handle
 
+    def tell(self, ref, message, delay: float) -> None:
+        """Tell `ref` `message` now, or after `delay` seconds from the timer thread (a batch that
+        waits for company: storage/batching.py)."""
+        if delay > 0:
+            self.call_later(delay, lambda: ref.tell(message))
+        else:
+            ref.tell(message)
+
     def _cancel(self, handle: TimerHandle) -> None:
         with self._cond:
             if handle.cancelled or handle.callback is None:  # cancelled already, or run

@@ -144,12 +144,7 @@ class VenueGateway(SupervisedActor):
 
     def _schedule_block(self) -> None:
         """Land the block now, or after waiting a little for company (storage/batching.py)."""
-        wait = self.swaps.wait()
-        if wait:
-            ref = self.actor_ref
-            self.timers.call_later(wait, lambda: ref.tell(LandBlock()))
-        else:
-            self.actor_ref.tell(LandBlock())
+        self.timers.tell(self.actor_ref, LandBlock(), self.swaps.wait())
 
     def _announce_pools(self, requests, results) -> None:
         """Tell the web processes which pools moved (swaps that landed, or may have: timeouts): at

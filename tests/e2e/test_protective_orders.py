@@ -141,31 +141,37 @@ def test_an_oco_whose_two_sides_cross_at_once_executes_exactly_one_and_says_whic
     asyncio.run(scenario())
 
 
+async def trail_up_then_down(client, start: Decimal, **trail) -> tuple[str, list, list]:
+    """Submit a trailing stop selling 1 SOL, push SOL up until its events show the best price
+    rising (a rise never fires it), then down; its id, its frames to the end, its waiting metas."""
+    code, accepted = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1", type="trailing_stop",
+                                         slippageBps=5000, **trail)
+    assert code == 202, accepted
+    order_id = accepted["orderId"]
+    listener = asyncio.ensure_future(client.listen(accepted["links"]["ws"], timeout=120))
+    await until(lambda: _in(client, order_id, ("waiting",)), 20, "the trailing stop to wait")
+    await push_sol_up(client)
+
+    async def trailed_up():
+        return any(Decimal(e["meta"].get("highWater", 0)) > start * Decimal("1.04")
+                   for e in await events(client, order_id))
+
+    await until(trailed_up, 20, "its events to show the best price rising")
+    assert await status(client, order_id) == "waiting", "a rise never fires it"
+    await push_sol_down(client)
+    frames, _ = await listener
+    kinds = statuses(frames)
+    assert kinds[0] == "pending" and kinds[-4:] == ["routing", "building", "submitted", "confirmed"], kinds
+    return order_id, frames, [f["meta"] for f in frames if f["status"] == "waiting"]
+
+
 def test_a_trailing_stop_trails_a_rise_and_fires_on_the_fall_with_the_trailed_price_in_its_events(make_cluster):
     cluster = make_cluster(workers=2, VENUE_PROFILE="instant")
 
     async def scenario():
         client = cluster.client()
         start = await best_price(client)
-        code, accepted = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1", type="trailing_stop",
-                                             trailPercent="5", slippageBps=5000)
-        assert code == 202, accepted
-        order_id = accepted["orderId"]
-        listener = asyncio.ensure_future(client.listen(accepted["links"]["ws"], timeout=120))
-        await until(lambda: _in(client, order_id, ("waiting",)), 20, "the trailing stop to wait")
-        await push_sol_up(client)
-
-        async def trailed_up():
-            return any(Decimal(e["meta"].get("highWater", 0)) > start * Decimal("1.04")
-                       for e in await events(client, order_id))
-
-        await until(trailed_up, 20, "its events to show the best price rising")
-        assert await status(client, order_id) == "waiting", "a rise never fires it"
-        await push_sol_down(client)
-        frames, _ = await listener
-        kinds = statuses(frames)
-        assert kinds[0] == "pending" and kinds[-4:] == ["routing", "building", "submitted", "confirmed"], kinds
-        waits = [f["meta"] for f in frames if f["status"] == "waiting"]
+        order_id, frames, waits = await trail_up_then_down(client, start, trailPercent="5")
         assert all(w["trigger"] == "trail" for w in waits), waits
         fired = waits[-1]
         assert fired["fired"] == "trailingStop" and Decimal(fired["highWater"]) > start * Decimal("1.04"), fired
@@ -189,25 +195,7 @@ def test_a_trailing_stop_by_amount_trails_a_rise_and_fires_once_on_the_fall_at_i
         client = cluster.client()
         start = await best_price(client)
         amount = (start * Decimal("0.05")).quantize(Decimal("0.01"))  # about 5%: beyond the drift, within the pushes
-        code, accepted = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1", type="trailing_stop",
-                                             trailAmount=str(amount), slippageBps=5000)
-        assert code == 202, accepted
-        order_id = accepted["orderId"]
-        listener = asyncio.ensure_future(client.listen(accepted["links"]["ws"], timeout=120))
-        await until(lambda: _in(client, order_id, ("waiting",)), 20, "the trailing stop to wait")
-        await push_sol_up(client)
-
-        async def trailed_up():
-            return any(Decimal(e["meta"].get("highWater", 0)) > start * Decimal("1.04")
-                       for e in await events(client, order_id))
-
-        await until(trailed_up, 20, "its events to show the best price rising")
-        assert await status(client, order_id) == "waiting", "a rise never fires it"
-        await push_sol_down(client)
-        frames, _ = await listener
-        kinds = statuses(frames)
-        assert kinds[0] == "pending" and kinds[-4:] == ["routing", "building", "submitted", "confirmed"], kinds
-        waits = [f["meta"] for f in frames if f["status"] == "waiting"]
+        order_id, frames, waits = await trail_up_then_down(client, start, trailAmount=str(amount))
         assert all(w["trigger"] == "trail" and Decimal(w["trailAmount"]) == amount and "trailPercent" not in w
                    for w in waits), waits
         assert all(abs(Decimal(w["highWater"]) - amount - Decimal(w["stopPrice"])) < Decimal("1e-9") * start
