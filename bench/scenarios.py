@@ -19,8 +19,10 @@ ORDER = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.1"}
 COMMON_ENV = {"VENUE_FAILURE_RATE": "0", "VENUE_TIMEOUT_RATE": "0", "ORDER_RATE_LIMIT": "1000000",
               "RETRY_ATTEMPTS": "3", "API_KEYS": "", "SIM_SEED": "11", "LOG_LEVEL": "WARNING",
               "LOG_FORMAT": "text"}
+# One client address stands for every user: its WebSocket handshakes are not limited (past 6,000
+# in a minute a longer run's listeners were refused).
 THROUGHPUT_ENV = {**COMMON_ENV, "VENUE_PROFILE": "instant", "WORKER_CONCURRENCY": "50",
-                  "QUEUE_MAX_DEPTH": "100000"}
+                  "QUEUE_MAX_DEPTH": "100000", "CONNECT_RATE_LIMIT": "0"}
 DRAIN_ENV = {**COMMON_ENV, "VENUE_PROFILE": "realistic", "WORKER_CONCURRENCY": "10", "QUEUE_MAX_DEPTH": "10000"}
 
 
