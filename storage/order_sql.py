@@ -23,7 +23,7 @@ from storage import codec, count_sql, risk_sql, webhook_sql
 from storage.direct import DirectConnection, Transaction
 from storage.errors import FencedOut
 from storage.risk import RiskBook, RiskLimitExceeded, RiskTicket, counted
-from storage.records import ORDER_TYPES, EventDraft, EventRecord, OrderRecord, expiry, utcnow
+from storage.records import ORDER_TYPES, PARENT_TYPES, EventDraft, EventRecord, OrderRecord, expiry, utcnow
 from storage.sql import Dialect
 from storage.status import STATUSES, TERMINAL, StatusRuleError, check_transition
 
@@ -183,11 +183,11 @@ def append_events(conn: DirectConnection, drafts: list[EventDraft]
     ids = sorted({draft.order_id for draft in drafts})  # lock in one order: no deadlocks between writers
     with conn.transaction() as tx:
         rows = tx.execute(f"SELECT id, status, attempt, attempts, last_seq, owner, fence, created_at, risk_open, "
-                          f"risk_usd_micros, callback_url FROM orders WHERE id IN ({d.placeholders(len(ids))}) "
+                          f"risk_usd_micros, callback_url, type FROM orders WHERE id IN ({d.placeholders(len(ids))}) "
                           f"ORDER BY id{' FOR UPDATE' if d.postgres else ''}", [d.uuid(i) for i in ids])
         state = {d.read_uuid(r[0]): {"status": r[1], "attempt": r[2], "attempts": r[3], "last_seq": r[4],
                                      "owner": r[5] or "", "fence": r[6], "created_at": r[7], "risk_open": r[8],
-                                     "risk_usd_micros": r[9], "callback_url": r[10]} for r in rows}
+                                     "risk_usd_micros": r[9], "callback_url": r[10], "type": r[11]} for r in rows}
         before = {oid: order["status"] for oid, order in state.items()}
         results, events, changed = _check_and_apply(d, state, drafts)
         if events:
@@ -201,7 +201,9 @@ def append_events(conn: DirectConnection, drafts: list[EventDraft]
 
 def _risk_released(d: Dialect, state: dict, drafts: list[EventDraft], results: list):
     """What the orders ended by this batch give back to their owners' risk figures (nothing,
-    and no statement, for orders that were not counted: owners without kept limits)."""
+    and no statement, for orders that were not counted: owners without kept limits). A
+    cancelled or expired order gives its notional back, but a twap or dca parent never does:
+    its children may have spent part of it before it ended."""
     ended = []
     for draft, result in zip(drafts, results):
         order = state.get(draft.order_id)
@@ -209,7 +211,8 @@ def _risk_released(d: Dialect, state: dict, drafts: list[EventDraft], results: l
             continue
         if order["risk_open"] or order["risk_usd_micros"] is not None:
             ended.append((order["owner"], order["risk_open"], order["risk_usd_micros"],
-                          d.read_ts(order["created_at"]), draft.status in ("cancelled", "expired")))
+                          d.read_ts(order["created_at"]),
+                          draft.status in ("cancelled", "expired") and order["type"] not in PARENT_TYPES))
     return risk_sql.releases(ended, utcnow()) if ended else ([], [])
 
 

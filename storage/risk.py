@@ -132,19 +132,32 @@ class RiskTicket:
     value_micros: int | None
 
 
+def spent_amount(draft: OrderDraft) -> Decimal:
+    """How much tokenIn the order will ever sell: its amount, but a dca's `amount` is one purchase
+    of `count` (its `totalAmount` when it gave one). A parent is valued at all its children will
+    spend, so its children are not counted again and cannot pass a limit between them."""
+    schedule = draft.schedule or {}
+    if draft.type != "dca" or "count" not in schedule:
+        return draft.amount
+    if "totalAmount" in schedule:
+        return Decimal(schedule["totalAmount"])
+    return draft.amount * schedule["count"]
+
+
 def value_usd(draft: OrderDraft, oracle: PriceOracle) -> Decimal | None:
-    """The order's value in USDC at the reference price: its tokenIn side, else (a limit order
-    whose tokenIn has no reference price) its tokenOut side at the limit price; None when it
-    cannot be valued."""
+    """The order's value in USDC at the reference price (of all it will sell: `spent_amount`): its
+    tokenIn side, else (a limit order whose tokenIn has no reference price) its tokenOut side at
+    the limit price; None when it cannot be valued."""
+    amount = spent_amount(draft)
     usdc, token_in = find_token("USDC"), find_token(draft.token_in)
     price = oracle.reference_price(token_in, usdc) if token_in is not None else None
     if price is not None:
-        return draft.amount * price
+        return amount * price
     token_out = find_token(draft.token_out)
     if draft.limit_price is not None and token_out is not None:
         price = oracle.reference_price(token_out, usdc)
         if price is not None:
-            return draft.amount * draft.limit_price * price
+            return amount * draft.limit_price * price
     return None
 
 

@@ -156,6 +156,15 @@ class MaxNotionalTest(_RiskTestCase):
         assert self.storage.orders.risk_figures("")[1] == 375_000_000  # a failed order may have filled a leg
         await self.refused(amount="1")
 
+    @gen_test
+    async def test_a_cancelled_parent_keeps_its_notional_its_children_may_have_spent_it(self):
+        dca = (await self.submit(type="dca", intervalSeconds=60, count=2, amount="0.5"))[1]["orderId"]  # 150 USD
+        assert self.storage.orders.risk_figures("") == (0, 150_000_000)  # open orders are not limited here
+        assert (await self.call(f"/api/orders/{dca}/cancel", "POST", ""))[0] == 200
+        assert self.storage.orders.risk_figures("") == (0, 150_000_000), "a parent gives no notional back"
+        assert (await self.submit(amount="2"))[0] == 202  # 300 more: 450
+        await self.refused(amount="0.5")  # 75 more: 525
+
 
 class ProviderTest(_RiskTestCase):
     """The limits come from an injected provider: per owner, whatever the settings say."""
@@ -183,6 +192,16 @@ class ScheduleRiskTest(ProviderTest):
         twap = {"type": "twap", "durationSeconds": 60, "slices": 10}
         assert (await self.refused(amount="2.1", **twap))["limit"] == "maxOrderUsd"  # not 0.21 a slice
         assert (await self.submit(amount="2", **twap))[0] == 202
+        assert (await self.refused(amount="0.1"))["limit"] == "maxOpenOrders"
+
+    @gen_test
+    async def test_a_dca_is_valued_at_all_it_will_buy_not_one_purchase(self):
+        """A dca's `amount` is one purchase: valued at one, a dca of many small purchases would
+        spend past every limit, its children never being counted."""
+        dca = {"type": "dca", "intervalSeconds": 60, "amount": "0.5"}
+        assert (await self.refused(count=5, **dca))["limit"] == "maxOrderUsd"  # 2.5 SOL, not 0.5
+        assert (await self.refused(totalAmount="2.1", **dca))["limit"] == "maxOrderUsd"
+        assert (await self.submit(count=4, **dca))[0] == 202  # 2 SOL: within 300 USD
         assert (await self.refused(amount="0.1"))["limit"] == "maxOpenOrders"
 
 
