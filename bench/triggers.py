@@ -117,15 +117,20 @@ async def _until(probe, timeout: float, what: str) -> None:
         await asyncio.sleep(0.2)
 
 
+async def _warmed_up(client, worker_pid: int) -> tuple:
+    """The pair's price, and the worker's resident memory (MB) once 20 orders have warmed it up."""
+    price = await _price(client)
+    await _submit_all(client, [{"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.01"}] * 20)
+    await asyncio.sleep(2)
+    return price, rss_mb(worker_pid)
+
+
 async def triggers(port: int, worker_pid: int, database_url: str, armed: int, crossing: int, snipers: int,
                    timeout: float) -> dict:
     """Run the three measurements against a running cluster with one worker."""
     client = engine_client(port, 50)
     try:
-        price = await _price(client)
-        await _submit_all(client, [{"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.01"}] * 20)  # warm up
-        await asyncio.sleep(2)
-        idle = rss_mb(worker_pid)
+        price, idle = await _warmed_up(client, worker_pid)
         # The lowest `crossing` limits in BAND, the others in REST (see above).
         bodies = []
         for i in range(armed):
@@ -236,10 +241,7 @@ async def protective(port: int, worker_pid: int, database_url: str, armed: int, 
     trailing stops, coalesced) and the orders released (none should be)."""
     client = engine_client(port, 50)
     try:
-        price = await _price(client)
-        await _submit_all(client, [{"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.01"}] * 20)  # warm up
-        await asyncio.sleep(2)
-        idle = rss_mb(worker_pid)
+        price, idle = await _warmed_up(client, worker_pid)
         bodies = [_protective_body(PROTECTIVE_KINDS[i % len(PROTECTIVE_KINDS)], price) for i in range(armed)]
         started = time.monotonic()
         await _submit_all(client, bodies)
