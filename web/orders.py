@@ -159,17 +159,18 @@ def cancel_children(storage, parent_id: UUID) -> None:
     children = storage.orders.children_of([parent_id])[parent_id]
     drafts = [EventDraft(c.id, "cancelled", c.attempt, {"reason": "its parent order was cancelled"})
               for c in children if c.status in ("pending", "waiting")]
-    for result in storage.orders.append_events(drafts) if drafts else []:
-        if not isinstance(result, Exception):
-            _publish(storage, result)
+    stored = [r for r in storage.orders.append_events(drafts) if not isinstance(r, Exception)] if drafts else []
+    if stored:
+        _publish(storage, *stored)
 
 
-def _publish(storage, record) -> None:
+def _publish(storage, *records) -> None:
+    """Publish stored events, as one bus message."""
     try:
-        storage.bus.publish([record.published()])
-    except BusError:  # listeners find the stored event (gap fill, sweeper)
-        log.warning("could not publish the cancellation of order %s", record.order_id,
-                    extra=about_order(record.order_id))
+        storage.bus.publish([record.published() for record in records])
+    except BusError:  # listeners find the stored events (gap fill, sweeper)
+        log.warning("could not publish the events of order %s", records[0].order_id,
+                    extra=about_order(records[0].order_id))
 
 
 def _too_late(status: str) -> ApiError:
