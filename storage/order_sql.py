@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, Sequence
 from uuid import UUID
 
-from storage import codec, count_sql, risk_sql, webhook_sql
+from storage import codec, count_sql, retention, risk_sql, webhook_sql
 from storage.direct import DirectConnection, Transaction
 from storage.errors import FencedOut
 from storage.risk import RiskBook, RiskLimitExceeded, RiskTicket, counted
@@ -88,14 +88,45 @@ def _insert_values(d: Dialect, rows: list[dict[str, Any]]) -> list[tuple]:
              None if r.get("schedule") is None else codec.dumps(r["schedule"]).decode()) for r in rows]
 
 
+class ArchivedMeanwhile(Exception):
+    """A batch named clientOrderIds of archived orders: its transaction was rolled back.
+    `found`: {(owner, clientOrderId): (order id, archive)}."""
+
+    def __init__(self, found: dict[tuple[str, str], tuple]):
+        super().__init__(f"{len(found)} clientOrderId(s) of archived orders")
+        self.found = found
+
+
+def _client_keys(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return sorted({(r["owner"], r["client_order_id"]) for r in rows if r["client_order_id"] is not None})
+
+
+def refuse_archived(tx: Transaction, rows: list[dict[str, Any]]) -> None:
+    """Raise ArchivedMeanwhile (rolling `tx` back) when a clientOrderId of `rows` names an
+    archived order. Called after the insert, in its transaction: an archive that deleted the
+    order while the insert waited for that row (or committed just before it) is seen here,
+    in the statement's newer snapshot, so a repeat never becomes a second order."""
+    keys = _client_keys(rows)
+    found = retention.archived_client_ids(tx, keys) if keys else {}
+    if found:
+        raise ArchivedMeanwhile(found)
+
+
 def insert_orders(conn: DirectConnection, rows: list[dict[str, Any]], tx: Transaction | None = None) -> set[UUID]:
     """Insert orders with their `pending` event (seq 1), in one transaction (`tx` when given,
     else one of their own); the ids inserted.
 
     An order whose (owner, clientOrderId) is taken is skipped, not an error: the caller
     looks up the existing one. Two rows of one batch with the same key: the first wins.
+    A batch with clientOrderIds, in its own transaction, is refused whole (ArchivedMeanwhile)
+    when one names an archived order; given `tx`, the caller checks (`refuse_archived`).
     """
     d = conn.dialect
+    if tx is None and _client_keys(rows):
+        with conn.transaction() as own:  # the insert, then the archive probe, then COMMIT
+            inserted = insert_orders(conn, rows, own)
+            refuse_archived(own, rows)
+        return inserted
     values = _insert_values(d, rows)
     # Untargeted: a repeated clientOrderId, or a child's (parent_id, slice_index) already
     # created (a schedule resumed by another worker), is skipped alike.
@@ -158,6 +189,7 @@ def insert_within_limits(conn: DirectConnection, rows: list[dict[str, Any]], tic
             row["risk_open"], row["risk_usd_micros"] = counted(ticket)
         keep = [row for i, row in enumerate(rows) if i not in refused]
         inserted = insert_orders(conn, keep, tx) if keep else set()
+        refuse_archived(tx, keep)
         opened: dict[str, int] = {}
         used: dict[str, int] = {}
         for row in keep:
@@ -166,7 +198,7 @@ def insert_within_limits(conn: DirectConnection, rows: list[dict[str, Any]], tic
             if row["id"] in inserted and row.get("risk_usd_micros") is not None:
                 used[row["owner"]] = used.get(row["owner"], 0) + row["risk_usd_micros"]
         notional_owners = sorted({row["owner"] for _, row, t in mine if t.limits.max_notional_24h_usd})
-        risk_sql.add(tx, opened, used, minute, notional_owners)
+        risk_sql.add(tx, opened, used, minute, notional_owners)  # and COMMIT
     return inserted, refused
 
 

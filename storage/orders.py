@@ -125,17 +125,16 @@ class OrderStore:
         """
         now = utcnow()
         rows = [_order_row(draft, now) for draft in drafts]
-        refused: dict[int, RiskLimitExceeded | StorageError] = self._archived_repeats(drafts)
-        if refused:  # a repeat of an archived order's clientOrderId: never a second order
-            rows = [row for i, row in enumerate(rows) if i not in refused]
-            drafts_left = [draft for i, draft in enumerate(drafts) if i not in refused]
-            tickets = None if tickets is None else [t for i, t in enumerate(tickets) if i not in refused]
-            results = iter(self.create_orders(drafts_left, tickets) if drafts_left else [])
-            return [refused[i] if i in refused else next(results) for i in range(len(drafts))]
-        if tickets is not None and any(t is not None for t in tickets):
-            inserted, refused = order_sql.insert_within_limits(self.direct.get(), rows, tickets, now)
-        else:  # no limit kept for anyone here: the one-statement insert, nothing more
-            inserted = order_sql.insert_orders(self.direct.get(), rows)
+        refused: dict[int, RiskLimitExceeded | StorageError]
+        try:
+            if tickets is not None and any(t is not None for t in tickets):
+                inserted, refused = order_sql.insert_within_limits(self.direct.get(), rows, tickets, now)
+            else:  # no limit kept for anyone here: one statement (no clientOrderId), or three
+                inserted, refused = order_sql.insert_orders(self.direct.get(), rows), {}
+        except order_sql.ArchivedMeanwhile as archived:
+            # A repeat of an archived order's clientOrderId: never a second order. Rolled back
+            # whole; the rest of the batch is stored again without those drafts.
+            return self._without_archived(drafts, tickets, archived.found)
         results: list[Created | StorageError] = []
         for i, (draft, row) in enumerate(zip(drafts, rows)):
             if i in refused:
@@ -146,22 +145,26 @@ class OrderStore:
                 results.append(Created(order, EventRecord(order.id, 1, "pending", 1, now, {}, draft.owner), True))
                 continue
             existing = self._find_by_client_id(draft.owner, draft.client_order_id)
-            if existing is None:  # the row it conflicted with is gone (never deleted today): retry
-                results.append(StorageUnavailable("the order could not be stored; retry"))
+            if existing is None:  # the row it conflicted with is gone: archived since, or retry
+                found = retention.archived_client_ids(self.direct.get(), [(draft.owner, draft.client_order_id)])
+                results.append(OrderArchived(*found[(draft.owner, draft.client_order_id)]) if found
+                               else StorageUnavailable("the order could not be stored; retry"))
             elif draft.same_order_as(existing):
                 results.append(Created(existing, None, False))
             else:
                 results.append(ClientOrderIdConflict(existing))
         return results
 
-    def _archived_repeats(self, drafts: list[OrderDraft]) -> dict[int, StorageError]:
-        """The drafts whose clientOrderId names an archived order of their owner: OrderArchived
-        each (a repeat after the retention must not create the order again). One indexed read
-        per batch that carries clientOrderIds, none otherwise."""
-        keys = sorted({(d.owner, d.client_order_id) for d in drafts if d.client_order_id is not None})
-        found = retention.archived_client_ids(self.direct.get(), keys) if keys else {}
-        return {i: OrderArchived(*found[(d.owner, d.client_order_id)]) for i, d in enumerate(drafts)
-                if (d.owner, d.client_order_id) in found}
+    def _without_archived(self, drafts: list[OrderDraft], tickets: list[RiskTicket | None] | None,
+                          found: dict[tuple[str, str], tuple]) -> list[Created | StorageError]:
+        """`create_orders` for a batch some of whose clientOrderIds name archived orders of their
+        owners (`found`): OrderArchived for those, the others stored again."""
+        refused = {i: OrderArchived(*found[(d.owner, d.client_order_id)]) for i, d in enumerate(drafts)
+                   if (d.owner, d.client_order_id) in found}
+        drafts_left = [draft for i, draft in enumerate(drafts) if i not in refused]
+        tickets = None if tickets is None else [t for i, t in enumerate(tickets) if i not in refused]
+        results = iter(self.create_orders(drafts_left, tickets) if drafts_left else [])
+        return [refused[i] if i in refused else next(results) for i in range(len(drafts))]
 
     def create_order(self, draft: OrderDraft) -> Created:
         """`create_orders` for one draft; raises its error."""

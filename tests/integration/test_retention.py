@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ from storage import retention
 from storage.archive_job import ArchiveJob
 from storage.errors import OrderArchived, OrderNotFound
 from storage.records import EventDraft, OrderDraft, utcnow
+from storage.risk import RiskLimits, RiskTicket
 from tests.integration.test_access import KEY_A, KEY_B, KeyedTestCase, bearer
 from web.hub import RecentEvents
 
@@ -232,3 +234,48 @@ def test_migration_9_keeps_every_event_of_an_existing_history_in_its_months_part
     finally:
         store.close()
         db.disconnect()
+
+
+@pytest.mark.parametrize("limits", [None, RiskLimits(max_open_orders=100)], ids=["no limits", "risk limits"])
+def test_a_repeat_whose_order_is_archived_while_its_insert_waits_is_no_new_order(store, limits):
+    """The race: the repeat's read of the archive finds nothing yet, and its insert waits for the
+    order's row, which the archive's transaction is deleting. Once the archive commits, the
+    insert finds no row in its way: before the fix, it stored a second order. Postgres only:
+    SQLite takes its write lock for the whole transaction, so the two never interleave."""
+    if not store.dialect.postgres:
+        pytest.skip("SQLite serializes the archive and the insert whole")
+    oid = _order(store, owner="alice", client_order_id="once")
+    archiver = store.direct._connect()
+    archiver.autocommit = False
+    try:
+        with archiver.cursor() as cur:  # what the archive's transaction does to this order, uncommitted
+            cur.execute("INSERT INTO archived_orders (id, owner, client_order_id, archive) "
+                        "SELECT id, owner, client_order_id, %s FROM orders WHERE id = %s", (NAME, oid))
+            cur.execute("DELETE FROM orders WHERE id = %s", (oid,))
+        repeat = OrderDraft("SOL", "USDC", Decimal("1"), owner="alice", client_order_id="once")
+        tickets = None if limits is None else [RiskTicket(limits, None)]
+        done = {}
+        thread = threading.Thread(target=lambda: done.update(result=store.create_orders([repeat], tickets)))
+        thread.start()
+        watcher = store.direct._connect()
+        try:  # the repeat's insert is waiting for the archiver's lock on the order's row
+            deadline = time.monotonic() + 30
+            cur = watcher.cursor()
+            while time.monotonic() < deadline:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                            "AND datname = current_database()")
+                if cur.fetchone()[0]:
+                    break
+                time.sleep(0.005)
+            else:
+                pytest.fail("the repeat's insert never waited for the archive")
+        finally:
+            watcher.close()
+        archiver.commit()
+        thread.join(30)
+    finally:
+        archiver.close()
+    (result,) = done["result"]
+    assert isinstance(result, OrderArchived) and result.order_id == oid, result
+    listed, _ = store.list_orders("alice", limit=10)
+    assert listed == []  # no second order
