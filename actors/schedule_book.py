@@ -202,10 +202,7 @@ class ScheduleBook(SupervisedActor):
     def _ended(self, held: _Held, parent: OrderRecord, children: list[OrderRecord]) -> float:
         """The parent ended (cancelled by its owner, say): cancel its children that have not
         started (the cancel's own sweep may have missed one created at that instant), ack its job."""
-        drafts = [EventDraft(c.id, "cancelled", c.attempt, {"reason": "its parent order ended"})
-                  for c in children if c.status in ("pending", "waiting")]
-        if drafts:
-            self._publish([r for r in self.orders.append_events(drafts) if isinstance(r, EventRecord)])
+        self._publish(self.orders.cancel_unstarted(children, "its parent order ended"))
         self.held.pop(parent.id, None)
         try:
             self.bus.ack(held.job)

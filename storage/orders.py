@@ -295,6 +295,14 @@ class OrderStore:
         """Each parent's children in slice order, without their events."""
         return schedule_sql.children_of(self.direct.get(), parent_ids)
 
+    def cancel_unstarted(self, children: list[OrderRecord], reason: str) -> list[EventRecord]:
+        """Cancel those of a parent's `children` that have not started (`pending` or `waiting`),
+        in one transaction; the events stored. A child that reached `building` meanwhile is
+        refused by the status rules and settles."""
+        drafts = [EventDraft(c.id, "cancelled", c.attempt, {"reason": reason})
+                  for c in children if c.status in ("pending", "waiting")]
+        return [r for r in self.append_events(drafts) if isinstance(r, EventRecord)] if drafts else []
+
     @translating_db_errors
     def set_paused(self, order_id: UUID, paused: bool) -> None:
         """Pause or resume a parent's schedule."""

@@ -157,9 +157,7 @@ def cancel_children(storage, parent_id: UUID) -> None:
     that reached `building` meanwhile settles (the store refuses its cancel). The worker's
     schedule book sweeps again, for a child created at the very moment of the cancel."""
     children = storage.orders.children_of([parent_id])[parent_id]
-    drafts = [EventDraft(c.id, "cancelled", c.attempt, {"reason": "its parent order was cancelled"})
-              for c in children if c.status in ("pending", "waiting")]
-    stored = [r for r in storage.orders.append_events(drafts) if not isinstance(r, Exception)] if drafts else []
+    stored = storage.orders.cancel_unstarted(children, "its parent order was cancelled")
     if stored:
         _publish(storage, *stored)
 

@@ -10,7 +10,7 @@ from uuid import uuid4
 from actors.schedule_book import Adopt, ScheduleBook, _Tick
 from storage.bus import Job
 from storage.errors import FencedOut
-from storage.orders import Created
+from storage.orders import Created, OrderStore
 from storage.records import EventRecord, OrderRecord, utcnow
 
 
@@ -57,6 +57,8 @@ class Store:
                 self.parent = replace(self.parent, status=d.status)
             results.append(EventRecord(d.order_id, 2, d.status, 1, d.timestamp, d.meta, "k"))
         return results
+
+    cancel_unstarted = OrderStore.cancel_unstarted  # the store's own, on these appends
 
     def settle(self, status: str, fill: dict | None = None):
         for i, child in self.children.items():
