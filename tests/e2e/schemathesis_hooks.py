@@ -10,6 +10,17 @@ is one the engine must accept: a quote's tokenIn and tokenOut differ, its amount
 tokenIn's decimals and 2^64-1 base units, and the pools can fill it.
 `filter_case` is the hook every phase applies (the coverage phase too); it only drops
 requests, it never changes one.
+
+It also drops, in the coverage phase only, a submit body that repeats an earlier one but for the
+token pair and amount. The submit body is one schema per order type and per decimals of the token
+sold (or two per type for trailing_stop and dca): the kinds of one type differ in tokenIn, tokenOut
+and amount only, and the coverage phase walks every property of every kind, so each boundary value
+or wrong value of another property (slices, limitPrice, clientOrderId, ...) was sent once per
+decimals class with the same rest of the body. One of those proves what the others do: the rule of
+that property on that order type does not depend on the token pair. Cases about tokenIn, tokenOut or
+amount themselves (the part that does depend on the decimals) are all kept, except that a value of
+the wrong JSON type for one of them (a list, an object, a boolean...) is wrong whatever the other
+two are, so it too is sent once per order type.
 """
 from __future__ import annotations
 
@@ -22,6 +33,8 @@ from config import find_token
 from web.validation import ValidationError, parse_amount, parse_order
 
 QUOTE_MAX_USD = Decimal(10_000)  # every listed pool holds millions: a quote of this fills
+_BY_DECIMALS = ("tokenIn", "tokenOut", "amount")  # what the submit body's kinds of one order type differ in
+_coverage_bodies_sent: set[tuple] = set()  # one `st run` process: one run
 
 
 # Rules of a submit body between two of its values that JSON Schema cannot state (the document
@@ -44,9 +57,28 @@ def _breaks_a_rule_between_two_values(body) -> bool:
     return False
 
 
+def _repeats_a_coverage_body_but_for_the_tokens(case) -> bool:
+    phase = getattr(case.meta, "phase", None)
+    if phase is None or getattr(phase.name, "value", phase.name) != "coverage" or not isinstance(case.body, dict):
+        return False
+    scenario = str(getattr(phase.data, "scenario", ""))
+    description = getattr(phase.data, "description", "") or ""
+    about = {name for name in _BY_DECIMALS if description.startswith(name + ":") or f"'{name}'" in description}
+    if about and not scenario.endswith("incorrect_type"):
+        return False  # a boundary of a token or of the amount: it depends on the decimals, always sent
+    rest = json.dumps({k: v for k, v in case.body.items() if k not in _BY_DECIMALS or k in about},
+                      sort_keys=True, default=str)
+    key = (scenario, description, rest)
+    if key in _coverage_bodies_sent:
+        return True
+    _coverage_bodies_sent.add(key)
+    return False
+
+
 @schemathesis.hook
 def filter_case(ctx, case):
-    if case.operation.path == "/api/orders/execute" and _breaks_a_rule_between_two_values(case.body):
+    if case.operation.path == "/api/orders/execute" and (
+            _breaks_a_rule_between_two_values(case.body) or _repeats_a_coverage_body_but_for_the_tokens(case)):
         return False
     query = case.query
     if case.operation.path != "/api/quote" or not isinstance(query, dict):

@@ -11,7 +11,9 @@ goes on, so what the document says of a token would stop being true), and the op
 as valid data refused; with an operator key its generated requests would create and revoke keys
 and cancel orders under the run's feet; tests/e2e/test_openapi.py and
 tests/integration/test_admin_keys.py check its answers). The rules that tie two
-query values together are applied by tests/e2e/schemathesis_hooks.py. With API keys the
+query values together are applied by tests/e2e/schemathesis_hooks.py, which also sends each
+coverage-phase submit body once per order type rather than once per decimals class where the
+body differs only in its tokens and amount (the hooks' docstring says why that loses nothing). With API keys the
 document is the same, so that run leaves out the coverage phase (the boundary values of
 every schema, already sent without keys) and fuzzes with a key on every request.
 
