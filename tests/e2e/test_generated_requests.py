@@ -1,4 +1,4 @@
-"""Thousands of generated bad requests and frames against a running `engine run` with API keys:
+"""Over a thousand generated bad requests and frames against a running `engine run` with API keys:
 never a 5xx, never an error frame but the spec's, nothing stored, and the process keeps serving.
 
 Every request is bad by construction (a valid order with one defect, junk, a wrong key, a
@@ -41,7 +41,12 @@ pytestmark = pytest.mark.e2e
 KEY, OTHER_KEY = "fuzz-key-0123456789-0123456789abc", "fuzz-other-9876543210-9876543210ab"
 VALID = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5"}
 SEED_VARIABLE = "GENERATED_REQUESTS_SEED"
-RUNS = settings(max_examples=2500, deadline=None, database=None,
+# How many: every kind of badness is a branch of a `sampled_from` (9 kinds of request, 6 kinds of
+# bad body, 13 fields with bad values, 5 wrong keys, 7 content types), so a thousand requests send each
+# branch dozens of times, and the test asserts that every refusal status (400, 401, 404, 405, 413,
+# 415) came back: a run too short to reach one fails, it does not pass silently. Each run draws
+# fresh inputs, so runs add up to far more than one run's count.
+RUNS = settings(max_examples=1000, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                        HealthCheck.data_too_large])
 ERROR_CODES = {"invalid_json", "unsupported_media_type", "payload_too_large", "missing_field", "unknown_field",
@@ -238,7 +243,7 @@ def assert_still_serving_and_nothing_stored(proc, port: int, before: int) -> Non
     assert "Traceback" not in log and " ERROR " not in log and " CRITICAL " not in log, log[-3000:]
 
 
-def test_thousands_of_generated_bad_http_requests_get_no_5xx_store_nothing_and_keep_the_connection(engine, run_seed):
+def test_a_thousand_generated_bad_http_requests_get_no_5xx_store_nothing_and_keep_the_connection(engine, run_seed):
     proc, port, _ = engine
     before = order_count(port)
     client = KeptAliveClient(port)
@@ -260,7 +265,7 @@ def test_thousands_of_generated_bad_http_requests_get_no_5xx_store_nothing_and_k
 
     refused()
     print(f"answers by status: {dict(sorted(seen.items()))}")  # shown with -s
-    assert sum(seen.values()) >= 2500
+    assert sum(seen.values()) >= 1000
     assert {400, 401, 404, 405, 413, 415} <= set(seen), seen
     assert client.closes == 0  # every refusal left its connection usable
     assert_still_serving_and_nothing_stored(proc, port, before)
@@ -294,7 +299,7 @@ def test_generated_bad_websocket_frames_get_error_frames_store_nothing_and_the_e
             st.uuids().map(str), st.text(max_size=40), st.just(theirs)).map(lambda v: json.dumps({action: v}))))
 
     @seed(run_seed)
-    @settings(RUNS, max_examples=1000)
+    @settings(RUNS, max_examples=300)
     @given(frame=command_frames)
     def commands_refused(frame):
         async def exchange():
@@ -330,7 +335,7 @@ def test_generated_bad_websocket_frames_get_error_frames_store_nothing_and_the_e
         loop.run_until_complete(exchange())
 
     @seed(run_seed)
-    @settings(RUNS, max_examples=200)
+    @settings(RUNS, max_examples=80)
     @given(body=bad_order())
     def submits_refused(body):
         async def exchange():
@@ -342,7 +347,7 @@ def test_generated_bad_websocket_frames_get_error_frames_store_nothing_and_the_e
         loop.run_until_complete(exchange())
 
     @seed(run_seed)
-    @settings(RUNS, max_examples=200)
+    @settings(RUNS, max_examples=80)
     @given(params=st.lists(st.tuples(st.sampled_from(["orderId", "after", "token", "x"]), query_values),
                            min_size=1, max_size=3))
     def listener_queries_refused(params):
