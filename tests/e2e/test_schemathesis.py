@@ -13,9 +13,12 @@ and cancel orders under the run's feet; tests/e2e/test_openapi.py and
 tests/integration/test_admin_keys.py check its answers). The rules that tie two
 query values together are applied by tests/e2e/schemathesis_hooks.py, which also sends each
 coverage-phase submit body once per order type rather than once per decimals class where the
-body differs only in its tokens and amount (the hooks' docstring says why that loses nothing). With API keys the
-document is the same, so that run leaves out the coverage phase (the boundary values of
-every schema, already sent without keys) and fuzzes with a key on every request.
+body differs only in its tokens and amount (the hooks' docstring says why that loses nothing).
+With API keys the document is the same, so that run leaves out the coverage phase (the boundary
+values of every schema, already sent without keys) and fuzzes with a key on every request, with
+KEYED_EXAMPLES per operation and phase: the same document was fuzzed without keys with EXAMPLES,
+and what this run adds (a key accepted on every operation, refused without it: the ignored_auth
+check, and the stateful links with a key) holds for any body, so a few per operation prove it.
 
 Each run draws fresh inputs and prints its seed; `SCHEMATHESIS_SEED=N` replays one.
 """
@@ -36,6 +39,7 @@ pytestmark = pytest.mark.e2e
 
 LEFT_OUT = ("submitOrderOverWebSocket", "listenOverWebSocket", "launchToken", *ADMIN_OPERATIONS)
 EXAMPLES = 10  # per operation and phase (the coverage phase adds its boundary values to these)
+KEYED_EXAMPLES = 3
 KEY = "schemathesis-key-0123456789abcdefghij"
 # Schemathesis counts any 5xx as a failure. Its valid orders queue behind ORDER_RATE_LIMIT, and on a
 # loaded machine the queue's oldest could pass QUEUE_MAX_WAIT_SECONDS: a documented 503
@@ -43,11 +47,11 @@ KEY = "schemathesis-key-0123456789abcdefghij"
 NEVER_OVERLOADED = {"QUEUE_MAX_WAIT_SECONDS": 0}
 
 
-def run_schemathesis(port: int, workdir: Path, *extra: str) -> subprocess.CompletedProcess:
+def run_schemathesis(port: int, workdir: Path, *extra: str, examples: int = EXAMPLES) -> subprocess.CompletedProcess:
     seed = os.environ.get("SCHEMATHESIS_SEED") or str(random.getrandbits(64))
     print(f"schemathesis seed {seed}: replay with SCHEMATHESIS_SEED={seed}")
     command = [str(Path(sys.executable).parent / "st"), "run", f"http://127.0.0.1:{port}/api/openapi.json",
-               "--checks", "all", "--max-examples", str(EXAMPLES), "--workers", "1", "--seed", seed,
+               "--checks", "all", "--max-examples", str(examples), "--workers", "1", "--seed", seed,
                "--output-sanitize", "false", *extra]
     for operation_id in LEFT_OUT:
         command += ["--exclude-operation-id", operation_id]
@@ -73,5 +77,5 @@ def test_schemathesis_with_every_check_finds_nothing_the_document_and_the_engine
 def test_schemathesis_with_api_keys_finds_nothing_either(make_engine_run, tmp_path):
     _, port = make_engine_run(API_KEYS=KEY, KEY_RATE_LIMIT=1_000_000, **NEVER_OVERLOADED)
     done = run_schemathesis(port, tmp_path, "--header", f"Authorization: Bearer {KEY}",
-                            "--phases", "examples,fuzzing,stateful")
+                            "--phases", "examples,fuzzing,stateful", examples=KEYED_EXAMPLES)
     assert_clean(done)
