@@ -227,7 +227,9 @@ def test_random_bytes_give_a_validation_error_or_a_draft(raw):
         assert exc.status == 400 and exc.code
 
 
-@settings(max_examples=500, deadline=None)
+# 200 examples: random field names make most bodies stop at unknown_field (435 of 500 did) and
+# the rest at missing_field or invalid_field, the same outcomes 200 reach; each run draws anew.
+@settings(max_examples=200, deadline=None)
 @given(st.dictionaries(field_names, json_values | st.sampled_from(["SOL", "usdc", USDC_MINT, "1.5", "1e3", "-0"]),
                        max_size=9))
 def test_random_json_objects_give_a_validation_error_or_a_valid_draft(body):
