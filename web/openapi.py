@@ -167,7 +167,8 @@ OPERATION_IDS = {
     ("/api/orders/{orderId}/deliveries", "get"): "listDeliveries", ("/api/webhooks/secret", "get"): "getWebhookSecret",
 }
 # The operator API: an operator key (ADMIN_KEYS) only.
-ADMIN_OPERATIONS = ("listKeys", "createKey", "revokeKey", "cancelAllOrdersOfKey", "readAudit")
+ADMIN_OPERATIONS = ("listKeys", "createKey", "revokeKey", "cancelAllOrdersOfKey", "readAudit",
+                    "haltTrading", "resumeTrading", "listHalts")
 
 _ADMIN = """Operators only: an operator key (one of ADMIN_KEYS) as the bearer token; a trading key, or an
 engine without ADMIN_KEYS, gets 403 `forbidden`. Every POST and DELETE is written to the audit log
