@@ -135,6 +135,7 @@ def empty_database_settings(request, tmp_path):
 
 # Fixtures that stop and start servers of a module's own: the tests that use them run on one
 # xdist worker, one at a time, sharing the module's servers (and never racing each other).
+# So do the tests that use `shared_cluster` (tests/e2e/conftest.py), to start its cluster once.
 OWN_SERVERS = {"own_redis", "own_postgres", "make_own_cluster", "redis_cluster"}
 
 
@@ -151,4 +152,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if OWN_SERVERS & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group(f"own-servers-{item.module.__name__}"))
+        elif "shared_cluster" in getattr(item, "fixturenames", ()):  # one cluster for the module, not one a worker
+            item.add_marker(pytest.mark.xdist_group(f"shared-cluster-{item.module.__name__}"))
 
