@@ -16,6 +16,10 @@ from tests.e2e.test_order_types import best_price
 pytestmark = pytest.mark.e2e
 
 KEY_A, KEY_B = "twap-key-a-000000-000000000000000", "twap-key-b-111111-111111111111111"
+KEY_C, KEY_D = "twap-key-c-222222-222222222222222", "twap-key-d-333333-333333333333333"
+# One cluster for the tests that kill and stall nothing, each with keys of its own: it sees,
+# and asserts on, its own orders only.
+SHARED = {"workers": 2, "VENUE_PROFILE": "instant", "API_KEYS": f"{KEY_A},{KEY_B},{KEY_C},{KEY_D}"}
 
 
 async def children(client, parent_id: str) -> list[dict]:
@@ -105,11 +109,11 @@ async def _has_children(client, parent_id: str, n: int) -> bool:
     return len(await children(client, parent_id)) >= n
 
 
-def test_cancelling_a_twap_cancels_its_waiting_child_and_creates_no_more(make_cluster):
-    cluster = make_cluster(workers=2, VENUE_PROFILE="instant")
+def test_cancelling_a_twap_cancels_its_waiting_child_and_creates_no_more(shared_cluster):
+    cluster = shared_cluster(**SHARED)
 
     async def scenario():
-        client = cluster.client()
+        client = Client(cluster.webs[0][1], api_key=KEY_C)
         out_of_reach = ((await best_price(client)) * 2).quantize(Decimal("0.01"))
         code, accepted = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1", type="twap",
                                              durationSeconds=120, slices=2, limitPrice=str(out_of_reach))
@@ -134,8 +138,8 @@ async def _child_waiting(client, parent_id: str) -> bool:
     return bool(kids) and kids[0]["status"] == "waiting"
 
 
-def test_a_dca_pauses_and_resumes_for_its_owner_only(make_cluster):
-    cluster = make_cluster(workers=1, VENUE_PROFILE="instant", API_KEYS=f"{KEY_A},{KEY_B}")
+def test_a_dca_pauses_and_resumes_for_its_owner_only(shared_cluster):
+    cluster = shared_cluster(**SHARED)
 
     async def scenario():
         port = cluster.webs[0][1]
@@ -176,11 +180,11 @@ def test_a_dca_pauses_and_resumes_for_its_owner_only(make_cluster):
     asyncio.run(scenario())
 
 
-def test_bad_schedules_are_refused_and_nothing_is_stored(make_cluster):
-    cluster = make_cluster(workers=1, VENUE_PROFILE="instant")
+def test_bad_schedules_are_refused_and_nothing_is_stored(shared_cluster):
+    cluster = shared_cluster(**SHARED)
 
     async def scenario():
-        client = cluster.client()
+        client = Client(cluster.webs[0][1], api_key=KEY_D)  # a key of its own: its list starts empty
         base = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1"}
         cases = [({"type": "twap", "slices": 5}, "missing_field", "durationSeconds"),
                  ({"type": "twap", "durationSeconds": 5, "slices": 0}, "invalid_field", "slices"),
