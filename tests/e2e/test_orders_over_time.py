@@ -19,6 +19,9 @@ KEY_A, KEY_B = "twap-key-a-000000-000000000000000", "twap-key-b-111111-111111111
 KEY_C, KEY_D = "twap-key-c-222222-222222222222222", "twap-key-d-333333-333333333333333"
 # One cluster for the tests that kill and stall nothing, each with keys of its own: it sees,
 # and asserts on, its own orders only.
+# Schedules run for seconds: their parents (each read with all its children) are polled twice
+# a second, not ten times.
+SLOW_POLL = 0.5
 SHARED = {"workers": 2, "VENUE_PROFILE": "instant", "API_KEYS": f"{KEY_A},{KEY_B},{KEY_C},{KEY_D}"}
 
 
@@ -53,11 +56,11 @@ def test_a_twap_of_five_children_survives_its_worker_killed_mid_schedule(make_cl
         assert code == 202, accepted
         parent_id = accepted["orderId"]
         listener = asyncio.ensure_future(client.listen(accepted["links"]["ws"], timeout=120))
-        await until(lambda: _has_children(client, parent_id, 2), 30, "two children")
+        await until(lambda: _has_children(client, parent_id, 2), 30, "two children", pause=SLOW_POLL)
         holder = next(w for w in cluster.workers if f"parent {parent_id} adopted" in w.log_text())
         (survivor,) = [w for w in cluster.workers if w is not holder]
         holder.kill()  # SIGKILL mid-schedule: its parent's job stays pending in Redis
-        parent = await until(lambda: _terminal(client, parent_id), 90, "the parent to end")
+        parent = await until(lambda: _terminal(client, parent_id), 90, "the parent to end", pause=SLOW_POLL)
         assert took_over(survivor.log_text(), parent_id), "the survivor resumed the schedule"
         assert parent["status"] == "completed", parent
         kids = parent["children"]
@@ -92,7 +95,7 @@ def test_a_worker_that_stalled_mid_twap_wakes_without_creating_a_slice_twice(mak
             await until(lambda: _async(took_over(survivor.log_text(), parent_id)), 30, "the takeover")
         finally:
             os.kill(stalled.pid, signal.SIGCONT)  # it wakes, ticks, finds the parent claimed again
-        parent = await until(lambda: _terminal(client, parent_id), 60, "the parent to end")
+        parent = await until(lambda: _terminal(client, parent_id), 60, "the parent to end", pause=SLOW_POLL)
         assert parent["status"] == "completed", parent
         assert sorted(k["sliceIndex"] for k in parent["children"]) == [0, 1, 2, 3]
         await assert_each_child_executed_once(client, parent)
@@ -163,7 +166,7 @@ def test_a_dca_pauses_and_resumes_for_its_owner_only(shared_cluster):
             await asyncio.sleep(0.1)
         code, resumed = await mine.request("POST", f"/api/orders/{parent_id}/resume")
         assert code == 200 and resumed["paused"] is False, resumed
-        parent = await until(lambda: _terminal(mine, parent_id), 60, "the dca to end")
+        parent = await until(lambda: _terminal(mine, parent_id), 60, "the dca to end", pause=SLOW_POLL)
         assert parent["status"] == "completed", parent
         assert [k["sliceIndex"] for k in parent["children"]] == [0, 1, 2]
         assert all(Decimal(k["amount"]) == 5 for k in parent["children"])
