@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 
 from storage.venues.sim.amm import MAX_LOG_DRIFT
-from tests.e2e.cluster import FAST_FAILOVER, TERMINAL, took_over, until
+from tests.e2e.cluster import FAST_FAILOVER, SLOW_TICK, TERMINAL, took_over, until
 from tests.e2e.guarantees import confirmed_swaps, executed
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +31,7 @@ assert ABOVE_DRIFT > DRIFT_SPAN and (1 + PUSH) > ABOVE_DRIFT * DRIFT_SPAN * Deci
 # and every order it makes has ended when it ends; it asserts on its own orders only. Without
 # the price collar (no test here is about it): a push leaves the pools away from the reference
 # for minutes, and a later test's push or large order must not be refused for that.
-SHARED = {"workers": 2, "VENUE_PROFILE": "instant", "PRICE_COLLAR_BPS": "0"}
+SHARED = {"workers": 2, "VENUE_PROFILE": "instant", "PRICE_COLLAR_BPS": "0", **SLOW_TICK}
 
 
 def ts(text: str) -> datetime:
@@ -195,7 +195,7 @@ async def arm_limit_orders(client, workers, count: int = 8):
 
 
 def test_a_killed_worker_s_armed_orders_each_fire_once_on_another_worker(make_cluster):
-    cluster = make_cluster(workers=2, VENUE_PROFILE="instant", **FAST_FAILOVER)
+    cluster = make_cluster(workers=2, VENUE_PROFILE="instant", **SLOW_TICK, **FAST_FAILOVER)
 
     async def scenario():
         client = cluster.client()
@@ -227,7 +227,8 @@ def test_a_killed_worker_s_armed_orders_each_fire_once_on_another_worker(make_cl
 def test_a_worker_that_stalled_does_not_take_back_the_armed_orders_taken_from_it(make_cluster):
     # Its book keeps the orders it armed (no refresh in the test's time), so when it wakes and
     # the price crosses, both books fire them: only the worker that took them over may run them.
-    cluster = make_cluster(workers=2, VENUE_PROFILE="instant", TRIGGER_REFRESH_SECONDS=600, **FAST_FAILOVER)
+    cluster = make_cluster(workers=2, VENUE_PROFILE="instant", TRIGGER_REFRESH_SECONDS=600, **SLOW_TICK,
+                           **FAST_FAILOVER)
 
     async def scenario():
         client = cluster.client()

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.e2e.cluster import FAST_FAILOVER, TERMINAL, took_over, until
+from tests.e2e.cluster import FAST_FAILOVER, SLOW_TICK, TERMINAL, took_over, until
 from tests.e2e.guarantees import confirmed_swaps, executed
 from tests.e2e.test_order_types import ABOVE_DRIFT, PUSH, best_price, push_sol_up, status
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 # the price 8-10% each and arbitrage takes minutes to undo them, so after a few tests the pools
 # sit well away from the oracle's reference: without the price collar (which no test here is
 # about) a push or a fired order is not refused for that.
-SHARED = {"workers": 2, "VENUE_PROFILE": "instant", "PRICE_COLLAR_BPS": "0"}
+SHARED = {"workers": 2, "VENUE_PROFILE": "instant", "PRICE_COLLAR_BPS": "0", **SLOW_TICK}
 
 
 async def push_sol_down(client, by: Decimal = PUSH):
@@ -264,7 +264,7 @@ def test_a_stop_limit_fires_at_its_stop_then_waits_for_its_floor_and_never_sells
 
 
 def test_a_trailing_stop_survives_the_sigkill_of_its_worker_resumes_from_its_mark_and_fires_once(make_cluster):
-    cluster = make_cluster(workers=2, VENUE_PROFILE="instant", **FAST_FAILOVER)
+    cluster = make_cluster(workers=2, VENUE_PROFILE="instant", **SLOW_TICK, **FAST_FAILOVER)
 
     async def scenario():
         client = cluster.client()
