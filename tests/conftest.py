@@ -135,6 +135,7 @@ def empty_database_settings(request, tmp_path):
 
 # Fixtures that stop and start servers of a module's own: the tests that use them run on one
 # xdist worker, one at a time, sharing the module's servers (and never racing each other).
+# So do the tests that use `shared_cluster` (tests/e2e/conftest.py), to start its cluster once.
 OWN_SERVERS = {"own_redis", "own_postgres", "make_own_cluster", "redis_cluster"}
 
 
@@ -144,11 +145,25 @@ LONGEST_FIRST = ("test_generated_requests", "test_schemathesis", "test_outages",
                  "test_process_faults", "test_cluster", "test_takeover")
 
 
+def _shares(item) -> bool:
+    return "shared_cluster" in getattr(item, "fixturenames", ())
+
+
 def pytest_collection_modifyitems(config, items):
-    """Longest modules first; the tests of a module that owns servers on one xdist worker."""
+    """Longest modules first; the tests of a module that owns servers, or that shares a cluster,
+    on one xdist worker. In a module that shares a cluster its other tests run first, so that the
+    shared one (started at its first use, stopped at the module's end) never runs beside theirs:
+    a worker has one cluster at a time, as many connections to the shared Postgres as before."""
     rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)))
+    first: dict[str, int] = {}
+    for n, item in enumerate(items):
+        first.setdefault(item.module.__name__, n)
+    items.sort(key=lambda item: (rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)),
+                                 first[item.module.__name__], _shares(item)))
+    sharing = {item.module.__name__ for item in items if _shares(item)}
     for item in items:
         if OWN_SERVERS & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group(f"own-servers-{item.module.__name__}"))
+        elif item.module.__name__ in sharing:
+            item.add_marker(pytest.mark.xdist_group(f"shared-cluster-{item.module.__name__}"))
 

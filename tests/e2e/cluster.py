@@ -87,3 +87,9 @@ FAST_FAILOVER = {"HEARTBEAT_TTL_SECONDS": "3", "CLAIM_INTERVAL_SECONDS": "0.5"}
 def took_over(log_text: str, order_id: str) -> bool:
     """True when a worker's log says it took over the job of `order_id` from a dead worker."""
     return f"(order {order_id}) from a dead worker" in log_text
+
+
+# Settings for the tests with armed trigger orders: the book prices them every 250 ms, not
+# every 50, while they wait (for a push, a takeover, a halt's end: seconds). A test waits on
+# the order firing, never on how soon: a crossing is seen at the next tick all the same.
+SLOW_TICK = {"TRIGGER_TICK_MS": "250"}

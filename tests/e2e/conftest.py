@@ -91,6 +91,60 @@ def make_cluster(postgres_url, redis_url, tmp_path, request):
 
 
 @pytest.fixture(scope="module")
+def _module_clusters(postgres_template, tmp_path_factory):
+    """The clusters `shared_cluster` started for this module, by their settings; each on a fresh
+    database (a copy of the template) and a leased Redis index of its own; all stopped, and
+    their databases dropped, at the end of the module."""
+    from contextlib import ExitStack
+
+    from bench.cluster import fresh_database, leased_redis
+    from tests.conftest import REDIS_BASE_URL, require_server
+
+    require_server("Redis", "127.0.0.1", 6379)
+    started: dict[tuple, Cluster] = {}
+    with ExitStack() as stack:
+        def get(webs: int, workers: int, env: dict) -> Cluster:
+            key = (webs, workers, tuple(sorted(env.items())))
+            if key not in started:
+                database_url = stack.enter_context(fresh_database(prefix="engine_test", template=postgres_template))
+                redis_url = stack.enter_context(leased_redis(first_index=15, base_url=REDIS_BASE_URL,
+                                                                  seconds=900))
+                base = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "SIM_SEED": "11",
+                        "VENUE_FAILURE_RATE": "0", "VENUE_TIMEOUT_RATE": "0", "LOG_LEVEL": "INFO"}
+                cluster = Cluster({**base, **env}, tmp_path_factory.mktemp("shared"))
+                started[key] = cluster  # stopped below even if it does not come up
+                cluster.start(webs, workers)
+            return started[key]
+
+        try:
+            yield get
+        finally:
+            stop_all([proc for cluster in started.values() for proc in cluster.processes])
+
+
+@pytest.fixture
+def shared_cluster(_module_clusters, request):
+    """`make_cluster` for tests that kill, stop or reconfigure nothing: a cluster with the same
+    settings is started once per module and shared by its tests, each with its own orders and
+    asserting only on them: `shared_cluster(webs=1, workers=2, VENUE_PROFILE=...)`. The tests
+    of a module that use it run on one xdist worker (tests/conftest.py). Its logs are printed if
+    the test fails."""
+    used = []
+
+    def get(webs: int = 1, workers: int = 2, **env) -> Cluster:
+        cluster = _module_clusters(webs, workers, {k: str(v) for k, v in env.items()})
+        dead = [proc.name for proc in cluster.processes if proc.proc.poll() is not None]
+        assert not dead, f"shared engine processes dead before the test: {dead}\n{cluster.logs()}"
+        used.append(cluster)
+        return cluster
+
+    yield get
+    if _test_failed(request):
+        for cluster in used:
+            print(cluster.logs())
+
+
+@pytest.fixture(scope="module")
 def own_redis():
     """A `redis-server` of this module's own on a free port (nothing persisted), that tests may
     stop and start again; stopped by pid at the end of the module, whatever happened."""

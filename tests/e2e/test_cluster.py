@@ -15,6 +15,8 @@ from tests.e2e.guarantees import confirmed_swaps, executed
 pytestmark = pytest.mark.e2e
 
 SOL_USDC = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.5"}
+# One cluster for the two tests that only follow their own order's events (they stop nothing).
+SHARED = {"webs": 2, "workers": 2, "VENUE_PROFILE": "instant"}
 
 
 def ts(event) -> datetime:
@@ -78,8 +80,8 @@ def test_twenty_orders_at_once_all_confirm_with_complete_ordered_lifecycles(make
         assert 1 < peak <= 5, f"{worker}: at most {peak} quotes in the air at once"
 
 
-def test_late_and_multiple_listeners_on_any_web_process_get_every_event(make_cluster):
-    cluster = make_cluster(webs=2, workers=2, VENUE_PROFILE="instant")
+def test_late_and_multiple_listeners_on_any_web_process_get_every_event(shared_cluster):
+    cluster = shared_cluster(**SHARED)
 
     async def scenario():
         client, other = cluster.client(0), cluster.client(1)
@@ -99,8 +101,8 @@ def test_late_and_multiple_listeners_on_any_web_process_get_every_event(make_clu
     asyncio.run(scenario())
 
 
-def test_submit_over_websocket_streams_the_order_on_the_same_connection(make_cluster):
-    cluster = make_cluster(workers=1, VENUE_PROFILE="instant")
+def test_submit_over_websocket_streams_the_order_on_the_same_connection(shared_cluster):
+    cluster = shared_cluster(**SHARED)
 
     async def scenario():
         import json

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.e2e.cluster import FAST_FAILOVER, Client, took_over, until
+from tests.e2e.cluster import FAST_FAILOVER, SLOW_TICK, Client, took_over, until
 from tests.e2e.guarantees import confirmed_swaps, executed
 from tests.e2e.test_order_types import ABOVE_DRIFT, best_price, push_sol_up
 from web.access import owner_id
@@ -26,7 +26,7 @@ OPERATOR = "halt-operator-0123456789-abcdefghijkl"
 SECRET = "halt-key-id-secret-0123456789-abcdef"
 ENV = {"API_KEYS": f"{KEY_A},{KEY_B}", "ADMIN_KEYS": OPERATOR, "KEY_ID_SECRET": SECRET,
        "KEY_RATE_LIMIT": "100000", "VENUE_PROFILE": "instant", "HALT_REFRESH_SECONDS": "60",
-       "MARKET_MAX_WAIT_SECONDS": "300"}
+       "MARKET_MAX_WAIT_SECONDS": "300", **SLOW_TICK}
 KEY_A_ID = owner_id(KEY_A, SECRET.encode())
 
 

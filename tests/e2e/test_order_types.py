@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 
 from storage.venues.sim.amm import MAX_LOG_DRIFT
-from tests.e2e.cluster import FAST_FAILOVER, TERMINAL, took_over, until
+from tests.e2e.cluster import FAST_FAILOVER, SLOW_TICK, TERMINAL, took_over, until
 from tests.e2e.guarantees import confirmed_swaps, executed
 
 pytestmark = pytest.mark.e2e
@@ -26,6 +26,12 @@ DRIFT_SPAN = Decimal(2 * MAX_LOG_DRIFT).exp()
 ABOVE_DRIFT = Decimal("1.03")
 PUSH = Decimal("0.08")
 assert ABOVE_DRIFT > DRIFT_SPAN and (1 + PUSH) > ABOVE_DRIFT * DRIFT_SPAN * Decimal("1.015")
+
+# One cluster for the tests that kill, stop or slow nothing: each reads the price at its start,
+# and every order it makes has ended when it ends; it asserts on its own orders only. Without
+# the price collar (no test here is about it): a push leaves the pools away from the reference
+# for minutes, and a later test's push or large order must not be refused for that.
+SHARED = {"workers": 2, "VENUE_PROFILE": "instant", "PRICE_COLLAR_BPS": "0", **SLOW_TICK}
 
 
 def ts(text: str) -> datetime:
@@ -63,8 +69,8 @@ async def _terminal(client, order_id):
     return await status(client, order_id) in TERMINAL
 
 
-def test_a_limit_order_waits_then_executes_when_the_price_crosses_never_below_its_limit(make_cluster):
-    cluster = make_cluster(workers=2, VENUE_PROFILE="instant")
+def test_a_limit_order_waits_then_executes_when_the_price_crosses_never_below_its_limit(shared_cluster):
+    cluster = shared_cluster(**SHARED)
 
     async def scenario():
         client = cluster.client()
@@ -93,8 +99,8 @@ async def _is(client, order_id, wanted):
     return await status(client, order_id) == wanted
 
 
-def test_a_limit_order_not_reached_expires_and_a_waiting_one_is_cancelled(make_cluster):
-    cluster = make_cluster(workers=1, VENUE_PROFILE="instant")
+def test_a_limit_order_not_reached_expires_and_a_waiting_one_is_cancelled(shared_cluster):
+    cluster = shared_cluster(**SHARED)
 
     async def scenario():
         client = cluster.client()
@@ -136,14 +142,14 @@ def test_an_order_that_reached_building_cannot_be_cancelled_and_goes_on(make_clu
     asyncio.run(scenario())
 
 
-def test_a_sniper_order_fires_on_its_launch_timer_not_a_poll_later(make_cluster):
+def test_a_sniper_order_fires_on_its_launch_timer_not_a_poll_later(shared_cluster):
     """The book reads the launch schedule every LAUNCH_POLL_S and, knowing the launch ahead,
     sets a timer for it: the order routes at the launch, not at a poll after it. Armed ahead
     (its worker logged a timer for the launch, with time to spare, before the launch came),
     and never early. How soon after the launch it routes is a figure of the triggers bench
     (bench/triggers.py: sniperDelayP50Ms, sniperDelayMaxMs), not a bound here: under a loaded
     machine's scheduling a clock bound fails a test that proves the right thing."""
-    cluster = make_cluster(workers=2, VENUE_PROFILE="instant")
+    cluster = shared_cluster(**SHARED)  # no other test launches POPCAT: the timers logged are this one's
 
     async def scenario():
         client = cluster.client()
@@ -189,7 +195,7 @@ async def arm_limit_orders(client, workers, count: int = 8):
 
 
 def test_a_killed_worker_s_armed_orders_each_fire_once_on_another_worker(make_cluster):
-    cluster = make_cluster(workers=2, VENUE_PROFILE="instant", **FAST_FAILOVER)
+    cluster = make_cluster(workers=2, VENUE_PROFILE="instant", **SLOW_TICK, **FAST_FAILOVER)
 
     async def scenario():
         client = cluster.client()
@@ -221,7 +227,8 @@ def test_a_killed_worker_s_armed_orders_each_fire_once_on_another_worker(make_cl
 def test_a_worker_that_stalled_does_not_take_back_the_armed_orders_taken_from_it(make_cluster):
     # Its book keeps the orders it armed (no refresh in the test's time), so when it wakes and
     # the price crosses, both books fire them: only the worker that took them over may run them.
-    cluster = make_cluster(workers=2, VENUE_PROFILE="instant", TRIGGER_REFRESH_SECONDS=600, **FAST_FAILOVER)
+    cluster = make_cluster(workers=2, VENUE_PROFILE="instant", TRIGGER_REFRESH_SECONDS=600, **SLOW_TICK,
+                           **FAST_FAILOVER)
 
     async def scenario():
         client = cluster.client()
@@ -260,8 +267,8 @@ def test_a_worker_that_stalled_does_not_take_back_the_armed_orders_taken_from_it
     asyncio.run(scenario())
 
 
-def test_a_large_order_is_split_and_confirms_with_a_fill_and_a_swap_per_leg(make_cluster):
-    cluster = make_cluster(workers=1, VENUE_PROFILE="instant")
+def test_a_large_order_is_split_and_confirms_with_a_fill_and_a_swap_per_leg(shared_cluster):
+    cluster = shared_cluster(**SHARED)
 
     async def scenario():
         client = cluster.client()

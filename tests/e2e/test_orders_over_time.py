@@ -16,6 +16,13 @@ from tests.e2e.test_order_types import best_price
 pytestmark = pytest.mark.e2e
 
 KEY_A, KEY_B = "twap-key-a-000000-000000000000000", "twap-key-b-111111-111111111111111"
+KEY_C, KEY_D = "twap-key-c-222222-222222222222222", "twap-key-d-333333-333333333333333"
+# One cluster for the tests that kill and stall nothing, each with keys of its own: it sees,
+# and asserts on, its own orders only.
+# Schedules run for seconds: their parents (each read with all its children) are polled twice
+# a second, not ten times.
+SLOW_POLL = 0.5
+SHARED = {"workers": 2, "VENUE_PROFILE": "instant", "API_KEYS": f"{KEY_A},{KEY_B},{KEY_C},{KEY_D}"}
 
 
 async def children(client, parent_id: str) -> list[dict]:
@@ -49,11 +56,11 @@ def test_a_twap_of_five_children_survives_its_worker_killed_mid_schedule(make_cl
         assert code == 202, accepted
         parent_id = accepted["orderId"]
         listener = asyncio.ensure_future(client.listen(accepted["links"]["ws"], timeout=120))
-        await until(lambda: _has_children(client, parent_id, 2), 30, "two children")
+        await until(lambda: _has_children(client, parent_id, 2), 30, "two children", pause=SLOW_POLL)
         holder = next(w for w in cluster.workers if f"parent {parent_id} adopted" in w.log_text())
         (survivor,) = [w for w in cluster.workers if w is not holder]
         holder.kill()  # SIGKILL mid-schedule: its parent's job stays pending in Redis
-        parent = await until(lambda: _terminal(client, parent_id), 90, "the parent to end")
+        parent = await until(lambda: _terminal(client, parent_id), 90, "the parent to end", pause=SLOW_POLL)
         assert took_over(survivor.log_text(), parent_id), "the survivor resumed the schedule"
         assert parent["status"] == "completed", parent
         kids = parent["children"]
@@ -88,7 +95,7 @@ def test_a_worker_that_stalled_mid_twap_wakes_without_creating_a_slice_twice(mak
             await until(lambda: _async(took_over(survivor.log_text(), parent_id)), 30, "the takeover")
         finally:
             os.kill(stalled.pid, signal.SIGCONT)  # it wakes, ticks, finds the parent claimed again
-        parent = await until(lambda: _terminal(client, parent_id), 60, "the parent to end")
+        parent = await until(lambda: _terminal(client, parent_id), 60, "the parent to end", pause=SLOW_POLL)
         assert parent["status"] == "completed", parent
         assert sorted(k["sliceIndex"] for k in parent["children"]) == [0, 1, 2, 3]
         await assert_each_child_executed_once(client, parent)
@@ -105,11 +112,11 @@ async def _has_children(client, parent_id: str, n: int) -> bool:
     return len(await children(client, parent_id)) >= n
 
 
-def test_cancelling_a_twap_cancels_its_waiting_child_and_creates_no_more(make_cluster):
-    cluster = make_cluster(workers=2, VENUE_PROFILE="instant")
+def test_cancelling_a_twap_cancels_its_waiting_child_and_creates_no_more(shared_cluster):
+    cluster = shared_cluster(**SHARED)
 
     async def scenario():
-        client = cluster.client()
+        client = Client(cluster.webs[0][1], api_key=KEY_C)
         out_of_reach = ((await best_price(client)) * 2).quantize(Decimal("0.01"))
         code, accepted = await client.submit(tokenIn="SOL", tokenOut="USDC", amount="1", type="twap",
                                              durationSeconds=120, slices=2, limitPrice=str(out_of_reach))
@@ -134,8 +141,8 @@ async def _child_waiting(client, parent_id: str) -> bool:
     return bool(kids) and kids[0]["status"] == "waiting"
 
 
-def test_a_dca_pauses_and_resumes_for_its_owner_only(make_cluster):
-    cluster = make_cluster(workers=1, VENUE_PROFILE="instant", API_KEYS=f"{KEY_A},{KEY_B}")
+def test_a_dca_pauses_and_resumes_for_its_owner_only(shared_cluster):
+    cluster = shared_cluster(**SHARED)
 
     async def scenario():
         port = cluster.webs[0][1]
@@ -159,7 +166,7 @@ def test_a_dca_pauses_and_resumes_for_its_owner_only(make_cluster):
             await asyncio.sleep(0.1)
         code, resumed = await mine.request("POST", f"/api/orders/{parent_id}/resume")
         assert code == 200 and resumed["paused"] is False, resumed
-        parent = await until(lambda: _terminal(mine, parent_id), 60, "the dca to end")
+        parent = await until(lambda: _terminal(mine, parent_id), 60, "the dca to end", pause=SLOW_POLL)
         assert parent["status"] == "completed", parent
         assert [k["sliceIndex"] for k in parent["children"]] == [0, 1, 2]
         assert all(Decimal(k["amount"]) == 5 for k in parent["children"])
@@ -176,11 +183,11 @@ def test_a_dca_pauses_and_resumes_for_its_owner_only(make_cluster):
     asyncio.run(scenario())
 
 
-def test_bad_schedules_are_refused_and_nothing_is_stored(make_cluster):
-    cluster = make_cluster(workers=1, VENUE_PROFILE="instant")
+def test_bad_schedules_are_refused_and_nothing_is_stored(shared_cluster):
+    cluster = shared_cluster(**SHARED)
 
     async def scenario():
-        client = cluster.client()
+        client = Client(cluster.webs[0][1], api_key=KEY_D)  # a key of its own: its list starts empty
         base = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1"}
         cases = [({"type": "twap", "slices": 5}, "missing_field", "durationSeconds"),
                  ({"type": "twap", "durationSeconds": 5, "slices": 0}, "invalid_field", "slices"),

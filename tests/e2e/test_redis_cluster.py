@@ -2,7 +2,7 @@
 replicas, on free ports; never the shared server), and a master killed under load.
 
 `engine web` + two `engine worker` processes with `REDIS_URL=redis+cluster://...` and six bus
-shards (two a master): 20 orders each followed by a WebSocket listener, then SIGKILL to the
+shards (two a master): 12 orders each followed by a WebSocket listener, then SIGKILL to the
 master of a shard's slot once the first three orders confirmed. Its replica takes over after
 the cluster's node timeout (NODE_TIMEOUT_MS); meanwhile that shard's jobs, events and rate
 windows are unreachable, and writes the master acknowledged but had not yet sent to its replica
