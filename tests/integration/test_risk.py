@@ -28,11 +28,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.reused_database]
 
 @functools.lru_cache(maxsize=1)
 def _api():
-    from openapi_core import OpenAPI
+    from openapi_core import Config, OpenAPI
 
     from web.openapi import openapi_document
 
-    return OpenAPI.from_dict(json.loads(openapi_document()))
+    # Not validated again as a document (~1.4 s of CPU): tests/e2e/test_openapi.py does that.
+    return OpenAPI.from_dict(json.loads(openapi_document()), config=Config(spec_validator_cls=None))
 
 
 def assert_documented(answer: dict) -> None:
