@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tornado.httpclient import HTTPRequest
 from tornado.testing import gen_test
 from tornado.websocket import websocket_connect
@@ -12,6 +14,9 @@ from tests.integration.test_access import KEY_A, KEY_B, KeyedTestCase, bearer
 from tests.integration.test_web import _OnPostgresAndRedis
 from web.access import owner_id
 from web.services import key_id_secret
+
+# Their Postgres databases (postgres_url) are put back as the template holds them and reused.
+pytestmark = pytest.mark.reused_database
 
 OPERATOR = "operator-key-0123456789-abcdefghijklmn"
 OP = bearer(OPERATOR)

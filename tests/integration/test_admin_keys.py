@@ -9,6 +9,8 @@ import time
 import uuid
 from decimal import Decimal
 
+import pytest
+
 from tornado.testing import gen_test
 
 from tests.integration.test_access import KEY_A, KEY_B, KeyedTestCase, bearer, everything_in_redis, everything_stored
@@ -17,6 +19,9 @@ from storage.records import OrderDraft
 from tests.integration.test_web import CONFIRMED, LIFECYCLE, _OnPostgresAndRedis
 from web.access import owner_id
 from web.services import key_id_secret
+
+# Their Postgres databases (postgres_url) are put back as the template holds them and reused.
+pytestmark = pytest.mark.reused_database
 
 OP = bearer(OPERATOR)
 

@@ -15,7 +15,7 @@ from storage.records import ORDER_TYPES, EventDraft, OrderDraft
 from storage.risk import RiskLimits, RiskTicket
 from storage.status import StatusRuleError
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.reused_database]
 
 
 def draft(**kw) -> OrderDraft:
@@ -144,16 +144,23 @@ def test_pages_with_row_cursors_follow_the_newest_first_order_under_every_filter
     d = store.dialect
     everything = sorted(((d.read_ts(ts), d.read_uuid(oid), owner, status, t) for oid, owner, status, t, ts in rows),
                         reverse=True)
+    # The types of the orders above, and one type no order has ("nobody" and "confirmed" match
+    # nothing too): the other absent types would run the same query for the same empty answer.
+    types = (None,) + ORDER_TYPES[:4]
     checked = 0
     for owner in (None, "", "alice", "nobody"):
         for status in (None, "pending", "routing", "cancelled", "confirmed"):
-            for type_ in (None,) + ORDER_TYPES:
+            for type_ in types:
                 expected = [oid for _, oid, o, s, t in everything
                             if owner in (None, o) and status in (None, s) and type_ in (None, t)]
-                for limit in (1, 4, 50):
+                # A cursor after every single row (limit 1) on each owner's whole list; under the
+                # status and type filters (the same keyset condition after another WHERE), pages
+                # of 4 (cursors inside and across the 7-order batches that share a created_at)
+                # and of 50 (one page, no cursor).
+                for limit in (1, 4, 50) if status is None and type_ is None else (4, 50):
                     assert all_pages(store, owner, status, type_, limit) == expected, (owner, status, type_, limit)
                     checked += 1
-    assert checked == 4 * 5 * (1 + len(ORDER_TYPES)) * 3
+    assert checked == 4 * (3 + (5 * len(types) - 1) * 2)
 
 
 def test_a_cursor_between_rows_continues_after_its_position(store):

@@ -23,16 +23,17 @@ from tests.integration.test_access import KEY_A, KEY_B, KeyedTestCase, bearer
 from tests.integration.test_web import CONFIRMED, LIFECYCLE, WebTestCase, _OnPostgresAndRedis
 from web.services import Services
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.reused_database]
 
 
 @functools.lru_cache(maxsize=1)
 def _api():
-    from openapi_core import OpenAPI
+    from openapi_core import Config, OpenAPI
 
     from web.openapi import openapi_document
 
-    return OpenAPI.from_dict(json.loads(openapi_document()))
+    # Not validated again as a document (~1.4 s of CPU): tests/e2e/test_openapi.py does that.
+    return OpenAPI.from_dict(json.loads(openapi_document()), config=Config(spec_validator_cls=None))
 
 
 def assert_documented(answer: dict) -> None:

@@ -33,8 +33,31 @@ from storage.runtime import open_storage
 from web.app import make_app
 from web.services import Services
 
+# Their Postgres databases (postgres_url) are put back as the template holds them and reused.
+pytestmark = pytest.mark.reused_database
+
 SOL_MINT = "So11111111111111111111111111111111111111112"
 WAIT_S = 5.0
+
+
+_MIGRATED_SQLITE: dict[str, bytes] = {}
+
+
+def _migrated_sqlite(settings) -> None:
+    """Put an embedded SQLite file holding the current schema and no rows where `settings` look
+    for it: migrated once per test process, then copied (migrating costs ~15 ms of CPU a test;
+    the test's own `open_storage(..., migrate=True)` then finds every migration applied)."""
+    if settings.database_url:
+        return
+    if "file" not in _MIGRATED_SQLITE:
+        from storage.database import open_database
+
+        template = Path(tempfile.mkdtemp(prefix="web-test-template-"))
+        db, _ = open_database(load_settings({"ENGINE_DATA_DIR": str(template)}, dotenv=None), migrate=True)
+        db.disconnect()  # the last connection: SQLite checkpoints its WAL into the file
+        _MIGRATED_SQLITE["file"] = (template / settings.sqlite_path.name).read_bytes()
+        shutil.rmtree(template, ignore_errors=True)
+    settings.sqlite_path.write_bytes(_MIGRATED_SQLITE["file"])
 
 
 class WebTestCase(AsyncHTTPTestCase):
@@ -46,6 +69,7 @@ class WebTestCase(AsyncHTTPTestCase):
         self.data_dir = Path(tempfile.mkdtemp(prefix="web-test-"))
         env = {"ENGINE_DATA_DIR": str(self.data_dir), "SIM_SEED": "7", "VENUE_PROFILE": "instant", **self.env}
         self.engine_settings = load_settings(env, dotenv=None)
+        _migrated_sqlite(self.engine_settings)
         self.storage = open_storage(self.engine_settings, migrate=True)
         super().setUp()
         self.services.start()
