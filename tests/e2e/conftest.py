@@ -177,6 +177,39 @@ def make_engine_run(tmp_path):
     assert all(code == 0 for code in codes), "engine run exits cleanly on SIGTERM"
 
 
+@pytest.fixture(scope="module")
+def module_engine_run(tmp_path_factory):
+    """`make_engine_run` for a whole module: `module_engine_run(**env)` -> port of an `engine run`
+    with those settings, started by the first test that asks for them and shared by every later
+    one that asks for the same (each test then acts on, and asserts on, its own orders only).
+
+    Every process started is stopped at the end of the module and must exit 0.
+    """
+    tmp_path = tmp_path_factory.mktemp("engine-run")
+    started: dict[tuple, tuple[EngineProcess, int]] = {}
+
+    def make(**env):
+        settings = {k: str(v) for k, v in env.items()}
+        key = tuple(sorted(settings.items()))
+        if key not in started:
+            port = free_port()
+            name = f"run{len(started)}"
+            proc = EngineProcess("run", {**EMBEDDED_ENV, "ENGINE_DATA_DIR": str(tmp_path / name), "PORT": str(port),
+                                         **settings}, tmp_path, name).start()
+            started[key] = (proc, port)
+            wait_ready(port, proc)
+        proc, port = started[key]
+        assert proc.proc.poll() is None, proc.log_text()[-3000:]
+        return port
+
+    yield make
+    processes = [proc for proc, _ in started.values()]
+    codes = stop_all(processes)
+    for proc in processes:
+        print(proc.log_text()[-3000:])
+    assert all(code == 0 for code in codes), "engine run exits cleanly on SIGTERM"
+
+
 @pytest.fixture(params=["engine run", "web + 2 workers"])
 def start_engine(request):
     """The engine in both topologies, for the clients' main tests: `start_engine(**env)` -> port.

@@ -74,7 +74,7 @@ class Page:
         from selenium.webdriver.support.ui import WebDriverWait
 
         self.driver, self.By = driver, By
-        self.wait = lambda timeout=20: WebDriverWait(driver, timeout, poll_frequency=0.05)
+        self.wait = lambda timeout=20: WebDriverWait(driver, timeout, poll_frequency=0.1)
         driver.get(f"http://127.0.0.1:{port}/")
         self.wait().until(lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
         # The form's token lists come from /api/tokens: the page is usable once they are there.
