@@ -162,8 +162,8 @@ def test_an_order_from_the_form_moves_live_to_confirmed_and_its_timeline_lists_e
     assert page.console_errors() == []
 
 
-def test_api_errors_read_as_sentences_next_to_the_field_and_a_failed_order_shows_why(make_engine_run, browser):
-    _, port = make_engine_run()
+def test_api_errors_read_as_sentences_next_to_the_field_and_a_failed_order_shows_why(module_engine_run, browser):
+    port = module_engine_run()  # shared with the other tests on the default; all on orders of their own
     page = Page(browser, port)
     page.fill(amount="0")
     page.wait().until(lambda d: "greater than 0" in page.text("#quote"))
@@ -212,22 +212,6 @@ def test_api_errors_read_as_sentences_next_to_the_field_and_a_failed_order_shows
     assert page.console_errors() == []
 
 
-def test_with_api_keys_the_page_asks_for_a_key_and_then_works(make_engine_run, browser):
-    _, port = make_engine_run(API_KEYS="dash-key-0123456789-0123456789abcd")
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    browser.get(f"http://127.0.0.1:{port}/")
-    WebDriverWait(browser, 20).until(lambda d: "needs an API key" in d.find_element(By.ID, "notice").text)
-    browser.find_element(By.ID, "api-key").send_keys("dash-key-0123456789-0123456789abcd")
-    browser.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
-    page = Page(browser, port)  # reloads: the key is kept in the session
-    page.wait().until(lambda d: "Route:" in page.text("#quote"))
-    page.submit()
-    order_id = page.selected_order()
-    page.wait().until(lambda d: page.row_status(order_id) == "confirmed")
-
-
 def test_the_cancel_button_cancels_an_order_that_has_not_started(make_engine_run, browser):
     _, port = make_engine_run(VENUE_PROFILE="realistic", VENUE_LATENCY_SCALE="0.5", ORDER_RATE_LIMIT=1)
     page = Page(browser, port)
@@ -241,8 +225,10 @@ def test_the_cancel_button_cancels_an_order_that_has_not_started(make_engine_run
     assert page.timeline()[-1] == "cancelled"
 
 
-def test_a_halt_and_a_risk_limit_refusal_read_as_sentences(make_engine_run, browser):
-    """Refusals a trader meets from operators' controls, in words: a risk limit names the limit
+def test_with_api_keys_the_page_asks_for_a_key_and_then_works_and_refusals_read_as_sentences(
+        make_engine_run, browser):
+    """With API_KEYS the page asks for a key, then works with it (quotes, an order to confirmed).
+    Refusals a trader meets from operators' controls, in words: a risk limit names the limit
     and the figures, a halt its reason and what happens to the orders already placed."""
     import json
     import urllib.request
@@ -264,7 +250,8 @@ def test_a_halt_and_a_risk_limit_refusal_read_as_sentences(make_engine_run, brow
     WebDriverWait(browser, 20).until(lambda d: "needs an API key" in d.find_element(By.ID, "notice").text)
     browser.find_element(By.ID, "api-key").send_keys(key)
     browser.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
-    page = Page(browser, port)
+    page = Page(browser, port)  # reloads: the key is kept in the session
+    page.wait().until(lambda d: "Route:" in page.text("#quote"))  # the page works with the key: quotes...
     page.fill(tokenIn="SOL", tokenOut="USDC", amount="10")  # ~1,500 USDC, over 100
     page.submit()
     page.wait().until(lambda d: page.find("#form-error").is_displayed())
@@ -283,7 +270,7 @@ def test_a_halt_and_a_risk_limit_refusal_read_as_sentences(make_engine_run, brow
     assert admin("/api/admin/resume", {"scope": "all"}) == 200
     page.submit()
     order_id = page.selected_order()
-    page.wait().until(lambda d: page.row_status(order_id) == "confirmed")
+    page.wait().until(lambda d: page.row_status(order_id) == "confirmed")  # ...and orders
     # The one expected: the first page, before the key was entered, had its /ws refused (401).
     assert [e for e in page.console_errors() if "Authentication failed" not in e] == []
 
@@ -317,8 +304,8 @@ def test_an_order_with_a_webhook_shows_its_deliveries_and_a_bad_url_is_refused_n
 
 
 def test_the_form_creates_each_protective_kind_and_the_summary_shows_its_prices_and_trailed_price(
-        make_engine_run, browser):
-    _, port = make_engine_run(VENUE_PROFILE="instant")
+        module_engine_run, browser):
+    port = module_engine_run()  # the default: instant venues
     page = Page(browser, port)
     page.fill(type="trailing_stop", trailPercent="20", amount="0.1")
     assert page.find("#f-trailPercent").is_displayed() and not page.find("#f-targetPrice").is_displayed()
@@ -360,8 +347,8 @@ def test_the_form_creates_each_protective_kind_and_the_summary_shows_its_prices_
     page.screenshot("dashboard-protective.png")
 
 
-def test_a_twap_from_the_form_shows_its_children_and_progress_and_a_dca_pauses(make_engine_run, browser):
-    _, port = make_engine_run(VENUE_PROFILE="instant")
+def test_a_twap_from_the_form_shows_its_children_and_progress_and_a_dca_pauses(module_engine_run, browser):
+    port = module_engine_run()  # the default: instant venues
     page = Page(browser, port)
     assert not page.find("#f-slices").is_displayed()  # the schedule's fields only for twap and dca
     page.fill(tokenIn="SOL", tokenOut="USDC", amount="1", slippageBps="500", type="twap")
