@@ -214,10 +214,13 @@ def module_engine_run(tmp_path_factory):
 def start_engine(request):
     """The engine in both topologies, for the clients' main tests: `start_engine(**env)` -> port.
 
-    `engine run` on the embedded default, and the production one: `engine web` and two
+    `engine run` on the embedded default (shared with the module's other tests on the same
+    settings, `module_engine_run`, in a module that sets SHARE_ENGINE_RUN), and the production one: `engine web` and two
     `engine worker` processes on Postgres and Redis (events reach the web through pub/sub).
     """
     if request.param == "engine run":
+        if getattr(request.module, "SHARE_ENGINE_RUN", False):  # the module's tests on the same settings share it
+            return request.getfixturevalue("module_engine_run")
         make_run = request.getfixturevalue("make_engine_run")
         return lambda **env: make_run(**env)[1]
     make_cluster = request.getfixturevalue("make_cluster")

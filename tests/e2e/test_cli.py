@@ -14,7 +14,8 @@ import pytest
 
 from bench.cluster import REPO
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("cli")]  # on one worker: the shared engines start once
+SHARE_ENGINE_RUN = True  # start_engine's `engine run` is module_engine_run: each test asserts on its own orders
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -45,8 +46,8 @@ def test_submit_watch_follows_the_order_to_confirmed_with_its_route_and_price_an
     assert "confirmed" in shown.stdout and order["fills"][0]["txHash"] in shown.stdout
 
 
-def test_watch_exits_1_when_the_order_fails_and_2_with_the_apis_message_on_a_bad_request(make_engine_run):
-    _, port = make_engine_run()
+def test_watch_exits_1_when_the_order_fails_and_2_with_the_apis_message_on_a_bad_request(module_engine_run):
+    port = module_engine_run()  # the default, shared: each test asserts on its own orders
     failed = engine(port, "submit", "BONK", "USDC", "0.00001", "--watch")
     assert failed.returncode == 1
     assert failed.stdout.splitlines()[-1].split("\t")[1:] == [
@@ -65,7 +66,7 @@ def test_watch_exits_1_when_the_order_fails_and_2_with_the_apis_message_on_a_bad
 
 
 def test_orders_order_quote_and_tokens_print_tables_or_the_apis_json(module_engine_run):
-    port = module_engine_run()  # shared with the twap test, whose orders all complete: none fails
+    port = module_engine_run()  # the default, shared: none of the module's orders expires
     accepted = json.loads(engine(port, "submit", "SOL", "USDC", "0.25", "--json", "--client-order-id", "cli-1").stdout)
     assert accepted["status"] == "pending" and accepted["clientOrderId"] == "cli-1"
     engine(port, "order", accepted["orderId"], "--watch")  # wait for it, quietly
@@ -74,7 +75,8 @@ def test_orders_order_quote_and_tokens_print_tables_or_the_apis_json(module_engi
     header, *rows = [line.split("\t") for line in listing.stdout.splitlines()]
     assert header == ["orderId", "status", "pair", "amount", "venue", "price", "age"]
     assert rows[0][:4] == [accepted["orderId"], "confirmed", "SOL/USDC", "0.25"]
-    assert json.loads(engine(port, "orders", "--status", "failed", "--json").stdout)["orders"] == []
+    # none expired on this engine (the failing test's order failed: a status that may be there)
+    assert json.loads(engine(port, "orders", "--status", "expired", "--json").stdout)["orders"] == []
 
     quote = engine(port, "quote", "SOL", "USDC", "1.5", "--slippage-bps", "100")
     assert quote.returncode == 0

@@ -13,7 +13,8 @@ import pytest
 
 from tests.conftest import require_tool
 
-pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+# On one xdist worker: the module's Chromium and its shared engine start once.
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.xdist_group("dashboard")]
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", Path(__file__).resolve().parents[1] / "artifacts"))
 # The flags this machine needs (no GPU, no network beyond loopback, no first-run chores).
@@ -213,7 +214,9 @@ def test_api_errors_read_as_sentences_next_to_the_field_and_a_failed_order_shows
 
 
 def test_the_cancel_button_cancels_an_order_that_has_not_started(make_engine_run, browser):
-    _, port = make_engine_run(VENUE_PROFILE="realistic", VENUE_LATENCY_SCALE="0.5", ORDER_RATE_LIMIT=1)
+    # Instant venues: the second order is held back by the rate limit (one order a minute), not by
+    # the first one's latency, so it waits either way.
+    _, port = make_engine_run(ORDER_RATE_LIMIT=1)
     page = Page(browser, port)
     page.submit()
     first = page.selected_order()
