@@ -22,6 +22,9 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--window-size=1440,1080")
 LIFECYCLE = ["pending", "routing", "building", "submitted", "confirmed"]
+# The settings of the engine the module's tests share (module_engine_run), each on orders of its
+# own: the default (instant venues) with webhooks delivered to loopback, polled every 50 ms.
+SHARED = {"WEBHOOK_POLL_SECONDS": "0.05", "WEBHOOK_ALLOW_PRIVATE": "on"}
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +167,7 @@ def test_an_order_from_the_form_moves_live_to_confirmed_and_its_timeline_lists_e
 
 
 def test_api_errors_read_as_sentences_next_to_the_field_and_a_failed_order_shows_why(module_engine_run, browser):
-    port = module_engine_run()  # shared with the other tests on the default; all on orders of their own
+    port = module_engine_run(**SHARED)
     page = Page(browser, port)
     page.fill(amount="0")
     page.wait().until(lambda d: "greater than 0" in page.text("#quote"))
@@ -279,10 +282,10 @@ def test_with_api_keys_the_page_asks_for_a_key_and_then_works_and_refusals_read_
 
 
 def test_an_order_with_a_webhook_shows_its_deliveries_and_a_bad_url_is_refused_next_to_the_field(
-        make_engine_run, browser):
+        module_engine_run, browser):
     from tests.e2e.test_webhooks import Receiver, free_port
 
-    _, port = make_engine_run(WEBHOOK_POLL_SECONDS="0.05", WEBHOOK_ALLOW_PRIVATE="on")
+    port = module_engine_run(**SHARED)
     receiver = Receiver(free_port())
     receiver.start()
     try:
@@ -308,7 +311,7 @@ def test_an_order_with_a_webhook_shows_its_deliveries_and_a_bad_url_is_refused_n
 
 def test_the_form_creates_each_protective_kind_and_the_summary_shows_its_prices_and_trailed_price(
         module_engine_run, browser):
-    port = module_engine_run()  # the default: instant venues
+    port = module_engine_run(**SHARED)
     page = Page(browser, port)
     page.fill(type="trailing_stop", trailPercent="20", amount="0.1")
     assert page.find("#f-trailPercent").is_displayed() and not page.find("#f-targetPrice").is_displayed()
@@ -351,7 +354,7 @@ def test_the_form_creates_each_protective_kind_and_the_summary_shows_its_prices_
 
 
 def test_a_twap_from_the_form_shows_its_children_and_progress_and_a_dca_pauses(module_engine_run, browser):
-    port = module_engine_run()  # the default: instant venues
+    port = module_engine_run(**SHARED)
     page = Page(browser, port)
     assert not page.find("#f-slices").is_displayed()  # the schedule's fields only for twap and dca
     page.fill(tokenIn="SOL", tokenOut="USDC", amount="1", slippageBps="500", type="twap")
