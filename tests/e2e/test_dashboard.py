@@ -50,23 +50,17 @@ def chromium(tmp_path_factory):
 
 @pytest.fixture
 def browser(chromium):
-    """The module's Chromium in a tab of this test's own: a new tab has a fresh sessionStorage
-    (where the page keeps an API key; the dashboard stores nothing else), every earlier tab is
-    closed, and the browser log is drained, so `console_errors` reads this test's page only.
-    Cookies are cleared too, though the dashboard sets none. Each test's engine is on a port of
-    its own, so no page of an earlier test shares its origin."""
-    chromium.switch_to.new_window("tab")
-    current = chromium.current_window_handle
-    for handle in chromium.window_handles:
-        if handle != current:
-            chromium.switch_to.window(handle)
-            chromium.close()
-    chromium.switch_to.window(current)
+    """The module's Chromium, as a fresh one would be for this test: its one tab on about:blank,
+    no sessionStorage (where the page keeps an API key; the dashboard stores nothing else) and no
+    cookies left by an earlier test, and the browser log drained, so `console_errors` reads this
+    test's page only. Each test's engine is on a port of its own, another origin besides."""
     chromium.delete_all_cookies()
     chromium.get_log("browser")
     try:
         yield chromium
     finally:
+        if chromium.current_url.startswith("http"):
+            chromium.execute_script("window.sessionStorage.clear();")
         chromium.get("about:blank")  # leave the engine's page (and close its /ws) before the engine stops
 
 
