@@ -304,8 +304,10 @@ def test_an_order_with_a_webhook_shows_its_deliveries_and_a_bad_url_is_refused_n
 
 
 def test_the_form_creates_each_protective_kind_and_the_summary_shows_its_prices_and_trailed_price(
-        module_engine_run, browser):
-    port = module_engine_run(**SHARED)
+        make_engine_run, browser):
+    # An engine of its own: its trailing stops stay armed and keep streaming trailing events,
+    # which would reach the pages of the tests after it on a shared engine.
+    _, port = make_engine_run()
     page = Page(browser, port)
     page.fill(type="trailing_stop", trailPercent="20", amount="0.1")
     assert page.find("#f-trailPercent").is_displayed() and not page.find("#f-targetPrice").is_displayed()
