@@ -231,14 +231,50 @@ def make_engine_run(tmp_path):
     assert all(code == 0 for code in codes), "engine run exits cleanly on SIGTERM"
 
 
+@pytest.fixture(scope="module")
+def module_engine_run(tmp_path_factory):
+    """`make_engine_run` for a whole module: `module_engine_run(**env)` -> port of an `engine run`
+    with those settings, started by the first test that asks for them and shared by every later
+    one that asks for the same (each test then acts on, and asserts on, its own orders only).
+
+    Every process started is stopped at the end of the module and must exit 0.
+    """
+    tmp_path = tmp_path_factory.mktemp("engine-run")
+    started: dict[tuple, tuple[EngineProcess, int]] = {}
+
+    def make(**env):
+        settings = {k: str(v) for k, v in env.items()}
+        key = tuple(sorted(settings.items()))
+        if key not in started:
+            port = free_port()
+            name = f"run{len(started)}"
+            proc = EngineProcess("run", {**EMBEDDED_ENV, "ENGINE_DATA_DIR": str(tmp_path / name), "PORT": str(port),
+                                         **settings}, tmp_path, name).start()
+            started[key] = (proc, port)
+            wait_ready(port, proc)
+        proc, port = started[key]
+        assert proc.proc.poll() is None, proc.log_text()[-3000:]
+        return port
+
+    yield make
+    processes = [proc for proc, _ in started.values()]
+    codes = stop_all(processes)
+    for proc in processes:
+        print(proc.log_text()[-3000:])
+    assert all(code == 0 for code in codes), "engine run exits cleanly on SIGTERM"
+
+
 @pytest.fixture(params=["engine run", "web + 2 workers"])
 def start_engine(request):
     """The engine in both topologies, for the clients' main tests: `start_engine(**env)` -> port.
 
-    `engine run` on the embedded default, and the production one: `engine web` and two
+    `engine run` on the embedded default (shared with the module's other tests on the same
+    settings, `module_engine_run`, in a module that sets SHARE_ENGINE_RUN), and the production one: `engine web` and two
     `engine worker` processes on Postgres and Redis (events reach the web through pub/sub).
     """
     if request.param == "engine run":
+        if getattr(request.module, "SHARE_ENGINE_RUN", False):  # the module's tests on the same settings share it
+            return request.getfixturevalue("module_engine_run")
         make_run = request.getfixturevalue("make_engine_run")
         return lambda **env: make_run(**env)[1]
     make_cluster = request.getfixturevalue("make_cluster")

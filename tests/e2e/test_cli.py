@@ -14,7 +14,8 @@ import pytest
 
 from bench.cluster import REPO
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("cli")]  # on one worker: the shared engines start once
+SHARE_ENGINE_RUN = True  # start_engine's `engine run` is module_engine_run: each test asserts on its own orders
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -45,8 +46,8 @@ def test_submit_watch_follows_the_order_to_confirmed_with_its_route_and_price_an
     assert "confirmed" in shown.stdout and order["fills"][0]["txHash"] in shown.stdout
 
 
-def test_watch_exits_1_when_the_order_fails_and_2_with_the_apis_message_on_a_bad_request(make_engine_run):
-    _, port = make_engine_run()
+def test_watch_exits_1_when_the_order_fails_and_2_with_the_apis_message_on_a_bad_request(module_engine_run):
+    port = module_engine_run()  # the default, shared: each test asserts on its own orders
     failed = engine(port, "submit", "BONK", "USDC", "0.00001", "--watch")
     assert failed.returncode == 1
     assert failed.stdout.splitlines()[-1].split("\t")[1:] == [
@@ -64,8 +65,8 @@ def test_watch_exits_1_when_the_order_fails_and_2_with_the_apis_message_on_a_bad
     assert nowhere.returncode == 3 and "cannot reach the engine" in nowhere.stderr
 
 
-def test_orders_order_quote_and_tokens_print_tables_or_the_apis_json(make_engine_run):
-    _, port = make_engine_run()
+def test_orders_order_quote_and_tokens_print_tables_or_the_apis_json(module_engine_run):
+    port = module_engine_run()  # the default, shared: none of the module's orders expires
     accepted = json.loads(engine(port, "submit", "SOL", "USDC", "0.25", "--json", "--client-order-id", "cli-1").stdout)
     assert accepted["status"] == "pending" and accepted["clientOrderId"] == "cli-1"
     engine(port, "order", accepted["orderId"], "--watch")  # wait for it, quietly
@@ -74,7 +75,8 @@ def test_orders_order_quote_and_tokens_print_tables_or_the_apis_json(make_engine
     header, *rows = [line.split("\t") for line in listing.stdout.splitlines()]
     assert header == ["orderId", "status", "pair", "amount", "venue", "price", "age"]
     assert rows[0][:4] == [accepted["orderId"], "confirmed", "SOL/USDC", "0.25"]
-    assert json.loads(engine(port, "orders", "--status", "failed", "--json").stdout)["orders"] == []
+    # none expired on this engine (the failing test's order failed: a status that may be there)
+    assert json.loads(engine(port, "orders", "--status", "expired", "--json").stdout)["orders"] == []
 
     quote = engine(port, "quote", "SOL", "USDC", "1.5", "--slippage-bps", "100")
     assert quote.returncode == 0
@@ -88,8 +90,8 @@ def test_orders_order_quote_and_tokens_print_tables_or_the_apis_json(make_engine
     assert "POPCAT\t7GCihgDB8fe6KNjn2MYtkzZcRjQy3t9GHdC8uHYmW2hr\t9\tnot yet" in tokens
 
 
-def test_on_a_terminal_watch_shows_one_progress_line_then_the_outcome(make_engine_run):
-    _, port = make_engine_run(VENUE_PROFILE="realistic", VENUE_LATENCY_SCALE="0.5")  # a swap of 1-1.5 s to watch
+def test_on_a_terminal_watch_shows_one_progress_line_then_the_outcome(module_engine_run):
+    port = module_engine_run(VENUE_PROFILE="realistic", VENUE_LATENCY_SCALE="0.5")  # a swap of 1-1.5 s to watch
     environ = {k: v for k, v in os.environ.items() if k != "ENGINE_API_KEY"}
     environ.update({"ENGINE_URL": f"http://127.0.0.1:{port}", "COLUMNS": "160", "TERM": "xterm-256color"})
     main, child = pty.openpty()
@@ -116,18 +118,21 @@ def test_on_a_terminal_watch_shows_one_progress_line_then_the_outcome(make_engin
     assert "Traceback" not in text
 
 
-def test_the_key_comes_from_ENGINE_API_KEY_and_a_missing_key_exits_2_with_the_reason(make_engine_run):
-    _, port = make_engine_run(API_KEYS="cli-key-0123456789-0123456789abcde")
+TRADING_KEY, OPERATOR_KEY = "cli-trading-key-0123456789abcdefgh", "cli-operator-key-0123456789abcdefg"
+
+
+def test_the_key_comes_from_ENGINE_API_KEY_and_a_missing_key_exits_2_with_the_reason(module_engine_run):
+    port = module_engine_run(API_KEYS=TRADING_KEY, ADMIN_KEYS=OPERATOR_KEY)  # shared with the admin test
     missing = engine(port, "tokens")
     assert missing.returncode == 2 and "ENGINE_API_KEY" in missing.stderr
     done = engine(port, "submit", "SOL", "USDC", "0.1", "--watch",
-                  env={"ENGINE_API_KEY": "cli-key-0123456789-0123456789abcde"})
+                  env={"ENGINE_API_KEY": TRADING_KEY})
     assert done.returncode == 0 and done.stdout.splitlines()[-1].split("\t")[1] == "confirmed"
 
 
-def test_engine_admin_halts_resumes_manages_keys_and_reads_the_audit_log(make_engine_run):
-    trading, operator = "cli-trading-key-0123456789abcdefgh", "cli-operator-key-0123456789abcdefg"
-    _, port = make_engine_run(API_KEYS=trading, ADMIN_KEYS=operator)
+def test_engine_admin_halts_resumes_manages_keys_and_reads_the_audit_log(module_engine_run):
+    trading, operator = TRADING_KEY, OPERATOR_KEY
+    port = module_engine_run(API_KEYS=trading, ADMIN_KEYS=operator)  # the key test makes no admin action
     admin = {"ENGINE_ADMIN_KEY": operator}
 
     unset = engine(port, "admin", "halts")
@@ -163,8 +168,8 @@ def test_engine_admin_halts_resumes_manages_keys_and_reads_the_audit_log(make_en
     assert actions == ["keys.revoke", "keys.cancel_all", "keys.create", "resume", "halt"], audit
 
 
-def test_a_twap_is_submitted_and_watched_to_completed_and_a_dca_paused_and_resumed(make_engine_run):
-    _, port = make_engine_run(VENUE_PROFILE="instant")
+def test_a_twap_is_submitted_and_watched_to_completed_and_a_dca_paused_and_resumed(module_engine_run):
+    port = module_engine_run()  # the default: instant venues
     done = engine(port, "submit", "SOL", "USDC", "1", "--type", "twap", "--duration", "2", "--slices", "2",
                   "--slippage-bps", "5000", "--watch")
     assert done.returncode == 0, done.stderr + done.stdout

@@ -13,7 +13,8 @@ import pytest
 
 from tests.conftest import require_tool
 
-pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+# On one xdist worker: the module's Chromium and its shared engine start once.
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.xdist_group("dashboard")]
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", Path(__file__).resolve().parents[1] / "artifacts"))
 # The flags this machine needs (no GPU, no network beyond loopback, no first-run chores).
@@ -21,11 +22,15 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--window-size=1440,1080")
 LIFECYCLE = ["pending", "routing", "building", "submitted", "confirmed"]
+# The settings of the engine the module's tests share (module_engine_run), each on orders of its
+# own: the default (instant venues) with webhooks delivered to loopback, polled every 50 ms.
+SHARED = {"WEBHOOK_POLL_SECONDS": "0.05", "WEBHOOK_ALLOW_PRIVATE": "on"}
 
 
-@pytest.fixture
-def browser(tmp_path):
-    """A headless Chromium with a fresh profile; quit afterwards."""
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    """One headless Chromium for the module (a fresh profile); quit at the end of the module.
+    Starting one costs ~0.7 s of CPU: each test gets a fresh tab of it instead (`browser`)."""
     chromium, chromedriver = require_tool("Chromium", "chromium", "chromedriver")
     from selenium import webdriver
 
@@ -33,7 +38,7 @@ def browser(tmp_path):
     options.binary_location = chromium
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium') / 'chromium-profile'}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=chromedriver))
     driver.set_page_load_timeout(30)
@@ -41,6 +46,22 @@ def browser(tmp_path):
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def browser(chromium):
+    """The module's Chromium, as a fresh one would be for this test: its one tab on about:blank,
+    no sessionStorage (where the page keeps an API key; the dashboard stores nothing else) and no
+    cookies left by an earlier test, and the browser log drained, so `console_errors` reads this
+    test's page only. Each test's engine is on a port of its own, another origin besides."""
+    chromium.delete_all_cookies()
+    chromium.get_log("browser")
+    try:
+        yield chromium
+    finally:
+        if chromium.current_url.startswith("http"):
+            chromium.execute_script("window.sessionStorage.clear();")
+        chromium.get("about:blank")  # leave the engine's page (and close its /ws) before the engine stops
 
 
 class Page:
@@ -51,7 +72,7 @@ class Page:
         from selenium.webdriver.support.ui import WebDriverWait
 
         self.driver, self.By = driver, By
-        self.wait = lambda timeout=20: WebDriverWait(driver, timeout, poll_frequency=0.05)
+        self.wait = lambda timeout=20: WebDriverWait(driver, timeout, poll_frequency=0.1)
         driver.get(f"http://127.0.0.1:{port}/")
         self.wait().until(lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
         # The form's token lists come from /api/tokens: the page is usable once they are there.
@@ -139,8 +160,8 @@ def test_an_order_from_the_form_moves_live_to_confirmed_and_its_timeline_lists_e
     assert page.console_errors() == []
 
 
-def test_api_errors_read_as_sentences_next_to_the_field_and_a_failed_order_shows_why(make_engine_run, browser):
-    _, port = make_engine_run()
+def test_api_errors_read_as_sentences_next_to_the_field_and_a_failed_order_shows_why(module_engine_run, browser):
+    port = module_engine_run(**SHARED)
     page = Page(browser, port)
     page.fill(amount="0")
     page.wait().until(lambda d: "greater than 0" in page.text("#quote"))
@@ -189,24 +210,10 @@ def test_api_errors_read_as_sentences_next_to_the_field_and_a_failed_order_shows
     assert page.console_errors() == []
 
 
-def test_with_api_keys_the_page_asks_for_a_key_and_then_works(make_engine_run, browser):
-    _, port = make_engine_run(API_KEYS="dash-key-0123456789-0123456789abcd")
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    browser.get(f"http://127.0.0.1:{port}/")
-    WebDriverWait(browser, 20).until(lambda d: "needs an API key" in d.find_element(By.ID, "notice").text)
-    browser.find_element(By.ID, "api-key").send_keys("dash-key-0123456789-0123456789abcd")
-    browser.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
-    page = Page(browser, port)  # reloads: the key is kept in the session
-    page.wait().until(lambda d: "Route:" in page.text("#quote"))
-    page.submit()
-    order_id = page.selected_order()
-    page.wait().until(lambda d: page.row_status(order_id) == "confirmed")
-
-
 def test_the_cancel_button_cancels_an_order_that_has_not_started(make_engine_run, browser):
-    _, port = make_engine_run(VENUE_PROFILE="realistic", VENUE_LATENCY_SCALE="0.5", ORDER_RATE_LIMIT=1)
+    # Instant venues: the second order is held back by the rate limit (one order a minute), not by
+    # the first one's latency, so it waits either way.
+    _, port = make_engine_run(ORDER_RATE_LIMIT=1)
     page = Page(browser, port)
     page.submit()
     first = page.selected_order()
@@ -218,8 +225,10 @@ def test_the_cancel_button_cancels_an_order_that_has_not_started(make_engine_run
     assert page.timeline()[-1] == "cancelled"
 
 
-def test_a_halt_and_a_risk_limit_refusal_read_as_sentences(make_engine_run, browser):
-    """Refusals a trader meets from operators' controls, in words: a risk limit names the limit
+def test_with_api_keys_the_page_asks_for_a_key_and_then_works_and_refusals_read_as_sentences(
+        make_engine_run, browser):
+    """With API_KEYS the page asks for a key, then works with it (quotes, an order to confirmed).
+    Refusals a trader meets from operators' controls, in words: a risk limit names the limit
     and the figures, a halt its reason and what happens to the orders already placed."""
     import json
     import urllib.request
@@ -241,7 +250,8 @@ def test_a_halt_and_a_risk_limit_refusal_read_as_sentences(make_engine_run, brow
     WebDriverWait(browser, 20).until(lambda d: "needs an API key" in d.find_element(By.ID, "notice").text)
     browser.find_element(By.ID, "api-key").send_keys(key)
     browser.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
-    page = Page(browser, port)
+    page = Page(browser, port)  # reloads: the key is kept in the session
+    page.wait().until(lambda d: "Route:" in page.text("#quote"))  # the page works with the key: quotes...
     page.fill(tokenIn="SOL", tokenOut="USDC", amount="10")  # ~1,500 USDC, over 100
     page.submit()
     page.wait().until(lambda d: page.find("#form-error").is_displayed())
@@ -260,16 +270,16 @@ def test_a_halt_and_a_risk_limit_refusal_read_as_sentences(make_engine_run, brow
     assert admin("/api/admin/resume", {"scope": "all"}) == 200
     page.submit()
     order_id = page.selected_order()
-    page.wait().until(lambda d: page.row_status(order_id) == "confirmed")
+    page.wait().until(lambda d: page.row_status(order_id) == "confirmed")  # ...and orders
     # The one expected: the first page, before the key was entered, had its /ws refused (401).
     assert [e for e in page.console_errors() if "Authentication failed" not in e] == []
 
 
 def test_an_order_with_a_webhook_shows_its_deliveries_and_a_bad_url_is_refused_next_to_the_field(
-        make_engine_run, browser):
+        module_engine_run, browser):
     from tests.e2e.test_webhooks import Receiver, free_port
 
-    _, port = make_engine_run(WEBHOOK_POLL_SECONDS="0.05", WEBHOOK_ALLOW_PRIVATE="on")
+    port = module_engine_run(**SHARED)
     receiver = Receiver(free_port())
     receiver.start()
     try:
@@ -295,7 +305,9 @@ def test_an_order_with_a_webhook_shows_its_deliveries_and_a_bad_url_is_refused_n
 
 def test_the_form_creates_each_protective_kind_and_the_summary_shows_its_prices_and_trailed_price(
         make_engine_run, browser):
-    _, port = make_engine_run(VENUE_PROFILE="instant")
+    # An engine of its own: its trailing stops stay armed and keep streaming trailing events,
+    # which would reach the pages of the tests after it on a shared engine.
+    _, port = make_engine_run()
     page = Page(browser, port)
     page.fill(type="trailing_stop", trailPercent="20", amount="0.1")
     assert page.find("#f-trailPercent").is_displayed() and not page.find("#f-targetPrice").is_displayed()
@@ -337,8 +349,8 @@ def test_the_form_creates_each_protective_kind_and_the_summary_shows_its_prices_
     page.screenshot("dashboard-protective.png")
 
 
-def test_a_twap_from_the_form_shows_its_children_and_progress_and_a_dca_pauses(make_engine_run, browser):
-    _, port = make_engine_run(VENUE_PROFILE="instant")
+def test_a_twap_from_the_form_shows_its_children_and_progress_and_a_dca_pauses(module_engine_run, browser):
+    port = module_engine_run(**SHARED)
     page = Page(browser, port)
     assert not page.find("#f-slices").is_displayed()  # the schedule's fields only for twap and dca
     page.fill(tokenIn="SOL", tokenOut="USDC", amount="1", slippageBps="500", type="twap")

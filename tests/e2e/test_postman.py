@@ -16,7 +16,7 @@ COLLECTION = POSTMAN / "dex-engine.postman_collection.json"
 ENVIRONMENT = POSTMAN / "embedded-default.postman_environment.json"
 OPERATORS_ENVIRONMENT = POSTMAN / "operators.postman_environment.json"
 READY_FOLDERS = ["Market", "Orders", "Errors", "Simulator", "Operations"]
-CANCEL_FOLDERS = ["Cancel"]  # run apart, after Orders, on an engine of its own
+CANCEL_FOLDERS = ["Cancel"]  # run after the ready folders (it refuses to cancel an order of Orders)
 OPERATOR_FOLDERS = ["Operators"]  # on an engine with API_KEYS, ADMIN_KEYS and a risk limit
 API_KEY, ADMIN_KEY = "postman-trading-key-0123456789abcdef", "postman-operator-key-0123456789abcdef"
 
@@ -68,21 +68,22 @@ def run_newman(port: int, folders: list[str], tmp_path, environment=ENVIRONMENT,
     return run
 
 
-def test_newman_runs_the_collection_and_every_assertion_holds(start_engine, tmp_path):
+def test_newman_runs_the_collection_and_every_assertion_holds_and_cancels_a_waiting_limit_order(
+        start_engine, tmp_path):
+    """The ready folders, then the Cancel folder after them on the same engine: every request
+    passes every assertion; in Cancel, a limit order out of reach waits, is cancelled (200) and
+    reads back cancelled, and every one of its requests ran and passed an assertion."""
     port = start_engine()
-    run = run_newman(port, READY_FOLDERS, tmp_path)
+    run = run_newman(port, READY_FOLDERS + CANCEL_FOLDERS, tmp_path)
     stats = run["stats"]
     assert stats["requests"]["total"] >= 25 and stats["requests"]["failed"] == 0
     assert stats["assertions"]["total"] >= 80 and stats["assertions"]["failed"] == 0
-
-
-def test_newman_cancels_a_waiting_limit_order_and_refuses_a_confirmed_one(make_engine_run, tmp_path):
-    """The Cancel folder: a limit order out of reach waits, is cancelled (200) and reads back
-    cancelled; every one of its requests ran and every assertion of each passed."""
-    _, port = make_engine_run()
-    run = run_newman(port, ["Orders"] + CANCEL_FOLDERS, tmp_path)
+    ran = [execution["item"]["name"] for execution in run["executions"]]
     collection = json.loads(COLLECTION.read_text())
-    (cancel,) = [folder for folder in collection["item"] if folder["name"] == "Cancel"]
+    folders = {folder["name"]: folder for folder in collection["item"]}
+    orders_last = max(ran.index(item["name"]) for item in requests_of(folders["Orders"]))
+    (cancel,) = [folders[name] for name in CANCEL_FOLDERS]
+    assert min(ran.index(item["name"]) for item in requests_of(cancel)) > orders_last  # Cancel runs after Orders
     passed: dict[str, set[str]] = {}
     for execution in run["executions"]:
         names = {a["assertion"] for a in execution.get("assertions", []) if not a.get("error")}
