@@ -159,10 +159,17 @@ def empty_database_settings(request, tmp_path):
 OWN_SERVERS = {"own_redis", "own_postgres", "make_own_cluster", "redis_cluster"}
 
 
-# The longest modules (seconds each test, --durations) start first, so that the many short
-# tests fill the xdist workers at the end instead of one long test running alone.
-LONGEST_FIRST = ("test_generated_requests", "test_schemathesis", "test_outages", "test_procfile",
-                 "test_process_faults", "test_cluster", "test_takeover")
+# The longest start first (a module that runs on one worker counts as the sum of its tests,
+# --durations), so that the many short tests fill the xdist workers at the end instead of one
+# long test or module running alone.
+LONGEST_FIRST = ("test_schemathesis", "test_outages", "test_dashboard", "test_cli", "test_orders_over_time",
+                 "test_order_types", "test_protective_orders", "test_generated_requests", "test_cluster",
+                 "test_process_faults", "test_procfile", "test_redis_cluster", "test_takeover")
+
+
+# Every test's Postgres database is a reused copy (tests/db_pool.py), but for these modules':
+# they assert on query plans, which a reused copy's statistics could change.
+FRESH_DATABASE = {"tests.integration.test_read_plans"}
 
 
 def _shares(item) -> bool:
@@ -182,6 +189,8 @@ def pytest_collection_modifyitems(config, items):
                                  first[item.module.__name__], _shares(item)))
     sharing = {item.module.__name__ for item in items if _shares(item)}
     for item in items:
+        if item.module.__name__ not in FRESH_DATABASE:
+            item.add_marker(pytest.mark.reused_database)
         if OWN_SERVERS & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group(f"own-servers-{item.module.__name__}"))
         elif item.module.__name__ in sharing:

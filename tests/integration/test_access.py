@@ -20,7 +20,6 @@ from web.access import owner_id
 from web.services import key_id_secret
 
 # Their Postgres databases (postgres_url) are put back as the template holds them and reused.
-pytestmark = pytest.mark.reused_database
 
 KEY_A, KEY_B = "key-a-0123456789-0123456789abcdef", "key-b-9876543210-fedcba9876543210"
 

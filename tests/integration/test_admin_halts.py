@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from tornado.httpclient import HTTPRequest
 from tornado.testing import gen_test
@@ -16,7 +15,6 @@ from web.access import owner_id
 from web.services import key_id_secret
 
 # Their Postgres databases (postgres_url) are put back as the template holds them and reused.
-pytestmark = pytest.mark.reused_database
 
 OPERATOR = "operator-key-0123456789-abcdefghijklmn"
 OP = bearer(OPERATOR)

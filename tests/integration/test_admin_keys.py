@@ -9,7 +9,6 @@ import time
 import uuid
 from decimal import Decimal
 
-import pytest
 
 from tornado.testing import gen_test
 
@@ -21,7 +20,6 @@ from web.access import owner_id
 from web.services import key_id_secret
 
 # Their Postgres databases (postgres_url) are put back as the template holds them and reused.
-pytestmark = pytest.mark.reused_database
 
 OP = bearer(OPERATOR)
 

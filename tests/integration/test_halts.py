@@ -10,7 +10,7 @@ from storage.halt_watch import HaltWatch
 from storage.halts import Halt, HaltSet, HaltStore, pair_target
 from storage.records import utcnow
 
-pytestmark = [pytest.mark.integration, pytest.mark.reused_database]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from storage.orders import BadCursor
 from storage.records import EventDraft, OrderDraft
 from storage.status import StatusRuleError
 
-pytestmark = [pytest.mark.integration, pytest.mark.reused_database]
+pytestmark = pytest.mark.integration
 
 
 def draft(**kw):

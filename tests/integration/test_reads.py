@@ -15,7 +15,7 @@ from storage.records import ORDER_TYPES, EventDraft, OrderDraft
 from storage.risk import RiskLimits, RiskTicket
 from storage.status import StatusRuleError
 
-pytestmark = [pytest.mark.integration, pytest.mark.reused_database]
+pytestmark = pytest.mark.integration
 
 
 def draft(**kw) -> OrderDraft:

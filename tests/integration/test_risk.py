@@ -23,7 +23,7 @@ from tests.integration.test_access import KEY_A, KEY_B, KeyedTestCase, bearer
 from tests.integration.test_web import CONFIRMED, LIFECYCLE, WebTestCase, _OnPostgresAndRedis
 from web.services import Services
 
-pytestmark = [pytest.mark.integration, pytest.mark.reused_database]
+pytestmark = pytest.mark.integration
 
 
 @functools.lru_cache(maxsize=1)

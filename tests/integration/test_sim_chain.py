@@ -14,7 +14,7 @@ from storage.venues.base import SwapRequest, VenueError
 from storage.venues.sim import amm, new_signature, open_chain
 from storage.venues.sim.world import to_datetime
 
-pytestmark = [pytest.mark.integration, pytest.mark.reused_database]
+pytestmark = pytest.mark.integration
 
 SOL, USDC, POPCAT = find_token("SOL"), find_token("USDC"), find_token("POPCAT")
 LISTED_POOLS = 2 * 11  # two venues; SOL/USDC, and each other listed token with SOL and with USDC

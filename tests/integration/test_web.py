@@ -34,7 +34,6 @@ from web.app import make_app
 from web.services import Services
 
 # Their Postgres databases (postgres_url) are put back as the template holds them and reused.
-pytestmark = pytest.mark.reused_database
 
 SOL_MINT = "So11111111111111111111111111111111111111112"
 WAIT_S = 5.0
