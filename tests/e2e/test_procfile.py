@@ -50,14 +50,16 @@ class Honcho:
                  "start", *args], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
 
-    def wait_ready(self, port: int, timeout: float = 60) -> None:
+    def wait_ready(self, port: int, workers: int = 0, timeout: float = 60) -> None:
+        """Until the web answers on `port` and `workers` workers have logged their start (a
+        worker signalled while it still imports dies of the signal: it had nothing to drain)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log()
-            if ready(port):
+            if ready(port) and len(re.findall(r"actors\.supervisor: worker \S+ started", self.log())) >= workers:
                 return
             time.sleep(0.1)
-        raise AssertionError("web not ready:\n" + self.log())
+        raise AssertionError("web or workers not ready:\n" + self.log())
 
     def terminate(self) -> float:
         """SIGTERM to honcho, as a platform sends on deploy; seconds until it exited."""
@@ -141,7 +143,7 @@ def test_procfile_release_then_honcho_then_sigterm_mid_flight_ends_every_order(e
     first = Honcho(env, tmp_path / "honcho-1.log", "-c", "worker=2", "web", "worker")  # web gets $PORT
     second = None
     try:
-        first.wait_ready(port)
+        first.wait_ready(port, workers=2)
 
         async def deploy():
             client = Client(port)
