@@ -156,7 +156,7 @@ def empty_database_settings(request, tmp_path):
 # Fixtures that stop and start servers of a module's own: the tests that use them run on one
 # xdist worker, one at a time, sharing the module's servers (and never racing each other).
 # So do the tests that use `shared_cluster` (tests/e2e/conftest.py), to start its cluster once.
-OWN_SERVERS = {"own_redis", "own_postgres", "make_own_cluster", "redis_cluster"}
+OWN_SERVERS = {"own_redis", "own_postgres", "redis_cluster"}
 
 
 # The longest start first (a module that runs on one worker counts as the sum of its tests,

@@ -6,7 +6,6 @@ import os
 import pwd
 import shutil
 
-import psycopg2
 import pytest
 
 from bench.cluster import EngineProcess, free_port, stop_all, wait_ready
@@ -178,28 +177,6 @@ def own_postgres():
         yield cluster.start()
     finally:
         cluster.close()
-
-
-@pytest.fixture
-def make_own_cluster(own_postgres, own_redis, tmp_path, request):
-    """`make_cluster` on this module's own servers: a fresh database on its Postgres cluster,
-    its Redis emptied. Both servers are running when the test starts (an earlier test may have
-    left one down); their logs are printed too if the test fails."""
-    own_postgres.start()
-    own_redis.start()
-    own_redis.flushall()
-    name = f"engine_{os.urandom(5).hex()}"
-    admin = psycopg2.connect(own_postgres.url())
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    try:
-        yield from _clusters(own_postgres.url(name), own_redis.url(0), tmp_path, request, migrated=False)
-    finally:
-        if _test_failed(request):
-            print(f"==== own postgres (port {own_postgres.port})\n{own_postgres.log()}")
-            print(f"==== own redis (port {own_redis.port})\n{own_redis.log()}")
 
 
 EMBEDDED_ENV = {"VENUE_PROFILE": "instant", "VENUE_FAILURE_RATE": "0", "VENUE_TIMEOUT_RATE": "0",
