@@ -86,17 +86,12 @@ class DatabasePool:
 
     def take(self) -> str:
         """The URL of a database as the template holds it, for one test."""
-        from bench.cluster import _admin, _database_url
+        from bench.cluster import _database_url
 
         if self.free:
             return _database_url(self.free.pop())
         name = f"{self.prefix}_{uuid.uuid4().hex[:10]}"
-        conn = _admin()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
-        finally:
-            conn.close()
+        _as_admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
         self.all.add(name)
         if self.snapshot is None:
             with self._connect(name) as db, db.cursor() as cur:
@@ -128,15 +123,8 @@ class DatabasePool:
         return _Closing(conn)
 
     def _reset(self, name: str) -> None:
-        from bench.cluster import _admin
-
-        admin = _admin()
-        try:
-            with admin.cursor() as cur:  # the test's connections, including any it leaked
-                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-        finally:
-            admin.close()
+        _as_admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "  # the test's, leaked ones too
+                  "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
         snapshot = self.snapshot
         with self._connect(name) as db, db.cursor() as cur:
             cur.execute(_FINGERPRINT)
@@ -155,15 +143,20 @@ class DatabasePool:
             db.commit()
 
     def _drop(self, name: str) -> None:
-        from bench.cluster import _admin
-
         self.all.discard(name)
-        conn = _admin()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            conn.close()
+        _as_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _as_admin(sql: str, params: tuple | None = None) -> None:
+    """One statement on the server's admin database (CREATE and DROP DATABASE need autocommit)."""
+    from bench.cluster import _admin
+
+    conn = _admin()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+    finally:
+        conn.close()
 
 
 class _Closing:
