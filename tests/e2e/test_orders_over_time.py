@@ -57,8 +57,7 @@ def test_a_twap_of_five_children_survives_its_worker_killed_mid_schedule(make_cl
         parent_id = accepted["orderId"]
         listener = asyncio.ensure_future(client.listen(accepted["links"]["ws"], timeout=120))
         await until(lambda: _has_children(client, parent_id, 2), 30, "two children", pause=SLOW_POLL)
-        holder = next(w for w in cluster.workers if f"parent {parent_id} adopted" in w.log_text())
-        (survivor,) = [w for w in cluster.workers if w is not holder]
+        holder, survivor = _holder_and_survivor(cluster, parent_id)
         holder.kill()  # SIGKILL mid-schedule: its parent's job stays pending in Redis
         parent = await until(lambda: _terminal(client, parent_id), 90, "the parent to end", pause=SLOW_POLL)
         assert took_over(survivor.log_text(), parent_id), "the survivor resumed the schedule"
@@ -88,8 +87,7 @@ def test_a_worker_that_stalled_mid_twap_wakes_without_creating_a_slice_twice(mak
                                              durationSeconds=8, slices=4, slippageBps=5000)
         parent_id = accepted["orderId"]
         await until(lambda: _has_children(client, parent_id, 1), 30, "the first child")
-        stalled = next(w for w in cluster.workers if f"parent {parent_id} adopted" in w.log_text())
-        (survivor,) = [w for w in cluster.workers if w is not stalled]
+        stalled, survivor = _holder_and_survivor(cluster, parent_id)
         os.kill(stalled.pid, signal.SIGSTOP)  # its heartbeat lapses; its book still holds the parent
         try:
             await until(lambda: _async(took_over(survivor.log_text(), parent_id)), 30, "the takeover")
@@ -102,6 +100,13 @@ def test_a_worker_that_stalled_mid_twap_wakes_without_creating_a_slice_twice(mak
         client.close()
 
     asyncio.run(scenario())
+
+
+def _holder_and_survivor(cluster, parent_id):
+    """The worker whose schedule book adopted the parent, and the other one."""
+    holder = next(w for w in cluster.workers if f"parent {parent_id} adopted" in w.log_text())
+    (survivor,) = [w for w in cluster.workers if w is not holder]
+    return holder, survivor
 
 
 async def _async(value):
